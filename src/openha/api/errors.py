@@ -1,0 +1,124 @@
+"""API errors rendered the way Octavia renders them: faultcode, faultstring, debuginfo."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    status_code = 500
+    faultcode = "Server"
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+            self.faultcode = "Client" if status_code < 500 else "Server"
+
+
+class BadRequest(APIError):
+    status_code = 400
+    faultcode = "Client"
+
+
+class Forbidden(APIError):
+    status_code = 403
+    faultcode = "Client"
+
+
+class PolicyForbidden(Forbidden):
+    def __init__(self) -> None:
+        super().__init__("Policy does not allow this request to be performed.")
+
+
+class NotFound(APIError):
+    status_code = 404
+    faultcode = "Client"
+
+    @classmethod
+    def resource(cls, resource: str, ident: str) -> NotFound:
+        return cls(f"{resource} {ident} not found.")
+
+
+class Conflict(APIError):
+    status_code = 409
+    faultcode = "Client"
+
+
+class Unauthorized(APIError):
+    status_code = 401
+    faultcode = "Client"
+
+
+def fault(status_code: int, message: str, debuginfo: Any = None) -> JSONResponse:
+    return JSONResponse(
+        status_code=status_code,
+        content={
+            "faultcode": "Client" if status_code < 500 else "Server",
+            "faultstring": message,
+            "debuginfo": debuginfo,
+        },
+    )
+
+
+def describe_validation_error(errors: list[Any], body: Any = None) -> str:
+    """One Octavia-style sentence per error: which field, which value, why."""
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        # Drop the envelope key and union tags so the field name reads like Octavia's.
+        field = ".".join(loc[1:] if len(loc) > 1 else loc) or "body"
+        value = err.get("input")
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            parts.append(f"Unknown attribute for argument {field}.")
+            continue
+        if err.get("type") == "missing":
+            parts.append(f"Mandatory field missing: {field}.")
+            continue
+        shown = value if not isinstance(value, dict | list) else "..."
+        parts.append(f"Invalid input for field/attribute {field}. Value: '{shown}'. {msg}")
+    return " ".join(parts) or "Invalid input."
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return fault(exc.status_code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return fault(400, describe_validation_error(list(exc.errors())))
+
+    @app.exception_handler(ValidationError)
+    async def _validation(_: Request, exc: ValidationError) -> JSONResponse:
+        return fault(400, describe_validation_error(list(exc.errors())))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        log.info("integrity error: %s", exc.orig)
+        return fault(409, "The request conflicts with an existing resource.")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return fault(404, "The resource could not be found.")
+        if exc.status_code == 405:
+            return fault(405, "The method is not allowed for the requested URL.")
+        return fault(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return fault(500, "An unexpected error occurred.")

@@ -1,0 +1,1 @@
+"""Pure domain rules: value grammars, Octavia constants, status derivation. No I/O here."""

@@ -1,0 +1,101 @@
+"""Octavia's vocabulary: allowed values, defaults and limits, as its v2 API defines them."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Provisioning and operating statuses
+ACTIVE: Final = "ACTIVE"
+DELETED: Final = "DELETED"
+ERROR: Final = "ERROR"
+PENDING_CREATE: Final = "PENDING_CREATE"
+PENDING_UPDATE: Final = "PENDING_UPDATE"
+PENDING_DELETE: Final = "PENDING_DELETE"
+PENDING_STATUSES: Final = (PENDING_CREATE, PENDING_UPDATE, PENDING_DELETE)
+
+ONLINE: Final = "ONLINE"
+OFFLINE: Final = "OFFLINE"
+DEGRADED: Final = "DEGRADED"
+DRAINING: Final = "DRAINING"
+NO_MONITOR: Final = "NO_MONITOR"
+OPERATING_STATUSES: Final = (ONLINE, OFFLINE, DEGRADED, ERROR, DRAINING, NO_MONITOR)
+
+# Listeners and pools
+LISTENER_PROTOCOLS: Final = (
+    "HTTP", "HTTPS", "TCP", "TERMINATED_HTTPS", "UDP", "SCTP", "PROMETHEUS",
+)
+POOL_PROTOCOLS: Final = ("HTTP", "HTTPS", "TCP", "PROXY", "PROXYV2", "UDP", "SCTP")
+LISTENER_POOL_PROTOCOL_MAP: Final[dict[str, tuple[str, ...]]] = {
+    "HTTP": ("HTTP", "PROXY", "PROXYV2"),
+    "HTTPS": ("HTTPS", "PROXY", "PROXYV2", "TCP"),
+    "TCP": ("TCP", "HTTP", "HTTPS", "PROXY", "PROXYV2"),
+    "TERMINATED_HTTPS": ("HTTP", "PROXY", "PROXYV2"),
+    "UDP": ("UDP",),
+    "SCTP": ("SCTP",),
+    "PROMETHEUS": (),
+}
+LB_ALGORITHMS: Final = ("ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP", "SOURCE_IP_PORT")
+SESSION_PERSISTENCE_TYPES: Final = ("SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE")
+
+INSERT_HEADERS: Final = (
+    "X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto",
+    "X-SSL-Client-Verify", "X-SSL-Client-Has-Cert", "X-SSL-Client-DN", "X-SSL-Client-CN",
+    "X-SSL-Issuer", "X-SSL-Client-SHA1", "X-SSL-Client-Not-Before", "X-SSL-Client-Not-After",
+)
+CLIENT_AUTHENTICATION_MODES: Final = ("NONE", "OPTIONAL", "MANDATORY")
+TLS_VERSIONS: Final = ("SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+DEFAULT_TIMEOUT_CLIENT_DATA: Final = 50000
+DEFAULT_TIMEOUT_MEMBER_CONNECT: Final = 5000
+DEFAULT_TIMEOUT_MEMBER_DATA: Final = 50000
+DEFAULT_TIMEOUT_TCP_INSPECT: Final = 0
+MAX_TIMEOUT: Final = 24 * 60 * 60 * 1000  # 24 days in ms, Octavia's upper bound
+MIN_PORT: Final = 1
+MAX_PORT: Final = 65535
+MIN_WEIGHT: Final = 0
+MAX_WEIGHT: Final = 256
+
+# Health monitors
+HEALTH_MONITOR_TYPES: Final = ("HTTP", "HTTPS", "PING", "TCP", "TLS-HELLO", "UDP-CONNECT", "SCTP")
+HTTP_METHODS: Final = (
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
+)
+HTTP_VERSIONS: Final = (1.0, 1.1)
+MIN_HM_RETRIES: Final = 1
+MAX_HM_RETRIES: Final = 10
+DEFAULT_HTTP_METHOD: Final = "GET"
+DEFAULT_URL_PATH: Final = "/"
+DEFAULT_EXPECTED_CODES: Final = "200"
+DEFAULT_MAX_RETRIES_DOWN: Final = 3
+
+# L7
+L7POLICY_ACTIONS: Final = ("REJECT", "REDIRECT_TO_URL", "REDIRECT_TO_POOL", "REDIRECT_PREFIX")
+L7RULE_TYPES: Final = (
+    "HOST_NAME", "PATH", "FILE_TYPE", "HEADER", "COOKIE",
+    "SSL_CONN_HAS_CERT", "SSL_VERIFY_RESULT", "SSL_DN_FIELD",
+)
+L7RULE_COMPARE_TYPES: Final = ("REGEX", "STARTS_WITH", "ENDS_WITH", "CONTAINS", "EQUAL_TO")
+REDIRECT_HTTP_CODES: Final = (301, 302, 303, 307, 308)
+DEFAULT_REDIRECT_HTTP_CODE: Final = 302
+MAX_L7RULES_PER_POLICY: Final = 50
+DISTINGUISHED_NAME_FIELDS: Final = (
+    "C", "ST", "L", "O", "OU", "CN", "EMAILADDRESS", "SN", "GN", "SERIALNUMBER",
+)
+
+# Topologies (flavor profile key "loadbalancer_topology")
+TOPOLOGY_SINGLE: Final = "SINGLE"
+TOPOLOGY_ACTIVE_STANDBY: Final = "ACTIVE_STANDBY"
+ROLE_STANDALONE: Final = "STANDALONE"
+ROLE_MASTER: Final = "MASTER"
+ROLE_BACKUP: Final = "BACKUP"
+
+# Roles
+ROLE_ADMIN: Final = "admin"
+ROLE_MEMBER: Final = "member"
+ROLE_READER: Final = "reader"
+ROLES: Final = (ROLE_ADMIN, ROLE_MEMBER, ROLE_READER)
+
+# Quota resources: API key -> model column
+QUOTA_RESOURCES: Final = (
+    "load_balancer", "listener", "pool", "member", "health_monitor", "l7policy", "l7rule",
+)

@@ -1,0 +1,160 @@
+"""Snapshots that cross process boundaries: a load balancer's desired tree and an instance's spec.
+
+`LoadBalancerSpec` is what the controller reads from the database (objects in
+PENDING_DELETE already left out) and hands to a provider; the HAProxy provider
+renders it into an `InstanceSpec` per instance, which is what an agent applies.
+Only validated values ever get here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SessionPersistenceSpec(_Frozen):
+    type: str
+    cookie_name: str | None = None
+    persistence_timeout: int | None = None
+    persistence_granularity: str | None = None
+
+
+class MemberSpec(_Frozen):
+    id: str
+    address: str
+    protocol_port: int
+    weight: int = 1
+    backup: bool = False
+    admin_state_up: bool = True
+    monitor_address: str | None = None
+    monitor_port: int | None = None
+    subnet_id: str | None = None
+
+
+class HealthMonitorSpec(_Frozen):
+    id: str
+    type: str
+    delay: int
+    timeout: int
+    max_retries: int
+    max_retries_down: int = 3
+    http_method: str | None = None
+    url_path: str | None = None
+    expected_codes: str | None = None
+    http_version: float | None = None
+    domain_name: str | None = None
+    admin_state_up: bool = True
+
+
+class PoolSpec(_Frozen):
+    id: str
+    protocol: str
+    lb_algorithm: str
+    admin_state_up: bool = True
+    session_persistence: SessionPersistenceSpec | None = None
+    tls_enabled: bool = False
+    members: tuple[MemberSpec, ...] = ()
+    health_monitor: HealthMonitorSpec | None = None
+
+
+class L7RuleSpec(_Frozen):
+    id: str
+    type: str
+    compare_type: str
+    key: str | None = None
+    value: str
+    invert: bool = False
+    admin_state_up: bool = True
+
+
+class L7PolicySpec(_Frozen):
+    id: str
+    action: str
+    position: int
+    redirect_pool_id: str | None = None
+    redirect_url: str | None = None
+    redirect_prefix: str | None = None
+    redirect_http_code: int | None = None
+    admin_state_up: bool = True
+    rules: tuple[L7RuleSpec, ...] = ()
+
+
+class ListenerSpec(_Frozen):
+    id: str
+    protocol: str
+    protocol_port: int
+    admin_state_up: bool = True
+    connection_limit: int = -1
+    default_pool_id: str | None = None
+    insert_headers: dict[str, str] = {}
+    timeout_client_data: int = 50000
+    timeout_member_connect: int = 5000
+    timeout_member_data: int = 50000
+    timeout_tcp_inspect: int = 0
+    allowed_cidrs: tuple[str, ...] | None = None
+    l7policies: tuple[L7PolicySpec, ...] = ()
+
+
+class SubnetSpec(_Frozen):
+    id: str
+    cidr: str
+    gateway_ip: str | None = None
+    network_id: str
+    network_type: str = "flat"  # flat | vlan | vxlan
+    physical_network: str | None = None  # host bridge (flat) or parent interface (vlan)
+    segmentation_id: int | None = None
+    bridge_managed: bool = True
+    mtu: int = 1500
+
+
+class LoadBalancerSpec(_Frozen):
+    id: str
+    project_id: str
+    generation: int
+    admin_state_up: bool = True
+    topology: str = "SINGLE"
+    vip_address: str
+    vip_subnet: SubnetSpec
+    listeners: tuple[ListenerSpec, ...] = ()
+    pools: tuple[PoolSpec, ...] = ()
+    member_subnets: tuple[SubnetSpec, ...] = ()
+    flavor: dict[str, Any] = {}
+
+
+# --- what an agent applies ---------------------------------------------------------------
+
+
+class InterfaceSpec(_Frozen):
+    """One leg of an instance namespace into a host bridge."""
+
+    name: str  # inside the namespace, e.g. eth0
+    bridge: str  # host bridge the veth peer joins
+    bridge_managed: bool = True  # create the bridge when missing
+    vlan_parent: str | None = None  # for VLAN networks: the host interface carrying the tag
+    vlan_id: int | None = None
+    mtu: int = 1500
+    addresses: tuple[str, ...] = ()  # CIDR notation, e.g. 10.0.0.5/24
+    gateway: str | None = None  # default route via this interface when set
+
+
+class InstanceSpec(_Frozen):
+    instance_id: str
+    load_balancer_id: str
+    project_id: str
+    generation: int
+    role: str = "STANDALONE"
+    namespace: str
+    interfaces: tuple[InterfaceSpec, ...]
+    vip_address: str
+    vip_interface: str = "eth0"
+    # The VIP is configured by the agent for SINGLE, by keepalived for a pair.
+    vip_managed_by_keepalived: bool = False
+    haproxy_config: str
+    keepalived_config: str | None = None
+    files: dict[str, str] = {}
+    log_tags: dict[str, str] = {}

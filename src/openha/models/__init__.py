@@ -1,0 +1,422 @@
+"""SQLAlchemy models: the desired state (Octavia's object model), placements and observations."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    # Naive UTC: Octavia renders timestamps without an offset, and SQLite keeps no zone.
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+class TagList(TypeDecorator[list[str]]):
+    """Tags stored as ",a,b," so that tag filters are a portable LIKE (tags hold no commas)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: Any) -> str:
+        return "," + ",".join(value or []) + "," if value else ""
+
+    def process_result_value(self, value: str | None, dialect: Any) -> list[str]:
+        return [t for t in (value or "").split(",") if t]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Timestamps:
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, onupdate=utcnow)
+
+
+class Provisioned(Timestamps):
+    """Common columns of every object in a load balancer's tree."""
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    provisioning_status: Mapped[str] = mapped_column(String(16), default="PENDING_CREATE")
+    operating_status: Mapped[str] = mapped_column(String(16), default="OFFLINE")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    tags: Mapped[list[str]] = mapped_column(TagList, default=list)
+
+
+# --- tenancy -------------------------------------------------------------------------
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Quota(Base):
+    __tablename__ = "quotas"
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    load_balancer: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    listener: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pool: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    member: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    health_monitor: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    l7policy: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    l7rule: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+# --- catalogue: flavors and availability zones ----------------------------------------
+
+
+class FlavorProfile(Base):
+    __tablename__ = "flavor_profiles"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    provider_name: Mapped[str] = mapped_column(String(64))
+    flavor_data: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class Flavor(Base):
+    __tablename__ = "flavors"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    flavor_profile_id: Mapped[str] = mapped_column(ForeignKey("flavor_profiles.id"))
+
+
+class AvailabilityZoneProfile(Base):
+    __tablename__ = "availability_zone_profiles"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    provider_name: Mapped[str] = mapped_column(String(64))
+    availability_zone_data: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class AvailabilityZone(Base):
+    __tablename__ = "availability_zones"
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    availability_zone_profile_id: Mapped[str] = mapped_column(
+        ForeignKey("availability_zone_profiles.id")
+    )
+
+
+# --- networks without Neutron ----------------------------------------------------------
+
+
+class Network(Base, Timestamps):
+    __tablename__ = "networks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    network_type: Mapped[str] = mapped_column(String(16), default="flat")
+    physical_network: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    segmentation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # True when agents create the bridge themselves; False means it must already exist.
+    bridge_managed: Mapped[bool] = mapped_column(Boolean, default=True)
+    mtu: Mapped[int] = mapped_column(Integer, default=1500)
+    tags: Mapped[list[str]] = mapped_column(TagList, default=list)
+    subnets: Mapped[list[Subnet]] = relationship(back_populates="network")
+
+
+class Subnet(Base, Timestamps):
+    __tablename__ = "subnets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    ip_version: Mapped[int] = mapped_column(Integer, default=4)
+    cidr: Mapped[str] = mapped_column(String(64))
+    gateway_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    allocation_pools: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    enable_dhcp: Mapped[bool] = mapped_column(Boolean, default=False)
+    tags: Mapped[list[str]] = mapped_column(TagList, default=list)
+    network: Mapped[Network] = relationship(back_populates="subnets")
+
+
+class Port(Base, Timestamps):
+    """An address taken from a subnet: a VIP, an instance address, a VRRP address."""
+
+    __tablename__ = "ports"
+    __table_args__ = (UniqueConstraint("subnet_id", "ip_address"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id"), index=True)
+    ip_address: Mapped[str] = mapped_column(String(64))
+    mac_address: Mapped[str] = mapped_column(String(17), default="")
+    name: Mapped[str] = mapped_column(String(255), default="")
+    device_owner: Mapped[str] = mapped_column(String(64), default="")
+    device_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+# --- the load balancer tree (Octavia's object model) ----------------------------------
+
+
+class LoadBalancer(Base, Provisioned):
+    __tablename__ = "load_balancers"
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    provider: Mapped[str] = mapped_column(String(64))
+    flavor_id: Mapped[str | None] = mapped_column(ForeignKey("flavors.id"), nullable=True)
+    availability_zone: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    vip_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    vip_port_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    vip_subnet_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    vip_network_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    vip_qos_policy_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    vip_vnic_type: Mapped[str] = mapped_column(String(16), default="normal")
+    # Every change to the tree bumps desired_generation; the controller records
+    # the generation the provider has fully applied. PENDING_* is the gap.
+    desired_generation: Mapped[int] = mapped_column(BigInteger, default=1)
+    applied_generation: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # A lease lets several controllers share the work without two reconciling one LB.
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    listeners: Mapped[list[Listener]] = relationship(
+        back_populates="load_balancer", order_by="Listener.created_at"
+    )
+    pools: Mapped[list[Pool]] = relationship(
+        back_populates="load_balancer", order_by="Pool.created_at"
+    )
+
+
+class Listener(Base, Provisioned):
+    __tablename__ = "listeners"
+    __table_args__ = (UniqueConstraint("load_balancer_id", "protocol", "protocol_port"),)
+    load_balancer_id: Mapped[str] = mapped_column(ForeignKey("load_balancers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    protocol: Mapped[str] = mapped_column(String(32))
+    protocol_port: Mapped[int] = mapped_column(Integer)
+    connection_limit: Mapped[int] = mapped_column(Integer, default=-1)
+    default_pool_id: Mapped[str | None] = mapped_column(
+        ForeignKey("pools.id", use_alter=True), nullable=True
+    )
+    default_tls_container_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sni_container_refs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    client_ca_tls_container_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    client_authentication: Mapped[str] = mapped_column(String(10), default="NONE")
+    client_crl_container_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    insert_headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    timeout_client_data: Mapped[int] = mapped_column(Integer, default=50000)
+    timeout_member_connect: Mapped[int] = mapped_column(Integer, default=5000)
+    timeout_member_data: Mapped[int] = mapped_column(Integer, default=50000)
+    timeout_tcp_inspect: Mapped[int] = mapped_column(Integer, default=0)
+    allowed_cidrs: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    tls_ciphers: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tls_versions: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    alpn_protocols: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    hsts_max_age: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hsts_include_subdomains: Mapped[bool] = mapped_column(Boolean, default=False)
+    hsts_preload: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    load_balancer: Mapped[LoadBalancer] = relationship(back_populates="listeners")
+    l7policies: Mapped[list[L7Policy]] = relationship(
+        back_populates="listener", order_by="L7Policy.position"
+    )
+
+
+class Pool(Base, Provisioned):
+    __tablename__ = "pools"
+    load_balancer_id: Mapped[str] = mapped_column(ForeignKey("load_balancers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    protocol: Mapped[str] = mapped_column(String(32))
+    lb_algorithm: Mapped[str] = mapped_column(String(32))
+    session_persistence: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    tls_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    tls_container_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    ca_tls_container_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    crl_container_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    tls_ciphers: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tls_versions: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    alpn_protocols: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
+    load_balancer: Mapped[LoadBalancer] = relationship(back_populates="pools")
+    members: Mapped[list[Member]] = relationship(
+        back_populates="pool", order_by="Member.created_at"
+    )
+    health_monitor: Mapped[HealthMonitor | None] = relationship(back_populates="pool")
+
+
+class Member(Base, Provisioned):
+    __tablename__ = "members"
+    __table_args__ = (UniqueConstraint("pool_id", "address", "protocol_port"),)
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id"), index=True)
+    load_balancer_id: Mapped[str] = mapped_column(ForeignKey("load_balancers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    address: Mapped[str] = mapped_column(String(64))
+    protocol_port: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    backup: Mapped[bool] = mapped_column(Boolean, default=False)
+    subnet_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    monitor_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    monitor_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    vnic_type: Mapped[str] = mapped_column(String(16), default="normal")
+
+    pool: Mapped[Pool] = relationship(back_populates="members")
+
+
+class HealthMonitor(Base, Provisioned):
+    __tablename__ = "health_monitors"
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id"), unique=True)
+    load_balancer_id: Mapped[str] = mapped_column(ForeignKey("load_balancers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    type: Mapped[str] = mapped_column(String(36))
+    delay: Mapped[int] = mapped_column(Integer)
+    timeout: Mapped[int] = mapped_column(Integer)
+    max_retries: Mapped[int] = mapped_column(Integer)
+    max_retries_down: Mapped[int] = mapped_column(Integer, default=3)
+    http_method: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    url_path: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    expected_codes: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    http_version: Mapped[float | None] = mapped_column(Float, nullable=True)
+    domain_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+    pool: Mapped[Pool] = relationship(back_populates="health_monitor")
+
+
+class L7Policy(Base, Provisioned):
+    __tablename__ = "l7policies"
+    listener_id: Mapped[str] = mapped_column(ForeignKey("listeners.id"), index=True)
+    load_balancer_id: Mapped[str] = mapped_column(ForeignKey("load_balancers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    action: Mapped[str] = mapped_column(String(36))
+    position: Mapped[int] = mapped_column(Integer)
+    redirect_pool_id: Mapped[str | None] = mapped_column(ForeignKey("pools.id"), nullable=True)
+    redirect_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    redirect_prefix: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    redirect_http_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    listener: Mapped[Listener] = relationship(back_populates="l7policies")
+    rules: Mapped[list[L7Rule]] = relationship(
+        back_populates="l7policy", order_by="L7Rule.created_at"
+    )
+
+
+class L7Rule(Base, Provisioned):
+    __tablename__ = "l7rules"
+    l7policy_id: Mapped[str] = mapped_column(ForeignKey("l7policies.id"), index=True)
+    load_balancer_id: Mapped[str] = mapped_column(ForeignKey("load_balancers.id"), index=True)
+    type: Mapped[str] = mapped_column(String(36))
+    compare_type: Mapped[str] = mapped_column(String(36))
+    key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    value: Mapped[str] = mapped_column(String(255))
+    invert: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    l7policy: Mapped[L7Policy] = relationship(back_populates="rules")
+
+
+class ListenerStats(Base):
+    """Counters per listener as last reported by the data plane (summed over instances)."""
+
+    __tablename__ = "listener_stats"
+    listener_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    load_balancer_id: Mapped[str] = mapped_column(String(36), index=True)
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    active_connections: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_connections: Mapped[int] = mapped_column(BigInteger, default=0)
+    request_errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+# --- hosts, instances, events ---------------------------------------------------------
+
+
+class Host(Base, Timestamps):
+    __tablename__ = "hosts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    availability_zone: Mapped[str] = mapped_column(String(255), default="")
+    management_url: Mapped[str] = mapped_column(String(255), default="")
+    credential_hash: Mapped[str] = mapped_column(String(64))
+    # The controller uses this secret to call the agent; the agent checks it.
+    agent_secret: Mapped[str] = mapped_column(String(128), default="")
+    capacity: Mapped[int] = mapped_column(Integer, default=100)
+    status: Mapped[str] = mapped_column(String(16), default="ENROLLED")
+    admin_state: Mapped[str] = mapped_column(String(16), default="ENABLED")
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    agent_version: Mapped[str] = mapped_column(String(32), default="")
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Instance(Base, Timestamps):
+    """One data plane (HAProxy, plus keepalived for a pair) of one LB on one host."""
+
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    load_balancer_id: Mapped[str] = mapped_column(ForeignKey("load_balancers.id"), index=True)
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True, index=True)
+    role: Mapped[str] = mapped_column(String(16), default="STANDALONE")
+    status: Mapped[str] = mapped_column(String(16), default="ALLOCATED")
+    port_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    ip_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    vrrp_priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    applied_generation: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    health: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    severity: Mapped[str] = mapped_column(String(16), default="INFO")
+    kind: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    load_balancer_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    host_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    instance_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+TREE_MODELS: tuple[type[Provisioned], ...] = (Listener, Pool, Member, HealthMonitor, L7Policy, L7Rule)

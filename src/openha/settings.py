@@ -1,0 +1,95 @@
+"""Process settings: defaults, overridden by a TOML file, overridden by OPENHA_* variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("OPENHA_CONFIG")
+    if explicit:
+        return Path(explicit)
+    default = Path("/etc/openha/openha.toml")
+    return default if default.exists() else None
+
+
+class Settings(BaseSettings):
+    """Everything a process may need; each service reads only its part."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENHA_", extra="ignore")
+
+    state_dir: Path = Path("./var")
+    database_url: str = ""
+    api_bind: str = "127.0.0.1:9876"
+    # Public base URL for links in the version document; derived from the request when empty.
+    api_public_url: str = ""
+    auth: Literal["token", "noauth"] = "token"
+
+    # Controller
+    controller_interval: float = 0.5
+    controller_lease_seconds: float = 30.0
+    retry_backoff_max: float = 60.0
+    default_provider: str = "haproxy"
+
+    # Quota defaults, -1 means unlimited (Octavia's semantics).
+    quota_load_balancer: int = -1
+    quota_listener: int = -1
+    quota_pool: int = -1
+    quota_member: int = -1
+    quota_health_monitor: int = -1
+    quota_l7policy: int = -1
+    quota_l7rule: int = -1
+
+    # Agent and hosts
+    agent_bind: str = "127.0.0.1:9877"
+    host_name: str = Field(default_factory=lambda: os.uname().nodename)
+    availability_zone: str = ""
+    host_capacity: int = 100
+    heartbeat_interval: float = 1.0
+    host_down_after: float = 5.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def model_post_init(self, __context: Any) -> None:
+        self.state_dir = self.state_dir.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.state_dir / 'openha.db'}"
+
+    @property
+    def api_host_port(self) -> tuple[str, int]:
+        host, _, port = self.api_bind.rpartition(":")
+        return host, int(port)
+
+    @property
+    def agent_host_port(self) -> tuple[str, int]:
+        host, _, port = self.agent_bind.rpartition(":")
+        return host, int(port)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
