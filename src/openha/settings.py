@@ -53,6 +53,12 @@ class Settings(BaseSettings):
 
     # Agent and hosts
     agent_bind: str = "127.0.0.1:9877"
+    # Where the agent keeps its own state (instances it applied, logs); several
+    # agents on one machine each get their own.
+    agent_dir: Path | None = None
+    # The API the agent registers with and heartbeats to, and its enrolment token.
+    agent_api_url: str = "http://127.0.0.1:9876"
+    agent_token: str = ""
     host_name: str = Field(default_factory=lambda: os.uname().nodename)
     availability_zone: str = ""
     host_capacity: int = 100
@@ -76,6 +82,7 @@ class Settings(BaseSettings):
 
     def model_post_init(self, __context: Any) -> None:
         self.state_dir = self.state_dir.resolve()
+        self.agent_dir = (self.agent_dir or self.state_dir / "agent").resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.state_dir / 'openha.db'}"
 
