@@ -7,15 +7,26 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
-from sqlalchemy import Boolean, Integer, Select, and_, false, not_, or_
+from sqlalchemy import Boolean, Integer, Select, Text, and_, false, not_, or_, type_coerce
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from openha.api.errors import BadRequest, NotFound
 
 MAX_LIMIT = 1000
 RESERVED = frozenset(
-    {"limit", "marker", "page_reverse", "sort", "sort_key", "sort_dir", "fields",
-     "tags", "tags-any", "not-tags", "not-tags-any"}
+    {
+        "limit",
+        "marker",
+        "page_reverse",
+        "sort",
+        "sort_key",
+        "sort_dir",
+        "fields",
+        "tags",
+        "tags-any",
+        "not-tags",
+        "not-tags-any",
+    }
 )
 
 
@@ -45,7 +56,8 @@ def _tag_values(request: Request, key: str) -> list[str]:
 
 def _tag_clause(column: InstrumentedAttribute[Any], tag: str) -> Any:
     escaped = tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return column.like(f"%,{escaped},%", escape="\\")
+    # type_coerce: compare the stored ",a,b," text, not a TagList-encoded pattern.
+    return type_coerce(column, Text).like(f"%,{escaped},%", escape="\\")
 
 
 def requested_fields(request: Request) -> list[str]:
@@ -59,9 +71,9 @@ def select_fields(item: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]
     return {k: v for k, v in item.items() if k in fields} if fields else item
 
 
-def parse_sort(request: Request, allowed: Mapping[str, InstrumentedAttribute[Any]]) -> list[
-    tuple[str, bool]
-]:
+def parse_sort(
+    request: Request, allowed: Mapping[str, InstrumentedAttribute[Any]]
+) -> list[tuple[str, bool]]:
     """[(api_key, ascending)], from `sort=k:dir,…` or `sort_key`/`sort_dir`."""
     keys: list[tuple[str, bool]] = []
     params = request.query_params
@@ -182,8 +194,11 @@ def _links(
     if not rows:
         return []
     base = str(request.url.replace(query=""))
-    keep = [(k, v) for k, v in request.query_params.multi_items()
-            if k not in ("marker", "limit", "page_reverse")]
+    keep = [
+        (k, v)
+        for k, v in request.query_params.multi_items()
+        if k not in ("marker", "limit", "page_reverse")
+    ]
     links = []
     more_forward = has_more if not page_reverse else had_marker
     more_backward = had_marker if not page_reverse else has_more

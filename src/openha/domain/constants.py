@@ -22,7 +22,13 @@ OPERATING_STATUSES: Final = (ONLINE, OFFLINE, DEGRADED, ERROR, DRAINING, NO_MONI
 
 # Listeners and pools
 LISTENER_PROTOCOLS: Final = (
-    "HTTP", "HTTPS", "TCP", "TERMINATED_HTTPS", "UDP", "SCTP", "PROMETHEUS",
+    "HTTP",
+    "HTTPS",
+    "TCP",
+    "TERMINATED_HTTPS",
+    "UDP",
+    "SCTP",
+    "PROMETHEUS",
 )
 POOL_PROTOCOLS: Final = ("HTTP", "HTTPS", "TCP", "PROXY", "PROXYV2", "UDP", "SCTP")
 LISTENER_POOL_PROTOCOL_MAP: Final[dict[str, tuple[str, ...]]] = {
@@ -38,9 +44,17 @@ LB_ALGORITHMS: Final = ("ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP", "SOURCE
 SESSION_PERSISTENCE_TYPES: Final = ("SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE")
 
 INSERT_HEADERS: Final = (
-    "X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto",
-    "X-SSL-Client-Verify", "X-SSL-Client-Has-Cert", "X-SSL-Client-DN", "X-SSL-Client-CN",
-    "X-SSL-Issuer", "X-SSL-Client-SHA1", "X-SSL-Client-Not-Before", "X-SSL-Client-Not-After",
+    "X-Forwarded-For",
+    "X-Forwarded-Port",
+    "X-Forwarded-Proto",
+    "X-SSL-Client-Verify",
+    "X-SSL-Client-Has-Cert",
+    "X-SSL-Client-DN",
+    "X-SSL-Client-CN",
+    "X-SSL-Issuer",
+    "X-SSL-Client-SHA1",
+    "X-SSL-Client-Not-Before",
+    "X-SSL-Client-Not-After",
 )
 CLIENT_AUTHENTICATION_MODES: Final = ("NONE", "OPTIONAL", "MANDATORY")
 TLS_VERSIONS: Final = ("SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -58,7 +72,15 @@ MAX_WEIGHT: Final = 256
 # Health monitors
 HEALTH_MONITOR_TYPES: Final = ("HTTP", "HTTPS", "PING", "TCP", "TLS-HELLO", "UDP-CONNECT", "SCTP")
 HTTP_METHODS: Final = (
-    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
+    "CONNECT",
+    "DELETE",
+    "GET",
+    "HEAD",
+    "OPTIONS",
+    "PATCH",
+    "POST",
+    "PUT",
+    "TRACE",
 )
 HTTP_VERSIONS: Final = (1.0, 1.1)
 MIN_HM_RETRIES: Final = 1
@@ -71,15 +93,30 @@ DEFAULT_MAX_RETRIES_DOWN: Final = 3
 # L7
 L7POLICY_ACTIONS: Final = ("REJECT", "REDIRECT_TO_URL", "REDIRECT_TO_POOL", "REDIRECT_PREFIX")
 L7RULE_TYPES: Final = (
-    "HOST_NAME", "PATH", "FILE_TYPE", "HEADER", "COOKIE",
-    "SSL_CONN_HAS_CERT", "SSL_VERIFY_RESULT", "SSL_DN_FIELD",
+    "HOST_NAME",
+    "PATH",
+    "FILE_TYPE",
+    "HEADER",
+    "COOKIE",
+    "SSL_CONN_HAS_CERT",
+    "SSL_VERIFY_RESULT",
+    "SSL_DN_FIELD",
 )
 L7RULE_COMPARE_TYPES: Final = ("REGEX", "STARTS_WITH", "ENDS_WITH", "CONTAINS", "EQUAL_TO")
 REDIRECT_HTTP_CODES: Final = (301, 302, 303, 307, 308)
 DEFAULT_REDIRECT_HTTP_CODE: Final = 302
 MAX_L7RULES_PER_POLICY: Final = 50
 DISTINGUISHED_NAME_FIELDS: Final = (
-    "C", "ST", "L", "O", "OU", "CN", "EMAILADDRESS", "SN", "GN", "SERIALNUMBER",
+    "C",
+    "ST",
+    "L",
+    "O",
+    "OU",
+    "CN",
+    "EMAILADDRESS",
+    "SN",
+    "GN",
+    "SERIALNUMBER",
 )
 
 # Topologies (flavor profile key "loadbalancer_topology")
@@ -97,5 +134,11 @@ ROLES: Final = (ROLE_ADMIN, ROLE_MEMBER, ROLE_READER)
 
 # Quota resources: API key -> model column
 QUOTA_RESOURCES: Final = (
-    "load_balancer", "listener", "pool", "member", "health_monitor", "l7policy", "l7rule",
+    "load_balancer",
+    "listener",
+    "pool",
+    "member",
+    "health_monitor",
+    "l7policy",
+    "l7rule",
 )

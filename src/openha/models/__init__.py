@@ -19,8 +19,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -212,6 +212,8 @@ class LoadBalancer(Base, Provisioned):
     desired_generation: Mapped[int] = mapped_column(BigInteger, default=1)
     applied_generation: Mapped[int] = mapped_column(BigInteger, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Set by the admin failover call; the controller clears it once the provider rebuilt.
+    failover_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # A lease lets several controllers share the work without two reconciling one LB.
@@ -419,4 +421,11 @@ class Event(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-TREE_MODELS: tuple[type[Provisioned], ...] = (Listener, Pool, Member, HealthMonitor, L7Policy, L7Rule)
+TREE_MODELS: tuple[type[Provisioned], ...] = (
+    Listener,
+    Pool,
+    Member,
+    HealthMonitor,
+    L7Policy,
+    L7Rule,
+)

@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-26 13:08:11.483685
+Revises:
+Create Date: 2026-11-26 13:13:48.764101
 """
 
 from collections.abc import Sequence
@@ -180,6 +180,7 @@ def upgrade() -> None:
     sa.Column('desired_generation', sa.BigInteger(), nullable=False),
     sa.Column('applied_generation', sa.BigInteger(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('failover_requested', sa.Boolean(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(), nullable=True),
     sa.Column('lease_owner', sa.String(length=64), nullable=True),

@@ -1,0 +1,51 @@
+# OpenHA: `make setup`, `make run`, `make test`, `make lint`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+APT_PACKAGES := haproxy keepalived iproute2 iputils-arping procps curl wrk python3-venv python3-dev
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-unit lint format bench clean migration
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi; \
+	fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/openha up
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit tests/api
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+format: setup
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
+
+bench: setup
+	$(PY) bench/run_all.py
+
+# Regenerate the schema migration from the models (before the first release only).
+migration: setup
+	rm -f /tmp/openha-migration.db
+	$(PY) -c "from openha.db import alembic_config; from alembic import command; \
+	  command.revision(alembic_config('sqlite:////tmp/openha-migration.db'), \
+	  message='$(or $(MSG),schema change)', autogenerate=True)"
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,70 @@
+"""The API application factory: wires settings, database, providers and every router."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+from openha import __version__
+from openha.api import errors, versions
+from openha.db import make_engine, make_session_factory
+from openha.providers.base import ProviderContext
+from openha.providers.registry import ProviderRegistry
+from openha.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# Served under both /v2 and /v2.0, as Octavia does (python-octaviaclient uses /v2.0).
+VERSIONED_MODULES = (
+    "openha.api.tenant.loadbalancers",
+    "openha.api.tenant.listeners",
+    "openha.api.tenant.pools",
+    "openha.api.tenant.members",
+    "openha.api.tenant.healthmonitors",
+    "openha.api.tenant.l7policies",
+    "openha.api.tenant.l7rules",
+    "openha.api.tenant.quotas",
+    "openha.api.tenant.providers",
+    "openha.api.tenant.flavors",
+    "openha.api.tenant.availabilityzones",
+    "openha.api.networks",
+)
+# Served under /v2 only: operator and agent-facing routes.
+MANAGE_MODULES: tuple[str, ...] = ()
+
+
+def create_app(
+    settings: Settings | None = None,
+    session_factory: sessionmaker[Session] | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    if session_factory is None:
+        session_factory = make_session_factory(make_engine(settings.database_url))
+    app = FastAPI(
+        title="OpenHA",
+        version=__version__,
+        description="Load balancers as a service: Octavia's v2 API on HAProxy.",
+        redirect_slashes=False,
+    )
+    app.state.settings = settings
+    app.state.session_factory = session_factory
+    app.state.providers = ProviderRegistry(ProviderContext(settings, session_factory))
+    errors.install(app)
+    app.include_router(versions.router)
+
+    versioned = APIRouter()
+    for name in VERSIONED_MODULES:
+        versioned.include_router(importlib.import_module(name).router)
+    app.include_router(versioned, prefix="/v2")
+    app.include_router(versioned, prefix="/v2.0", include_in_schema=False)
+
+    for name in MANAGE_MODULES:
+        app.include_router(importlib.import_module(name).router, prefix="/v2")
+    for provider_name in app.state.providers.names:
+        extra = app.state.providers.get(provider_name).operator_router()
+        if extra is not None:
+            app.include_router(extra, prefix=f"/v2/manage/providers/{provider_name}")
+    return app

@@ -1,0 +1,1 @@
+"""Tenant API: Octavia's /v2/lbaas resources."""

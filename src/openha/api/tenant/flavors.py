@@ -1,0 +1,5 @@
+"""/v2/lbaas/flavors (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""/v2/lbaas/listeners (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,1 @@
+"""The controller: reconciles every load balancer's data plane to its desired state."""

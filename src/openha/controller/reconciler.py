@@ -1,0 +1,370 @@
+"""The reconcile loop: the one place that decides what happens to each load balancer.
+
+Level-triggered and idempotent, like a Kubernetes controller: on every pass it
+compares desired (the database) with applied (what providers report) and acts
+on the difference. Nothing it does depends on remembering the previous pass, so
+any process can be restarted at any moment and the loop converges again.
+A lease per LB lets several controllers share one PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from openha import ipam
+from openha.controller import events, snapshot
+from openha.db import transaction
+from openha.domain import constants as c
+from openha.models import (
+    HealthMonitor,
+    Instance,
+    L7Policy,
+    L7Rule,
+    Listener,
+    ListenerStats,
+    LoadBalancer,
+    Member,
+    Pool,
+    utcnow,
+)
+from openha.providers.base import ApplyResult, ObservedState
+from openha.providers.registry import ProviderRegistry
+from openha.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Children first, so foreign keys never point at a removed row.
+DELETE_ORDER = (L7Rule, L7Policy, HealthMonitor, Member, Listener, Pool)
+IN_PROGRESS_RECHECK = timedelta(seconds=0.5)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        providers: ProviderRegistry,
+    ) -> None:
+        self.settings = settings
+        self.sessions = session_factory
+        self.providers = providers
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._last_observe = datetime.min
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("controller %s reconciling", self.owner)
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("reconcile pass failed; retrying")
+            stop.wait(self.settings.controller_interval)
+
+    def tick(self) -> None:
+        for lb_id in self.due():
+            if self.claim(lb_id):
+                try:
+                    self.reconcile(lb_id)
+                except Exception as exc:  # one broken LB must not stall the others
+                    log.exception("reconcile of %s failed", lb_id)
+                    self.record_failure(lb_id, None, f"internal error: {exc}")
+                finally:
+                    self.release(lb_id)
+        now = utcnow()
+        if (now - self._last_observe).total_seconds() >= 2 * self.settings.controller_interval:
+            self._last_observe = now
+            self.observe_all()
+
+    def due(self) -> list[str]:
+        now = utcnow()
+        with transaction(self.sessions) as s:
+            return list(
+                s.scalars(
+                    select(LoadBalancer.id)
+                    .where(
+                        or_(
+                            LoadBalancer.desired_generation > LoadBalancer.applied_generation,
+                            LoadBalancer.provisioning_status == c.PENDING_DELETE,
+                            LoadBalancer.failover_requested.is_(True),
+                        ),
+                        or_(
+                            LoadBalancer.next_attempt_at.is_(None),
+                            LoadBalancer.next_attempt_at <= now,
+                        ),
+                    )
+                    .order_by(LoadBalancer.next_attempt_at, LoadBalancer.created_at)
+                )
+            )
+
+    def claim(self, lb_id: str) -> bool:
+        now = utcnow()
+        until = now + timedelta(seconds=self.settings.controller_lease_seconds)
+        with transaction(self.sessions) as s:
+            result = s.execute(
+                update(LoadBalancer)
+                .where(
+                    LoadBalancer.id == lb_id,
+                    or_(
+                        LoadBalancer.lease_until.is_(None),
+                        LoadBalancer.lease_until < now,
+                        LoadBalancer.lease_owner == self.owner,
+                    ),
+                )
+                .values(lease_owner=self.owner, lease_until=until)
+                .execution_options(synchronize_session=False)
+            )
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def release(self, lb_id: str) -> None:
+        with transaction(self.sessions) as s:
+            s.execute(
+                update(LoadBalancer)
+                .where(LoadBalancer.id == lb_id, LoadBalancer.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    # --- one load balancer -----------------------------------------------------------
+
+    def reconcile(self, lb_id: str) -> None:
+        with transaction(self.sessions) as s:
+            lb = s.get(LoadBalancer, lb_id)
+            if lb is None:
+                return
+            provider = self.providers.get(lb.provider)
+            if lb.provisioning_status == c.PENDING_DELETE:
+                deleting = True
+                spec = None
+            else:
+                deleting = False
+                spec = snapshot.build(s, lb_id)
+            failover = lb.failover_requested
+        # Provider calls happen outside any transaction: they may take seconds.
+        if deleting:
+            if provider.delete(lb_id):
+                self.purge(lb_id)
+            else:
+                self.recheck_soon(lb_id)
+            return
+        assert spec is not None
+        if failover:
+            provider.failover(lb_id)
+            with transaction(self.sessions) as s:
+                s.execute(
+                    update(LoadBalancer)
+                    .where(LoadBalancer.id == lb_id)
+                    .values(failover_requested=False)
+                    .execution_options(synchronize_session=False)
+                )
+        result: ApplyResult = provider.apply(spec)
+        if result.done:
+            self.finalize(lb_id, spec.generation)
+        elif result.error:
+            self.record_failure(lb_id, spec.generation, result.error)
+        else:
+            self.recheck_soon(lb_id)
+
+    def finalize(self, lb_id: str, generation: int) -> None:
+        """Mark `generation` applied; settle child statuses only if nothing newer arrived."""
+        with transaction(self.sessions) as s:
+            lb = s.scalar(select(LoadBalancer).where(LoadBalancer.id == lb_id).with_for_update())
+            if lb is None:
+                return
+            was_error = lb.provisioning_status == c.ERROR
+            lb.applied_generation = max(lb.applied_generation, generation)
+            if lb.desired_generation != generation:
+                return  # a newer change is waiting: the next pass applies it
+            if lb.provisioning_status in (c.PENDING_CREATE, c.PENDING_UPDATE, c.ERROR):
+                lb.provisioning_status = c.ACTIVE
+            lb.last_error = None
+            lb.attempts = 0
+            lb.next_attempt_at = None
+            for model in DELETE_ORDER:
+                doomed = select(model.id).where(
+                    model.load_balancer_id == lb_id,
+                    model.provisioning_status == c.PENDING_DELETE,
+                )
+                if model is Pool:
+                    s.execute(
+                        update(Listener)
+                        .where(Listener.default_pool_id.in_(doomed))
+                        .values(default_pool_id=None)
+                        .execution_options(synchronize_session=False)
+                    )
+                if model is Listener:
+                    s.execute(
+                        delete(ListenerStats)
+                        .where(ListenerStats.listener_id.in_(doomed))
+                        .execution_options(synchronize_session=False)
+                    )
+                s.execute(
+                    delete(model)
+                    .where(model.id.in_(doomed))
+                    .execution_options(synchronize_session=False)
+                )
+                s.execute(
+                    update(model)
+                    .where(
+                        model.load_balancer_id == lb_id,
+                        model.provisioning_status.in_(
+                            (c.PENDING_CREATE, c.PENDING_UPDATE, c.ERROR)
+                        ),
+                    )
+                    .values(provisioning_status=c.ACTIVE)
+                    .execution_options(synchronize_session=False)
+                )
+            if was_error:
+                events.emit(s, "loadbalancer.recovered", "Apply succeeded again", lb=lb)
+
+    def record_failure(self, lb_id: str, generation: int | None, error: str) -> None:
+        with transaction(self.sessions) as s:
+            lb = s.scalar(select(LoadBalancer).where(LoadBalancer.id == lb_id).with_for_update())
+            if lb is None:
+                return
+            first = lb.provisioning_status != c.ERROR or lb.last_error != error
+            lb.attempts += 1
+            backoff = min(2.0 ** min(lb.attempts, 10) * 0.5, self.settings.retry_backoff_max)
+            lb.next_attempt_at = utcnow() + timedelta(seconds=backoff)
+            lb.last_error = error[:4000]
+            if lb.provisioning_status == c.PENDING_DELETE:
+                return
+            lb.provisioning_status = c.ERROR
+            for model in DELETE_ORDER:
+                s.execute(
+                    update(model)
+                    .where(
+                        model.load_balancer_id == lb_id,
+                        model.provisioning_status.in_((c.PENDING_CREATE, c.PENDING_UPDATE)),
+                    )
+                    .values(provisioning_status=c.ERROR)
+                    .execution_options(synchronize_session=False)
+                )
+            if first:
+                events.emit(
+                    s,
+                    "loadbalancer.apply_failed",
+                    error[:1000],
+                    severity="ERROR",
+                    lb=lb,
+                    details={"generation": generation, "attempts": lb.attempts},
+                )
+
+    def recheck_soon(self, lb_id: str) -> None:
+        with transaction(self.sessions) as s:
+            s.execute(
+                update(LoadBalancer)
+                .where(LoadBalancer.id == lb_id)
+                .values(next_attempt_at=utcnow() + IN_PROGRESS_RECHECK)
+                .execution_options(synchronize_session=False)
+            )
+
+    def purge(self, lb_id: str) -> None:
+        """The data plane is gone: remove the LB's rows and free its addresses."""
+        with transaction(self.sessions) as s:
+            lb = s.get(LoadBalancer, lb_id)
+            if lb is None:
+                return
+            s.execute(
+                update(Listener)
+                .where(Listener.load_balancer_id == lb_id)
+                .values(default_pool_id=None)
+                .execution_options(synchronize_session=False)
+            )
+            s.execute(
+                delete(ListenerStats)
+                .where(ListenerStats.load_balancer_id == lb_id)
+                .execution_options(synchronize_session=False)
+            )
+            for model in DELETE_ORDER:
+                s.execute(
+                    delete(model)
+                    .where(model.load_balancer_id == lb_id)
+                    .execution_options(synchronize_session=False)
+                )
+            for inst in s.scalars(select(Instance).where(Instance.load_balancer_id == lb_id)):
+                ipam.release_device(s, inst.id)
+                s.delete(inst)
+            ipam.release_device(s, lb_id)
+            events.emit(s, "loadbalancer.deleted", f"Load balancer {lb_id} deleted", lb=lb)
+            s.flush()
+            s.delete(lb)
+
+    # --- observation -----------------------------------------------------------------
+
+    def observe_all(self) -> None:
+        with transaction(self.sessions) as s:
+            ids = list(
+                s.scalars(
+                    select(LoadBalancer.id).where(
+                        LoadBalancer.provisioning_status != c.PENDING_DELETE,
+                        LoadBalancer.applied_generation > 0,
+                    )
+                )
+            )
+        for lb_id in ids:
+            try:
+                self.observe(lb_id)
+            except Exception:
+                log.exception("observing %s failed", lb_id)
+
+    def observe(self, lb_id: str) -> None:
+        with transaction(self.sessions) as s:
+            lb = s.get(LoadBalancer, lb_id)
+            if lb is None or lb.provisioning_status == c.PENDING_DELETE:
+                return
+            provider = self.providers.get(lb.provider)
+            spec = snapshot.build(s, lb_id)
+        state = provider.observe(spec)
+        if state is not None:
+            self.store_observation(lb_id, state)
+
+    def store_observation(self, lb_id: str, state: ObservedState) -> None:
+        with transaction(self.sessions) as s:
+            lb = s.get(LoadBalancer, lb_id)
+            if lb is None:
+                return
+            if lb.operating_status != state.load_balancer:
+                severity = "INFO" if state.load_balancer == c.ONLINE else "WARNING"
+                events.emit(
+                    s,
+                    "loadbalancer.operating_status",
+                    f"{lb.operating_status} -> {state.load_balancer}",
+                    severity=severity,
+                    lb=lb,
+                )
+                lb.operating_status = state.load_balancer
+            for model, statuses in (
+                (Listener, state.listeners),
+                (Pool, state.pools),
+                (Member, state.members),
+                (HealthMonitor, state.health_monitors),
+                (L7Policy, state.l7policies),
+                (L7Rule, state.l7rules),
+            ):
+                for obj_id, status in statuses.items():
+                    s.execute(
+                        update(model)
+                        .where(model.id == obj_id, model.operating_status != status)
+                        .values(operating_status=status)
+                        .execution_options(synchronize_session=False)
+                    )
+            for listener_id, counters in state.listener_stats.items():
+                row = s.get(ListenerStats, listener_id)
+                if row is None:
+                    row = ListenerStats(listener_id=listener_id, load_balancer_id=lb_id)
+                    s.add(row)
+                row.bytes_in = counters.bytes_in
+                row.bytes_out = counters.bytes_out
+                row.active_connections = counters.active_connections
+                row.total_connections = counters.total_connections
+                row.request_errors = counters.request_errors

@@ -1,0 +1,92 @@
+"""Address management for OpenHA's own subnets: VIPs and instance addresses, unique per subnet."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from openha.api.errors import BadRequest, Conflict
+from openha.models import Port, Subnet
+
+
+def pool_ranges(subnet: Subnet) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]]:
+    if subnet.allocation_pools:
+        return [
+            (ipaddress.ip_address(p["start"]), ipaddress.ip_address(p["end"]))
+            for p in subnet.allocation_pools
+        ]
+    net = ipaddress.ip_network(subnet.cidr)
+    first = net.network_address + 1
+    last = net.broadcast_address - 1 if net.version == 4 else net.broadcast_address
+    return [(first, last)]
+
+
+def _candidates(subnet: Subnet) -> Iterator[str]:
+    gateway = subnet.gateway_ip
+    for start, end in pool_ranges(subnet):
+        addr = start
+        while addr <= end:
+            if str(addr) != gateway:
+                yield str(addr)
+            addr += 1
+
+
+def allocate(
+    session: Session,
+    subnet: Subnet,
+    *,
+    project_id: str,
+    device_owner: str,
+    device_id: str,
+    name: str = "",
+    ip_address: str | None = None,
+) -> Port:
+    """Take one address from the subnet: the requested one, or the first free in its pools."""
+    taken = set(session.scalars(select(Port.ip_address).where(Port.subnet_id == subnet.id)))
+    if ip_address is not None:
+        addr = ipaddress.ip_address(ip_address)
+        if addr not in ipaddress.ip_network(subnet.cidr):
+            raise BadRequest(
+                f"IP address {ip_address} is not in subnet {subnet.id} ({subnet.cidr})."
+            )
+        if str(addr) in taken or str(addr) == subnet.gateway_ip:
+            raise Conflict(f"IP address {ip_address} is already allocated in subnet {subnet.id}.")
+        chosen = str(addr)
+    else:
+        chosen = next((c for c in _candidates(subnet) if c not in taken), "")
+        if not chosen:
+            raise Conflict(f"No more IP addresses available on subnet {subnet.id}.")
+    port = Port(
+        project_id=project_id,
+        network_id=subnet.network_id,
+        subnet_id=subnet.id,
+        ip_address=chosen,
+        device_owner=device_owner,
+        device_id=device_id,
+        name=name,
+        mac_address=_mac_for(chosen),
+    )
+    session.add(port)
+    session.flush()
+    return port
+
+
+def _mac_for(ip: str) -> str:
+    # A stable locally administered MAC per address keeps ARP caches valid across rebuilds.
+    digest = ipaddress.ip_address(ip).packed[-4:]
+    return "fa:16:" + ":".join(f"{b:02x}" for b in digest)
+
+
+def release_device(session: Session, device_id: str) -> None:
+    for port in session.scalars(select(Port).where(Port.device_id == device_id)):
+        session.delete(port)
+
+
+def release_port(session: Session, port_id: str | None) -> None:
+    if port_id:
+        port = session.get(Port, port_id)
+        if port is not None:
+            session.delete(port)

@@ -1,0 +1,1 @@
+"""Provider drivers: turn a load balancer's desired tree into running data planes."""

@@ -1,0 +1,143 @@
+"""The provider driver interface every driver implements, and the types it exchanges.
+
+The controller is the only caller of `apply`/`delete`/`observe`; each call is
+level-triggered and idempotent: it receives the whole desired tree and must
+converge to it, however many times it is called. A provider never writes the
+load balancer's provisioning status itself: it answers, the controller decides.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from openha.domain.spec import LoadBalancerSpec
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from openha.settings import Settings
+
+
+@dataclass(frozen=True)
+class Capability:
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """`done`: every data plane runs `generation`. `error`: why not (retried with backoff)."""
+
+    done: bool
+    error: str | None = None
+
+    @classmethod
+    def applied(cls) -> ApplyResult:
+        return cls(done=True)
+
+    @classmethod
+    def in_progress(cls) -> ApplyResult:
+        return cls(done=False)
+
+    @classmethod
+    def failed(cls, error: str) -> ApplyResult:
+        return cls(done=False, error=error)
+
+
+@dataclass
+class ListenerCounters:
+    bytes_in: int = 0
+    bytes_out: int = 0
+    active_connections: int = 0
+    total_connections: int = 0
+    request_errors: int = 0
+
+
+@dataclass
+class ObservedState:
+    """Operating statuses by object id, and counters by listener id."""
+
+    load_balancer: str
+    listeners: dict[str, str] = field(default_factory=dict)
+    pools: dict[str, str] = field(default_factory=dict)
+    members: dict[str, str] = field(default_factory=dict)
+    health_monitors: dict[str, str] = field(default_factory=dict)
+    l7policies: dict[str, str] = field(default_factory=dict)
+    l7rules: dict[str, str] = field(default_factory=dict)
+    listener_stats: dict[str, ListenerCounters] = field(default_factory=dict)
+
+
+class UnsupportedOption(ValueError):
+    """The request is valid Octavia but this provider cannot honour it (a 400)."""
+
+
+@dataclass
+class ProviderContext:
+    settings: Settings
+    session_factory: sessionmaker[Session]
+
+
+class Provider(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    # Option values this provider refuses, by "<object>.<field>": checked by the API.
+    unsupported: ClassVar[Mapping[str, frozenset[Any]]] = {}
+
+    def __init__(self, context: ProviderContext) -> None:
+        self.context = context
+
+    def check_option(self, option: str, value: Any) -> None:
+        if value in self.unsupported.get(option, frozenset()):
+            raise UnsupportedOption(
+                f"Provider '{self.name}' does not support a requested option: "
+                f"{option.replace('.', ' ')} {value}"
+            )
+
+    def flavor_capabilities(self) -> list[Capability]:
+        return []
+
+    def availability_zone_capabilities(self) -> list[Capability]:
+        return []
+
+    def validate_flavor(self, data: Mapping[str, Any]) -> None:
+        """Raise UnsupportedOption for keys or values this provider does not know."""
+        known = {c.name for c in self.flavor_capabilities()}
+        unknown = set(data) - known
+        if unknown:
+            raise UnsupportedOption(
+                f"Provider '{self.name}' does not support flavor option(s): "
+                + ", ".join(sorted(unknown))
+            )
+
+    def validate_availability_zone(self, data: Mapping[str, Any]) -> None:
+        known = {c.name for c in self.availability_zone_capabilities()}
+        unknown = set(data) - known
+        if unknown:
+            raise UnsupportedOption(
+                f"Provider '{self.name}' does not support availability zone option(s): "
+                + ", ".join(sorted(unknown))
+            )
+
+    @abstractmethod
+    def apply(self, spec: LoadBalancerSpec) -> ApplyResult:
+        """Converge the data plane to `spec` (idempotent)."""
+
+    @abstractmethod
+    def delete(self, load_balancer_id: str) -> bool:
+        """Remove every trace of the LB from the data plane; True once nothing is left."""
+
+    @abstractmethod
+    def observe(self, spec: LoadBalancerSpec) -> ObservedState | None:
+        """What the data plane reports now; None when nothing is known yet."""
+
+    def failover(self, load_balancer_id: str) -> None:  # noqa: B027 - optional
+        """Rebuild the LB's data plane (admin request); the default is a no-op."""
+
+    def operator_router(self) -> APIRouter | None:
+        """Extra admin-only routes mounted under /v2/manage/providers/<name>/."""
+        return None

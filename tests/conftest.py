@@ -1,0 +1,157 @@
+"""Shared fixtures: an API on a fresh SQLite database, tokens per project, a controller."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from openha.api.app import create_app
+from openha.api.context import create_token
+from openha.controller.reconciler import Reconciler
+from openha.db import make_engine, make_session_factory, transaction, upgrade
+from openha.models import Network, Subnet
+from openha.settings import Settings
+
+PROJECT_A = "11111111111111111111111111111111"
+PROJECT_B = "22222222222222222222222222222222"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        state_dir=tmp_path / "state",
+        database_url=f"sqlite:///{tmp_path / 'openha.db'}",
+        auth="token",
+        default_provider="noop",
+        controller_interval=0.05,
+    )
+
+
+@pytest.fixture
+def session_factory(settings: Settings) -> sessionmaker[Session]:
+    upgrade(settings.database_url)
+    return make_session_factory(make_engine(settings.database_url))
+
+
+@pytest.fixture
+def app(settings: Settings, session_factory: sessionmaker[Session]) -> Any:
+    return create_app(settings, session_factory)
+
+
+@pytest.fixture
+def tokens(session_factory: sessionmaker[Session]) -> dict[str, str]:
+    with transaction(session_factory) as s:
+        return {
+            "admin": create_token(s, "admin", ["admin"]),
+            "a": create_token(s, PROJECT_A, ["member"]),
+            "b": create_token(s, PROJECT_B, ["member"]),
+            "a_reader": create_token(s, PROJECT_A, ["reader"]),
+        }
+
+
+class Client:
+    """A TestClient bound to one token, with Octavia's envelope helpers."""
+
+    def __init__(self, client: TestClient, token: str) -> None:
+        self.http = client
+        self.headers = {"X-Auth-Token": token}
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        return self.http.request(method, path, headers=self.headers, **kw)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any, **kw: Any) -> Any:
+        return self.request("POST", path, json=body, **kw)
+
+    def put(self, path: str, body: Any, **kw: Any) -> Any:
+        return self.request("PUT", path, json=body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
+
+
+@pytest.fixture
+def http(app: Any) -> Iterator[TestClient]:
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def admin(http: TestClient, tokens: dict[str, str]) -> Client:
+    return Client(http, tokens["admin"])
+
+
+@pytest.fixture
+def alice(http: TestClient, tokens: dict[str, str]) -> Client:
+    return Client(http, tokens["a"])
+
+
+@pytest.fixture
+def bob(http: TestClient, tokens: dict[str, str]) -> Client:
+    return Client(http, tokens["b"])
+
+
+@pytest.fixture
+def alice_reader(http: TestClient, tokens: dict[str, str]) -> Client:
+    return Client(http, tokens["a_reader"])
+
+
+@pytest.fixture
+def subnet_id(session_factory: sessionmaker[Session]) -> str:
+    """A shared VIP subnet (admins create these through the networks API)."""
+    with transaction(session_factory) as s:
+        net = Network(
+            project_id="admin",
+            name="public",
+            shared=True,
+            network_type="flat",
+            physical_network="ohtest-br",
+        )
+        s.add(net)
+        s.flush()
+        sub = Subnet(
+            project_id="admin",
+            network_id=net.id,
+            name="public-v4",
+            cidr="198.51.100.0/24",
+            gateway_ip="198.51.100.1",
+            allocation_pools=[{"start": "198.51.100.10", "end": "198.51.100.250"}],
+        )
+        s.add(sub)
+        s.flush()
+        return sub.id
+
+
+@pytest.fixture
+def controller(
+    settings: Settings, session_factory: sessionmaker[Session], app: Any
+) -> Iterator[Reconciler]:
+    """A real reconcile loop in a thread, as `openha controller` runs it."""
+    reconciler = Reconciler(settings, session_factory, app.state.providers)
+    stop = threading.Event()
+    thread = threading.Thread(target=reconciler.run, args=(stop,), daemon=True)
+    thread.start()
+    yield reconciler
+    stop.set()
+    thread.join(timeout=5)
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
