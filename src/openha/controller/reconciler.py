@@ -16,15 +16,16 @@ import threading
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import ipam
-from openha.controller import events, snapshot
+from openha.controller import events, hostmonitor, snapshot
 from openha.db import transaction
 from openha.domain import constants as c
 from openha.models import (
     HealthMonitor,
+    Host,
     Instance,
     L7Policy,
     L7Rule,
@@ -71,6 +72,7 @@ class Reconciler:
             stop.wait(self.settings.controller_interval)
 
     def tick(self) -> None:
+        hostmonitor.mark_silent_hosts_down(self.settings, self.sessions)
         for lb_id in self.due():
             if self.claim(lb_id):
                 try:
@@ -86,7 +88,18 @@ class Reconciler:
             self.observe_all()
 
     def due(self) -> list[str]:
+        """LBs whose data plane differs from what is wanted, and whose backoff has expired."""
         now = utcnow()
+        # An instance that lags the LB's generation, or sits on a host that is not UP,
+        # needs repair even when nobody changed the LB (host loss, agent lost state).
+        needs_repair = exists().where(
+            Instance.load_balancer_id == LoadBalancer.id,
+            or_(
+                Instance.applied_generation < LoadBalancer.desired_generation,
+                Instance.host_id.is_(None),
+                ~exists().where(Host.id == Instance.host_id, Host.status == hostmonitor.HOST_UP),
+            ),
+        )
         with transaction(self.sessions) as s:
             return list(
                 s.scalars(

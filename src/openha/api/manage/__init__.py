@@ -1,0 +1,1 @@
+"""Operator API (/v2/manage/*): admin-only views and actions the tenant API lacks."""

@@ -1,0 +1,333 @@
+"""The `haproxy` provider: each load balancer as HAProxy in network namespaces on agent hosts.
+
+SINGLE places one STANDALONE instance; ACTIVE_STANDBY (flavor key
+`loadbalancer_topology`) places a MASTER and a BACKUP on two hosts. The
+controller calls `apply` with the LB's whole desired tree; this module decides
+placement, renders each instance's files and pushes them to the agents, and
+reads what the agents report in their heartbeats back into operating statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sqlalchemy import func, select
+
+from openha import ipam
+from openha.controller import events
+from openha.controller.scheduler import HostView, NoHostAvailable, choose_host
+from openha.db import transaction
+from openha.domain import constants as c
+from openha.domain.spec import InstanceSpec, LoadBalancerSpec
+from openha.domain.status import derive
+from openha.models import Host, Instance, LoadBalancer, Subnet
+from openha.providers.base import (
+    ApplyResult,
+    Capability,
+    ListenerCounters,
+    ObservedState,
+    Provider,
+    UnsupportedOption,
+)
+from openha.providers.haproxy import agent_client, plumbing
+from openha.providers.haproxy.agent_client import AgentAddress, AgentError, AgentRejected
+from openha.render.haproxy import HAProxyPaths, RenderError, render_haproxy
+
+HOST_UP = "UP"
+INSTANCE_OWNER = "openha:instance"
+
+
+@dataclass(frozen=True)
+class Placement:
+    instance_id: str
+    role: str
+    host_id: str
+    host_name: str
+    agent: AgentAddress
+    agent_dir: str
+    ip_address: str
+    applied_generation: int
+
+
+def instance_paths(agent_dir: str, instance_id: str) -> HAProxyPaths:
+    from openha.agent.paths import instance_paths as agent_paths
+
+    paths = agent_paths(agent_dir, instance_id)
+    return HAProxyPaths(
+        stats_socket=str(paths.stats_socket),
+        log_socket=str(paths.log_socket),
+        state_dir=str(paths.dir),
+    )
+
+
+class HAProxyProvider(Provider):
+    name = "haproxy"
+    description = "HAProxy in network namespaces on OpenHA agent hosts (SINGLE or ACTIVE_STANDBY)."
+    unsupported: ClassVar[Mapping[str, frozenset[Any]]] = {
+        # HAProxy speaks neither UDP nor SCTP; TLS termination arrives with the TLS work.
+        "listener.protocol": frozenset({"UDP", "SCTP", "PROMETHEUS", "TERMINATED_HTTPS"}),
+        "pool.protocol": frozenset({"UDP", "SCTP"}),
+        "pool.lb_algorithm": frozenset({"SOURCE_IP_PORT"}),
+        "healthmonitor.type": frozenset({"UDP-CONNECT", "SCTP"}),
+    }
+
+    def flavor_capabilities(self) -> list[Capability]:
+        return [
+            Capability("loadbalancer_topology", "SINGLE or ACTIVE_STANDBY (a VRRP pair)."),
+        ]
+
+    def availability_zone_capabilities(self) -> list[Capability]:
+        return [Capability("host_zone", "Hosts whose agent reports this zone serve the LB.")]
+
+    def validate_flavor(self, data: Mapping[str, Any]) -> None:
+        super().validate_flavor(data)
+        topology = data.get("loadbalancer_topology", c.TOPOLOGY_SINGLE)
+        if topology not in (c.TOPOLOGY_SINGLE, c.TOPOLOGY_ACTIVE_STANDBY):
+            raise UnsupportedOption(
+                f"loadbalancer_topology must be {c.TOPOLOGY_SINGLE} or {c.TOPOLOGY_ACTIVE_STANDBY}"
+            )
+
+    # --- apply -------------------------------------------------------------------------
+
+    def apply(self, spec: LoadBalancerSpec) -> ApplyResult:
+        try:
+            placements = self.place(spec)
+        except NoHostAvailable as exc:
+            return ApplyResult.failed(str(exc))
+        except plumbing.UnsupportedNetwork as exc:
+            return ApplyResult.failed(str(exc))
+        try:
+            specs = [self.instance_spec(spec, p, placements) for p in placements]
+        except RenderError as exc:
+            return ApplyResult.failed(f"cannot render the HAProxy configuration: {exc}")
+        with ThreadPoolExecutor(max_workers=max(len(specs), 1)) as pool:
+            errors = [e for e in pool.map(self._push, placements, specs) if e]
+        if errors:
+            return ApplyResult.failed("; ".join(errors))
+        return ApplyResult.applied()
+
+    def _push(self, placement: Placement, spec: InstanceSpec) -> str | None:
+        try:
+            status = agent_client.put_instance(placement.agent, spec)
+        except AgentRejected as exc:
+            self._record(placement.instance_id, None, str(exc))
+            return f"host {placement.host_name} rejected the configuration: {exc}"
+        except AgentError as exc:
+            self._record(placement.instance_id, None, str(exc))
+            return str(exc)
+        self._record(
+            placement.instance_id, int(status.get("applied_generation", spec.generation)), None
+        )
+        return None
+
+    def _record(self, instance_id: str, generation: int | None, error: str | None) -> None:
+        with transaction(self.context.session_factory) as s:
+            inst = s.get(Instance, instance_id)
+            if inst is None:
+                return
+            if generation is not None:
+                inst.applied_generation = generation
+                inst.status = "ACTIVE"
+            inst.last_error = error[:4000] if error else None
+            if error:
+                inst.status = "ERROR"
+
+    def place(self, spec: LoadBalancerSpec) -> list[Placement]:
+        """Make sure every role has an instance on a healthy host; return where they are."""
+        roles = (
+            [c.ROLE_MASTER, c.ROLE_BACKUP]
+            if spec.topology == c.TOPOLOGY_ACTIVE_STANDBY
+            else [c.ROLE_STANDALONE]
+        )
+        with transaction(self.context.session_factory) as s:
+            lb = s.get(LoadBalancer, spec.id)
+            assert lb is not None
+            hosts = {h.id: h for h in s.scalars(select(Host))}
+            instances = {
+                i.role: i
+                for i in s.scalars(select(Instance).where(Instance.load_balancer_id == spec.id))
+            }
+            for role, inst in list(instances.items()):
+                if role not in roles:
+                    self._forget(s, inst)
+                    del instances[role]
+            for role in roles:
+                inst = instances.get(role)
+                host = hosts.get(inst.host_id) if inst and inst.host_id else None
+                if inst is not None and host is not None and host.status == HOST_UP:
+                    continue
+                if inst is not None:
+                    # Its host is gone: the host removes the orphan itself when it returns.
+                    events.emit(
+                        s,
+                        "instance.rescheduled",
+                        f"{role} instance {inst.id} left host {host.name if host else '?'}",
+                        severity="WARNING",
+                        lb=lb,
+                        instance_id=inst.id,
+                        host_id=inst.host_id,
+                    )
+                    self._forget(s, inst)
+                others = [i.host_id for r, i in instances.items() if r != role and i.host_id]
+                chosen = choose_host(
+                    self._host_views(hosts.values()),
+                    self._load(s),
+                    availability_zone=self._zone(s, lb),
+                    avoid=others,
+                )
+                inst = Instance(
+                    load_balancer_id=lb.id, host_id=chosen.id, role=role, status="ALLOCATED"
+                )
+                s.add(inst)
+                s.flush()
+                subnet = s.get(Subnet, spec.vip_subnet.id)
+                assert subnet is not None
+                port = ipam.allocate(
+                    s,
+                    subnet,
+                    project_id=lb.project_id,
+                    device_owner=INSTANCE_OWNER,
+                    device_id=inst.id,
+                    name=f"openha-instance-{inst.id}",
+                )
+                inst.port_id, inst.ip_address = port.id, port.ip_address
+                instances[role] = inst
+                events.emit(
+                    s,
+                    "instance.scheduled",
+                    f"{role} instance on host {chosen.name}",
+                    lb=lb,
+                    instance_id=inst.id,
+                    host_id=chosen.id,
+                )
+            out = []
+            for role in roles:
+                inst = instances[role]
+                host = hosts[inst.host_id or ""]
+                out.append(
+                    Placement(
+                        instance_id=inst.id,
+                        role=role,
+                        host_id=host.id,
+                        host_name=host.name,
+                        agent=AgentAddress(host.management_url, host.agent_secret),
+                        agent_dir=str(host.report.get("agent_dir", "")),
+                        ip_address=inst.ip_address or "",
+                        applied_generation=inst.applied_generation,
+                    )
+                )
+            return out
+
+    @staticmethod
+    def _forget(s: Any, inst: Instance) -> None:
+        ipam.release_device(s, inst.id)
+        s.delete(inst)
+        s.flush()
+
+    @staticmethod
+    def _zone(s: Any, lb: LoadBalancer) -> str | None:
+        return lb.availability_zone or None
+
+    @staticmethod
+    def _load(s: Any) -> dict[str, int]:
+        rows = s.execute(select(Instance.host_id, func.count()).group_by(Instance.host_id))
+        return {host_id: count for host_id, count in rows if host_id}
+
+    @staticmethod
+    def _host_views(hosts: Any) -> list[HostView]:
+        return [
+            HostView(
+                id=h.id,
+                name=h.name,
+                availability_zone=h.availability_zone,
+                capacity=h.capacity,
+                schedulable=h.status == HOST_UP and h.admin_state == "ENABLED",
+            )
+            for h in hosts
+        ]
+
+    def instance_spec(
+        self, spec: LoadBalancerSpec, placement: Placement, placements: list[Placement]
+    ) -> InstanceSpec:
+        interfaces = [
+            plumbing.interface("eth0", spec.vip_subnet, placement.ip_address, default_route=True)
+        ]
+        config = render_haproxy(spec, instance_paths(placement.agent_dir, placement.instance_id))
+        return InstanceSpec(
+            instance_id=placement.instance_id,
+            load_balancer_id=spec.id,
+            project_id=spec.project_id,
+            generation=spec.generation,
+            role=placement.role,
+            namespace=plumbing.namespace_for(placement.instance_id),
+            interfaces=tuple(interfaces),
+            vip_address=spec.vip_address,
+            vip_interface="eth0",
+            vip_managed_by_keepalived=False,
+            haproxy_config=config,
+            log_tags={"load_balancer_id": spec.id, "project_id": spec.project_id},
+        )
+
+    # --- delete, observe ---------------------------------------------------------------
+
+    def delete(self, load_balancer_id: str) -> bool:
+        with transaction(self.context.session_factory) as s:
+            rows = [
+                (inst.id, host)
+                for inst in s.scalars(
+                    select(Instance).where(Instance.load_balancer_id == load_balancer_id)
+                )
+                for host in [s.get(Host, inst.host_id) if inst.host_id else None]
+            ]
+            targets = [
+                (
+                    inst_id,
+                    AgentAddress(h.management_url, h.agent_secret) if h else None,
+                    bool(h and h.status == HOST_UP),
+                )
+                for inst_id, h in rows
+            ]
+        done = True
+        for inst_id, agent, reachable in targets:
+            if agent is not None and reachable:
+                try:
+                    agent_client.delete_instance(agent, inst_id)
+                except AgentError:
+                    done = False
+                    continue
+            # A down host drops the instance itself: it is no longer wanted when it returns.
+            with transaction(self.context.session_factory) as s:
+                inst = s.get(Instance, inst_id)
+                if inst is not None:
+                    self._forget(s, inst)
+        return done
+
+    def observe(self, spec: LoadBalancerSpec) -> ObservedState | None:
+        with transaction(self.context.session_factory) as s:
+            instances = list(
+                s.scalars(select(Instance).where(Instance.load_balancer_id == spec.id))
+            )
+            healths = [(i.role, dict(i.health or {})) for i in instances]
+        reported = [(role, h) for role, h in healths if h]
+        if not reported:
+            return None
+        # The serving instance's view decides member states: MASTER, else anyone running.
+        reported.sort(key=lambda rh: (rh[0] == c.ROLE_BACKUP, not rh[1].get("haproxy_running")))
+        _, primary = reported[0]
+        running = any(h.get("haproxy_running") for _, h in reported)
+        state = derive(spec, primary.get("members") or {}, running)
+        for _, health in reported:
+            for listener_id, counters in (health.get("listeners") or {}).items():
+                total = state.listener_stats.setdefault(listener_id, ListenerCounters())
+                for key in (
+                    "bytes_in",
+                    "bytes_out",
+                    "active_connections",
+                    "total_connections",
+                    "request_errors",
+                ):
+                    setattr(total, key, getattr(total, key) + int(counters.get(key, 0)))
+        return state
