@@ -109,6 +109,7 @@ class Reconciler:
                             LoadBalancer.desired_generation > LoadBalancer.applied_generation,
                             LoadBalancer.provisioning_status == c.PENDING_DELETE,
                             LoadBalancer.failover_requested.is_(True),
+                            needs_repair,
                         ),
                         or_(
                             LoadBalancer.next_attempt_at.is_(None),
