@@ -1,0 +1,127 @@
+"""Status roll-up from HAProxy check results, and host placement rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from openha.controller.scheduler import HostView, NoHostAvailable, choose_host
+from openha.domain.spec import (
+    HealthMonitorSpec,
+    ListenerSpec,
+    LoadBalancerSpec,
+    MemberSpec,
+    PoolSpec,
+    SubnetSpec,
+)
+from openha.domain.status import derive, member_status
+
+SUBNET = SubnetSpec(id="s", cidr="10.0.0.0/24", network_id="n")
+
+
+def lb(members: tuple[MemberSpec, ...], hm: bool = True, lb_up: bool = True) -> LoadBalancerSpec:
+    pool = PoolSpec(
+        id="p",
+        protocol="HTTP",
+        lb_algorithm="ROUND_ROBIN",
+        members=members,
+        health_monitor=HealthMonitorSpec(id="h", type="HTTP", delay=1, timeout=1, max_retries=1)
+        if hm
+        else None,
+    )
+    listener = ListenerSpec(id="l", protocol="HTTP", protocol_port=80, default_pool_id="p")
+    return LoadBalancerSpec(
+        id="lb",
+        project_id="x",
+        generation=1,
+        vip_address="10.0.0.5",
+        vip_subnet=SUBNET,
+        listeners=(listener,),
+        pools=(pool,),
+        admin_state_up=lb_up,
+    )
+
+
+M1 = MemberSpec(id="m1", address="10.0.0.11", protocol_port=80)
+M2 = MemberSpec(id="m2", address="10.0.0.12", protocol_port=80)
+
+
+@pytest.mark.parametrize(
+    ("reported", "admin_up", "monitored", "expected"),
+    [
+        ("UP", True, True, "ONLINE"),
+        ("DOWN", True, True, "ERROR"),
+        ("UP 1/3", True, True, "ONLINE"),
+        ("DOWN 1/2", True, True, "ERROR"),
+        ("MAINT", True, True, "OFFLINE"),
+        ("DRAIN", True, True, "DRAINING"),
+        ("UP", False, True, "OFFLINE"),
+        ("UP", True, False, "NO_MONITOR"),
+        (None, True, True, "OFFLINE"),
+    ],
+)
+def test_member_status(
+    reported: str | None, admin_up: bool, monitored: bool, expected: str
+) -> None:
+    assert member_status(reported, admin_up, monitored) == expected
+
+
+def test_all_members_up_is_online() -> None:
+    state = derive(lb((M1, M2)), {"m1": "UP", "m2": "UP"}, True)
+    assert (state.load_balancer, state.listeners["l"], state.pools["p"]) == (
+        "ONLINE",
+        "ONLINE",
+        "ONLINE",
+    )
+
+
+def test_one_member_down_degrades_up_the_tree() -> None:
+    state = derive(lb((M1, M2)), {"m1": "UP", "m2": "DOWN"}, True)
+    assert state.members == {"m1": "ONLINE", "m2": "ERROR"}
+    assert state.pools["p"] == "DEGRADED"
+    assert state.listeners["l"] == "DEGRADED"
+    assert state.load_balancer == "DEGRADED"
+
+
+def test_all_members_down_is_pool_error() -> None:
+    state = derive(lb((M1, M2)), {"m1": "DOWN", "m2": "DOWN"}, True)
+    assert state.pools["p"] == "ERROR"
+    assert state.load_balancer == "DEGRADED"
+
+
+def test_dead_haproxy_is_lb_error() -> None:
+    assert derive(lb((M1,)), {"m1": "UP"}, False).load_balancer == "ERROR"
+
+
+def test_admin_down_lb_is_offline() -> None:
+    state = derive(lb((M1,), lb_up=False), {"m1": "UP"}, True)
+    assert state.load_balancer == "OFFLINE"
+    assert state.members["m1"] == "OFFLINE"
+
+
+def test_no_monitor_members() -> None:
+    state = derive(lb((M1,), hm=False), {}, True)
+    assert state.members["m1"] == "NO_MONITOR"
+    assert state.pools["p"] == "ONLINE"
+
+
+HOSTS = [
+    HostView("a", "host-a", "az1", 10, True),
+    HostView("b", "host-b", "az1", 10, True),
+    HostView("c", "host-c", "az2", 10, True),
+    HostView("d", "host-d", "az1", 10, False),
+]
+
+
+def test_least_loaded_in_zone() -> None:
+    assert choose_host(HOSTS, {"a": 5, "b": 2}, availability_zone="az1").id == "b"
+
+
+def test_anti_affinity_and_unschedulable() -> None:
+    assert choose_host(HOSTS, {}, availability_zone="az1", avoid=["a"]).id == "b"
+    with pytest.raises(NoHostAvailable, match="another healthy host"):
+        choose_host(HOSTS, {}, availability_zone="az1", avoid=["a", "b"])
+
+
+def test_full_hosts_are_skipped() -> None:
+    with pytest.raises(NoHostAvailable):
+        choose_host(HOSTS, {"c": 10}, availability_zone="az2")
