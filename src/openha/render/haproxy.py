@@ -1,0 +1,762 @@
+"""Render one load balancer's HAProxy configuration: all listeners, pools and L7 policies.
+
+The controller calls `render_haproxy` with the LB's desired tree; the agent only
+checks (`haproxy -c`) and applies the text. The work is split in two:
+
+* this module turns the spec into small view objects, deciding *what* to render
+  (which objects are enabled and used, in which order, with which HAProxy
+  keywords) and re-checking every user value with the strict grammars of
+  `openha.domain.grammar`;
+* the Jinja2 templates in `templates/` decide *how* it is written. Every free-form
+  value goes through the `q` filter (grammar re-check, then HAProxy strong
+  quoting) and every identifier through `ident`, so nothing a tenant typed can end
+  a token, a line or a quote.
+
+Semantics follow Octavia's amphora driver (`combined_listeners` templates) with
+two deliberate differences: backends are named by pool id alone (so stats and
+server state keep stable names however many listeners share a pool), and a PING
+health monitor is a TCP connect check (an unprivileged HAProxy in a namespace
+cannot send ICMP, and Octavia's external ping script would need `external-check`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from openha.domain import constants as c
+from openha.domain import grammar
+from openha.domain.spec import (
+    HealthMonitorSpec,
+    L7PolicySpec,
+    L7RuleSpec,
+    ListenerSpec,
+    LoadBalancerSpec,
+    MemberSpec,
+    PoolSpec,
+)
+
+__all__ = [
+    "DEFAULT_FD_LIMIT",
+    "DEFAULT_MAXCONN",
+    "HAProxyPaths",
+    "PeerSpec",
+    "PeersSpec",
+    "RenderError",
+    "UnsupportedFeature",
+    "expected_status",
+    "ident",
+    "maxconn_for_fd_limit",
+    "quote",
+    "render_haproxy",
+]
+
+
+class RenderError(ValueError):
+    """The spec holds a value the renderer refuses to write into a configuration."""
+
+
+class UnsupportedFeature(RenderError):
+    """A valid Octavia object that this HAProxy renderer cannot serve (yet)."""
+
+
+# --- limits and defaults -------------------------------------------------------------------
+
+DEFAULT_FD_LIMIT = 20000  # the hard RLIMIT_NOFILE measured on LB hosts (see DESIGN.md)
+
+
+def maxconn_for_fd_limit(hard_limit: int) -> int:
+    """The largest global maxconn HAProxy can start with under `hard_limit` descriptors.
+
+    HAProxy reserves two descriptors per proxied connection (client and server side)
+    and refuses to start ("Cannot raise FD limit") when maxconn needs more than the
+    hard limit. A fifth of the limit is kept for listeners, health checks, peers,
+    logs and the runtime sockets.
+    """
+    if hard_limit < 10:
+        raise ValueError("the file descriptor limit is too small to run HAProxy")
+    return hard_limit * 4 // 5 // 2
+
+
+DEFAULT_MAXCONN = maxconn_for_fd_limit(DEFAULT_FD_LIMIT)  # 8000
+
+# Old workers keep serving their open connections after a reload; this bounds how
+# long, so frequent reloads cannot pile up processes holding memory and ports.
+HARD_STOP_AFTER = "10m"
+# Octavia's stick table size for SOURCE_IP and APP_COOKIE persistence.
+STICK_TABLE_SIZE = "10k"
+# Octavia's cookie-persistence cookie name (HTTP_COOKIE ignores cookie_name there too).
+PERSISTENCE_COOKIE = "SRV"
+PEERS_SECTION = "openha_peers"
+SERVER_STATE_FILE = "server-state"
+LOG_LINE_LENGTH = 8192
+
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the final NUL
+_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")  # proxy, server, ACL, peer names
+# What may appear between strong quotes. Matched with fullmatch: the grammar module's
+# `^...$` patterns accept a trailing newline ('$' matches before one), so a value is
+# always checked here as well.
+_QUOTABLE = re.compile(r"[\x20-\x26\x28-\x7e]+")
+
+_LISTENER_MODES: dict[str, Literal["http", "tcp"]] = {"HTTP": "http", "HTTPS": "tcp", "TCP": "tcp"}
+_UNSUPPORTED_LISTENERS = ("TERMINATED_HTTPS", "UDP", "SCTP", "PROMETHEUS")
+_UNSUPPORTED_POOLS = ("UDP", "SCTP")
+_BALANCE = {"ROUND_ROBIN": "roundrobin", "LEAST_CONNECTIONS": "leastconn", "SOURCE_IP": "source"}
+_MATCH = {
+    "REGEX": "-m reg",
+    "STARTS_WITH": "-m beg",
+    "ENDS_WITH": "-m end",
+    "CONTAINS": "-m sub",
+    "EQUAL_TO": "-m str",
+}
+_PERSISTENCE: dict[str, Literal["SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE"]] = {
+    "SOURCE_IP": "SOURCE_IP",
+    "HTTP_COOKIE": "HTTP_COOKIE",
+    "APP_COOKIE": "APP_COOKIE",
+}
+_PROXY_PROTOCOL = {"PROXY": "send-proxy", "PROXYV2": "send-proxy-v2"}
+_CHECK_KINDS: dict[str, Literal["http", "https", "tcp", "tls-hello", "ping"]] = {
+    "HTTP": "http",
+    "HTTPS": "https",
+    "TCP": "tcp",
+    "TLS-HELLO": "tls-hello",
+    "PING": "ping",
+}
+
+
+# --- inputs besides the spec -------------------------------------------------------------
+
+
+def _absolute_quotable_path(value: str) -> str:
+    if not _QUOTABLE.fullmatch(value):
+        raise ValueError("must be printable ASCII without quotes (')")
+    if not value.startswith("/") or "/../" in f"{value}/":
+        raise ValueError("must be an absolute path without '..'")
+    return value
+
+
+class HAProxyPaths(BaseModel):
+    """Where the instance's HAProxy finds the agent's sockets and its state directory."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stats_socket: str  # runtime API (admin level), also passes listeners on reload
+    log_socket: str  # unix datagram syslog socket the agent reads
+    state_dir: str  # server-state-file lives here
+
+    @field_validator("stats_socket", "log_socket")
+    @classmethod
+    def _socket_path(cls, value: str) -> str:
+        _absolute_quotable_path(value)
+        if len(value.encode()) > _SUN_PATH_MAX:
+            raise ValueError(f"unix socket paths are limited to {_SUN_PATH_MAX} bytes")
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: str) -> str:
+        return _absolute_quotable_path(value)
+
+    @property
+    def server_state_file(self) -> str:
+        """The file the agent fills with `show servers state` before a reload.
+
+        HAProxy reads it at start-up so members keep their health state across
+        reloads; a missing file only costs a warning.
+        """
+        return f"{self.state_dir.rstrip('/')}/{SERVER_STATE_FILE}"
+
+
+class PeerSpec(BaseModel):
+    """One HAProxy of an ACTIVE_STANDBY pair, as seen in the `peers` section."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    address: str
+    port: int = Field(ge=1, le=65535)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return grammar.check_ip(value)
+
+
+class PeersSpec(BaseModel):
+    """Stick-table synchronisation between the instances of a load balancer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    local_peer: str  # this instance's peer name (HAProxy's `localpeer`)
+    peers: tuple[PeerSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _local_peer_listed(self) -> PeersSpec:
+        names = [peer.name for peer in self.peers]
+        if len(set(names)) != len(names):
+            raise ValueError("peer names must be unique")
+        if self.local_peer not in names:
+            raise ValueError("local_peer must be one of the peers")
+        return self
+
+
+# --- template filters ----------------------------------------------------------------------
+
+
+def quote(value: object) -> str:
+    """Render a free-form value inside HAProxy strong quotes, after re-checking it.
+
+    Inside '...' HAProxy interprets nothing (no escapes, no variables, no comments),
+    so the only way out is a quote or a line end: the grammar refuses both, and
+    any other control character, rather than escaping them.
+    """
+    if not isinstance(value, str):
+        raise RenderError(f"expected a string to quote, got {type(value).__name__}")
+    if not value:
+        raise RenderError("an empty value would be read as a missing argument")
+    _checked(grammar.check_quotable, value, "value")
+    return f"'{value}'"
+
+
+def ident(value: object) -> str:
+    """Check a name HAProxy reads unquoted: proxy, server, ACL and peer names are ids."""
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
+        raise RenderError(f"refusing to render {value!r} as a HAProxy identifier")
+    return value
+
+
+# --- value helpers -------------------------------------------------------------------------
+
+
+def _checked(check: Callable[[str], str], value: str, what: str) -> str:
+    """Apply a grammar check, and refuse anything HAProxy's strong quotes could not hold."""
+    try:
+        checked = check(value)
+    except ValueError as exc:
+        raise RenderError(f"{what} {value!r}: {exc}") from None
+    if not _QUOTABLE.fullmatch(value):
+        raise RenderError(f"{what} {value!r}: must be printable ASCII without quotes (')")
+    return checked
+
+
+def _ip(value: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise RenderError(f"{what} {value!r} is not an IP address") from None
+
+
+def _host(value: str, what: str) -> str:
+    """An address as HAProxy's address parser wants it: IPv6 in brackets.
+
+    Without brackets HAProxy reads the last group of an IPv6 address as a port
+    (`addr 2001:db8::6` is refused as '2001:db8:').
+    """
+    addr = _ip(value, what)
+    return f"[{addr}]" if addr.version == 6 else str(addr)
+
+
+def _port(value: int, what: str) -> int:
+    if not c.MIN_PORT <= value <= c.MAX_PORT:
+        raise RenderError(f"{what} {value} is not a TCP port")
+    return value
+
+
+def _positive(value: int, what: str) -> int:
+    if value < 1:
+        raise RenderError(f"{what} must be positive, got {value}")
+    return value
+
+
+def _timeout(value: int, what: str) -> int:
+    if not 0 <= value <= c.MAX_TIMEOUT:
+        raise RenderError(f"{what} {value} is out of range")
+    return value
+
+
+def _digit_range(lo: str, hi: str) -> list[str]:
+    """Regex alternatives matching every digit string of len(lo) between lo and hi."""
+    if lo == hi:
+        return [lo]
+    if len(lo) == 1:
+        return [f"[{lo}-{hi}]"]
+    if lo[0] == hi[0]:
+        return [lo[0] + alt for alt in _digit_range(lo[1:], hi[1:])]
+    rest = len(lo) - 1
+    head: list[str] = []
+    tail: list[str] = []
+    first, last = int(lo[0]), int(hi[0])
+    if lo[1:] != "0" * rest:  # partial first block, e.g. 205-209 of 205-399
+        head = [lo[0] + alt for alt in _digit_range(lo[1:], "9" * rest)]
+        first += 1
+    if hi[1:] != "9" * rest:  # partial last block, e.g. 300-304 of 205-304
+        tail = [hi[0] + alt for alt in _digit_range("0" * rest, hi[1:])]
+        last -= 1
+    middle: list[str] = []
+    if first <= last:
+        digit = str(first) if first == last else f"[{first}-{last}]"
+        middle = [digit + "[0-9]" * rest]
+    return head + middle + tail
+
+
+def expected_status(expected_codes: str | None) -> tuple[Literal["status", "rstatus"], str]:
+    """Translate Octavia's expected_codes into an `http-check expect` matcher.
+
+    "200" → ("status", "200"); "200, 202" → an alternation; "200-204" → a regex
+    covering exactly the range (Octavia enumerates every code instead).
+    """
+    codes = _checked(
+        grammar.check_expected_codes, expected_codes or c.DEFAULT_EXPECTED_CODES, "expected_codes"
+    )
+    if "-" in codes:
+        lo, hi = codes.split("-")
+        if int(lo) > int(hi):
+            raise RenderError(f"expected_codes range {codes!r} is reversed")
+        alternatives = _digit_range(lo, hi)
+    else:
+        alternatives = list(dict.fromkeys(code.strip() for code in codes.split(",")))
+    if len(alternatives) == 1 and alternatives[0].isdigit():
+        return "status", alternatives[0]
+    return "rstatus", "^(?:" + "|".join(alternatives) + ")$"
+
+
+def _enabled(value: str) -> bool:
+    return value.strip().lower() == "true"
+
+
+# --- view objects the templates read -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Acl:
+    """`acl <name> <fetch>[(<key>)]<converters> [<flags>] [<value>|<literal>]`."""
+
+    name: str
+    fetch: str  # renderer constant
+    key: str | None = None  # user value, quoted as the fetch argument
+    converters: str = ""  # renderer constant
+    flags: str = ""  # renderer constant
+    value: str | None = None  # user value, quoted
+    literal: str | None = None  # renderer-built from a checked integer
+
+
+@dataclass(frozen=True)
+class Term:
+    acl: str
+    invert: bool
+
+
+@dataclass(frozen=True)
+class Policy:
+    action: str
+    terms: tuple[Term, ...]
+    target: str  # redirect URL or prefix (quoted), or backend id
+    code: int | None = None
+
+
+@dataclass(frozen=True)
+class Frontend:
+    id: str
+    mode: Literal["http", "tcp"]
+    bind: str
+    disabled: bool
+    maxconn: int
+    timeout_client: int
+    timeout_tcp_inspect: int
+    allowed_cidrs: tuple[str, ...]
+    forwarded_for: bool
+    forwarded_port: bool
+    forwarded_proto: str | None
+    acls: tuple[Acl, ...]
+    denies: tuple[Policy, ...]
+    redirects: tuple[Policy, ...]
+    switches: tuple[Policy, ...]
+    default_backend: str | None
+
+
+@dataclass(frozen=True)
+class Check:
+    kind: Literal["http", "https", "tcp", "tls-hello", "ping"]
+    delay: int
+    timeout: int
+    rise: int
+    fall: int
+    method: str = c.DEFAULT_HTTP_METHOD
+    uri: str = c.DEFAULT_URL_PATH
+    version: str | None = None
+    host: str | None = None
+    expect: Literal["status", "rstatus"] = "status"
+    expect_value: str = c.DEFAULT_EXPECTED_CODES
+
+
+@dataclass(frozen=True)
+class Server:
+    id: str
+    address: str
+    port: int
+    weight: int
+    backup: bool
+    disabled: bool
+    monitor_address: str | None
+    monitor_port: int | None
+
+
+@dataclass(frozen=True)
+class Backend:
+    id: str
+    mode: Literal["http", "tcp"]
+    balance: str
+    timeout_connect: int
+    timeout_server: int
+    persistence: Literal["SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE"] | None
+    stick_type: Literal["ip", "ipv6"]
+    cookie_name: str | None
+    check: Check | None
+    proxy_protocol: str | None
+    tls: bool
+    servers: tuple[Server, ...]
+
+
+# --- spec → views --------------------------------------------------------------------------
+
+
+def _acl(rule: L7RuleSpec) -> Acl:
+    name = ident(rule.id)
+    rtype, ctype = rule.type, rule.compare_type
+    if ctype not in _MATCH:
+        raise RenderError(f"l7rule {rule.id}: unknown compare_type {ctype!r}")
+    match = _MATCH[ctype]
+    if ctype == "REGEX":
+        _checked(grammar.check_regex, rule.value, f"l7rule {rule.id} regex")
+    if rtype == "HOST_NAME":
+        # Compare the host without its port, case-insensitively, as Octavia does.
+        return Acl(name, "req.hdr(host),field(1,:)", flags=f"-i {match}", value=rule.value)
+    if rtype == "PATH":
+        return Acl(name, "path", flags=match, value=rule.value)
+    if rtype == "FILE_TYPE":
+        if ctype == "REGEX":  # Octavia: the regex applies to the whole path
+            return Acl(name, "path", flags=match, value=rule.value)
+        if ctype != "EQUAL_TO":
+            raise UnsupportedFeature(f"l7rule {rule.id}: FILE_TYPE supports EQUAL_TO and REGEX")
+        # `path_end -m str` would compare the whole path: match the extension instead.
+        extension = rule.value.removeprefix(".")
+        return Acl(name, "path_end", value=f".{extension}")
+    if rtype in ("HEADER", "COOKIE"):
+        if not rule.key:
+            raise RenderError(f"l7rule {rule.id}: {rtype} rules need a key")
+        _checked(grammar.check_token, rule.key, f"l7rule {rule.id} key")
+        fetch = "req.hdr" if rtype == "HEADER" else "req.cook"
+        return Acl(name, fetch, key=rule.key, flags=match, value=rule.value)
+    # SSL_* rules only match with TLS termination; on plain listeners they never match.
+    if rtype == "SSL_CONN_HAS_CERT":
+        return Acl(name, "ssl_c_used")
+    if rtype == "SSL_VERIFY_RESULT":
+        if not re.fullmatch(r"[0-9]{1,9}", rule.value):
+            raise RenderError(f"l7rule {rule.id}: SSL_VERIFY_RESULT needs an integer value")
+        return Acl(name, "ssl_c_verify", literal=f"eq {int(rule.value)}")
+    if rtype == "SSL_DN_FIELD":
+        if rule.key not in c.DISTINGUISHED_NAME_FIELDS:
+            raise RenderError(f"l7rule {rule.id}: SSL_DN_FIELD key must be a DN field name")
+        return Acl(name, "ssl_c_s_dn", key=rule.key, flags=match, value=rule.value)
+    raise RenderError(f"l7rule {rule.id}: unknown type {rtype!r}")
+
+
+def _policy(
+    policy: L7PolicySpec, rules: tuple[L7RuleSpec, ...], backends: set[str]
+) -> Policy | None:
+    terms = tuple(Term(ident(rule.id), rule.invert) for rule in rules)
+    if policy.action == "REJECT":
+        return Policy("REJECT", terms, "")
+    if policy.action in ("REDIRECT_TO_URL", "REDIRECT_PREFIX"):
+        code = policy.redirect_http_code or c.DEFAULT_REDIRECT_HTTP_CODE
+        if code not in c.REDIRECT_HTTP_CODES:
+            raise RenderError(f"l7policy {policy.id}: redirect code {code} is not allowed")
+        if policy.action == "REDIRECT_TO_URL":
+            target = _checked(grammar.check_url, policy.redirect_url or "", "redirect_url")
+        else:
+            target = _checked(grammar.check_url_prefix, policy.redirect_prefix or "", "prefix")
+        return Policy(policy.action, terms, target, code)
+    if policy.action == "REDIRECT_TO_POOL":
+        # Octavia drops the switch when the target pool is disabled (or gone).
+        if policy.redirect_pool_id not in backends:
+            return None
+        return Policy(policy.action, terms, ident(policy.redirect_pool_id))
+    raise RenderError(f"l7policy {policy.id}: unknown action {policy.action!r}")
+
+
+def _frontend(
+    listener: ListenerSpec,
+    vip: str,
+    lb_enabled: bool,
+    maxconn: int,
+    backends: set[str],
+) -> tuple[Frontend, list[str]]:
+    """The frontend of an enabled listener, and the backends it uses (default first)."""
+    mode = _LISTENER_MODES[listener.protocol]
+    policies: list[Policy] = []
+    acls: dict[str, Acl] = {}
+    active = [p for p in listener.l7policies if p.admin_state_up]
+    for spec in sorted(active, key=lambda p: p.position):
+        rules = tuple(rule for rule in spec.rules if rule.admin_state_up)
+        if not rules:  # Octavia skips policies without enabled rules
+            continue
+        if mode != "http":
+            raise UnsupportedFeature(f"listener {listener.id}: L7 policies need an HTTP listener")
+        policy = _policy(spec, rules, backends)
+        if policy is None:
+            continue
+        policies.append(policy)
+        for rule in rules:
+            acls.setdefault(rule.id, _acl(rule))
+
+    default = listener.default_pool_id if listener.default_pool_id in backends else None
+    switches = tuple(p for p in policies if p.action == "REDIRECT_TO_POOL")
+    used = list(dict.fromkeys([*([default] if default else []), *(p.target for p in switches)]))
+
+    headers = {k: _enabled(v) for k, v in listener.insert_headers.items()}
+    http = mode == "http"
+    cidrs = tuple(
+        dict.fromkeys(
+            _checked(grammar.check_cidr, cidr, "allowed_cidr")
+            for cidr in listener.allowed_cidrs or ()
+        )
+    )
+    limit = listener.connection_limit
+    frontend = Frontend(
+        id=ident(listener.id),
+        mode=mode,
+        bind=f"{_host(vip, 'vip_address')}:{_port(listener.protocol_port, 'protocol_port')}",
+        disabled=not lb_enabled,
+        # -1 is Octavia's "unlimited", and HAProxy reads 0 as "use the default".
+        maxconn=limit if limit > 0 else maxconn,
+        timeout_client=_timeout(listener.timeout_client_data, "timeout_client_data"),
+        timeout_tcp_inspect=_timeout(listener.timeout_tcp_inspect, "timeout_tcp_inspect"),
+        allowed_cidrs=cidrs,
+        forwarded_for=http and headers.get("X-Forwarded-For", False),
+        forwarded_port=http and headers.get("X-Forwarded-Port", False),
+        forwarded_proto="http" if http and headers.get("X-Forwarded-Proto", False) else None,
+        acls=tuple(acls.values()),
+        # HAProxy evaluates http-request rules, then redirects, then use_backend, which
+        # is exactly Octavia's documented precedence (REJECT, then redirects, then
+        # REDIRECT_TO_POOL, each in position order); rendering them grouped that way
+        # also avoids HAProxy's "rule placed after ... will still be processed before".
+        denies=tuple(p for p in policies if p.action == "REJECT"),
+        redirects=tuple(p for p in policies if p.action in ("REDIRECT_TO_URL", "REDIRECT_PREFIX")),
+        switches=switches,
+        default_backend=ident(default) if default else None,
+    )
+    return frontend, used
+
+
+def _check(monitor: HealthMonitorSpec | None) -> Check | None:
+    if monitor is None or not monitor.admin_state_up:
+        return None
+    if monitor.type not in _CHECK_KINDS:
+        raise UnsupportedFeature(f"health monitor {monitor.id}: type {monitor.type} unsupported")
+    check = Check(
+        kind=_CHECK_KINDS[monitor.type],
+        delay=_positive(monitor.delay, "health monitor delay"),
+        timeout=_positive(monitor.timeout, "health monitor timeout"),
+        rise=_positive(monitor.max_retries, "max_retries"),
+        fall=_positive(monitor.max_retries_down, "max_retries_down"),
+    )
+    if check.kind not in ("http", "https"):
+        return check
+    method = monitor.http_method or c.DEFAULT_HTTP_METHOD
+    if method not in c.HTTP_METHODS:
+        raise RenderError(f"health monitor {monitor.id}: http_method {method!r} is not allowed")
+    uri = _checked(grammar.check_url_path, monitor.url_path or c.DEFAULT_URL_PATH, "url_path")
+    version = None
+    if monitor.http_version is not None:
+        if monitor.http_version not in c.HTTP_VERSIONS:
+            raise RenderError(f"health monitor {monitor.id}: unknown http_version")
+        version = f"HTTP/{monitor.http_version:.1f}"
+    host = None
+    if monitor.domain_name:
+        host = _checked(grammar.check_hostname, monitor.domain_name, "domain_name")
+    expect, expect_value = expected_status(monitor.expected_codes)
+    return replace(
+        check,
+        method=method,
+        uri=uri,
+        version=version,
+        host=host,
+        expect=expect,
+        expect_value=expect_value,
+    )
+
+
+def _server(member: MemberSpec) -> Server:
+    if not c.MIN_WEIGHT <= member.weight <= c.MAX_WEIGHT:
+        raise RenderError(f"member {member.id}: weight {member.weight} is out of range")
+    return Server(
+        id=ident(member.id),
+        address=_host(member.address, "member address"),
+        port=_port(member.protocol_port, "member protocol_port"),
+        weight=member.weight,  # 0 keeps the server but sends it no new traffic (drain)
+        backup=member.backup,
+        disabled=not member.admin_state_up,
+        monitor_address=(
+            _host(member.monitor_address, "monitor_address") if member.monitor_address else None
+        ),
+        monitor_port=(
+            _port(member.monitor_port, "monitor_port") if member.monitor_port is not None else None
+        ),
+    )
+
+
+def _backend(
+    pool: PoolSpec, owner: ListenerSpec, http: bool, stick_type: Literal["ip", "ipv6"]
+) -> Backend:
+    if pool.lb_algorithm == "SOURCE_IP_PORT":
+        raise UnsupportedFeature(f"pool {pool.id}: SOURCE_IP_PORT needs the OVN provider")
+    if pool.lb_algorithm not in _BALANCE:
+        raise RenderError(f"pool {pool.id}: unknown lb_algorithm {pool.lb_algorithm!r}")
+    mode: Literal["http", "tcp"] = "http" if http or pool.protocol == "HTTP" else "tcp"
+    persistence: Literal["SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE"] | None = None
+    cookie_name = None
+    sp = pool.session_persistence
+    if sp is not None:
+        if sp.type not in _PERSISTENCE:
+            raise RenderError(f"pool {pool.id}: unknown session persistence {sp.type!r}")
+        # Cookies only exist in HTTP mode: HAProxy would ignore them with a warning.
+        if sp.type == "SOURCE_IP" or mode == "http":
+            persistence = _PERSISTENCE[sp.type]
+        if persistence == "APP_COOKIE":
+            if not sp.cookie_name:
+                raise RenderError(f"pool {pool.id}: APP_COOKIE persistence needs a cookie_name")
+            cookie_name = _checked(grammar.check_token, sp.cookie_name, "cookie_name")
+    return Backend(
+        id=ident(pool.id),
+        mode=mode,
+        balance=_BALANCE[pool.lb_algorithm],
+        timeout_connect=_timeout(owner.timeout_member_connect, "timeout_member_connect"),
+        timeout_server=_timeout(owner.timeout_member_data, "timeout_member_data"),
+        persistence=persistence,
+        stick_type=stick_type,
+        cookie_name=cookie_name,
+        check=_check(pool.health_monitor),
+        proxy_protocol=_PROXY_PROTOCOL.get(pool.protocol),
+        tls=pool.tls_enabled,
+        servers=tuple(_server(member) for member in pool.members),
+    )
+
+
+def _refuse_unsupported(spec: LoadBalancerSpec) -> None:
+    for listener in spec.listeners:
+        if listener.protocol in _UNSUPPORTED_LISTENERS:
+            raise UnsupportedFeature(
+                f"listener {listener.id}: protocol {listener.protocol} is not supported yet"
+            )
+        if listener.protocol not in _LISTENER_MODES:
+            raise RenderError(f"listener {listener.id}: unknown protocol {listener.protocol!r}")
+    for pool in spec.pools:
+        if pool.protocol in _UNSUPPORTED_POOLS:
+            raise UnsupportedFeature(
+                f"pool {pool.id}: protocol {pool.protocol} is not supported yet"
+            )
+        if pool.protocol not in c.POOL_PROTOCOLS:
+            raise RenderError(f"pool {pool.id}: unknown protocol {pool.protocol!r}")
+
+
+def _views(spec: LoadBalancerSpec, maxconn: int) -> tuple[list[Frontend], list[Backend]]:
+    _refuse_unsupported(spec)
+    pools = {pool.id: pool for pool in spec.pools if pool.admin_state_up}
+    vip = _ip(spec.vip_address, "vip_address")
+    frontends: list[Frontend] = []
+    # pool id -> listeners using it, the listener whose default pool it is first
+    users: dict[str, list[tuple[ListenerSpec, bool]]] = {}
+    for listener in spec.listeners:
+        if not listener.admin_state_up:  # Octavia does not render disabled listeners
+            continue
+        frontend, used = _frontend(
+            listener, spec.vip_address, spec.admin_state_up, maxconn, set(pools)
+        )
+        frontends.append(frontend)
+        for pool_id in used:
+            users.setdefault(pool_id, []).append((listener, pool_id == frontend.default_backend))
+    backends: list[Backend] = []
+    for pool_id, pool in pools.items():  # spec order, so the output is stable
+        if pool_id not in users:
+            continue
+        listeners = users[pool_id]
+        # A backend serves every listener that uses it: timeouts come from the listener
+        # whose default pool it is (else the first one switching to it).
+        owner = next((lst for lst, is_default in listeners if is_default), listeners[0][0])
+        http = any(_LISTENER_MODES[lst.protocol] == "http" for lst, _ in listeners)
+        stick_type: Literal["ip", "ipv6"] = "ipv6" if vip.version == 6 else "ip"
+        backends.append(_backend(pool, owner, http, stick_type))
+    return frontends, backends
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # HAProxy syntax, not HTML: safety comes from `q` and `ident`
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["q"] = quote
+    env.filters["ident"] = ident
+    env.filters["addr"] = lambda value: _host(value, "address")
+    return env
+
+
+def render_haproxy(
+    spec: LoadBalancerSpec,
+    paths: HAProxyPaths,
+    peers: PeersSpec | None = None,
+    maxconn: int | None = None,
+) -> str:
+    """Render the complete HAProxy configuration for one load balancer instance.
+
+    `peers` (ACTIVE_STANDBY) adds a `peers` section and shares the persistence
+    stick tables with the other instance. `maxconn` is the global connection limit,
+    by default one HAProxy can start with under the hosts' 20,000 descriptors.
+
+    Raises `UnsupportedFeature` for objects this renderer cannot serve and
+    `RenderError` for any value that fails its grammar; nothing is ever escaped.
+    """
+    global_maxconn = DEFAULT_MAXCONN if maxconn is None else maxconn
+    if global_maxconn < 1:
+        raise RenderError(f"maxconn must be positive, got {global_maxconn}")
+    frontends, backends = _views(spec, global_maxconn)
+    return (
+        _environment()
+        .get_template("haproxy.cfg.j2")
+        .render(
+            lb_id=spec.id,
+            generation=spec.generation,
+            paths=paths,
+            peers=peers,
+            peers_section=PEERS_SECTION,
+            maxconn=global_maxconn,
+            hard_stop_after=HARD_STOP_AFTER,
+            log_length=LOG_LINE_LENGTH,
+            stick_size=STICK_TABLE_SIZE,
+            persistence_cookie=PERSISTENCE_COOKIE,
+            defaults={
+                "connect": c.DEFAULT_TIMEOUT_MEMBER_CONNECT,
+                "client": c.DEFAULT_TIMEOUT_CLIENT_DATA,
+                "server": c.DEFAULT_TIMEOUT_MEMBER_DATA,
+            },
+            frontends=frontends,
+            backends=backends,
+        )
+    )
