@@ -72,9 +72,14 @@ def select_fields(item: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]
 
 
 def parse_sort(
-    request: Request, allowed: Mapping[str, InstrumentedAttribute[Any]]
+    request: Request,
+    allowed: Mapping[str, InstrumentedAttribute[Any]],
+    tiebreak: str = "id",
 ) -> list[tuple[str, bool]]:
-    """[(api_key, ascending)], from `sort=k:dir,…` or `sort_key`/`sort_dir`."""
+    """[(api_key, ascending)], from `sort=k:dir,…` or `sort_key`/`sort_dir`.
+
+    `tiebreak` (the primary key) always ends the order so that markers are unambiguous.
+    """
     keys: list[tuple[str, bool]] = []
     params = request.query_params
     if params.get("sort"):
@@ -96,8 +101,8 @@ def parse_sort(
             raise BadRequest(f"Invalid sort key '{key}'.")
     if not keys:
         keys = [("created_at", True)] if "created_at" in allowed else []
-    if "id" not in [k for k, _ in keys]:
-        keys.append(("id", True))
+    if tiebreak not in [k for k, _ in keys]:
+        keys.append((tiebreak, True))
     return keys
 
 
@@ -117,6 +122,10 @@ def list_collection(
         if isinstance(attr, InstrumentedAttribute) and hasattr(attr.property, "columns")
     }
     columns.update(aliases or {})
+    # Most rows are keyed by "id"; catalogue rows are not (quotas by project_id,
+    # availability zones by name): sort ties and markers use the real primary key.
+    mapper = model.__mapper__
+    pk = mapper.get_property_by_column(mapper.primary_key[0]).key
     params = request.query_params
 
     for key in set(params.keys()) - RESERVED:
@@ -139,7 +148,7 @@ def list_collection(
     elif any(k in params for k in ("tags", "tags-any")):
         stmt = stmt.where(false())
 
-    sort = parse_sort(request, columns)
+    sort = parse_sort(request, columns, tiebreak=pk)
     page_reverse = params.get("page_reverse", "false").lower() == "true"
     limit = MAX_LIMIT
     if params.get("limit"):
@@ -179,19 +188,20 @@ def list_collection(
 
     fields = requested_fields(request)
     items = [select_fields(serialize(r), fields) for r in rows]
-    links = _links(request, rows, limit, has_more, page_reverse, bool(marker_id))
+    markers = [str(getattr(r, pk)) for r in rows]
+    links = _links(request, markers, limit, has_more, page_reverse, bool(marker_id))
     return {collection: items, f"{collection}_links": links}
 
 
 def _links(
     request: Request,
-    rows: list[Any],
+    markers: list[str],
     limit: int,
     has_more: bool,
     page_reverse: bool,
     had_marker: bool,
 ) -> list[dict[str, str]]:
-    if not rows:
+    if not markers:
         return []
     base = str(request.url.replace(query=""))
     keep = [
@@ -203,9 +213,9 @@ def _links(
     more_forward = has_more if not page_reverse else had_marker
     more_backward = had_marker if not page_reverse else has_more
     if more_forward:
-        q = [*keep, ("limit", str(limit)), ("marker", rows[-1].id)]
+        q = [*keep, ("limit", str(limit)), ("marker", markers[-1])]
         links.append({"href": f"{base}?{urlencode(q)}", "rel": "next"})
     if more_backward:
-        q = [*keep, ("limit", str(limit)), ("marker", rows[0].id), ("page_reverse", "True")]
+        q = [*keep, ("limit", str(limit)), ("marker", markers[0]), ("page_reverse", "True")]
         links.append({"href": f"{base}?{urlencode(q)}", "rel": "previous"})
     return links
