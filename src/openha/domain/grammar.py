@@ -36,43 +36,43 @@ _TAG = re.compile(r"^[^\x00-\x1f\x7f,]{1,255}$")
 
 def check_free_text(value: str) -> str:
     """Names and descriptions: shown back to users, never written into a config."""
-    if not _NO_CONTROL.match(value):
+    if not _NO_CONTROL.fullmatch(value):
         raise ValueError("must not contain control characters")
     return value
 
 
 def check_quotable(value: str) -> str:
-    if not _QUOTABLE.match(value):
+    if not _QUOTABLE.fullmatch(value):
         raise ValueError("must be printable ASCII without quotes (')")
     return value
 
 
 def check_token(value: str) -> str:
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise ValueError("must be an HTTP token: letters, digits and !#$%&*+-.^_`|~ only")
     return value
 
 
 def check_hostname(value: str) -> str:
-    if not _HOSTNAME.match(value):
+    if not _HOSTNAME.fullmatch(value):
         raise ValueError("must be a valid DNS host name")
     return value
 
 
 def check_wildcard_hostname(value: str) -> str:
-    if not _WILDCARD_HOSTNAME.match(value):
+    if not _WILDCARD_HOSTNAME.fullmatch(value):
         raise ValueError("must be a valid host name, optionally starting with '*.'")
     return value
 
 
 def check_url_path(value: str) -> str:
-    if not _URL_PATH.match(value) or len(value) > 2048:
+    if not _URL_PATH.fullmatch(value) or len(value) > 2048:
         raise ValueError("must be a URL path starting with '/' made of RFC 3986 characters")
     return value
 
 
 def check_url(value: str) -> str:
-    m = _URL.match(value)
+    m = _URL.fullmatch(value)
     if not m or len(value) > 2048:
         raise ValueError("must be an http:// or https:// URL made of RFC 3986 characters")
     if m.group("port") and not 0 < int(m.group("port")) < 65536:
@@ -81,7 +81,7 @@ def check_url(value: str) -> str:
 
 
 def check_url_prefix(value: str) -> str:
-    m = _URL.match(value)
+    m = _URL.fullmatch(value)
     if not m or (m.group("path") not in (None, "", "/")):
         raise ValueError("must be a scheme and host such as https://www.example.com")
     return value
@@ -97,13 +97,13 @@ def check_regex(value: str) -> str:
 
 
 def check_expected_codes(value: str) -> str:
-    if not _EXPECTED_CODES.match(value):
+    if not _EXPECTED_CODES.fullmatch(value):
         raise ValueError("must be a code (200), a list (200, 202) or a range (200-204)")
     return value
 
 
 def check_tag(value: str) -> str:
-    if not _TAG.match(value):
+    if not _TAG.fullmatch(value):
         raise ValueError("tags are 1-255 characters without commas or control characters")
     return value
 

@@ -1,0 +1,73 @@
+"""The value grammars refuse anything that could break out of a HAProxy token or line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from openha.domain import grammar as g
+
+HOSTILE = [
+    "a\n",
+    "a\r",
+    "a\nserver evil 1.2.3.4:80",
+    "a\x00b",
+    "it's",
+    "a\tb",
+    "caf\u00e9",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+@pytest.mark.parametrize(
+    "check",
+    [
+        g.check_quotable,
+        g.check_token,
+        g.check_hostname,
+        g.check_url_path,
+        g.check_url,
+        g.check_regex,
+        g.check_expected_codes,
+        g.check_wildcard_hostname,
+    ],
+)
+def test_hostile_values_are_refused(check: Callable[[str], str], value: str) -> None:
+    with pytest.raises(ValueError):
+        check(value)
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [
+        (g.check_quotable, "X-Anything goes #here"),
+        (g.check_token, "JSESSIONID"),
+        (g.check_hostname, "www.example.com"),
+        (g.check_wildcard_hostname, "*.example.com"),
+        (g.check_url_path, "/healthz?full=1"),
+        (g.check_url, "https://example.com:8443/a/b?c=d"),
+        (g.check_url_prefix, "https://example.com"),
+        (g.check_regex, "^/api/v[0-9]+/"),
+        (g.check_expected_codes, "200-204"),
+        (g.check_expected_codes, "200, 202"),
+        (g.check_tag, "team blue"),
+    ],
+)
+def test_ordinary_values_pass(check: Callable[[str], str], value: str) -> None:
+    assert check(value) == value
+
+
+def test_prefix_refuses_a_path() -> None:
+    with pytest.raises(ValueError):
+        g.check_url_prefix("https://example.com/path")
+
+
+def test_tags_refuse_commas() -> None:
+    with pytest.raises(ValueError):
+        g.check_tag("a,b")
+
+
+def test_addresses_are_normalised() -> None:
+    assert g.check_ip("2001:DB8::1") == "2001:db8::1"
+    assert g.check_cidr("10.1.2.3/8") == "10.0.0.0/8"
