@@ -21,6 +21,7 @@ from openha.domain import constants as c
 from openha.domain.grammar import FreeText, IPAddress, Tag
 from openha.models import (
     AvailabilityZone,
+    AvailabilityZoneProfile,
     Flavor,
     FlavorProfile,
     ListenerStats,
@@ -164,6 +165,12 @@ def _resolve_provider_and_flavor(
             raise BadRequest(
                 "The selected availability_zone is not allowed in this deployment: "
                 f"{body.availability_zone}"
+            )
+        zone_profile = session.get(AvailabilityZoneProfile, zone.availability_zone_profile_id)
+        if zone_profile is not None and zone_profile.provider_name != provider:
+            raise BadRequest(
+                f"Availability zone '{body.availability_zone}' is not compatible with "
+                f"provider '{provider}'."
             )
     return provider, flavor
 
