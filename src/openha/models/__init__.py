@@ -237,9 +237,7 @@ class Listener(Base, Provisioned):
     protocol: Mapped[str] = mapped_column(String(32))
     protocol_port: Mapped[int] = mapped_column(Integer)
     connection_limit: Mapped[int] = mapped_column(Integer, default=-1)
-    default_pool_id: Mapped[str | None] = mapped_column(
-        ForeignKey("pools.id", use_alter=True), nullable=True
-    )
+    default_pool_id: Mapped[str | None] = mapped_column(ForeignKey("pools.id"), nullable=True)
     default_tls_container_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
     sni_container_refs: Mapped[list[str]] = mapped_column(JSON, default=list)
     client_ca_tls_container_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -405,6 +403,17 @@ class Instance(Base, Timestamps):
     applied_generation: Mapped[int] = mapped_column(BigInteger, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     health: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class VrrpRouterId(Base):
+    """A VRRP virtual router id, unique per L2 segment (network), held by one LB's pair."""
+
+    __tablename__ = "vrrp_router_ids"
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), primary_key=True)
+    vrid: Mapped[int] = mapped_column(Integer, primary_key=True)
+    load_balancer_id: Mapped[str] = mapped_column(
+        ForeignKey("load_balancers.id"), unique=True, index=True
+    )
 
 
 class Event(Base):
