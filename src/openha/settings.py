@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     host_capacity: int = 100
     heartbeat_interval: float = 1.0
     host_down_after: float = 5.0
+    # Automatic failover pauses when more than this share of hosts is down at once:
+    # a network partition must not turn into a rebuild storm.
+    failover_max_down_fraction: float = 0.5
+
+    # VRRP for ACTIVE_STANDBY pairs: v3 allows sub-second adverts (~0.6 s failover).
+    vrrp_version: Literal[2, 3] = 3
+    vrrp_advert_interval: float = 0.25
 
     @classmethod
     def settings_customise_sources(

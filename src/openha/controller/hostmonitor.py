@@ -37,3 +37,25 @@ def mark_silent_hosts_down(settings: Settings, sessions: sessionmaker[Session]) 
                 host_id=host.id,
             )
         return [h.id for h in silent]
+
+
+def failover_pause_reason(settings: Settings, session: Session) -> str | None:
+    """Why automatic failover is paused now, or None.
+
+    When more than `failover_max_down_fraction` of the registered hosts are down
+    together, the likelier story is a partition or a control-plane fault, not
+    that many machines died: rebuilding everything at once (Octavia's failover
+    storm) would make it worse, so the controller waits for an operator.
+    """
+    statuses = list(
+        session.scalars(select(Host.status).where(Host.status.in_((HOST_UP, HOST_DOWN))))
+    )
+    down = statuses.count(HOST_DOWN)
+    if len(statuses) < 2 or down == 0:
+        return None
+    if down / len(statuses) > settings.failover_max_down_fraction:
+        return (
+            f"automatic failover paused: {down} of {len(statuses)} hosts are down "
+            f"(more than {settings.failover_max_down_fraction:.0%})"
+        )
+    return None

@@ -59,6 +59,7 @@ class Reconciler:
         self.providers = providers
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._last_observe = datetime.min
+        self._paused: str | None = None
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -92,13 +93,17 @@ class Reconciler:
         now = utcnow()
         # An instance that lags the LB's generation, or sits on a host that is not UP,
         # needs repair even when nobody changed the LB (host loss, agent lost state).
+        with transaction(self.sessions) as s:
+            paused = hostmonitor.failover_pause_reason(self.settings, s)
+        self._note_pause(paused)
+        lagging = Instance.applied_generation < LoadBalancer.desired_generation
+        lost_host = or_(
+            Instance.host_id.is_(None),
+            ~exists().where(Host.id == Instance.host_id, Host.status == hostmonitor.HOST_UP),
+        )
         needs_repair = exists().where(
             Instance.load_balancer_id == LoadBalancer.id,
-            or_(
-                Instance.applied_generation < LoadBalancer.desired_generation,
-                Instance.host_id.is_(None),
-                ~exists().where(Host.id == Instance.host_id, Host.status == hostmonitor.HOST_UP),
-            ),
+            lagging if paused else or_(lagging, lost_host),
         )
         with transaction(self.sessions) as s:
             return list(
@@ -119,6 +124,18 @@ class Reconciler:
                     .order_by(LoadBalancer.next_attempt_at, LoadBalancer.created_at)
                 )
             )
+
+    def _note_pause(self, reason: str | None) -> None:
+        """Emit an event when the failover circuit breaker opens or closes."""
+        if bool(reason) == bool(self._paused):
+            self._paused = reason
+            return
+        with transaction(self.sessions) as s:
+            if reason:
+                events.emit(s, "failover.paused", reason, severity="ERROR")
+            else:
+                events.emit(s, "failover.resumed", "Enough hosts are back: failover resumes")
+        self._paused = reason
 
     def claim(self, lb_id: str) -> bool:
         now = utcnow()

@@ -9,6 +9,9 @@ reads what the agents report in their heartbeats back into operating statuses.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import ipaddress
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,13 +20,14 @@ from typing import Any, ClassVar
 from sqlalchemy import func, select
 
 from openha import ipam
-from openha.controller import events
+from openha.agent.paths import InstancePaths, instance_paths
+from openha.controller import events, hostmonitor
 from openha.controller.scheduler import HostView, NoHostAvailable, choose_host
 from openha.db import transaction
 from openha.domain import constants as c
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.domain.status import derive
-from openha.models import Host, Instance, LoadBalancer, Subnet
+from openha.models import Host, Instance, LoadBalancer, Subnet, VrrpRouterId
 from openha.providers.base import (
     ApplyResult,
     Capability,
@@ -34,10 +38,23 @@ from openha.providers.base import (
 )
 from openha.providers.haproxy import agent_client, plumbing
 from openha.providers.haproxy.agent_client import AgentAddress, AgentError, AgentRejected
-from openha.render.haproxy import HAProxyPaths, RenderError, render_haproxy
+from openha.render.haproxy import HAProxyPaths, PeerSpec, PeersSpec, RenderError, render_haproxy
+from openha.render.keepalived import (
+    BACKUP_PRIORITY,
+    MASTER_PRIORITY,
+    VrrpSpec,
+    render_check_script,
+    render_keepalived,
+)
 
 HOST_UP = "UP"
 INSTANCE_OWNER = "openha:instance"
+PEER_PORT = 1024  # HAProxy peers listen on the instance address, never on the VIP
+CHECK_SCRIPT = "check_haproxy.sh"
+
+
+def _peer_name(instance_id: str) -> str:
+    return "ohi-" + instance_id.replace("-", "")[:8]
 
 
 @dataclass(frozen=True)
@@ -50,16 +67,15 @@ class Placement:
     agent_dir: str
     ip_address: str
     applied_generation: int
+    vrid: int = 0
+    vrrp_secret: str = ""
 
 
-def instance_paths(agent_dir: str, instance_id: str) -> HAProxyPaths:
-    from openha.agent.paths import instance_paths as agent_paths
-
-    paths = agent_paths(agent_dir, instance_id)
+def haproxy_paths(paths: InstancePaths) -> HAProxyPaths:
     return HAProxyPaths(
         stats_socket=str(paths.stats_socket),
         log_socket=str(paths.log_socket),
-        state_dir=str(paths.dir),
+        state_dir=str(paths.state_dir),
     )
 
 
@@ -73,6 +89,11 @@ class HAProxyProvider(Provider):
         "pool.lb_algorithm": frozenset({"SOURCE_IP_PORT"}),
         "healthmonitor.type": frozenset({"UDP-CONNECT", "SCTP"}),
     }
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        # LB id -> host an instance just left by failover: a placement hint only.
+        self._leaving: dict[str, str] = {}
 
     def flavor_capabilities(self) -> list[Capability]:
         return [
@@ -159,6 +180,10 @@ class HAProxyProvider(Provider):
                 host = hosts.get(inst.host_id) if inst and inst.host_id else None
                 if inst is not None and host is not None and host.status == HOST_UP:
                     continue
+                if inst is not None and host is not None:
+                    paused = hostmonitor.failover_pause_reason(self.context.settings, s)
+                    if paused:
+                        raise NoHostAvailable(paused)
                 if inst is not None:
                     # Its host is gone: the host removes the orphan itself when it returns.
                     events.emit(
@@ -172,12 +197,20 @@ class HAProxyProvider(Provider):
                     )
                     self._forget(s, inst)
                 others = [i.host_id for r, i in instances.items() if r != role and i.host_id]
-                chosen = choose_host(
-                    self._host_views(hosts.values()),
-                    self._load(s),
-                    availability_zone=self._zone(s, lb),
-                    avoid=others,
-                )
+                # After a failover, prefer any host but the one just left.
+                left = self._leaving.pop(lb.id, None)
+                views = self._host_views(hosts.values())
+                try:
+                    chosen = choose_host(
+                        views,
+                        self._load(s),
+                        availability_zone=self._zone(s, lb),
+                        avoid=[*others, *([left] if left else [])],
+                    )
+                except NoHostAvailable:
+                    chosen = choose_host(
+                        views, self._load(s), availability_zone=self._zone(s, lb), avoid=others
+                    )
                 inst = Instance(
                     load_balancer_id=lb.id, host_id=chosen.id, role=role, status="ALLOCATED"
                 )
@@ -203,6 +236,10 @@ class HAProxyProvider(Provider):
                     instance_id=inst.id,
                     host_id=chosen.id,
                 )
+            vrid = self._vrid(s, lb, spec) if len(roles) > 1 else 0
+            # VRRPv2's PASS travels in clear text: it only guards against cross-talk
+            # between pairs, so a value derived from the LB id is as good as any.
+            secret = hashlib.sha256(lb.id.encode()).hexdigest()[:8]
             out = []
             for role in roles:
                 inst = instances[role]
@@ -217,9 +254,31 @@ class HAProxyProvider(Provider):
                         agent_dir=str(host.report.get("agent_dir", "")),
                         ip_address=inst.ip_address or "",
                         applied_generation=inst.applied_generation,
+                        vrid=vrid,
+                        vrrp_secret=secret,
                     )
                 )
             return out
+
+    @staticmethod
+    def _vrid(s: Any, lb: LoadBalancer, spec: LoadBalancerSpec) -> int:
+        """This LB's VRRP router id on its VIP network, allocated once (1-255 per segment)."""
+        network_id = spec.vip_subnet.network_id
+        held = s.scalar(select(VrrpRouterId).where(VrrpRouterId.load_balancer_id == lb.id))
+        if held is not None:
+            return int(held.vrid)
+        used = set(
+            s.scalars(select(VrrpRouterId.vrid).where(VrrpRouterId.network_id == network_id))
+        )
+        free = next((v for v in range(1, 256) if v not in used), None)
+        if free is None:
+            raise NoHostAvailable(
+                f"All 255 VRRP router ids are in use on network {network_id}: "
+                "no more ACTIVE_STANDBY load balancers fit on this segment"
+            )
+        s.add(VrrpRouterId(network_id=network_id, vrid=free, load_balancer_id=lb.id))
+        s.flush()
+        return free
 
     @staticmethod
     def _forget(s: Any, inst: Instance) -> None:
@@ -252,10 +311,48 @@ class HAProxyProvider(Provider):
     def instance_spec(
         self, spec: LoadBalancerSpec, placement: Placement, placements: list[Placement]
     ) -> InstanceSpec:
+        paths = instance_paths(placement.agent_dir, placement.instance_id)
         interfaces = [
             plumbing.interface("eth0", spec.vip_subnet, placement.ip_address, default_route=True)
         ]
-        config = render_haproxy(spec, instance_paths(placement.agent_dir, placement.instance_id))
+        pair = len(placements) > 1
+        peers = None
+        keepalived = None
+        files: dict[str, str] = {}
+        if pair:
+            others = [p for p in placements if p.instance_id != placement.instance_id]
+            peers = PeersSpec(
+                local_peer=_peer_name(placement.instance_id),
+                peers=tuple(
+                    PeerSpec(name=_peer_name(p.instance_id), address=p.ip_address, port=PEER_PORT)
+                    for p in placements
+                ),
+            )
+            check = str(paths.files_dir / CHECK_SCRIPT)
+            files[CHECK_SCRIPT] = render_check_script(
+                str(paths.master_socket), str(paths.stats_socket)
+            )
+            settings = self.context.settings
+            keepalived = render_keepalived(
+                VrrpSpec(
+                    lb_id=spec.id,
+                    instance_id=placement.instance_id,
+                    vrid=placement.vrid,
+                    priority=MASTER_PRIORITY
+                    if placement.role == c.ROLE_MASTER
+                    else BACKUP_PRIORITY,
+                    interface="eth0",
+                    local_address=placement.ip_address,
+                    peer_addresses=tuple(p.ip_address for p in others),
+                    vip=spec.vip_address,
+                    vip_prefixlen=ipaddress.ip_network(spec.vip_subnet.cidr).prefixlen,
+                    check_script=check,
+                    advert_int=settings.vrrp_advert_interval,
+                    vrrp_version=settings.vrrp_version,
+                    auth_pass=placement.vrrp_secret,
+                )
+            )
+        config = render_haproxy(spec, haproxy_paths(paths), peers=peers)
         return InstanceSpec(
             instance_id=placement.instance_id,
             load_balancer_id=spec.id,
@@ -266,10 +363,56 @@ class HAProxyProvider(Provider):
             interfaces=tuple(interfaces),
             vip_address=spec.vip_address,
             vip_interface="eth0",
-            vip_managed_by_keepalived=False,
+            vip_managed_by_keepalived=pair,
             haproxy_config=config,
+            keepalived_config=keepalived,
+            files=files,
             log_tags={"load_balancer_id": spec.id, "project_id": spec.project_id},
         )
+
+    # --- failover ----------------------------------------------------------------------
+
+    def failover(self, load_balancer_id: str) -> None:
+        """Rebuild one instance elsewhere; for a pair, the one holding the VIP.
+
+        Deleting the VIP holder first stops its keepalived gracefully (a priority 0
+        advert), so the peer takes the VIP within one advert interval; only then
+        is the lost half rebuilt by the apply that follows, on another host.
+        """
+        with transaction(self.context.session_factory) as s:
+            instances = list(
+                s.scalars(select(Instance).where(Instance.load_balancer_id == load_balancer_id))
+            )
+            if not instances:
+                return
+            requested = [i for i in instances if i.status == "PENDING_FAILOVER"]
+            holders = [i for i in instances if (i.health or {}).get("vrrp_state") == "MASTER"]
+            target = (
+                requested or holders or sorted(instances, key=lambda i: i.role != c.ROLE_MASTER)
+            )[0]
+            host = s.get(Host, target.host_id) if target.host_id else None
+            agent = AgentAddress(host.management_url, host.agent_secret) if host else None
+            reachable = bool(host and host.status == HOST_UP)
+            target_id, host_id = target.id, target.host_id
+            lb = s.get(LoadBalancer, load_balancer_id)
+            events.emit(
+                s,
+                "instance.failover",
+                f"Rebuilding {target.role} instance {target.id}",
+                lb=lb,
+                instance_id=target.id,
+                host_id=host_id,
+            )
+        if agent is not None and reachable:
+            # If this fails, the host drops it as an orphan once it is no longer wanted.
+            with contextlib.suppress(AgentError):
+                agent_client.delete_instance(agent, target_id)
+        with transaction(self.context.session_factory) as s:
+            inst = s.get(Instance, target_id)
+            if inst is not None:
+                self._forget(s, inst)
+        if host_id:
+            self._leaving[load_balancer_id] = host_id
 
     # --- delete, observe ---------------------------------------------------------------
 
