@@ -33,7 +33,12 @@ VERSIONED_MODULES = (
     "openha.api.networks",
 )
 # Served under /v2 only: operator and agent-facing routes.
-MANAGE_MODULES: tuple[str, ...] = ()
+MANAGE_MODULES: tuple[str, ...] = (
+    "openha.api.agents",
+    "openha.api.manage.hosts",
+    "openha.api.manage.events",
+    "openha.api.manage.amphorae",
+)
 
 
 def create_app(

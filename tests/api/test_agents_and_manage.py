@@ -1,0 +1,165 @@
+"""Agent registration and heartbeats, host views, amphorae and the failover circuit breaker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from openha import hosts
+from openha.controller import hostmonitor
+from openha.db import transaction
+from openha.models import Event, Host, Instance, LoadBalancer, utcnow
+from openha.settings import Settings
+from tests.conftest import Client
+
+
+def enroll(session_factory: sessionmaker[Session], name: str) -> str:
+    with transaction(session_factory) as s:
+        return hosts.enroll(s, name, "az1")
+
+
+def register(http: Any, secret: str, name: str) -> str:
+    resp = http.post(
+        "/v2/agent/register",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={
+            "name": name,
+            "availability_zone": "az1",
+            "capacity": 50,
+            "management_url": "http://127.0.0.1:1",
+            "agent_secret": "s3cret",
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["host_id"])
+
+
+def test_register_and_heartbeat(
+    http: Any, admin: Client, session_factory: sessionmaker[Session]
+) -> None:
+    secret = enroll(session_factory, "lb-host-1")
+    assert (
+        http.post(
+            "/v2/agent/register",
+            headers={"Authorization": "Bearer nope"},
+            json={"name": "x", "management_url": "u", "agent_secret": "s"},
+        ).status_code
+        == 401
+    )
+    wrong = http.post(
+        "/v2/agent/register",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"name": "other", "management_url": "u", "agent_secret": "s"},
+    )
+    assert wrong.status_code == 403
+    host_id = register(http, secret, "lb-host-1")
+    beat = http.post(
+        "/v2/agent/heartbeat",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"host_id": host_id, "name": "lb-host-1", "instances": []},
+    )
+    assert beat.status_code == 200
+    assert beat.json()["wanted_instance_ids"] == []
+    listed = admin.get("/v2/manage/hosts").json()["hosts"]
+    assert [(h["name"], h["status"], h["capacity"]) for h in listed] == [("lb-host-1", "UP", 50)]
+
+
+def test_manage_routes_need_admin(alice: Client) -> None:
+    for path in (
+        "/v2/manage/hosts",
+        "/v2/manage/instances",
+        "/v2/manage/events",
+        "/v2/octavia/amphorae",
+    ):
+        assert alice.get(path).status_code == 403, path
+
+
+def test_heartbeat_reports_instances_and_orphans(
+    http: Any, alice: Client, subnet_id: str, session_factory: sessionmaker[Session]
+) -> None:
+    secret = enroll(session_factory, "lb-host-2")
+    host_id = register(http, secret, "lb-host-2")
+    lb = alice.post(
+        "/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_subnet_id": subnet_id}}
+    ).json()["loadbalancer"]
+    with transaction(session_factory) as s:
+        inst = Instance(load_balancer_id=lb["id"], host_id=host_id, applied_generation=1)
+        s.add(inst)
+        s.flush()
+        inst_id = inst.id
+    auth = {"Authorization": f"Bearer {secret}"}
+    beat = http.post(
+        "/v2/agent/heartbeat",
+        headers=auth,
+        json={
+            "host_id": host_id,
+            "name": "lb-host-2",
+            "instances": [
+                {
+                    "instance_id": inst_id,
+                    "applied_generation": 1,
+                    "haproxy_running": True,
+                    "members": {"m": "UP"},
+                },
+                {"instance_id": "not-ours", "applied_generation": 3},
+            ],
+        },
+    )
+    assert beat.json()["wanted_instance_ids"] == [inst_id]
+    with transaction(session_factory) as s:
+        stored = s.get(Instance, inst_id)
+        assert stored is not None and stored.health["members"] == {"m": "UP"}
+    # The agent lost the instance: the controller must see it lagging and push again.
+    http.post(
+        "/v2/agent/heartbeat",
+        headers=auth,
+        json={"host_id": host_id, "name": "lb-host-2", "instances": []},
+    )
+    with transaction(session_factory) as s:
+        stored = s.get(Instance, inst_id)
+        assert stored is not None and stored.applied_generation == 0
+
+
+def test_silent_host_goes_down_and_breaker_opens(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    with transaction(session_factory) as s:
+        for i in range(3):
+            s.add(
+                Host(name=f"h{i}", credential_hash=f"x{i}", status="UP", last_heartbeat_at=utcnow())
+            )
+    with transaction(session_factory) as s:
+        assert hostmonitor.failover_pause_reason(settings, s) is None
+        for host in s.scalars(select(Host).where(Host.name != "h0")):
+            host.last_heartbeat_at = utcnow() - timedelta(seconds=60)
+    down = hostmonitor.mark_silent_hosts_down(settings, session_factory)
+    assert len(down) == 2
+    with transaction(session_factory) as s:
+        reason = hostmonitor.failover_pause_reason(settings, s)
+        assert reason and "2 of 3 hosts" in reason
+        assert s.scalar(select(Event).where(Event.kind == "host.down")) is not None
+
+
+def test_amphora_failover_marks_instance(
+    admin: Client, alice: Client, subnet_id: str, session_factory: sessionmaker[Session]
+) -> None:
+    lb = alice.post(
+        "/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_subnet_id": subnet_id}}
+    ).json()["loadbalancer"]
+    with transaction(session_factory) as s:
+        inst = Instance(load_balancer_id=lb["id"], role="MASTER", ip_address="198.51.100.99")
+        s.add(inst)
+        s.flush()
+        inst_id = inst.id
+    amps = admin.get(f"/v2/octavia/amphorae?loadbalancer_id={lb['id']}").json()["amphorae"]
+    assert [a["id"] for a in amps] == [inst_id]
+    assert amps[0]["ha_ip"] == lb["vip_address"] and amps[0]["role"] == "MASTER"
+    assert admin.put(f"/v2/octavia/amphorae/{inst_id}/failover", {}).status_code == 202
+    with transaction(session_factory) as s:
+        lb_row = s.get(LoadBalancer, lb["id"])
+        assert lb_row is not None and lb_row.failover_requested
+        assert s.get(Instance, inst_id).status == "PENDING_FAILOVER"  # type: ignore[union-attr]
+    assert admin.get("/v2/octavia/amphorae/nope").status_code == 404
