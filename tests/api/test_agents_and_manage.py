@@ -163,3 +163,12 @@ def test_amphora_failover_marks_instance(
         assert lb_row is not None and lb_row.failover_requested
         assert s.get(Instance, inst_id).status == "PENDING_FAILOVER"  # type: ignore[union-attr]
     assert admin.get("/v2/octavia/amphorae/nope").status_code == 404
+
+
+def test_metrics_exposition(http: Any, alice: Client, subnet_id: str) -> None:
+    alice.post("/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_subnet_id": subnet_id}})
+    body = http.get("/metrics").text
+    assert (
+        'openha_load_balancers{operating_status="OFFLINE",provider="noop",'
+        'provisioning_status="PENDING_CREATE"} 1.0' in body
+    )

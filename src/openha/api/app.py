@@ -8,7 +8,7 @@ import logging
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from openha import __version__
+from openha import __version__, metrics
 from openha.api import errors, versions
 from openha.db import make_engine, make_session_factory
 from openha.providers.base import ProviderContext
@@ -59,6 +59,8 @@ def create_app(
     app.state.providers = ProviderRegistry(ProviderContext(settings, session_factory))
     errors.install(app)
     app.include_router(versions.router)
+    metrics.install(app, session_factory)
+    app.include_router(metrics.router)
 
     versioned = APIRouter()
     for name in VERSIONED_MODULES:

@@ -1,0 +1,113 @@
+"""/metrics: Prometheus exposition of what the database knows, computed at scrape time.
+
+A custom collector reads counts and counters straight from the source of
+truth, so every API process answers the same numbers and nothing drifts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from openha.db import transaction
+from openha.models import Host, Instance, ListenerStats, LoadBalancer
+
+router = APIRouter(tags=["metrics"])
+
+
+class DatabaseCollector(Collector):
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[Metric]:
+        with transaction(self.sessions) as s:
+            lbs = GaugeMetricFamily(
+                "openha_load_balancers",
+                "Load balancers by status",
+                labels=["provider", "provisioning_status", "operating_status"],
+            )
+            for provider, prov, oper, n in s.execute(
+                select(
+                    LoadBalancer.provider,
+                    LoadBalancer.provisioning_status,
+                    LoadBalancer.operating_status,
+                    func.count(),
+                ).group_by(
+                    LoadBalancer.provider,
+                    LoadBalancer.provisioning_status,
+                    LoadBalancer.operating_status,
+                )
+            ):
+                lbs.add_metric([provider, prov, oper], n)
+            yield lbs
+
+            hosts = GaugeMetricFamily(
+                "openha_hosts", "Hosts by status", labels=["status", "admin_state"]
+            )
+            for status, admin, n in s.execute(
+                select(Host.status, Host.admin_state, func.count()).group_by(
+                    Host.status, Host.admin_state
+                )
+            ):
+                hosts.add_metric([status, admin], n)
+            yield hosts
+
+            instances = GaugeMetricFamily(
+                "openha_instances", "Data plane instances", labels=["role", "status"]
+            )
+            for role, status, n in s.execute(
+                select(Instance.role, Instance.status, func.count()).group_by(
+                    Instance.role, Instance.status
+                )
+            ):
+                instances.add_metric([role, status], n)
+            yield instances
+
+            labels = ["project_id", "loadbalancer_id", "listener_id"]
+            families = {
+                "bytes_in": CounterMetricFamily(
+                    "openha_listener_bytes_in", "Bytes received from clients", labels=labels
+                ),
+                "bytes_out": CounterMetricFamily(
+                    "openha_listener_bytes_out", "Bytes sent to clients", labels=labels
+                ),
+                "total_connections": CounterMetricFamily(
+                    "openha_listener_connections", "Connections accepted", labels=labels
+                ),
+                "request_errors": CounterMetricFamily(
+                    "openha_listener_request_errors", "Request errors", labels=labels
+                ),
+            }
+            active = GaugeMetricFamily(
+                "openha_listener_active_connections", "Connections open now", labels=labels
+            )
+            rows = s.execute(
+                select(ListenerStats, LoadBalancer.project_id).join(
+                    LoadBalancer, LoadBalancer.id == ListenerStats.load_balancer_id
+                )
+            )
+            for stats, project_id in rows:
+                key = [project_id, stats.load_balancer_id, stats.listener_id]
+                for attr, family in families.items():
+                    family.add_metric(key, getattr(stats, attr))
+                active.add_metric(key, stats.active_connections)
+            yield from families.values()
+            yield active
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def install(app: object, sessions: sessionmaker[Session]) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(sessions))
+    app.state.metrics_registry = registry  # type: ignore[attr-defined]
