@@ -1,0 +1,259 @@
+"""The `openha` command: runs the services (api, controller, agent, the all-in-one `up`)
+and does the few operator chores that need no API (tokens, host enrolment, purge).
+
+Commands that print a secret (`token create`, `host enroll`) print only that
+secret on stdout, so scripts can capture it; everything else goes to stderr.
+Settings come from `openha.settings.Settings` (OPENHA_* variables, TOML file).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from openha import db
+from openha.domain.constants import ROLES
+from openha.settings import Settings
+
+app = typer.Typer(
+    help="OpenHA: load balancers as a service, Octavia's API on HAProxy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+token_app = typer.Typer(help="API tokens (Keystone stand-ins).", no_args_is_help=True)
+host_app = typer.Typer(help="Agent hosts.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(host_app, name="host")
+
+err_console = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("openha.cli")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+PR_SET_PDEATHSIG = 1
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is now (test runners swap it between invocations)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def setup_logging(level: str) -> None:
+    if sys.stderr.isatty():
+        handler: logging.Handler = RichHandler(
+            console=err_console, show_path=False, rich_tracebacks=True
+        )
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        # Plain lines when piped (e.g. relayed by `openha up` or captured by systemd).
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Alembic narrates every migration check at INFO; only its problems matter here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request at INFO: heartbeats and readiness probes would drown the rest.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def watch_parent() -> None:
+    """Under `openha up`, die with the supervisor even if it is SIGKILLed."""
+    parent = os.environ.get("OPENHA_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    # The supervisor may have died before prctl took effect.
+    if os.getppid() != int(parent):
+        raise SystemExit(1)
+
+
+def _settings() -> Settings:
+    # Not the cached get_settings(): each invocation reads the environment afresh.
+    return Settings()
+
+
+def upgrade_schema(settings: Settings) -> None:
+    """Create the state directory (a fresh install has none) and migrate the database."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    db.upgrade(settings.database_url)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+@app.callback()
+def main(
+    log_level: Annotated[
+        str,
+        typer.Option(envvar="OPENHA_LOG_LEVEL", help=f"One of {', '.join(LOG_LEVELS)}."),
+    ] = "info",
+) -> None:
+    if log_level.lower() not in LOG_LEVELS:
+        raise _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}", 2)
+    setup_logging(log_level)
+    watch_parent()
+
+
+# --- services -------------------------------------------------------------------------
+
+
+@app.command()
+def api() -> None:
+    """Run the API server (Octavia v2, networks, operator API) on settings.api_bind."""
+    import uvicorn
+
+    settings = _settings()
+    upgrade_schema(settings)
+    host, port = settings.api_host_port
+    log.info("API listening on %s:%d", host, port)
+    uvicorn.run(
+        "openha.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        # Keep our logging setup instead of uvicorn's own.
+        log_config=None,
+        # One line per request (agents heartbeat every second) only when debugging.
+        access_log=logging.getLogger().level <= logging.DEBUG,
+        server_header=False,
+    )
+
+
+@app.command()
+def controller() -> None:
+    """Run the reconcile loop until SIGTERM or Ctrl-C."""
+    from openha.controller.reconciler import Reconciler
+    from openha.providers.base import ProviderContext
+    from openha.providers.registry import ProviderRegistry
+
+    settings = _settings()
+    upgrade_schema(settings)
+    sessions = db.make_session_factory(db.make_engine(settings.database_url))
+    registry = ProviderRegistry(ProviderContext(settings, sessions))
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("controller stopping (%s)", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    Reconciler(settings, sessions, registry).run(stop)
+
+
+@app.command()
+def agent() -> None:
+    """Run the host agent (root): namespaces, HAProxy, keepalived, heartbeats."""
+    try:
+        from openha.agent.service import run_agent
+    except ImportError as exc:
+        raise _fail(f"the agent is not available in this installation: {exc}") from None
+    run_agent(_settings())
+
+
+@app.command()
+def purge(
+    everything: Annotated[
+        bool,
+        typer.Option("--everything", help="Also remove the agent's state directory and logs."),
+    ] = False,
+) -> None:
+    """Remove every namespace, HAProxy and keepalived process this host's agent created."""
+    try:
+        from openha.agent.purge import purge as purge_agent
+    except ImportError as exc:
+        raise _fail(f"purge is not available in this installation: {exc}") from None
+    settings = _settings()
+    assert settings.agent_dir is not None
+    purge_agent(settings.agent_dir, everything)
+
+
+@app.command()
+def up(
+    no_agent: Annotated[
+        bool,
+        typer.Option("--no-agent", help="Do not enrol this host nor run a local agent."),
+    ] = False,
+) -> None:
+    """All-in-one: API, controller and (as root) a local agent, supervised. Ctrl-C stops."""
+    from openha import allinone
+
+    level = logging.getLevelName(logging.getLogger().level).lower()
+    raise typer.Exit(allinone.run(_settings(), log_level=level, with_agent=not no_agent))
+
+
+# --- chores ---------------------------------------------------------------------------
+
+
+def _sessions(settings: Settings) -> Any:
+    upgrade_schema(settings)
+    return db.make_session_factory(db.make_engine(settings.database_url))
+
+
+@token_app.command("create")
+def token_create(
+    project: Annotated[str, typer.Option("--project", help="The project the token acts for.")],
+    role: Annotated[
+        list[str] | None,
+        typer.Option("--role", help=f"Repeatable: {', '.join(ROLES)}. Default: member."),
+    ] = None,
+    description: Annotated[str, typer.Option(help="Why this token exists.")] = "",
+) -> None:
+    """Create an API token and print it (only it) on stdout; it is shown once."""
+    from openha.api.context import create_token
+
+    roles = list(dict.fromkeys(role or ["member"]))
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise _fail(f"unknown role(s) {', '.join(unknown)}; use {', '.join(ROLES)}", 2)
+    if not project.strip():
+        raise _fail("--project must not be empty", 2)
+    with db.transaction(_sessions(_settings())) as session:
+        secret = create_token(session, project, roles, description)
+    typer.echo(secret)
+
+
+@host_app.command("enroll")
+def host_enroll(
+    name: Annotated[str, typer.Argument(help="The host's name, as its agent reports it.")],
+    az: Annotated[str, typer.Option("--az", help="Availability zone.")] = "",
+    capacity: Annotated[int, typer.Option(min=1, help="Instances the host may run.")] = 100,
+) -> None:
+    """Enrol (or re-key) a host and print its agent credential (only it) on stdout."""
+    from openha import hosts
+
+    with db.transaction(_sessions(_settings())) as session:
+        secret = hosts.enroll(session, name, availability_zone=az, capacity=capacity)
+    typer.echo(secret)
+
+
+if __name__ == "__main__":
+    app()
