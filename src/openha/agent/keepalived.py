@@ -1,0 +1,124 @@
+"""keepalived for ACTIVE_STANDBY instances: one VRRP-only process per instance namespace.
+
+Like HAProxy, the config comes rendered from the controller; the agent checks it
+(`keepalived -t`), writes it atomically, starts keepalived inside the instance's
+namespace with its own pid files, and reloads it with SIGHUP. The VRRP state is
+whatever the config's notify script last wrote to `InstancePaths.vrrp_state_file`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+from openha.agent.haproxy import atomic_write, cmdline, pid_alive, summarize_errors
+from openha.agent.netns import NamespaceExec
+from openha.agent.paths import InstancePaths
+
+KEEPALIVED_BIN = shutil.which("keepalived") or "/usr/sbin/keepalived"
+
+
+class KeepalivedError(Exception):
+    pass
+
+
+class KeepalivedInstance:
+    def __init__(self, paths: InstancePaths, namespace: str) -> None:
+        self.paths = paths
+        self.namespace = namespace
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.paths.keepalived_pid.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        if pid_alive(pid) and str(self.paths.keepalived_config) in cmdline(pid):
+            return pid
+        return None
+
+    def vrrp_state(self) -> str | None:
+        try:
+            return self.paths.vrrp_state_file.read_text().strip().upper() or None
+        except OSError:
+            return None
+
+    def validate(self, config: str) -> str | None:
+        with tempfile.NamedTemporaryFile("w", dir=self.paths.instance_dir, suffix=".conf") as fh:
+            fh.write(config)
+            fh.flush()
+            proc = subprocess.run(
+                [KEEPALIVED_BIN, "-t", "-f", fh.name],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        if proc.returncode == 0:
+            return None
+        return summarize_errors(proc.stderr + proc.stdout)
+
+    def apply(self, config: str) -> None:
+        """Validate, write, then start or reload (SIGHUP) keepalived."""
+        current = None
+        with contextlib.suppress(FileNotFoundError):
+            current = self.paths.keepalived_config.read_text()
+        pid = self.pid()
+        if current == config and pid is not None:
+            return
+        error = self.validate(config)
+        if error:
+            raise KeepalivedError(error)
+        atomic_write(self.paths.keepalived_config, config, 0o600)
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+        else:
+            self.start()
+
+    def start(self) -> None:
+        if self.pid() is not None or not self.paths.keepalived_config.exists():
+            return
+        cmd = [
+            KEEPALIVED_BIN,
+            "--vrrp",
+            "-f",
+            str(self.paths.keepalived_config),
+            "-p",
+            str(self.paths.keepalived_pid),
+            "-r",
+            str(self.paths.vrrp_pid),
+        ]
+        with NamespaceExec(self.namespace) as nsexec:
+            proc = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=nsexec,
+                cwd=self.paths.instance_dir,
+                timeout=30,
+            )
+        if proc.returncode != 0:
+            raise KeepalivedError(f"keepalived exited with {proc.returncode}")
+        deadline = time.monotonic() + 5
+        while self.pid() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.pid() is None:
+            raise KeepalivedError("keepalived did not start")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,412 @@
+"""Network plumbing of instance namespaces, with pyroute2 only (no `ip` subprocesses).
+
+An instance lives in namespace `ohi-<8 hex>`; each `InterfaceSpec` is a veth pair whose
+host side (`ohv<8 hex><idx>`) joins a host bridge and whose inside end carries the
+interface name, MTU and addresses. The agent plumbs the VIP itself unless keepalived
+owns it. Everything here is idempotent: applying the same spec twice changes nothing,
+a changed spec converges. Bridges and VLAN links the agent creates carry the ifalias
+`openha:managed` so they can be told apart from the operator's own, even after the
+agent lost its state (see `purge`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute, netns
+
+from openha.agent.paths import short_id
+from openha.domain.spec import InstanceSpec, InterfaceSpec
+
+log = logging.getLogger(__name__)
+
+MANAGED_ALIAS = "openha:managed"
+VETH_PREFIX = "ohv"
+IFNAMSIZ = 15
+NETNS_DIR = "/var/run/netns"
+_T = TypeVar("_T")
+
+
+class NetworkError(Exception):
+    """The host cannot plumb what the spec asks (missing bridge, bad name, ...)."""
+
+
+# --- namespaces -------------------------------------------------------------------------
+
+
+def namespace_exists(name: str) -> bool:
+    return name in netns.listnetns()
+
+
+def ensure_namespace(name: str) -> bool:
+    """Create namespace `name` unless it exists; True when created."""
+    if namespace_exists(name):
+        return False
+    netns.create(name)
+    return True
+
+
+def remove_namespace(name: str) -> None:
+    if namespace_exists(name):
+        netns.remove(name)
+
+
+@contextlib.contextmanager
+def ns_iproute(name: str) -> Iterator[IPRoute]:
+    """Netlink socket inside `name`; flags=0 so a missing namespace is an error, not created."""
+    ipr = IPRoute(netns=name, flags=0)
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def run_in_namespace(name: str, fn: Callable[[], _T]) -> _T:
+    """Run `fn` in a throwaway thread that joined namespace `name`.
+
+    setns(CLONE_NEWNET) moves only the calling thread, and sockets keep the namespace
+    they were created in, so this is a cheap way to get a socket inside a namespace
+    without forking.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            netns.setns(name, flags=0)
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"netns-{name}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class NamespaceExec:
+    """`preexec_fn` that moves a child process into a namespace before it execs.
+
+    The namespace file is opened in the parent so that the child, which must not do
+    much between fork and exec, makes a single setns syscall on an inherited fd.
+    Use as a context manager around `subprocess.Popen(..., preexec_fn=nsexec)`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+        # Load libc in the parent: the child must not dlopen anything after fork.
+        netns._get_libc()
+
+    def __call__(self) -> None:
+        netns.setns(self.fd, flags=0, fork=False)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> NamespaceExec:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def namespace_pids(name: str) -> list[int]:
+    """Pids of processes whose network namespace is `name`."""
+    try:
+        target = os.stat(os.path.join(NETNS_DIR, name)).st_ino
+    except FileNotFoundError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino == target:
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+# --- names ------------------------------------------------------------------------------
+
+
+def host_veth_name(namespace: str, idx: int) -> str:
+    return f"{VETH_PREFIX}{short_id(namespace)}{idx}"
+
+
+def vlan_link_name(parent: str, vlan_id: int) -> str:
+    suffix = f".{vlan_id}"
+    return parent[: IFNAMSIZ - len(suffix)] + suffix
+
+
+def _check_ifname(name: str) -> None:
+    if not name or len(name) > IFNAMSIZ or "/" in name or name.strip() != name:
+        raise NetworkError(f"invalid interface name: {name!r}")
+
+
+# --- host side: bridges, VLANs ----------------------------------------------------------
+
+
+def _lookup(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def _alias(ipr: IPRoute, index: int) -> str | None:
+    return ipr.get_links(index)[0].get("ifalias")
+
+
+def ensure_bridge(ipr: IPRoute, iface: InterfaceSpec) -> int:
+    """Index of the host bridge for `iface`, creating bridge/VLAN link when allowed."""
+    _check_ifname(iface.bridge)
+    bridge = _lookup(ipr, iface.bridge)
+    if bridge is None:
+        if not iface.bridge_managed:
+            raise NetworkError(f"host bridge {iface.bridge} does not exist")
+        ipr.link("add", ifname=iface.bridge, kind="bridge")
+        bridge = _lookup(ipr, iface.bridge)
+        assert bridge is not None
+        ipr.link("set", index=bridge, ifalias=MANAGED_ALIAS)
+        log.info("created bridge %s", iface.bridge)
+    if iface.vlan_parent and iface.vlan_id is not None:
+        parent = _lookup(ipr, iface.vlan_parent)
+        if parent is None:
+            raise NetworkError(f"VLAN parent interface {iface.vlan_parent} does not exist")
+        name = vlan_link_name(iface.vlan_parent, iface.vlan_id)
+        vlan = _lookup(ipr, name)
+        if vlan is None:
+            ipr.link("add", ifname=name, kind="vlan", link=parent, vlan_id=iface.vlan_id)
+            vlan = _lookup(ipr, name)
+            assert vlan is not None
+            ipr.link("set", index=vlan, ifalias=MANAGED_ALIAS)
+            log.info("created VLAN link %s", name)
+        if ipr.get_links(vlan)[0].get("master") != bridge:
+            ipr.link("set", index=vlan, master=bridge)
+        ipr.link("set", index=vlan, state="up")
+        ipr.link("set", index=parent, state="up")
+    if _alias(ipr, bridge) == MANAGED_ALIAS:
+        ipr.link("set", index=bridge, state="up")
+    return bridge
+
+
+def remove_unused_bridges(names: list[str]) -> list[str]:
+    """Delete the managed bridges among `names` that nothing else is attached to.
+
+    Their managed VLAN links go with them. Returns the bridges removed.
+    """
+    removed = []
+    with IPRoute() as ipr:
+        for name in set(names):
+            index = _lookup(ipr, name)
+            if index is None or _alias(ipr, index) != MANAGED_ALIAS:
+                continue
+            ports = [link for link in ipr.get_links() if link.get("master") == index]
+            if any(link.get("ifalias") != MANAGED_ALIAS for link in ports):
+                continue  # something we did not make is still attached
+            for link in ports:
+                ipr.link("del", index=link["index"])
+            ipr.link("del", index=index)
+            removed.append(name)
+            log.info("removed bridge %s", name)
+    return removed
+
+
+# --- inside the namespace ---------------------------------------------------------------
+
+
+def _addr_key(address: str) -> tuple[str, int]:
+    iface = ipaddress.ip_interface(address)
+    return str(iface.ip), iface.network.prefixlen
+
+
+def _vip_cidr(vip: str) -> str:
+    if "/" in vip:
+        return vip
+    ip = ipaddress.ip_address(vip)
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def _desired_addresses(spec: InstanceSpec, iface: InterfaceSpec) -> set[tuple[str, int]]:
+    wanted = {_addr_key(a) for a in iface.addresses}
+    if iface.name == spec.vip_interface and not spec.vip_managed_by_keepalived:
+        vip_ip, vip_len = _addr_key(_vip_cidr(spec.vip_address))
+        # An address already carrying the VIP (e.g. with the subnet prefix) is enough.
+        if not any(ip == vip_ip for ip, _ in wanted):
+            wanted.add((vip_ip, vip_len))
+    return wanted
+
+
+def _current_addresses(nsr: IPRoute, index: int) -> set[tuple[str, int]]:
+    current = set()
+    for msg in nsr.get_addr(index=index):
+        ip = msg.get("address")
+        if ip is None:
+            continue
+        if ipaddress.ip_address(ip).is_link_local:
+            continue  # the kernel's own IPv6 link-local address
+        current.add((ip, msg["prefixlen"]))
+    return current
+
+
+@dataclass
+class NetworkResult:
+    created_namespace: bool = False
+    vip_added: bool = False
+    changed: bool = False
+
+
+def apply_network(spec: InstanceSpec) -> NetworkResult:
+    """Make the namespace of `spec` look exactly like its interfaces say."""
+    for iface in spec.interfaces:
+        _check_ifname(iface.name)
+    result = NetworkResult(created_namespace=ensure_namespace(spec.namespace))
+    wanted_inside = {iface.name for iface in spec.interfaces}
+    wanted_host = {host_veth_name(spec.namespace, i) for i in range(len(spec.interfaces))}
+    vip_ip = _addr_key(_vip_cidr(spec.vip_address))[0]
+    with IPRoute() as ipr, ns_iproute(spec.namespace) as nsr:
+        lo = nsr.link_lookup(ifname="lo")[0]
+        if nsr.get_links(lo)[0].get("state") != "up":
+            nsr.link("set", index=lo, state="up")
+        # Links left over from a previous spec go first, so names can be reused.
+        prefix = VETH_PREFIX + short_id(spec.namespace)
+        for link in ipr.get_links():
+            name = link.get("ifname") or ""
+            if name.startswith(prefix) and name not in wanted_host:
+                ipr.link("del", index=link["index"])
+                result.changed = True
+        for link in nsr.get_links():
+            name = link.get("ifname") or ""
+            if name != "lo" and name not in wanted_inside:
+                nsr.link("del", index=link["index"])
+                result.changed = True
+        gateways: dict[int, str] = {}
+        for idx, iface in enumerate(spec.interfaces):
+            bridge = ensure_bridge(ipr, iface)
+            host_name = host_veth_name(spec.namespace, idx)
+            host = _lookup(ipr, host_name)
+            inside = _lookup(nsr, iface.name)
+            if host is None or inside is None:
+                # Half-made pair (e.g. agent killed mid-apply): start this leg over.
+                if host is not None:
+                    ipr.link("del", index=host)
+                if inside is not None:
+                    nsr.link("del", index=inside)
+                # The peer is created directly in the namespace, so its final name
+                # (eth0...) cannot clash with the host's own interfaces.
+                ipr.link(
+                    "add",
+                    ifname=host_name,
+                    kind="veth",
+                    peer={"ifname": iface.name, "net_ns_fd": spec.namespace},
+                )
+                host = _lookup(ipr, host_name)
+                inside = _lookup(nsr, iface.name)
+                assert host is not None and inside is not None
+                result.changed = True
+            hlink = ipr.get_links(host)[0]
+            if (
+                hlink.get("master") != bridge
+                or hlink.get("mtu") != iface.mtu
+                or hlink.get("state") != "up"
+            ):
+                ipr.link("set", index=host, master=bridge, mtu=iface.mtu, state="up")
+                result.changed = True
+            ilink = nsr.get_links(inside)[0]
+            if ilink.get("mtu") != iface.mtu or ilink.get("state") != "up":
+                nsr.link("set", index=inside, mtu=iface.mtu, state="up")
+                result.changed = True
+            wanted = _desired_addresses(spec, iface)
+            current = _current_addresses(nsr, inside)
+            for ip, plen in current - wanted:
+                nsr.addr("del", index=inside, address=ip, prefixlen=plen)
+                result.changed = True
+            # Primary addresses before the VIP so the VIP never becomes the source address.
+            for ip, plen in sorted(wanted - current, key=lambda a: a[0] == vip_ip):
+                nsr.addr("add", index=inside, address=ip, prefixlen=plen)
+                result.changed = True
+                if ip == vip_ip:
+                    result.vip_added = True
+            if iface.gateway:
+                gateways[inside] = iface.gateway
+        _converge_default_routes(nsr, gateways)
+        if result.vip_added and ipaddress.ip_address(vip_ip).version == 4:
+            vip_iface = _lookup(nsr, spec.vip_interface)
+            if vip_iface is not None:
+                mac = nsr.get_links(vip_iface)[0].get("address")
+                try:
+                    send_gratuitous_arp(spec.namespace, spec.vip_interface, vip_ip, mac)
+                except OSError as exc:  # a missed GARP only delays neighbours' learning
+                    log.warning("gratuitous ARP for %s failed: %s", vip_ip, exc)
+    return result
+
+
+def _converge_default_routes(nsr: IPRoute, gateways: dict[int, str]) -> None:
+    wanted = {}
+    for index, gw in gateways.items():
+        family = socket.AF_INET6 if ipaddress.ip_address(gw).version == 6 else socket.AF_INET
+        wanted.setdefault(family, (index, gw))
+    for family in (socket.AF_INET, socket.AF_INET6):
+        current = [
+            r
+            for r in nsr.get_routes(family=family, table=254)
+            if r["dst_len"] == 0 and r.get("gateway")
+        ]
+        want = wanted.get(family)
+        ok = False
+        for route in current:
+            if want and route.get("gateway") == want[1] and route.get("oif") == want[0]:
+                ok = True
+                continue
+            nsr.route("del", family=family, dst_len=0, gateway=route.get("gateway"), table=254)
+        if want and not ok:
+            dst = "0.0.0.0/0" if family == socket.AF_INET else "::/0"
+            nsr.route("replace", dst=dst, gateway=want[1], oif=want[0])
+
+
+def send_gratuitous_arp(namespace: str, ifname: str, ip: str, mac: str, count: int = 2) -> None:
+    """Announce `ip` at `mac` on `ifname` inside `namespace` (ARP request and reply)."""
+    mac_b = bytes.fromhex(mac.replace(":", ""))
+    ip_b = socket.inet_aton(ip)
+    broadcast = b"\xff" * 6
+
+    def frame(op: int) -> bytes:
+        eth = broadcast + mac_b + struct.pack("!H", 0x0806)
+        target_mac = broadcast if op == 2 else b"\x00" * 6
+        arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, op) + mac_b + ip_b + target_mac + ip_b
+        return eth + arp
+
+    def send() -> None:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as sock:
+            sock.bind((ifname, 0))
+            for _ in range(count):
+                sock.send(frame(1))
+                sock.send(frame(2))
+
+    run_in_namespace(namespace, send)
+
+
+def delete_network(namespace: str, bridges: list[str] | None = None) -> None:
+    """Remove the namespace and its host veths, then managed bridges left empty."""
+    prefix = VETH_PREFIX + short_id(namespace)
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            if (link.get("ifname") or "").startswith(prefix):
+                with contextlib.suppress(Exception):
+                    ipr.link("del", index=link["index"])
+    remove_namespace(namespace)
+    if bridges:
+        remove_unused_bridges(bridges)

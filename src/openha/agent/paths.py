@@ -1,0 +1,83 @@
+"""Where an instance's files live on an agent host.
+
+Shared by the agent (which creates and uses them) and the controller-side HAProxy
+renderer (which writes the socket paths into the config it renders), so both sides
+agree without talking to each other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# sun_path is 108 bytes including the terminating NUL; HAProxy and Python share that limit.
+UNIX_PATH_MAX = 107
+NAMESPACE_PREFIX = "ohi-"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class InstancePaths:
+    """Every path of one instance, under `<agent_dir>/instances/<instance_id>/`."""
+
+    instance_dir: Path
+    config: Path  # the live (last good) HAProxy config
+    candidate: Path  # a config being validated
+    pid_file: Path  # HAProxy master pid
+    master_socket: Path  # master CLI (reload, show proc)
+    stats_socket: Path  # runtime API of the current worker
+    log_socket: Path  # datagram syslog socket the agent reads
+    state_dir: Path  # HAProxy server-state files and the like
+    spec_file: Path  # last applied InstanceSpec (JSON)
+    status_file: Path  # last status (JSON)
+    logs_dir: Path  # rotated log files
+    files_dir: Path  # extra files of the spec (certificates, maps)
+    keepalived_config: Path
+    keepalived_pid: Path
+    vrrp_pid: Path
+    vrrp_state_file: Path  # keepalived notify scripts write MASTER/BACKUP/FAULT here
+
+    def check(self) -> None:
+        """Refuse paths that a unix socket cannot bind to (too long)."""
+        for sock in (self.master_socket, self.stats_socket, self.log_socket):
+            if len(str(sock).encode()) > UNIX_PATH_MAX:
+                raise ValueError(f"socket path too long for AF_UNIX: {sock}")
+
+
+def instance_paths(agent_dir: Path | str, instance_id: str) -> InstancePaths:
+    """Paths of `instance_id` under `agent_dir` (absolute; nothing is created)."""
+    if not _ID_RE.match(instance_id):
+        raise ValueError(f"invalid instance id: {instance_id!r}")
+    base = Path(agent_dir).absolute() / "instances" / instance_id
+    return InstancePaths(
+        instance_dir=base,
+        config=base / "haproxy.cfg",
+        candidate=base / "haproxy.cfg.candidate",
+        pid_file=base / "haproxy.pid",
+        master_socket=base / "master.sock",
+        stats_socket=base / "stats.sock",
+        log_socket=base / "log.sock",
+        state_dir=base / "state",
+        spec_file=base / "spec.json",
+        status_file=base / "status.json",
+        logs_dir=base / "logs",
+        files_dir=base / "files",
+        keepalived_config=base / "keepalived.conf",
+        keepalived_pid=base / "keepalived.pid",
+        vrrp_pid=base / "vrrp.pid",
+        vrrp_state_file=base / "vrrp_state",
+    )
+
+
+def namespace_name(instance_id: str) -> str:
+    """The namespace an instance runs in: `ohi-` + the first 8 hex digits of its id."""
+    hexdigits = re.sub(r"[^0-9a-f]", "", instance_id.lower())
+    if len(hexdigits) < 8:
+        raise ValueError(f"instance id needs at least 8 hex digits: {instance_id!r}")
+    return NAMESPACE_PREFIX + hexdigits[:8]
+
+
+def short_id(namespace: str) -> str:
+    """The 8 hex digits naming an instance's host-side links (from its namespace name)."""
+    return namespace.removeprefix(NAMESPACE_PREFIX)[:8]

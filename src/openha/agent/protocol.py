@@ -1,0 +1,86 @@
+"""Wire protocol between the agent and the control plane.
+
+The controller PUTs `InstanceSpec`s (see `openha.domain.spec`) to the agent and gets
+`InstanceStatus` back; the agent registers with the API (`RegisterRequest` →
+`RegisterResponse`) and heartbeats (`HeartbeatReport` → `HeartbeatResponse`).
+HAProxy frontend/backend/server names are listener/pool/member ids, so the counters
+and states below are keyed by those ids.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+# Instance states reported by the agent.
+BUILDING = "BUILDING"
+ACTIVE = "ACTIVE"
+ERROR = "ERROR"
+DELETED = "DELETED"
+
+
+class ListenerStats(BaseModel):
+    bytes_in: int = 0
+    bytes_out: int = 0
+    active_connections: int = 0
+    total_connections: int = 0
+    request_errors: int = 0
+
+
+class InstanceStatus(BaseModel):
+    instance_id: str
+    load_balancer_id: str = ""
+    applied_generation: int = 0  # 0: nothing applied yet
+    desired_generation: int = 0  # the last generation the agent was asked to apply
+    state: str = BUILDING  # BUILDING | ACTIVE | ERROR | DELETED
+    last_error: str | None = None
+    haproxy_running: bool = False
+    haproxy_pid: int | None = None  # the master's pid
+    vrrp_state: str | None = None
+    listeners: dict[str, ListenerStats] = Field(default_factory=dict)
+    # member id → "UP" | "DOWN" | "MAINT" | "DRAIN" | "NO_CHECK" | "NOLB"
+    members: dict[str, str] = Field(default_factory=dict)
+    pools: dict[str, str] = Field(default_factory=dict)  # pool id → "UP" | "DOWN"
+
+
+class RegisterRequest(BaseModel):
+    name: str
+    availability_zone: str = ""
+    capacity: int = 100
+    management_url: str  # where the controller reaches this agent, e.g. http://10.0.0.2:9877
+    agent_secret: str  # bearer token the controller must present to this agent
+    version: str = ""
+    # Where this agent keeps instances: the controller renders socket paths under it.
+    agent_dir: str = ""
+
+
+class RegisterResponse(BaseModel):
+    host_id: str
+
+
+class HeartbeatReport(BaseModel):
+    host_id: str
+    name: str
+    instances: list[InstanceStatus] = Field(default_factory=list)
+    capacity: int = 100
+    instance_count: int = 0
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+class HeartbeatResponse(BaseModel):
+    # When a list is given, instances the agent runs that are not in it are orphans
+    # and get removed. None means "no opinion" (e.g. the API could not tell).
+    wanted_instance_ids: list[str] | None = None
+
+
+class LogRecord(BaseModel):
+    ts: float  # when the agent received it (unix time)
+    instance_id: str
+    load_balancer_id: str = ""
+    project_id: str = ""
+    listener_id: str | None = None  # the HAProxy frontend the line names, when known
+    message: str
+
+
+class LogsResponse(BaseModel):
+    instance_id: str
+    records: list[LogRecord]

@@ -1,0 +1,210 @@
+"""Helpers for agent integration tests: spec/config builders, agent harness, fake API."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from openha.agent.paths import instance_paths, namespace_name
+from openha.agent.protocol import HeartbeatReport, HeartbeatResponse, RegisterRequest
+from openha.agent.server import create_app
+from openha.agent.service import AgentService
+from openha.domain.spec import InstanceSpec
+from openha.lab import Lab
+from openha.settings import Settings
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll until `predicate()` is truthy; return its value or fail the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout}s")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- config and spec builders -----------------------------------------------------------
+
+
+@dataclass
+class Member:
+    id: str
+    address: str
+    weight: int = 1
+    disabled: bool = False
+
+
+@dataclass
+class LBConfig:
+    """Enough of an LB to hand-write the HAProxy config the controller would render."""
+
+    instance_id: str
+    vip: str
+    instance_ip: str
+    lb_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    project_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    listener_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    pool_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    members: list[Member] = field(default_factory=list)
+    port: int = 80
+    extra_frontend: list[str] = field(default_factory=list)
+    extra_global: list[str] = field(default_factory=list)
+    check: bool = False
+
+    def config(self, agent_dir: Path) -> str:
+        paths = instance_paths(agent_dir, self.instance_id)
+        lines = [
+            "global",
+            "    maxconn 2000",
+            f"    stats socket {paths.stats_socket} mode 600 level admin expose-fd listeners",
+            f"    log {paths.log_socket} len 8192 local0 info",
+            *[f"    {line}" for line in self.extra_global],
+            "defaults",
+            "    mode http",
+            "    log global",
+            "    option httplog",
+            "    timeout connect 2s",
+            "    timeout client 10s",
+            "    timeout server 10s",
+            f"frontend {self.listener_id}",
+            f"    bind {self.vip}:{self.port}",
+            *[f"    {line}" for line in self.extra_frontend],
+            f"    default_backend {self.pool_id}",
+            f"backend {self.pool_id}",
+            "    balance roundrobin",
+        ]
+        for m in self.members:
+            line = f"    server {m.id} {m.address} weight {m.weight}"
+            if self.check:
+                line += " check inter 500ms fall 2 rise 1"
+            if m.disabled:
+                line += " disabled"
+            lines.append(line)
+        return "\n".join(lines) + "\n"
+
+    def spec(self, lab: Lab, agent_dir: Path, generation: int, **overrides: Any) -> InstanceSpec:
+        values: dict[str, Any] = dict(
+            instance_id=self.instance_id,
+            load_balancer_id=self.lb_id,
+            project_id=self.project_id,
+            generation=generation,
+            namespace=namespace_name(self.instance_id),
+            interfaces=(lab.interface_spec(self.instance_ip),),
+            vip_address=self.vip,
+            haproxy_config=self.config(agent_dir),
+        )
+        values.update(overrides)
+        return InstanceSpec(**values)
+
+
+# --- the agent --------------------------------------------------------------------------
+
+
+class AgentHarness:
+    """An AgentService with its FastAPI app behind a TestClient, restartable in place."""
+
+    def __init__(self, agent_dir: Path, api_url: str = "http://127.0.0.1:9") -> None:
+        self.agent_dir = agent_dir
+        self.api_url = api_url
+        self.service: AgentService | None = None
+        self.client: TestClient | None = None
+
+    def settings(self) -> Settings:
+        return Settings(
+            state_dir=self.agent_dir,
+            agent_dir=self.agent_dir,
+            agent_api_url=self.api_url,
+            agent_token="enrol-token",
+            host_name="test-host",
+            heartbeat_interval=0.2,
+        )
+
+    def start(self) -> AgentHarness:
+        self.service = AgentService(self.settings(), supervise_interval=0.3)
+        self.service.start()
+        self.client = TestClient(create_app(self.service))
+        self.client.headers["Authorization"] = f"Bearer {self.service.secret}"
+        return self
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.service is not None:
+            self.service.stop()
+            self.service = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def api(self) -> TestClient:
+        assert self.client is not None
+        return self.client
+
+    def put(self, spec: InstanceSpec) -> Any:
+        return self.api.put(f"/v1/instances/{spec.instance_id}", json=spec.model_dump(mode="json"))
+
+    def status(self, instance_id: str) -> dict[str, Any]:
+        resp = self.api.get(f"/v1/instances/{instance_id}")
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+
+# --- a stand-in for the API's agent endpoints -------------------------------------------
+
+
+class FakeAPI:
+    """Serves /v2/agent/register and /v2/agent/heartbeat on 127.0.0.1 in a thread."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.registrations: list[RegisterRequest] = []
+        self.heartbeats: list[HeartbeatReport] = []
+        self.wanted: list[str] | None = None
+        app = FastAPI()
+
+        @app.post("/v2/agent/register")
+        def register(req: RegisterRequest) -> dict[str, str]:
+            self.registrations.append(req)
+            return {"host_id": "host-1"}
+
+        @app.post("/v2/agent/heartbeat")
+        def heartbeat(report: HeartbeatReport) -> HeartbeatResponse:
+            self.heartbeats.append(report)
+            return HeartbeatResponse(wanted_instance_ids=self.wanted)
+
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> FakeAPI:
+        self.thread.start()
+        wait_for(lambda: self.server.started, timeout=10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
