@@ -1,5 +1,357 @@
-"""/v2/lbaas/l7rules (being written)."""
+"""/v2/lbaas/l7policies/{l7policy_id}/rules: L7 rules, the conditions of an L7 policy.
 
-from fastapi import APIRouter
+Field for field Octavia's L7 rule (envelope `rule`/`rules`), with Octavia's
+consistency rules (validate.l7rule_data): which rule types take a `key`, which
+compare types each type accepts, the value grammar per type, and at most
+`MAX_L7RULES_PER_POLICY` rules per policy (409). Every key and value ends up in
+a HAProxy ACL, so each one is also checked against the strict grammars of
+`openha.domain.grammar` (a value is rendered in single quotes: no quote, no
+control character). Because the right grammar depends on `type` and
+`compare_type`, values are typed loosely in the schema and checked by
+`check_rule` on the complete (merged, for an update) rule.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from openha.api.context import RequestContext, get_context, get_session
+from openha.api.errors import BadRequest, Conflict, NotFound
+from openha.api.query import list_collection, requested_fields, select_fields
+from openha.api.tenant import common
+from openha.api.tenant.common import StrictModel, base_fields
+from openha.domain import constants as c
+from openha.domain import grammar
+from openha.domain.grammar import Tag
+from openha.models import L7Policy, L7Rule, Listener
+
+router = APIRouter(prefix="/lbaas/l7policies/{l7policy_id}/rules", tags=["l7rules"])
+LABEL = "L7Rule"
+POLICY_LABEL = "L7Policy"
+
+RuleType = Literal[c.L7RULE_TYPES]  # type: ignore[valid-type]
+CompareType = Literal[c.L7RULE_COMPARE_TYPES]  # type: ignore[valid-type]
+# Checked by `check_rule` against the grammar the rule's type calls for.
+RuleKey = Annotated[str, Field(max_length=255)]
+RuleValue = Annotated[str, Field(max_length=255)]
+
+# Rule types that compare a named field (a header, a cookie, a certificate DN field).
+KEYED_TYPES = frozenset({"HEADER", "COOKIE", "SSL_DN_FIELD"})
+ALL_COMPARE = frozenset(c.L7RULE_COMPARE_TYPES)
+COMPARE_TYPES_FOR: dict[str, frozenset[str]] = {
+    "HOST_NAME": ALL_COMPARE,
+    "PATH": ALL_COMPARE,
+    "HEADER": ALL_COMPARE,
+    "COOKIE": ALL_COMPARE,
+    "SSL_DN_FIELD": ALL_COMPARE,
+    "FILE_TYPE": frozenset({"EQUAL_TO", "REGEX"}),
+    "SSL_CONN_HAS_CERT": frozenset({"EQUAL_TO"}),
+    "SSL_VERIFY_RESULT": frozenset({"EQUAL_TO"}),
+}
+
+# Octavia's RFC 7230 header value (no blank), or the same quoted with double quotes.
+_HEADER_VALUE = re.compile(r"^[A-Za-z0-9!\"#$%&()*+,\-./:;<=>?@\[\]\\^_`{|}~]+$")
+_QUOTED_HEADER_VALUE = re.compile(r"^\"[A-Za-z0-9 !\"#$%&()*+,\-./:;<=>?@\[\]\\^_`{|}~]*\"$")
+# Octavia's RFC 6265 cookie value.
+_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9!#$%&()*+\-./:<=>?@\[\]^_`{|}~]+$")
+# A piece of a host name, for STARTS_WITH / ENDS_WITH / CONTAINS (".example.com", "www.").
+_HOST_FRAGMENT = re.compile(r"^[A-Za-z0-9.\-]+$")
+# A piece of a URL path, for ENDS_WITH / CONTAINS ("/v1", ".json").
+_PATH_FRAGMENT = re.compile(r"^[A-Za-z0-9\-._~!$&()*+,;=:@/%]+$")
+# A file extension, with or without its dot.
+_FILE_TYPE = re.compile(r"^\.?[A-Za-z0-9_\-+~]+(\.[A-Za-z0-9_\-+~]+)*$")
+
+
+class L7RuleSingleCreate(StrictModel):
+    """A rule inside another create body (a policy's `rules`, the fully populated LB)."""
+
+    type: RuleType
+    compare_type: CompareType
+    key: RuleKey | None = None
+    value: RuleValue
+    invert: bool = False
+    admin_state_up: bool = True
+    tags: list[Tag] = Field(default_factory=list)
+
+
+class L7RuleCreate(L7RuleSingleCreate):
+    # Deprecated in Octavia and ignored: a rule belongs to its load balancer's project.
+    project_id: str | None = None
+    tenant_id: str | None = None
+
+
+class L7RuleCreateBody(StrictModel):
+    rule: L7RuleCreate
+
+
+class L7RuleUpdate(StrictModel):
+    type: RuleType | None = None
+    compare_type: CompareType | None = None
+    key: RuleKey | None = None
+    value: RuleValue | None = None
+    invert: bool | None = None
+    admin_state_up: bool | None = None
+    tags: list[Tag] | None = None
+
+
+class L7RuleUpdateBody(StrictModel):
+    rule: L7RuleUpdate
+
+
+def serialize(rule: L7Rule) -> dict[str, Any]:
+    out = base_fields(rule)
+    out.update(
+        type=rule.type,
+        compare_type=rule.compare_type,
+        key=rule.key,
+        value=rule.value,
+        invert=rule.invert,
+    )
+    return out
+
+
+# --- validation ------------------------------------------------------------------------
+
+
+def _invalid(message: str) -> BadRequest:
+    return BadRequest(f"Error parsing L7Rule: {message}")
+
+
+def _grammar(check: Callable[[str], str], value: str, what: str) -> None:
+    try:
+        check(value)
+    except ValueError as exc:
+        raise _invalid(f"Invalid {what} '{value}': {exc}.") from None
+
+
+def _pattern(pattern: re.Pattern[str], value: str, what: str) -> None:
+    if not pattern.match(value):
+        raise _invalid(f"Invalid characters in {what} '{value}'.")
+
+
+def check_rule(rtype: str, compare_type: str, key: str | None, value: str | None) -> None:
+    """400 unless the rule is consistent and every string is safe in a HAProxy ACL."""
+    if not value:
+        raise _invalid("L7 rule type requires a value.")
+    if rtype in KEYED_TYPES:
+        if not key:
+            raise _invalid(f"L7 rule type {rtype} requires a key.")
+        if rtype == "SSL_DN_FIELD":
+            if key not in c.DISTINGUISHED_NAME_FIELDS:
+                raise _invalid(
+                    f"Invalid L7rule distinguished name field '{key}': must be one of "
+                    f"{', '.join(c.DISTINGUISHED_NAME_FIELDS)}."
+                )
+        else:
+            _grammar(grammar.check_token, key, "key")
+    elif key:
+        raise _invalid(f'L7rule type {rtype} does not use the "key" field.')
+    allowed = COMPARE_TYPES_FOR[rtype]
+    if compare_type not in allowed:
+        raise _invalid(
+            f"L7rule type {rtype} only supports the "
+            f"{', '.join(sorted(allowed))} compare type{'s' if len(allowed) > 1 else ''}."
+        )
+    if compare_type == "REGEX":
+        _grammar(grammar.check_regex, value, "regular expression")
+        return
+    if rtype == "HOST_NAME":
+        if compare_type == "EQUAL_TO":
+            _grammar(grammar.check_wildcard_hostname, value, "host name")
+        else:
+            _pattern(_HOST_FRAGMENT, value, "host name")
+    elif rtype == "PATH":
+        if compare_type in ("EQUAL_TO", "STARTS_WITH"):
+            _grammar(grammar.check_url_path, value, "path")
+        else:
+            _pattern(_PATH_FRAGMENT, value, "path")
+    elif rtype == "FILE_TYPE":
+        _pattern(_FILE_TYPE, value, "file type")
+    elif rtype == "HEADER":
+        if not (_HEADER_VALUE.match(value) or _QUOTED_HEADER_VALUE.match(value)):
+            raise _invalid(f"Invalid characters in header value '{value}'.")
+    elif rtype == "COOKIE":
+        _pattern(_COOKIE_VALUE, value, "cookie value")
+    elif rtype == "SSL_CONN_HAS_CERT":
+        if value.lower() != "true":
+            raise _invalid(f"L7rule value {value} is not a boolean True string.")
+    elif rtype == "SSL_VERIFY_RESULT" and not (value.isascii() and value.isdigit()):
+        raise _invalid(f"L7rule type {rtype} needs an integer value, which is >= 0.")
+    # Whatever the type, the value is rendered inside single quotes.
+    _grammar(grammar.check_quotable, value, "value")
+
+
+# --- creation, shared with the policy create and the fully populated LB create ----------
+
+
+def live_rule_count(session: Session, policy_id: str) -> int:
+    """Rules the policy will have once pending deletes are applied."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(L7Rule)
+            .where(L7Rule.l7policy_id == policy_id, L7Rule.provisioning_status != c.PENDING_DELETE)
+        )
+        or 0
+    )
+
+
+def add_l7rule(
+    request: Request,
+    session: Session,
+    ctx: RequestContext,
+    policy: L7Policy,
+    body: L7RuleSingleCreate,
+) -> L7Rule:
+    """Validate and add one rule to `policy` (the caller has called `begin_change`)."""
+    common.refuse_if_deleting(policy, POLICY_LABEL)
+    check_rule(body.type, body.compare_type, body.key, body.value)
+    if live_rule_count(session, policy.id) >= c.MAX_L7RULES_PER_POLICY:
+        raise Conflict(f"Too many rules on L7 policy {policy.id}")
+    common.check_quota(request, session, policy.project_id, "l7rule")
+    rule = L7Rule(
+        project_id=policy.project_id,
+        l7policy_id=policy.id,
+        load_balancer_id=policy.load_balancer_id,
+        type=body.type,
+        compare_type=body.compare_type,
+        key=body.key if body.type in KEYED_TYPES else None,
+        value=body.value,
+        invert=body.invert,
+        admin_state_up=body.admin_state_up,
+        tags=list(body.tags),
+        provisioning_status=c.PENDING_CREATE,
+        operating_status=c.OFFLINE,
+    )
+    session.add(rule)
+    _touch_parents(session, policy)
+    session.flush()
+    return rule
+
+
+def _touch_parents(session: Session, policy: L7Policy) -> None:
+    # As Octavia does, a rule change puts its policy and listener in PENDING_UPDATE too.
+    common.mark_updated(policy)
+    listener = session.get(Listener, policy.listener_id)
+    if listener is not None and listener.provisioning_status != c.PENDING_DELETE:
+        common.mark_updated(listener)
+
+
+# --- routes ----------------------------------------------------------------------------
+
+
+def _policy(session: Session, ctx: RequestContext, policy_id: str) -> L7Policy:
+    return ctx.get(session, L7Policy, policy_id, POLICY_LABEL)
+
+
+def _rule(session: Session, ctx: RequestContext, policy: L7Policy, rule_id: str) -> L7Rule:
+    rule = ctx.get(session, L7Rule, rule_id, LABEL)
+    if rule.l7policy_id != policy.id:
+        raise NotFound.resource(LABEL, rule_id)
+    return rule
+
+
+@router.get("")
+def list_rules(
+    l7policy_id: str,
+    request: Request,
+    session: Session = Depends(get_session),
+    ctx: RequestContext = Depends(get_context),
+) -> dict[str, Any]:
+    policy = _policy(session, ctx, l7policy_id)
+    stmt = ctx.visible(L7Rule).where(L7Rule.l7policy_id == policy.id)
+    return list_collection(request, session, stmt, L7Rule, "rules", serialize)
+
+
+@router.get("/{rule_id}")
+def show_rule(
+    l7policy_id: str,
+    rule_id: str,
+    request: Request,
+    session: Session = Depends(get_session),
+    ctx: RequestContext = Depends(get_context),
+) -> dict[str, Any]:
+    rule = _rule(session, ctx, _policy(session, ctx, l7policy_id), rule_id)
+    return {"rule": select_fields(serialize(rule), requested_fields(request))}
+
+
+@router.post("", status_code=201)
+def create_rule(
+    l7policy_id: str,
+    payload: L7RuleCreateBody,
+    request: Request,
+    session: Session = Depends(get_session),
+    ctx: RequestContext = Depends(get_context),
+) -> dict[str, Any]:
+    policy = _policy(session, ctx, l7policy_id)
+    common.begin_change(session, ctx, policy.load_balancer_id)
+    session.refresh(policy)  # what other writers committed before we took the lock
+    rule = add_l7rule(request, session, ctx, policy, payload.rule)
+    session.commit()
+    return {"rule": serialize(rule)}
+
+
+@router.put("/{rule_id}")
+def update_rule(
+    l7policy_id: str,
+    rule_id: str,
+    payload: L7RuleUpdateBody,
+    session: Session = Depends(get_session),
+    ctx: RequestContext = Depends(get_context),
+) -> dict[str, Any]:
+    policy = _policy(session, ctx, l7policy_id)
+    common.begin_change(session, ctx, policy.load_balancer_id)
+    session.refresh(policy)
+    rule = _rule(session, ctx, policy, rule_id)
+    session.refresh(rule)
+    common.refuse_if_deleting(policy, POLICY_LABEL)
+    common.refuse_if_deleting(rule, LABEL)
+    changes = payload.rule.model_dump(exclude_unset=True)
+    for name in ("type", "compare_type", "value", "admin_state_up", "tags"):
+        if name in changes and changes[name] is None:
+            raise BadRequest(f"Invalid input for field/attribute {name}. Value: 'None'.")
+    if "invert" in changes and changes["invert"] is None:
+        changes["invert"] = False  # Octavia resets a null invert to its default
+    rtype = changes.get("type", rule.type)
+    compare_type = changes.get("compare_type", rule.compare_type)
+    value = changes.get("value", rule.value)
+    # Switching to a type without a key drops the old key, as Octavia does.
+    default_key = rule.key if rtype in KEYED_TYPES else None
+    key = changes.get("key", default_key)
+    check_rule(rtype, compare_type, key, value)
+    changes["key"] = key
+    for name, new in changes.items():
+        setattr(rule, name, new)
+    common.mark_updated(rule)
+    _touch_parents(session, policy)
+    session.commit()
+    return {"rule": serialize(rule)}
+
+
+@router.delete("/{rule_id}", status_code=204)
+def delete_rule(
+    l7policy_id: str,
+    rule_id: str,
+    session: Session = Depends(get_session),
+    ctx: RequestContext = Depends(get_context),
+) -> Response:
+    policy = _policy(session, ctx, l7policy_id)
+    rule = _rule(session, ctx, policy, rule_id)
+    if rule.provisioning_status == c.PENDING_DELETE:
+        return Response(status_code=204)
+    common.begin_change(session, ctx, policy.load_balancer_id)
+    session.refresh(rule)
+    session.refresh(policy)
+    if rule.provisioning_status != c.PENDING_DELETE:
+        common.mark_deleted(rule)
+        if policy.provisioning_status != c.PENDING_DELETE:
+            _touch_parents(session, policy)
+    session.commit()
+    return Response(status_code=204)
