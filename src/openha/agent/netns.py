@@ -331,6 +331,9 @@ def apply_network(spec: InstanceSpec) -> NetworkResult:
                 result.changed = True
             wanted = _desired_addresses(spec, iface)
             current = _current_addresses(nsr, inside)
+            if spec.vip_managed_by_keepalived:
+                # keepalived adds and removes the VIP itself: leave it alone.
+                current = {a for a in current if a[0] != vip_ip}
             for ip, plen in current - wanted:
                 nsr.addr("del", index=inside, address=ip, prefixlen=plen)
                 result.changed = True
@@ -375,6 +378,16 @@ def _converge_default_routes(nsr: IPRoute, gateways: dict[int, str]) -> None:
         if want and not ok:
             dst = "0.0.0.0/0" if family == socket.AF_INET else "::/0"
             nsr.route("replace", dst=dst, gateway=want[1], oif=want[0])
+
+
+def vip_present(spec: InstanceSpec) -> bool:
+    """Whether the VIP is configured on its interface inside the namespace."""
+    vip_ip = _addr_key(_vip_cidr(spec.vip_address))[0]
+    with ns_iproute(spec.namespace) as nsr:
+        index = _lookup(nsr, spec.vip_interface)
+        if index is None:
+            return False
+        return any(ip == vip_ip for ip, _ in _current_addresses(nsr, index))
 
 
 def send_gratuitous_arp(namespace: str, ifname: str, ip: str, mac: str, count: int = 2) -> None:

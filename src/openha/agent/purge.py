@@ -50,7 +50,13 @@ def _pids_from(pid_file: Path) -> list[int]:
 
 
 def purge(agent_dir: Path | None, everything: bool = False) -> list[str]:
-    """Remove what OpenHA made; returns the namespaces removed."""
+    """Remove what OpenHA made; returns the namespaces removed.
+
+    With `agent_dir`: that agent's instances (processes, namespaces, links, instance
+    directories and logs); its identity (secret, host id) stays unless `everything`.
+    With `everything`: also the whole agent directory and every `ohi-*` namespace,
+    `ohv*` veth and managed bridge on the host.
+    """
     removed: list[str] = []
     bridges: list[str] = []
     if agent_dir is not None and agent_dir.exists():
@@ -72,7 +78,9 @@ def purge(agent_dir: Path | None, everything: bool = False) -> list[str]:
             if ns:
                 delete_network(ns)
                 removed.append(ns)
-        shutil.rmtree(agent_dir, ignore_errors=True)
+            shutil.rmtree(paths.instance_dir, ignore_errors=True)
+        if everything:
+            shutil.rmtree(agent_dir, ignore_errors=True)
     if everything:
         for ns in netns.listnetns():
             if ns.startswith(NAMESPACE_PREFIX):

@@ -10,8 +10,12 @@ applies of one instance while others proceed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+import signal
+import threading
+from collections.abc import Iterator
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -97,6 +101,28 @@ def create_app(service: AgentService) -> FastAPI:
     return app
 
 
+class _AgentServer(uvicorn.Server):
+    """uvicorn, minus re-raising the signal after shutdown.
+
+    uvicorn re-raises SIGTERM once it stopped, which kills the process before the
+    agent can stop its own threads; the agent exits 0 instead.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def run_agent(settings: Settings) -> None:
     """Run the agent until SIGTERM/SIGINT; HAProxy processes keep running afterwards."""
     if not logging.getLogger().handlers:
@@ -106,8 +132,7 @@ def run_agent(settings: Settings) -> None:
     service = AgentService(settings)
     service.start()
     host, port = settings.agent_host_port
-    # uvicorn installs its own SIGTERM/SIGINT handlers and returns from run() on them.
-    server = uvicorn.Server(
+    server = _AgentServer(
         uvicorn.Config(create_app(service), host=host, port=port, log_level="warning")
     )
     try:

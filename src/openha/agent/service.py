@@ -35,6 +35,7 @@ from openha.agent.netns import (
     delete_network,
     namespace_exists,
     namespace_pids,
+    vip_present,
 )
 from openha.agent.paths import NAMESPACE_PREFIX, InstancePaths, instance_paths, namespace_name
 from openha.agent.protocol import (
@@ -264,7 +265,10 @@ class AgentService:
         for name, content in spec.files.items():
             if not _safe_file_name(name):
                 raise ValueError(f"invalid file name {name!r}")
-            atomic_write(inst.paths.files_dir / name, content, 0o600)
+            # Scripts (keepalived's health check) must be executable, and for keepalived's
+            # script security, writable by root only.
+            mode = 0o700 if content.startswith("#!") else 0o600
+            atomic_write(inst.paths.files_dir / name, content, mode)
 
     def delete(self, instance_id: str) -> None:
         """Remove an instance and everything it made; safe to repeat."""
@@ -319,7 +323,7 @@ class AgentService:
             haproxy_running=pid is not None,
             haproxy_pid=pid,
             last_error=inst.last_error,
-            vrrp_state=inst.keepalived.vrrp_state() if spec and spec.keepalived_config else None,
+            vrrp_state=self._vrrp_state(inst),
         )
         if inst.deleted:
             status.state = DELETED
@@ -343,6 +347,21 @@ class AgentService:
             except (OSError, HAProxyError) as exc:
                 log.debug("stats of %s unavailable: %s", inst.instance_id, exc)
         return status
+
+    def _vrrp_state(self, inst: _Instance) -> str | None:
+        spec = inst.spec
+        if spec is None or not spec.keepalived_config:
+            return None
+        if inst.keepalived.pid() is None:
+            return "STOPPED"
+        reported = inst.keepalived.vrrp_state()  # from a notify script, when configured
+        if reported:
+            return reported
+        # Otherwise the VIP tells: keepalived holds it on the master only.
+        try:
+            return "MASTER" if vip_present(spec) else "BACKUP"
+        except (OSError, NetworkError):
+            return None
 
     def logs_tail(self, instance_id: str, lines: int) -> list[LogRecord]:
         return self.logs.tail(
@@ -423,6 +442,7 @@ class AgentService:
             management_url=self.management_url(),
             agent_secret=self.secret,
             version=AGENT_VERSION,
+            agent_dir=str(self.agent_dir),
         )
         resp = client.post(
             f"{self.settings.agent_api_url.rstrip('/')}/v2/agent/register",
@@ -499,3 +519,10 @@ class AgentService:
                     level = logging.WARNING if failures == 1 else logging.DEBUG
                     log.log(level, "heartbeat to %s failed: %s", self.settings.agent_api_url, exc)
                 self._stop.wait(self.settings.heartbeat_interval)
+
+
+def run_agent(settings: Settings) -> None:
+    """Run the agent until SIGTERM (see `openha.agent.server.run_agent`)."""
+    from openha.agent.server import run_agent as serve
+
+    serve(settings)

@@ -1,0 +1,190 @@
+"""Pure helpers of the agent: show stat/proc parsing, config diffs, syslog, paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from openha.agent.haproxy import (
+    normalize_status,
+    parse_show_proc,
+    parse_show_stat,
+    runtime_answer_ok,
+    runtime_changes,
+    summarize_errors,
+)
+from openha.agent.logs import LogCollector, RotatingFile, listener_of, parse_syslog
+from openha.agent.paths import instance_paths, namespace_name
+
+SHOW_STAT = """# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,\
+wretr,wredis,status,weight
+fe1,FRONTEND,,,3,5,9980,120,4096,8192,0,0,7,,,,,OPEN,
+be1,m1,0,0,1,2,,60,0,0,,0,,0,0,0,0,UP 1/3,3
+be1,m2,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT (via be1/m1),1
+be1,m3,0,0,0,0,,0,0,0,,0,,0,0,0,0,no check,1
+be1,m4,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN,1
+be1,m5,0,0,0,0,,0,0,0,,0,,0,0,0,0,DRAIN,0
+be1,BACKEND,0,0,1,2,998,60,0,0,0,0,,0,0,0,0,UP,3
+"""
+
+SHOW_PROC = """#<PID>          <type>          <reloads>       <uptime>        <version>
+15080           master          2 [failed: 1]   0d00h00m08s     2.6.12-1+deb12u4
+# workers
+15208           worker          0               0d00h00m04s     2.6.12-1+deb12u4
+15100           worker          1               0d00h00m06s     2.6.12-1+deb12u4
+# programs
+
+"""
+
+BASE = """global
+    stats socket /x/stats.sock mode 600 level admin expose-fd listeners
+defaults
+    mode http
+frontend fe1
+    bind 10.0.0.5:80
+    default_backend be1
+backend be1
+    balance roundrobin
+    server m1 10.0.1.1:80 weight 1 check inter 2s
+    server m2 10.0.1.2:80 weight 1 check inter 2s
+"""
+
+
+def test_parse_show_stat() -> None:
+    s = parse_show_stat(SHOW_STAT)
+    fe = s.listeners["fe1"]
+    assert (fe.bytes_in, fe.bytes_out, fe.active_connections) == (4096, 8192, 3)
+    assert (fe.total_connections, fe.request_errors) == (120, 7)
+    assert s.members == {
+        "m1": "UP",
+        "m2": "MAINT",
+        "m3": "NO_CHECK",
+        "m4": "DOWN",
+        "m5": "DRAIN",
+    }
+    assert s.pools == {"be1": "UP"}
+
+
+def test_normalize_status() -> None:
+    assert normalize_status("UP 2/3") == "UP"
+    assert normalize_status("DOWN (agent)") == "DOWN"
+    assert normalize_status("MAINT(resolution)") == "MAINT"
+    assert normalize_status("") == "UNKNOWN"
+
+
+def test_parse_show_proc() -> None:
+    info = parse_show_proc(SHOW_PROC)
+    assert (info.master_pid, info.reloads, info.failed_reloads) == (15080, 2, 1)
+    assert info.workers == [(15208, 0), (15100, 1)]
+    assert info.current_worker == 15208
+
+
+def test_runtime_changes_for_member_only_edits() -> None:
+    new = BASE.replace("server m1 10.0.1.1:80 weight 1", "server m1 10.0.1.9:8080 weight 5")
+    new = new.replace(
+        "server m2 10.0.1.2:80 weight 1 check inter 2s",
+        "server m2 10.0.1.2:80 weight 1 check inter 2s disabled",
+    )
+    assert runtime_changes(BASE, new) == [
+        "set server be1/m1 addr 10.0.1.9 port 8080",
+        "set server be1/m1 weight 5",
+        "set server be1/m2 state maint",
+    ]
+    assert runtime_changes(new, BASE)[-1] == "set server be1/m2 state ready"
+    assert runtime_changes(BASE, BASE + "\n# comment\n") == []
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda c: c + "    server m3 10.0.1.3:80 weight 1\n",  # a new server
+        lambda c: c.replace("check inter 2s", "check inter 3s", 1),  # a check setting
+        lambda c: c.replace("balance roundrobin", "balance leastconn"),
+        lambda c: c.replace("server m1", "server m9"),  # a rename
+        lambda c: c.replace("bind 10.0.0.5:80", "bind 10.0.0.5:81"),
+        lambda c: c.replace("10.0.1.1:80", "10.0.1.1"),  # no port: cannot express at runtime
+    ],
+)
+def test_runtime_changes_refuses_other_edits(edit) -> None:  # type: ignore[no-untyped-def]
+    assert runtime_changes(BASE, edit(BASE)) is None
+
+
+def test_runtime_answers() -> None:
+    assert runtime_answer_ok("\n")
+    assert runtime_answer_ok("IP changed from '1.1.1.1' to '1.1.1.2' by 'stats socket command'\n")
+    assert not runtime_answer_ok("No such server.\n")
+    assert not runtime_answer_ok(
+        "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'.\n"
+    )
+
+
+def test_summarize_errors() -> None:
+    out = (
+        "[NOTICE]   (1) : haproxy version is 2.6\n"
+        "[ALERT]    (1) : config : parsing [haproxy.cfg:4] : unknown keyword 'bogus' in "
+        "'frontend' section\n"
+        "[ALERT]    (1) : config : Fatal errors found in configuration.\n"
+    )
+    text = summarize_errors(out)
+    assert (
+        text.splitlines()[0]
+        == "parsing [haproxy.cfg:4] : unknown keyword 'bogus' in 'frontend' section"
+    )
+    assert "NOTICE" not in text and "ALERT" not in text
+
+
+def test_parse_syslog_formats() -> None:
+    assert parse_syslog("<134>Nov 26 13:22:00 haproxy[123]: 10.0.0.1:5 [x] fe be/s 0/0") == (
+        134,
+        "10.0.0.1:5 [x] fe be/s 0/0",
+    )
+    assert parse_syslog("<134>Nov  6 13:22:00 host1 haproxy[1]: hello: world")[1] == "hello: world"
+    line = "<134>1 2026-11-26T13:22:00+00:00 host haproxy 123 - - msg here"
+    assert parse_syslog(line) == (134, "msg here")
+    assert parse_syslog("no header at all") == (None, "no header at all")
+
+
+def test_listener_of() -> None:
+    fes = {"abc", "def"}
+    assert listener_of("10.0.0.1:5 [26/Nov/2026:13:22:00.000] def~ be/s 0/0/0", fes) == "def"
+    assert listener_of("Proxy abc started.", fes) == "abc"
+    assert listener_of("nothing", fes) is None
+
+
+def test_rotation_is_bounded(tmp_path: Path) -> None:
+    out = RotatingFile(tmp_path / "haproxy.log", max_bytes=1000, backups=2)
+    for i in range(500):
+        out.write(f"{i:04d}".encode() + b"x" * 45 + b"\n")
+    out.flush()
+    files = out.files()
+    assert [p.name for p in files] == ["haproxy.log.2", "haproxy.log.1", "haproxy.log"]
+    assert sum(p.stat().st_size for p in files) <= 3000
+    assert files[-1].read_bytes().splitlines()[-1].startswith(b"0499")
+    out.close()
+
+
+def test_tail_reads_across_rotations(tmp_path: Path) -> None:
+    collector = LogCollector(max_bytes=400, backups=3)
+    logs = tmp_path / "logs"
+    out = RotatingFile(logs / "haproxy.log", 400, 3)
+    for i in range(20):
+        rec = f'{{"ts":{i},"instance_id":"i","message":"m{i}"}}\n'
+        out.write(rec.encode())
+    out.close()
+    records = collector.tail("i", 12, logs)
+    assert [r.message for r in records] == [f"m{i}" for i in range(8, 20)]
+    assert [r.message for r in collector.read("i", 18, logs)] == ["m18", "m19"]
+
+
+def test_paths() -> None:
+    p = instance_paths("/var/lib/openha", "8c0e5a1e-1111-2222-3333-444455556666")
+    assert p.stats_socket == Path(
+        "/var/lib/openha/instances/8c0e5a1e-1111-2222-3333-444455556666/stats.sock"
+    )
+    p.check()
+    assert namespace_name("8c0e5a1e-1111-2222-3333-444455556666") == "ohi-8c0e5a1e"
+    with pytest.raises(ValueError):
+        instance_paths("/x", "../etc")
+    with pytest.raises(ValueError):
+        instance_paths("/" + "a" * 100, "8c0e5a1e").check()
