@@ -183,17 +183,24 @@ def agent() -> None:
 def purge(
     everything: Annotated[
         bool,
-        typer.Option("--everything", help="Also remove the agent's state directory and logs."),
+        typer.Option(
+            "--everything",
+            help="Also the agent directory and every OpenHA namespace, veth and bridge.",
+        ),
     ] = False,
 ) -> None:
-    """Remove every namespace, HAProxy and keepalived process this host's agent created."""
+    """Remove this agent's namespaces, HAProxy and keepalived processes (and, with
+    --everything, its directory and every OpenHA namespace and link on the host)."""
     try:
         from openha.agent.purge import purge as purge_agent
     except ImportError as exc:
         raise _fail(f"purge is not available in this installation: {exc}") from None
     settings = _settings()
     assert settings.agent_dir is not None
-    purge_agent(settings.agent_dir, everything)
+    removed = purge_agent(settings.agent_dir, everything)
+    err_console.print(
+        f"removed {len(removed)} namespace(s){': ' if removed else ''}" + ", ".join(removed)
+    )
 
 
 @app.command()
