@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha.db import transaction
@@ -129,34 +128,34 @@ def test_create_with_listener_sets_default_pool(alice: Client, subnet_id: str) -
     assert both["listeners"] == [{"id": li2["id"]}]
 
 
-@pytest.mark.parametrize(
-    ("listener_protocol", "pool_protocol", "ok"),
-    [
-        ("HTTP", "HTTP", True),
-        ("HTTP", "PROXY", True),
-        ("HTTP", "TCP", False),
-        ("TCP", "HTTP", True),
-        ("TCP", "PROXYV2", True),
-        ("HTTPS", "TCP", True),
-        ("HTTPS", "HTTP", False),
-        ("UDP", "UDP", True),
-        ("UDP", "TCP", False),
-        ("SCTP", "SCTP", True),
-        ("SCTP", "UDP", False),
-        ("PROMETHEUS", "HTTP", False),
-    ],
-)
-def test_listener_pool_protocol_map(
-    alice: Client, subnet_id: str, listener_protocol: str, pool_protocol: str, ok: bool
-) -> None:
+PROTOCOL_CASES: list[tuple[str, str, bool]] = [
+    ("HTTP", "HTTP", True),
+    ("HTTP", "PROXY", True),
+    ("HTTP", "TCP", False),
+    ("TCP", "HTTP", True),
+    ("TCP", "PROXYV2", True),
+    ("HTTPS", "TCP", True),
+    ("HTTPS", "HTTP", False),
+    ("UDP", "UDP", True),
+    ("UDP", "TCP", False),
+    ("SCTP", "SCTP", True),
+    ("SCTP", "UDP", False),
+    ("PROMETHEUS", "HTTP", False),
+]
+
+
+def test_listener_pool_protocol_map(alice: Client, subnet_id: str) -> None:
     lb = create_lb(alice, subnet_id)
-    li = create_listener(alice, lb["id"], protocol=listener_protocol, protocol_port=8000)
-    resp = _post(
-        alice, {"listener_id": li["id"], "protocol": pool_protocol, "lb_algorithm": "ROUND_ROBIN"}
-    )
-    assert resp.status_code == (201 if ok else 400), resp.text
-    if not ok:
-        assert "is invalid while the listener protocol is" in resp.json()["faultstring"]
+    for port, (listener_protocol, pool_protocol, ok) in enumerate(PROTOCOL_CASES, start=8000):
+        li = create_listener(alice, lb["id"], protocol=listener_protocol, protocol_port=port)
+        resp = _post(
+            alice,
+            {"listener_id": li["id"], "protocol": pool_protocol, "lb_algorithm": "ROUND_ROBIN"},
+        )
+        case = (listener_protocol, pool_protocol, resp.text)
+        assert resp.status_code == (201 if ok else 400), case
+        if not ok:
+            assert "is invalid while the listener protocol is" in resp.json()["faultstring"], case
 
 
 def test_parent_rules(alice: Client, bob: Client, subnet_id: str) -> None:
@@ -190,63 +189,59 @@ def test_parent_rules(alice: Client, bob: Client, subnet_id: str) -> None:
     assert resp.status_code == 404
 
 
-@pytest.mark.parametrize(
-    ("extra", "needle"),
-    [
-        ({"protocol": "FTP"}, "protocol"),
-        ({"lb_algorithm": "RANDOM"}, "lb_algorithm"),
-        ({"session_persistence": {"type": "STICKY"}}, "session_persistence"),
-        ({"session_persistence": {"cookie_name": "x"}}, "session_persistence.type"),
-        ({"session_persistence": {"type": "APP_COOKIE"}}, '"cookie_name" must be specified'),
-        (
-            {"session_persistence": {"type": "HTTP_COOKIE", "cookie_name": "c"}},
-            "can only be specified",
-        ),
-        (
-            {"session_persistence": {"type": "APP_COOKIE", "cookie_name": "a b"}},
-            "cookie_name",
-        ),
-        (
-            {"session_persistence": {"type": "APP_COOKIE", "cookie_name": "a;b\nc"}},
-            "cookie_name",
-        ),
-        (
-            {"session_persistence": {"type": "SOURCE_IP", "persistence_timeout": 10}},
-            "only for UDP and SCTP",
-        ),
-        (
-            {
-                "protocol": "UDP",
-                "session_persistence": {"type": "HTTP_COOKIE"},
-            },
-            "not supported for UDP",
-        ),
-        (
-            {
-                "protocol": "UDP",
-                "session_persistence": {"type": "SOURCE_IP", "persistence_granularity": "x"},
-            },
-            "persistence_granularity",
-        ),
-        ({"crl_container_ref": "crl"}, "CA certificate reference"),
-        ({"tls_enabled": True, "tls_versions": []}, "Empty TLS version list"),
-        ({"tls_enabled": True, "alpn_protocols": []}, "Empty ALPN"),
-        ({"tls_versions": ["SSLv1"]}, "tls_versions"),
-        ({"protocol": "UDP", "tls_enabled": True}, "TLS is not supported"),
-        ({"name": "x" * 256}, "name"),
-        ({"healthmonitor": {}}, "healthmonitor"),
-    ],
-)
-def test_create_validation(
-    alice: Client, subnet_id: str, extra: dict[str, Any], needle: str
-) -> None:
+CREATE_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"protocol": "FTP"}, "protocol"),
+    ({"lb_algorithm": "RANDOM"}, "lb_algorithm"),
+    ({"session_persistence": {"type": "STICKY"}}, "session_persistence"),
+    ({"session_persistence": {"cookie_name": "x"}}, "session_persistence.type"),
+    ({"session_persistence": {"type": "APP_COOKIE"}}, '"cookie_name" must be specified'),
+    (
+        {"session_persistence": {"type": "HTTP_COOKIE", "cookie_name": "c"}},
+        "can only be specified",
+    ),
+    (
+        {"session_persistence": {"type": "APP_COOKIE", "cookie_name": "a b"}},
+        "cookie_name",
+    ),
+    (
+        {"session_persistence": {"type": "APP_COOKIE", "cookie_name": "a;b\nc"}},
+        "cookie_name",
+    ),
+    (
+        {"session_persistence": {"type": "SOURCE_IP", "persistence_timeout": 10}},
+        "only for UDP and SCTP",
+    ),
+    (
+        {
+            "protocol": "UDP",
+            "session_persistence": {"type": "HTTP_COOKIE"},
+        },
+        "not supported for UDP",
+    ),
+    (
+        {
+            "protocol": "UDP",
+            "session_persistence": {"type": "SOURCE_IP", "persistence_granularity": "x"},
+        },
+        "persistence_granularity",
+    ),
+    ({"crl_container_ref": "crl"}, "CA certificate reference"),
+    ({"tls_enabled": True, "tls_versions": []}, "Empty TLS version list"),
+    ({"tls_enabled": True, "alpn_protocols": []}, "Empty ALPN"),
+    ({"tls_versions": ["SSLv1"]}, "tls_versions"),
+    ({"protocol": "UDP", "tls_enabled": True}, "TLS is not supported"),
+    ({"name": "x" * 256}, "name"),
+    ({"healthmonitor": {}}, "healthmonitor"),
+]
+
+
+def test_create_validation(alice: Client, subnet_id: str) -> None:
     lb = create_lb(alice, subnet_id)
-    resp = _post(
-        alice,
-        {"loadbalancer_id": lb["id"], "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", **extra},
-    )
-    assert resp.status_code == 400, resp.text
-    assert needle in resp.json()["faultstring"]
+    base = {"loadbalancer_id": lb["id"], "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"}
+    for extra, needle in CREATE_CASES:
+        resp = _post(alice, {**base, **extra})
+        assert resp.status_code == 400, (extra, resp.text)
+        assert needle in resp.json()["faultstring"], (extra, resp.text)
     assert alice.get("/v2/lbaas/pools").json()["pools"] == []
 
 
