@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
 
 from openha.agent.paths import short_id
 from openha.domain.spec import InstanceSpec, InterfaceSpec
@@ -271,6 +272,14 @@ class NetworkResult:
 
 def apply_network(spec: InstanceSpec) -> NetworkResult:
     """Make the namespace of `spec` look exactly like its interfaces say."""
+    try:
+        return _apply_network(spec)
+    except NetlinkError as exc:
+        # e.g. EOPNOTSUPP for a VLAN on a kernel without 8021q: the caller reports it.
+        raise NetworkError(f"netlink refused a change: {exc}") from exc
+
+
+def _apply_network(spec: InstanceSpec) -> NetworkResult:
     for iface in spec.interfaces:
         _check_ifname(iface.name)
     result = NetworkResult(created_namespace=ensure_namespace(spec.namespace))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pyroute2.netlink.exceptions import NetlinkError
 
 from openha.agent import state
 from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write, pid_alive
@@ -35,6 +36,7 @@ from openha.agent.netns import (
     delete_network,
     namespace_exists,
     namespace_pids,
+    remove_unused_bridges,
     vip_present,
 )
 from openha.agent.paths import NAMESPACE_PREFIX, InstancePaths, instance_paths, namespace_name
@@ -227,6 +229,12 @@ class AgentService:
                 return self._fail(inst, error)
             self._write_files(inst, spec)
             apply_network(spec)
+            if inst.spec is not None:
+                # Legs the new spec dropped may leave a managed bridge with nothing on it.
+                kept = {iface.bridge for iface in spec.interfaces}
+                remove_unused_bridges(
+                    [i.bridge for i in inst.spec.interfaces if i.bridge not in kept]
+                )
             self._register_logs(inst, spec)
             result = inst.haproxy.apply(spec.haproxy_config, validated=True)
             if result.error:
@@ -241,7 +249,14 @@ class AgentService:
                 spec.generation,
                 result.action,
             )
-        except (NetworkError, HAProxyError, KeepalivedError, OSError, ValueError) as exc:
+        except (
+            NetworkError,
+            NetlinkError,
+            HAProxyError,
+            KeepalivedError,
+            OSError,
+            ValueError,
+        ) as exc:
             log.warning("instance %s: apply failed: %s", inst.instance_id, exc)
             return self._fail(inst, f"{type(exc).__name__}: {exc}")
         inst.spec = spec
