@@ -1178,3 +1178,17 @@ def test_real_haproxy_serves_the_rendered_config(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_wildcard_host_name_matches_subdomains(paths: HAProxyPaths, workdir: Path) -> None:
+    r = rule("HOST_NAME", "EQUAL_TO", value="*.example.com")
+    spec = http_lb(l7policies=(policy(rules=(r,)),))
+    cfg = render_valid(spec, paths, workdir)
+    assert f"acl {r.id} req.hdr(host),field(1,:) -i -m end '.example.com'" in cfg
+
+
+def test_double_quoted_header_value_is_unwrapped(paths: HAProxyPaths, workdir: Path) -> None:
+    r = rule("HEADER", "EQUAL_TO", key="X-Tier", value='"gold plus"')
+    spec = http_lb(l7policies=(policy(rules=(r,)),))
+    cfg = render_valid(spec, paths, workdir)
+    assert f"acl {r.id} req.hdr('X-Tier') -m str 'gold plus'" in cfg

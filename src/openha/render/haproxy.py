@@ -438,6 +438,14 @@ def _acl(rule: L7RuleSpec) -> Acl:
         _checked(grammar.check_regex, rule.value, f"l7rule {rule.id} regex")
     if rtype == "HOST_NAME":
         # Compare the host without its port, case-insensitively, as Octavia does.
+        if ctype == "EQUAL_TO" and rule.value.startswith("*."):
+            # A wildcard names every subdomain: match on the suffix, dot included.
+            return Acl(
+                name,
+                "req.hdr(host),field(1,:)",
+                flags=f"-i {_MATCH['ENDS_WITH']}",
+                value=rule.value[1:],
+            )
         return Acl(name, "req.hdr(host),field(1,:)", flags=f"-i {match}", value=rule.value)
     if rtype == "PATH":
         return Acl(name, "path", flags=match, value=rule.value)
@@ -454,7 +462,11 @@ def _acl(rule: L7RuleSpec) -> Acl:
             raise RenderError(f"l7rule {rule.id}: {rtype} rules need a key")
         _checked(grammar.check_token, rule.key, f"l7rule {rule.id} key")
         fetch = "req.hdr" if rtype == "HEADER" else "req.cook"
-        return Acl(name, fetch, key=rule.key, flags=match, value=rule.value)
+        value = rule.value
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            # Octavia lets a value with spaces be written "like this": the quotes are syntax.
+            value = value[1:-1]
+        return Acl(name, fetch, key=rule.key, flags=match, value=value)
     # SSL_* rules only match with TLS termination; on plain listeners they never match.
     if rtype == "SSL_CONN_HAS_CERT":
         return Acl(name, "ssl_c_used")
