@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.e2e.conftest import BIN, _free_port
 
 from openha import clouds
+from tests.e2e.conftest import BIN, _free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -12,6 +12,7 @@ import ipaddress
 import json
 
 import pytest
+
 from tests.e2e.conftest import SUBNET_CIDR, SUBNET_NAME, OpenHA
 
 pytestmark = pytest.mark.e2e

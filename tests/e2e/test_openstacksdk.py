@@ -7,6 +7,7 @@ from typing import Any
 
 import openstack
 import pytest
+
 from tests.e2e.conftest import SUBNET_NAME, OpenHA
 
 pytestmark = pytest.mark.e2e
