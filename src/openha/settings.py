@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     controller_interval: float = 0.5
     controller_lease_seconds: float = 30.0
     retry_backoff_max: float = 60.0
-    default_provider: str = "noop"
+    default_provider: str = "haproxy"
 
     # Quota defaults, -1 means unlimited (Octavia's semantics).
     quota_load_balancer: int = -1

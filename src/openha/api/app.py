@@ -31,13 +31,13 @@ VERSIONED_MODULES = (
     "openha.api.tenant.flavors",
     "openha.api.tenant.availabilityzones",
     "openha.api.networks",
+    "openha.api.manage.amphorae",
 )
 # Served under /v2 only: operator and agent-facing routes.
 MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.agents",
     "openha.api.manage.hosts",
     "openha.api.manage.events",
-    "openha.api.manage.amphorae",
 )
 
 

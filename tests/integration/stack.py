@@ -1,0 +1,291 @@
+"""A whole OpenHA on one machine for integration tests: API, controller, real agents.
+
+The API (uvicorn) and the controller run in threads of the test process; each
+agent is a real `openha agent` process with its own state directory and host
+identity, all attached to one lab bridge, so a test can kill a "host" (agent,
+HAProxy, keepalived and its links, all at once) and watch the system recover.
+Everything is removed on close, even after a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from pyroute2 import IPRoute
+from sqlalchemy import select
+
+from openha import hosts
+from openha.agent.purge import purge
+from openha.api.app import create_app
+from openha.api.context import create_token
+from openha.controller.reconciler import Reconciler
+from openha.db import make_engine, make_session_factory, transaction, upgrade
+from openha.lab import Lab
+from openha.models import Host
+from openha.settings import Settings
+
+PROJECT = "3333333333333333333333333333333a"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        time.sleep(interval)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Agent:
+    """One host: an `openha agent` process and the data planes it started."""
+
+    def __init__(self, stack: Stack, name: str, zone: str = "") -> None:
+        self.stack, self.name, self.zone = stack, name, zone
+        self.dir = stack.root / name
+        self.port = free_port()
+        with transaction(stack.sessions) as s:
+            self.credential = hosts.enroll(s, name, zone)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = open(stack.root / f"{name}.log", "ab")  # noqa: SIM115 - closed in close()
+
+    def start(self) -> Agent:
+        env = {
+            **os.environ,
+            "OPENHA_STATE_DIR": str(self.dir),
+            "OPENHA_AGENT_DIR": str(self.dir),
+            "OPENHA_AGENT_BIND": f"127.0.0.1:{self.port}",
+            "OPENHA_AGENT_API_URL": self.stack.url,
+            "OPENHA_AGENT_TOKEN": self.credential,
+            "OPENHA_HOST_NAME": self.name,
+            "OPENHA_AVAILABILITY_ZONE": self.zone,
+            "OPENHA_HEARTBEAT_INTERVAL": "0.5",
+        }
+        openha = Path(sys.executable).parent / "openha"
+        self.proc = subprocess.Popen(
+            [str(openha), "agent"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(lambda: self.host_status() == "UP", 30, what=f"agent {self.name} up")
+        return self
+
+    def host_status(self) -> str | None:
+        with transaction(self.stack.sessions) as s:
+            host = s.scalar(select(Host).where(Host.name == self.name))
+            return host.status if host else None
+
+    @property
+    def host_id(self) -> str:
+        with transaction(self.stack.sessions) as s:
+            host = s.scalar(select(Host).where(Host.name == self.name))
+            assert host is not None
+            return host.id
+
+    def stop(self) -> None:
+        """Stop the agent gracefully: its data planes keep running, as in production."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def instance_dirs(self) -> list[Path]:
+        return (
+            sorted((self.dir / "instances").glob("*")) if (self.dir / "instances").exists() else []
+        )
+
+    def data_plane_pids(self) -> list[int]:
+        pids = []
+        for d in self.instance_dirs():
+            for name in ("haproxy.pid", "keepalived.pid", "vrrp.pid"):
+                with contextlib.suppress(OSError, ValueError):
+                    pids.append(int((d / name).read_text().split()[0]))
+        return [p for p in pids if _pid_alive(p)]
+
+    def links(self) -> list[str]:
+        short = {d.name.replace("-", "")[:8] for d in self.instance_dirs()}
+        with IPRoute() as ipr:
+            names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+        return [n for n in names if n.startswith("ohv") and n[3:11] in short]
+
+    def kill_host(self) -> None:
+        """The machine dies: agent, HAProxy and keepalived stop at once, its links go dark."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+        for pid in self.data_plane_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with IPRoute() as ipr:
+            for name in self.links():
+                with contextlib.suppress(Exception):
+                    ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="down")
+
+    def revive(self) -> Agent:
+        """The machine boots again: links up, agent started (it finds its old state)."""
+        with IPRoute() as ipr:
+            for name in self.links():
+                with contextlib.suppress(Exception):
+                    ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        return self.start()
+
+    def close(self) -> None:
+        self.stop()
+        purge(self.dir)
+        self.log.close()
+
+
+class Stack:
+    def __init__(self, lab: Lab, *, host_down_after: float = 3.0) -> None:
+        self.lab = lab
+        # Short and under /tmp: unix socket paths must stay under 108 bytes.
+        self.root = Path(tempfile.mkdtemp(prefix="ohs-", dir="/tmp"))
+        self.settings = Settings(
+            state_dir=self.root / "api",
+            database_url=f"sqlite:///{self.root / 'openha.db'}",
+            default_provider="haproxy",
+            controller_interval=0.1,
+            host_down_after=host_down_after,
+            heartbeat_interval=0.5,
+        )
+        upgrade(self.settings.database_url)
+        self.sessions = make_session_factory(make_engine(self.settings.database_url))
+        self.agents: list[Agent] = []
+        self._threads: list[threading.Thread] = []
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.app = create_app(self.settings, self.sessions)
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        self._spawn(self.server.run)
+        wait_for(lambda: self.server.started, 15, what="API started")
+        self.stop_controller = threading.Event()
+        self.reconciler = Reconciler(self.settings, self.sessions, self.app.state.providers)
+        self._spawn(self.reconciler.run, self.stop_controller)
+        with transaction(self.sessions) as s:
+            admin_token = create_token(s, "admin", ["admin"])
+            token = create_token(s, PROJECT, ["member"])
+        self.admin = httpx.Client(
+            base_url=self.url, headers={"X-Auth-Token": admin_token}, timeout=30
+        )
+        self.tenant = httpx.Client(base_url=self.url, headers={"X-Auth-Token": token}, timeout=30)
+        self.subnet_id = self._network()
+
+    def _spawn(self, target: Callable[..., Any], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _network(self) -> str:
+        net = self.admin.post(
+            "/v2.0/networks",
+            json={
+                "network": {
+                    "name": f"{self.lab.prefix}-net",
+                    "shared": True,
+                    "provider:network_type": "flat",
+                    "provider:physical_network": self.lab.bridge,
+                    "openha:bridge_managed": False,
+                }
+            },
+        )
+        assert net.status_code == 201, net.text
+        hosts_ = list(self.lab.network.hosts())
+        sub = self.admin.post(
+            "/v2.0/subnets",
+            json={
+                "subnet": {
+                    "network_id": net.json()["network"]["id"],
+                    "cidr": str(self.lab.network),
+                    "ip_version": 4,
+                    "gateway_ip": self.lab.host_ip,
+                    # The lab hands out the low addresses to backends and clients.
+                    "allocation_pools": [{"start": str(hosts_[100]), "end": str(hosts_[200])}],
+                }
+            },
+        )
+        assert sub.status_code == 201, sub.text
+        return str(sub.json()["subnet"]["id"])
+
+    def add_agent(self, name: str | None = None, zone: str = "") -> Agent:
+        agent = Agent(self, name or f"{self.lab.prefix}h{len(self.agents)}", zone)
+        self.agents.append(agent)
+        return agent.start()
+
+    # --- tenant helpers --------------------------------------------------------------
+
+    def create(self, path: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
+        resp = self.tenant.post(f"/v2/lbaas/{path}", json={key: body})
+        assert resp.status_code == 201, resp.text
+        return dict(resp.json()[key])
+
+    def lb(self, lb_id: str) -> dict[str, Any]:
+        return dict(self.tenant.get(f"/v2/lbaas/loadbalancers/{lb_id}").json()["loadbalancer"])
+
+    def wait_active(self, lb_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        def active() -> dict[str, Any] | None:
+            lb = self.lb(lb_id)
+            return lb if lb["provisioning_status"] == "ACTIVE" else None
+
+        return dict(wait_for(active, timeout, what=f"LB {lb_id} ACTIVE"))
+
+    def wait_operating(self, lb_id: str, status: str, timeout: float = 30.0) -> None:
+        wait_for(
+            lambda: self.lb(lb_id)["operating_status"] == status,
+            timeout,
+            what=f"LB {lb_id} {status}",
+        )
+
+    def close(self) -> None:
+        for agent in self.agents:
+            with contextlib.suppress(Exception):
+                agent.close()
+        self.stop_controller.set()
+        self.server.should_exit = True
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.admin.close()
+        self.tenant.close()
+        shutil.rmtree(self.root, ignore_errors=True)
