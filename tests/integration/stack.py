@@ -25,10 +25,11 @@ from typing import Any
 
 import httpx
 import uvicorn
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, netns
 from sqlalchemy import select
 
 from openha import hosts
+from openha.agent.paths import namespace_name
 from openha.agent.purge import purge
 from openha.api.app import create_app
 from openha.api.context import create_token
@@ -163,11 +164,14 @@ class Agent:
                     ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="down")
 
     def revive(self) -> Agent:
-        """The machine boots again: links up, agent started (it finds its old state)."""
-        with IPRoute() as ipr:
-            for name in self.links():
-                with contextlib.suppress(Exception):
-                    ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        """The machine boots again: kernel state (namespaces, links) is gone, the disk is not.
+
+        The agent starts with its old state directory and must not bring back what
+        the controller rebuilt elsewhere meanwhile.
+        """
+        for d in self.instance_dirs():
+            with contextlib.suppress(Exception):
+                netns.remove(namespace_name(d.name))
         return self.start()
 
     def close(self) -> None:

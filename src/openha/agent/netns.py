@@ -279,6 +279,15 @@ def apply_network(spec: InstanceSpec) -> NetworkResult:
         raise NetworkError(f"netlink refused a change: {exc}") from exc
 
 
+def _allow_nonlocal_bind() -> None:
+    # /proc/sys/net resolves against the calling thread's namespace.
+    for path in ("/proc/sys/net/ipv4/ip_nonlocal_bind", "/proc/sys/net/ipv6/ip_nonlocal_bind"):
+        with open(path, "r+") as fh:
+            if fh.read().strip() != "1":
+                fh.seek(0)
+                fh.write("1")
+
+
 def _apply_network(spec: InstanceSpec) -> NetworkResult:
     for iface in spec.interfaces:
         _check_ifname(iface.name)
@@ -286,6 +295,9 @@ def _apply_network(spec: InstanceSpec) -> NetworkResult:
     wanted_inside = {iface.name for iface in spec.interfaces}
     wanted_host = {host_veth_name(spec.namespace, i) for i in range(len(spec.interfaces))}
     vip_ip = _addr_key(_vip_cidr(spec.vip_address))[0]
+    if spec.vip_managed_by_keepalived:
+        # The BACKUP's HAProxy must bind the VIP it does not hold yet (as amphorae do).
+        run_in_namespace(spec.namespace, _allow_nonlocal_bind)
     with IPRoute() as ipr, ns_iproute(spec.namespace) as nsr:
         lo = nsr.link_lookup(ifname="lo")[0]
         if nsr.get_links(lo)[0].get("state") != "up":

@@ -77,6 +77,9 @@ class _Instance:
     added_at: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
     deleted: bool = False
+    # Found on disk without its namespace (the host rebooted): rebuilt only once the
+    # controller says it still wants it, or a pair could have two VIP holders.
+    held: bool = False
 
 
 def _safe_file_name(name: str) -> bool:
@@ -139,6 +142,16 @@ class AgentService:
                 inst.desired_generation = saved.desired_generation
                 inst.last_error = saved.last_error
             self._register_logs(inst, spec)
+            if not namespace_exists(spec.namespace):
+                # While this host was gone the controller may have rebuilt the instance
+                # elsewhere: wait for the heartbeat answer before bringing it back.
+                inst.held = True
+                log.warning(
+                    "instance %s: data plane lost (reboot?); waiting for the "
+                    "controller before rebuilding it",
+                    instance_id,
+                )
+                return
             # Idempotent: on a healthy instance this changes nothing on the wire.
             apply_network(spec)
             pid = inst.haproxy.master_pid()
@@ -217,17 +230,21 @@ class AgentService:
                 raise ValueError("an instance cannot change namespace; delete it first")
         inst.namespace = spec.namespace
         inst.desired_generation = spec.generation
+        inst.held = False  # the controller pushed it: it is wanted
         try:
             inst.paths.check()
             inst.paths.instance_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             inst.paths.state_dir.mkdir(exist_ok=True)
-            # Validate before touching anything, so a bad spec leaves the instance as it was.
+            # The spec's files (check scripts, later certificates) are referenced by the
+            # configs, so they must exist for validation; nothing running reads them yet.
+            self._write_files(inst, spec)
+            # Validate before touching anything else, so a bad spec leaves the running
+            # instance as it was.
             error = inst.haproxy.validate(spec.haproxy_config)
             if error is None and spec.keepalived_config:
                 error = inst.keepalived.validate(spec.keepalived_config)
             if error is not None:
                 return self._fail(inst, error)
-            self._write_files(inst, spec)
             apply_network(spec)
             if inst.spec is not None:
                 # Legs the new spec dropped may leave a managed bridge with nothing on it.
@@ -397,7 +414,7 @@ class AgentService:
             if inst.spec is None or not inst.lock.acquire(blocking=False):
                 continue  # an apply in progress is the better judge
             try:
-                if inst.deleted or inst.spec is None:
+                if inst.deleted or inst.spec is None or inst.held:
                     continue
                 if not namespace_exists(inst.namespace):
                     log.warning("instance %s: namespace vanished, re-plumbing", inst.instance_id)
@@ -505,6 +522,11 @@ class AgentService:
         if answer.wanted_instance_ids is None:
             return []
         wanted = set(answer.wanted_instance_ids)
+        with self._lock:
+            for inst in self._instances.values():
+                if inst.held and inst.instance_id in wanted:
+                    log.info("instance %s: still wanted, rebuilding it", inst.instance_id)
+                    inst.held = False  # the supervision loop brings it back
         with self._lock:
             orphans = [
                 i.instance_id

@@ -25,7 +25,7 @@ from openha.api.context import get_session
 from openha.api.errors import Forbidden, Unauthorized
 from openha.controller import events
 from openha.controller.hostmonitor import HOST_UP
-from openha.models import Host, Instance, utcnow
+from openha.models import Host, Instance, utcnow_precise
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 
@@ -47,7 +47,7 @@ def _mark_alive(session: Session, host: Host) -> None:
             session, "host.up", f"Host {host.name} is up (was {host.status})", host_id=host.id
         )
     host.status = HOST_UP
-    host.last_heartbeat_at = utcnow()
+    host.last_heartbeat_at = utcnow_precise()
 
 
 @router.post("/register")

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha.controller import events
 from openha.db import transaction
-from openha.models import Host, utcnow
+from openha.models import Host, utcnow_precise
 from openha.settings import Settings
 
 HOST_UP = "UP"
@@ -18,7 +18,7 @@ HOST_DOWN = "DOWN"
 
 def mark_silent_hosts_down(settings: Settings, sessions: sessionmaker[Session]) -> list[str]:
     """Declare DOWN every UP host whose last heartbeat is too old; return their ids."""
-    cutoff = utcnow() - timedelta(seconds=settings.host_down_after)
+    cutoff = utcnow_precise() - timedelta(seconds=settings.host_down_after)
     with transaction(sessions) as s:
         silent = list(
             s.scalars(
@@ -46,16 +46,24 @@ def failover_pause_reason(settings: Settings, session: Session) -> str | None:
     together, the likelier story is a partition or a control-plane fault, not
     that many machines died: rebuilding everything at once (Octavia's failover
     storm) would make it worse, so the controller waits for an operator.
+    Hosts already silent for half the down threshold count as down: the hosts of
+    one outage miss their deadlines a heartbeat apart, and the first one must
+    not be failed over before the others are noticed.
     """
-    statuses = list(
-        session.scalars(select(Host.status).where(Host.status.in_((HOST_UP, HOST_DOWN))))
+    suspect_after = utcnow_precise() - timedelta(seconds=settings.host_down_after / 2)
+    hosts = list(
+        session.execute(
+            select(Host.status, Host.last_heartbeat_at).where(Host.status.in_((HOST_UP, HOST_DOWN)))
+        )
     )
-    down = statuses.count(HOST_DOWN)
-    if len(statuses) < 2 or down == 0:
+    down = sum(
+        1 for status, beat in hosts if status == HOST_DOWN or beat is None or beat < suspect_after
+    )
+    if len(hosts) < 2 or down == 0:
         return None
-    if down / len(statuses) > settings.failover_max_down_fraction:
+    if down / len(hosts) > settings.failover_max_down_fraction:
         return (
-            f"automatic failover paused: {down} of {len(statuses)} hosts are down "
+            f"automatic failover paused: {down} of {len(hosts)} hosts are down "
             f"(more than {settings.failover_max_down_fraction:.0%})"
         )
     return None

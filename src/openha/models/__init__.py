@@ -40,6 +40,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
+def utcnow_precise() -> datetime:
+    """Naive UTC with microseconds: for liveness, where a second of rounding matters."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 class TagList(TypeDecorator[list[str]]):
     """Tags stored as ",a,b," so that tag filters are a portable LIKE (tags hold no commas)."""
 

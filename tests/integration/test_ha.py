@@ -1,0 +1,282 @@
+"""ACTIVE_STANDBY pairs: VRRP failover, rebuild elsewhere, no flap back, circuit breaker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stack import Agent, Stack, wait_for
+
+from openha.lab import BackendServer, ClientNamespace, Lab
+
+pytestmark = pytest.mark.integration
+
+
+class ClientLoop:
+    """Requests through the VIP back to back; records every failure and the longest gap."""
+
+    def __init__(self, client: ClientNamespace, url: str) -> None:
+        self.client, self.url = client, url
+        self.ok = 0
+        self.failed = 0
+        self.longest_gap = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        last_ok = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                good = self.client.request(self.url, timeout=0.5).status == 200
+            except OSError:
+                good = False
+            now = time.monotonic()
+            if good:
+                self.ok += 1
+                self.longest_gap = max(self.longest_gap, now - last_ok)
+                last_ok = now
+            else:
+                self.failed += 1
+                time.sleep(0.02)
+
+    def __enter__(self) -> ClientLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def stack(lab: Lab) -> Iterator[Stack]:
+    stack = Stack(lab, host_down_after=2.0)
+    try:
+        for _ in range(3):
+            stack.add_agent()
+        yield stack
+    finally:
+        stack.close()
+
+
+def ha_flavor(stack: Stack) -> str:
+    profile = stack.admin.post(
+        "/v2/lbaas/flavorprofiles",
+        json={
+            "flavorprofile": {
+                "name": "pair",
+                "provider_name": "haproxy",
+                "flavor_data": '{"loadbalancer_topology": "ACTIVE_STANDBY"}',
+            }
+        },
+    )
+    assert profile.status_code == 201, profile.text
+    flavor = stack.admin.post(
+        "/v2/lbaas/flavors",
+        json={"flavor": {"name": "ha", "flavor_profile_id": profile.json()["flavorprofile"]["id"]}},
+    )
+    assert flavor.status_code == 201, flavor.text
+    return str(flavor.json()["flavor"]["id"])
+
+
+def ha_lb(stack: Stack, backends: list[BackendServer]) -> dict[str, Any]:
+    body = {
+        "vip_subnet_id": stack.subnet_id,
+        "flavor_id": ha_flavor(stack),
+        "name": "pair",
+        "listeners": [
+            {
+                "protocol": "HTTP",
+                "protocol_port": 80,
+                "default_pool": {
+                    "name": "web",
+                    "protocol": "HTTP",
+                    "lb_algorithm": "ROUND_ROBIN",
+                    "members": [{"address": b.ip, "protocol_port": b.port} for b in backends],
+                    "healthmonitor": {
+                        "type": "HTTP",
+                        "delay": 1,
+                        "timeout": 1,
+                        "max_retries": 1,
+                        "max_retries_down": 1,
+                    },
+                },
+            }
+        ],
+    }
+    lb = stack.create("loadbalancers", "loadbalancer", body)
+    stack.wait_active(lb["id"], timeout=60)
+    return lb
+
+
+def instances(stack: Stack, lb_id: str) -> list[dict[str, Any]]:
+    resp = stack.admin.get("/v2/manage/instances", params={"load_balancer_id": lb_id})
+    return list(resp.json()["instances"])
+
+
+def agent_of(stack: Stack, host_id: str) -> Agent:
+    return next(a for a in stack.agents if a.host_id == host_id)
+
+
+def healthy_pair(stack: Stack, lb_id: str) -> list[dict[str, Any]] | None:
+    """Both instances running, one MASTER and one BACKUP, on two different UP hosts."""
+    insts = instances(stack, lb_id)
+    states = sorted(i["vrrp_state"] or "" for i in insts)
+    if (
+        len(insts) == 2
+        and all(i["haproxy_running"] for i in insts)
+        and states == ["BACKUP", "MASTER"]
+        and insts[0]["host_id"] != insts[1]["host_id"]
+    ):
+        return insts
+    return None
+
+
+def master(stack: Stack, lb_id: str) -> dict[str, Any]:
+    pair = wait_for(lambda: healthy_pair(stack, lb_id), 30, what="a healthy pair")
+    return next(i for i in pair if i["vrrp_state"] == "MASTER")
+
+
+def test_pair_survives_master_host_loss_and_does_not_flap_back(
+    stack: Stack, lab: Lab, backends: list[BackendServer]
+) -> None:
+    lb = ha_lb(stack, backends)
+    client = ClientNamespace(lab)
+    url = f"http://{lb['vip_address']}/"
+    wait_for(lambda: client.request(url, timeout=2).status == 200, 20, what="VIP answers")
+    first_master = master(stack, lb["id"])
+    survivor = next(i for i in instances(stack, lb["id"]) if i["id"] != first_master["id"])
+    dead = agent_of(stack, first_master["host_id"])
+    spare = next(
+        a for a in stack.agents if a.host_id not in (first_master["host_id"], survivor["host_id"])
+    )
+
+    with ClientLoop(client, url) as loop:
+        time.sleep(1)
+        killed_at = time.monotonic()
+        dead.kill_host()
+
+        # The survivor's keepalived takes the VIP; the controller rebuilds on the spare.
+        def rebuilt() -> list[dict[str, Any]] | None:
+            pair = healthy_pair(stack, lb["id"])
+            return pair if pair and dead.host_id not in {i["host_id"] for i in pair} else None
+
+        pair = wait_for(rebuilt, 40, what="pair whole again without the dead host")
+        whole_after = time.monotonic() - killed_at
+        time.sleep(1)
+    assert loop.ok > 50
+    assert loop.longest_gap < 3.0, f"clients saw a {loop.longest_gap:.2f}s gap"
+    assert {i["host_id"] for i in pair} == {survivor["host_id"], spare.host_id}
+    assert next(i for i in pair if i["id"] == survivor["id"])["vrrp_state"] == "MASTER"
+    assert whole_after < 30
+    events = stack.admin.get("/v2/manage/events", params={"kind": "host.down"}).json()["events"]
+    assert [e["host_id"] for e in events] == [dead.host_id]
+
+    # The old master boots again: it must not take the VIP back, and drops its stale instance.
+    with ClientLoop(client, url) as loop:
+        dead.revive()
+        wait_for(
+            lambda: dead.instance_dirs() == [] and dead.data_plane_pids() == [],
+            20,
+            what="stale instance removed from the returning host",
+        )
+        time.sleep(2)
+    assert loop.failed == 0, f"{loop.failed} requests failed while the old master returned"
+    assert master(stack, lb["id"])["id"] == survivor["id"]
+
+
+def test_killing_master_haproxy_moves_the_vip(
+    stack: Stack, lab: Lab, backends: list[BackendServer]
+) -> None:
+    lb = ha_lb(stack, backends)
+    client = ClientNamespace(lab)
+    url = f"http://{lb['vip_address']}/"
+    wait_for(lambda: client.request(url, timeout=2).status == 200, 20, what="VIP answers")
+    before = master(stack, lb["id"])
+    agent = agent_of(stack, before["host_id"])
+    # Stop the agent first so it cannot restart HAProxy before keepalived notices.
+    agent.stop()
+    inst_dir = agent.dir / "instances" / before["id"]
+    pid = int((inst_dir / "haproxy.pid").read_text().split()[0])
+    with ClientLoop(client, url) as loop:
+        time.sleep(0.5)
+        for victim in (pid, *_children(pid)):
+            os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: _vip_holder(stack, lb["id"], before["id"]), 15, what="VIP moved")
+        time.sleep(1)
+    assert loop.longest_gap < 3.0
+    agent.start()
+    wait_for(lambda: healthy_pair(stack, lb["id"]), 30, what="pair healthy again")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _vip_holder(stack: Stack, lb_id: str, old_master: str) -> bool:
+    insts = instances(stack, lb_id)
+    return any(i["id"] != old_master and i["vrrp_state"] == "MASTER" for i in insts)
+
+
+def test_circuit_breaker_holds_when_most_hosts_vanish(
+    stack: Stack, lab: Lab, backends: list[BackendServer]
+) -> None:
+    lb = stack.create(
+        "loadbalancers",
+        "loadbalancer",
+        {
+            "vip_subnet_id": stack.subnet_id,
+            "listeners": [
+                {
+                    "protocol": "HTTP",
+                    "protocol_port": 80,
+                    "default_pool": {
+                        "name": "web",
+                        "protocol": "HTTP",
+                        "lb_algorithm": "ROUND_ROBIN",
+                        "members": [{"address": backends[0].ip, "protocol_port": backends[0].port}],
+                    },
+                }
+            ],
+        },
+    )
+    stack.wait_active(lb["id"])
+    (single,) = instances(stack, lb["id"])
+    home = agent_of(stack, single["host_id"])
+    other = next(a for a in stack.agents if a is not home)
+    home.kill_host()
+    other.kill_host()
+    wait_for(
+        lambda: stack.admin.get("/v2/manage/events", params={"kind": "failover.paused"}).json()[
+            "events"
+        ],
+        20,
+        what="failover paused event",
+    )
+    time.sleep(3)
+    # Nothing was moved to the last host: the instance still belongs to its dead host.
+    assert [i["host_id"] for i in instances(stack, lb["id"])] == [home.host_id]
+    other.revive()
+    # Now one host of three is down: failover resumes and the LB moves.
+    wait_for(
+        lambda: [i["host_id"] for i in instances(stack, lb["id"])] != [home.host_id],
+        30,
+        what="instance rebuilt after the breaker closed",
+    )
+    assert stack.admin.get("/v2/manage/events", params={"kind": "failover.resumed"}).json()[
+        "events"
+    ]
