@@ -280,3 +280,51 @@ def test_circuit_breaker_holds_when_most_hosts_vanish(
     assert stack.admin.get("/v2/manage/events", params={"kind": "failover.resumed"}).json()[
         "events"
     ]
+
+
+def test_planned_failover_moves_the_vip_first(
+    stack: Stack, lab: Lab, backends: list[BackendServer]
+) -> None:
+    lb = ha_lb(stack, backends)
+    client = ClientNamespace(lab)
+    url = f"http://{lb['vip_address']}/"
+    wait_for(lambda: client.request(url, timeout=2).status == 200, 20, what="VIP answers")
+    before = master(stack, lb["id"])
+    with ClientLoop(client, url) as loop:
+        time.sleep(0.5)
+        resp = stack.admin.put(f"/v2/lbaas/loadbalancers/{lb['id']}/failover")
+        assert resp.status_code == 202
+
+        def replaced() -> list[dict[str, Any]] | None:
+            pair = healthy_pair(stack, lb["id"])
+            return pair if pair and before["id"] not in {i["id"] for i in pair} else None
+
+        wait_for(replaced, 40, what="old master replaced by a new instance")
+        time.sleep(1)
+    assert loop.longest_gap < 1.5, f"planned failover gap {loop.longest_gap:.2f}s"
+    stack.wait_active(lb["id"])
+
+
+def test_pair_waits_for_a_second_host(lab: Lab, backends: list[BackendServer]) -> None:
+    stack = Stack(lab)
+    try:
+        stack.add_agent()
+        lb = stack.create(
+            "loadbalancers",
+            "loadbalancer",
+            {"vip_subnet_id": stack.subnet_id, "flavor_id": ha_flavor(stack)},
+        )
+        wait_for(
+            lambda: stack.lb(lb["id"])["provisioning_status"] == "ERROR",
+            20,
+            what="LB in ERROR without a second host",
+        )
+        events = stack.admin.get(
+            "/v2/manage/events", params={"kind": "loadbalancer.apply_failed"}
+        ).json()["events"]
+        assert any("another healthy host" in e["message"] for e in events)
+        stack.add_agent()
+        stack.wait_active(lb["id"], timeout=90)
+        assert wait_for(lambda: healthy_pair(stack, lb["id"]), 30, what="pair healthy")
+    finally:
+        stack.close()
