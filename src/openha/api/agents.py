@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from openha import hosts
@@ -25,7 +25,8 @@ from openha.api.context import get_session
 from openha.api.errors import Forbidden, Unauthorized
 from openha.controller import events
 from openha.controller.hostmonitor import HOST_UP
-from openha.models import Host, Instance, utcnow_precise
+from openha.domain import constants as c
+from openha.models import Host, Instance, LoadBalancer, utcnow_precise
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 
@@ -45,6 +46,13 @@ def _mark_alive(session: Session, host: Host) -> None:
     if host.status != HOST_UP:
         events.emit(
             session, "host.up", f"Host {host.name} is up (was {host.status})", host_id=host.id
+        )
+        # LBs waiting for capacity should not sit out their backoff: retry them now.
+        session.execute(
+            update(LoadBalancer)
+            .where(LoadBalancer.provisioning_status == c.ERROR)
+            .values(next_attempt_at=None)
+            .execution_options(synchronize_session=False)
         )
     host.status = HOST_UP
     host.last_heartbeat_at = utcnow_precise()
