@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +34,18 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database file migrated once; each test starts from a copy (migrating is slow)."""
+    path = tmp_path_factory.mktemp("template") / "openha.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def session_factory(settings: Settings) -> sessionmaker[Session]:
-    upgrade(settings.database_url)
+def session_factory(settings: Settings, migrated_template: Path) -> sessionmaker[Session]:
+    target = Path(settings.database_url.removeprefix("sqlite:///"))
+    shutil.copyfile(migrated_template, target)
     return make_session_factory(make_engine(settings.database_url))
 
 
