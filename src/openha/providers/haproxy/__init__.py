@@ -27,7 +27,7 @@ from openha.db import transaction
 from openha.domain import constants as c
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.domain.status import derive
-from openha.models import Host, Instance, LoadBalancer, Subnet, VrrpRouterId
+from openha.models import Host, Instance, LoadBalancer, Port, Subnet, VrrpRouterId
 from openha.providers.base import (
     ApplyResult,
     Capability,
@@ -69,6 +69,8 @@ class Placement:
     applied_generation: int
     vrid: int = 0
     vrrp_secret: str = ""
+    # (subnet id, instance address) on each member subnet other than the VIP's.
+    member_legs: tuple[tuple[str, str], ...] = ()
 
 
 def haproxy_paths(paths: InstancePaths) -> HAProxyPaths:
@@ -244,6 +246,7 @@ class HAProxyProvider(Provider):
             for role in roles:
                 inst = instances[role]
                 host = hosts[inst.host_id or ""]
+                legs = self._member_legs(s, lb, inst, spec)
                 out.append(
                     Placement(
                         instance_id=inst.id,
@@ -256,9 +259,41 @@ class HAProxyProvider(Provider):
                         applied_generation=inst.applied_generation,
                         vrid=vrid,
                         vrrp_secret=secret,
+                        member_legs=legs,
                     )
                 )
             return out
+
+    @staticmethod
+    def _member_legs(
+        s: Any, lb: LoadBalancer, inst: Instance, spec: LoadBalancerSpec
+    ) -> tuple[tuple[str, str], ...]:
+        """An address for the instance on every member subnet; drop the ones not needed."""
+        wanted = [sub.id for sub in spec.member_subnets]
+        ports = {
+            p.subnet_id: p
+            for p in s.scalars(select(Port).where(Port.device_id == inst.id))
+            if p.subnet_id != spec.vip_subnet.id
+        }
+        for subnet_id, port in ports.items():
+            if subnet_id not in wanted:
+                s.delete(port)
+        legs = []
+        for subnet_id in wanted:
+            port = ports.get(subnet_id)
+            if port is None:
+                subnet = s.get(Subnet, subnet_id)
+                assert subnet is not None
+                port = ipam.allocate(
+                    s,
+                    subnet,
+                    project_id=lb.project_id,
+                    device_owner=INSTANCE_OWNER,
+                    device_id=inst.id,
+                    name=f"openha-instance-{inst.id}",
+                )
+            legs.append((subnet_id, port.ip_address))
+        return tuple(legs)
 
     @staticmethod
     def _vrid(s: Any, lb: LoadBalancer, spec: LoadBalancerSpec) -> int:
@@ -315,6 +350,11 @@ class HAProxyProvider(Provider):
         interfaces = [
             plumbing.interface("eth0", spec.vip_subnet, placement.ip_address, default_route=True)
         ]
+        subnets = {sub.id: sub for sub in spec.member_subnets}
+        for n, (subnet_id, address) in enumerate(placement.member_legs, start=1):
+            interfaces.append(
+                plumbing.interface(f"eth{n}", subnets[subnet_id], address, default_route=False)
+            )
         pair = len(placements) > 1
         peers = None
         keepalived = None
