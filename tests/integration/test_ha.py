@@ -303,6 +303,15 @@ def test_planned_failover_moves_the_vip_first(
         time.sleep(1)
     assert loop.longest_gap < 1.5, f"planned failover gap {loop.longest_gap:.2f}s"
     stack.wait_active(lb["id"])
+    # Deleting a pair removes both halves and frees its VRRP router id.
+    resp = stack.tenant.delete(f"/v2/lbaas/loadbalancers/{lb['id']}", params={"cascade": "true"})
+    assert resp.status_code == 204
+    wait_for(
+        lambda: stack.tenant.get(f"/v2/lbaas/loadbalancers/{lb['id']}").status_code == 404,
+        30,
+        what="pair deleted",
+    )
+    assert all(a.instance_dirs() == [] for a in stack.agents)
 
 
 def test_pair_waits_for_a_second_host(lab: Lab, backends: list[BackendServer]) -> None:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from openha import ipam
 from openha.agent.paths import InstancePaths, instance_paths
@@ -486,6 +486,13 @@ class HAProxyProvider(Provider):
                 inst = s.get(Instance, inst_id)
                 if inst is not None:
                     self._forget(s, inst)
+        if done:
+            with transaction(self.context.session_factory) as s:
+                s.execute(
+                    delete(VrrpRouterId)
+                    .where(VrrpRouterId.load_balancer_id == load_balancer_id)
+                    .execution_options(synchronize_session=False)
+                )
         return done
 
     def observe(self, spec: LoadBalancerSpec) -> ObservedState | None:

@@ -1,0 +1,45 @@
+"""HAProxy provider bookkeeping: VRRP router ids per segment, placement errors."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from openha.controller.scheduler import NoHostAvailable
+from openha.controller.snapshot import build
+from openha.db import transaction
+from openha.models import LoadBalancer, Subnet, VrrpRouterId
+from openha.providers.haproxy import HAProxyProvider
+
+
+def make_lb(s: Session, subnet: Subnet) -> LoadBalancer:
+    lb = LoadBalancer(
+        project_id="p",
+        provider="haproxy",
+        vip_subnet_id=subnet.id,
+        vip_network_id=subnet.network_id,
+        vip_address="198.51.100.5",
+    )
+    s.add(lb)
+    s.flush()
+    return lb
+
+
+def test_vrrp_ids_are_unique_per_segment_and_run_out_clearly(
+    session_factory: sessionmaker[Session], subnet_id: str
+) -> None:
+    with transaction(session_factory) as s:
+        subnet = s.get(Subnet, subnet_id)
+        assert subnet is not None
+        first = make_lb(s, subnet)
+        spec = build(s, first.id)
+        vrid = HAProxyProvider._vrid(s, first, spec)
+        assert vrid == 1
+        assert HAProxyProvider._vrid(s, first, spec) == 1  # held, not allocated twice
+        for _ in range(254):
+            lb = make_lb(s, subnet)
+            HAProxyProvider._vrid(s, lb, build(s, lb.id))
+        assert s.query(VrrpRouterId).count() == 255
+        last = make_lb(s, subnet)
+        with pytest.raises(NoHostAvailable, match="All 255 VRRP router ids are in use"):
+            HAProxyProvider._vrid(s, last, build(s, last.id))
