@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyroute2 import netns
 from stack import Agent, Stack, wait_for
 
+from openha.agent.paths import namespace_name
 from openha.lab import BackendServer, ClientNamespace, Lab
 
 pytestmark = pytest.mark.integration
@@ -379,3 +381,28 @@ def test_stick_table_survives_failover(
     wait_for(lambda: _vip_holder(stack, lb["id"], before["id"]), 30, what="VIP moved")
     after = {c.ip: c.request(url).json()["server"] for c in clients[1:]}
     assert after == pinned
+
+
+def test_lost_namespace_and_keepalived_are_rebuilt(
+    stack: Stack, lab: Lab, backends: list[BackendServer]
+) -> None:
+    lb = ha_lb(stack, backends)
+    before = master(stack, lb["id"])
+    backup = next(i for i in instances(stack, lb["id"]) if i["id"] != before["id"])
+    agent = agent_of(stack, backup["host_id"])
+    inst_dir = agent.dir / "instances" / backup["id"]
+    keepalived_pid = int((inst_dir / "keepalived.pid").read_text().split()[0])
+    os.kill(keepalived_pid, signal.SIGKILL)
+    netns.remove(namespace_name(backup["id"]))
+
+    def rebuilt() -> bool:
+        pair = healthy_pair(stack, lb["id"])
+        new_pid = (inst_dir / "keepalived.pid").read_text().split()[0]
+        return (
+            bool(pair)
+            and namespace_name(backup["id"]) in netns.listnetns()
+            and int(new_pid) != keepalived_pid
+        )
+
+    wait_for(rebuilt, 30, what="backup namespace and keepalived rebuilt")
+    assert master(stack, lb["id"])["id"] == before["id"]
