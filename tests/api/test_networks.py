@@ -405,3 +405,21 @@ def test_tags_extension(admin: Client, alice: Client) -> None:
     assert [n["id"] for n in found] == [net["id"]]
     assert admin.delete(base).status_code == 204
     assert admin.get(f"/v2.0/networks/{net['id']}").json()["network"]["tags"] == []
+
+
+def test_gateway_change_reapplies_load_balancers_on_the_subnet(
+    admin: Client, alice: Client, subnet_id: str, session_factory: Any
+) -> None:
+    from openha.db import transaction
+    from openha.models import LoadBalancer
+
+    lb = alice.post(
+        "/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_subnet_id": subnet_id}}
+    ).json()["loadbalancer"]
+    with transaction(session_factory) as s:
+        before = s.get(LoadBalancer, lb["id"]).desired_generation  # type: ignore[union-attr]
+    resp = admin.put(f"/v2.0/subnets/{subnet_id}", {"subnet": {"gateway_ip": "198.51.100.254"}})
+    assert resp.status_code == 200, resp.text
+    with transaction(session_factory) as s:
+        after = s.get(LoadBalancer, lb["id"]).desired_generation  # type: ignore[union-attr]
+    assert after == before + 1

@@ -27,15 +27,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import AfterValidator, Field
-from sqlalchemy import ColumnElement, Select, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, false, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound
 from openha.api.query import list_collection, requested_fields, select_fields
 from openha.api.tenant.common import StrictModel
+from openha.domain import constants as c
 from openha.domain.grammar import Cidr, FreeText, IPAddress, Tag
-from openha.models import Member, Network, Port, Subnet
+from openha.models import LoadBalancer, Member, Network, Port, Subnet
 
 router = APIRouter(tags=["networks"])
 
@@ -630,7 +631,10 @@ def update_subnet(
             )
             if in_use is not None:
                 raise Conflict(f"Gateway ip {gateway} is already allocated to port {in_use}.")
-        sub.gateway_ip = str(gateway) if gateway is not None else None
+        new_gateway = str(gateway) if gateway is not None else None
+        if new_gateway != sub.gateway_ip:
+            _replumb_load_balancers(session, sub)
+        sub.gateway_ip = new_gateway
         sub.allocation_pools = _render_pools(pools)
     for field in ("name", "description"):
         if field in given:
@@ -639,6 +643,22 @@ def update_subnet(
         sub.tags = body.tags or []
     session.commit()
     return {"subnet": serialize_subnet(sub)}
+
+
+def _replumb_load_balancers(session: Session, sub: Subnet) -> None:
+    """A new gateway changes the routes of every instance on the subnet: re-apply them."""
+    on_subnet = select(Member.load_balancer_id).where(Member.subnet_id == sub.id)
+    session.execute(
+        update(LoadBalancer)
+        .where(
+            or_(LoadBalancer.vip_subnet_id == sub.id, LoadBalancer.id.in_(on_subnet)),
+            LoadBalancer.provisioning_status != c.PENDING_DELETE,
+        )
+        .values(
+            desired_generation=LoadBalancer.desired_generation + 1, next_attempt_at=None, attempts=0
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _refuse_if_members(session: Session, sub: Subnet) -> None:
