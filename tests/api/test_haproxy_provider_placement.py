@@ -43,3 +43,31 @@ def test_vrrp_ids_are_unique_per_segment_and_run_out_clearly(
         last = make_lb(s, subnet)
         with pytest.raises(NoHostAvailable, match="All 255 VRRP router ids are in use"):
             HAProxyProvider._vrid(s, last, build(s, last.id))
+
+
+def test_zone_comes_from_the_profile_or_the_zone_name(
+    session_factory: sessionmaker[Session], subnet_id: str
+) -> None:
+    from openha.models import AvailabilityZone, AvailabilityZoneProfile
+
+    with transaction(session_factory) as s:
+        subnet = s.get(Subnet, subnet_id)
+        assert subnet is not None
+        plain = AvailabilityZoneProfile(provider_name="haproxy", availability_zone_data="{}")
+        mapped = AvailabilityZoneProfile(
+            provider_name="haproxy", availability_zone_data='{"host_zone": "rack-7"}'
+        )
+        s.add_all([plain, mapped])
+        s.flush()
+        s.add_all(
+            [
+                AvailabilityZone(name="az-a", availability_zone_profile_id=plain.id),
+                AvailabilityZone(name="az-b", availability_zone_profile_id=mapped.id),
+            ]
+        )
+        lb = make_lb(s, subnet)
+        assert HAProxyProvider._zone(s, lb) is None
+        lb.availability_zone = "az-a"
+        assert HAProxyProvider._zone(s, lb) == "az-a"
+        lb.availability_zone = "az-b"
+        assert HAProxyProvider._zone(s, lb) == "rack-7"

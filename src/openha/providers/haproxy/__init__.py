@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +28,16 @@ from openha.db import transaction
 from openha.domain import constants as c
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.domain.status import derive
-from openha.models import Host, Instance, LoadBalancer, Port, Subnet, VrrpRouterId
+from openha.models import (
+    AvailabilityZone,
+    AvailabilityZoneProfile,
+    Host,
+    Instance,
+    LoadBalancer,
+    Port,
+    Subnet,
+    VrrpRouterId,
+)
 from openha.providers.base import (
     ApplyResult,
     Capability,
@@ -323,7 +333,16 @@ class HAProxyProvider(Provider):
 
     @staticmethod
     def _zone(s: Any, lb: LoadBalancer) -> str | None:
-        return lb.availability_zone or None
+        """The host zone an LB's instances must run in: its AZ profile's `host_zone`, or the
+        AZ's own name (agents report their zone with OPENHA_AVAILABILITY_ZONE)."""
+        if not lb.availability_zone:
+            return None
+        zone = s.get(AvailabilityZone, lb.availability_zone)
+        profile = (
+            s.get(AvailabilityZoneProfile, zone.availability_zone_profile_id) if zone else None
+        )
+        data = json.loads(profile.availability_zone_data or "{}") if profile else {}
+        return str(data.get("host_zone") or lb.availability_zone)
 
     @staticmethod
     def _load(s: Any) -> dict[str, int]:
