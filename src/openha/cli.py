@@ -217,6 +217,52 @@ def up(
     raise typer.Exit(allinone.run(_settings(), log_level=level, with_agent=not no_agent))
 
 
+@app.command()
+def demo(
+    clean: Annotated[
+        bool, typer.Option("--clean", help="Remove the demo: exactly what demo.json records.")
+    ] = False,
+    api_url: Annotated[
+        str | None,
+        typer.Option("--api-url", help="The OpenHA API. Default: the one in clouds.yaml."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="OPENHA_DEMO_TOKEN", help="An admin token. Default: clouds.yaml's."
+        ),
+    ] = None,
+    prefix: Annotated[
+        str, typer.Option(help="Names of the demo's bridge and namespaces start with this.")
+    ] = "ohdemo",
+) -> None:
+    """A load balancer to curl from this host: three web servers behind HTTP :80 (root).
+
+    Needs a running OpenHA (`openha up`); reads the admin token from
+    <state_dir>/clouds.yaml. `--clean` removes everything the demo made.
+    """
+    from openha import clouds
+    from openha import demo as demo_module
+
+    settings = _settings()
+    found = clouds.read(settings.state_dir / clouds.FILE_NAME)
+    url = api_url or (found[0] if found else clouds.endpoint_for_bind(settings.api_bind))
+    secret = token or (found[1] if found else None)
+    if not secret:
+        raise _fail(
+            f"no admin token: {settings.state_dir / clouds.FILE_NAME} is missing "
+            "(start `openha up` first) and --token was not given"
+        )
+    console = Console()
+    try:
+        if clean:
+            demo_module.clean_demo(settings.state_dir, url, secret, console)
+        else:
+            demo_module.run_demo(settings.state_dir, url, secret, prefix=prefix, console=console)
+    except demo_module.DemoError as exc:
+        raise _fail(str(exc)) from None
+
+
 # --- chores ---------------------------------------------------------------------------
 
 

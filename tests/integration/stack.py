@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,13 @@ class Agent:
         with transaction(self.stack.sessions) as s:
             host = s.scalar(select(Host).where(Host.name == self.name))
             return host.status if host else None
+
+    def heartbeat_after(self, since: float) -> bool:
+        """True once the API has recorded a heartbeat of this host later than `since`."""
+        with transaction(self.stack.sessions) as s:
+            host = s.scalar(select(Host).where(Host.name == self.name))
+            seen = host.last_heartbeat_at if host else None
+        return seen is not None and seen > datetime.fromtimestamp(since, UTC).replace(tzinfo=None)
 
     @property
     def host_id(self) -> str:
@@ -281,6 +289,34 @@ class Stack:
             timeout,
             what=f"LB {lb_id} {status}",
         )
+
+    # --- control plane outage ---------------------------------------------------------
+
+    def stop_control_plane(self) -> None:
+        """The API and the controller go away together; agents and data planes stay."""
+        self.stop_controller.set()
+        self.server.should_exit = True
+        for thread in self._threads:
+            thread.join(timeout=15)
+            assert not thread.is_alive(), "control plane thread did not stop"
+        self._threads.clear()
+
+    def start_control_plane(self) -> None:
+        """A fresh API server (same URL and database), then, once every running agent has
+        heartbeated to it, a fresh reconcile loop (so it does not find hosts silent)."""
+        since = time.time()
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        self._spawn(self.server.run)
+        wait_for(lambda: self.server.started, 15, what="API started again")
+        for agent in self.agents:
+            if agent.proc is not None and agent.proc.poll() is None:
+                wait_for(lambda a=agent: a.heartbeat_after(since), 15, what=f"{agent.name} back")
+        self.stop_controller = threading.Event()
+        self.reconciler = Reconciler(self.settings, self.sessions, self.app.state.providers)
+        self._spawn(self.reconciler.run, self.stop_controller)
 
     def close(self) -> None:
         for agent in self.agents:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from lbhelpers import http_lb, served_by
 from stack import Stack, wait_for
 
 from openha.lab import BackendServer, ClientNamespace, Lab
@@ -22,65 +21,6 @@ def stack(lab: Lab) -> Iterator[Stack]:
         yield stack
     finally:
         stack.close()
-
-
-def http_lb(
-    stack: Stack,
-    backends: list[BackendServer],
-    *,
-    hm: bool = True,
-    pool: dict[str, Any] | None = None,
-    listener: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    lb = stack.create("loadbalancers", "loadbalancer", {"vip_subnet_id": stack.subnet_id})
-    li = stack.create(
-        "listeners",
-        "listener",
-        {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80, **(listener or {})},
-    )
-    po = stack.create(
-        "pools",
-        "pool",
-        {
-            "listener_id": li["id"],
-            "protocol": "HTTP",
-            "lb_algorithm": "ROUND_ROBIN",
-            **(pool or {}),
-        },
-    )
-    members = [
-        stack.create(
-            f"pools/{po['id']}/members",
-            "member",
-            {"address": b.ip, "protocol_port": b.port, "name": b.name},
-        )
-        for b in backends
-    ]
-    if hm:
-        stack.create(
-            "healthmonitors",
-            "healthmonitor",
-            {
-                "pool_id": po["id"],
-                "type": "HTTP",
-                "delay": 1,
-                "timeout": 1,
-                "max_retries": 1,
-                "max_retries_down": 1,
-                "url_path": "/",
-            },
-        )
-    stack.wait_active(lb["id"])
-    return {"lb": lb, "listener": li, "pool": po, "members": members}
-
-
-def served_by(client: ClientNamespace, url: str, n: int) -> Counter[str]:
-    seen: Counter[str] = Counter()
-    for _ in range(n):
-        resp = client.request(url, timeout=5)
-        assert resp.status == 200, resp.text
-        seen[resp.json()["server"]] += 1
-    return seen
 
 
 def test_round_robin_and_member_health(

@@ -7,8 +7,10 @@ Started by `BackendServer` inside its namespace. Kinds:
 - `tcp`: sends one JSON line with the same facts, then closes.
 - `echo`: echoes whatever it receives.
 With `--proxy-protocol`, a PROXY v1 or v2 header is accepted (optional) on each
-connection. Never resolves names (an isolated namespace has no DNS: getfqdn would hang).
-Prints `ready` on stdout once listening.
+connection. With `--set-cookie NAME` (http), a response to a request that carries
+no NAME cookie sets one, `NAME=<server>-<random>`, like an application opening a
+session (for APP_COOKIE persistence). Never resolves names (an isolated namespace has
+no DNS: getfqdn would hang). Prints `ready` on stdout once listening.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import ipaddress
 import json
+import os
 import struct
 import sys
 from typing import Any
@@ -117,11 +120,24 @@ async def read_proxy_header(reader: Stream) -> dict[str, Any] | None:
 
 
 class Backend:
-    def __init__(self, name: str, kind: str, proxy_protocol: bool) -> None:
+    def __init__(
+        self, name: str, kind: str, proxy_protocol: bool, set_cookie: str | None = None
+    ) -> None:
         self.name = name
         self.kind = kind
         self.proxy_protocol = proxy_protocol
+        self.set_cookie = set_cookie
         self.requests = 0
+
+    def _session_cookie(self, lower: dict[str, str]) -> bytes:
+        """A Set-Cookie header opening a session, unless the request already has one."""
+        if not self.set_cookie:
+            return b""
+        sent = [c.strip().partition("=")[0] for c in lower.get("cookie", "").split(";")]
+        if self.set_cookie in sent:
+            return b""
+        value = f"{self.name}-{os.urandom(4).hex()}"
+        return f"Set-Cookie: {self.set_cookie}={value}; Path=/\r\n".encode()
 
     async def handle(self, raw: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         reader = Stream(raw)
@@ -189,6 +205,7 @@ class Backend:
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 + f"Content-Length: {len(payload)}\r\nX-Backend: {self.name}\r\n".encode()
                 + (b"Connection: close\r\n" if close else b"")
+                + self._session_cookie(lower)
                 + b"\r\n"
                 + (payload if method != "HEAD" else b"")
             )
@@ -198,7 +215,7 @@ class Backend:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    backend = Backend(args.name, args.kind, args.proxy_protocol)
+    backend = Backend(args.name, args.kind, args.proxy_protocol, args.set_cookie)
     server = await asyncio.start_server(
         backend.handle, host=args.ip, port=args.port, reuse_address=True, limit=MAX_HEADER
     )
@@ -214,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--kind", choices=("http", "tcp", "echo"), default="http")
     parser.add_argument("--proxy-protocol", action="store_true")
+    parser.add_argument("--set-cookie", metavar="NAME", help="open sessions with this cookie")
     args = parser.parse_args(argv)
     try:
         asyncio.run(serve(args))

@@ -189,6 +189,7 @@ class BackendServer:
         port: int = 8080,
         kind: str = "http",
         proxy_protocol: bool = False,
+        set_cookie: str | None = None,
     ) -> None:
         self.lab = lab
         self.name = name
@@ -196,6 +197,7 @@ class BackendServer:
         self.port = port
         self.kind = kind
         self.proxy_protocol = proxy_protocol
+        self.set_cookie = set_cookie  # http: open a session with this cookie (see backend)
         self.namespace = lab.add_namespace(name, self.ip)
         self.proc: subprocess.Popen[bytes] | None = None
         lab.on_close(self)
@@ -214,6 +216,8 @@ class BackendServer:
         ]  # fmt: skip
         if self.proxy_protocol:
             cmd.append("--proxy-protocol")
+        if self.set_cookie:
+            cmd += ["--set-cookie", self.set_cookie]
         with NamespaceExec(self.namespace) as nsexec:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, preexec_fn=nsexec
