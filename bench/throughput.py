@@ -1,0 +1,307 @@
+"""Benchmark: HTTP throughput and latency through an OpenHA listener vs a minimal HAProxy.
+
+Same HAProxy binary, same lab bridge, same three backends (HAProxy answering 200 by
+itself, so backends never limit), same wrk run from a client namespace
+(`wrk -t2 -c50 -d10s --latency`). Contenders, run alternately for `--rounds` rounds:
+- `openha`: an LB made through the API (HTTP listener, round robin pool, 3 members,
+  HTTP health monitor), served by the agent's HAProxy in its instance namespace;
+- `baseline`: a hand-written minimal haproxy.cfg (same maxconn, default threads) in
+  a namespace of its own on the same bridge;
+- `openha-cfg-nolog` (with `--explain`): OpenHA's rendered config run by hand with
+  its `log` lines and `option httplog` removed, to price per-request logging.
+Prints req/s and wrk's p50/p99 latency per round, then medians and the ratio
+OpenHA / baseline. Target ratio >= 0.97.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    FastBackend,
+    HAProxyProcess,
+    Lab,
+    Stack,
+    bench_stack,
+    machine_line,
+    print_table,
+    require_root,
+    wait_for,
+)
+
+from openha.agent.haproxy import cli_command
+from openha.render.haproxy import DEFAULT_MAXCONN
+
+TARGET_RATIO = 0.97
+
+BASELINE_CFG = """\
+global
+    maxconn {maxconn}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 50s
+    timeout server 50s
+frontend fe
+    bind {ip}:80
+    default_backend be
+backend be
+    balance roundrobin
+{servers}
+"""
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    lb_cpu: float = 0.0  # cores used by the LB's HAProxy during the run
+    agent_cpu: float = 0.0  # cores used by the OpenHA agent during the run
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    assert match, text
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(out: str) -> WrkResult:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(x) for x in m.groups())
+    return WrkResult(rps, p50, p99, errors)
+
+
+def wrk(namespace: str, url: str, seconds: int, threads: int, conns: int) -> WrkResult:
+    cmd = ["ip", "netns", "exec", namespace, "wrk", f"-t{threads}", f"-c{conns}",
+           f"-d{seconds}s", "--latency", url]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 30)
+    return parse_wrk(out.stdout)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by `pids` (all their threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def family(pid: int) -> list[int]:
+    """`pid` and its children (HAProxy's master and its workers)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(c) for c in children)]
+
+
+def openha_lb(stack: Stack, backends: list[FastBackend]) -> dict[str, Any]:
+    body = {
+        "name": "bench-throughput",
+        "vip_subnet_id": stack.subnet_id,
+        "listeners": [
+            {
+                "name": "http",
+                "protocol": "HTTP",
+                "protocol_port": 80,
+                "default_pool": {
+                    "name": "pool",
+                    "protocol": "HTTP",
+                    "lb_algorithm": "ROUND_ROBIN",
+                    "members": [
+                        {"address": b.ip, "protocol_port": b.port, "name": b.name} for b in backends
+                    ],
+                    "healthmonitor": {
+                        "type": "HTTP",
+                        "delay": 5,
+                        "timeout": 2,
+                        "max_retries": 2,
+                        "url_path": "/",
+                    },
+                },
+            }
+        ],
+    }
+    resp = stack.tenant.post("/v2/lbaas/loadbalancers", json={"loadbalancer": body})
+    assert resp.status_code == 201, resp.text
+    lb = resp.json()["loadbalancer"]
+    stack.wait_active(lb["id"])
+    return dict(lb)
+
+
+def baseline(lab: Lab, backends: list[FastBackend]) -> tuple[HAProxyProcess, str]:
+    ip = lab.allocate_ip()
+    ns = lab.add_namespace("base", ip)
+    servers = "\n".join(f"    server {b.name} {b.address}" for b in backends)
+    cfg = BASELINE_CFG.format(maxconn=DEFAULT_MAXCONN, ip=ip, servers=servers)
+    proc = HAProxyProcess(ns, cfg, "base", 80)
+    lab.on_close(proc)
+    return proc, ip
+
+
+def without_logging(config: str, vip: str, ip: str, workdir: str) -> str:
+    """OpenHA's rendered config, bound to `ip`, minus everything that logs per request."""
+    out = []
+    for line in config.splitlines():
+        words = line.split()
+        if words[:1] == ["log"] or words[:2] in (["option", "httplog"], ["option", "tcplog"]):
+            continue
+        if words[:2] == ["stats", "socket"]:
+            line = f"    stats socket {workdir}/stats.sock mode 600 level admin"
+        if words[:1] == ["server-state-file"] or words[:1] == ["load-server-state-from-file"]:
+            continue
+        out.append(line.replace(f"{vip}:", f"{ip}:"))
+    return "\n".join(out) + "\n"
+
+
+class _Remove:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    results: dict[str, list[WrkResult]] = {}
+    with bench_stack(agents=1) as (lab, stack):
+        backends = [FastBackend(lab, f"web{i}") for i in range(1, 4)]
+        lb = openha_lb(stack, backends)
+        client = lab.add_namespace("wrk", lab.allocate_ip())
+        base, base_ip = baseline(lab, backends)
+        nolog: HAProxyProcess | None = None
+        urls = {"openha": f"http://{lb['vip_address']}/", "baseline": f"http://{base_ip}/"}
+        rendered = (stack.agents[0].instance_dirs()[0] / "haproxy.cfg").read_text()
+        if args.explain:
+            ip = lab.allocate_ip()
+            ns = lab.add_namespace("nolog", ip)
+            workdir = tempfile.mkdtemp(prefix="ohb-nolog-", dir="/tmp")
+            lab.on_close(_Remove(workdir))
+            nolog_cfg = without_logging(rendered, lb["vip_address"], ip, workdir)
+            nolog = HAProxyProcess(ns, nolog_cfg, "nolog", 80)
+            lab.on_close(nolog)
+            urls["openha-cfg-nolog"] = f"http://{ip}/"
+        for name, url in urls.items():
+            wait_for(
+                lambda url=url: wrk(client, url, 1, 1, 1).rps > 0,
+                30,
+                0.5,
+                what=f"{name} answering",
+            )
+            wrk(client, url, args.warmup, args.threads, args.connections)  # warm-up
+        agent_pid = stack.agents[0].proc.pid  # type: ignore[union-attr]
+        inst = stack.agents[0].instance_dirs()[0]
+        lb_pids = {
+            "openha": lambda: family(int((inst / "haproxy.pid").read_text().split()[0])),
+            "baseline": lambda: [base.proc.pid],
+            "openha-cfg-nolog": lambda: [nolog.proc.pid] if nolog else [],
+        }
+        for r in range(args.rounds):
+            for name, url in urls.items():
+                pids = lb_pids[name]()
+                before = cpu_seconds(pids), cpu_seconds([agent_pid])
+                res = wrk(client, url, args.duration, args.threads, args.connections)
+                res.lb_cpu = (cpu_seconds(pids) - before[0]) / args.duration
+                res.agent_cpu = (cpu_seconds([agent_pid]) - before[1]) / args.duration
+                results.setdefault(name, []).append(res)
+                print(
+                    f"- round {r + 1} {name:18} {res.rps:10,.0f} req/s  p50 {res.p50_ms:.2f} ms"
+                    f"  p99 {res.p99_ms:.2f} ms  errors {res.errors}"
+                    f"  LB CPU {res.lb_cpu:.2f} cores  agent CPU {res.agent_cpu:.2f} cores",
+                    flush=True,
+                )
+                time.sleep(1)
+        info = cli_command(inst / "stats.sock", "show info")
+        dropped = re.search(r"^DroppedLogs: (\d+)", info, re.M)
+        total = re.search(r"^CumReq: (\d+)", info, re.M)
+        print(
+            f"\nOpenHA's HAProxy dropped {dropped.group(1) if dropped else '?'} log lines "
+            f"of {total.group(1) if total else '?'} requests (`show info`: DroppedLogs, "
+            "CumReq): the agent's log socket was full."
+        )
+        print("\n<details><summary>OpenHA's rendered haproxy.cfg</summary>\n\n```")
+        print(re.sub(r"/tmp/\S+/", "<agent_dir>/", rendered).strip())
+        print("```\n</details>\n")
+    base_rps = statistics.median(r.rps for r in results["baseline"])
+    rows = []
+    for name, rs in results.items():
+        rps = statistics.median(r.rps for r in rs)
+        rows.append(
+            (
+                name,
+                len(rs),
+                rps,
+                statistics.median(r.p50_ms for r in rs),
+                statistics.median(r.p99_ms for r in rs),
+                sum(r.errors for r in rs),
+                statistics.median(r.lb_cpu for r in rs),
+                statistics.median(r.agent_cpu for r in rs),
+                f"{rps / base_rps:.3f}",
+            )
+        )
+    print_table(
+        f"HTTP through the LB, wrk -t{args.threads} -c{args.connections} -d{args.duration}s "
+        f"(medians of {args.rounds} rounds)",
+        [
+            "contender",
+            "rounds",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "LB HAProxy CPU (cores)",
+            "agent CPU (cores)",
+            "ratio vs baseline",
+        ],
+        rows,
+    )
+    ratio = statistics.median(r.rps for r in results["openha"]) / base_rps
+    verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+    print(f"OpenHA / baseline = {ratio:.3f} ({verdict} the {TARGET_RATIO} target)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="also run OpenHA's rendered config without logging (prices the logging)",
+    )
+    args = parser.parse_args()
+    require_root()
+    print(f"# throughput ({machine_line()})\n", flush=True)
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
