@@ -188,3 +188,13 @@ def test_paths() -> None:
         instance_paths("/x", "../etc")
     with pytest.raises(ValueError):
         instance_paths("/" + "a" * 100, "8c0e5a1e").check()
+
+
+def test_bind_addresses_of_a_config() -> None:
+    from openha.agent.haproxy import bind_addresses
+
+    config = (
+        "frontend a\n    bind 10.0.0.5:80\n    bind [2001:db8::5]:443 name x\n"
+        "backend b\n    server s 10.0.0.9:80\n"
+    )
+    assert bind_addresses(config) == {("10.0.0.5", 80), ("2001:db8::5", 443)}

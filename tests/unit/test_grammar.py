@@ -71,3 +71,14 @@ def test_tags_refuse_commas() -> None:
 def test_addresses_are_normalised() -> None:
     assert g.check_ip("2001:DB8::1") == "2001:db8::1"
     assert g.check_cidr("10.1.2.3/8") == "10.0.0.0/8"
+
+
+@pytest.mark.parametrize("pattern", [r"\N{DIGIT ONE}", r"\u0041", r"[z-a]", r"(?<=a+)b"])
+def test_regexes_haproxy_cannot_compile_are_refused(pattern: str) -> None:
+    # Python's `re` accepts some of these; HAProxy's PCRE2 does not.
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        g.check_regex(pattern)
+
+
+def test_pcre_only_syntax_is_accepted() -> None:
+    assert g.check_regex("^[[:digit:]]+$") == "^[[:digit:]]+$"

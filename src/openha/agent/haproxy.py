@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openha.agent.netns import NamespaceExec
+from openha.agent.netns import NamespaceExec, run_in_namespace
 from openha.agent.paths import InstancePaths
 from openha.agent.protocol import ListenerStats
 
@@ -333,6 +333,51 @@ def runtime_answer_ok(answer: str) -> bool:
 # --- the process ------------------------------------------------------------------------
 
 
+_BIND = re.compile(r"^\s*bind\s+(\S+)")
+
+
+def bind_addresses(config: str) -> set[tuple[str, int]]:
+    """The (address, port) pairs a config's `bind` lines listen on."""
+    out = set()
+    for line in config.splitlines():
+        m = _BIND.match(line)
+        if not m:
+            continue
+        token = m.group(1).strip("'\"")
+        if token.startswith("["):
+            host, _, port = token[1:].partition("]:")
+        else:
+            host, _, port = token.rpartition(":")
+        if host and port.isdigit():
+            out.add((host, int(port)))
+    return out
+
+
+def unbindable(old: str, new: str, namespace: str) -> str | None:
+    """Why a listener the new config adds cannot bind in the namespace, if it cannot.
+
+    `haproxy -c` does not bind, and a reload whose new worker fails to bind leaves no
+    reason behind (the master only counts a failed reload), so new addresses are
+    tried first: a port held by something else is refused with a clear message.
+    """
+    fresh = sorted(bind_addresses(new) - bind_addresses(old))
+    if not fresh:
+        return None
+
+    def probe() -> str | None:
+        for host, port in fresh:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((host, port))
+                except OSError as exc:
+                    return f"cannot listen on {host}:{port}: {exc.strerror}"
+        return None
+
+    return run_in_namespace(namespace, probe)
+
+
 @dataclass
 class ApplyResult:
     action: str  # "none" | "start" | "reload" | "runtime"
@@ -509,6 +554,9 @@ class HAProxyInstance:
             error = self.validate(config)
             if error:
                 return ApplyResult("none", error)
+        blocked = unbindable(old or "", config, self.namespace)
+        if blocked:
+            return ApplyResult("none", blocked)
         os.replace(self.paths.candidate, self.paths.config)
         if not running:
             try:

@@ -114,6 +114,9 @@ class Reconciler:
                             LoadBalancer.desired_generation > LoadBalancer.applied_generation,
                             LoadBalancer.provisioning_status == c.PENDING_DELETE,
                             LoadBalancer.failover_requested.is_(True),
+                            # A failed apply is retried (with backoff) even when nothing
+                            # changed: the cause may have gone (a host came back).
+                            LoadBalancer.provisioning_status == c.ERROR,
                             needs_repair,
                         ),
                         or_(
@@ -211,7 +214,8 @@ class Reconciler:
             lb = s.scalar(select(LoadBalancer).where(LoadBalancer.id == lb_id).with_for_update())
             if lb is None:
                 return
-            was_error = lb.provisioning_status == c.ERROR
+            # ERROR may already read PENDING_UPDATE (the tenant's fix): last_error remembers.
+            was_error = lb.last_error is not None
             lb.applied_generation = max(lb.applied_generation, generation)
             if lb.desired_generation != generation:
                 return  # a newer change is waiting: the next pass applies it
@@ -261,6 +265,11 @@ class Reconciler:
         with transaction(self.sessions) as s:
             lb = s.scalar(select(LoadBalancer).where(LoadBalancer.id == lb_id).with_for_update())
             if lb is None:
+                return
+            if generation is not None and generation < lb.desired_generation:
+                # A newer change arrived while this one failed: apply that one at once
+                # rather than marking the LB ERROR for a tree nobody wants any more.
+                lb.next_attempt_at = None
                 return
             first = lb.provisioning_status != c.ERROR or lb.last_error != error
             lb.attempts += 1

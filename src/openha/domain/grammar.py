@@ -14,6 +14,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from openha.domain import pcre
+
 # Printable ASCII without the single quote: values are rendered inside HAProxy's
 # strong (single) quotes, where nothing else is interpreted.
 _QUOTABLE = re.compile(r"^[\x20-\x26\x28-\x7e]*$")
@@ -88,11 +90,18 @@ def check_url_prefix(value: str) -> str:
 
 
 def check_regex(value: str) -> str:
+    """A regex HAProxy will compile: judged by the system's PCRE2, as HAProxy does."""
     check_quotable(value)
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"is not a valid regular expression: {exc}") from None
+    if pcre.available():
+        error = pcre.compile_error(value)
+    else:  # API-only hosts without libpcre2 still refuse what Python cannot compile
+        try:
+            re.compile(value)
+            error = None
+        except re.error as exc:
+            error = str(exc)
+    if error:
+        raise ValueError(f"is not a valid regular expression: {error}")
     return value
 
 
