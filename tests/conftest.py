@@ -31,6 +31,7 @@ def settings(tmp_path: Path) -> Settings:
         auth="token",
         default_provider="noop",
         controller_interval=0.05,
+        observe_interval=0.1,
     )
 
 

@@ -18,8 +18,12 @@ def enroll(session: Session, name: str, availability_zone: str = "", capacity: i
     secret = new_token_secret()
     host = session.scalar(select(Host).where(Host.name == name))
     if host is None:
-        host = Host(name=name, availability_zone=availability_zone, capacity=capacity,
-                    credential_hash=hash_token(secret))
+        host = Host(
+            name=name,
+            availability_zone=availability_zone,
+            capacity=capacity,
+            credential_hash=hash_token(secret),
+        )
         session.add(host)
     else:
         host.credential_hash = hash_token(secret)

@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     auth: Literal["token", "noauth"] = "token"
 
     # Controller
-    controller_interval: float = 0.5
+    # A pass is one indexed query when nothing is due: polling often is cheap, and it
+    # bounds how long a change waits before the controller picks it up.
+    controller_interval: float = 0.1
+    observe_interval: float = 1.0
     controller_lease_seconds: float = 30.0
     retry_backoff_max: float = 60.0
     default_provider: str = "haproxy"
@@ -64,6 +67,8 @@ class Settings(BaseSettings):
     host_capacity: int = 100
     heartbeat_interval: float = 1.0
     host_down_after: float = 5.0
+    # Access logs when the flavor does not say: "all" (a line per request) or "errors".
+    default_access_log: Literal["all", "errors"] = "all"
     # Automatic failover pauses when more than this share of hosts is down at once:
     # a network partition must not turn into a rebuild storm.
     failover_max_down_fraction: float = 0.5

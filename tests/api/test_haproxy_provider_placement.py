@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -71,3 +73,18 @@ def test_zone_comes_from_the_profile_or_the_zone_name(
         assert HAProxyProvider._zone(s, lb) == "az-a"
         lb.availability_zone = "az-b"
         assert HAProxyProvider._zone(s, lb) == "rack-7"
+
+
+def test_haproxy_flavor_options_are_checked(admin: Any) -> None:
+    def profile(data: str) -> int:
+        return int(
+            admin.post(
+                "/v2/lbaas/flavorprofiles",
+                {"flavorprofile": {"name": "p", "provider_name": "haproxy", "flavor_data": data}},
+            ).status_code
+        )
+
+    assert profile('{"loadbalancer_topology": "ACTIVE_STANDBY", "access_log": "errors"}') == 201
+    assert profile('{"access_log": "verbose"}') == 400
+    assert profile('{"loadbalancer_topology": "ACTIVE_ACTIVE"}') == 400
+    assert profile('{"compute_flavor": "x"}') == 400

@@ -198,6 +198,7 @@ class Stack:
             database_url=f"sqlite:///{self.root / 'openha.db'}",
             default_provider="haproxy",
             controller_interval=0.1,
+            observe_interval=0.3,
             host_down_after=host_down_after,
             heartbeat_interval=0.5,
         )

@@ -1192,3 +1192,11 @@ def test_double_quoted_header_value_is_unwrapped(paths: HAProxyPaths, workdir: P
     spec = http_lb(l7policies=(policy(rules=(r,)),))
     cfg = render_valid(spec, paths, workdir)
     assert f"acl {r.id} req.hdr('X-Tier') -m str 'gold plus'" in cfg
+
+
+def test_access_log_errors_only(paths: HAProxyPaths, workdir: Path) -> None:
+    spec = http_lb()
+    assert "option dontlog-normal" not in render_valid(spec, paths, workdir)
+    assert "option dontlog-normal" in render_valid(spec, paths, workdir, access_log="errors")
+    with pytest.raises(RenderError):
+        render_haproxy(spec, paths, access_log="verbose")  # type: ignore[arg-type]

@@ -82,6 +82,20 @@ class _Instance:
     held: bool = False
 
 
+def _network_changed(applied: InstanceSpec | None, wanted: InstanceSpec) -> bool:
+    """Whether plumbing must be converged (a member-only change skips the netlink work)."""
+    if applied is None:
+        return True
+    fields = (
+        "namespace",
+        "interfaces",
+        "vip_address",
+        "vip_interface",
+        "vip_managed_by_keepalived",
+    )
+    return any(getattr(applied, f) != getattr(wanted, f) for f in fields)
+
+
 def _safe_file_name(name: str) -> bool:
     return bool(name) and "/" not in name and name not in (".", "..") and "\0" not in name
 
@@ -245,7 +259,8 @@ class AgentService:
                 error = inst.keepalived.validate(spec.keepalived_config)
             if error is not None:
                 return self._fail(inst, error)
-            apply_network(spec)
+            if _network_changed(inst.spec, spec) or not namespace_exists(spec.namespace):
+                apply_network(spec)
             if inst.spec is not None:
                 # Legs the new spec dropped may leave a managed bridge with nothing on it.
                 kept = {iface.bridge for iface in spec.interfaces}

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -58,19 +58,31 @@ class Reconciler:
         self.sessions = session_factory
         self.providers = providers
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._last_observe = datetime.min
         self._paused: str | None = None
 
     # --- the loop ---------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         log.info("controller %s reconciling", self.owner)
+        # Observation has its own thread: a sweep over many LBs must never delay a change.
+        observer = threading.Thread(
+            target=self._observe_loop, args=(stop,), daemon=True, name="observe"
+        )
+        observer.start()
         while not stop.is_set():
             try:
                 self.tick()
             except Exception:
                 log.exception("reconcile pass failed; retrying")
             stop.wait(self.settings.controller_interval)
+        observer.join(timeout=10)
+
+    def _observe_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.observe_interval):
+            try:
+                self.observe_all()
+            except Exception:
+                log.exception("observation pass failed; retrying")
 
     def tick(self) -> None:
         hostmonitor.mark_silent_hosts_down(self.settings, self.sessions)
@@ -83,10 +95,6 @@ class Reconciler:
                     self.record_failure(lb_id, None, f"internal error: {exc}")
                 finally:
                     self.release(lb_id)
-        now = utcnow()
-        if (now - self._last_observe).total_seconds() >= 2 * self.settings.controller_interval:
-            self._last_observe = now
-            self.observe_all()
 
     def due(self) -> list[str]:
         """LBs whose data plane differs from what is wanted, and whose backoff has expired."""

@@ -45,8 +45,10 @@ from openha.domain.spec import (
 )
 
 __all__ = [
+    "ACCESS_LOG_MODES",
     "DEFAULT_FD_LIMIT",
     "DEFAULT_MAXCONN",
+    "AccessLog",
     "HAProxyPaths",
     "PeerSpec",
     "PeersSpec",
@@ -58,6 +60,12 @@ __all__ = [
     "quote",
     "render_haproxy",
 ]
+
+
+AccessLog = Literal["all", "errors"]
+# "all": a line per request or connection; "errors": only failed or abnormal ones
+# (HAProxy's advice for busy sites). Admin events (servers up/down) are always logged.
+ACCESS_LOG_MODES: tuple[str, ...] = ("all", "errors")
 
 
 class RenderError(ValueError):
@@ -735,6 +743,7 @@ def render_haproxy(
     paths: HAProxyPaths,
     peers: PeersSpec | None = None,
     maxconn: int | None = None,
+    access_log: AccessLog = "all",
 ) -> str:
     """Render the complete HAProxy configuration for one load balancer instance.
 
@@ -745,6 +754,8 @@ def render_haproxy(
     Raises `UnsupportedFeature` for objects this renderer cannot serve and
     `RenderError` for any value that fails its grammar; nothing is ever escaped.
     """
+    if access_log not in ACCESS_LOG_MODES:
+        raise RenderError(f"access_log must be one of {', '.join(ACCESS_LOG_MODES)}")
     global_maxconn = DEFAULT_MAXCONN if maxconn is None else maxconn
     if global_maxconn < 1:
         raise RenderError(f"maxconn must be positive, got {global_maxconn}")
@@ -759,6 +770,7 @@ def render_haproxy(
             peers=peers,
             peers_section=PEERS_SECTION,
             maxconn=global_maxconn,
+            access_log=access_log,
             hard_stop_after=HARD_STOP_AFTER,
             log_length=LOG_LINE_LENGTH,
             stick_size=STICK_TABLE_SIZE,

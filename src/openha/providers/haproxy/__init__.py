@@ -48,7 +48,14 @@ from openha.providers.base import (
 )
 from openha.providers.haproxy import agent_client, plumbing
 from openha.providers.haproxy.agent_client import AgentAddress, AgentError, AgentRejected
-from openha.render.haproxy import HAProxyPaths, PeerSpec, PeersSpec, RenderError, render_haproxy
+from openha.render.haproxy import (
+    ACCESS_LOG_MODES,
+    HAProxyPaths,
+    PeerSpec,
+    PeersSpec,
+    RenderError,
+    render_haproxy,
+)
 from openha.render.keepalived import (
     BACKUP_PRIORITY,
     MASTER_PRIORITY,
@@ -61,6 +68,7 @@ HOST_UP = "UP"
 INSTANCE_OWNER = "openha:instance"
 PEER_PORT = 1024  # HAProxy peers listen on the instance address, never on the VIP
 CHECK_SCRIPT = "check_haproxy.sh"
+COUNTERS = ("bytes_in", "bytes_out", "active_connections", "total_connections", "request_errors")
 
 
 def _peer_name(instance_id: str) -> str:
@@ -110,6 +118,11 @@ class HAProxyProvider(Provider):
     def flavor_capabilities(self) -> list[Capability]:
         return [
             Capability("loadbalancer_topology", "SINGLE or ACTIVE_STANDBY (a VRRP pair)."),
+            Capability(
+                "access_log",
+                "all: a log line per request; errors: only failed or abnormal requests "
+                "(much cheaper on busy load balancers).",
+            ),
         ]
 
     def availability_zone_capabilities(self) -> list[Capability]:
@@ -117,6 +130,8 @@ class HAProxyProvider(Provider):
 
     def validate_flavor(self, data: Mapping[str, Any]) -> None:
         super().validate_flavor(data)
+        if data.get("access_log", "all") not in ACCESS_LOG_MODES:
+            raise UnsupportedOption(f"access_log must be one of {', '.join(ACCESS_LOG_MODES)}")
         topology = data.get("loadbalancer_topology", c.TOPOLOGY_SINGLE)
         if topology not in (c.TOPOLOGY_SINGLE, c.TOPOLOGY_ACTIVE_STANDBY):
             raise UnsupportedOption(
@@ -411,7 +426,8 @@ class HAProxyProvider(Provider):
                     auth_pass=placement.vrrp_secret,
                 )
             )
-        config = render_haproxy(spec, haproxy_paths(paths), peers=peers)
+        access_log = spec.flavor.get("access_log", self.context.settings.default_access_log)
+        config = render_haproxy(spec, haproxy_paths(paths), peers=peers, access_log=access_log)  # type: ignore[arg-type]
         return InstanceSpec(
             instance_id=placement.instance_id,
             load_balancer_id=spec.id,
@@ -519,24 +535,26 @@ class HAProxyProvider(Provider):
             instances = list(
                 s.scalars(select(Instance).where(Instance.load_balancer_id == spec.id))
             )
-            healths = [(i.role, dict(i.health or {})) for i in instances]
-        reported = [(role, h) for role, h in healths if h]
+            healths = [dict(i.health or {}) for i in instances]
+        # A heartbeat taken while the instance was still being built (nothing applied
+        # yet) says nothing about its health: judging by it would flash ERROR.
+        reported = [h for h in healths if h and int(h.get("applied_generation") or 0) > 0]
         if not reported:
             return None
-        # The serving instance's view decides member states: MASTER, else anyone running.
-        reported.sort(key=lambda rh: (rh[0] == c.ROLE_BACKUP, not rh[1].get("haproxy_running")))
-        _, primary = reported[0]
-        running = any(h.get("haproxy_running") for _, h in reported)
+        # The serving instance's view decides member states: the VRRP master (or the
+        # only instance), else any running one.
+        reported.sort(
+            key=lambda h: (
+                h.get("vrrp_state") not in (None, "MASTER"),
+                not h.get("haproxy_running"),
+            )
+        )
+        primary = reported[0]
+        running = any(h.get("haproxy_running") for h in reported)
         state = derive(spec, primary.get("members") or {}, running)
-        for _, health in reported:
+        for health in reported:
             for listener_id, counters in (health.get("listeners") or {}).items():
                 total = state.listener_stats.setdefault(listener_id, ListenerCounters())
-                for key in (
-                    "bytes_in",
-                    "bytes_out",
-                    "active_connections",
-                    "total_connections",
-                    "request_errors",
-                ):
+                for key in COUNTERS:
                     setattr(total, key, getattr(total, key) + int(counters.get(key, 0)))
         return state
