@@ -116,7 +116,8 @@ def _start(
     try:
         return subprocess.Popen(
             argv,
-            env=env,
+            # Die with the test run even if it is killed before its teardown runs.
+            env={**env, "OPENHA_PARENT_PID": str(os.getpid())},
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -96,6 +96,8 @@ class Agent:
             "OPENHA_HOST_NAME": self.name,
             "OPENHA_AVAILABILITY_ZONE": self.zone,
             "OPENHA_HEARTBEAT_INTERVAL": "0.5",
+            # Die with the test run even if it is killed before its teardown runs.
+            "OPENHA_PARENT_PID": str(os.getpid()),
         }
         openha = Path(sys.executable).parent / "openha"
         self.proc = subprocess.Popen(
