@@ -372,7 +372,10 @@ class HAProxyProvider(Provider):
                 name=h.name,
                 availability_zone=h.availability_zone,
                 capacity=h.capacity,
-                schedulable=h.status == HOST_UP and h.admin_state == "ENABLED",
+                # An agent that never registered (no URL, no directory) cannot take work.
+                schedulable=h.status == HOST_UP
+                and h.admin_state == "ENABLED"
+                and bool(h.management_url and (h.report or {}).get("agent_dir")),
             )
             for h in hosts
         ]
