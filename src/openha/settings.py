@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     # The API the agent registers with and heartbeats to, and its enrolment token.
     agent_api_url: str = "http://127.0.0.1:9876"
     agent_token: str = ""
+    # How the controller reaches this agent, when agent_bind is not it (NAT, a VIP, DNS).
+    agent_public_url: str = ""
+    # TLS for the controller → agent API: the agent serves HTTPS with this certificate
+    # and key; the controller checks agents' certificates against agent_ca_file
+    # (the system CAs when empty).
+    agent_tls_cert: Path | None = None
+    agent_tls_key: Path | None = None
+    agent_ca_file: Path | None = None
     host_name: str = Field(default_factory=lambda: os.uname().nodename)
     availability_zone: str = ""
     host_capacity: int = 100

@@ -76,8 +76,11 @@ def _pid_alive(pid: int) -> bool:
 class Agent:
     """One host: an `openha agent` process and the data planes it started."""
 
-    def __init__(self, stack: Stack, name: str, zone: str = "") -> None:
+    def __init__(
+        self, stack: Stack, name: str, zone: str = "", env: dict[str, str] | None = None
+    ) -> None:
         self.stack, self.name, self.zone = stack, name, zone
+        self.extra_env = env or {}
         self.dir = stack.root / name
         self.port = free_port()
         with transaction(stack.sessions) as s:
@@ -98,6 +101,7 @@ class Agent:
             "OPENHA_HEARTBEAT_INTERVAL": "0.5",
             # Die with the test run even if it is killed before its teardown runs.
             "OPENHA_PARENT_PID": str(os.getpid()),
+            **self.extra_env,
         }
         openha = Path(sys.executable).parent / "openha"
         self.proc = subprocess.Popen(
@@ -264,8 +268,10 @@ class Stack:
         assert sub.status_code == 201, sub.text
         return str(sub.json()["subnet"]["id"])
 
-    def add_agent(self, name: str | None = None, zone: str = "") -> Agent:
-        agent = Agent(self, name or f"{self.lab.prefix}h{len(self.agents)}", zone)
+    def add_agent(
+        self, name: str | None = None, zone: str = "", env: dict[str, str] | None = None
+    ) -> Agent:
+        agent = Agent(self, name or f"{self.lab.prefix}h{len(self.agents)}", zone, env)
         self.agents.append(agent)
         return agent.start()
 

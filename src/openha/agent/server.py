@@ -133,7 +133,14 @@ def run_agent(settings: Settings) -> None:
     service.start()
     host, port = settings.agent_host_port
     server = _AgentServer(
-        uvicorn.Config(create_app(service), host=host, port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(service),
+            host=host,
+            port=port,
+            log_level="warning",
+            ssl_certfile=settings.agent_tls_cert,
+            ssl_keyfile=settings.agent_tls_key,
+        )
     )
     try:
         server.run()

@@ -473,10 +473,13 @@ class AgentService:
     # -- control plane ----------------------------------------------------------------
 
     def management_url(self) -> str:
+        if self.settings.agent_public_url:
+            return self.settings.agent_public_url.rstrip("/")
         host, port = self.settings.agent_host_port
         if host in ("0.0.0.0", "::", ""):
             host = self.settings.host_name
-        return f"http://{host}:{port}"
+        scheme = "https" if self.settings.agent_tls_cert else "http"
+        return f"{scheme}://{host}:{port}"
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.agent_token}"}

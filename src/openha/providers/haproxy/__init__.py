@@ -278,7 +278,7 @@ class HAProxyProvider(Provider):
                         role=role,
                         host_id=host.id,
                         host_name=host.name,
-                        agent=AgentAddress(host.management_url, host.agent_secret),
+                        agent=self._agent(host),
                         agent_dir=str(host.report.get("agent_dir", "")),
                         ip_address=inst.ip_address or "",
                         applied_generation=inst.applied_generation,
@@ -288,6 +288,10 @@ class HAProxyProvider(Provider):
                     )
                 )
             return out
+
+    def _agent(self, host: Host) -> AgentAddress:
+        ca = self.context.settings.agent_ca_file
+        return AgentAddress(host.management_url, host.agent_secret, str(ca) if ca else True)
 
     @staticmethod
     def _member_legs(
@@ -469,7 +473,7 @@ class HAProxyProvider(Provider):
                 requested or holders or sorted(instances, key=lambda i: i.role != c.ROLE_MASTER)
             )[0]
             host = s.get(Host, target.host_id) if target.host_id else None
-            agent = AgentAddress(host.management_url, host.agent_secret) if host else None
+            agent = self._agent(host) if host else None
             reachable = bool(host and host.status == HOST_UP)
             target_id, host_id = target.id, target.host_id
             lb = s.get(LoadBalancer, load_balancer_id)
@@ -506,7 +510,7 @@ class HAProxyProvider(Provider):
             targets = [
                 (
                     inst_id,
-                    AgentAddress(h.management_url, h.agent_secret) if h else None,
+                    self._agent(h) if h else None,
                     bool(h and h.status == HOST_UP),
                 )
                 for inst_id, h in rows

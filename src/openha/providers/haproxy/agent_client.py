@@ -16,6 +16,8 @@ TIMEOUT = httpx.Timeout(30.0, connect=3.0)
 class AgentAddress:
     url: str
     secret: str
+    # TLS verification for https agents: a CA bundle path, or True for the system CAs.
+    verify: str | bool = True
 
 
 class AgentError(Exception):
@@ -31,6 +33,7 @@ def _client(agent: AgentAddress) -> httpx.Client:
         base_url=agent.url.rstrip("/"),
         headers={"Authorization": f"Bearer {agent.secret}"},
         timeout=TIMEOUT,
+        verify=agent.verify,
     )
 
 
@@ -60,17 +63,6 @@ def delete_instance(agent: AgentAddress, instance_id: str) -> None:
         raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
     if resp.status_code not in (200, 204, 404):
         raise AgentError(f"agent {agent.url} answered {resp.status_code}: {resp.text[:500]}")
-
-
-def get_logs(agent: AgentAddress, instance_id: str, lines: int) -> Any:
-    try:
-        with _client(agent) as client:
-            resp = client.get(f"/v1/instances/{instance_id}/logs", params={"lines": lines})
-    except httpx.HTTPError as exc:
-        raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
-    if resp.status_code != 200:
-        raise AgentError(f"agent {agent.url} answered {resp.status_code}: {resp.text[:500]}")
-    return resp.json()
 
 
 def _json(resp: httpx.Response) -> dict[str, Any]:
