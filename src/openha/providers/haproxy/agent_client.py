@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,9 @@ def _client(agent: AgentAddress) -> httpx.Client:
         base_url=agent.url.rstrip("/"),
         headers={"Authorization": f"Bearer {agent.secret}"},
         timeout=TIMEOUT,
-        verify=agent.verify,
+        verify=ssl.create_default_context(cafile=agent.verify)
+        if isinstance(agent.verify, str)
+        else agent.verify,
     )
 
 
