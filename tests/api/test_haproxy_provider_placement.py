@@ -88,3 +88,40 @@ def test_haproxy_flavor_options_are_checked(admin: Any) -> None:
     assert profile('{"access_log": "verbose"}') == 400
     assert profile('{"loadbalancer_topology": "ACTIVE_ACTIVE"}') == 400
     assert profile('{"compute_flavor": "x"}') == 400
+
+
+def test_haproxy_provider_refuses_what_it_cannot_serve(alice: Any, subnet_id: str) -> None:
+    lb = alice.post(
+        "/v2/lbaas/loadbalancers",
+        {"loadbalancer": {"vip_subnet_id": subnet_id, "provider": "haproxy"}},
+    ).json()["loadbalancer"]
+
+    def listener(protocol: str) -> Any:
+        return alice.post(
+            "/v2/lbaas/listeners",
+            {
+                "listener": {
+                    "loadbalancer_id": lb["id"],
+                    "protocol": protocol,
+                    "protocol_port": 443,
+                    "default_tls_container_ref": "ref" if protocol == "TERMINATED_HTTPS" else None,
+                }
+            },
+        )
+
+    for protocol in ("UDP", "SCTP", "TERMINATED_HTTPS"):
+        resp = listener(protocol)
+        assert resp.status_code == 400, resp.text
+        assert "Provider 'haproxy' does not support a requested option" in resp.text
+    assert listener("TCP").status_code == 201
+    pool = alice.post(
+        "/v2/lbaas/pools",
+        {
+            "pool": {
+                "loadbalancer_id": lb["id"],
+                "protocol": "TCP",
+                "lb_algorithm": "SOURCE_IP_PORT",
+            }
+        },
+    )
+    assert pool.status_code == 400 and "SOURCE_IP_PORT" in pool.text
