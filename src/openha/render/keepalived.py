@@ -108,14 +108,13 @@ def render_keepalived(spec: VrrpSpec) -> str:
     )
 
 
-def render_check_script(master_socket: str, stats_socket: str) -> str:
+def render_check_script(stats_socket: str) -> str:
     """A check bound to this instance's own HAProxy: its runtime socket must answer.
 
     `track_process haproxy` would see every HAProxy on the host (namespaces share
     the pid space); asking this instance's stats socket catches both a dead and a
     wedged process. socat's -T bounds the wait.
     """
-    _check(_PATH, master_socket, "master socket")
     _check(_PATH, stats_socket, "stats socket")
     return (
         "#!/bin/sh\n"

@@ -410,9 +410,7 @@ class HAProxyProvider(Provider):
                 ),
             )
             check = str(paths.files_dir / CHECK_SCRIPT)
-            files[CHECK_SCRIPT] = render_check_script(
-                str(paths.master_socket), str(paths.stats_socket)
-            )
+            files[CHECK_SCRIPT] = render_check_script(str(paths.stats_socket))
             settings = self.context.settings
             keepalived = render_keepalived(
                 VrrpSpec(

@@ -1,0 +1,86 @@
+"""keepalived configs: valid for `keepalived -t`, and nothing outside a strict grammar gets in."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from openha.render.haproxy import RenderError
+from openha.render.keepalived import VrrpSpec, render_check_script, render_keepalived
+
+LB = "5b6c7d8e-1111-2222-3333-444455556666"
+INSTANCE = "9a8b7c6d-1111-2222-3333-444455556666"
+
+
+def spec(tmp_path: Path, **kw: object) -> VrrpSpec:
+    script = tmp_path / "check_haproxy.sh"
+    script.write_text(render_check_script(str(tmp_path / "s.sock")))
+    script.chmod(0o700)
+    base = VrrpSpec(
+        lb_id=LB,
+        instance_id=INSTANCE,
+        vrid=42,
+        priority=100,
+        interface="eth0",
+        local_address="10.0.0.5",
+        peer_addresses=("10.0.0.6",),
+        vip="10.0.0.100",
+        vip_prefixlen=24,
+        check_script=str(script),
+    )
+    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived is not installed")
+@pytest.mark.parametrize("version", [2, 3])
+def test_config_passes_keepalived_check(tmp_path: Path, version: int) -> None:
+    advert = 1.0 if version == 2 else 0.25
+    cfg = render_keepalived(
+        spec(tmp_path, vrrp_version=version, advert_int=advert, auth_pass="s3cret")
+    )
+    path = tmp_path / "keepalived.conf"
+    path.write_text(cfg)
+    proc = subprocess.run(["keepalived", "-t", "-f", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "nopreempt" in cfg and "virtual_router_id 42" in cfg
+    assert "unicast_peer {\n        10.0.0.6\n    }" in cfg
+    assert ("auth_pass s3cret" in cfg) == (version == 2)  # VRRPv3 has no authentication
+    assert f"advert_int {advert:g}" in cfg
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"vrid": 0},
+        {"vrid": 256},
+        {"priority": 255},
+        {"interface": "eth0\nvrrp_script x"},
+        {"interface": "a-very-long-interface-name"},
+        {"local_address": "10.0.0.5 dev x"},
+        {"peer_addresses": ("10.0.0.6\n}",)},
+        {"vip": "10.0.0.100/24"},
+        {"vip_prefixlen": 33},
+        {"check_script": "/tmp/x; rm -rf /"},
+        {"check_script": "relative.sh"},
+        {"vrrp_version": 2, "advert_int": 0.25},
+        {"vrrp_version": 4},
+        {"vrrp_version": 2, "advert_int": 1.0, "auth_pass": "has space"},
+        {"lb_id": "x\ny"},
+    ],
+)
+def test_hostile_or_impossible_values_are_refused(
+    tmp_path: Path, change: dict[str, object]
+) -> None:
+    with pytest.raises(RenderError):
+        render_keepalived(spec(tmp_path, **change))
+
+
+def test_check_script_asks_this_instances_own_socket(tmp_path: Path) -> None:
+    script = render_check_script("/run/x/stats.sock")
+    assert "UNIX-CONNECT:/run/x/stats.sock" in script
+    with pytest.raises(RenderError):
+        render_check_script("/run/x/stats.sock; reboot")
