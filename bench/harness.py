@@ -50,6 +50,7 @@ from openha.settings import Settings  # noqa: E402
 
 # What `openha controller` runs with unless configured otherwise: the figures users get.
 DEFAULT_CONTROLLER_INTERVAL = float(Settings.model_fields["controller_interval"].default)
+DEFAULT_OBSERVE_INTERVAL = float(Settings.model_fields["observe_interval"].default)
 DEFAULT_HOST_DOWN_AFTER = float(Settings.model_fields["host_down_after"].default)
 PROBE_SCRIPT = Path(__file__).resolve().parent / "probe.py"
 
@@ -85,8 +86,9 @@ def bench_stack(
 ) -> Iterator[tuple[Lab, Stack]]:
     """A lab bridge and a whole OpenHA with `agents` agent processes; all removed on exit.
 
-    `controller_interval` and `host_down_after` default to the product defaults (not
-    the integration tests' 0.1 s and 3 s), so the figures are what a deployment with
+    `controller_interval`, the status sweep's `observe_interval` and `host_down_after`
+    default to the product defaults (read from `Settings`, not the integration tests'
+    0.3 s sweep and 3 s host-down delay), so the figures are what a deployment with
     default settings gets (agents heartbeat every 0.5 s, as in the tests).
     """
     _raise_on_sigterm()
@@ -96,10 +98,12 @@ def bench_stack(
             host_down_after=DEFAULT_HOST_DOWN_AFTER if host_down_after is None else host_down_after,
         )
         try:
-            # The reconcile loop reads the interval on every pass.
+            # The reconcile and observe loops read their intervals on every pass (the
+            # observer's first wait, begun when Stack started it, keeps the tests' value).
             stack.settings.controller_interval = (
                 DEFAULT_CONTROLLER_INTERVAL if controller_interval is None else controller_interval
             )
+            stack.settings.observe_interval = DEFAULT_OBSERVE_INTERVAL
             for _ in range(agents):
                 stack.add_agent()
             yield lab, stack
