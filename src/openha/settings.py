@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     host_capacity: int = 100
     heartbeat_interval: float = 1.0
     host_down_after: float = 5.0
-    # Access logs when the flavor does not say: "all" (a line per request) or "errors".
-    default_access_log: Literal["all", "errors"] = "all"
+    # Access logs when the flavor does not say: "all" (a line per request), "errors"
+    # or "none".
+    default_access_log: Literal["all", "errors", "none"] = "all"
     # Automatic failover pauses when more than this share of hosts is down at once:
     # a network partition must not turn into a rebuild storm.
     failover_max_down_fraction: float = 0.5

@@ -1198,5 +1198,7 @@ def test_access_log_errors_only(paths: HAProxyPaths, workdir: Path) -> None:
     spec = http_lb()
     assert "option dontlog-normal" not in render_valid(spec, paths, workdir)
     assert "option dontlog-normal" in render_valid(spec, paths, workdir, access_log="errors")
+    silent = render_valid(spec, paths, workdir, access_log="none")
+    assert "    no log\n" in silent and "option httplog" not in silent
     with pytest.raises(RenderError):
         render_haproxy(spec, paths, access_log="verbose")  # type: ignore[arg-type]

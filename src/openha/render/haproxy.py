@@ -62,10 +62,11 @@ __all__ = [
 ]
 
 
-AccessLog = Literal["all", "errors"]
+AccessLog = Literal["all", "errors", "none"]
 # "all": a line per request or connection; "errors": only failed or abnormal ones
-# (HAProxy's advice for busy sites). Admin events (servers up/down) are always logged.
-ACCESS_LOG_MODES: tuple[str, ...] = ("all", "errors")
+# (HAProxy's advice for busy sites); "none": no traffic logs at all (Octavia's
+# disabled connection logging). Admin events (servers up/down) are always logged.
+ACCESS_LOG_MODES: tuple[str, ...] = ("all", "errors", "none")
 
 
 class RenderError(ValueError):

@@ -121,7 +121,7 @@ class HAProxyProvider(Provider):
             Capability(
                 "access_log",
                 "all: a log line per request; errors: only failed or abnormal requests "
-                "(much cheaper on busy load balancers).",
+                "(much cheaper on busy load balancers); none: no traffic logs.",
             ),
         ]
 
