@@ -125,3 +125,8 @@ def test_haproxy_provider_refuses_what_it_cannot_serve(alice: Any, subnet_id: st
         },
     )
     assert pool.status_code == 400 and "SOURCE_IP_PORT" in pool.text
+
+
+def test_every_installed_provider_loads(app: Any) -> None:
+    # The registry logs a broken third-party driver instead of failing: ours must load.
+    assert {"haproxy", "noop"} <= set(app.state.providers.names)

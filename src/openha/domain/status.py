@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from openha.domain import constants as c
+from openha.domain.observed import ObservedState
 from openha.domain.spec import LoadBalancerSpec, PoolSpec
-from openha.providers.base import ObservedState
 
 # HAProxy server status (the first word of `show stat`'s status column) → Octavia.
 _SERVER_STATUS = {

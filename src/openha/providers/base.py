@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from openha.domain.observed import ObservedState
 from openha.domain.spec import LoadBalancerSpec
 
 if TYPE_CHECKING:
@@ -47,29 +48,6 @@ class ApplyResult:
     @classmethod
     def failed(cls, error: str) -> ApplyResult:
         return cls(done=False, error=error)
-
-
-@dataclass
-class ListenerCounters:
-    bytes_in: int = 0
-    bytes_out: int = 0
-    active_connections: int = 0
-    total_connections: int = 0
-    request_errors: int = 0
-
-
-@dataclass
-class ObservedState:
-    """Operating statuses by object id, and counters by listener id."""
-
-    load_balancer: str
-    listeners: dict[str, str] = field(default_factory=dict)
-    pools: dict[str, str] = field(default_factory=dict)
-    members: dict[str, str] = field(default_factory=dict)
-    health_monitors: dict[str, str] = field(default_factory=dict)
-    l7policies: dict[str, str] = field(default_factory=dict)
-    l7rules: dict[str, str] = field(default_factory=dict)
-    listener_stats: dict[str, ListenerCounters] = field(default_factory=dict)
 
 
 class UnsupportedOption(ValueError):

@@ -26,6 +26,7 @@ from openha.controller import events, hostmonitor
 from openha.controller.scheduler import HostView, NoHostAvailable, choose_host
 from openha.db import transaction
 from openha.domain import constants as c
+from openha.domain.observed import ListenerCounters
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.domain.status import derive
 from openha.models import (
@@ -41,7 +42,6 @@ from openha.models import (
 from openha.providers.base import (
     ApplyResult,
     Capability,
-    ListenerCounters,
     ObservedState,
     Provider,
     UnsupportedOption,
