@@ -6,6 +6,7 @@ itself, so backends never limit), same wrk run from a client namespace
 - `openha`: an LB made through the API with the default flavor (HTTP listener, round
   robin pool, 3 members, HTTP health monitor; access_log "all": a log line per request),
   served by the agent's HAProxy in its instance namespace;
+- `openha-none`: the same with `{"access_log": "none"}` (no traffic logs at all).
 - `openha-errors`: the same LB made with a flavor whose profile says
   `{"access_log": "errors"}` (HAProxy `option dontlog-normal`: only failed or abnormal
   requests are logged), on the same agent;
@@ -128,15 +129,15 @@ def family(pid: int) -> list[int]:
     return [pid, *(int(c) for c in children)]
 
 
-def errors_flavor(stack: Stack) -> str:
-    """A flavor whose profile asks the haproxy provider to log only failed requests."""
+def log_flavor(stack: Stack, mode: str) -> str:
+    """A flavor whose profile sets the haproxy provider's `access_log` to `mode`."""
     profile = stack.admin.post(
         "/v2/lbaas/flavorprofiles",
         json={
             "flavorprofile": {
-                "name": "bench-log-errors",
+                "name": f"bench-log-{mode}",
                 "provider_name": "haproxy",
-                "flavor_data": json.dumps({"access_log": "errors"}),
+                "flavor_data": json.dumps({"access_log": mode}),
             }
         },
     )
@@ -145,7 +146,7 @@ def errors_flavor(stack: Stack) -> str:
         "/v2/lbaas/flavors",
         json={
             "flavor": {
-                "name": "bench-log-errors",
+                "name": f"bench-log-{mode}",
                 "flavor_profile_id": profile.json()["flavorprofile"]["id"],
             }
         },
@@ -247,7 +248,8 @@ class _Remove:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-OPENHA = {"openha": "all", "openha-errors": "errors"}  # contender -> access_log
+# contender -> access_log
+OPENHA = {"openha": "all", "openha-errors": "errors", "openha-none": "none"}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -256,9 +258,13 @@ def run(args: argparse.Namespace) -> None:
         backends = [FastBackend(lab, f"web{i}") for i in range(1, 4)]
         lbs = {
             "openha": openha_lb(stack, backends, "bench-throughput"),
-            "openha-errors": openha_lb(
-                stack, backends, "bench-throughput-errors", errors_flavor(stack)
-            ),
+            **{
+                name: openha_lb(
+                    stack, backends, f"bench-throughput-{mode}", log_flavor(stack, mode)
+                )
+                for name, mode in OPENHA.items()
+                if mode != "all"
+            },
         }
         insts = {name: instance_dir(stack, lb["id"]) for name, lb in lbs.items()}
         client = lab.add_namespace("wrk", lab.allocate_ip())
@@ -301,8 +307,7 @@ def run(args: argparse.Namespace) -> None:
 
         lb_pids = {
             "baseline": lambda: [base.proc.pid],
-            "openha": lambda: haproxy_pids(insts["openha"]),
-            "openha-errors": lambda: haproxy_pids(insts["openha-errors"]),
+            **{n: (lambda n=n: haproxy_pids(insts[n])) for n in OPENHA},
             **{n: (lambda p=p: [p.proc.pid]) for n, p in by_hand_procs.items()},
         }
         for r in range(args.rounds):
