@@ -83,10 +83,3 @@ def _mac_for(ip: str) -> str:
 def release_device(session: Session, device_id: str) -> None:
     for port in session.scalars(select(Port).where(Port.device_id == device_id)):
         session.delete(port)
-
-
-def release_port(session: Session, port_id: str | None) -> None:
-    if port_id:
-        port = session.get(Port, port_id)
-        if port is not None:
-            session.delete(port)

@@ -21,7 +21,7 @@ from openha.api.context import RequestContext, get_admin_context, get_context, g
 from openha.api.errors import BadRequest, Conflict, NotFound
 from openha.api.query import list_collection, requested_fields, select_fields
 from openha.api.tenant.common import StrictModel
-from openha.api.tenant.providers import check_profile
+from openha.api.tenant.providers import check_profile, update_profile
 from openha.domain.grammar import FreeText
 from openha.models import AvailabilityZone, AvailabilityZoneProfile, LoadBalancer
 
@@ -153,21 +153,15 @@ def update_availability_zone_profile(
     ctx: RequestContext = Depends(get_admin_context),
 ) -> dict[str, Any]:
     profile = _get_profile(session, profile_id)
-    changes = payload.availability_zone_profile.model_dump(exclude_unset=True)
-    for key, value in changes.items():
-        if value is None:
-            raise BadRequest(f"None is not a valid option for {key}")
-    if "provider_name" in changes or "availability_zone_data" in changes:
-        # Zones in use must keep meaning what they meant when LBs were placed in them.
-        if _zones_using(session, profile_id):
-            raise Conflict(f"{PROFILE_LABEL} {profile_id} is in use and cannot be modified.")
-        _check_zone_data(
-            request,
-            changes.get("provider_name", profile.provider_name),
-            changes.get("availability_zone_data", profile.availability_zone_data),
-        )
-    for key, value in changes.items():
-        setattr(profile, key, value)
+    update_profile(
+        request,
+        profile,
+        payload.availability_zone_profile.model_dump(exclude_unset=True),
+        "availability_zone_data",
+        lambda: bool(_zones_using(session, profile_id)),
+        PROFILE_LABEL,
+        lambda p: p.validate_availability_zone,
+    )
     session.commit()
     return {"availability_zone_profile": serialize_profile(profile)}
 

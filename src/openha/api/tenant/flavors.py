@@ -20,7 +20,7 @@ from openha.api.context import RequestContext, get_admin_context, get_context, g
 from openha.api.errors import BadRequest, Conflict, NotFound
 from openha.api.query import list_collection, requested_fields, select_fields
 from openha.api.tenant.common import StrictModel
-from openha.api.tenant.providers import check_profile
+from openha.api.tenant.providers import check_profile, update_profile
 from openha.domain.grammar import FreeText
 from openha.models import Flavor, FlavorProfile, LoadBalancer
 
@@ -132,21 +132,15 @@ def update_flavor_profile(
     ctx: RequestContext = Depends(get_admin_context),
 ) -> dict[str, Any]:
     profile = _get_profile(session, profile_id)
-    changes = payload.flavorprofile.model_dump(exclude_unset=True)
-    for key, value in changes.items():
-        if value is None:
-            raise BadRequest(f"None is not a valid option for {key}")
-    if "provider_name" in changes or "flavor_data" in changes:
-        # Flavors in use must keep meaning what they meant when LBs were built with them.
-        if _flavors_using(session, profile_id):
-            raise Conflict(f"Flavor profile {profile_id} is in use and cannot be modified.")
-        _check_flavor_data(
-            request,
-            changes.get("provider_name", profile.provider_name),
-            changes.get("flavor_data", profile.flavor_data),
-        )
-    for key, value in changes.items():
-        setattr(profile, key, value)
+    update_profile(
+        request,
+        profile,
+        payload.flavorprofile.model_dump(exclude_unset=True),
+        "flavor_data",
+        lambda: bool(_flavors_using(session, profile_id)),
+        "Flavor profile",
+        lambda p: p.validate_flavor,
+    )
     session.commit()
     return {"flavorprofile": serialize_profile(profile)}
 

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from openha.api.context import RequestContext, get_admin_context, get_context
-from openha.api.errors import BadRequest
+from openha.api.errors import BadRequest, Conflict
 from openha.api.query import requested_fields, select_fields
 from openha.api.tenant import common
 from openha.providers.base import Capability, Provider, UnsupportedOption
@@ -56,6 +56,34 @@ def check_profile(
         validate(provider)(data)
     except UnsupportedOption as exc:
         raise BadRequest(str(exc)) from None
+
+
+def update_profile(
+    request: Request,
+    profile: Any,
+    changes: dict[str, Any],
+    data_field: str,
+    in_use: Callable[[], bool],
+    label: str,
+    validate: Callable[[Provider], Callable[[Mapping[str, Any]], None]],
+) -> None:
+    """Apply a flavor or availability zone profile update with Octavia's rules."""
+    for key, value in changes.items():
+        if value is None:
+            raise BadRequest(f"None is not a valid option for {key}")
+    if "provider_name" in changes or data_field in changes:
+        # Profiles in use must keep meaning what they meant when LBs were built with them.
+        if in_use():
+            raise Conflict(f"{label} {profile.id} is in use and cannot be modified.")
+        check_profile(
+            request,
+            changes.get("provider_name", profile.provider_name),
+            changes.get(data_field, getattr(profile, data_field)),
+            data_field,
+            validate,
+        )
+    for key, value in changes.items():
+        setattr(profile, key, value)
 
 
 def _render(request: Request, items: list[dict[str, str]]) -> list[dict[str, str]]:

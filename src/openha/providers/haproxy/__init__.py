@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from sqlalchemy import delete, func, select
 
 from openha import ipam
-from openha.agent.paths import InstancePaths, instance_paths
+from openha.agent.paths import InstancePaths, instance_paths, namespace_name
 from openha.controller import events, hostmonitor
 from openha.controller.scheduler import HostView, NoHostAvailable, choose_host
 from openha.db import transaction
@@ -69,10 +69,6 @@ INSTANCE_OWNER = "openha:instance"
 PEER_PORT = 1024  # HAProxy peers listen on the instance address, never on the VIP
 CHECK_SCRIPT = "check_haproxy.sh"
 COUNTERS = ("bytes_in", "bytes_out", "active_connections", "total_connections", "request_errors")
-
-
-def _peer_name(instance_id: str) -> str:
-    return "ohi-" + instance_id.replace("-", "")[:8]
 
 
 @dataclass(frozen=True)
@@ -403,9 +399,11 @@ class HAProxyProvider(Provider):
         if pair:
             others = [p for p in placements if p.instance_id != placement.instance_id]
             peers = PeersSpec(
-                local_peer=_peer_name(placement.instance_id),
+                local_peer=namespace_name(placement.instance_id),
                 peers=tuple(
-                    PeerSpec(name=_peer_name(p.instance_id), address=p.ip_address, port=PEER_PORT)
+                    PeerSpec(
+                        name=namespace_name(p.instance_id), address=p.ip_address, port=PEER_PORT
+                    )
                     for p in placements
                 ),
             )
@@ -439,7 +437,7 @@ class HAProxyProvider(Provider):
             project_id=spec.project_id,
             generation=spec.generation,
             role=placement.role,
-            namespace=plumbing.namespace_for(placement.instance_id),
+            namespace=namespace_name(placement.instance_id),
             interfaces=tuple(interfaces),
             vip_address=spec.vip_address,
             vip_interface="eth0",

@@ -44,7 +44,3 @@ def interface(name: str, subnet: SubnetSpec, address: str, *, default_route: boo
         addresses=(f"{address}/{prefix}",),
         gateway=subnet.gateway_ip if default_route else None,
     )
-
-
-def namespace_for(instance_id: str) -> str:
-    return f"ohi-{instance_id.replace('-', '')[:8]}"
