@@ -3,6 +3,7 @@ stats, status tree and the admin failover."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -250,8 +251,6 @@ def _allocate_vip(
 
 
 def _contains(subnet: Subnet, address: str) -> bool:
-    import ipaddress
-
     return ipaddress.ip_address(address) in ipaddress.ip_network(subnet.cidr)
 
 
