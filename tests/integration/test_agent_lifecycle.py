@@ -114,8 +114,9 @@ def test_heartbeat_registers_and_removes_orphans(
         )
         assert namespace_exists(namespace_name(lb.instance_id))
         fake_api.wanted = []  # the API rebuilt it elsewhere: an orphan here
+        # The namespace goes before the agent forgets the instance: wait for both.
         wait_for(lambda: not namespace_exists(namespace_name(lb.instance_id)), timeout=5)
-        assert agent.api.get("/v1/instances").json() == []
+        wait_for(lambda: agent.api.get("/v1/instances").json() == [], timeout=5)
         assert not instance_paths(agent_dir, lb.instance_id).instance_dir.exists()
     finally:
         agent.stop()
