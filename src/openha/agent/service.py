@@ -574,10 +574,3 @@ class AgentService:
                     level = logging.WARNING if failures == 1 else logging.DEBUG
                     log.log(level, "heartbeat to %s failed: %s", self.settings.agent_api_url, exc)
                 self._stop.wait(self.settings.heartbeat_interval)
-
-
-def run_agent(settings: Settings) -> None:
-    """Run the agent until SIGTERM (see `openha.agent.server.run_agent`)."""
-    from openha.agent.server import run_agent as serve
-
-    serve(settings)
