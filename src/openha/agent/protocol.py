@@ -11,19 +11,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from openha.domain.observed import ListenerCounters
+
 # Instance states reported by the agent.
 BUILDING = "BUILDING"
 ACTIVE = "ACTIVE"
 ERROR = "ERROR"
 DELETED = "DELETED"
-
-
-class ListenerStats(BaseModel):
-    bytes_in: int = 0
-    bytes_out: int = 0
-    active_connections: int = 0
-    total_connections: int = 0
-    request_errors: int = 0
 
 
 class InstanceStatus(BaseModel):
@@ -36,7 +30,7 @@ class InstanceStatus(BaseModel):
     haproxy_running: bool = False
     haproxy_pid: int | None = None  # the master's pid
     vrrp_state: str | None = None
-    listeners: dict[str, ListenerStats] = Field(default_factory=dict)
+    listeners: dict[str, ListenerCounters] = Field(default_factory=dict)
     # member id → "UP" | "DOWN" | "MAINT" | "DRAIN" | "NO_CHECK" | "NOLB"
     members: dict[str, str] = Field(default_factory=dict)
     pools: dict[str, str] = Field(default_factory=dict)  # pool id → "UP" | "DOWN"
