@@ -41,10 +41,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 PR_SET_PDEATHSIG = 1
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is now (test runners swap it between invocations)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -46,11 +46,11 @@ def pool_ranges(subnet: Subnet) -> list[tuple[ipaddress.IPv4Address | ipaddress.
 def _candidates(subnet: Subnet) -> Iterator[str]:
     gateway = subnet.gateway_ip
     for start, end in pool_ranges(subnet):
-        addr = start
-        while addr <= end:
-            if str(addr) != gateway:
-                yield str(addr)
-            addr += 1
+        version = type(start)
+        for value in range(int(start), int(end) + 1):
+            addr = str(version(value))
+            if addr != gateway:
+                yield addr
 
 
 def allocate(

@@ -90,7 +90,7 @@ def build(
             )
         )
     access_log = spec.flavor.get("access_log", settings.default_access_log)
-    config = render_haproxy(spec, haproxy_paths(paths), peers=peers, access_log=access_log)  # type: ignore[arg-type]
+    config = render_haproxy(spec, haproxy_paths(paths), peers=peers, access_log=access_log)
     return InstanceSpec(
         instance_id=placement.instance_id,
         load_balancer_id=spec.id,
