@@ -13,13 +13,13 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
+from openha.domain import constants as c
 from openha.models import Event, LoadBalancer
 
 log = logging.getLogger("openha.events")
 
 # Log lines waiting for their session's commit, kept in `Session.info`.
 _PENDING = "openha.events.pending"
-WARNING_SEVERITIES = frozenset({"WARNING", "ERROR"})
 
 
 def emit(
@@ -27,7 +27,7 @@ def emit(
     kind: str,
     message: str,
     *,
-    severity: str = "INFO",
+    severity: str = c.SEVERITY_INFO,
     lb: LoadBalancer | None = None,
     host_id: str | None = None,
     instance_id: str | None = None,
@@ -46,7 +46,8 @@ def emit(
             details=details or {},
         )
     )
-    level = logging.WARNING if severity in WARNING_SEVERITIES else logging.INFO
+    warns = severity in (c.SEVERITY_WARNING, c.SEVERITY_ERROR)
+    level = logging.WARNING if warns else logging.INFO
     session.info.setdefault(_PENDING, []).append((level, kind, message))
 
 

@@ -19,6 +19,10 @@ ACTIVE = "ACTIVE"
 ERROR = "ERROR"
 DELETED = "DELETED"
 
+# VRRP states reported for an instance of a pair (keepalived's words).
+VRRP_MASTER = "MASTER"
+VRRP_BACKUP = "BACKUP"
+
 
 class InstanceStatus(BaseModel):
     instance_id: str
@@ -29,7 +33,7 @@ class InstanceStatus(BaseModel):
     last_error: str | None = None
     haproxy_running: bool = False
     haproxy_pid: int | None = None  # the master's pid
-    vrrp_state: str | None = None
+    vrrp_state: str | None = None  # VRRP_MASTER | VRRP_BACKUP | "FAULT" | None (SINGLE)
     listeners: dict[str, ListenerCounters] = Field(default_factory=dict)
     # member id → "UP" | "DOWN" | "MAINT" | "DRAIN" | "NO_CHECK" | "NOLB"
     members: dict[str, str] = Field(default_factory=dict)

@@ -45,6 +45,8 @@ from openha.agent.protocol import (
     BUILDING,
     DELETED,
     ERROR,
+    VRRP_BACKUP,
+    VRRP_MASTER,
     HeartbeatReport,
     HeartbeatResponse,
     InstanceStatus,
@@ -406,7 +408,7 @@ class AgentService:
             return reported
         # Otherwise the VIP tells: keepalived holds it on the master only.
         try:
-            return "MASTER" if vip_present(spec) else "BACKUP"
+            return VRRP_MASTER if vip_present(spec) else VRRP_BACKUP
         except (OSError, NetworkError):
             return None
 

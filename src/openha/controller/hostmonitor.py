@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events
 from openha.db import transaction
-from openha.domain.constants import HOST_DOWN, HOST_UP
+from openha.domain.constants import HOST_DOWN, HOST_UP, SEVERITY_ERROR
 from openha.models import Host, utcnow_precise
 from openha.settings import Settings
 
@@ -39,7 +39,7 @@ def mark_silent_hosts_down(settings: Settings, sessions: sessionmaker[Session]) 
                 s,
                 "host.down",
                 f"Host {host.name} missed heartbeats since {host.last_heartbeat_at}",
-                severity="ERROR",
+                severity=SEVERITY_ERROR,
                 host_id=host.id,
             )
         return [h.id for h in silent]

@@ -144,7 +144,7 @@ class Reconciler:
             return
         with transaction(self.sessions) as s:
             if reason:
-                events.emit(s, "failover.paused", reason, severity="ERROR")
+                events.emit(s, "failover.paused", reason, severity=c.SEVERITY_ERROR)
             else:
                 events.emit(s, "failover.resumed", "Enough hosts are back: failover resumes")
         self._paused = reason
@@ -305,7 +305,7 @@ class Reconciler:
                     s,
                     "loadbalancer.apply_failed",
                     error[:1000],
-                    severity="ERROR",
+                    severity=c.SEVERITY_ERROR,
                     lb=lb,
                     details={"generation": generation, "attempts": lb.attempts},
                 )
@@ -385,7 +385,9 @@ class Reconciler:
             if lb is None:
                 return
             if lb.operating_status != state.load_balancer:
-                severity = "INFO" if state.load_balancer == c.ONLINE else "WARNING"
+                severity = (
+                    c.SEVERITY_INFO if state.load_balancer == c.ONLINE else c.SEVERITY_WARNING
+                )
                 events.emit(
                     s,
                     "loadbalancer.operating_status",

@@ -149,6 +149,12 @@ INSTANCE_STATUSES: Final = (
     INSTANCE_PENDING_FAILOVER,
 )
 
+# Event severities (`Event.severity`)
+SEVERITY_INFO: Final = "INFO"
+SEVERITY_WARNING: Final = "WARNING"
+SEVERITY_ERROR: Final = "ERROR"
+SEVERITIES: Final = (SEVERITY_INFO, SEVERITY_WARNING, SEVERITY_ERROR)
+
 # API roles
 ROLE_ADMIN: Final = "admin"
 ROLE_MEMBER: Final = "member"

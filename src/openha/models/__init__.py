@@ -435,7 +435,7 @@ class Event(Base):
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
-    severity: Mapped[str] = mapped_column(String(16), default="INFO")
+    severity: Mapped[str] = mapped_column(String(16), default=c.SEVERITY_INFO)
     kind: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     load_balancer_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)

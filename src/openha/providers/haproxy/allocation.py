@@ -79,7 +79,7 @@ def place(
                 session,
                 "instance.rescheduled",
                 f"{step.role} instance {gone.id} left host {left.name if left else '?'}",
-                severity="WARNING",
+                severity=c.SEVERITY_WARNING,
                 lb=lb,
                 instance_id=gone.id,
                 host_id=gone.host_id,

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from sqlalchemy import delete, select
 
 from openha import events, ipam
+from openha.agent.protocol import VRRP_MASTER
 from openha.db import transaction
 from openha.domain import constants as c
 from openha.domain.observed import ListenerCounters, ObservedState
@@ -168,14 +169,16 @@ class HAProxyProvider(Provider):
                     s,
                     "instance.failover_deferred",
                     "A failover is already under way: its replacement is not placed yet",
-                    severity="WARNING",
+                    severity=c.SEVERITY_WARNING,
                     lb=lb,
                 )
                 return
             if requested:
                 target = requested[0]
             else:
-                holders = [i for i in instances if (i.health or {}).get("vrrp_state") == "MASTER"]
+                holders = [
+                    i for i in instances if (i.health or {}).get("vrrp_state") == VRRP_MASTER
+                ]
                 target = (holders or sorted(instances, key=lambda i: i.role != c.ROLE_MASTER))[0]
                 target.failover_requested_at = utcnow()
                 target.status = c.INSTANCE_PENDING_FAILOVER
@@ -249,7 +252,7 @@ class HAProxyProvider(Provider):
         # only instance), else any running one.
         reported.sort(
             key=lambda h: (
-                h.get("vrrp_state") not in (None, "MASTER"),
+                h.get("vrrp_state") not in (None, VRRP_MASTER),
                 not h.get("haproxy_running"),
             )
         )
