@@ -34,7 +34,6 @@ from openha.providers.base import (
     ApplyResult,
     Capability,
     Provider,
-    ProviderContext,
     UnsupportedOption,
 )
 from openha.providers.haproxy import agent_client, allocation, instance_spec, plumbing
@@ -53,9 +52,6 @@ class HAProxyProvider(Provider):
         "pool.lb_algorithm": frozenset({"SOURCE_IP_PORT"}),
         "healthmonitor.type": frozenset({"UDP-CONNECT", "SCTP"}),
     }
-
-    def __init__(self, context: ProviderContext) -> None:
-        super().__init__(context)
 
     def flavor_capabilities(self) -> list[Capability]:
         return [
