@@ -460,14 +460,15 @@ class ControllerTimeline:
 
     def __enter__(self) -> ControllerTimeline:
         from openha.controller.reconciler import Reconciler
-        from openha.providers.haproxy import HAProxyProvider, agent_client
+        from openha.providers.haproxy import agent_client
+        from openha.providers.haproxy.driver import HAProxyProvider
 
         self._time(Reconciler, "tick")
         self._time(Reconciler, "observe_all")
 
         self._wrap(Reconciler, "reconcile", lambda self_, lb_id: lb_id, "reconcile")
         self._wrap(Reconciler, "finalize", lambda self_, lb_id, gen: lb_id, "finalize")
-        self._wrap(HAProxyProvider, "apply", lambda self_, spec: spec.id, "apply")
+        self._wrap(HAProxyProvider, "apply", lambda self_, spec, **_: spec.id, "apply")
         self._wrap(agent_client, "put_instance", lambda agent, spec: spec.load_balancer_id, "push")
         return self
 

@@ -37,7 +37,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import clouds, db, hosts
-from openha.api.context import create_token, hash_token
+from openha.credentials import create_token, hash_token
 from openha.domain.constants import ROLE_ADMIN
 from openha.models import Subnet, Token, utcnow
 from openha.settings import Settings
@@ -132,9 +132,7 @@ def agent_blocker() -> str | None:
 
 
 def bootstrap(settings: Settings, with_agent: bool = True) -> Bootstrap:
-    from openha.cli import upgrade_schema
-
-    upgrade_schema(settings)
+    db.upgrade_schema(settings)
     engine = db.make_engine(settings.database_url)
     sessions = db.make_session_factory(engine)
     endpoint = clouds.endpoint_for_bind(settings.api_bind)

@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -42,10 +41,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 PR_SET_PDEATHSIG = 1
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is now (test runners swap it between invocations)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -94,16 +93,6 @@ def _settings() -> Settings:
     return Settings()
 
 
-def upgrade_schema(settings: Settings) -> None:
-    """Create the state directory (a fresh install has none) and migrate the database."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    if settings.database_url.startswith("sqlite:///"):
-        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
-            parents=True, exist_ok=True
-        )
-    db.upgrade(settings.database_url)
-
-
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
@@ -131,7 +120,7 @@ def api() -> None:
     import uvicorn
 
     settings = _settings()
-    upgrade_schema(settings)
+    db.upgrade_schema(settings)
     host, port = settings.api_host_port
     log.info("API listening on %s:%d", host, port)
     uvicorn.run(
@@ -155,7 +144,7 @@ def controller() -> None:
     from openha.providers.registry import ProviderRegistry
 
     settings = _settings()
-    upgrade_schema(settings)
+    db.upgrade_schema(settings)
     sessions = db.make_session_factory(db.make_engine(settings.database_url))
     registry = ProviderRegistry(ProviderContext(settings, sessions))
     stop = threading.Event()
@@ -173,7 +162,7 @@ def controller() -> None:
 def agent() -> None:
     """Run the host agent (root): namespaces, HAProxy, keepalived, heartbeats."""
     try:
-        from openha.agent.service import run_agent
+        from openha.agent.server import run_agent
     except ImportError as exc:
         raise _fail(f"the agent is not available in this installation: {exc}") from None
     run_agent(_settings())
@@ -267,7 +256,7 @@ def demo(
 
 
 def _sessions(settings: Settings) -> Any:
-    upgrade_schema(settings)
+    db.upgrade_schema(settings)
     return db.make_session_factory(db.make_engine(settings.database_url))
 
 
@@ -281,7 +270,7 @@ def token_create(
     description: Annotated[str, typer.Option(help="Why this token exists.")] = "",
 ) -> None:
     """Create an API token and print it (only it) on stdout; it is shown once."""
-    from openha.api.context import create_token
+    from openha.credentials import create_token
 
     roles = list(dict.fromkeys(role or ["member"]))
     unknown = [r for r in roles if r not in ROLES]

@@ -11,6 +11,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from openha.settings import Settings
+
 MIGRATIONS_DIR = Path(__file__).parent / "models" / "migrations"
 
 
@@ -72,3 +74,13 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str) -> None:
     """Bring the schema to the newest migration; safe to call on every start."""
     command.upgrade(alembic_config(url), "head")
+
+
+def upgrade_schema(settings: Settings) -> None:
+    """Create the state directory (a fresh install has none) and migrate the database."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    upgrade(settings.database_url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from openha.api.context import hash_token, new_token_secret
+from openha.credentials import hash_token, new_token_secret
 from openha.models import Host
 
 

@@ -1,4 +1,8 @@
-"""Address management for OpenHA's own subnets: VIPs and instance addresses, unique per subnet."""
+"""Address management for OpenHA's own subnets: VIPs and instance addresses, unique per subnet.
+
+It raises its own errors (`AddressError` and its kinds); the API maps them to
+HTTP answers in `openha.api.errors`, a provider to a failed apply.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,23 @@ from collections.abc import Iterator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from openha.api.errors import BadRequest, Conflict
 from openha.models import Port, Subnet
+
+
+class AddressError(Exception):
+    """An address cannot be allocated; the message says why, in the API's words."""
+
+
+class AddressOutsideSubnet(AddressError):
+    """The requested address is not in the subnet's CIDR."""
+
+
+class AddressInUse(AddressError):
+    """The requested address is taken (by a port, or it is the gateway)."""
+
+
+class SubnetExhausted(AddressError):
+    """No free address is left in the subnet's allocation pools."""
 
 
 def pool_ranges(subnet: Subnet) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]]:
@@ -27,11 +46,11 @@ def pool_ranges(subnet: Subnet) -> list[tuple[ipaddress.IPv4Address | ipaddress.
 def _candidates(subnet: Subnet) -> Iterator[str]:
     gateway = subnet.gateway_ip
     for start, end in pool_ranges(subnet):
-        addr = start
-        while addr <= end:
-            if str(addr) != gateway:
-                yield str(addr)
-            addr += 1
+        version = type(start)
+        for value in range(int(start), int(end) + 1):
+            addr = str(version(value))
+            if addr != gateway:
+                yield addr
 
 
 def allocate(
@@ -49,16 +68,18 @@ def allocate(
     if ip_address is not None:
         addr = ipaddress.ip_address(ip_address)
         if addr not in ipaddress.ip_network(subnet.cidr):
-            raise BadRequest(
+            raise AddressOutsideSubnet(
                 f"IP address {ip_address} is not in subnet {subnet.id} ({subnet.cidr})."
             )
         if str(addr) in taken or str(addr) == subnet.gateway_ip:
-            raise Conflict(f"IP address {ip_address} is already allocated in subnet {subnet.id}.")
+            raise AddressInUse(
+                f"IP address {ip_address} is already allocated in subnet {subnet.id}."
+            )
         chosen = str(addr)
     else:
         chosen = next((c for c in _candidates(subnet) if c not in taken), "")
         if not chosen:
-            raise Conflict(f"No more IP addresses available on subnet {subnet.id}.")
+            raise SubnetExhausted(f"No more IP addresses available on subnet {subnet.id}.")
     port = Port(
         project_id=project_id,
         network_id=subnet.network_id,

@@ -161,7 +161,9 @@ def test_amphora_failover_marks_instance(
     with transaction(session_factory) as s:
         lb_row = s.get(LoadBalancer, lb["id"])
         assert lb_row is not None and lb_row.failover_requested
-        assert s.get(Instance, inst_id).status == "PENDING_FAILOVER"  # type: ignore[union-attr]
+        marked = s.get(Instance, inst_id)
+        assert marked is not None and marked.status == "PENDING_FAILOVER"
+        assert marked.failover_requested_at is not None
     assert admin.get("/v2/octavia/amphorae/nope").status_code == 404
 
 

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from openha.controller.scheduler import NoHostAvailable
 from openha.controller.snapshot import build
 from openha.db import transaction
 from openha.models import LoadBalancer, Subnet, VrrpRouterId
-from openha.providers.haproxy import HAProxyProvider
+from openha.providers.haproxy import allocation
+from openha.providers.haproxy.placement import NoHostAvailable
 
 
 def make_lb(s: Session, subnet: Subnet) -> LoadBalancer:
@@ -35,16 +35,16 @@ def test_vrrp_ids_are_unique_per_segment_and_run_out_clearly(
         assert subnet is not None
         first = make_lb(s, subnet)
         spec = build(s, first.id)
-        vrid = HAProxyProvider._vrid(s, first, spec)
+        vrid = allocation.hold_vrid(s, first, spec)
         assert vrid == 1
-        assert HAProxyProvider._vrid(s, first, spec) == 1  # held, not allocated twice
+        assert allocation.hold_vrid(s, first, spec) == 1  # held, not allocated twice
         for _ in range(254):
             lb = make_lb(s, subnet)
-            HAProxyProvider._vrid(s, lb, build(s, lb.id))
+            allocation.hold_vrid(s, lb, build(s, lb.id))
         assert s.query(VrrpRouterId).count() == 255
         last = make_lb(s, subnet)
         with pytest.raises(NoHostAvailable, match="All 255 VRRP router ids are in use"):
-            HAProxyProvider._vrid(s, last, build(s, last.id))
+            allocation.hold_vrid(s, last, build(s, last.id))
 
 
 def test_zone_comes_from_the_profile_or_the_zone_name(
@@ -68,11 +68,11 @@ def test_zone_comes_from_the_profile_or_the_zone_name(
             ]
         )
         lb = make_lb(s, subnet)
-        assert HAProxyProvider._zone(s, lb) is None
+        assert allocation.host_zone(s, lb) is None
         lb.availability_zone = "az-a"
-        assert HAProxyProvider._zone(s, lb) == "az-a"
+        assert allocation.host_zone(s, lb) == "az-a"
         lb.availability_zone = "az-b"
-        assert HAProxyProvider._zone(s, lb) == "rack-7"
+        assert allocation.host_zone(s, lb) == "rack-7"
 
 
 def test_haproxy_flavor_options_are_checked(admin: Any) -> None:

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha.api.app import create_app
-from openha.api.context import create_token
 from openha.controller.reconciler import Reconciler
+from openha.credentials import create_token
 from openha.db import make_engine, make_session_factory, transaction, upgrade
 from openha.models import Network, Subnet
 from openha.settings import Settings

@@ -33,8 +33,8 @@ from openha import hosts
 from openha.agent.paths import namespace_name
 from openha.agent.purge import purge
 from openha.api.app import create_app
-from openha.api.context import create_token
 from openha.controller.reconciler import Reconciler
+from openha.credentials import create_token
 from openha.db import make_engine, make_session_factory, transaction, upgrade
 from openha.lab import Lab
 from openha.models import Host

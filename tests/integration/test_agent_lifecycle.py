@@ -135,7 +135,7 @@ def test_agent_process_survives_sigterm_and_adopts(
         "OPENHA_AGENT_API_URL": "http://127.0.0.1:9",
         "OPENHA_HOST_NAME": "proc-host",
     }
-    code = "from openha.agent.service import run_agent; from openha.settings import Settings; "
+    code = "from openha.agent.server import run_agent; from openha.settings import Settings; "
     code += "run_agent(Settings())"
     base = f"http://127.0.0.1:{port}"
 

@@ -151,9 +151,7 @@ def test_clouds_yaml_content_and_mode(tmp_path: Path) -> None:
 
 
 def test_clouds_yaml_keeps_a_valid_token_and_replaces_a_dead_one(env: Settings) -> None:
-    from openha.cli import upgrade_schema
-
-    upgrade_schema(env)
+    db.upgrade_schema(env)
     factory = sessions(env)
     path = env.state_dir / "clouds.yaml"
     token, created = allinone.ensure_clouds_yaml(factory, path, "http://127.0.0.1:1")
@@ -174,9 +172,7 @@ def test_clouds_yaml_keeps_a_valid_token_and_replaces_a_dead_one(env: Settings) 
 
 
 def test_enrolment_is_reused_until_it_stops_working(env: Settings) -> None:
-    from openha.cli import upgrade_schema
-
-    upgrade_schema(env)
+    db.upgrade_schema(env)
     factory = sessions(env)
     first = allinone.ensure_enrolment(factory, env)
     cred_file = env.state_dir / allinone.CREDENTIAL_FILE

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from openha.agent.netns import NamespaceExec, run_in_namespace
 from openha.agent.paths import InstancePaths
-from openha.agent.protocol import ListenerStats
+from openha.domain.observed import ListenerCounters
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def parse_show_proc(text: str) -> ProcInfo:
 
 @dataclass
 class StatSummary:
-    listeners: dict[str, ListenerStats] = field(default_factory=dict)
+    listeners: dict[str, ListenerCounters] = field(default_factory=dict)
     members: dict[str, str] = field(default_factory=dict)
     pools: dict[str, str] = field(default_factory=dict)
 
@@ -202,7 +202,7 @@ def parse_show_stat(text: str) -> StatSummary:
         if not px or not sv:
             continue
         if sv == "FRONTEND":
-            summary.listeners[px] = ListenerStats(
+            summary.listeners[px] = ListenerCounters(
                 bytes_in=_int(row.get("bin")),
                 bytes_out=_int(row.get("bout")),
                 active_connections=_int(row.get("scur")),
@@ -383,7 +383,9 @@ def unbindable(old: str, new: str, namespace: str) -> str | None:
 
 
 @dataclass
-class ApplyResult:
+class ConfigOutcome:
+    """How `HAProxyInstance.apply` made a config the running one, and what failed."""
+
     action: str  # "none" | "start" | "reload" | "runtime"
     error: str | None = None
 
@@ -537,7 +539,7 @@ class HAProxyInstance:
         except FileNotFoundError:
             return None
 
-    def apply(self, config: str, validated: bool = False) -> ApplyResult:
+    def apply(self, config: str, validated: bool = False) -> ConfigOutcome:
         """Make `config` the running config; on any failure the old one keeps serving.
 
         `validated` says `validate(config)` just succeeded (the candidate file is in place).
@@ -548,36 +550,36 @@ class HAProxyInstance:
             with contextlib.suppress(FileNotFoundError):
                 self.paths.candidate.unlink()
             if running:
-                return ApplyResult("none")
+                return ConfigOutcome("none")
             try:
                 self.start()
             except HAProxyError as exc:
-                return ApplyResult("start", str(exc))
-            return ApplyResult("start")
+                return ConfigOutcome("start", str(exc))
+            return ConfigOutcome("start")
         if not (validated and self.paths.candidate.exists()):
             error = self.validate(config)
             if error:
-                return ApplyResult("none", error)
+                return ConfigOutcome("none", error)
         blocked = unbindable(old or "", config, self.namespace)
         if blocked:
-            return ApplyResult("none", blocked)
+            return ConfigOutcome("none", blocked)
         os.replace(self.paths.candidate, self.paths.config)
         if not running:
             try:
                 self.start()
-                return ApplyResult("start")
+                return ConfigOutcome("start")
             except HAProxyError as exc:
                 self._restore(old)
-                return ApplyResult("start", str(exc))
+                return ConfigOutcome("start", str(exc))
         commands = runtime_changes(old, config) if old is not None else None
         if commands is not None and self._run_runtime(commands):
-            return ApplyResult("runtime")
+            return ConfigOutcome("runtime")
         try:
             self.reload()
         except (HAProxyError, OSError) as exc:
             self._restore(old)
-            return ApplyResult("reload", str(exc))
-        return ApplyResult("reload")
+            return ConfigOutcome("reload", str(exc))
+        return ConfigOutcome("reload")
 
     def _run_runtime(self, commands: list[str]) -> bool:
         for command in commands:

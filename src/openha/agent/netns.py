@@ -379,7 +379,7 @@ def _apply_network(spec: InstanceSpec) -> NetworkResult:
 
 
 def _converge_default_routes(nsr: IPRoute, gateways: dict[int, str]) -> None:
-    wanted = {}
+    wanted: dict[int, tuple[int, str]] = {}
     for index, gw in gateways.items():
         family = socket.AF_INET6 if ipaddress.ip_address(gw).version == 6 else socket.AF_INET
         wanted.setdefault(family, (index, gw))

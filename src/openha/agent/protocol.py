@@ -11,19 +11,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from openha.domain.observed import ListenerCounters
+
 # Instance states reported by the agent.
 BUILDING = "BUILDING"
 ACTIVE = "ACTIVE"
 ERROR = "ERROR"
 DELETED = "DELETED"
 
-
-class ListenerStats(BaseModel):
-    bytes_in: int = 0
-    bytes_out: int = 0
-    active_connections: int = 0
-    total_connections: int = 0
-    request_errors: int = 0
+# VRRP states reported for an instance of a pair (keepalived's words).
+VRRP_MASTER = "MASTER"
+VRRP_BACKUP = "BACKUP"
 
 
 class InstanceStatus(BaseModel):
@@ -35,8 +33,8 @@ class InstanceStatus(BaseModel):
     last_error: str | None = None
     haproxy_running: bool = False
     haproxy_pid: int | None = None  # the master's pid
-    vrrp_state: str | None = None
-    listeners: dict[str, ListenerStats] = Field(default_factory=dict)
+    vrrp_state: str | None = None  # VRRP_MASTER | VRRP_BACKUP | "FAULT" | None (SINGLE)
+    listeners: dict[str, ListenerCounters] = Field(default_factory=dict)
     # member id → "UP" | "DOWN" | "MAINT" | "DRAIN" | "NO_CHECK" | "NOLB"
     members: dict[str, str] = Field(default_factory=dict)
     pools: dict[str, str] = Field(default_factory=dict)  # pool id → "UP" | "DOWN"

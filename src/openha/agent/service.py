@@ -45,6 +45,8 @@ from openha.agent.protocol import (
     BUILDING,
     DELETED,
     ERROR,
+    VRRP_BACKUP,
+    VRRP_MASTER,
     HeartbeatReport,
     HeartbeatResponse,
     InstanceStatus,
@@ -406,7 +408,7 @@ class AgentService:
             return reported
         # Otherwise the VIP tells: keepalived holds it on the master only.
         try:
-            return "MASTER" if vip_present(spec) else "BACKUP"
+            return VRRP_MASTER if vip_present(spec) else VRRP_BACKUP
         except (OSError, NetworkError):
             return None
 
@@ -574,10 +576,3 @@ class AgentService:
                     level = logging.WARNING if failures == 1 else logging.DEBUG
                     log.log(level, "heartbeat to %s failed: %s", self.settings.agent_api_url, exc)
                 self._stop.wait(self.settings.heartbeat_interval)
-
-
-def run_agent(settings: Settings) -> None:
-    """Run the agent until SIGTERM (see `openha.agent.server.run_agent`)."""
-    from openha.agent.server import run_agent as serve
-
-    serve(settings)

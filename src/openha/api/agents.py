@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from openha import hosts
+from openha import events, hosts
 from openha.agent.protocol import (
     HeartbeatReport,
     HeartbeatResponse,
@@ -23,9 +23,8 @@ from openha.agent.protocol import (
 )
 from openha.api.context import get_session
 from openha.api.errors import Forbidden, Unauthorized
-from openha.controller import events
-from openha.controller.hostmonitor import HOST_UP
 from openha.domain import constants as c
+from openha.domain.constants import HOST_UP
 from openha.models import Host, Instance, LoadBalancer, utcnow_precise
 
 router = APIRouter(prefix="/agent", tags=["agent"])

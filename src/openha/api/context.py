@@ -7,11 +7,8 @@ objects; admins see everything and may filter by `project_id`.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from fastapi import Depends, Request
@@ -19,41 +16,13 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from openha.api.errors import BadRequest, NotFound, PolicyForbidden, Unauthorized
+from openha.credentials import hash_token
 from openha.domain.constants import ROLE_ADMIN, ROLE_MEMBER
 from openha.models import Token, utcnow
 
 T = TypeVar("T")
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token_secret() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def create_token(
-    session: Session,
-    project_id: str,
-    roles: list[str],
-    description: str = "",
-    expires_at: datetime | None = None,
-) -> str:
-    """Store a new token (hashed) and return the secret, shown once."""
-    secret = new_token_secret()
-    session.add(
-        Token(
-            token_hash=hash_token(secret),
-            project_id=project_id,
-            roles=roles,
-            description=description,
-            expires_at=expires_at,
-        )
-    )
-    return secret
 
 
 @dataclass(frozen=True)

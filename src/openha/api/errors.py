@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from openha import ipam
+
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +63,14 @@ class Unauthorized(APIError):
     faultcode = "Client"
 
 
+# Lower layers raise their own errors; this is where they become HTTP answers.
+ADDRESS_ERROR_STATUS: dict[type[ipam.AddressError], int] = {
+    ipam.AddressOutsideSubnet: 400,
+    ipam.AddressInUse: 409,
+    ipam.SubnetExhausted: 409,
+}
+
+
 def fault(status_code: int, message: str, debuginfo: Any = None) -> JSONResponse:
     return JSONResponse(
         status_code=status_code,
@@ -96,6 +106,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return fault(exc.status_code, exc.message)
+
+    @app.exception_handler(ipam.AddressError)
+    async def _address_error(_: Request, exc: ipam.AddressError) -> JSONResponse:
+        return fault(ADDRESS_ERROR_STATUS.get(type(exc), 409), str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,12 @@
-"""Host liveness: a host that misses heartbeats for `host_down_after` seconds is DOWN."""
+"""Host liveness and the failover circuit breaker: the controller's fleet-wide decisions.
+
+A host that misses heartbeats for `host_down_after` seconds is DOWN. Whether
+automatic failover is paused is decided here too, by the controller, and handed
+to the provider with each `apply` rather than looked up by the provider: one
+place decides (the same verdict picks the LBs due for repair and bounds what
+their apply may do), a provider needs neither the fleet's hosts nor the
+threshold, and providers never import the controller (they sit below it).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +15,11 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from openha.controller import events
+from openha import events
 from openha.db import transaction
+from openha.domain.constants import HOST_DOWN, HOST_UP, SEVERITY_ERROR
 from openha.models import Host, utcnow_precise
 from openha.settings import Settings
-
-HOST_UP = "UP"
-HOST_DOWN = "DOWN"
 
 
 def mark_silent_hosts_down(settings: Settings, sessions: sessionmaker[Session]) -> list[str]:
@@ -33,7 +39,7 @@ def mark_silent_hosts_down(settings: Settings, sessions: sessionmaker[Session]) 
                 s,
                 "host.down",
                 f"Host {host.name} missed heartbeats since {host.last_heartbeat_at}",
-                severity="ERROR",
+                severity=SEVERITY_ERROR,
                 host_id=host.id,
             )
         return [h.id for h in silent]

@@ -19,10 +19,11 @@ from datetime import timedelta
 from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from openha import ipam
-from openha.controller import events, hostmonitor, snapshot
+from openha import events, ipam
+from openha.controller import hostmonitor, snapshot
 from openha.db import transaction
 from openha.domain import constants as c
+from openha.domain.observed import COUNTER_FIELDS, ObservedState
 from openha.models import (
     HealthMonitor,
     Host,
@@ -36,7 +37,7 @@ from openha.models import (
     Pool,
     utcnow,
 )
-from openha.providers.base import ApplyResult, ObservedState
+from openha.providers.base import ApplyResult
 from openha.providers.registry import ProviderRegistry
 from openha.settings import Settings
 
@@ -107,7 +108,7 @@ class Reconciler:
         lagging = Instance.applied_generation < LoadBalancer.desired_generation
         lost_host = or_(
             Instance.host_id.is_(None),
-            ~exists().where(Host.id == Instance.host_id, Host.status == hostmonitor.HOST_UP),
+            ~exists().where(Host.id == Instance.host_id, Host.status == c.HOST_UP),
         )
         needs_repair = exists().where(
             Instance.load_balancer_id == LoadBalancer.id,
@@ -143,7 +144,7 @@ class Reconciler:
             return
         with transaction(self.sessions) as s:
             if reason:
-                events.emit(s, "failover.paused", reason, severity="ERROR")
+                events.emit(s, "failover.paused", reason, severity=c.SEVERITY_ERROR)
             else:
                 events.emit(s, "failover.resumed", "Enough hosts are back: failover resumes")
         self._paused = reason
@@ -191,6 +192,8 @@ class Reconciler:
                 deleting = False
                 spec = snapshot.build(s, lb_id)
             failover = lb.failover_requested
+            # The circuit breaker is decided here, with the snapshot its apply works from.
+            paused = hostmonitor.failover_pause_reason(self.settings, s)
         # Provider calls happen outside any transaction: they may take seconds.
         if deleting:
             if provider.delete(lb_id):
@@ -208,7 +211,7 @@ class Reconciler:
                     .values(failover_requested=False)
                     .execution_options(synchronize_session=False)
                 )
-        result: ApplyResult = provider.apply(spec)
+        result: ApplyResult = provider.apply(spec, failover_paused=paused)
         if result.done:
             self.finalize(lb_id, spec.generation)
         elif result.error:
@@ -302,7 +305,7 @@ class Reconciler:
                     s,
                     "loadbalancer.apply_failed",
                     error[:1000],
-                    severity="ERROR",
+                    severity=c.SEVERITY_ERROR,
                     lb=lb,
                     details={"generation": generation, "attempts": lb.attempts},
                 )
@@ -382,7 +385,9 @@ class Reconciler:
             if lb is None:
                 return
             if lb.operating_status != state.load_balancer:
-                severity = "INFO" if state.load_balancer == c.ONLINE else "WARNING"
+                severity = (
+                    c.SEVERITY_INFO if state.load_balancer == c.ONLINE else c.SEVERITY_WARNING
+                )
                 events.emit(
                     s,
                     "loadbalancer.operating_status",
@@ -411,8 +416,5 @@ class Reconciler:
                 if row is None:
                     row = ListenerStats(listener_id=listener_id, load_balancer_id=lb_id)
                     s.add(row)
-                row.bytes_in = counters.bytes_in
-                row.bytes_out = counters.bytes_out
-                row.active_connections = counters.active_connections
-                row.total_connections = counters.total_connections
-                row.request_errors = counters.request_errors
+                for name in COUNTER_FIELDS:
+                    setattr(row, name, getattr(counters, name))

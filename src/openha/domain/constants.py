@@ -1,4 +1,5 @@
-"""Octavia's vocabulary: allowed values, defaults and limits, as its v2 API defines them."""
+"""The vocabulary: Octavia's allowed values, defaults and limits, as its v2 API defines
+them, and OpenHA's own status words for hosts and instances."""
 
 from __future__ import annotations
 
@@ -126,7 +127,35 @@ ROLE_STANDALONE: Final = "STANDALONE"
 ROLE_MASTER: Final = "MASTER"
 ROLE_BACKUP: Final = "BACKUP"
 
-# Roles
+# Agent hosts: `Host.status` (set by registration, heartbeats and the host monitor)
+# and `Host.admin_state` (set by an operator).
+HOST_ENROLLED: Final = "ENROLLED"  # has a credential; its agent never registered
+HOST_UP: Final = "UP"
+HOST_DOWN: Final = "DOWN"
+HOST_STATUSES: Final = (HOST_ENROLLED, HOST_UP, HOST_DOWN)
+HOST_ENABLED: Final = "ENABLED"
+HOST_DISABLED: Final = "DISABLED"  # serves what it has, gets nothing new
+HOST_ADMIN_STATES: Final = (HOST_ENABLED, HOST_DISABLED)
+
+# Instances: `Instance.status`, as the controller last saw the instance.
+INSTANCE_ALLOCATED: Final = "ALLOCATED"  # placed, nothing applied yet
+INSTANCE_ACTIVE: Final = "ACTIVE"  # its agent applied a configuration
+INSTANCE_ERROR: Final = "ERROR"  # its agent refused or could not be reached
+INSTANCE_PENDING_FAILOVER: Final = "PENDING_FAILOVER"  # shown until the rebuild
+INSTANCE_STATUSES: Final = (
+    INSTANCE_ALLOCATED,
+    INSTANCE_ACTIVE,
+    INSTANCE_ERROR,
+    INSTANCE_PENDING_FAILOVER,
+)
+
+# Event severities (`Event.severity`)
+SEVERITY_INFO: Final = "INFO"
+SEVERITY_WARNING: Final = "WARNING"
+SEVERITY_ERROR: Final = "ERROR"
+SEVERITIES: Final = (SEVERITY_INFO, SEVERITY_WARNING, SEVERITY_ERROR)
+
+# API roles
 ROLE_ADMIN: Final = "admin"
 ROLE_MEMBER: Final = "member"
 ROLE_READER: Final = "reader"

@@ -1,17 +1,34 @@
-"""What a data plane reports, as Octavia statuses by object id and counters by listener."""
+"""What a data plane reports, as Octavia statuses by object id and counters by listener.
+
+`ListenerCounters` is the one definition of a listener's counters: the agent
+reports them per instance in its heartbeat (`openha.agent.protocol`), a
+provider sums them over an LB's instances, and the controller stores the sums
+(`openha.models.ListenerStats`, whose columns are these fields).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
 
-@dataclass
-class ListenerCounters:
+
+class ListenerCounters(BaseModel):
+    """One listener's traffic counters, as HAProxy counts them on its frontend."""
+
     bytes_in: int = 0
     bytes_out: int = 0
     active_connections: int = 0
     total_connections: int = 0
     request_errors: int = 0
+
+    def __add__(self, other: ListenerCounters) -> ListenerCounters:
+        return ListenerCounters(
+            **{name: getattr(self, name) + getattr(other, name) for name in COUNTER_FIELDS}
+        )
+
+
+COUNTER_FIELDS: tuple[str, ...] = tuple(ListenerCounters.model_fields)
 
 
 @dataclass
@@ -28,4 +45,4 @@ class ObservedState:
     listener_stats: dict[str, ListenerCounters] = field(default_factory=dict)
 
 
-__all__ = ["ListenerCounters", "ObservedState"]
+__all__ = ["COUNTER_FIELDS", "ListenerCounters", "ObservedState"]

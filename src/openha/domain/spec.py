@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from openha.domain import constants as c
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -147,7 +149,7 @@ class InstanceSpec(_Frozen):
     load_balancer_id: str
     project_id: str
     generation: int
-    role: str = "STANDALONE"
+    role: str = c.ROLE_STANDALONE
     namespace: str
     interfaces: tuple[InterfaceSpec, ...]
     vip_address: str

@@ -49,7 +49,7 @@ def _new_prefix() -> str:
 def _used_networks() -> list[ipaddress.IPv4Network]:
     with IPRoute() as ipr:
         return [
-            ipaddress.ip_interface(f"{a.get('address')}/{a['prefixlen']}").network
+            ipaddress.IPv4Interface(f"{a.get('address')}/{a['prefixlen']}").network
             for a in ipr.get_addr(family=socket.AF_INET)
         ]
 

@@ -22,6 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from openha.domain import constants as c
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -72,8 +74,8 @@ class Provisioned(Timestamps):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(String(255), index=True)
-    provisioning_status: Mapped[str] = mapped_column(String(16), default="PENDING_CREATE")
-    operating_status: Mapped[str] = mapped_column(String(16), default="OFFLINE")
+    provisioning_status: Mapped[str] = mapped_column(String(16), default=c.PENDING_CREATE)
+    operating_status: Mapped[str] = mapped_column(String(16), default=c.OFFLINE)
     admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
     tags: Mapped[list[str]] = mapped_column(TagList, default=list)
 
@@ -219,6 +221,9 @@ class LoadBalancer(Base, Provisioned):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Set by the admin failover call; the controller clears it once the provider rebuilt.
     failover_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The host an instance just left by failover: its replacement avoids it when
+    # another host can take it. Cleared once the replacement is placed.
+    failover_left_host_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # A lease lets several controllers share the work without two reconciling one LB.
@@ -360,7 +365,9 @@ class L7Rule(Base, Provisioned):
 
 
 class ListenerStats(Base):
-    """Counters per listener as last reported by the data plane (summed over instances)."""
+    """A listener's `ListenerCounters` as last reported by the data plane (summed over
+    instances): one column per counter field, spelled out for typed mappings and
+    migrations (a unit test holds them to `openha.domain.observed.COUNTER_FIELDS`)."""
 
     __tablename__ = "listener_stats"
     listener_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -386,8 +393,8 @@ class Host(Base, Timestamps):
     # The controller uses this secret to call the agent; the agent checks it.
     agent_secret: Mapped[str] = mapped_column(String(128), default="")
     capacity: Mapped[int] = mapped_column(Integer, default=100)
-    status: Mapped[str] = mapped_column(String(16), default="ENROLLED")
-    admin_state: Mapped[str] = mapped_column(String(16), default="ENABLED")
+    status: Mapped[str] = mapped_column(String(16), default=c.HOST_ENROLLED)
+    admin_state: Mapped[str] = mapped_column(String(16), default=c.HOST_ENABLED)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     agent_version: Mapped[str] = mapped_column(String(32), default="")
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -400,14 +407,17 @@ class Instance(Base, Timestamps):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     load_balancer_id: Mapped[str] = mapped_column(ForeignKey("load_balancers.id"), index=True)
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True, index=True)
-    role: Mapped[str] = mapped_column(String(16), default="STANDALONE")
-    status: Mapped[str] = mapped_column(String(16), default="ALLOCATED")
+    role: Mapped[str] = mapped_column(String(16), default=c.ROLE_STANDALONE)
+    status: Mapped[str] = mapped_column(String(16), default=c.INSTANCE_ALLOCATED)
     port_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     ip_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
     vrrp_priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
     applied_generation: Mapped[int] = mapped_column(BigInteger, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     health: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Marked for failover (by an admin, or by the provider once it chose this one):
+    # the rebuild that follows takes this instance, whatever a push writes to `status`.
+    failover_requested_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class VrrpRouterId(Base):
@@ -425,7 +435,7 @@ class Event(Base):
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
-    severity: Mapped[str] = mapped_column(String(16), default="INFO")
+    severity: Mapped[str] = mapped_column(String(16), default=c.SEVERITY_INFO)
     kind: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     load_balancer_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)

@@ -4,6 +4,8 @@ The controller is the only caller of `apply`/`delete`/`observe`; each call is
 level-triggered and idempotent: it receives the whole desired tree and must
 converge to it, however many times it is called. A provider never writes the
 load balancer's provisioning status itself: it answers, the controller decides.
+The fleet-wide decisions are the controller's too: whether automatic failover
+is paused (its circuit breaker) comes with every `apply`.
 """
 
 from __future__ import annotations
@@ -102,8 +104,12 @@ class Provider(ABC):
             )
 
     @abstractmethod
-    def apply(self, spec: LoadBalancerSpec) -> ApplyResult:
-        """Converge the data plane to `spec` (idempotent)."""
+    def apply(self, spec: LoadBalancerSpec, *, failover_paused: str | None) -> ApplyResult:
+        """Converge the data plane to `spec` (idempotent).
+
+        `failover_paused` is the controller's circuit breaker: while it holds a
+        reason, nothing that runs on a lost host may be rebuilt elsewhere.
+        """
 
     @abstractmethod
     def delete(self, load_balancer_id: str) -> bool:

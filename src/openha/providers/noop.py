@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from openha.domain import constants as c
+from openha.domain.observed import ObservedState
 from openha.domain.spec import LoadBalancerSpec
-from openha.providers.base import ApplyResult, Capability, ObservedState, Provider
+from openha.providers.base import ApplyResult, Capability, Provider
 
 
 class NoopProvider(Provider):
@@ -17,7 +18,7 @@ class NoopProvider(Provider):
     def availability_zone_capabilities(self) -> list[Capability]:
         return [Capability("compute_zone", "The zone hosts are taken from (ignored).")]
 
-    def apply(self, spec: LoadBalancerSpec) -> ApplyResult:
+    def apply(self, spec: LoadBalancerSpec, *, failover_paused: str | None) -> ApplyResult:
         return ApplyResult.applied()
 
     def delete(self, load_balancer_id: str) -> bool:

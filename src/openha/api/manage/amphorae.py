@@ -13,13 +13,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from openha import events
 from openha.api.context import RequestContext, get_admin_context, get_session
 from openha.api.errors import Conflict, NotFound
 from openha.api.query import list_collection, requested_fields, select_fields
 from openha.api.tenant.common import iso
-from openha.controller import events
 from openha.domain import constants as c
-from openha.models import Host, Instance, LoadBalancer, VrrpRouterId
+from openha.models import Host, Instance, LoadBalancer, VrrpRouterId, utcnow
 
 router = APIRouter(prefix="/octavia/amphorae", tags=["amphorae"])
 
@@ -133,6 +133,7 @@ def failover_amphora(
     if lb.provisioning_status == c.PENDING_DELETE:
         raise Conflict(f"Load Balancer {lb.id} is being deleted.")
     inst.status = "PENDING_FAILOVER"
+    inst.failover_requested_at = utcnow()
     lb.failover_requested = True
     lb.next_attempt_at = None
     events.emit(

@@ -11,13 +11,12 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from openha import ipam
+from openha import events, ipam
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
 from openha.api.errors import BadRequest, NotFound
 from openha.api.query import list_collection, requested_fields, select_fields
 from openha.api.tenant import common
 from openha.api.tenant.common import StrictModel, base_fields
-from openha.controller import events
 from openha.domain import constants as c
 from openha.domain.grammar import FreeText, IPAddress, Tag
 from openha.models import (

@@ -1,10 +1,9 @@
-"""Status roll-up from HAProxy check results, and host placement rules."""
+"""Status roll-up from HAProxy check results."""
 
 from __future__ import annotations
 
 import pytest
 
-from openha.controller.scheduler import HostView, NoHostAvailable, choose_host
 from openha.domain.spec import (
     HealthMonitorSpec,
     ListenerSpec,
@@ -102,26 +101,3 @@ def test_no_monitor_members() -> None:
     state = derive(lb((M1,), hm=False), {}, True)
     assert state.members["m1"] == "NO_MONITOR"
     assert state.pools["p"] == "ONLINE"
-
-
-HOSTS = [
-    HostView("a", "host-a", "az1", 10, True),
-    HostView("b", "host-b", "az1", 10, True),
-    HostView("c", "host-c", "az2", 10, True),
-    HostView("d", "host-d", "az1", 10, False),
-]
-
-
-def test_least_loaded_in_zone() -> None:
-    assert choose_host(HOSTS, {"a": 5, "b": 2}, availability_zone="az1").id == "b"
-
-
-def test_anti_affinity_and_unschedulable() -> None:
-    assert choose_host(HOSTS, {}, availability_zone="az1", avoid=["a"]).id == "b"
-    with pytest.raises(NoHostAvailable, match="another healthy host"):
-        choose_host(HOSTS, {}, availability_zone="az1", avoid=["a", "b"])
-
-
-def test_full_hosts_are_skipped() -> None:
-    with pytest.raises(NoHostAvailable):
-        choose_host(HOSTS, {"c": 10}, availability_zone="az2")

@@ -1,0 +1,264 @@
+"""The haproxy provider's driver: what the controller calls (apply, delete, failover, observe).
+
+`apply` places the LB's instances (`allocation` commits what the pure
+`placement` planner decides), builds each instance's spec and pushes the specs
+to the agents in parallel; `observe` reads what the agents report in their
+heartbeats back into operating statuses and counters.
+
+Nothing lives in this object's memory: a failover in progress is written down
+(`Instance.failover_requested_at` marks the instance being rebuilt,
+`LoadBalancer.failover_left_host_id` the host its replacement should avoid), so
+a restarted or a second controller carries on where this one stopped. Whether
+automatic failover is paused is the controller's call (its circuit breaker),
+handed to `apply`; the driver only obeys it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+from sqlalchemy import delete, select
+
+from openha import events, ipam
+from openha.agent.protocol import VRRP_MASTER
+from openha.db import transaction
+from openha.domain import constants as c
+from openha.domain.observed import ListenerCounters, ObservedState
+from openha.domain.spec import InstanceSpec, LoadBalancerSpec
+from openha.domain.status import derive
+from openha.models import Host, Instance, LoadBalancer, VrrpRouterId, utcnow
+from openha.providers.base import (
+    ApplyResult,
+    Capability,
+    Provider,
+    UnsupportedOption,
+)
+from openha.providers.haproxy import agent_client, allocation, instance_spec, plumbing
+from openha.providers.haproxy.agent_client import AgentAddress, AgentError, AgentRejected
+from openha.providers.haproxy.placement import NoHostAvailable, Placement
+from openha.render.haproxy import ACCESS_LOG_MODES, RenderError
+
+
+class HAProxyProvider(Provider):
+    name = "haproxy"
+    description = "HAProxy in network namespaces on OpenHA agent hosts (SINGLE or ACTIVE_STANDBY)."
+    unsupported: ClassVar[Mapping[str, frozenset[Any]]] = {
+        # HAProxy speaks neither UDP nor SCTP; TLS termination arrives with the TLS work.
+        "listener.protocol": frozenset({"UDP", "SCTP", "PROMETHEUS", "TERMINATED_HTTPS"}),
+        "pool.protocol": frozenset({"UDP", "SCTP"}),
+        "pool.lb_algorithm": frozenset({"SOURCE_IP_PORT"}),
+        "healthmonitor.type": frozenset({"UDP-CONNECT", "SCTP"}),
+    }
+
+    def flavor_capabilities(self) -> list[Capability]:
+        return [
+            Capability("loadbalancer_topology", "SINGLE or ACTIVE_STANDBY (a VRRP pair)."),
+            Capability(
+                "access_log",
+                "all: a log line per request; errors: only failed or abnormal requests "
+                "(much cheaper on busy load balancers); none: no traffic logs.",
+            ),
+        ]
+
+    def availability_zone_capabilities(self) -> list[Capability]:
+        return [Capability("host_zone", "Hosts whose agent reports this zone serve the LB.")]
+
+    def validate_flavor(self, data: Mapping[str, Any]) -> None:
+        super().validate_flavor(data)
+        if data.get("access_log", "all") not in ACCESS_LOG_MODES:
+            raise UnsupportedOption(f"access_log must be one of {', '.join(ACCESS_LOG_MODES)}")
+        topology = data.get("loadbalancer_topology", c.TOPOLOGY_SINGLE)
+        if topology not in (c.TOPOLOGY_SINGLE, c.TOPOLOGY_ACTIVE_STANDBY):
+            raise UnsupportedOption(
+                f"loadbalancer_topology must be {c.TOPOLOGY_SINGLE} or {c.TOPOLOGY_ACTIVE_STANDBY}"
+            )
+
+    # --- apply -------------------------------------------------------------------------
+
+    def apply(self, spec: LoadBalancerSpec, *, failover_paused: str | None) -> ApplyResult:
+        try:
+            with transaction(self.context.session_factory) as s:
+                placements = allocation.place(s, spec, failover_paused=failover_paused)
+        except (NoHostAvailable, ipam.AddressError) as exc:
+            return ApplyResult.failed(str(exc))
+        try:
+            specs = [
+                instance_spec.build(spec, p, placements, self.context.settings) for p in placements
+            ]
+        except RenderError as exc:
+            return ApplyResult.failed(f"cannot render the HAProxy configuration: {exc}")
+        except plumbing.UnsupportedNetwork as exc:
+            return ApplyResult.failed(str(exc))
+        with ThreadPoolExecutor(max_workers=max(len(specs), 1)) as pool:
+            errors = [e for e in pool.map(self._push, placements, specs) if e]
+        if errors:
+            return ApplyResult.failed("; ".join(errors))
+        return ApplyResult.applied()
+
+    def _push(self, placement: Placement, spec: InstanceSpec) -> str | None:
+        agent = self._agent(placement.management_url, placement.agent_secret)
+        try:
+            status = agent_client.put_instance(agent, spec)
+        except AgentRejected as exc:
+            self._record(placement.instance_id, None, str(exc))
+            return f"host {placement.host_name} rejected the configuration: {exc}"
+        except AgentError as exc:
+            self._record(placement.instance_id, None, str(exc))
+            return str(exc)
+        self._record(
+            placement.instance_id, int(status.get("applied_generation", spec.generation)), None
+        )
+        return None
+
+    def _record(self, instance_id: str, generation: int | None, error: str | None) -> None:
+        with transaction(self.context.session_factory) as s:
+            inst = s.get(Instance, instance_id)
+            if inst is None:
+                return
+            if generation is not None:
+                inst.applied_generation = generation
+                inst.status = c.INSTANCE_ACTIVE
+            inst.last_error = error[:4000] if error else None
+            if error:
+                inst.status = c.INSTANCE_ERROR
+
+    def _agent(self, url: str, secret: str) -> AgentAddress:
+        ca = self.context.settings.agent_ca_file
+        return AgentAddress(url, secret, str(ca) if ca else True)
+
+    def _host_agent(self, host: Host | None) -> tuple[AgentAddress | None, bool]:
+        """How to reach a host's agent, and whether it is up to be reached."""
+        if host is None:
+            return None, False
+        return self._agent(host.management_url, host.agent_secret), host.status == c.HOST_UP
+
+    # --- failover ----------------------------------------------------------------------
+
+    def failover(self, load_balancer_id: str) -> None:
+        """Rebuild one instance elsewhere: the one an admin marked, else the VIP holder.
+
+        Deleting the VIP holder first stops its keepalived gracefully (a priority 0
+        advert), so the peer takes the VIP within one advert interval; only then
+        is the lost half rebuilt by the apply that follows, on another host.
+        Each step is written down before the next: the target is marked, then
+        deleted, then forgotten with the host it left, so a controller that stops
+        midway resumes with the same target and never fails over the survivor.
+        """
+        with transaction(self.context.session_factory) as s:
+            lb = s.get(LoadBalancer, load_balancer_id)
+            instances = list(
+                s.scalars(select(Instance).where(Instance.load_balancer_id == load_balancer_id))
+            )
+            if lb is None or not instances:
+                return
+            requested = sorted(
+                (i for i in instances if i.failover_requested_at is not None),
+                key=lambda i: i.failover_requested_at or utcnow(),
+            )
+            if not requested and lb.failover_left_host_id is not None:
+                # The last failover's replacement is not placed yet: failing over its
+                # peer now would leave nothing serving.
+                events.emit(
+                    s,
+                    "instance.failover_deferred",
+                    "A failover is already under way: its replacement is not placed yet",
+                    severity=c.SEVERITY_WARNING,
+                    lb=lb,
+                )
+                return
+            if requested:
+                target = requested[0]
+            else:
+                holders = [
+                    i for i in instances if (i.health or {}).get("vrrp_state") == VRRP_MASTER
+                ]
+                target = (holders or sorted(instances, key=lambda i: i.role != c.ROLE_MASTER))[0]
+                target.failover_requested_at = utcnow()
+                target.status = c.INSTANCE_PENDING_FAILOVER
+            host = s.get(Host, target.host_id) if target.host_id else None
+            agent, reachable = self._host_agent(host)
+            target_id, host_id = target.id, target.host_id
+            events.emit(
+                s,
+                "instance.failover",
+                f"Rebuilding {target.role} instance {target.id}",
+                lb=lb,
+                instance_id=target.id,
+                host_id=host_id,
+            )
+        if agent is not None and reachable:
+            # If this fails, the host drops it as an orphan once it is no longer wanted.
+            with contextlib.suppress(AgentError):
+                agent_client.delete_instance(agent, target_id)
+        with transaction(self.context.session_factory) as s:
+            inst = s.get(Instance, target_id)
+            if inst is not None:
+                allocation.forget(s, inst)
+            lb = s.get(LoadBalancer, load_balancer_id)
+            if lb is not None and host_id:
+                lb.failover_left_host_id = host_id
+
+    # --- delete, observe ---------------------------------------------------------------
+
+    def delete(self, load_balancer_id: str) -> bool:
+        with transaction(self.context.session_factory) as s:
+            targets = [
+                (inst.id, *self._host_agent(s.get(Host, inst.host_id) if inst.host_id else None))
+                for inst in s.scalars(
+                    select(Instance).where(Instance.load_balancer_id == load_balancer_id)
+                )
+            ]
+        done = True
+        for inst_id, agent, reachable in targets:
+            if agent is not None and reachable:
+                try:
+                    agent_client.delete_instance(agent, inst_id)
+                except AgentError:
+                    done = False
+                    continue
+            # A down host drops the instance itself: it is no longer wanted when it returns.
+            with transaction(self.context.session_factory) as s:
+                inst = s.get(Instance, inst_id)
+                if inst is not None:
+                    allocation.forget(s, inst)
+        if done:
+            with transaction(self.context.session_factory) as s:
+                s.execute(
+                    delete(VrrpRouterId)
+                    .where(VrrpRouterId.load_balancer_id == load_balancer_id)
+                    .execution_options(synchronize_session=False)
+                )
+        return done
+
+    def observe(self, spec: LoadBalancerSpec) -> ObservedState | None:
+        with transaction(self.context.session_factory) as s:
+            instances = list(
+                s.scalars(select(Instance).where(Instance.load_balancer_id == spec.id))
+            )
+            healths = [dict(i.health or {}) for i in instances]
+        # A heartbeat taken while the instance was still being built (nothing applied
+        # yet) says nothing about its health: judging by it would flash ERROR.
+        reported = [h for h in healths if h and int(h.get("applied_generation") or 0) > 0]
+        if not reported:
+            return None
+        # The serving instance's view decides member states: the VRRP master (or the
+        # only instance), else any running one.
+        reported.sort(
+            key=lambda h: (
+                h.get("vrrp_state") not in (None, VRRP_MASTER),
+                not h.get("haproxy_running"),
+            )
+        )
+        primary = reported[0]
+        running = any(h.get("haproxy_running") for h in reported)
+        state = derive(spec, primary.get("members") or {}, running)
+        for health in reported:
+            for listener_id, counters in (health.get("listeners") or {}).items():
+                total = state.listener_stats.get(listener_id, ListenerCounters())
+                state.listener_stats[listener_id] = total + ListenerCounters.model_validate(
+                    counters
+                )
+        return state

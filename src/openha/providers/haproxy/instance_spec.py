@@ -1,0 +1,109 @@
+"""What one instance of the haproxy provider runs: LoadBalancerSpec + placements -> InstanceSpec.
+
+Pure: it renders the HAProxy (and, for a pair, keepalived) configuration and
+lays out the namespace's interfaces from the LB's desired tree and where its
+instances were placed. Nothing is read or written; the driver pushes the result.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from openha.agent.paths import InstancePaths, instance_paths, namespace_name
+from openha.domain import constants as c
+from openha.domain.spec import InstanceSpec, LoadBalancerSpec
+from openha.providers.haproxy import plumbing
+from openha.providers.haproxy.placement import Placement
+from openha.render.haproxy import HAProxyPaths, PeerSpec, PeersSpec, render_haproxy
+from openha.render.keepalived import (
+    BACKUP_PRIORITY,
+    MASTER_PRIORITY,
+    VrrpSpec,
+    render_check_script,
+    render_keepalived,
+)
+from openha.settings import Settings
+
+PEER_PORT = 1024  # HAProxy peers listen on the instance address, never on the VIP
+CHECK_SCRIPT = "check_haproxy.sh"
+
+
+def haproxy_paths(paths: InstancePaths) -> HAProxyPaths:
+    return HAProxyPaths(
+        stats_socket=str(paths.stats_socket),
+        log_socket=str(paths.log_socket),
+        state_dir=str(paths.state_dir),
+    )
+
+
+def build(
+    spec: LoadBalancerSpec,
+    placement: Placement,
+    placements: Sequence[Placement],
+    settings: Settings,
+) -> InstanceSpec:
+    """The spec of `placement`'s instance; `placements` are all the LB's instances.
+
+    Raises RenderError for a tree HAProxy cannot express, and
+    plumbing.UnsupportedNetwork for a network the agents cannot join.
+    """
+    paths = instance_paths(placement.agent_dir, placement.instance_id)
+    interfaces = [
+        plumbing.interface("eth0", spec.vip_subnet, placement.ip_address, default_route=True)
+    ]
+    subnets = {sub.id: sub for sub in spec.member_subnets}
+    for n, (subnet_id, address) in enumerate(placement.member_legs, start=1):
+        interfaces.append(
+            plumbing.interface(f"eth{n}", subnets[subnet_id], address, default_route=False)
+        )
+    pair = len(placements) > 1
+    peers = None
+    keepalived = None
+    files: dict[str, str] = {}
+    if pair:
+        others = [p for p in placements if p.instance_id != placement.instance_id]
+        peers = PeersSpec(
+            local_peer=namespace_name(placement.instance_id),
+            peers=tuple(
+                PeerSpec(name=namespace_name(p.instance_id), address=p.ip_address, port=PEER_PORT)
+                for p in placements
+            ),
+        )
+        check = str(paths.files_dir / CHECK_SCRIPT)
+        files[CHECK_SCRIPT] = render_check_script(str(paths.stats_socket))
+        keepalived = render_keepalived(
+            VrrpSpec(
+                lb_id=spec.id,
+                instance_id=placement.instance_id,
+                vrid=placement.vrid,
+                priority=MASTER_PRIORITY if placement.role == c.ROLE_MASTER else BACKUP_PRIORITY,
+                interface="eth0",
+                local_address=placement.ip_address,
+                peer_addresses=tuple(p.ip_address for p in others),
+                vip=spec.vip_address,
+                vip_prefixlen=ipaddress.ip_network(spec.vip_subnet.cidr).prefixlen,
+                check_script=check,
+                advert_int=settings.vrrp_advert_interval,
+                vrrp_version=settings.vrrp_version,
+                auth_pass=placement.vrrp_secret,
+            )
+        )
+    access_log = spec.flavor.get("access_log", settings.default_access_log)
+    config = render_haproxy(spec, haproxy_paths(paths), peers=peers, access_log=access_log)
+    return InstanceSpec(
+        instance_id=placement.instance_id,
+        load_balancer_id=spec.id,
+        project_id=spec.project_id,
+        generation=spec.generation,
+        role=placement.role,
+        namespace=namespace_name(placement.instance_id),
+        interfaces=tuple(interfaces),
+        vip_address=spec.vip_address,
+        vip_interface="eth0",
+        vip_managed_by_keepalived=pair,
+        haproxy_config=config,
+        keepalived_config=keepalived,
+        files=files,
+        log_tags={"load_balancer_id": spec.id, "project_id": spec.project_id},
+    )
