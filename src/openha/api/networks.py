@@ -27,12 +27,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import AfterValidator, AliasPath, Field, PlainSerializer, computed_field
-from sqlalchemy import ColumnElement, Select, false, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, false, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound
 from openha.api.resources import Resource, removing
+from openha.api.tenant import changes
 from openha.api.types import StrictModel
 from openha.api.views import Ids, Strings, View
 from openha.domain import constants as c
@@ -661,16 +662,8 @@ def update_subnet(
 def _replumb_load_balancers(session: Session, sub: Subnet) -> None:
     """A new gateway changes the routes of every instance on the subnet: re-apply them."""
     on_subnet = select(Member.load_balancer_id).where(Member.subnet_id == sub.id)
-    session.execute(
-        update(LoadBalancer)
-        .where(
-            or_(LoadBalancer.vip_subnet_id == sub.id, LoadBalancer.id.in_(on_subnet)),
-            LoadBalancer.provisioning_status != c.PENDING_DELETE,
-        )
-        .values(
-            desired_generation=LoadBalancer.desired_generation + 1, next_attempt_at=None, attempts=0
-        )
-        .execution_options(synchronize_session=False)
+    changes.reapply(
+        session, or_(LoadBalancer.vip_subnet_id == sub.id, LoadBalancer.id.in_(on_subnet))
     )
 
 

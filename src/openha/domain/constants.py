@@ -119,6 +119,14 @@ DISTINGUISHED_NAME_FIELDS: Final = (
     "SERIALNUMBER",
 )
 
+# Hosts: what an operator sets (a disabled host gets no new instances)
+HOST_ENABLED: Final = "ENABLED"
+HOST_DISABLED: Final = "DISABLED"
+HOST_ADMIN_STATES: Final = (HOST_ENABLED, HOST_DISABLED)
+# Instances: placed on a host; marked for a rebuild elsewhere by an admin's failover
+INSTANCE_ALLOCATED: Final = "ALLOCATED"
+INSTANCE_PENDING_FAILOVER: Final = "PENDING_FAILOVER"
+
 # Topologies (flavor profile key "loadbalancer_topology")
 TOPOLOGY_SINGLE: Final = "SINGLE"
 TOPOLOGY_ACTIVE_STANDBY: Final = "ACTIVE_STANDBY"

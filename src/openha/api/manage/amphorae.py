@@ -23,11 +23,12 @@ from openha.domain import constants as c
 from openha.models import Instance
 
 # Instance status -> Octavia's amphora status.
+AMPHORA_ALLOCATED = "ALLOCATED"
 _STATUS = {
-    "ALLOCATED": "ALLOCATED",
-    c.ACTIVE: "ALLOCATED",
+    c.INSTANCE_ALLOCATED: AMPHORA_ALLOCATED,
+    c.ACTIVE: AMPHORA_ALLOCATED,
     c.ERROR: c.ERROR,
-    "PENDING_FAILOVER": c.PENDING_UPDATE,
+    c.INSTANCE_PENDING_FAILOVER: c.PENDING_UPDATE,
 }
 
 
@@ -118,7 +119,7 @@ def failover_amphora(
     lb = changes.lock(session, ctx, lb_id)
     changes.refuse_if_deleting(lb, changes.LB_LABEL)
     inst = AMPHORAE.find(session, ctx, amphora_id, fresh=True)
-    inst.status = "PENDING_FAILOVER"
+    inst.status = c.INSTANCE_PENDING_FAILOVER
     lb.failover_requested = True
     lb.next_attempt_at = None
     events.emit(

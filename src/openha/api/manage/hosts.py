@@ -14,9 +14,8 @@ from openha.api.errors import BadRequest
 from openha.api.resources import Resource
 from openha.api.types import StrictModel
 from openha.api.views import Timestamp, View
+from openha.domain import constants as c
 from openha.models import Host, Instance
-
-ADMIN_STATES = ("ENABLED", "DISABLED")
 
 
 class HostView(View):
@@ -107,8 +106,8 @@ def update_host(
     host = HOSTS.find(session, ctx, host_id)
     body = payload.host
     if body.admin_state is not None:
-        if body.admin_state not in ADMIN_STATES:
-            raise BadRequest("admin_state must be ENABLED or DISABLED.")
+        if body.admin_state not in c.HOST_ADMIN_STATES:
+            raise BadRequest(f"admin_state must be {' or '.join(c.HOST_ADMIN_STATES)}.")
         host.admin_state = body.admin_state
     if body.capacity is not None:
         if body.capacity < 0:

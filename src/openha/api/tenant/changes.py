@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from fastapi import Request
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from openha.api.context import RequestContext
@@ -225,6 +225,19 @@ def edit(
     read it fresh; 404 when it is gone, 409 when it is being deleted."""
     change = Change(session, ctx, lock(session, ctx, lb_of(session, ctx, kind, ident, parent_id)))
     return change, change.load(kind, ident, parent_id)
+
+
+def reapply(session: Session, which: ColumnElement[bool]) -> None:
+    """Push the LBs matching `which` again though their trees did not change (a subnet's
+    gateway moved): a new generation, tried at once; statuses stay as they are."""
+    session.execute(
+        update(LoadBalancer)
+        .where(which, LoadBalancer.provisioning_status != c.PENDING_DELETE)
+        .values(
+            desired_generation=LoadBalancer.desired_generation + 1, next_attempt_at=None, attempts=0
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def deleting(before: Callable[[Change, Any, Request], None] | None = None) -> Deleter:
