@@ -137,9 +137,9 @@ class LoadBalancerFullView(LoadBalancerView):
     pools: Sequence[PoolFullView]
 
 
-def _refuse_if_children(change: Change, lb: LoadBalancer, request: Request) -> None:
-    """Without `cascade`, an LB with listeners or pools stays; deleting is allowed in any
-    state otherwise: the controller tears down whatever exists."""
+def _on_delete(change: Change, lb: LoadBalancer, request: Request) -> None:
+    """Without `cascade`, an LB with listeners or pools stays. Otherwise deleting is allowed
+    in any state (the controller tears down whatever exists), and it is an event."""
     cascade = request.query_params.get("cascade", "false").lower() in ("true", "1")
     children: list[Provisioned] = [*lb.listeners, *lb.pools]
     if not cascade and any(o.provisioning_status != c.PENDING_DELETE for o in children):
@@ -155,7 +155,7 @@ LOAD_BALANCERS: Resource[LoadBalancer] = Resource(
     label=changes.LB_LABEL,
     view=LoadBalancerView,
     options=(selectinload(LoadBalancer.listeners), selectinload(LoadBalancer.pools)),
-    delete=changes.deleting(_refuse_if_children),
+    delete=changes.deleting(_on_delete),
 )
 router = LOAD_BALANCERS.router()
 
