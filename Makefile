@@ -32,6 +32,7 @@ test-unit: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
 
 format: setup
 	$(VENV)/bin/ruff format src tests bench

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from openha.credentials import create_token
 from openha.db import make_engine, make_session_factory, transaction, upgrade
 from openha.models import Network, Subnet
 from openha.settings import Settings
+from tests.pg import pg_bin, postgres_server
 
 PROJECT_A = "11111111111111111111111111111111"
 PROJECT_B = "22222222222222222222222222222222"
@@ -41,6 +43,16 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "openha.db"
     upgrade(f"sqlite:///{path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A migrated throwaway PostgreSQL database, shared by the tests that need one."""
+    if os.geteuid() != 0 or pg_bin() is None:
+        pytest.skip("needs root and the PostgreSQL server (make setup installs it)")
+    with postgres_server() as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha.api.app import create_app
 from openha.controller.reconciler import Reconciler
 from openha.credentials import create_token
-from openha.db import make_engine, make_session_factory, transaction, upgrade
+from openha.db import make_engine, make_session_factory, transaction
 from openha.models import Network, Subnet
 from openha.settings import Settings
 from tests.conftest import Client, wait_for
-from tests.pg import pg_bin, postgres_server
 
 
 def run_concurrent_lifecycle(settings: Settings, sessions: sessionmaker[Session]) -> None:
@@ -100,15 +96,6 @@ def test_concurrent_writers_on_sqlite(
     settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
     run_concurrent_lifecycle(settings, session_factory)
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    if os.geteuid() != 0 or pg_bin() is None:
-        pytest.skip("needs root and the PostgreSQL server (make setup installs it)")
-    with postgres_server() as url:
-        upgrade(url)
-        yield url
 
 
 def test_concurrent_writers_on_postgresql(postgres_url: str, tmp_path: Path) -> None:

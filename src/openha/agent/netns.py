@@ -20,7 +20,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
@@ -92,7 +92,7 @@ def run_in_namespace(name: str, fn: Callable[[], _T]) -> _T:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]
+    return cast(_T, box["value"])
 
 
 class NamespaceExec:
@@ -168,7 +168,8 @@ def _lookup(ipr: IPRoute, name: str) -> int | None:
 
 
 def _alias(ipr: IPRoute, index: int) -> str | None:
-    return ipr.get_links(index)[0].get("ifalias")
+    alias = ipr.get_links(index)[0].get("ifalias")
+    return str(alias) if alias is not None else None
 
 
 def ensure_bridge(ipr: IPRoute, iface: InterfaceSpec) -> int:

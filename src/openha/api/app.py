@@ -28,8 +28,7 @@ VERSIONED_MODULES = (
     "openha.api.tenant.l7rules",
     "openha.api.tenant.quotas",
     "openha.api.tenant.providers",
-    "openha.api.tenant.flavors",
-    "openha.api.tenant.availabilityzones",
+    "openha.api.tenant.catalogue",
     "openha.api.networks",
     "openha.api.manage.amphorae",
 )

@@ -26,14 +26,16 @@ from itertools import pairwise
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import AfterValidator, Field
-from sqlalchemy import ColumnElement, Select, false, func, or_, select, update
+from pydantic import AfterValidator, AliasPath, Field, PlainSerializer, computed_field
+from sqlalchemy import ColumnElement, Select, false, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound
-from openha.api.query import list_collection, requested_fields, select_fields
-from openha.api.tenant.common import StrictModel
+from openha.api.resources import Resource, removing
+from openha.api.tenant import changes
+from openha.api.types import StrictModel
+from openha.api.views import Ids, Strings, View
 from openha.domain import constants as c
 from openha.domain.grammar import Cidr, FreeText, IPAddress, Tag
 from openha.models import LoadBalancer, Member, Network, Port, Subnet
@@ -46,10 +48,10 @@ SEGMENTATION_RANGES: dict[str, tuple[int, int]] = {"vlan": (1, 4094), "vxlan": (
 # usable as plain tokens in `ip` commands and file names as well as in netlink.
 _IFNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,15}$")
 MIN_MTU, MAX_MTU, MIN_IPV6_MTU = 68, 65535, 1280
-STATUS_ACTIVE = "ACTIVE"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Addresses of one subnet: comparable, as they are of one IP version.
+IPAddr = ipaddress._BaseAddress
 
 
 def check_interface_name(value: str) -> str:
@@ -145,73 +147,76 @@ class TagsBody(StrictModel):
     tags: list[Tag]
 
 
-# --- serialization --------------------------------------------------------------------
+# --- the answers (Neutron's shapes) -----------------------------------------------------
 
 
-def _ts(value: datetime | None) -> str | None:
+def _neutron_time(value: datetime | None) -> str | None:
     # Neutron renders UTC timestamps with a trailing Z.
     return value.isoformat() + "Z" if value is not None else None
 
 
-def serialize_network(net: Network) -> dict[str, Any]:
-    return {
-        "id": net.id,
-        "name": net.name,
-        "description": net.description,
-        "project_id": net.project_id,
-        "tenant_id": net.project_id,
-        "admin_state_up": net.admin_state_up,
-        "shared": net.shared,
-        "status": STATUS_ACTIVE,
-        "subnets": [s.id for s in net.subnets],
-        "provider:network_type": net.network_type,
-        "provider:physical_network": net.physical_network,
-        "provider:segmentation_id": net.segmentation_id,
-        "mtu": net.mtu,
-        "tags": list(net.tags or []),
-        "created_at": _ts(net.created_at),
-        "updated_at": _ts(net.updated_at),
-        "openha:bridge_managed": net.bridge_managed,
-    }
+NeutronTimestamp = Annotated[datetime | None, PlainSerializer(_neutron_time)]
 
 
-def serialize_subnet(sub: Subnet) -> dict[str, Any]:
-    return {
-        "id": sub.id,
-        "name": sub.name,
-        "description": sub.description,
-        "network_id": sub.network_id,
-        "project_id": sub.project_id,
-        "tenant_id": sub.project_id,
-        "ip_version": sub.ip_version,
-        "cidr": sub.cidr,
-        "gateway_ip": sub.gateway_ip,
-        "allocation_pools": [dict(p) for p in sub.allocation_pools or []],
-        "enable_dhcp": sub.enable_dhcp,
-        "dns_nameservers": [],
-        "host_routes": [],
-        "tags": list(sub.tags or []),
-        "created_at": _ts(sub.created_at),
-        "updated_at": _ts(sub.updated_at),
-    }
+class NetworkView(View):
+    id: str
+    name: str
+    description: str
+    project_id: str
+    tenant_id: str = Field(validation_alias=AliasPath("project_id"))
+    admin_state_up: bool
+    shared: bool
+    status: str = c.ACTIVE
+    subnets: Ids
+    network_type: str = Field(serialization_alias="provider:network_type")
+    physical_network: str | None = Field(serialization_alias="provider:physical_network")
+    segmentation_id: int | None = Field(serialization_alias="provider:segmentation_id")
+    mtu: int
+    tags: Strings
+    created_at: NeutronTimestamp
+    updated_at: NeutronTimestamp
+    bridge_managed: bool = Field(serialization_alias="openha:bridge_managed")
 
 
-def serialize_port(port: Port) -> dict[str, Any]:
-    return {
-        "id": port.id,
-        "name": port.name,
-        "network_id": port.network_id,
-        "project_id": port.project_id,
-        "tenant_id": port.project_id,
-        "mac_address": port.mac_address,
-        "fixed_ips": [{"subnet_id": port.subnet_id, "ip_address": port.ip_address}],
-        "device_owner": port.device_owner,
-        "device_id": port.device_id,
-        "admin_state_up": port.admin_state_up,
-        "status": STATUS_ACTIVE,
-        "created_at": _ts(port.created_at),
-        "updated_at": _ts(port.updated_at),
-    }
+class SubnetView(View):
+    id: str
+    name: str
+    description: str
+    network_id: str
+    project_id: str
+    tenant_id: str = Field(validation_alias=AliasPath("project_id"))
+    ip_version: int
+    cidr: str
+    gateway_ip: str | None
+    allocation_pools: list[dict[str, str]]
+    enable_dhcp: bool
+    dns_nameservers: list[str] = []
+    host_routes: list[dict[str, str]] = []
+    tags: Strings
+    created_at: NeutronTimestamp
+    updated_at: NeutronTimestamp
+
+
+class PortView(View):
+    id: str
+    name: str
+    network_id: str
+    project_id: str
+    tenant_id: str = Field(validation_alias=AliasPath("project_id"))
+    mac_address: str
+    subnet_id: str = Field(exclude=True)
+    ip_address: str = Field(exclude=True)
+    device_owner: str
+    device_id: str
+    admin_state_up: bool
+    status: str = c.ACTIVE
+    created_at: NeutronTimestamp
+    updated_at: NeutronTimestamp
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def fixed_ips(self) -> list[dict[str, str]]:
+        return [{"subnet_id": self.subnet_id, "ip_address": self.ip_address}]
 
 
 # --- visibility -----------------------------------------------------------------------
@@ -224,7 +229,7 @@ def _network_visible(ctx: RequestContext) -> ColumnElement[bool] | None:
 
 
 def visible_networks(ctx: RequestContext) -> Select[Any]:
-    stmt = select(Network).options(selectinload(Network.subnets))
+    stmt = select(Network)
     clause = _network_visible(ctx)
     return stmt if clause is None else stmt.where(clause)
 
@@ -241,23 +246,9 @@ def visible_subnets(ctx: RequestContext) -> Select[Any]:
 def _status_filter(request: Request, stmt: Select[Any]) -> Select[Any]:
     # Everything here is ACTIVE; `status=DOWN` must then match nothing, not everything.
     statuses = request.query_params.getlist("status")
-    if statuses and STATUS_ACTIVE not in [s.upper() for s in statuses]:
+    if statuses and c.ACTIVE not in [s.upper() for s in statuses]:
         return stmt.where(false())
     return stmt
-
-
-def _get_network(session: Session, ctx: RequestContext, network_id: str) -> Network:
-    net = session.scalar(visible_networks(ctx).where(Network.id == network_id))
-    if net is None:
-        raise NotFound(f"Network {network_id} could not be found.")
-    return net
-
-
-def _get_subnet(session: Session, ctx: RequestContext, subnet_id: str) -> Subnet:
-    sub = session.scalar(visible_subnets(ctx).where(Subnet.id == subnet_id))
-    if sub is None:
-        raise NotFound(f"Subnet {subnet_id} could not be found.")
-    return sub
 
 
 def _owner(ctx: RequestContext, project_id: str | None, tenant_id: str | None) -> str:
@@ -386,7 +377,52 @@ def _refuse_unsupported(
         raise BadRequest("host_routes are not supported by OpenHA subnets.")
 
 
-# --- networks -------------------------------------------------------------------------
+# --- the table --------------------------------------------------------------------------
+
+
+def _release_network(session: Session, net: Network) -> None:
+    """A network goes with its subnets, unless addresses or members still use them."""
+    if _ports_on(session, Port.network_id, net.id):
+        raise Conflict(
+            f"Unable to complete operation on network {net.id}. "
+            "There are one or more ports still in use on the network."
+        )
+    for sub in list(net.subnets):
+        _refuse_if_members(session, sub)
+        session.delete(sub)
+    session.flush()
+
+
+def _refuse_subnet_in_use(session: Session, sub: Subnet) -> None:
+    if _ports_on(session, Port.subnet_id, sub.id):
+        raise Conflict(
+            f"Unable to complete operation on subnet {sub.id}: "
+            "One or more ports have an IP allocation from this subnet."
+        )
+    _refuse_if_members(session, sub)
+
+
+def _refuse_if_members(session: Session, sub: Subnet) -> None:
+    # Members name the subnet the data plane must reach them through.
+    member = session.scalar(select(Member.id).where(Member.subnet_id == sub.id).limit(1))
+    if member is not None:
+        raise Conflict(f"Unable to complete operation on subnet {sub.id}: member {member} uses it.")
+
+
+def _ports_filter(request: Request, stmt: Select[Any]) -> Select[Any]:
+    return _fixed_ip_filter(request, _status_filter(request, stmt))
+
+
+def _fixed_ip_filter(request: Request, stmt: Select[Any]) -> Select[Any]:
+    # Neutron's `fixed_ips=ip_address=X` / `fixed_ips=subnet_id=Y` filter form.
+    for raw in request.query_params.getlist("fixed_ips"):
+        key, sep, value = raw.partition("=")
+        if not sep or key not in ("ip_address", "subnet_id"):
+            raise BadRequest(f"Invalid fixed_ips filter '{raw}'.")
+        column = Port.ip_address if key == "ip_address" else Port.subnet_id
+        stmt = stmt.where(column == value)
+    return stmt
+
 
 NETWORK_ALIASES = {
     "tenant_id": Network.project_id,
@@ -397,30 +433,54 @@ NETWORK_ALIASES = {
 }
 
 
-@router.get("/networks")
-def list_networks(
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    stmt = _status_filter(request, visible_networks(ctx))
-    return list_collection(
-        request, session, stmt, Network, "networks", serialize_network, NETWORK_ALIASES
-    )
+NEUTRON_MISSING = "{label} {id} could not be found."
+NETWORKS: Resource[Network] = Resource(
+    model=Network,
+    path="/networks",
+    singular="network",
+    plural="networks",
+    label="Network",
+    view=NetworkView,
+    scope=visible_networks,
+    options=(selectinload(Network.subnets),),
+    aliases=NETWORK_ALIASES,
+    narrow=_status_filter,
+    writer=get_admin_context,
+    delete=removing(_release_network),
+    missing=NEUTRON_MISSING,
+)
+SUBNETS: Resource[Subnet] = Resource(
+    model=Subnet,
+    path="/subnets",
+    singular="subnet",
+    plural="subnets",
+    label="Subnet",
+    view=SubnetView,
+    scope=visible_subnets,
+    aliases={"tenant_id": Subnet.project_id},
+    writer=get_admin_context,
+    delete=removing(_refuse_subnet_in_use),
+    missing=NEUTRON_MISSING,
+)
+# Read-only: ports are taken by VIPs and instances (`openha.ipam`).
+PORTS: Resource[Port] = Resource(
+    model=Port,
+    path="/ports",
+    singular="port",
+    plural="ports",
+    label="Port",
+    view=PortView,
+    aliases={"tenant_id": Port.project_id},
+    narrow=_ports_filter,
+    missing=NEUTRON_MISSING,
+)
+networks, subnets = NETWORKS.router(), SUBNETS.router()
 
 
-@router.get("/networks/{network_id}")
-def show_network(
-    network_id: str,
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    net = _get_network(session, ctx, network_id)
-    return {"network": select_fields(serialize_network(net), requested_fields(request))}
+# --- networks -------------------------------------------------------------------------
 
 
-@router.post("/networks", status_code=201)
+@networks.post("", status_code=201)
 def create_network(
     payload: NetworkCreateBody,
     session: Session = Depends(get_session),
@@ -442,11 +502,13 @@ def create_network(
         tags=body.tags,
     )
     session.add(net)
+    session.flush()
+    answer = NETWORKS.show(session, ctx, net.id)
     session.commit()
-    return {"network": serialize_network(_get_network(session, ctx, net.id))}
+    return answer
 
 
-@router.put("/networks/{network_id}")
+@networks.put("/{network_id}")
 def update_network(
     network_id: str,
     payload: NetworkUpdateBody,
@@ -454,7 +516,7 @@ def update_network(
     ctx: RequestContext = Depends(get_admin_context),
 ) -> dict[str, Any]:
     body = payload.network
-    net = _get_network(session, ctx, network_id)
+    net = NETWORKS.find(session, ctx, network_id)
     given = body.model_fields_set
     provider_fields = {"network_type", "physical_network", "segmentation_id"} & given
     if provider_fields:
@@ -490,59 +552,16 @@ def update_network(
             if value is None:
                 raise BadRequest(f"{field} cannot be null.")
             setattr(net, field, value)
-    session.commit()
-    return {"network": serialize_network(_get_network(session, ctx, net.id))}
-
-
-@router.delete("/networks/{network_id}", status_code=204)
-def delete_network(
-    network_id: str,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_admin_context),
-) -> Response:
-    net = _get_network(session, ctx, network_id)
-    if _ports_on(session, Port.network_id, net.id):
-        raise Conflict(
-            f"Unable to complete operation on network {net.id}. "
-            "There are one or more ports still in use on the network."
-        )
-    for sub in list(net.subnets):
-        _refuse_if_members(session, sub)
-        session.delete(sub)
     session.flush()
-    session.delete(net)
+    answer = NETWORKS.show(session, ctx, net.id)
     session.commit()
-    return Response(status_code=204)
+    return answer
 
 
 # --- subnets --------------------------------------------------------------------------
 
-SUBNET_ALIASES = {"tenant_id": Subnet.project_id}
 
-
-@router.get("/subnets")
-def list_subnets(
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    return list_collection(
-        request, session, visible_subnets(ctx), Subnet, "subnets", serialize_subnet, SUBNET_ALIASES
-    )
-
-
-@router.get("/subnets/{subnet_id}")
-def show_subnet(
-    subnet_id: str,
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    sub = _get_subnet(session, ctx, subnet_id)
-    return {"subnet": select_fields(serialize_subnet(sub), requested_fields(request))}
-
-
-@router.post("/subnets", status_code=201)
+@subnets.post("", status_code=201)
 def create_subnet(
     payload: SubnetCreateBody,
     session: Session = Depends(get_session),
@@ -565,10 +584,9 @@ def create_subnet(
     first, last = _usable_range(cidr)
     if first > last:
         raise BadRequest(f"Subnet {cidr} is too small: it has no usable address.")
+    gateway: IPAddr | None = first
     if "gateway_ip" in body.model_fields_set:
         gateway = ipaddress.ip_address(body.gateway_ip) if body.gateway_ip else None
-    else:
-        gateway = first
     _check_gateway(cidr, gateway)
     if body.allocation_pools is None:
         pools = _default_pools(cidr, gateway)
@@ -596,11 +614,13 @@ def create_subnet(
         tags=body.tags,
     )
     session.add(sub)
+    session.flush()
+    answer = SUBNETS.show(session, ctx, sub.id)
     session.commit()
-    return {"subnet": serialize_subnet(sub)}
+    return answer
 
 
-@router.put("/subnets/{subnet_id}")
+@subnets.put("/{subnet_id}")
 def update_subnet(
     subnet_id: str,
     payload: SubnetUpdateBody,
@@ -610,7 +630,7 @@ def update_subnet(
     body = payload.subnet
     given = body.model_fields_set
     _refuse_unsupported(body.enable_dhcp, body.dns_nameservers, body.host_routes)
-    sub = _get_subnet(session, ctx, subnet_id)
+    sub = SUBNETS.find(session, ctx, subnet_id)
     cidr = ipaddress.ip_network(sub.cidr)
     if {"gateway_ip", "allocation_pools"} & given:
         if "gateway_ip" in given:
@@ -641,63 +661,31 @@ def update_subnet(
             setattr(sub, field, getattr(body, field) or "")
     if "tags" in given:
         sub.tags = body.tags or []
+    session.flush()
+    answer = SUBNETS.show(session, ctx, sub.id)
     session.commit()
-    return {"subnet": serialize_subnet(sub)}
+    return answer
 
 
 def _replumb_load_balancers(session: Session, sub: Subnet) -> None:
     """A new gateway changes the routes of every instance on the subnet: re-apply them."""
     on_subnet = select(Member.load_balancer_id).where(Member.subnet_id == sub.id)
-    session.execute(
-        update(LoadBalancer)
-        .where(
-            or_(LoadBalancer.vip_subnet_id == sub.id, LoadBalancer.id.in_(on_subnet)),
-            LoadBalancer.provisioning_status != c.PENDING_DELETE,
-        )
-        .values(
-            desired_generation=LoadBalancer.desired_generation + 1, next_attempt_at=None, attempts=0
-        )
-        .execution_options(synchronize_session=False)
+    changes.reapply(
+        session, or_(LoadBalancer.vip_subnet_id == sub.id, LoadBalancer.id.in_(on_subnet))
     )
-
-
-def _refuse_if_members(session: Session, sub: Subnet) -> None:
-    # Members name the subnet the data plane must reach them through.
-    member = session.scalar(select(Member.id).where(Member.subnet_id == sub.id).limit(1))
-    if member is not None:
-        raise Conflict(f"Unable to complete operation on subnet {sub.id}: member {member} uses it.")
-
-
-@router.delete("/subnets/{subnet_id}", status_code=204)
-def delete_subnet(
-    subnet_id: str,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_admin_context),
-) -> Response:
-    sub = _get_subnet(session, ctx, subnet_id)
-    if _ports_on(session, Port.subnet_id, sub.id):
-        raise Conflict(
-            f"Unable to complete operation on subnet {sub.id}: "
-            "One or more ports have an IP allocation from this subnet."
-        )
-    _refuse_if_members(session, sub)
-    session.delete(sub)
-    session.commit()
-    return Response(status_code=204)
 
 
 # --- tags (Neutron's tag extension: what `openstack network create --tag` calls) ------
 
 
-def _tag_routes(collection: str) -> None:
-    """GET/PUT/DELETE /<collection>/{id}/tags[/{tag}] for networks and subnets."""
+def _tag_routes(resource: Resource[Any], router: APIRouter) -> None:
+    """GET/PUT/DELETE <resource>/{id}/tags[/{tag}] for networks and subnets."""
 
     def load(session: Session, ctx: RequestContext, ident: str) -> Network | Subnet:
-        if collection == "networks":
-            return _get_network(session, ctx, ident)
-        return _get_subnet(session, ctx, ident)
+        row: Network | Subnet = resource.find(session, ctx, ident)
+        return row
 
-    @router.get(f"/{collection}/{{ident}}/tags")
+    @router.get("/{ident}/tags")
     def list_tags(
         ident: str,
         session: Session = Depends(get_session),
@@ -705,7 +693,7 @@ def _tag_routes(collection: str) -> None:
     ) -> dict[str, Any]:
         return {"tags": list(load(session, ctx, ident).tags or [])}
 
-    @router.put(f"/{collection}/{{ident}}/tags")
+    @router.put("/{ident}/tags")
     def replace_tags(
         ident: str,
         payload: TagsBody,
@@ -717,7 +705,7 @@ def _tag_routes(collection: str) -> None:
         session.commit()
         return {"tags": list(obj.tags)}
 
-    @router.delete(f"/{collection}/{{ident}}/tags", status_code=204)
+    @router.delete("/{ident}/tags", status_code=204)
     def clear_tags(
         ident: str,
         session: Session = Depends(get_session),
@@ -727,7 +715,7 @@ def _tag_routes(collection: str) -> None:
         session.commit()
         return Response(status_code=204)
 
-    @router.put(f"/{collection}/{{ident}}/tags/{{tag}}", status_code=201)
+    @router.put("/{ident}/tags/{tag}", status_code=201)
     def add_tag(
         ident: str,
         tag: Tag,
@@ -740,7 +728,7 @@ def _tag_routes(collection: str) -> None:
         session.commit()
         return Response(status_code=201)
 
-    @router.delete(f"/{collection}/{{ident}}/tags/{{tag}}", status_code=204)
+    @router.delete("/{ident}/tags/{tag}", status_code=204)
     def remove_tag(
         ident: str,
         tag: str,
@@ -755,47 +743,13 @@ def _tag_routes(collection: str) -> None:
         return Response(status_code=204)
 
 
-_tag_routes("networks")
-_tag_routes("subnets")
+_tag_routes(NETWORKS, networks)
+_tag_routes(SUBNETS, subnets)
 
 
-# --- ports (read-only: addresses taken by VIPs and instances) -------------------------
-
-
-def _fixed_ip_filter(request: Request, stmt: Select[Any]) -> Select[Any]:
-    # Neutron's `fixed_ips=ip_address=X` / `fixed_ips=subnet_id=Y` filter form.
-    for raw in request.query_params.getlist("fixed_ips"):
-        key, sep, value = raw.partition("=")
-        if not sep or key not in ("ip_address", "subnet_id"):
-            raise BadRequest(f"Invalid fixed_ips filter '{raw}'.")
-        column = Port.ip_address if key == "ip_address" else Port.subnet_id
-        stmt = stmt.where(column == value)
-    return stmt
-
-
-@router.get("/ports")
-def list_ports(
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    stmt = _fixed_ip_filter(request, _status_filter(request, ctx.visible(Port)))
-    return list_collection(
-        request, session, stmt, Port, "ports", serialize_port, {"tenant_id": Port.project_id}
-    )
-
-
-@router.get("/ports/{port_id}")
-def show_port(
-    port_id: str,
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    port = session.scalar(ctx.visible(Port).where(Port.id == port_id))
-    if port is None:
-        raise NotFound(f"Port {port_id} could not be found.")
-    return {"port": select_fields(serialize_port(port), requested_fields(request))}
+router.include_router(networks)
+router.include_router(subnets)
+router.include_router(PORTS.router())
 
 
 @router.get("/extensions")

@@ -166,7 +166,7 @@ class Reconciler:
                 .values(lease_owner=self.owner, lease_until=until)
                 .execution_options(synchronize_session=False)
             )
-            return result.rowcount == 1  # type: ignore[attr-defined]
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     def release(self, lb_id: str) -> None:
         with transaction(self.sessions) as s:

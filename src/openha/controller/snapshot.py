@@ -7,7 +7,9 @@ pending changes are applied.
 from __future__ import annotations
 
 import json
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -20,7 +22,6 @@ from openha.domain.spec import (
     LoadBalancerSpec,
     MemberSpec,
     PoolSpec,
-    SessionPersistenceSpec,
     SubnetSpec,
 )
 from openha.models import (
@@ -31,13 +32,33 @@ from openha.models import (
     LoadBalancer,
     Network,
     Pool,
-    Provisioned,
     Subnet,
 )
 
+S = TypeVar("S", bound=BaseModel)
 
-def _live(obj: Provisioned) -> bool:
-    return obj.provisioning_status != c.PENDING_DELETE
+
+class _Row:
+    """A row as pydantic's `from_attributes` sees it, with some attributes replaced."""
+
+    def __init__(self, row: object, **replaced: Any) -> None:
+        self._row = row
+        self._replaced = replaced
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._replaced:
+            return self._replaced[name]
+        return getattr(self._row, name)
+
+
+def spec_of(spec: type[S], row: object, **replaced: Any) -> S:
+    """`spec` read from `row`: every field of the spec from the row's attribute of that name."""
+    return spec.model_validate(_Row(row, **replaced), from_attributes=True)
+
+
+def _live(objs: list[Any]) -> list[Any]:
+    """What should run once pending changes apply: rows being deleted are left out."""
+    return [o for o in objs if o.provisioning_status != c.PENDING_DELETE]
 
 
 def subnet_spec(session: Session, subnet_id: str) -> SubnetSpec:
@@ -45,16 +66,14 @@ def subnet_spec(session: Session, subnet_id: str) -> SubnetSpec:
     assert subnet is not None, f"subnet {subnet_id} vanished"
     network = session.get(Network, subnet.network_id)
     assert network is not None
-    return SubnetSpec(
+    # How hosts reach the subnet is its network's business.
+    return spec_of(
+        SubnetSpec,
+        network,
         id=subnet.id,
         cidr=subnet.cidr,
         gateway_ip=subnet.gateway_ip,
         network_id=network.id,
-        network_type=network.network_type,
-        physical_network=network.physical_network,
-        segmentation_id=network.segmentation_id,
-        bridge_managed=network.bridge_managed,
-        mtu=network.mtu,
     )
 
 
@@ -67,6 +86,31 @@ def flavor_data(session: Session, lb: LoadBalancer) -> dict[str, object]:
         return {}
     data = json.loads(profile.flavor_data or "{}")
     return data if isinstance(data, dict) else {}
+
+
+def _listener(listener: Listener) -> ListenerSpec:
+    policies = sorted(_live(listener.l7policies), key=lambda p: p.position)
+    return spec_of(
+        ListenerSpec,
+        listener,
+        insert_headers=listener.insert_headers or {},
+        allowed_cidrs=listener.allowed_cidrs or None,
+        l7policies=[
+            spec_of(L7PolicySpec, p, rules=[spec_of(L7RuleSpec, r) for r in _live(p.rules)])
+            for p in policies
+        ],
+    )
+
+
+def _pool(pool: Pool) -> PoolSpec:
+    monitors = _live([pool.health_monitor] if pool.health_monitor is not None else [])
+    return spec_of(
+        PoolSpec,
+        pool,
+        session_persistence=pool.session_persistence or None,
+        members=[spec_of(MemberSpec, m) for m in _live(pool.members)],
+        health_monitor=spec_of(HealthMonitorSpec, monitors[0]) if monitors else None,
+    )
 
 
 def build(session: Session, lb_id: str) -> LoadBalancerSpec:
@@ -82,115 +126,22 @@ def build(session: Session, lb_id: str) -> LoadBalancerSpec:
         )
     )
     assert lb is not None and lb.vip_subnet_id and lb.vip_address
-    listeners = tuple(
-        ListenerSpec(
-            id=li.id,
-            protocol=li.protocol,
-            protocol_port=li.protocol_port,
-            admin_state_up=li.admin_state_up,
-            connection_limit=li.connection_limit,
-            default_pool_id=li.default_pool_id,
-            insert_headers=dict(li.insert_headers or {}),
-            timeout_client_data=li.timeout_client_data,
-            timeout_member_connect=li.timeout_member_connect,
-            timeout_member_data=li.timeout_member_data,
-            timeout_tcp_inspect=li.timeout_tcp_inspect,
-            allowed_cidrs=tuple(li.allowed_cidrs) if li.allowed_cidrs else None,
-            l7policies=tuple(
-                L7PolicySpec(
-                    id=p.id,
-                    action=p.action,
-                    position=p.position,
-                    redirect_pool_id=p.redirect_pool_id,
-                    redirect_url=p.redirect_url,
-                    redirect_prefix=p.redirect_prefix,
-                    redirect_http_code=p.redirect_http_code,
-                    admin_state_up=p.admin_state_up,
-                    rules=tuple(
-                        L7RuleSpec(
-                            id=r.id,
-                            type=r.type,
-                            compare_type=r.compare_type,
-                            key=r.key,
-                            value=r.value,
-                            invert=r.invert,
-                            admin_state_up=r.admin_state_up,
-                        )
-                        for r in p.rules
-                        if _live(r)
-                    ),
-                )
-                for p in sorted(li.l7policies, key=lambda p: p.position)
-                if _live(p)
-            ),
-        )
-        for li in lb.listeners
-        if _live(li)
-    )
-    pools = []
-    member_subnet_ids: set[str] = set()
-    for pool in lb.pools:
-        if not _live(pool):
-            continue
-        hm = pool.health_monitor
-        sp = pool.session_persistence
-        members = []
-        for m in pool.members:
-            if not _live(m):
-                continue
-            if m.subnet_id and m.subnet_id != lb.vip_subnet_id:
-                member_subnet_ids.add(m.subnet_id)
-            members.append(
-                MemberSpec(
-                    id=m.id,
-                    address=m.address,
-                    protocol_port=m.protocol_port,
-                    weight=m.weight,
-                    backup=m.backup,
-                    admin_state_up=m.admin_state_up,
-                    monitor_address=m.monitor_address,
-                    monitor_port=m.monitor_port,
-                    subnet_id=m.subnet_id,
-                )
-            )
-        pools.append(
-            PoolSpec(
-                id=pool.id,
-                protocol=pool.protocol,
-                lb_algorithm=pool.lb_algorithm,
-                admin_state_up=pool.admin_state_up,
-                session_persistence=SessionPersistenceSpec(**sp) if sp else None,
-                tls_enabled=pool.tls_enabled,
-                members=tuple(members),
-                health_monitor=HealthMonitorSpec(
-                    id=hm.id,
-                    type=hm.type,
-                    delay=hm.delay,
-                    timeout=hm.timeout,
-                    max_retries=hm.max_retries,
-                    max_retries_down=hm.max_retries_down,
-                    http_method=hm.http_method,
-                    url_path=hm.url_path,
-                    expected_codes=hm.expected_codes,
-                    http_version=hm.http_version,
-                    domain_name=hm.domain_name,
-                    admin_state_up=hm.admin_state_up,
-                )
-                if hm is not None and _live(hm)
-                else None,
-            )
-        )
+    pools = [_pool(pool) for pool in _live(lb.pools)]
+    member_subnet_ids = {
+        m.subnet_id
+        for pool in pools
+        for m in pool.members
+        if m.subnet_id and m.subnet_id != lb.vip_subnet_id
+    }
     flavor = flavor_data(session, lb)
-    return LoadBalancerSpec(
-        id=lb.id,
-        project_id=lb.project_id,
+    return spec_of(
+        LoadBalancerSpec,
+        lb,
         generation=lb.desired_generation,
-        admin_state_up=lb.admin_state_up,
         topology=str(flavor.get("loadbalancer_topology", c.TOPOLOGY_SINGLE)),
-        vip_address=lb.vip_address,
         vip_subnet=subnet_spec(session, lb.vip_subnet_id),
-        listeners=listeners,
-        pools=tuple(pools),
-        member_subnets=tuple(subnet_spec(session, s) for s in sorted(member_subnet_ids)),
+        listeners=[_listener(li) for li in _live(lb.listeners)],
+        pools=pools,
+        member_subnets=[subnet_spec(session, s) for s in sorted(member_subnet_ids)],
         flavor=flavor,
     )

@@ -290,11 +290,15 @@ class ClientNamespace:
         timeout: float = 5.0,
     ) -> ClientResponse:
         """One HTTP request on a fresh connection (raises OSError on failure)."""
-        return self.run(_http, url, method, headers or {}, body, timeout, timeout=timeout + 5)
+        response: ClientResponse = self.run(
+            _http, url, method, headers or {}, body, timeout, timeout=timeout + 5
+        )
+        return response
 
     def tcp(self, host: str, port: int, data: bytes = b"", timeout: float = 5.0) -> bytes:
         """Connect, send `data`, half-close, return all that comes back."""
-        return self.run(_tcp, host, port, data, timeout, timeout=timeout + 5)
+        answer: bytes = self.run(_tcp, host, port, data, timeout, timeout=timeout + 5)
+        return answer
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

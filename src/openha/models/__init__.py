@@ -19,7 +19,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    foreign,
+    mapped_column,
+    query_expression,
+    relationship,
+)
 from sqlalchemy.types import TypeDecorator
 
 from openha.domain import constants as c
@@ -293,6 +300,27 @@ class Pool(Base, Provisioned):
         back_populates="pool", order_by="Member.created_at"
     )
     health_monitor: Mapped[HealthMonitor | None] = relationship(back_populates="pool")
+    # What uses the pool (read-only; see `listeners`).
+    default_listeners: Mapped[list[Listener]] = relationship(
+        primaryjoin=lambda: Listener.default_pool_id == Pool.id,
+        order_by=lambda: (Listener.created_at, Listener.id),
+        viewonly=True,
+    )
+    redirect_policies: Mapped[list[L7Policy]] = relationship(
+        primaryjoin=lambda: L7Policy.redirect_pool_id == Pool.id,
+        order_by=lambda: (L7Policy.created_at, L7Policy.id),
+        viewonly=True,
+    )
+
+    @property
+    def listeners(self) -> list[Listener]:
+        """Listeners that use the pool: by default, or (as Octavia counts) through an
+        enabled L7 policy with rules that redirects to it."""
+        found = list(self.default_listeners)
+        for policy in self.redirect_policies:
+            if policy.admin_state_up and policy.rules and policy.listener not in found:
+                found.append(policy.listener)
+        return found
 
 
 class Member(Base, Provisioned):
@@ -398,6 +426,8 @@ class Host(Base, Timestamps):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     agent_version: Mapped[str] = mapped_column(String(32), default="")
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Loaded only by queries that ask for it (`with_expression`): the operator's host list.
+    instance_count: Mapped[int | None] = query_expression()
 
 
 class Instance(Base, Timestamps):
@@ -418,6 +448,14 @@ class Instance(Base, Timestamps):
     # Marked for failover (by an admin, or by the provider once it chose this one):
     # the rebuild that follows takes this instance, whatever a push writes to `status`.
     failover_requested_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    # Read-only, for the operator's views of an instance (Octavia's amphora).
+    load_balancer: Mapped[LoadBalancer] = relationship(viewonly=True)
+    host: Mapped[Host | None] = relationship(viewonly=True)
+    vrrp_router: Mapped[VrrpRouterId | None] = relationship(
+        primaryjoin=lambda: foreign(Instance.load_balancer_id) == VrrpRouterId.load_balancer_id,
+        viewonly=True,
+    )
 
 
 class VrrpRouterId(Base):

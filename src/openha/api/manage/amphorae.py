@@ -7,105 +7,95 @@ the controller rebuild it (the VIP moves first for a pair).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Response
+from pydantic import AliasPath, BeforeValidator, Field, computed_field
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from openha import events
 from openha.api.context import RequestContext, get_admin_context, get_session
-from openha.api.errors import Conflict, NotFound
-from openha.api.query import list_collection, requested_fields, select_fields
-from openha.api.tenant.common import iso
+from openha.api.resources import Resource
+from openha.api.tenant import changes
+from openha.api.views import Timestamp, View
 from openha.domain import constants as c
-from openha.models import Host, Instance, LoadBalancer, VrrpRouterId, utcnow
+from openha.models import Instance, utcnow
 
-router = APIRouter(prefix="/octavia/amphorae", tags=["amphorae"])
-
+# Instance status -> Octavia's amphora status.
+AMPHORA_ALLOCATED = "ALLOCATED"
 _STATUS = {
-    "ALLOCATED": "ALLOCATED",
-    "ACTIVE": "ALLOCATED",
-    "ERROR": "ERROR",
-    "PENDING_FAILOVER": "PENDING_UPDATE",
+    c.INSTANCE_ALLOCATED: AMPHORA_ALLOCATED,
+    c.ACTIVE: AMPHORA_ALLOCATED,
+    c.ERROR: c.ERROR,
+    c.INSTANCE_PENDING_FAILOVER: c.PENDING_UPDATE,
 }
 
 
-def serialize(inst: Instance, session: Session) -> dict[str, Any]:
-    lb = session.get(LoadBalancer, inst.load_balancer_id)
-    host = session.get(Host, inst.host_id) if inst.host_id else None
-    vrid = session.scalar(
-        select(VrrpRouterId.vrid).where(VrrpRouterId.load_balancer_id == inst.load_balancer_id)
-    )
-    health = inst.health or {}
-    return {
-        "id": inst.id,
-        "loadbalancer_id": inst.load_balancer_id,
-        "compute_id": inst.host_id,
-        "compute_flavor": None,
-        "image_id": None,
-        "lb_network_ip": host.management_url if host else None,
-        "vrrp_ip": inst.ip_address,
-        "ha_ip": lb.vip_address if lb else None,
-        "vrrp_port_id": inst.port_id,
-        "ha_port_id": lb.vip_port_id if lb else None,
-        "cert_expiration": None,
-        "cert_busy": False,
-        "role": inst.role if inst.role != c.ROLE_STANDALONE else "STANDALONE",
-        "status": _STATUS.get(inst.status, inst.status),
-        "vrrp_interface": "eth0" if vrid else None,
-        "vrrp_id": vrid,
-        "vrrp_priority": 100 if inst.role == c.ROLE_MASTER else (90 if vrid else None),
-        "vrrp_state": health.get("vrrp_state"),
-        "cached_zone": host.availability_zone if host else None,
-        "created_at": iso(inst.created_at),
-        "updated_at": iso(inst.updated_at),
-    }
+def _amphora_status(status: str) -> str:
+    return _STATUS.get(status, status)
 
 
-@router.get("")
-def list_amphorae(
-    request: Request,
-    session: Session = Depends(get_session),
-    _: RequestContext = Depends(get_admin_context),
-) -> dict[str, Any]:
-    aliases = {"loadbalancer_id": Instance.load_balancer_id, "compute_id": Instance.host_id}
-    return list_collection(
-        request,
-        session,
-        select(Instance),
-        Instance,
-        "amphorae",
-        lambda i: serialize(i, session),
-        aliases=aliases,
-    )
+class AmphoraView(View):
+    id: str
+    loadbalancer_id: str = Field(validation_alias="load_balancer_id")
+    compute_id: str | None = Field(validation_alias="host_id")
+    compute_flavor: None = None
+    image_id: None = None
+    lb_network_ip: str | None = Field(None, validation_alias=AliasPath("host", "management_url"))
+    vrrp_ip: str | None = Field(validation_alias="ip_address")
+    ha_ip: str | None = Field(None, validation_alias=AliasPath("load_balancer", "vip_address"))
+    vrrp_port_id: str | None = Field(validation_alias="port_id")
+    ha_port_id: str | None = Field(None, validation_alias=AliasPath("load_balancer", "vip_port_id"))
+    cert_expiration: None = None
+    cert_busy: bool = False
+    role: str
+    status: Annotated[str, BeforeValidator(_amphora_status)]
+    vrrp_id: int | None = Field(None, validation_alias=AliasPath("vrrp_router", "vrid"))
+    vrrp_state: str | None = Field(None, validation_alias=AliasPath("health", "vrrp_state"))
+    cached_zone: str | None = Field(None, validation_alias=AliasPath("host", "availability_zone"))
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def vrrp_interface(self) -> str | None:
+        return "eth0" if self.vrrp_id else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def vrrp_priority(self) -> int | None:
+        if self.role == c.ROLE_MASTER:
+            return 100
+        return 90 if self.vrrp_id else None
 
 
-def _get(session: Session, amphora_id: str) -> Instance:
-    inst = session.get(Instance, amphora_id)
-    if inst is None:
-        raise NotFound.resource("Amphora", amphora_id)
-    return inst
-
-
-@router.get("/{amphora_id}")
-def show_amphora(
-    amphora_id: str,
-    request: Request,
-    session: Session = Depends(get_session),
-    _: RequestContext = Depends(get_admin_context),
-) -> dict[str, Any]:
-    out = serialize(_get(session, amphora_id), session)
-    return {"amphora": select_fields(out, requested_fields(request))}
+AMPHORAE: Resource[Instance] = Resource(
+    model=Instance,
+    path="/octavia/amphorae",
+    singular="amphora",
+    plural="amphorae",
+    label="Amphora",
+    view=AmphoraView,
+    scope=lambda ctx: select(Instance),
+    aliases={"loadbalancer_id": Instance.load_balancer_id, "compute_id": Instance.host_id},
+    options=(
+        selectinload(Instance.load_balancer),
+        selectinload(Instance.host),
+        selectinload(Instance.vrrp_router),
+    ),
+    reader=get_admin_context,
+)
+router = AMPHORAE.router()
 
 
 @router.get("/{amphora_id}/stats")
 def amphora_stats(
     amphora_id: str,
     session: Session = Depends(get_session),
-    _: RequestContext = Depends(get_admin_context),
+    ctx: RequestContext = Depends(get_admin_context),
 ) -> dict[str, Any]:
-    inst = _get(session, amphora_id)
+    inst = AMPHORAE.find(session, ctx, amphora_id)
     rows = []
     for listener_id, counters in ((inst.health or {}).get("listeners") or {}).items():
         rows.append(
@@ -123,16 +113,13 @@ def amphora_stats(
 def failover_amphora(
     amphora_id: str,
     session: Session = Depends(get_session),
-    _: RequestContext = Depends(get_admin_context),
+    ctx: RequestContext = Depends(get_admin_context),
 ) -> Response:
-    inst = _get(session, amphora_id)
-    lb = session.scalar(
-        select(LoadBalancer).where(LoadBalancer.id == inst.load_balancer_id).with_for_update()
-    )
-    assert lb is not None
-    if lb.provisioning_status == c.PENDING_DELETE:
-        raise Conflict(f"Load Balancer {lb.id} is being deleted.")
-    inst.status = "PENDING_FAILOVER"
+    lb_id = AMPHORAE.find(session, ctx, amphora_id).load_balancer_id
+    lb = changes.lock(session, ctx, lb_id)
+    changes.refuse_if_deleting(lb, changes.LB_LABEL)
+    inst = AMPHORAE.find(session, ctx, amphora_id, fresh=True)
+    inst.status = c.INSTANCE_PENDING_FAILOVER
     inst.failover_requested_at = utcnow()
     lb.failover_requested = True
     lb.next_attempt_at = None
@@ -152,10 +139,10 @@ def failover_amphora(
 def configure_amphora(
     amphora_id: str,
     session: Session = Depends(get_session),
-    _: RequestContext = Depends(get_admin_context),
+    ctx: RequestContext = Depends(get_admin_context),
 ) -> Response:
     """Re-push the instance's configuration (Octavia: refresh the amphora agent config)."""
-    inst = _get(session, amphora_id)
+    inst = AMPHORAE.find(session, ctx, amphora_id)
     inst.applied_generation = 0  # the controller sees it lagging and pushes again
     session.commit()
     return Response(status_code=202)

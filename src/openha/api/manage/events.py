@@ -4,37 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from openha.api.context import RequestContext, get_admin_context, get_session
-from openha.api.query import list_collection
-from openha.api.tenant.common import iso
+from openha.api.context import get_admin_context
+from openha.api.resources import Resource
+from openha.api.views import Timestamp, View
 from openha.models import Event
 
-router = APIRouter(prefix="/manage", tags=["manage"])
+
+class EventView(View):
+    id: int
+    created_at: Timestamp
+    severity: str
+    kind: str
+    project_id: str | None
+    load_balancer_id: str | None
+    host_id: str | None
+    instance_id: str | None
+    message: str
+    details: dict[str, Any] | None
 
 
-def serialize_event(e: Event) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "created_at": iso(e.created_at),
-        "severity": e.severity,
-        "kind": e.kind,
-        "project_id": e.project_id,
-        "load_balancer_id": e.load_balancer_id,
-        "host_id": e.host_id,
-        "instance_id": e.instance_id,
-        "message": e.message,
-        "details": e.details,
-    }
-
-
-@router.get("/events")
-def list_events(
-    request: Request,
-    session: Session = Depends(get_session),
-    _: RequestContext = Depends(get_admin_context),
-) -> dict[str, Any]:
-    return list_collection(request, session, select(Event), Event, "events", serialize_event)
+EVENTS: Resource[Event] = Resource(
+    model=Event,
+    path="/manage/events",
+    singular="event",
+    plural="events",
+    label="Event",
+    view=EventView,
+    scope=lambda ctx: select(Event),
+    reader=get_admin_context,
+    has_show=False,
+)
+router = EVENTS.router()

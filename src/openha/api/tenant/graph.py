@@ -4,8 +4,8 @@
 `default_pool` and `l7policies[]`, a policy with `rules[]` and an optional
 `redirect_pool`) and top-level `pools[]` (each with `members[]` and a
 `healthmonitor`). The load balancer handler creates the LB and its VIP, then
-calls `create_graph` in the same transaction, and `serialize_graph` for the
-answer (Octavia's LoadBalancerFullResponse: children in full).
+calls `create_graph` in the same transaction and answers with the LB's children
+in full (Octavia's LoadBalancerFullResponse).
 
 Pools are resolved as Octavia's `_graph_create` does: a nested pool must be
 named; one given by its `name` alone refers to a pool fully defined elsewhere in
@@ -28,26 +28,16 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
 
-from openha.api.context import RequestContext
 from openha.api.errors import APIError, BadRequest, NotFound, describe_validation_error
-from openha.api.tenant import (
-    healthmonitors,
-    l7policies,
-    l7rules,
-    listeners,
-    loadbalancers,
-    members,
-    pools,
-)
+from openha.api.tenant import healthmonitors, l7policies, l7rules, listeners, members, pools
+from openha.api.tenant.changes import Change
 from openha.api.tenant.healthmonitors import HealthMonitorCreate
 from openha.api.tenant.l7policies import L7PolicyCreate
 from openha.api.tenant.listeners import ListenerCreate
 from openha.api.tenant.members import MemberCreate
 from openha.api.tenant.pools import PoolCreate
-from openha.models import L7Policy, Listener, LoadBalancer, Pool
+from openha.models import Pool
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -174,16 +164,13 @@ class _Pools:
 
 def create_graph(
     request: Request,
-    session: Session,
-    ctx: RequestContext,
-    lb: LoadBalancer,
+    change: Change,
     listener_dicts: list[dict[str, Any]],
     pool_dicts: list[dict[str, Any]],
 ) -> None:
-    """Create the LB's children (all PENDING_CREATE) in the caller's transaction.
+    """Create the change's LB's children (all PENDING_CREATE) in the caller's transaction.
 
-    `lb` is new (PENDING_CREATE, flushed, with its VIP) and the caller commits, so
-    there is no `begin_change` here: nobody else can see the LB yet.
+    The LB is new (PENDING_CREATE, flushed, with its VIP) and the caller commits.
     """
     # 1. Validate every body and resolve the pools before creating anything.
     resolved = _Pools()
@@ -222,10 +209,10 @@ def create_graph(
 
     # 2. Pools first (Octavia's order), with their members and health monitors.
     pool_ids: dict[str, str] = {}
-    for path, body in resolved.full:
-        pool = _add_pool(request, session, ctx, lb, body, path)
-        if body.name:
-            pool_ids[body.name] = pool.id
+    for path, pool_body in resolved.full:
+        pool = _add_pool(request, change, pool_body, path)
+        if pool_body.name:
+            pool_ids[pool_body.name] = pool.id
 
     # 3. Listeners, pointing at their default pools, then their L7 policies.
     for path, body, default, redirects in parsed:
@@ -233,77 +220,22 @@ def create_graph(
             single = body.model_copy(
                 update={"default_pool_id": pool_ids[default] if default else None}
             )
-            listener = listeners.add_listener(request, session, ctx, lb, single)
+            listener = listeners.add_listener(request, change, single)
         for j, (policy, redirect) in enumerate(zip(body.l7policies or [], redirects, strict=True)):
             with _at(f"{path}.l7policies[{j}]"):
                 single_policy = policy.model_copy(
                     update={"redirect_pool_id": pool_ids[redirect] if redirect else None}
                 )
-                l7policies.add_l7policy(request, session, ctx, listener, single_policy)
-    session.flush()
+                l7policies.add_l7policy(request, change, listener, single_policy)
 
 
-def _add_pool(
-    request: Request,
-    session: Session,
-    ctx: RequestContext,
-    lb: LoadBalancer,
-    body: GraphPool,
-    path: str,
-) -> Pool:
+def _add_pool(request: Request, change: Change, body: GraphPool, path: str) -> Pool:
     with _at(path):
-        pool = pools.add_pool(request, session, ctx, lb, body)
+        pool = pools.add_pool(request, change, body)
     for i, member in enumerate(body.members or []):
         with _at(f"{path}.members[{i}]"):
-            members.add_member(request, session, ctx, pool, member)
+            members.add_member(request, change, pool, member)
     if body.healthmonitor is not None:
         with _at(f"{path}.healthmonitor"):
-            healthmonitors.add_healthmonitor(request, session, ctx, pool, body.healthmonitor)
+            healthmonitors.add_healthmonitor(request, change, pool, body.healthmonitor)
     return pool
-
-
-# --- the answer ----------------------------------------------------------------------------
-
-
-def _full_listener(listener: Listener) -> dict[str, Any]:
-    out = listeners.serialize(listener)
-    out.pop("loadbalancers", None)  # Octavia's ListenerFullResponse drops the parent
-    out["l7policies"] = [l7policies.serialize_full(p) for p in listener.l7policies]
-    return out
-
-
-def _full_pool(pool: Pool) -> dict[str, Any]:
-    out = pools.serialize(pool)
-    out.pop("loadbalancers", None)  # Octavia's PoolFullResponse: no parent, children in full
-    out.pop("healthmonitor_id", None)
-    out["members"] = [members.serialize(m) for m in pool.members]
-    hm = pool.health_monitor
-    if hm is not None:
-        monitor = healthmonitors.serialize(hm)
-        monitor.pop("pools", None)
-        out["healthmonitor"] = monitor
-    else:
-        out["healthmonitor"] = None
-    return out
-
-
-def serialize_graph(session: Session, lb_id: str) -> dict[str, Any]:
-    """The load balancer with its listeners and pools in full (LoadBalancerFullResponse)."""
-    lb = session.scalar(
-        select(LoadBalancer)
-        .where(LoadBalancer.id == lb_id)
-        .options(
-            selectinload(LoadBalancer.listeners)
-            .selectinload(Listener.l7policies)
-            .selectinload(L7Policy.rules),
-            selectinload(LoadBalancer.pools).selectinload(Pool.members),
-            selectinload(LoadBalancer.pools).selectinload(Pool.health_monitor),
-        )
-        .execution_options(populate_existing=True)
-    )
-    if lb is None:
-        raise NotFound.resource(loadbalancers.LABEL, lb_id)
-    out = loadbalancers.serialize(lb)
-    out["listeners"] = [_full_listener(listener) for listener in lb.listeners]
-    out["pools"] = [_full_pool(pool) for pool in lb.pools]
-    return out

@@ -17,25 +17,26 @@ A policy may be created with its `rules` (see `l7rules`); deleting one deletes i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request
 from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound
-from openha.api.query import list_collection, requested_fields, select_fields
-from openha.api.tenant import common, l7rules
-from openha.api.tenant.common import StrictModel, base_fields
+from openha.api.resources import Resource
+from openha.api.tenant import changes, common, l7rules
+from openha.api.tenant.changes import Change
 from openha.api.tenant.l7rules import L7RuleSingleCreate
+from openha.api.tenant.listeners import LISTENERS
+from openha.api.types import StrictModel, check_pool_protocol
+from openha.api.views import Ref, TreeView
 from openha.domain import constants as c
 from openha.domain.grammar import FreeText, Tag, Url, UrlPrefix
-from openha.models import L7Policy, L7Rule, Listener, Pool, new_id
-
-router = APIRouter(prefix="/lbaas/l7policies", tags=["l7policies"])
-LABEL = "L7Policy"
+from openha.models import L7Policy, Listener, Pool, new_id
 
 MIN_POSITION = 1
 MAX_POSITION = 2147483647  # Octavia's MAX_POLICY_POSITION: "at the end"
@@ -57,32 +58,9 @@ TARGET_FIELDS = tuple(TARGET_OF.values())
 CODED_ACTIONS = ("REDIRECT_TO_URL", "REDIRECT_PREFIX")
 
 
-class L7PolicyCreate(StrictModel):
-    """POST body. `listener_id` is optional here so that the fully populated LB create
-    can reuse this schema; the POST route requires it."""
-
-    listener_id: str | None = None
-    name: FreeText | None = None
-    description: FreeText | None = None
-    admin_state_up: bool = True
-    action: Action
-    position: Position | None = None
-    redirect_pool_id: PoolId | None = None
-    redirect_url: Url | None = None
-    redirect_prefix: UrlPrefix | None = None
-    redirect_http_code: RedirectCode | None = None
-    rules: list[L7RuleSingleCreate] | None = None
-    tags: list[Tag] = Field(default_factory=list)
-    # Deprecated in Octavia and ignored: a policy belongs to its load balancer's project.
-    project_id: str | None = None
-    tenant_id: str | None = None
-
-
-class L7PolicyCreateBody(StrictModel):
-    l7policy: L7PolicyCreate
-
-
 class L7PolicyUpdate(StrictModel):
+    """The PUT body; a create may send every one of these too."""
+
     name: FreeText | None = None
     description: FreeText | None = None
     admin_state_up: bool | None = None
@@ -95,32 +73,55 @@ class L7PolicyUpdate(StrictModel):
     tags: list[Tag] | None = None
 
 
+class L7PolicyCreate(L7PolicyUpdate):
+    # Optional here so that the fully populated LB create can reuse this; the POST requires it.
+    listener_id: str | None = None
+    admin_state_up: bool = True
+    action: Action
+    rules: list[L7RuleSingleCreate] | None = None
+    tags: list[Tag] = Field(default_factory=list)
+    # Deprecated in Octavia and ignored: a policy belongs to its load balancer's project.
+    project_id: str | None = None
+    tenant_id: str | None = None
+
+
+class L7PolicyCreateBody(StrictModel):
+    l7policy: L7PolicyCreate
+
+
 class L7PolicyUpdateBody(StrictModel):
     l7policy: L7PolicyUpdate
 
 
-def serialize(policy: L7Policy) -> dict[str, Any]:
-    out = base_fields(policy)
-    out.update(
-        name=policy.name,
-        description=policy.description,
-        listener_id=policy.listener_id,
-        action=policy.action,
-        position=policy.position,
-        redirect_pool_id=policy.redirect_pool_id,
-        redirect_url=policy.redirect_url,
-        redirect_prefix=policy.redirect_prefix,
-        redirect_http_code=policy.redirect_http_code,
-        rules=[{"id": rule.id} for rule in policy.rules],
-    )
-    return out
+class L7PolicyView(TreeView):
+    name: str
+    description: str
+    listener_id: str
+    action: str
+    position: int
+    redirect_pool_id: str | None
+    redirect_url: str | None
+    redirect_prefix: str | None
+    redirect_http_code: int | None
+    rules: Sequence[Ref]
 
 
-def serialize_full(policy: L7Policy) -> dict[str, Any]:
-    """Octavia's L7PolicyFullResponse (fully populated LB): rules in full."""
-    out = serialize(policy)
-    out["rules"] = [l7rules.serialize(rule) for rule in policy.rules]
-    return out
+def _close_gap(change: Change, policy: L7Policy, request: Request) -> None:
+    """Renumber the others at once, as Octavia's ordering list does on delete."""
+    _renumber(_live_policies(change.session, policy.listener_id, exclude=policy.id))
+
+
+L7POLICIES: Resource[L7Policy] = Resource(
+    model=L7Policy,
+    path="/lbaas/l7policies",
+    singular="l7policy",
+    plural="l7policies",
+    label="L7Policy",
+    view=L7PolicyView,
+    options=(selectinload(L7Policy.rules),),
+    delete=changes.deleting(_close_gap),
+)
+router = L7POLICIES.router()
 
 
 # --- validation ------------------------------------------------------------------------
@@ -176,7 +177,6 @@ def resolve_action(changes: dict[str, Any], current: L7Policy | None) -> dict[st
 
 
 def _check_listener(listener: Listener) -> None:
-    common.refuse_if_deleting(listener, "Listener")
     if listener.protocol not in L7_LISTENER_PROTOCOLS:
         raise BadRequest(
             f"Validation failure: L7 policies are only supported on "
@@ -191,12 +191,8 @@ def _check_redirect_pool(
     if pool.load_balancer_id != listener.load_balancer_id:
         # Octavia answers a pool of another load balancer as not found.
         raise NotFound.resource("Pool", pool_id)
-    common.refuse_if_deleting(pool, "Pool")
-    if pool.protocol not in c.LISTENER_POOL_PROTOCOL_MAP.get(listener.protocol, ()):
-        raise BadRequest(
-            f"Validation failure: The pool protocol '{pool.protocol}' is invalid while "
-            f"the listener protocol is '{listener.protocol}'."
-        )
+    changes.refuse_if_deleting(pool, "Pool")
+    check_pool_protocol(listener.protocol, pool.protocol)
 
 
 # --- positions ---------------------------------------------------------------------------
@@ -230,22 +226,18 @@ def _renumber(policies: list[L7Policy]) -> None:
 
 
 def add_l7policy(
-    request: Request,
-    session: Session,
-    ctx: RequestContext,
-    listener: Listener,
-    body: L7PolicyCreate,
+    request: Request, change: Change, listener: Listener, body: L7PolicyCreate
 ) -> L7Policy:
-    """Validate and add a policy (with its inline rules) to `listener`.
+    """Validate and add a policy (with its inline rules) to `listener` (of the change's LB).
 
-    The caller has called `begin_change` on the listener's load balancer. Nothing is
-    created when a check fails, so the caller's rollback leaves no trace.
+    Nothing is created when a check fails, so the caller's rollback leaves no trace.
     """
+    session = change.session
     _check_listener(listener)
     sent = body.model_dump(include={"action", *TARGET_FIELDS, "redirect_http_code"})
     redirect = resolve_action({k: v for k, v in sent.items() if v is not None}, None)
     if redirect["redirect_pool_id"]:
-        _check_redirect_pool(session, ctx, listener, redirect["redirect_pool_id"])
+        _check_redirect_pool(session, change.ctx, listener, redirect["redirect_pool_id"])
     policy_id = new_id()
     rules = body.rules or []
     if len(rules) > c.MAX_L7RULES_PER_POLICY:
@@ -275,46 +267,12 @@ def add_l7policy(
     session.add(policy)
     session.flush()
     for rule in rules:
-        l7rules.add_l7rule(request, session, ctx, policy, rule)
-    common.mark_updated(listener)
-    session.flush()
+        l7rules.add_l7rule(request, change, policy, rule)
+    change.created(policy)
     return policy
 
 
 # --- routes ----------------------------------------------------------------------------
-
-
-def _load(session: Session, ctx: RequestContext, policy_id: str) -> L7Policy:
-    policy = session.scalar(
-        ctx.visible(L7Policy)
-        .where(L7Policy.id == policy_id)
-        .options(selectinload(L7Policy.rules))
-        .execution_options(populate_existing=True)
-    )
-    if policy is None:
-        raise NotFound.resource(LABEL, policy_id)
-    return policy
-
-
-@router.get("")
-def list_l7policies(
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    stmt = ctx.visible(L7Policy).options(selectinload(L7Policy.rules))
-    return list_collection(request, session, stmt, L7Policy, "l7policies", serialize)
-
-
-@router.get("/{l7policy_id}")
-def show_l7policy(
-    l7policy_id: str,
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    policy = _load(session, ctx, l7policy_id)
-    return {"l7policy": select_fields(serialize(policy), requested_fields(request))}
 
 
 @router.post("", status_code=201)
@@ -327,12 +285,12 @@ def create_l7policy(
     body = payload.l7policy
     if not body.listener_id:
         raise BadRequest("Mandatory field missing: listener_id.")
-    listener = ctx.get(session, Listener, body.listener_id, "Listener")
-    common.begin_change(session, ctx, listener.load_balancer_id)
-    session.refresh(listener)  # what other writers committed before we took the lock
-    policy = add_l7policy(request, session, ctx, listener, body)
+    change, listener = changes.edit(session, ctx, LISTENERS, body.listener_id)
+    policy = add_l7policy(request, change, listener, body)
+    session.flush()
+    answer = L7POLICIES.show(session, ctx, policy.id)
     session.commit()
-    return {"l7policy": serialize(_load(session, ctx, policy.id))}
+    return answer
 
 
 @router.put("/{l7policy_id}")
@@ -342,56 +300,30 @@ def update_l7policy(
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
 ) -> dict[str, Any]:
-    policy = ctx.get(session, L7Policy, l7policy_id, LABEL)
-    common.begin_change(session, ctx, policy.load_balancer_id)
-    session.refresh(policy)
-    common.refuse_if_deleting(policy, LABEL)
+    change, policy = changes.edit(session, ctx, L7POLICIES, l7policy_id)
     listener = session.get(Listener, policy.listener_id)
     assert listener is not None
-    changes = payload.l7policy.model_dump(exclude_unset=True)
+    given = payload.l7policy.model_dump(exclude_unset=True)
     for name in ("action", "admin_state_up", "tags"):
-        if name in changes and changes[name] is None:
+        if name in given and given[name] is None:
             raise BadRequest(f"Invalid input for field/attribute {name}. Value: 'None'.")
-    redirect = resolve_action(changes, policy)
+    redirect = resolve_action(given, policy)
     # A pool kept from before was checked when it was set.
     if redirect["redirect_pool_id"] and redirect["redirect_pool_id"] != policy.redirect_pool_id:
         _check_redirect_pool(session, ctx, listener, redirect["redirect_pool_id"])
-    position = changes.pop("position", None)
+    position = given.pop("position", None)
     for name in ("name", "description"):
-        if name in changes:
-            changes[name] = changes[name] or ""
+        if name in given:
+            given[name] = given[name] or ""
     for name in ("name", "description", "admin_state_up", "tags"):
-        if name in changes:
-            setattr(policy, name, changes[name])
+        if name in given:
+            setattr(policy, name, given[name])
     for name, value in redirect.items():
         setattr(policy, name, value)
     if position is not None and position != policy.position:
         _place(session, policy, position)
-    common.mark_updated(policy)
-    common.mark_updated(listener)
+    change.updated(policy)
+    session.flush()
+    answer = L7POLICIES.show(session, ctx, l7policy_id)
     session.commit()
-    return {"l7policy": serialize(_load(session, ctx, l7policy_id))}
-
-
-@router.delete("/{l7policy_id}", status_code=204)
-def delete_l7policy(
-    l7policy_id: str,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> Response:
-    policy = ctx.get(session, L7Policy, l7policy_id, LABEL)
-    if policy.provisioning_status == c.PENDING_DELETE:
-        return Response(status_code=204)
-    common.begin_change(session, ctx, policy.load_balancer_id)
-    session.refresh(policy)
-    if policy.provisioning_status != c.PENDING_DELETE:
-        common.mark_deleted(policy)
-        for rule in session.scalars(select(L7Rule).where(L7Rule.l7policy_id == policy.id)):
-            common.mark_deleted(rule)
-        listener = session.get(Listener, policy.listener_id)
-        if listener is not None and listener.provisioning_status != c.PENDING_DELETE:
-            common.mark_updated(listener)
-            # Close the gap at once, as Octavia's ordering list does on delete.
-            _renumber(_live_policies(session, listener.id, exclude=policy.id))
-    session.commit()
-    return Response(status_code=204)
+    return answer

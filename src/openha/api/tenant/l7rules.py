@@ -17,24 +17,22 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request
 from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from openha.api.context import RequestContext, get_context, get_session
-from openha.api.errors import BadRequest, Conflict, NotFound
-from openha.api.query import list_collection, requested_fields, select_fields
-from openha.api.tenant import common
-from openha.api.tenant.common import StrictModel, base_fields
+from openha.api.errors import BadRequest, Conflict
+from openha.api.resources import Kind, Parent, Resource
+from openha.api.tenant import changes, common
+from openha.api.tenant.changes import Change
+from openha.api.types import StrictModel
+from openha.api.views import TreeView
 from openha.domain import constants as c
 from openha.domain import grammar
 from openha.domain.grammar import Tag
-from openha.models import L7Policy, L7Rule, Listener
-
-router = APIRouter(prefix="/lbaas/l7policies/{l7policy_id}/rules", tags=["l7rules"])
-LABEL = "L7Rule"
-POLICY_LABEL = "L7Policy"
+from openha.models import L7Policy, L7Rule
 
 RuleType = Literal[c.L7RULE_TYPES]  # type: ignore[valid-type]
 CompareType = Literal[c.L7RULE_COMPARE_TYPES]  # type: ignore[valid-type]
@@ -105,16 +103,27 @@ class L7RuleUpdateBody(StrictModel):
     rule: L7RuleUpdate
 
 
-def serialize(rule: L7Rule) -> dict[str, Any]:
-    out = base_fields(rule)
-    out.update(
-        type=rule.type,
-        compare_type=rule.compare_type,
-        key=rule.key,
-        value=rule.value,
-        invert=rule.invert,
-    )
-    return out
+class L7RuleView(TreeView):
+    type: str
+    compare_type: str
+    key: str | None
+    value: str
+    invert: bool
+
+
+# The policy a rule hangs under (its own entry is in `l7policies`, which imports this module).
+POLICY = Kind(model=L7Policy, label="L7Policy")
+L7RULES: Resource[L7Rule] = Resource(
+    model=L7Rule,
+    path="/lbaas/l7policies/{l7policy_id}/rules",
+    singular="rule",
+    plural="rules",
+    label="L7Rule",
+    view=L7RuleView,
+    parent=Parent("l7policy_id", L7Rule.l7policy_id, POLICY),
+    delete=changes.deleting(),
+)
+router = L7RULES.router()
 
 
 # --- validation ------------------------------------------------------------------------
@@ -204,18 +213,13 @@ def live_rule_count(session: Session, policy_id: str) -> int:
 
 
 def add_l7rule(
-    request: Request,
-    session: Session,
-    ctx: RequestContext,
-    policy: L7Policy,
-    body: L7RuleSingleCreate,
+    request: Request, change: Change, policy: L7Policy, body: L7RuleSingleCreate
 ) -> L7Rule:
-    """Validate and add one rule to `policy` (the caller has called `begin_change`)."""
-    common.refuse_if_deleting(policy, POLICY_LABEL)
+    """Validate and add one rule to `policy` (of the change's LB)."""
     check_rule(body.type, body.compare_type, body.key, body.value)
-    if live_rule_count(session, policy.id) >= c.MAX_L7RULES_PER_POLICY:
+    if live_rule_count(change.session, policy.id) >= c.MAX_L7RULES_PER_POLICY:
         raise Conflict(f"Too many rules on L7 policy {policy.id}")
-    common.check_quota(request, session, policy.project_id, "l7rule")
+    common.check_quota(request, change.session, policy.project_id, "l7rule")
     rule = L7Rule(
         project_id=policy.project_id,
         l7policy_id=policy.id,
@@ -230,56 +234,13 @@ def add_l7rule(
         provisioning_status=c.PENDING_CREATE,
         operating_status=c.OFFLINE,
     )
-    session.add(rule)
-    _touch_parents(session, policy)
-    session.flush()
+    change.session.add(rule)
+    change.session.flush()
+    change.created(rule)
     return rule
-
-
-def _touch_parents(session: Session, policy: L7Policy) -> None:
-    # As Octavia does, a rule change puts its policy and listener in PENDING_UPDATE too.
-    common.mark_updated(policy)
-    listener = session.get(Listener, policy.listener_id)
-    if listener is not None and listener.provisioning_status != c.PENDING_DELETE:
-        common.mark_updated(listener)
 
 
 # --- routes ----------------------------------------------------------------------------
-
-
-def _policy(session: Session, ctx: RequestContext, policy_id: str) -> L7Policy:
-    return ctx.get(session, L7Policy, policy_id, POLICY_LABEL)
-
-
-def _rule(session: Session, ctx: RequestContext, policy: L7Policy, rule_id: str) -> L7Rule:
-    rule = ctx.get(session, L7Rule, rule_id, LABEL)
-    if rule.l7policy_id != policy.id:
-        raise NotFound.resource(LABEL, rule_id)
-    return rule
-
-
-@router.get("")
-def list_rules(
-    l7policy_id: str,
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    policy = _policy(session, ctx, l7policy_id)
-    stmt = ctx.visible(L7Rule).where(L7Rule.l7policy_id == policy.id)
-    return list_collection(request, session, stmt, L7Rule, "rules", serialize)
-
-
-@router.get("/{rule_id}")
-def show_rule(
-    l7policy_id: str,
-    rule_id: str,
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    rule = _rule(session, ctx, _policy(session, ctx, l7policy_id), rule_id)
-    return {"rule": select_fields(serialize(rule), requested_fields(request))}
 
 
 @router.post("", status_code=201)
@@ -290,12 +251,12 @@ def create_rule(
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
 ) -> dict[str, Any]:
-    policy = _policy(session, ctx, l7policy_id)
-    common.begin_change(session, ctx, policy.load_balancer_id)
-    session.refresh(policy)  # what other writers committed before we took the lock
-    rule = add_l7rule(request, session, ctx, policy, payload.rule)
+    change, policy = changes.edit(session, ctx, POLICY, l7policy_id)
+    rule = add_l7rule(request, change, policy, payload.rule)
+    session.flush()
+    answer = L7RULES.show(session, ctx, rule.id, l7policy_id)
     session.commit()
-    return {"rule": serialize(rule)}
+    return answer
 
 
 @router.put("/{rule_id}")
@@ -306,52 +267,25 @@ def update_rule(
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
 ) -> dict[str, Any]:
-    policy = _policy(session, ctx, l7policy_id)
-    common.begin_change(session, ctx, policy.load_balancer_id)
-    session.refresh(policy)
-    rule = _rule(session, ctx, policy, rule_id)
-    session.refresh(rule)
-    common.refuse_if_deleting(policy, POLICY_LABEL)
-    common.refuse_if_deleting(rule, LABEL)
-    changes = payload.rule.model_dump(exclude_unset=True)
+    change, rule = changes.edit(session, ctx, L7RULES, rule_id, l7policy_id)
+    given = payload.rule.model_dump(exclude_unset=True)
     for name in ("type", "compare_type", "value", "admin_state_up", "tags"):
-        if name in changes and changes[name] is None:
+        if name in given and given[name] is None:
             raise BadRequest(f"Invalid input for field/attribute {name}. Value: 'None'.")
-    if "invert" in changes and changes["invert"] is None:
-        changes["invert"] = False  # Octavia resets a null invert to its default
-    rtype = changes.get("type", rule.type)
-    compare_type = changes.get("compare_type", rule.compare_type)
-    value = changes.get("value", rule.value)
+    if "invert" in given and given["invert"] is None:
+        given["invert"] = False  # Octavia resets a null invert to its default
+    rtype = given.get("type", rule.type)
+    compare_type = given.get("compare_type", rule.compare_type)
+    value = given.get("value", rule.value)
     # Switching to a type without a key drops the old key, as Octavia does.
     default_key = rule.key if rtype in KEYED_TYPES else None
-    key = changes.get("key", default_key)
+    key = given.get("key", default_key)
     check_rule(rtype, compare_type, key, value)
-    changes["key"] = key
-    for name, new in changes.items():
+    given["key"] = key
+    for name, new in given.items():
         setattr(rule, name, new)
-    common.mark_updated(rule)
-    _touch_parents(session, policy)
+    change.updated(rule)
+    session.flush()
+    answer = L7RULES.show(session, ctx, rule_id, l7policy_id)
     session.commit()
-    return {"rule": serialize(rule)}
-
-
-@router.delete("/{rule_id}", status_code=204)
-def delete_rule(
-    l7policy_id: str,
-    rule_id: str,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> Response:
-    policy = _policy(session, ctx, l7policy_id)
-    rule = _rule(session, ctx, policy, rule_id)
-    if rule.provisioning_status == c.PENDING_DELETE:
-        return Response(status_code=204)
-    common.begin_change(session, ctx, policy.load_balancer_id)
-    session.refresh(rule)
-    session.refresh(policy)
-    if rule.provisioning_status != c.PENDING_DELETE:
-        common.mark_deleted(rule)
-        if policy.provisioning_status != c.PENDING_DELETE:
-            _touch_parents(session, policy)
-    session.commit()
-    return Response(status_code=204)
+    return answer

@@ -1,22 +1,33 @@
-"""/v2/lbaas/loadbalancers: create (also fully populated), show, list, update, delete,
-stats, status tree and the admin failover."""
+"""/v2/lbaas/loadbalancers, as Octavia's v2 API: create (also fully populated), update,
+delete, stats, status tree and the admin failover here; list and show from the table."""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from openha import events, ipam
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
-from openha.api.errors import BadRequest, NotFound
-from openha.api.query import list_collection, requested_fields, select_fields
-from openha.api.tenant import common
-from openha.api.tenant.common import StrictModel, base_fields
+from openha.api.errors import BadRequest
+from openha.api.networks import visible_networks, visible_subnets
+from openha.api.resources import Resource
+from openha.api.tenant import changes, common
+from openha.api.tenant.changes import Change
+from openha.api.tenant.graph import create_graph
+from openha.api.tenant.healthmonitors import HealthMonitorView
+from openha.api.tenant.l7policies import L7PolicyView
+from openha.api.tenant.l7rules import L7RuleView
+from openha.api.tenant.listeners import STATS, ListenerView
+from openha.api.tenant.members import MemberView
+from openha.api.tenant.pools import POOLS, PoolView
+from openha.api.types import StrictModel, with_defaults
+from openha.api.views import OneRef, Ref, TreeView, View
 from openha.domain import constants as c
 from openha.domain.grammar import FreeText, IPAddress, Tag
 from openha.models import (
@@ -24,27 +35,33 @@ from openha.models import (
     AvailabilityZoneProfile,
     Flavor,
     FlavorProfile,
+    L7Policy,
+    Listener,
     ListenerStats,
     LoadBalancer,
     Network,
-    Pool,
     Port,
+    Provisioned,
     Subnet,
 )
 
-router = APIRouter(prefix="/lbaas/loadbalancers", tags=["loadbalancers"])
-LABEL = "Load Balancer"
+# --- bodies -----------------------------------------------------------------------------
 
 
-class LoadBalancerCreate(StrictModel):
+class LoadBalancerUpdate(StrictModel):
     name: FreeText | None = None
     description: FreeText | None = None
+    admin_state_up: bool | None = None
+    vip_qos_policy_id: str | None = None
+    tags: list[Tag] | None = None
+
+
+class LoadBalancerCreate(LoadBalancerUpdate):
     admin_state_up: bool = True
     vip_address: IPAddress | None = None
     vip_port_id: str | None = None
     vip_subnet_id: str | None = None
     vip_network_id: str | None = None
-    vip_qos_policy_id: str | None = None
     vip_sg_ids: list[str] | None = None
     vip_vnic_type: str | None = None
     additional_vips: list[dict[str, Any]] | None = None
@@ -63,72 +80,96 @@ class LoadBalancerCreateBody(StrictModel):
     loadbalancer: LoadBalancerCreate
 
 
-class LoadBalancerUpdate(StrictModel):
-    name: FreeText | None = None
-    description: FreeText | None = None
-    admin_state_up: bool | None = None
-    vip_qos_policy_id: str | None = None
-    tags: list[Tag] | None = None
-
-
 class LoadBalancerUpdateBody(StrictModel):
     loadbalancer: LoadBalancerUpdate
 
 
-def serialize(lb: LoadBalancer) -> dict[str, Any]:
-    out = base_fields(lb)
-    out.update(
-        name=lb.name,
-        description=lb.description,
-        vip_address=lb.vip_address,
-        vip_port_id=lb.vip_port_id,
-        vip_subnet_id=lb.vip_subnet_id,
-        vip_network_id=lb.vip_network_id,
-        vip_qos_policy_id=lb.vip_qos_policy_id,
-        vip_vnic_type=lb.vip_vnic_type,
-        vip_sg_ids=[],
-        additional_vips=[],
-        provider=lb.provider,
-        flavor_id=lb.flavor_id,
-        availability_zone=lb.availability_zone,
-        listeners=[{"id": listener.id} for listener in lb.listeners],
-        pools=[{"id": pool.id} for pool in lb.pools],
-    )
-    return out
+# Null means the column's default (`with_defaults`), except for these.
+NOT_NULL = ("admin_state_up", "tags")
 
 
-def _load(session: Session, ctx: RequestContext, lb_id: str) -> LoadBalancer:
-    lb = session.scalar(
-        ctx.visible(LoadBalancer)
-        .where(LoadBalancer.id == lb_id)
-        .options(selectinload(LoadBalancer.listeners), selectinload(LoadBalancer.pools))
-    )
-    if lb is None:
-        raise NotFound.resource(LABEL, lb_id)
-    return lb
+# --- the answers ------------------------------------------------------------------------
 
 
-@router.get("")
-def list_loadbalancers(
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    stmt = ctx.visible(LoadBalancer).options(
-        selectinload(LoadBalancer.listeners), selectinload(LoadBalancer.pools)
-    )
-    return list_collection(request, session, stmt, LoadBalancer, "loadbalancers", serialize)
+class LoadBalancerView(TreeView):
+    name: str
+    description: str
+    vip_address: str | None
+    vip_port_id: str | None
+    vip_subnet_id: str | None
+    vip_network_id: str | None
+    vip_qos_policy_id: str | None
+    vip_vnic_type: str
+    vip_sg_ids: list[str] = []
+    additional_vips: list[dict[str, Any]] = []
+    provider: str
+    flavor_id: str | None
+    availability_zone: str | None
+    listeners: Sequence[Ref]
+    pools: Sequence[Ref]
 
 
-@router.get("/{lb_id}")
-def show_loadbalancer(
-    lb_id: str,
-    request: Request,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
-) -> dict[str, Any]:
-    lb = _load(session, ctx, lb_id)
-    return {"loadbalancer": select_fields(serialize(lb), requested_fields(request))}
+# Octavia's *FullResponse types: the fully populated create answers with children in full,
+# without the references back to their parents.
+class L7PolicyFullView(L7PolicyView):
+    rules: Sequence[L7RuleView]
+
+
+class ListenerFullView(ListenerView):
+    loadbalancers: OneRef = Field(validation_alias="load_balancer_id", exclude=True)
+    l7policies: Sequence[L7PolicyFullView]
+
+
+class HealthMonitorFullView(HealthMonitorView):
+    pools: OneRef = Field(validation_alias="pool_id", exclude=True)
+
+
+class PoolFullView(PoolView):
+    loadbalancers: OneRef = Field(validation_alias="load_balancer_id", exclude=True)
+    healthmonitor_id: str | None = Field(None, exclude=True)
+    members: Sequence[MemberView]
+    healthmonitor: HealthMonitorFullView | None = Field(validation_alias="health_monitor")
+
+
+class LoadBalancerFullView(LoadBalancerView):
+    listeners: Sequence[ListenerFullView]
+    pools: Sequence[PoolFullView]
+
+
+def _on_delete(change: Change, lb: LoadBalancer, request: Request) -> None:
+    """Without `cascade`, an LB with listeners or pools stays. Otherwise deleting is allowed
+    in any state (the controller tears down whatever exists), and it is an event."""
+    cascade = request.query_params.get("cascade", "false").lower() in ("true", "1")
+    children: list[Provisioned] = [*lb.listeners, *lb.pools]
+    if not cascade and any(o.provisioning_status != c.PENDING_DELETE for o in children):
+        raise BadRequest(f"Cannot delete Load Balancer {lb.id} - it has children")
+    events.emit(change.session, "loadbalancer.deleting", f"Load balancer {lb.id} deleted", lb=lb)
+
+
+LOAD_BALANCERS: Resource[LoadBalancer] = Resource(
+    model=LoadBalancer,
+    path="/lbaas/loadbalancers",
+    singular="loadbalancer",
+    plural="loadbalancers",
+    label=changes.LB_LABEL,
+    view=LoadBalancerView,
+    options=(selectinload(LoadBalancer.listeners), selectinload(LoadBalancer.pools)),
+    delete=changes.deleting(_on_delete),
+)
+router = LOAD_BALANCERS.router()
+
+# Everything the full answer shows, loaded up front.
+FULL_TREE = (
+    selectinload(LoadBalancer.listeners)
+    .selectinload(Listener.l7policies)
+    .selectinload(L7Policy.rules),
+    selectinload(LoadBalancer.pools).options(*POOLS.options),
+)
+
+
+# --- create -----------------------------------------------------------------------------
+
+VIP_OWNER = "openha:vip"
 
 
 def _resolve_provider_and_flavor(
@@ -175,15 +216,29 @@ def _resolve_provider_and_flavor(
     return provider, flavor
 
 
-def _visible_subnet(session: Session, ctx: RequestContext, subnet_id: str) -> Subnet:
-    subnet = session.get(Subnet, subnet_id)
-    if subnet is not None:
-        network = session.get(Network, subnet.network_id)
-        if ctx.is_admin or (
-            network is not None and (network.shared or network.project_id == ctx.project_id)
-        ):
+def _vip_subnet(session: Session, ctx: RequestContext, body: LoadBalancerCreate) -> Subnet:
+    """The subnet a new VIP comes from: the one named, or the first of the network named
+    that holds the requested address."""
+    if body.vip_subnet_id:
+        subnet: Subnet | None = session.scalar(
+            visible_subnets(ctx).where(Subnet.id == body.vip_subnet_id)
+        )
+        if subnet is None:
+            raise BadRequest(f"Validation failure: Subnet {body.vip_subnet_id} could not be found.")
+        if body.vip_network_id and subnet.network_id != body.vip_network_id:
+            raise BadRequest("Validation failure: vip_subnet_id is not in vip_network_id.")
+        return subnet
+    network = session.scalar(visible_networks(ctx).where(Network.id == body.vip_network_id))
+    if network is None:
+        raise BadRequest(f"Validation failure: Network {body.vip_network_id} could not be found.")
+    subnets = session.scalars(
+        select(Subnet).where(Subnet.network_id == network.id).order_by(Subnet.created_at)
+    )
+    address = ipaddress.ip_address(body.vip_address) if body.vip_address else None
+    for subnet in subnets:
+        if address is None or address in ipaddress.ip_network(subnet.cidr):
             return subnet
-    raise BadRequest(f"Validation failure: Subnet {subnet_id} could not be found.")
+    raise BadRequest(f"Validation failure: Network {network.id} has no usable subnet.")
 
 
 def _allocate_vip(
@@ -195,45 +250,16 @@ def _allocate_vip(
             raise BadRequest(f"Validation failure: Port {body.vip_port_id} could not be found.")
         if port.device_id:
             raise BadRequest(f"Validation failure: Port {body.vip_port_id} is already in use.")
-        port.device_id, port.device_owner = lb.id, "openha:vip"
+        port.device_id, port.device_owner = lb.id, VIP_OWNER
         subnet = session.get(Subnet, port.subnet_id)
         assert subnet is not None
-    elif body.vip_subnet_id:
-        subnet = _visible_subnet(session, ctx, body.vip_subnet_id)
-        if body.vip_network_id and subnet.network_id != body.vip_network_id:
-            raise BadRequest("Validation failure: vip_subnet_id is not in vip_network_id.")
+    elif body.vip_subnet_id or body.vip_network_id:
+        subnet = _vip_subnet(session, ctx, body)
         port = ipam.allocate(
             session,
             subnet,
             project_id=lb.project_id,
-            device_owner="openha:vip",
-            device_id=lb.id,
-            name=f"openha-vip-{lb.id}",
-            ip_address=body.vip_address,
-        )
-    elif body.vip_network_id:
-        network = session.get(Network, body.vip_network_id)
-        if network is None or not (
-            ctx.is_admin or network.shared or network.project_id == ctx.project_id
-        ):
-            raise BadRequest(
-                f"Validation failure: Network {body.vip_network_id} could not be found."
-            )
-        subnets = list(
-            session.scalars(
-                select(Subnet).where(Subnet.network_id == network.id).order_by(Subnet.created_at)
-            )
-        )
-        if body.vip_address:
-            subnets = [s for s in subnets if _contains(s, body.vip_address)]
-        if not subnets:
-            raise BadRequest(f"Validation failure: Network {network.id} has no usable subnet.")
-        subnet = subnets[0]
-        port = ipam.allocate(
-            session,
-            subnet,
-            project_id=lb.project_id,
-            device_owner="openha:vip",
+            device_owner=VIP_OWNER,
             device_id=lb.id,
             name=f"openha-vip-{lb.id}",
             ip_address=body.vip_address,
@@ -247,10 +273,6 @@ def _allocate_vip(
     lb.vip_port_id = port.id
     lb.vip_subnet_id = subnet.id
     lb.vip_network_id = subnet.network_id
-
-
-def _contains(subnet: Subnet, address: str) -> bool:
-    return ipaddress.ip_address(address) in ipaddress.ip_network(subnet.cidr)
 
 
 @router.post("", status_code=201)
@@ -284,17 +306,27 @@ def create_loadbalancer(
     session.add(lb)
     session.flush()
     _allocate_vip(session, ctx, lb, body)
-    if body.listeners or body.pools:
-        from openha.api.tenant.graph import create_graph
-
-        create_graph(request, session, ctx, lb, body.listeners or [], body.pools or [])
+    full = bool(body.listeners or body.pools)
+    if full:
+        create_graph(
+            request, Change(session, ctx, lb, new=True), body.listeners or [], body.pools or []
+        )
     events.emit(session, "loadbalancer.created", f"Load balancer {lb.id} created", lb=lb)
+    # The answer is read inside the transaction: once committed, the controller may
+    # settle the new objects before we read them back, and a create answers PENDING_CREATE.
+    if full:
+        lb = session.scalars(
+            select(LoadBalancer)
+            .where(LoadBalancer.id == lb.id)
+            .options(*FULL_TREE)
+            .execution_options(populate_existing=True)
+        ).one()
+        answer = {"loadbalancer": LoadBalancerFullView.render(lb)}
+    else:
+        session.flush()
+        answer = LOAD_BALANCERS.show(session, ctx, lb.id)
     session.commit()
-    if body.listeners or body.pools:
-        from openha.api.tenant.graph import serialize_graph
-
-        return {"loadbalancer": serialize_graph(session, lb.id)}
-    return {"loadbalancer": serialize(_load(session, ctx, lb.id))}
+    return answer
 
 
 @router.put("/{lb_id}")
@@ -304,46 +336,33 @@ def update_loadbalancer(
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
 ) -> dict[str, Any]:
-    lb = common.begin_change(session, ctx, lb_id)
-    changes = payload.loadbalancer.model_dump(exclude_unset=True)
-    for key in ("name", "description"):
-        if key in changes:
-            changes[key] = changes[key] or ""
-    for key, value in changes.items():
-        if value is None and key in ("admin_state_up", "tags"):
-            raise BadRequest(f"Invalid input for field/attribute {key}. Value: 'None'.")
-        setattr(lb, key, value)
+    change = changes.begin(session, ctx, lb_id)
+    given = payload.loadbalancer.model_dump(exclude_unset=True)
+    for key, value in with_defaults(given, LoadBalancer, NOT_NULL).items():
+        setattr(change.lb, key, value)
+    change.updated(change.lb)
+    session.flush()
+    answer = LOAD_BALANCERS.show(session, ctx, lb_id)
     session.commit()
-    return {"loadbalancer": serialize(_load(session, ctx, lb_id))}
+    return answer
 
 
-@router.delete("/{lb_id}", status_code=204)
-def delete_loadbalancer(
+@router.put("/{lb_id}/failover", status_code=202)
+def failover_loadbalancer(
     lb_id: str,
-    request: Request,
     session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_context),
+    ctx: RequestContext = Depends(get_admin_context),
 ) -> Response:
-    lb = common.lock_load_balancer(session, ctx, lb_id)
-    if lb.provisioning_status == c.PENDING_DELETE:
-        return Response(status_code=204)
-    cascade = request.query_params.get("cascade", "false").lower() in ("true", "1")
-    children = [o for o in (*lb.listeners, *lb.pools) if o.provisioning_status != c.PENDING_DELETE]
-    if children and not cascade:
-        raise BadRequest(f"Cannot delete Load Balancer {lb_id} - it has children")
-    # Deleting is allowed in any state: the controller tears down whatever exists.
-    lb.provisioning_status = c.PENDING_DELETE
-    lb.desired_generation += 1
-    lb.attempts = 0
-    lb.next_attempt_at = None
-    from openha.models import TREE_MODELS
-
-    for model in TREE_MODELS:
-        for obj in session.scalars(select(model).where(model.load_balancer_id == lb.id)):
-            obj.provisioning_status = c.PENDING_DELETE
-    events.emit(session, "loadbalancer.deleting", f"Load balancer {lb.id} deleted", lb=lb)
+    change = changes.begin(session, ctx, lb_id)
+    change.request_failover()
+    events.emit(
+        session, "loadbalancer.failover_requested", "Failover requested by an admin", lb=change.lb
+    )
     session.commit()
-    return Response(status_code=204)
+    return Response(status_code=202)
+
+
+# --- stats and status tree --------------------------------------------------------------
 
 
 @router.get("/{lb_id}/stats")
@@ -352,10 +371,8 @@ def loadbalancer_stats(
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
 ) -> dict[str, Any]:
-    lb = _load(session, ctx, lb_id)
-    totals = dict.fromkeys(
-        ("bytes_in", "bytes_out", "active_connections", "total_connections", "request_errors"), 0
-    )
+    lb = LOAD_BALANCERS.find(session, ctx, lb_id)
+    totals = dict.fromkeys(STATS, 0)
     for row in session.scalars(
         select(ListenerStats).where(ListenerStats.load_balancer_id == lb.id)
     ):
@@ -364,38 +381,34 @@ def loadbalancer_stats(
     return {"stats": totals}
 
 
-def _status_member(m: Any) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "name": m.name,
-        "operating_status": m.operating_status,
-        "provisioning_status": m.provisioning_status,
-        "address": m.address,
-        "protocol_port": m.protocol_port,
-    }
+class StatusMember(View):
+    id: str
+    name: str
+    operating_status: str
+    provisioning_status: str
+    address: str
+    protocol_port: int
 
 
-def _status_pool(pool: Pool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": pool.id,
-        "name": pool.name,
-        "provisioning_status": pool.provisioning_status,
-        "operating_status": pool.operating_status,
-        "members": [_status_member(m) for m in pool.members],
-    }
-    hm = pool.health_monitor
-    if hm is not None:
-        out["health_monitor"] = {
-            "id": hm.id,
-            "name": hm.name,
-            "type": hm.type,
-            "provisioning_status": hm.provisioning_status,
-            "operating_status": hm.operating_status,
-        }
-    return out
+class StatusMonitor(View):
+    id: str
+    name: str
+    type: str
+    provisioning_status: str
+    operating_status: str
 
 
-def status_tree(session: Session, lb: LoadBalancer) -> dict[str, Any]:
+class StatusPool(View):
+    id: str
+    name: str
+    provisioning_status: str
+    operating_status: str
+    members: list[StatusMember]
+    health_monitor: StatusMonitor | None = None
+
+
+def status_tree(lb: LoadBalancer) -> dict[str, Any]:
+    """Octavia's status tree: LB -> listeners -> the pools they use -> members, monitor."""
     pools = {p.id: p for p in lb.pools}
     listeners = []
     for listener in lb.listeners:
@@ -405,13 +418,20 @@ def status_tree(session: Session, lb: LoadBalancer) -> dict[str, Any]:
         for policy in listener.l7policies:
             if policy.redirect_pool_id and policy.redirect_pool_id not in pool_ids:
                 pool_ids.append(policy.redirect_pool_id)
+        listener_pools = []
+        for pid in pool_ids:
+            if pid in pools:
+                out = StatusPool.render(pools[pid])
+                if out["health_monitor"] is None:
+                    del out["health_monitor"]  # Octavia leaves the key out
+                listener_pools.append(out)
         listeners.append(
             {
                 "id": listener.id,
                 "name": listener.name,
                 "operating_status": listener.operating_status,
                 "provisioning_status": listener.provisioning_status,
-                "pools": [_status_pool(pools[pid]) for pid in pool_ids if pid in pools],
+                "pools": listener_pools,
             }
         )
     return {
@@ -432,18 +452,4 @@ def loadbalancer_status(
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
 ) -> dict[str, Any]:
-    lb = _load(session, ctx, lb_id)
-    return {"statuses": status_tree(session, lb)}
-
-
-@router.put("/{lb_id}/failover", status_code=202)
-def failover_loadbalancer(
-    lb_id: str,
-    session: Session = Depends(get_session),
-    ctx: RequestContext = Depends(get_admin_context),
-) -> Response:
-    lb = common.begin_change(session, ctx, lb_id)
-    lb.failover_requested = True
-    events.emit(session, "loadbalancer.failover_requested", "Failover requested by an admin", lb=lb)
-    session.commit()
-    return Response(status_code=202)
+    return {"statuses": status_tree(LOAD_BALANCERS.find(session, ctx, lb_id))}

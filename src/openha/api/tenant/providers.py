@@ -1,24 +1,17 @@
 """/v2/lbaas/providers: the installed provider drivers, and the flavor and availability
-zone capabilities each one accepts.
-
-It also holds the checks flavor profiles and availability zone profiles share: the
-provider must be installed, and the profile's data (a JSON object sent as a string,
-as in Octavia) must parse and be accepted by that provider.
-"""
+zone capabilities each one accepts."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
 from openha.api.context import RequestContext, get_admin_context, get_context
-from openha.api.errors import BadRequest, Conflict
+from openha.api.errors import BadRequest
 from openha.api.query import requested_fields, select_fields
 from openha.api.tenant import common
-from openha.providers.base import Capability, Provider, UnsupportedOption
+from openha.providers.base import Capability, Provider
 
 router = APIRouter(prefix="/lbaas/providers", tags=["providers"])
 
@@ -29,61 +22,6 @@ def enabled_provider(request: Request, name: str) -> Provider:
     if not registry.has(name):
         raise BadRequest(f"Provider '{name}' is not enabled.")
     return registry.get(name)
-
-
-def parse_profile_data(raw: str, option: str) -> dict[str, Any]:
-    """Decode a profile's `*_data` string; anything but a JSON object is a 400."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise BadRequest(f"{raw} is not a valid option for {option}")
-    return data
-
-
-def check_profile(
-    request: Request,
-    provider_name: str,
-    raw: str,
-    option: str,
-    validate: Callable[[Provider], Callable[[Mapping[str, Any]], None]],
-) -> None:
-    """Refuse (400) profile data that does not parse or that the provider cannot honour."""
-    data = parse_profile_data(raw, option)
-    provider = enabled_provider(request, provider_name)
-    try:
-        validate(provider)(data)
-    except UnsupportedOption as exc:
-        raise BadRequest(str(exc)) from None
-
-
-def update_profile(
-    request: Request,
-    profile: Any,
-    changes: dict[str, Any],
-    data_field: str,
-    in_use: Callable[[], bool],
-    label: str,
-    validate: Callable[[Provider], Callable[[Mapping[str, Any]], None]],
-) -> None:
-    """Apply a flavor or availability zone profile update with Octavia's rules."""
-    for key, value in changes.items():
-        if value is None:
-            raise BadRequest(f"None is not a valid option for {key}")
-    if "provider_name" in changes or data_field in changes:
-        # Profiles in use must keep meaning what they meant when LBs were built with them.
-        if in_use():
-            raise Conflict(f"{label} {profile.id} is in use and cannot be modified.")
-        check_profile(
-            request,
-            changes.get("provider_name", profile.provider_name),
-            changes.get(data_field, getattr(profile, data_field)),
-            data_field,
-            validate,
-        )
-    for key, value in changes.items():
-        setattr(profile, key, value)
 
 
 def _render(request: Request, items: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
 from openha.api.errors import NotFound, PolicyForbidden
 from openha.api.query import list_collection, requested_fields, select_fields
-from openha.api.tenant.common import StrictModel
+from openha.api.types import StrictModel
 from openha.domain import constants as c
 from openha.models import Quota
 

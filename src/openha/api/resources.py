@@ -1,0 +1,225 @@
+"""The resource table: one declaration per resource drives its list, show and delete routes.
+
+Every resource the API serves (the load balancer tree, the flavor and availability
+zone catalogues, networks, subnets and ports, hosts, instances, events, amphorae)
+is one `Resource` entry in its own module. `Resource.router()` turns the entry into
+
+    GET    <path>         list: filters, tags, sorting, pagination, `fields` (api.query)
+    GET    <path>/{id}    show: {"<singular>": {...}}
+    DELETE <path>/{id}    when the entry has a delete rule
+
+and `Resource.show()` is the answer of its create and update handlers, which stay
+explicit: that is where each resource's own rules live.
+
+Adding a resource kind
+----------------------
+1. Its model in `openha.models` (and a migration).
+2. Its view: an `openha.api.views.View` listing the fields it answers with.
+3. Its entry, in its module, and the router the entry gives::
+
+       THINGS = Resource(
+           model=Thing, path="/lbaas/things", singular="thing", plural="things",
+           label="Thing", view=ThingView, delete=changes.deleting(),
+       )
+       router = THINGS.router()
+
+   plus whatever differs from the defaults of `Kind` and `Resource` below: extra
+   filter names (`aliases`), eager loads (`options`), who sees what (`scope`), a
+   parent in the path (`parent=Parent("pool_id", Member.pool_id, POOLS)`),
+   admin-only reads or writes (`reader`, `writer`).
+4. Its create and update handlers on that router. Objects of a load balancer's
+   tree change only through `openha.api.tenant.changes` (`delete=changes.deleting()`
+   is their delete rule); other rows use `delete=removing(check)`.
+5. The module's name in `openha.api.app`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import ColumnElement, Select, inspect
+from sqlalchemy.orm import Session
+
+from openha.api.context import RequestContext, get_context, get_session
+from openha.api.errors import NotFound
+from openha.api.query import list_collection, requested_fields, select_fields
+from openha.api.views import View
+
+Row = TypeVar("Row")
+# Deletes one row found by (resource, request, session, caller, id); the route commits.
+Deleter = Callable[["Resource[Any]", Request, Session, RequestContext, str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Kind(Generic[Row]):
+    """How to find rows of one model the way a caller may see them."""
+
+    model: type[Row]
+    label: str  # in messages: "Pool <id> not found."
+    scope: Callable[[RequestContext], Select[Any]] | None = None  # default: the caller's project
+    match: Callable[[str], ColumnElement[bool]] | None = None  # default: primary key == id
+    parent: Parent | None = None
+    options: Sequence[Any] = ()  # eager loads
+    missing: str = "{label} {id} not found."
+
+    def select(self, ctx: RequestContext) -> Select[Any]:
+        """Every row the caller may see."""
+        return self.scope(ctx) if self.scope is not None else ctx.visible(self.model)
+
+    def not_found(self, ident: str) -> NotFound:
+        return NotFound(self.missing.format(label=self.label, id=ident))
+
+    def parent_id(self, request: Request) -> str | None:
+        return request.path_params.get(self.parent.param) if self.parent else None
+
+    def query(
+        self, session: Session, ctx: RequestContext, ident: str, parent_id: str | None = None
+    ) -> Select[Any]:
+        """The row `ident` as the caller sees it (404 when its parent is not visible)."""
+        if self.match is not None:
+            clause = self.match(ident)
+        else:
+            clause = inspect(self.model).primary_key[0] == ident
+        return self.within(session, ctx, self.select(ctx).where(clause), parent_id)
+
+    def within(
+        self, session: Session, ctx: RequestContext, stmt: Select[Any], parent_id: str | None
+    ) -> Select[Any]:
+        """`stmt` narrowed to the parent named in the path (404 when it is not visible)."""
+        if self.parent is None:
+            return stmt
+        assert parent_id is not None, f"{self.label} needs its {self.parent.param}"
+        parent = self.parent.kind
+        if not session.scalar(parent.query(session, ctx, parent_id).exists().select()):
+            raise parent.not_found(parent_id)
+        return stmt.where(self.parent.column == parent_id)
+
+    def find(
+        self,
+        session: Session,
+        ctx: RequestContext,
+        ident: str,
+        parent_id: str | None = None,
+        *,
+        fresh: bool = False,
+    ) -> Row:
+        """The row, with its eager loads; `fresh` re-reads rows this session holds."""
+        stmt = self.query(session, ctx, ident, parent_id).options(*self.options)
+        if fresh:
+            stmt = stmt.execution_options(populate_existing=True)
+        row: Row | None = session.scalars(stmt).first()
+        if row is None:
+            raise self.not_found(ident)
+        return row
+
+
+@dataclass(frozen=True)
+class Parent:
+    """Where a nested resource hangs: the path parameter, the child's column, the parent."""
+
+    param: str
+    column: Any
+    kind: Kind[Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resource(Kind[Row]):
+    path: str
+    singular: str  # envelope of one object
+    plural: str  # envelope of a list
+    view: type[View]
+    detail: type[View] | None = None  # what show answers, when it says more than a list item
+    aliases: Mapping[str, Any] = field(default_factory=dict)  # filter/sort names -> columns
+    narrow: Callable[[Request, Select[Any]], Select[Any]] | None = None  # list-only filters
+    reader: Callable[..., RequestContext] = get_context
+    writer: Callable[..., RequestContext] = get_context
+    delete: Deleter | None = None
+    has_show: bool = True
+    links: str | None = None  # the links key, when not "<plural>_links"
+
+    def show(
+        self, session: Session, ctx: RequestContext, ident: str, parent_id: str | None = None
+    ) -> dict[str, Any]:
+        """The answer of a create or update, in its envelope.
+
+        Call it before the commit: once committed, the controller may settle the row
+        first, and a create must answer PENDING_CREATE as Octavia does."""
+        row = self.find(session, ctx, ident, parent_id, fresh=True)
+        return {self.singular: (self.detail or self.view).render(row)}
+
+    # --- routes -------------------------------------------------------------------------
+
+    def listing(self, request: Request, session: Session, ctx: RequestContext) -> dict[str, Any]:
+        stmt = self.within(session, ctx, self.select(ctx), self.parent_id(request))
+        if self.narrow is not None:
+            stmt = self.narrow(request, stmt)
+        out = list_collection(
+            request,
+            session,
+            stmt.options(*self.options),
+            self.model,
+            self.plural,
+            self.view.render,
+            self.aliases,
+        )
+        if self.links is not None:
+            out[self.links] = out.pop(f"{self.plural}_links")
+        return out
+
+    def router(self) -> APIRouter:
+        """GET list, GET show and (with a delete rule) DELETE for this resource."""
+        router = APIRouter(prefix=self.path, tags=[self.plural])
+        reader, writer, deleter = self.reader, self.writer, self.delete
+
+        @router.get("", name=f"list_{self.plural}")
+        def list_rows(
+            request: Request,
+            session: Session = Depends(get_session),
+            ctx: RequestContext = Depends(reader),
+        ) -> dict[str, Any]:
+            return self.listing(request, session, ctx)
+
+        if self.has_show:
+
+            @router.get("/{ident}", name=f"show_{self.singular}")
+            def show_row(
+                ident: str,
+                request: Request,
+                session: Session = Depends(get_session),
+                ctx: RequestContext = Depends(reader),
+            ) -> dict[str, Any]:
+                row = self.find(session, ctx, ident, self.parent_id(request))
+                body = (self.detail or self.view).render(row)
+                return {self.singular: select_fields(body, requested_fields(request))}
+
+        if deleter is not None:
+
+            @router.delete("/{ident}", status_code=204, name=f"delete_{self.singular}")
+            def delete_row(
+                ident: str,
+                request: Request,
+                session: Session = Depends(get_session),
+                ctx: RequestContext = Depends(writer),
+            ) -> Response:
+                deleter(self, request, session, ctx, ident)
+                session.commit()
+                return Response(status_code=204)
+
+        return router
+
+
+def removing(check: Callable[[Session, Any], None] | None = None) -> Deleter:
+    """The delete rule of rows that go at once; `check` refuses (409) rows still in use."""
+
+    def delete(
+        resource: Resource[Any], request: Request, session: Session, ctx: RequestContext, ident: str
+    ) -> None:
+        row = resource.find(session, ctx, ident, resource.parent_id(request))
+        if check is not None:
+            check(session, row)
+        session.delete(row)
+
+    return delete
