@@ -215,8 +215,9 @@ def _links(request: Request, markers: list[str], limit: int) -> list[dict[str, s
     marker, `next` when the page is full, parameters in Octavia's order.
 
     Octavia carries only limit, sort and sort_key over, so that following its link
-    loses sort_dir, filters and fields; here they are carried over too (after
-    Octavia's), so that the next page is the next page of the same list.
+    loses sort_dir and the filters; here those are carried over too (after
+    Octavia's), so that the next page is the next page of the same list. `fields`
+    only shapes the items and is dropped, as in Octavia.
     """
     if not markers:
         return []
@@ -226,7 +227,7 @@ def _links(request: Request, markers: list[str], limit: int) -> list[dict[str, s
     for key in ("sort", "sort_key"):
         if params.get(key):
             carried.append(f"{key}={quote(params[key], safe=':,')}")
-    dropped = {"limit", "sort", "sort_key", "marker", "page_reverse"}
+    dropped = {"limit", "sort", "sort_key", "marker", "page_reverse", "fields"}
     carried += [
         f"{quote(k)}={quote(v, safe=':,')}" for k, v in params.multi_items() if k not in dropped
     ]
