@@ -103,9 +103,7 @@ def test_links_are_built_as_octavia_builds_them(alice: Client, subnet_id: str) -
     assert [lb["id"] for lb in page["loadbalancers"]] == ids[:2]
     (nxt,) = page["loadbalancers_links"]
     assert nxt["rel"] == "next"
-    assert nxt["href"] == (
-        f"http://testserver{LBS}?limit=2&sort=name:asc&marker={ids[1]}"
-    )
+    assert nxt["href"] == (f"http://testserver{LBS}?limit=2&sort=name:asc&marker={ids[1]}")
     last = alice.get(nxt["href"].removeprefix("http://testserver") + "&fields=id").json()
     assert [lb["id"] for lb in last["loadbalancers"]] == ids[2:]
     # A page with a marker links back; a page that is not full has no next link.
