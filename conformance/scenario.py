@@ -38,6 +38,7 @@ def versions_and_routing() -> list[Step]:
         Step("method not allowed on a collection", "PATCH", LB),
         Step("method not allowed on an object", "POST", f"{LB}/{UNKNOWN_ID}", {}),
         get("list, no load balancer yet", LB),
+        get("list without the lbaas prefix", "/v2/loadbalancers"),
     ]
 
 
@@ -915,6 +916,24 @@ def l7() -> list[Step]:
             "create FILE_TYPE rule", rules, rule("FILE_TYPE", "EQUAL_TO", "jpg"), register="r_file"
         ),
         post("create REGEX rule", rules, rule("PATH", "REGEX", "^/v[0-9]+/"), register="r_regex"),
+        post(
+            "create HOST_NAME rule with a port",
+            rules,
+            rule("HOST_NAME", "EQUAL_TO", "www.example.com:8080"),
+            register="r_hostport",
+        ),
+        post(
+            "create PATH rule without a slash",
+            rules,
+            rule("PATH", "EQUAL_TO", "no-slash"),
+            register="r_noslash",
+        ),
+        post(
+            "create HEADER rule, apostrophe in the key",
+            rules,
+            rule("HEADER", "EQUAL_TO", "x", key="X-It's"),
+            register="r_aposkey",
+        ),
         post(
             "create rule, header value with a space",
             rules,
