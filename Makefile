@@ -1,4 +1,4 @@
-# OpenHA: `make setup`, `make run`, `make test`, `make lint`.
+# OpenHA: `make setup`, `make run`, `make test`, `make lint`, `make conformance`.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,7 +6,10 @@ PYTHON ?= python3
 APT_PACKAGES := haproxy keepalived iproute2 iputils-arping procps psmisc socat curl wrk postgresql python3-venv python3-dev
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-unit lint format bench clean migration
+OCTAVIA_VENV ?= .venv-octavia
+OCTAVIA_STAMP := $(OCTAVIA_VENV)/.installed
+
+.PHONY: setup run test test-unit lint format bench clean migration conformance
 
 setup: $(STAMP)
 
@@ -30,13 +33,24 @@ test-unit: setup
 	$(PY) -m pytest -q tests/unit tests/api
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench conformance
+	$(VENV)/bin/ruff format --check src tests bench conformance
 	$(VENV)/bin/mypy
 
 format: setup
-	$(VENV)/bin/ruff format src tests bench
-	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench conformance
+	$(VENV)/bin/ruff check --fix src tests bench conformance
+
+# The real Octavia 19 in a virtualenv of its own, for the differential check only.
+$(OCTAVIA_STAMP):
+	test -x $(OCTAVIA_VENV)/bin/python || $(PYTHON) -m venv $(OCTAVIA_VENV)
+	$(OCTAVIA_VENV)/bin/python -m pip install -q -U pip
+	$(OCTAVIA_VENV)/bin/python -m pip install -q 'octavia>=19,<20'
+	touch $(OCTAVIA_STAMP)
+
+# Not part of `make test`: sends one scenario to Octavia and to OpenHA, compares.
+conformance: setup $(OCTAVIA_STAMP)
+	$(PY) -m conformance.run
 
 bench: setup
 	$(PY) bench/run_all.py
@@ -49,4 +63,4 @@ migration: setup
 	  message='$(or $(MSG),schema change)', autogenerate=True)"
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OCTAVIA_VENV) var .pytest_cache .ruff_cache

@@ -236,7 +236,7 @@ def _broken(subnet_id: str, where: str) -> dict[str, Any]:
     elif where == "member":
         http["default_pool"]["members"][1]["address"] = "not-an-ip"
     elif where == "hm":
-        tree["listeners"][1]["default_pool"]["healthmonitor"]["delay"] = 0
+        tree["listeners"][1]["default_pool"]["healthmonitor"]["delay"] = -1
     elif where == "redirect_url":
         http["l7policies"][2]["redirect_prefix"] = "https://www.example.com/path"
     elif where == "top_pool":

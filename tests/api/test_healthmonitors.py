@@ -105,9 +105,9 @@ def test_non_http_types_have_no_http_options(alice: Client, subnet_id: str, hm_t
 
 CREATE_CASES: list[tuple[dict[str, Any], str]] = [
     ({"type": "DNS"}, "type"),
-    ({"delay": 0}, "delay"),
+    ({"delay": -1}, "delay"),
     ({"delay": 86401}, "delay"),
-    ({"timeout": 0}, "timeout"),
+    ({"timeout": -1}, "timeout"),
     ({"max_retries": 0}, "max_retries"),
     ({"max_retries": 11}, "max_retries"),
     ({"max_retries_down": 0}, "max_retries_down"),

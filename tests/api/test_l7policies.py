@@ -182,8 +182,8 @@ CREATE_ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"action": "FORWARD"}, "action"),
     ({"action": "REJECT", "position": 0}, "position"),
     ({"action": "REJECT", "position": 2147483648}, "position"),
-    ({"action": "REJECT", "name": "a\nb"}, "name"),
-    ({"action": "REJECT", "tags": ["a,b"]}, "tags"),
+    ({"action": "REJECT", "name": "a\x00b"}, "name"),
+    ({"action": "REJECT", "tags": [""]}, "tags"),
     ({"action": "REJECT", "bogus": 1}, "Unknown attribute"),
     ({}, "Mandatory field missing: action"),
 ]

@@ -175,8 +175,8 @@ CREATE_CASES: list[tuple[dict[str, Any], str]] = [
     ),
     ({"protocol": "UDP", "insert_headers": {"X-Forwarded-For": "true"}}, "insert-headers"),
     ({"client_authentication": "SOMETIMES"}, "client_authentication"),
-    ({"name": "bad\nname"}, "name"),
-    ({"tags": ["a,b"]}, "tags"),
+    ({"name": "bad\x00name"}, "name"),
+    ({"tags": ["x" * 256]}, "tags"),
     ({"bogus": 1}, "bogus"),
 ]
 

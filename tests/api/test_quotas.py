@@ -45,7 +45,9 @@ def test_defaults_come_from_settings(alice: Client) -> None:
     resp = alice.get("/v2/lbaas/quotas/defaults")
     assert resp.status_code == 200, resp.text
     quota = resp.json()["quota"]
-    assert set(quota) == set(RESOURCES)
+    # Octavia answers for a project named "defaults", tenant_id beside project_id.
+    assert set(quota) == {*RESOURCES, "project_id", "tenant_id"}
+    assert quota["project_id"] == quota["tenant_id"] == "defaults"
     assert quota["listener"] == 50
     assert quota["load_balancer"] == quota["loadbalancer"] == -1
     assert quota["health_monitor"] == quota["healthmonitor"] == -1
@@ -79,13 +81,13 @@ def test_admin_sets_and_shows_quota(admin: Client, alice: Client) -> None:
     quota = resp.json()["quota"]
     assert quota["member"] == -1 and quota["pool"] == 3 and quota["load_balancer"] == 5
 
-    # The list shows stored values: null where the default applies.
+    # The list shows effective values, as Octavia does: the default where none is set.
     rows = admin.get("/v2/lbaas/quotas").json()["quotas"]
     assert len(rows) == 1
     row = rows[0]
-    assert row["project_id"] == PROJECT_A
+    assert row["project_id"] == row["tenant_id"] == PROJECT_A
     assert row["load_balancer"] == 5 and row["pool"] == 3
-    assert row["listener"] is None and row["member"] is None
+    assert row["listener"] == 50 and row["member"] == -1
 
 
 def test_canonical_spelling_wins(admin: Client) -> None:
@@ -144,10 +146,14 @@ def test_delete_resets_to_defaults(admin: Client) -> None:
     assert resp.status_code == 202
     assert resp.content == b""
     assert admin.get(f"/v2/lbaas/quotas/{PROJECT_A}").json()["quota"]["listener"] == 50
-    assert admin.get("/v2/lbaas/quotas").json()["quotas"] == []
-    resp = admin.delete(f"/v2/lbaas/quotas/{PROJECT_A}")
+    # Octavia keeps the project listed, every limit back to its default...
+    (row,) = admin.get("/v2/lbaas/quotas").json()["quotas"]
+    assert (row["project_id"], row["listener"], row["pool"]) == (PROJECT_A, 50, -1)
+    # ...so a second reset finds it again; only a project never set is unknown.
+    assert admin.delete(f"/v2/lbaas/quotas/{PROJECT_A}").status_code == 202
+    resp = admin.delete("/v2/lbaas/quotas/never-set")
     assert resp.status_code == 404
-    assert resp.json()["faultstring"] == f"Quotas {PROJECT_A} not found."
+    assert resp.json()["faultstring"] == "Quotas never-set not found."
 
 
 def test_quota_list_paginates_by_project(admin: Client) -> None:

@@ -1,4 +1,10 @@
-"""The value grammars refuse anything that could break out of a HAProxy token or line."""
+"""The value grammars: shaped values keep their shape; free-form text only has to be storable.
+
+Free-form values (names, descriptions, tags, L7 values, regexes) are written into
+configs by how they are quoted, not by refusing them (tests/unit/test_render_haproxy.py
+checks that with the real HAProxy); the grammars refuse only a NUL and text that is
+not valid Unicode, which no database column or HAProxy word can hold.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +29,10 @@ HOSTILE = [
 @pytest.mark.parametrize(
     "check",
     [
-        g.check_quotable,
         g.check_token,
         g.check_hostname,
         g.check_url_path,
         g.check_url,
-        g.check_regex,
         g.check_expected_codes,
         g.check_wildcard_hostname,
     ],
@@ -41,7 +45,7 @@ def test_hostile_values_are_refused(check: Callable[[str], str], value: str) -> 
 @pytest.mark.parametrize(
     ("check", "value"),
     [
-        (g.check_quotable, "X-Anything goes #here"),
+        (g.check_config_value, "X-Anything goes #here"),
         (g.check_token, "JSESSIONID"),
         (g.check_hostname, "www.example.com"),
         (g.check_wildcard_hostname, "*.example.com"),
@@ -63,9 +67,34 @@ def test_prefix_refuses_a_path() -> None:
         g.check_url_prefix("https://example.com/path")
 
 
-def test_tags_refuse_commas() -> None:
+FREE_FORM = [g.check_free_text, g.check_config_value, g.check_tag]
+UNSTORABLE = ["a\x00b", "\x00", "a\ud800b"]  # a NUL; a lone surrogate is not Unicode text
+
+
+@pytest.mark.parametrize("value", [v for v in HOSTILE if "\x00" not in v])
+@pytest.mark.parametrize("check", FREE_FORM)
+def test_free_form_text_takes_what_octavia_takes(check: Callable[[str], str], value: str) -> None:
+    assert check(value) == value
+
+
+@pytest.mark.parametrize("value", UNSTORABLE)
+@pytest.mark.parametrize("check", [*FREE_FORM, g.check_regex])
+def test_unstorable_text_is_refused(check: Callable[[str], str], value: str) -> None:
     with pytest.raises(ValueError):
-        g.check_tag("a,b")
+        check(value)
+
+
+def test_regexes_may_hold_quotes_and_control_characters() -> None:
+    for pattern in ("it's", "^a\tb$", "x\ny"):
+        assert g.check_regex(pattern) == pattern
+
+
+def test_tags_take_commas_but_not_nothing() -> None:
+    assert g.check_tag("a,b") == "a,b"
+    assert g.check_tag("x" * 255) == "x" * 255
+    for bad in ("", "x" * 256):
+        with pytest.raises(ValueError):
+            g.check_tag(bad)
 
 
 def test_addresses_are_normalised() -> None:

@@ -451,13 +451,41 @@ def test_udp_and_sctp_monitors_are_unsupported(hm_type: str, paths: HAProxyPaths
         ({"http_version": 2.0}, "http_version"),
         ({"expected_codes": "2xx"}, "expected_codes"),
         ({"expected_codes": "299-200"}, "reversed"),
-        ({"delay": 0}, "delay"),
+        ({"delay": -1}, "delay"),
+        ({"timeout": -1}, "timeout"),
         ({"max_retries": 0}, "max_retries"),
     ],
 )
 def test_invalid_monitor_values(hm: dict[str, Any], error: str, paths: HAProxyPaths) -> None:
     with pytest.raises(RenderError, match=error):
         render_haproxy(http_lb({"health_monitor": monitor("HTTP", **hm)}), paths)
+
+
+@pytest.mark.parametrize(
+    ("delay", "timeout", "inter", "timeout_line"),
+    [
+        (0, 0, "1s", None),  # HAProxy refuses `inter 0`; no `timeout check`: bounded by inter
+        (0, 3, "1s", "timeout check 3s"),
+        (4, 0, "4s", None),
+    ],
+)
+def test_zero_delay_and_timeout_are_written_safely(
+    delay: int,
+    timeout: int,
+    inter: str,
+    timeout_line: str | None,
+    paths: HAProxyPaths,
+    workdir: Path,
+) -> None:
+    """Octavia accepts a 0 delay and timeout; the config must still load."""
+    m = member()
+    spec = http_lb(
+        {"health_monitor": monitor("TCP", delay=delay, timeout=timeout), "members": (m,)}
+    )
+    be = section(render_valid(spec, paths, workdir), "backend", spec.pools[0].id)
+    assert be[-1] == f"server {m.id} 10.0.1.10:8080 weight 1 check inter {inter} fall 3 rise 2"
+    checks = [line for line in be if line.startswith("timeout check")]
+    assert checks == ([timeout_line] if timeout_line else [])
 
 
 def test_expected_status_single_and_lists() -> None:
@@ -931,7 +959,8 @@ def test_invalid_peers(kw: dict[str, Any]) -> None:
 
 # --- hostile values ------------------------------------------------------------------------
 
-# Anything that could end a token, a quote or a line: always refused, never escaped.
+# Anything that could end a token, a quote or a line. Free-form values (L7 values and
+# regexes) take them all, written as one HAProxy word; shaped values refuse them.
 BREAKOUTS = [
     "a\nb",
     "trailing\n",  # Python's '$' matches before a final newline: the grammars alone let it by
@@ -1003,11 +1032,35 @@ STRICT_FIELDS = {
 
 
 @pytest.mark.parametrize("value", BREAKOUTS)
+@pytest.mark.parametrize("field", STRICT_FIELDS)
+def test_breakout_values_are_refused_in_shaped_fields(
+    field: str, value: str, paths: HAProxyPaths
+) -> None:
+    with pytest.raises(RenderError):
+        render_haproxy(STRICT_FIELDS[field](value), paths)
+
+
+@pytest.mark.parametrize("value", [v for v in BREAKOUTS if "\x00" not in v])
+@pytest.mark.parametrize("field", FREE_FIELDS)
+def test_breakout_values_stay_one_word_in_free_fields(
+    field: str, value: str, paths: HAProxyPaths, workdir: Path
+) -> None:
+    """Accepted, and the configuration still loads with the value as one ACL pattern."""
+    spec = FREE_FIELDS[field](value)
+    cfg = render_valid(spec, paths, workdir)
+    r = spec.listeners[0].l7policies[0].rules[0]
+    lines = cfg.split("\n")  # HAProxy ends lines at LF only (not at U+2028, not at CR)
+    acl = next(line for line in lines if line.startswith(f"    acl {r.id} "))
+    assert acl.endswith(" " + quote(value)), acl
+    assert "\r" not in cfg
+    assert not [line for line in lines if line.strip().startswith("server evil")]
+
+
 @pytest.mark.parametrize("field", [*FREE_FIELDS, *STRICT_FIELDS])
-def test_breakout_values_are_refused(field: str, value: str, paths: HAProxyPaths) -> None:
+def test_nul_is_refused_everywhere(field: str, paths: HAProxyPaths) -> None:
     build = {**FREE_FIELDS, **STRICT_FIELDS}[field]
     with pytest.raises(RenderError):
-        render_haproxy(build(value), paths)
+        render_haproxy(build("a\x00b"), paths)
 
 
 @pytest.mark.parametrize("value", STRICT_ONLY)
@@ -1061,7 +1114,10 @@ def test_hostile_paths_are_refused(kw: dict[str, str]) -> None:
 
 def test_quote_and_ident_filters() -> None:
     assert quote("/a b") == "'/a b'"
-    for bad in ("", "a'b", "a\nb", "\x7f", 5, None):
+    assert quote("it's") == "'it'\\''s'"
+    assert quote("'") == "\\'"
+    assert quote("a\nb\tc\x7f") == "'a'\\x0a'b'\\x09'c'\\x7f"
+    for bad in ("", "a\x00b", 5, None):
         with pytest.raises(RenderError):
             quote(bad)
     assert ident("6b1c1a52-0f4e-4a55-9a53-3c0f0d1e2f3a") == "6b1c1a52-0f4e-4a55-9a53-3c0f0d1e2f3a"
@@ -1139,6 +1195,8 @@ def test_real_haproxy_serves_the_rendered_config(
         policy("REDIRECT_TO_POOL", 1, rules=(rule(value="/sw"),), redirect_pool_id=switched.id),
         # Position 2, yet it beats the switch above: REJECT always comes first in Octavia.
         policy("REJECT", 2, rules=(rule("PATH", "CONTAINS", value="deny"),)),
+        # An apostrophe, written between two strongly quoted runs, still matches as text.
+        policy("REJECT", 4, rules=(rule("HEADER", "CONTAINS", key="X-Note", value="it's"),)),
         policy(
             "REDIRECT_PREFIX",
             3,
@@ -1175,6 +1233,62 @@ def test_real_haproxy_serves_the_rendered_config(
         assert _get(port, "/sw/deny")[0] == 403
         assert _get(port, "/x", {"X-Odd": odd}) == (308, "", "https://elsewhere.example/x")
         assert _get(port, "/x", {"X-Odd": 'v"1#2'})[0] == 200  # no escape was interpreted
+        assert _get(port, "/x", {"X-Note": "so it's here"})[0] == 403
+        assert _get(port, "/x", {"X-Note": "its"})[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# Every character class the writer handles: quoted runs, apostrophes, control characters
+# (as \xNN), and what strong quotes keep literal ($, #, \, ", %[ ]), plus non-ASCII.
+ROUND_TRIP = [
+    "it's",
+    "'",
+    "''a'",
+    "tab\there",
+    "line\nbreak\r",
+    "bell\x07 del\x7f",
+    "back\\slash \\x41 \\'",
+    '$HOME ${X} #hash "dq" %[src]',
+    "caf\u00e9 \u2603 \u2028",
+    "  spaced  ",
+]
+
+
+def test_quoted_words_reach_haproxy_unchanged(workdir: Path) -> None:
+    """HAProxy itself parses each written word back to exactly the value.
+
+    `http-request return ... string <word>` answers with the word as HAProxy read it.
+    """
+    if not Path(HAPROXY).exists():
+        pytest.skip("haproxy is not installed")
+    port = _free_port()
+    rules = "\n".join(
+        f"    http-request return status 200 content-type text/plain string {quote(v)}"
+        f" if {{ path /{i} }}"
+        for i, v in enumerate(ROUND_TRIP)
+    )
+    cfg = (
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n"
+        f"    timeout server 5s\n\nfrontend echo\n    bind 127.0.0.1:{port}\n{rules}\n"
+    )
+    assert_valid(cfg, workdir)
+    path = workdir / f"words-{uid()}.cfg"
+    path.write_text(cfg)
+    proc = subprocess.Popen(
+        [HAPROXY, "-db", "-f", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        for i, value in enumerate(ROUND_TRIP):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{i}", timeout=5) as response:
+                assert response.read() == value.encode(), value
     finally:
         proc.terminate()
         proc.wait(timeout=10)

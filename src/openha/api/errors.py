@@ -1,8 +1,17 @@
-"""API errors rendered the way Octavia renders them: faultcode, faultstring, debuginfo."""
+"""API errors rendered the way Octavia renders them.
+
+Octavia has two shapes. What its controllers refuse (validation, a missing
+object, a conflict) WSME renders as `faultcode`, `faultstring`, `debuginfo`.
+What is refused before a controller runs (an unknown route, a method the
+route lacks, pagination parameters its hooks reject) WebOb renders as `code`,
+`title`, `description`: `RoutingError` and the Starlette handlers below.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -71,6 +80,17 @@ ADDRESS_ERROR_STATUS: dict[type[ipam.AddressError], int] = {
 }
 
 
+class RoutingError(APIError):
+    """A refusal Octavia makes before its controllers run, in WebOb's shape."""
+
+    status_code = 400
+    faultcode = "Client"
+
+
+# WebOb's titles for the statuses routing-level errors use.
+_TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
 def fault(status_code: int, message: str, debuginfo: Any = None) -> JSONResponse:
     return JSONResponse(
         status_code=status_code,
@@ -79,6 +99,17 @@ def fault(status_code: int, message: str, debuginfo: Any = None) -> JSONResponse
             "faultstring": message,
             "debuginfo": debuginfo,
         },
+    )
+
+
+def webob_fault(
+    status_code: int, description: str | None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    title = _TITLES.get(status_code) or HTTPStatus(status_code).phrase
+    return JSONResponse(
+        status_code=status_code,
+        content={"code": status_code, "title": title, "description": description},
+        headers=dict(headers or {}),
     )
 
 
@@ -105,6 +136,8 @@ def describe_validation_error(errors: list[Any], body: Any = None) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        if isinstance(exc, RoutingError):
+            return webob_fault(exc.status_code, exc.message)
         return fault(exc.status_code, exc.message)
 
     @app.exception_handler(ipam.AddressError)
@@ -125,11 +158,12 @@ def install(app: FastAPI) -> None:
         return fault(409, "The request conflicts with an existing resource.")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 404:
-            return fault(404, "The resource could not be found.")
-        if exc.status_code == 405:
-            return fault(405, "The method is not allowed for the requested URL.")
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code in (404, 405):
+            # Pecan's own 404/405 under the v2 controllers carry an empty
+            # description; at the root, where no controller matched, a null one.
+            versioned = request.url.path.startswith(("/v2/", "/v2.0/"))
+            return webob_fault(exc.status_code, "" if versioned else None, exc.headers)
         return fault(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)

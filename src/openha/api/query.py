@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 from fastapi import Request
 from sqlalchemy import Boolean, Integer, Select, Text, and_, false, not_, or_, type_coerce
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from openha.api.errors import BadRequest, NotFound
+from openha.api import versions
+from openha.api.errors import BadRequest, RoutingError
+from openha.models import TagList
 
-MAX_LIMIT = 1000
+MAX_LIMIT = 1000  # Octavia's default pagination_max_limit
+UNKNOWN_FILTER = "One or more arguments are either duplicate or invalid"
+# Octavia refuses a filter it does not know (PaginationHelper, enforce_valid_params);
+# the Neutron-shaped routes (networks, subnets, ports) apply some filters of their own
+# (`status`, `fixed_ips`) and leave the rest to this module.
+_OCTAVIA_ROUTES = ("/v2/lbaas/", "/v2.0/lbaas/", "/v2/octavia/", "/v2.0/octavia/")
 RESERVED = frozenset(
     {
         "limit",
@@ -55,7 +62,8 @@ def _tag_values(request: Request, key: str) -> list[str]:
 
 
 def _tag_clause(column: InstrumentedAttribute[Any], tag: str) -> Any:
-    escaped = tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    stored = TagList.encode_tag(tag)
+    escaped = stored.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     # type_coerce: compare the stored ",a,b," text, not a TagList-encoded pattern.
     return type_coerce(column, Text).like(f"%,{escaped},%", escape="\\")
 
@@ -71,39 +79,57 @@ def select_fields(item: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]
     return {k: v for k, v in item.items() if k in fields} if fields else item
 
 
+def _direction(raw: str) -> bool:
+    """True for ascending; Octavia's hook refuses anything but asc/desc, in WebOb's shape."""
+    direction = raw.lower()
+    if direction not in ("asc", "desc"):
+        raise RoutingError(f"Supplied sort direction '{direction}' is not valid.")
+    return direction == "asc"
+
+
 def parse_sort(
     request: Request,
     allowed: Mapping[str, InstrumentedAttribute[Any]],
     tiebreak: str = "id",
 ) -> list[tuple[str, bool]]:
-    """[(api_key, ascending)], from `sort=k:dir,…` or `sort_key`/`sort_dir`.
+    """[(api_key, ascending)], from `sort=k[:dir],…` or `sort_key=k,…&sort_dir=d,…`.
 
-    `tiebreak` (the primary key) always ends the order so that markers are unambiguous.
+    As Octavia's PaginationHelper: `created_at` then `id` follow the requested keys
+    (ascending); `tiebreak`, the primary key, always ends the order so that markers
+    are unambiguous for rows keyed otherwise.
     """
     keys: list[tuple[str, bool]] = []
     params = request.query_params
     if params.get("sort"):
         for part in params["sort"].split(","):
-            key, _, direction = part.strip().partition(":")
-            keys.append((key, (direction or "asc").lower() != "desc"))
-            if direction and direction.lower() not in ("asc", "desc"):
-                raise BadRequest(f"Invalid sort direction '{direction}'.")
+            key, *direction = part.strip().split(":")
+            if len(direction) > 1:
+                raise BadRequest(f"Supplied sort key '{part}' is not valid.")
+            keys.append((key, _direction(direction[0]) if direction else True))
     else:
-        sort_keys = params.getlist("sort_key")
-        sort_dirs = params.getlist("sort_dir")
+        sort_keys = [k for raw in params.getlist("sort_key") for k in raw.split(",")]
+        sort_dirs = [d for raw in params.getlist("sort_dir") for d in raw.split(",")]
         for i, key in enumerate(sort_keys):
-            direction = sort_dirs[i] if i < len(sort_dirs) else "asc"
-            if direction.lower() not in ("asc", "desc"):
-                raise BadRequest(f"Invalid sort direction '{direction}'.")
-            keys.append((key, direction.lower() != "desc"))
+            keys.append((key, _direction(sort_dirs[i]) if i < len(sort_dirs) else True))
     for key, _ in keys:
         if key not in allowed:
-            raise BadRequest(f"Invalid sort key '{key}'.")
-    if not keys:
-        keys = [("created_at", True)] if "created_at" in allowed else []
-    if tiebreak not in [k for k, _ in keys]:
-        keys.append((tiebreak, True))
+            raise BadRequest(f"Supplied sort key '{key}' is not valid.")
+    for key in ("created_at", "id", tiebreak):
+        if key in allowed and key not in [k for k, _ in keys]:
+            keys.append((key, True))
     return keys
+
+
+def parse_limit(request: Request) -> int:
+    """Octavia's limit: absent, `infinite` or below 1 means no limit (here MAX_LIMIT)."""
+    raw = request.query_params.get("limit")
+    if raw is None or raw == "infinite":
+        return MAX_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise RoutingError(f"Supplied pagination limit '{raw}' is not valid.") from None
+    return MAX_LIMIT if limit < 1 else min(limit, MAX_LIMIT)
 
 
 def list_collection(
@@ -128,10 +154,15 @@ def list_collection(
     pk = mapper.get_property_by_column(mapper.primary_key[0]).key
     params = request.query_params
 
+    sort = parse_sort(request, columns, tiebreak=pk)
+    limit = parse_limit(request)
+    strict = request.url.path.startswith(_OCTAVIA_ROUTES)
     for key in set(params.keys()) - RESERVED:
         column = columns.get(key)
         if column is None:
-            continue  # Octavia ignores attributes it cannot filter on
+            if strict:
+                raise BadRequest(UNKNOWN_FILTER)
+            continue
         values = [_coerce(column, v) for v in params.getlist(key)]
         stmt = stmt.where(column == values[0] if len(values) == 1 else column.in_(values))
 
@@ -148,23 +179,12 @@ def list_collection(
     elif any(k in params for k in ("tags", "tags-any")):
         stmt = stmt.where(false())
 
-    sort = parse_sort(request, columns, tiebreak=pk)
     page_reverse = params.get("page_reverse", "false").lower() == "true"
-    limit = MAX_LIMIT
-    if params.get("limit"):
-        try:
-            limit = int(params["limit"])
-        except ValueError:
-            raise BadRequest("limit must be an integer.") from None
-        if limit < 0:
-            raise BadRequest("limit must be zero or positive.")
-        limit = min(limit or MAX_LIMIT, MAX_LIMIT)
-
     marker_id = params.get("marker")
     if marker_id:
         marker = session.get(model, marker_id)
         if marker is None:
-            raise NotFound(f"Marker {marker_id} could not be found.")
+            raise BadRequest(f"Supplied pagination marker '{marker_id}' is not valid.")
         # Keyset pagination: rows strictly after the marker in the sort order.
         clauses = []
         for i, (key, asc) in enumerate(sort):
@@ -180,42 +200,42 @@ def list_collection(
     for key, asc in sort:
         col = columns[key]
         order.append(col.asc() if asc != page_reverse else col.desc())
-    rows = list(session.scalars(stmt.order_by(*order).limit(limit + 1)).unique())
-    has_more = len(rows) > limit
-    rows = rows[:limit]
+    rows = list(session.scalars(stmt.order_by(*order).limit(limit)).unique())
     if page_reverse:
         rows.reverse()
 
     fields = requested_fields(request)
     items = [select_fields(serialize(r), fields) for r in rows]
     markers = [str(getattr(r, pk)) for r in rows]
-    links = _links(request, markers, limit, has_more, page_reverse, bool(marker_id))
-    return {collection: items, f"{collection}_links": links}
+    return {collection: items, f"{collection}_links": _links(request, markers, limit)}
 
 
-def _links(
-    request: Request,
-    markers: list[str],
-    limit: int,
-    has_more: bool,
-    page_reverse: bool,
-    had_marker: bool,
-) -> list[dict[str, str]]:
+def _links(request: Request, markers: list[str], limit: int) -> list[dict[str, str]]:
+    """Octavia's links (PaginationHelper._make_links): `previous` when the request had a
+    marker, `next` when the page is full, parameters in Octavia's order.
+
+    Octavia carries only limit, sort and sort_key over, so that following its link
+    loses sort_dir and the filters; here those are carried over too (after
+    Octavia's), so that the next page is the next page of the same list. `fields`
+    only shapes the items and is dropped, as in Octavia.
+    """
     if not markers:
         return []
-    base = str(request.url.replace(query=""))
-    keep = [
-        (k, v)
-        for k, v in request.query_params.multi_items()
-        if k not in ("marker", "limit", "page_reverse")
+    base = f"{versions.base_url(request)}{request.url.path}?"
+    params = request.query_params
+    carried = [f"limit={limit}"]
+    for key in ("sort", "sort_key"):
+        if params.get(key):
+            carried.append(f"{key}={quote(params[key], safe=':,')}")
+    dropped = {"limit", "sort", "sort_key", "marker", "page_reverse", "fields"}
+    carried += [
+        f"{quote(k)}={quote(v, safe=':,')}" for k, v in params.multi_items() if k not in dropped
     ]
     links = []
-    more_forward = has_more if not page_reverse else had_marker
-    more_backward = had_marker if not page_reverse else has_more
-    if more_forward:
-        q = [*keep, ("limit", str(limit)), ("marker", markers[-1])]
-        links.append({"href": f"{base}?{urlencode(q)}", "rel": "next"})
-    if more_backward:
-        q = [*keep, ("limit", str(limit)), ("marker", markers[0]), ("page_reverse", "True")]
-        links.append({"href": f"{base}?{urlencode(q)}", "rel": "previous"})
+    if params.get("marker"):
+        previous = [*carried, f"marker={quote(markers[0])}", "page_reverse=True"]
+        links.append({"href": base + "&".join(previous), "rel": "previous"})
+    if len(markers) >= limit:
+        following = [*carried, f"marker={quote(markers[-1])}"]
+        links.append({"href": base + "&".join(following), "rel": "next"})
     return links

@@ -1,9 +1,13 @@
-"""Strict grammars for every user string that can reach a HAProxy or keepalived file.
+"""Grammars for every user string the API stores, and for those that reach a config.
 
 The API validates with these types (a refusal is a 400); the renderer checks
-them again before quoting, so a value that slipped past the API still cannot
-break out of its token. Anything that could end a line, a token or a quote is
-refused, never escaped.
+them again before writing. Safety in a HAProxy file comes from how a value is
+written (`openha.render.haproxy.quote`: strong quotes, with quotes and control
+characters as HAProxy escapes outside them), so the grammars accept what
+Octavia accepts and refuse only what cannot be stored or expressed: a NUL
+(neither PostgreSQL text nor HAProxy's C strings hold one) and text that is not
+valid Unicode. Values with a shape of their own (host names, URLs, paths,
+expected codes, regular expressions) keep that shape's grammar.
 """
 
 from __future__ import annotations
@@ -16,10 +20,6 @@ from pydantic import AfterValidator, Field
 
 from openha.domain import pcre
 
-# Printable ASCII without the single quote: values are rendered inside HAProxy's
-# strong (single) quotes, where nothing else is interpreted.
-_QUOTABLE = re.compile(r"^[\x20-\x26\x28-\x7e]*$")
-_NO_CONTROL = re.compile(r"^[^\x00-\x1f\x7f]*$")
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&*+\-.^_`|~]+$")  # RFC 7230 token, minus "'"
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -33,20 +33,35 @@ _URL = re.compile(
     rf"(?P<path>/{_PATH_CHARS}*)?$"
 )
 _EXPECTED_CODES = re.compile(r"^(\d{3}(\s*,\s*\d{3})*)$|^(\d{3}-\d{3})$")
-_TAG = re.compile(r"^[^\x00-\x1f\x7f,]{1,255}$")
+MAX_TAG_LENGTH = 255
+
+
+def check_storable(value: str) -> str:
+    """Any text a database column and a HAProxy word can hold: no NUL, valid Unicode."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
 
 
 def check_free_text(value: str) -> str:
-    """Names and descriptions: shown back to users, never written into a config."""
-    if not _NO_CONTROL.fullmatch(value):
-        raise ValueError("must not contain control characters")
-    return value
+    """Names and descriptions: shown back to users, never written into a config.
+
+    Octavia takes any string here, control characters included; so does OpenHA.
+    """
+    return check_storable(value)
 
 
-def check_quotable(value: str) -> str:
-    if not _QUOTABLE.fullmatch(value):
-        raise ValueError("must be printable ASCII without quotes (')")
-    return value
+def check_config_value(value: str) -> str:
+    """A free-form value written into a HAProxy file (an ACL pattern, a header value).
+
+    Anything storable can be written as one HAProxy word (see
+    `openha.render.haproxy.quote`), an apostrophe or a tab included.
+    """
+    return check_storable(value)
 
 
 def check_token(value: str) -> str:
@@ -91,7 +106,7 @@ def check_url_prefix(value: str) -> str:
 
 def check_regex(value: str) -> str:
     """A regex HAProxy will compile: judged by the system's PCRE2, as HAProxy does."""
-    check_quotable(value)
+    check_config_value(value)
     if pcre.available():
         error = pcre.compile_error(value)
     else:  # API-only hosts without libpcre2 still refuse what Python cannot compile
@@ -112,9 +127,10 @@ def check_expected_codes(value: str) -> str:
 
 
 def check_tag(value: str) -> str:
-    if not _TAG.fullmatch(value):
-        raise ValueError("tags are 1-255 characters without commas or control characters")
-    return value
+    """Tags are never written into a config: any 1-255 characters, commas included."""
+    if not 1 <= len(value) <= MAX_TAG_LENGTH:
+        raise ValueError(f"tags are 1-{MAX_TAG_LENGTH} characters long")
+    return check_storable(value)
 
 
 def check_cidr(value: str) -> str:

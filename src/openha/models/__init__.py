@@ -55,16 +55,42 @@ def utcnow_precise() -> datetime:
 
 
 class TagList(TypeDecorator[list[str]]):
-    """Tags stored as ",a,b," so that tag filters are a portable LIKE (tags hold no commas)."""
+    """Tags stored as ",a,b," so that a tag filter is a portable LIKE '%,a,%'.
+
+    A tag may hold a comma (Octavia takes any string): inside a tag, a comma is
+    stored as ESC ";" and ESC itself as ESC ESC, so no stored tag holds the
+    separator and `encode_tag` gives the exact text a filter looks for. Values
+    stored before commas were allowed held neither commas nor control characters
+    (the grammar refused both), so they read back unchanged.
+    """
 
     impl = Text
     cache_ok = True
+    ESCAPE = "\x1b"
+
+    @classmethod
+    def encode_tag(cls, tag: str) -> str:
+        return tag.replace(cls.ESCAPE, cls.ESCAPE * 2).replace(",", cls.ESCAPE + ";")
+
+    @classmethod
+    def decode_tag(cls, text: str) -> str:
+        out: list[str] = []
+        chars = iter(text)
+        for char in chars:
+            if char == cls.ESCAPE:
+                following = next(chars, "")
+                out.append("," if following == ";" else following)
+            else:
+                out.append(char)
+        return "".join(out)
 
     def process_bind_param(self, value: list[str] | None, dialect: Any) -> str:
-        return "," + ",".join(value or []) + "," if value else ""
+        if not value:
+            return ""
+        return "," + ",".join(self.encode_tag(t) for t in value) + ","
 
     def process_result_value(self, value: str | None, dialect: Any) -> list[str]:
-        return [t for t in (value or "").split(",") if t]
+        return [self.decode_tag(t) for t in (value or "").split(",") if t]
 
 
 class Base(DeclarativeBase):

@@ -8,9 +8,10 @@ checks (`haproxy -c`) and applies the text. The work is split in two:
   keywords) and re-checking every user value with the strict grammars of
   `openha.domain.grammar`;
 * the Jinja2 templates in `templates/` decide *how* it is written. Every free-form
-  value goes through the `q` filter (grammar re-check, then HAProxy strong
-  quoting) and every identifier through `ident`, so nothing a tenant typed can end
-  a token, a line or a quote.
+  value goes through the `q` filter (grammar re-check, then one HAProxy word:
+  strong quotes, with apostrophes and control characters as escapes between
+  them) and every identifier through `ident`, so nothing a tenant typed can end
+  a token or a line, whatever it holds.
 
 Semantics follow Octavia's amphora driver (`combined_listeners` templates) with
 two deliberate differences: backends are named by pool id alone (so stats and
@@ -110,10 +111,14 @@ LOG_LINE_LENGTH = 8192
 
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the final NUL
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")  # proxy, server, ACL, peer names
-# What may appear between strong quotes. Matched with fullmatch: the grammar module's
-# `^...$` patterns accept a trailing newline ('$' matches before one), so a value is
-# always checked here as well.
-_QUOTABLE = re.compile(r"[\x20-\x26\x28-\x7e]+")
+# What may appear between strong quotes as it is: everything but the apostrophe that
+# would end them and the control characters a line must not carry. Those are written
+# between the quoted runs as HAProxy escapes (`\'`, `\xNN`), which HAProxy joins into
+# the same word.
+_LITERAL_RUN = re.compile(r"[^'\x00-\x1f\x7f]+")
+
+# Paths of the agent's own sockets and directories: plain printable ASCII.
+_PRINTABLE = re.compile(r"[\x20-\x26\x28-\x7e]+")
 
 _LISTENER_MODES: dict[str, Literal["http", "tcp"]] = {"HTTP": "http", "HTTPS": "tcp", "TCP": "tcp"}
 _UNSUPPORTED_LISTENERS = ("TERMINATED_HTTPS", "UDP", "SCTP", "PROMETHEUS")
@@ -145,7 +150,7 @@ _CHECK_KINDS: dict[str, Literal["http", "https", "tcp", "tls-hello", "ping"]] = 
 
 
 def _absolute_quotable_path(value: str) -> str:
-    if not _QUOTABLE.fullmatch(value):
+    if not _PRINTABLE.fullmatch(value):
         raise ValueError("must be printable ASCII without quotes (')")
     if not value.startswith("/") or "/../" in f"{value}/":
         raise ValueError("must be an absolute path without '..'")
@@ -221,18 +226,34 @@ class PeersSpec(BaseModel):
 
 
 def quote(value: object) -> str:
-    """Render a free-form value inside HAProxy strong quotes, after re-checking it.
+    r"""Write a free-form value as exactly one HAProxy word, after re-checking it.
 
     Inside '...' HAProxy interprets nothing (no escapes, no variables, no comments),
-    so the only way out is a quote or a line end: the grammar refuses both, and
-    any other control character, rather than escaping them.
+    so runs of ordinary characters go there as they are. The only ways out of
+    strong quotes are the apostrophe and the line end: an apostrophe is written
+    between two quoted runs as `\'`, and every control character as `\xNN`,
+    escapes HAProxy's parser reads outside quotes and joins into the same word
+    (configuration manual, 2.2 "Quoting and escaping"). `it's` becomes `'it'\''s'`.
+    Only a NUL cannot be written (HAProxy keeps words as C strings): the grammar
+    refuses it.
     """
     if not isinstance(value, str):
         raise RenderError(f"expected a string to quote, got {type(value).__name__}")
     if not value:
         raise RenderError("an empty value would be read as a missing argument")
-    _checked(grammar.check_quotable, value, "value")
-    return f"'{value}'"
+    _checked(grammar.check_config_value, value, "value")
+    parts: list[str] = []
+    pos = 0
+    while pos < len(value):
+        run = _LITERAL_RUN.match(value, pos)
+        if run:
+            parts.append(f"'{run.group(0)}'")
+            pos = run.end()
+            continue
+        char = value[pos]
+        parts.append("\\'" if char == "'" else f"\\x{ord(char):02x}")
+        pos += 1
+    return "".join(parts)
 
 
 def ident(value: object) -> str:
@@ -246,14 +267,11 @@ def ident(value: object) -> str:
 
 
 def _checked(check: Callable[[str], str], value: str, what: str) -> str:
-    """Apply a grammar check, and refuse anything HAProxy's strong quotes could not hold."""
+    """Apply a grammar check; a refusal is a RenderError naming the value."""
     try:
-        checked = check(value)
+        return check(value)
     except ValueError as exc:
         raise RenderError(f"{what} {value!r}: {exc}") from None
-    if not _QUOTABLE.fullmatch(value):
-        raise RenderError(f"{what} {value!r}: must be printable ASCII without quotes (')")
-    return checked
 
 
 def _ip(value: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -276,6 +294,12 @@ def _host(value: str, what: str) -> str:
 def _port(value: int, what: str) -> int:
     if not c.MIN_PORT <= value <= c.MAX_PORT:
         raise RenderError(f"{what} {value} is not a TCP port")
+    return value
+
+
+def _not_negative(value: int, what: str) -> int:
+    if value < 0:
+        raise RenderError(f"{what} must not be negative, got {value}")
     return value
 
 
@@ -584,8 +608,12 @@ def _check(monitor: HealthMonitorSpec | None) -> Check | None:
         raise UnsupportedFeature(f"health monitor {monitor.id}: type {monitor.type} unsupported")
     check = Check(
         kind=_CHECK_KINDS[monitor.type],
-        delay=_positive(monitor.delay, "health monitor delay"),
-        timeout=_positive(monitor.timeout, "health monitor timeout"),
+        # Octavia accepts a delay and a timeout of 0. HAProxy refuses `inter 0`: the
+        # shortest interval the API can name, one second, is written instead. A 0
+        # timeout writes no `timeout check`, so that HAProxy bounds the whole check
+        # by the interval, as it does when the timeout is unset (or 0) there.
+        delay=max(_not_negative(monitor.delay, "health monitor delay"), 1),
+        timeout=_not_negative(monitor.timeout, "health monitor timeout"),
         rise=_positive(monitor.max_retries, "max_retries"),
         fall=_positive(monitor.max_retries_down, "max_retries_down"),
     )

@@ -41,8 +41,8 @@ HTTP_ONLY_FIELDS = ("http_method", "url_path", "expected_codes", "http_version",
 HmType = Annotated[str, one_of(c.HEALTH_MONITOR_TYPES)]
 HttpMethod = Annotated[str, one_of(c.HTTP_METHODS)]
 HttpVersion = Annotated[float, one_of(c.HTTP_VERSIONS)]
-# 0 would render an invalid `inter 0` / `timeout check 0`: at least one second.
-Seconds = Annotated[int, Field(ge=1, le=MAX_HM_SECONDS)]
+# Octavia accepts 0; the renderer writes it safely (HAProxy refuses `inter 0`).
+Seconds = Annotated[int, Field(ge=0, le=MAX_HM_SECONDS)]
 Retries = Annotated[int, Field(ge=c.MIN_HM_RETRIES, le=c.MAX_HM_RETRIES)]
 
 # --- bodies -----------------------------------------------------------------------------

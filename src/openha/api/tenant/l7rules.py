@@ -5,9 +5,9 @@ consistency rules (validate.l7rule_data): which rule types take a `key`, which
 compare types each type accepts, the value grammar per type, and at most
 `MAX_L7RULES_PER_POLICY` rules per policy (409). Every key and value ends up in
 a HAProxy ACL, so each one is also checked against the strict grammars of
-`openha.domain.grammar` (a value is rendered in single quotes: no quote, no
-control character). Because the right grammar depends on `type` and
-`compare_type`, values are typed loosely in the schema and checked by
+`openha.domain.grammar` (a value is written as one HAProxy word: strong quotes,
+quotes and control characters escaped outside them). Because the right grammar
+depends on `type` and `compare_type`, values are typed loosely in the schema and checked by
 `check_rule` on the complete (merged, for an update) rule.
 """
 
@@ -55,10 +55,10 @@ COMPARE_TYPES_FOR: dict[str, frozenset[str]] = {
 }
 
 # Octavia's RFC 7230 header value (no blank), or the same quoted with double quotes.
-_HEADER_VALUE = re.compile(r"^[A-Za-z0-9!\"#$%&()*+,\-./:;<=>?@\[\]\\^_`{|}~]+$")
-_QUOTED_HEADER_VALUE = re.compile(r"^\"[A-Za-z0-9 !\"#$%&()*+,\-./:;<=>?@\[\]\\^_`{|}~]*\"$")
+_HEADER_VALUE = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\]\\^_`{|}~]+\Z")
+_QUOTED_HEADER_VALUE = re.compile(r"^\"[A-Za-z0-9 \t!\"#$%&'()*+,\-./:;<=>?@\[\]\\^_`{|}~]*\"\Z")
 # Octavia's RFC 6265 cookie value.
-_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9!#$%&()*+\-./:<=>?@\[\]^_`{|}~]+$")
+_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9!#$%&'()*+\-./:<=>?@\[\]^_`{|}~]+\Z")
 # A piece of a host name, for STARTS_WITH / ENDS_WITH / CONTAINS (".example.com", "www.").
 _HOST_FRAGMENT = re.compile(r"^[A-Za-z0-9.\-]+$")
 # A piece of a URL path, for ENDS_WITH / CONTAINS ("/v1", ".json").
@@ -193,8 +193,8 @@ def check_rule(rtype: str, compare_type: str, key: str | None, value: str | None
             raise _invalid(f"L7rule value {value} is not a boolean True string.")
     elif rtype == "SSL_VERIFY_RESULT" and not (value.isascii() and value.isdigit()):
         raise _invalid(f"L7rule type {rtype} needs an integer value, which is >= 0.")
-    # Whatever the type, the value is rendered inside single quotes.
-    _grammar(grammar.check_quotable, value, "value")
+    # Whatever the type, the value must be writable as one HAProxy word.
+    _grammar(grammar.check_config_value, value, "value")
 
 
 # --- creation, shared with the policy create and the fully populated LB create ----------

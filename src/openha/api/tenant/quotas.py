@@ -3,7 +3,11 @@
 A row holds only the limits an admin set; a null column (or no row) means the
 deployment default from settings (`quota_*`), and -1 means unlimited. Octavia
 speaks two spellings for two resources (`loadbalancer`/`load_balancer`,
-`healthmonitor`/`health_monitor`): both are accepted and both are returned.
+`healthmonitor`/`health_monitor`): both are accepted and both are returned,
+with the effective value (a default filled in, never null), and `tenant_id`
+beside `project_id` as on every Octavia object. A reset (DELETE) keeps the row
+with every limit back to the default, as Octavia's QuotasRepository.delete
+does: the project stays listed, and a second reset answers 202 again.
 Enforcement lives in `common.check_quota`.
 """
 
@@ -52,12 +56,17 @@ class QuotaUpdateBody(StrictModel):
     quota: QuotaUpdate
 
 
-def _render(values: Mapping[str, int | None], project_id: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {} if project_id is None else {"project_id": project_id}
+# Octavia answers GET /quotas/defaults as it would for a project named "defaults".
+DEFAULTS_PROJECT = "defaults"
+
+
+def _render(values: Mapping[str, int], project_id: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"project_id": project_id}
     for resource in c.QUOTA_RESOURCES:
         out[resource] = values[resource]
     for alias, column in ALIASES.items():
         out[alias] = values[column]
+    out["tenant_id"] = project_id
     return out
 
 
@@ -76,11 +85,6 @@ def _effective(request: Request, row: Quota | None) -> dict[str, int]:
     return values
 
 
-def _stored(row: Quota) -> dict[str, Any]:
-    # Lists show what is stored: null means "the deployment default" (Octavia's api-ref).
-    return _render({r: getattr(row, r) for r in c.QUOTA_RESOURCES}, row.project_id)
-
-
 def _require_own_or_admin(ctx: RequestContext, project_id: str) -> None:
     if not ctx.is_admin and project_id != ctx.project_id:
         raise PolicyForbidden()
@@ -95,13 +99,20 @@ def list_quotas(
     requested = request.query_params.get("project_id")
     if requested:
         _require_own_or_admin(ctx, requested)
-    return list_collection(request, session, ctx.visible(Quota), Quota, "quotas", _stored)
+    return list_collection(
+        request,
+        session,
+        ctx.visible(Quota),
+        Quota,
+        "quotas",
+        lambda row: _render(_effective(request, row), row.project_id),
+    )
 
 
 # Declared before /{project_id} so that "defaults" is not taken for a project.
 @router.get("/defaults")
 def show_defaults(request: Request, ctx: RequestContext = Depends(get_context)) -> dict[str, Any]:
-    body = _render(_defaults(request), None)
+    body = _render(_defaults(request), DEFAULTS_PROJECT)
     return {"quota": select_fields(body, requested_fields(request))}
 
 
@@ -157,6 +168,7 @@ def reset_quota(
     row = session.scalar(select(Quota).where(Quota.project_id == project_id).with_for_update())
     if row is None:
         raise NotFound.resource("Quotas", project_id)
-    session.delete(row)
+    for resource in c.QUOTA_RESOURCES:
+        setattr(row, resource, None)
     session.commit()
     return Response(status_code=202)

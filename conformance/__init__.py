@@ -1,0 +1,1 @@
+"""Differential check of OpenHA against the real Octavia (`make conformance`)."""
