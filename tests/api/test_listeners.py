@@ -29,6 +29,7 @@ LISTENER_FIELDS = {
     "default_tls_container_ref",
     "sni_container_refs",
     "project_id",
+    "tenant_id",
     "default_pool_id",
     "l7policies",
     "insert_headers",

@@ -30,6 +30,7 @@ MEMBER_FIELDS = {
     "backup",
     "subnet_id",
     "project_id",
+    "tenant_id",
     "created_at",
     "updated_at",
     "monitor_address",

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 
 def iso(value: datetime | None) -> str | None:
@@ -73,6 +73,8 @@ class TreeView(Ref):
     """What every object of a load balancer's tree answers with."""
 
     project_id: str
+    # Octavia's types answer the project under its old name too (api/common/types.py).
+    tenant_id: str = Field(validation_alias="project_id")
     provisioning_status: str
     operating_status: str
     admin_state_up: bool

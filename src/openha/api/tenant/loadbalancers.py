@@ -43,6 +43,7 @@ from openha.models import (
     Port,
     Provisioned,
     Subnet,
+    new_id,
 )
 
 # --- bodies -----------------------------------------------------------------------------
@@ -291,6 +292,7 @@ def create_loadbalancer(
     provider, flavor = _resolve_provider_and_flavor(request, session, body)
     common.check_quota(request, session, project_id, "load_balancer")
     lb = LoadBalancer(
+        id=new_id(),
         project_id=project_id,
         name=body.name or "",
         description=body.description or "",
@@ -303,9 +305,11 @@ def create_loadbalancer(
         provisioning_status=c.PENDING_CREATE,
         operating_status=c.OFFLINE,
     )
+    # The VIP first, so that the LB row is inserted whole: a later UPDATE would stamp
+    # updated_at, which Octavia leaves null until the object changes.
+    _allocate_vip(session, ctx, lb, body)
     session.add(lb)
     session.flush()
-    _allocate_vip(session, ctx, lb, body)
     full = bool(body.listeners or body.pools)
     if full:
         create_graph(
@@ -418,13 +422,8 @@ def status_tree(lb: LoadBalancer) -> dict[str, Any]:
         for policy in listener.l7policies:
             if policy.redirect_pool_id and policy.redirect_pool_id not in pool_ids:
                 pool_ids.append(policy.redirect_pool_id)
-        listener_pools = []
-        for pid in pool_ids:
-            if pid in pools:
-                out = StatusPool.render(pools[pid])
-                if out["health_monitor"] is None:
-                    del out["health_monitor"]  # Octavia leaves the key out
-                listener_pools.append(out)
+        # A pool without a monitor answers "health_monitor": null (PoolStatusResponse).
+        listener_pools = [StatusPool.render(pools[pid]) for pid in pool_ids if pid in pools]
         listeners.append(
             {
                 "id": listener.id,

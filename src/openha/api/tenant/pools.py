@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from pydantic import AliasPath, Field
+from pydantic import AliasPath, Field, SerializerFunctionWrapHandler, model_serializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -133,6 +133,14 @@ class PoolView(TreeView):
     tls_ciphers: str | None
     tls_versions: list[str] | None
     alpn_protocols: list[str] | None
+
+    @model_serializer(mode="wrap")
+    def _without_missing_monitor(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        # Octavia leaves the key out when the pool has no monitor (PoolResponse.from_db_obj).
+        if "healthmonitor_id" in out and out["healthmonitor_id"] is None:
+            del out["healthmonitor_id"]
+        return out
 
 
 def _refuse_if_redirected(change: Change, pool: Pool, request: Request) -> None:
