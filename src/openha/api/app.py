@@ -17,8 +17,9 @@ from openha.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-# Served under both /v2 and /v2.0, as Octavia does (python-octaviaclient uses /v2.0).
-VERSIONED_MODULES = (
+# Octavia's load balancing resources: served under /v2/lbaas and, as Octavia also
+# mounts them (octavia/api/v2/controllers/__init__.py), straight under /v2.
+LBAAS_MODULES = (
     "openha.api.tenant.loadbalancers",
     "openha.api.tenant.listeners",
     "openha.api.tenant.pools",
@@ -29,6 +30,10 @@ VERSIONED_MODULES = (
     "openha.api.tenant.quotas",
     "openha.api.tenant.providers",
     "openha.api.tenant.catalogue",
+)
+# Everything versioned is served under both /v2 and /v2.0, as Octavia does
+# (python-octaviaclient uses /v2.0).
+VERSIONED_MODULES = (
     "openha.api.networks",
     "openha.api.manage.amphorae",
 )
@@ -61,7 +66,12 @@ def create_app(
     metrics.install(app, session_factory)
     app.include_router(metrics.router)
 
+    lbaas = APIRouter()
+    for name in LBAAS_MODULES:
+        lbaas.include_router(importlib.import_module(name).router)
     versioned = APIRouter()
+    versioned.include_router(lbaas, prefix="/lbaas")
+    versioned.include_router(lbaas, include_in_schema=False)
     for name in VERSIONED_MODULES:
         versioned.include_router(importlib.import_module(name).router)
     app.include_router(versioned, prefix="/v2")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from fastapi import Request
@@ -16,10 +16,6 @@ from openha.models import TagList
 
 MAX_LIMIT = 1000  # Octavia's default pagination_max_limit
 UNKNOWN_FILTER = "One or more arguments are either duplicate or invalid"
-# Octavia refuses a filter it does not know (PaginationHelper, enforce_valid_params);
-# the Neutron-shaped routes (networks, subnets, ports) apply some filters of their own
-# (`status`, `fixed_ips`) and leave the rest to this module.
-_OCTAVIA_ROUTES = ("/v2/lbaas/", "/v2.0/lbaas/", "/v2/octavia/", "/v2.0/octavia/")
 RESERVED = frozenset(
     {
         "limit",
@@ -140,8 +136,15 @@ def list_collection(
     collection: str,
     serialize: Callable[[Any], dict[str, Any]],
     aliases: Mapping[str, InstrumentedAttribute[Any]] | None = None,
+    *,
+    unknown_filters: Literal["refuse", "ignore"] = "refuse",
 ) -> dict[str, Any]:
-    """Run a list request: `stmt` is already scoped to what the caller may see."""
+    """Run a list request: `stmt` is already scoped to what the caller may see.
+
+    Octavia refuses a filter it does not know (PaginationHelper, enforce_valid_params);
+    `unknown_filters="ignore"` is for routes that apply some filters of their own
+    (Neutron's `status` and `fixed_ips` on networks and ports) and leave the rest here.
+    """
     columns: dict[str, InstrumentedAttribute[Any]] = {
         attr.key: attr
         for attr in model.__mapper__.all_orm_descriptors
@@ -156,11 +159,10 @@ def list_collection(
 
     sort = parse_sort(request, columns, tiebreak=pk)
     limit = parse_limit(request)
-    strict = request.url.path.startswith(_OCTAVIA_ROUTES)
     for key in set(params.keys()) - RESERVED:
         column = columns.get(key)
         if column is None:
-            if strict:
+            if unknown_filters == "refuse":
                 raise BadRequest(UNKNOWN_FILTER)
             continue
         values = [_coerce(column, v) for v in params.getlist(key)]

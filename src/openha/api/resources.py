@@ -18,7 +18,7 @@ Adding a resource kind
 3. Its entry, in its module, and the router the entry gives::
 
        THINGS = Resource(
-           model=Thing, path="/lbaas/things", singular="thing", plural="things",
+           model=Thing, path="/things", singular="thing", plural="things",
            label="Thing", view=ThingView, delete=changes.deleting(),
        )
        router = THINGS.router()
@@ -30,14 +30,15 @@ Adding a resource kind
 4. Its create and update handlers on that router. Objects of a load balancer's
    tree change only through `openha.api.tenant.changes` (`delete=changes.deleting()`
    is their delete rule); other rows use `delete=removing(check)`.
-5. The module's name in `openha.api.app`.
+5. The module's name in `openha.api.app` (`LBAAS_MODULES` for Octavia's resources,
+   served under both /v2/lbaas and /v2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import ColumnElement, Select, inspect
@@ -139,6 +140,8 @@ class Resource(Kind[Row]):
     delete: Deleter | None = None
     has_show: bool = True
     links: str | None = None  # the links key, when not "<plural>_links"
+    # Octavia's routes refuse an unknown filter (400); Neutron's and ours ignore it.
+    unknown_filters: Literal["refuse", "ignore"] = "refuse"
 
     def show(
         self, session: Session, ctx: RequestContext, ident: str, parent_id: str | None = None
@@ -164,6 +167,7 @@ class Resource(Kind[Row]):
             self.plural,
             self.view.render,
             self.aliases,
+            unknown_filters=self.unknown_filters,
         )
         if self.links is not None:
             out[self.links] = out.pop(f"{self.plural}_links")

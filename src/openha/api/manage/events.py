@@ -28,6 +28,7 @@ class EventView(View):
 EVENTS: Resource[Event] = Resource(
     model=Event,
     path="/manage/events",
+    unknown_filters="ignore",
     singular="event",
     plural="events",
     label="Event",

@@ -57,6 +57,7 @@ class InstanceDetailView(InstanceView):
 HOSTS: Resource[Host] = Resource(
     model=Host,
     path="/manage/hosts",
+    unknown_filters="ignore",
     singular="host",
     plural="hosts",
     label="Host",
@@ -76,6 +77,7 @@ HOSTS: Resource[Host] = Resource(
 INSTANCES: Resource[Instance] = Resource(
     model=Instance,
     path="/manage/instances",
+    unknown_filters="ignore",
     singular="instance",
     plural="instances",
     label="Instance",

@@ -289,14 +289,14 @@ class Catalogue:
 
 FLAVORS = Catalogue(
     entry=Flavor,
-    entry_path="/lbaas/flavors",
+    entry_path="/flavors",
     entry_singular="flavor",
     entry_plural="flavors",
     entry_label="Flavor",
     entry_name=FreeText,
     keyed_by_name=False,
     profile=FlavorProfile,
-    profile_path="/lbaas/flavorprofiles",
+    profile_path="/flavorprofiles",
     profile_singular="flavorprofile",
     profile_plural="flavorprofiles",
     profile_links="flavorprofile_links",  # Octavia names this one in the singular
@@ -308,14 +308,14 @@ FLAVORS = Catalogue(
 )
 AVAILABILITY_ZONES = Catalogue(
     entry=AvailabilityZone,
-    entry_path="/lbaas/availabilityzones",
+    entry_path="/availabilityzones",
     entry_singular="availability_zone",
     entry_plural="availability_zones",
     entry_label="Availability Zone",
     entry_name=ZoneName,
     keyed_by_name=True,
     profile=AvailabilityZoneProfile,
-    profile_path="/lbaas/availabilityzoneprofiles",
+    profile_path="/availabilityzoneprofiles",
     profile_singular="availability_zone_profile",
     profile_plural="availability_zone_profiles",
     profile_links="availability_zone_profile_links",

@@ -110,7 +110,7 @@ class HealthMonitorView(TreeView):
 
 HEALTH_MONITORS: Resource[HealthMonitor] = Resource(
     model=HealthMonitor,
-    path="/lbaas/healthmonitors",
+    path="/healthmonitors",
     singular="healthmonitor",
     plural="healthmonitors",
     label="Health Monitor",

@@ -113,7 +113,7 @@ def _close_gap(change: Change, policy: L7Policy, request: Request) -> None:
 
 L7POLICIES: Resource[L7Policy] = Resource(
     model=L7Policy,
-    path="/lbaas/l7policies",
+    path="/l7policies",
     singular="l7policy",
     plural="l7policies",
     label="L7Policy",

@@ -115,7 +115,7 @@ class L7RuleView(TreeView):
 POLICY = Kind(model=L7Policy, label="L7Policy")
 L7RULES: Resource[L7Rule] = Resource(
     model=L7Rule,
-    path="/lbaas/l7policies/{l7policy_id}/rules",
+    path="/l7policies/{l7policy_id}/rules",
     singular="rule",
     plural="rules",
     label="L7Rule",

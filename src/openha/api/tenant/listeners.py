@@ -135,7 +135,7 @@ class ListenerView(TreeView):
 
 LISTENERS: Resource[Listener] = Resource(
     model=Listener,
-    path="/lbaas/listeners",
+    path="/listeners",
     singular="listener",
     plural="listeners",
     label="Listener",

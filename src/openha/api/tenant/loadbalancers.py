@@ -149,7 +149,7 @@ def _on_delete(change: Change, lb: LoadBalancer, request: Request) -> None:
 
 LOAD_BALANCERS: Resource[LoadBalancer] = Resource(
     model=LoadBalancer,
-    path="/lbaas/loadbalancers",
+    path="/loadbalancers",
     singular="loadbalancer",
     plural="loadbalancers",
     label=changes.LB_LABEL,

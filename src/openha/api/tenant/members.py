@@ -93,7 +93,7 @@ class MemberView(TreeView):
 
 MEMBERS: Resource[Member] = Resource(
     model=Member,
-    path="/lbaas/pools/{pool_id}/members",
+    path="/pools/{pool_id}/members",
     singular="member",
     plural="members",
     label="Member",

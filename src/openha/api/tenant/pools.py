@@ -159,7 +159,7 @@ def _refuse_if_redirected(change: Change, pool: Pool, request: Request) -> None:
 
 POOLS: Resource[Pool] = Resource(
     model=Pool,
-    path="/lbaas/pools",
+    path="/pools",
     singular="pool",
     plural="pools",
     label="Pool",

@@ -13,7 +13,7 @@ from openha.api.query import requested_fields, select_fields
 from openha.api.tenant import common
 from openha.providers.base import Capability, Provider
 
-router = APIRouter(prefix="/lbaas/providers", tags=["providers"])
+router = APIRouter(prefix="/providers", tags=["providers"])
 
 
 def enabled_provider(request: Request, name: str) -> Provider:

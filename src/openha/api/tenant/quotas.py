@@ -28,7 +28,7 @@ from openha.api.types import StrictModel
 from openha.domain import constants as c
 from openha.models import Quota
 
-router = APIRouter(prefix="/lbaas/quotas", tags=["quotas"])
+router = APIRouter(prefix="/quotas", tags=["quotas"])
 
 # Octavia's limits: -1 (unlimited) up to two billion.
 MIN_QUOTA = -1
