@@ -65,7 +65,7 @@ def test_create_fields_and_defaults(alice: Client, subnet_id: str) -> None:
     m = create_member(alice, pool["id"], name="web1", tags=["t"])
     assert set(m) == MEMBER_FIELDS
     assert m["provisioning_status"] == "PENDING_CREATE"
-    assert m["operating_status"] == "OFFLINE"
+    assert m["operating_status"] == "NO_MONITOR"  # its pool has no monitor (Octavia)
     assert m["project_id"] == PROJECT_A
     assert (m["address"], m["protocol_port"], m["weight"], m["backup"]) == (
         "192.0.2.10",

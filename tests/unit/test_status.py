@@ -6,6 +6,7 @@ import pytest
 
 from openha.domain.spec import (
     HealthMonitorSpec,
+    L7PolicySpec,
     ListenerSpec,
     LoadBalancerSpec,
     MemberSpec,
@@ -101,3 +102,17 @@ def test_no_monitor_members() -> None:
     state = derive(lb((M1,), hm=False), {}, True)
     assert state.members["m1"] == "NO_MONITOR"
     assert state.pools["p"] == "ONLINE"
+
+
+def test_a_pool_no_listener_uses_is_offline() -> None:
+    """Octavia's amphorae never report such a pool: it stays OFFLINE, members and all."""
+    spec = lb((M1,))
+    unused = spec.pools[0].model_copy(update={"id": "q"})
+    redirected = spec.pools[0].model_copy(update={"id": "r"})
+    policy = L7PolicySpec(id="pol", action="REDIRECT_TO_POOL", position=1, redirect_pool_id="r")
+    listener = spec.listeners[0].model_copy(update={"l7policies": (policy,)})
+    spec = spec.model_copy(
+        update={"listeners": (listener,), "pools": (*spec.pools, unused, redirected)}
+    )
+    state = derive(spec, {"m1": "UP"}, True)
+    assert (state.pools["p"], state.pools["q"], state.pools["r"]) == ("ONLINE", "OFFLINE", "ONLINE")

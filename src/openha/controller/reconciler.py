@@ -15,8 +15,9 @@ import socket
 import threading
 import uuid
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy import case, delete, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # Children first, so foreign keys never point at a removed row.
 DELETE_ORDER = (L7Rule, L7Policy, HealthMonitor, Member, Listener, Pool)
+# Nothing checks these: their operating status follows their admin state, set in the
+# write that makes them ACTIVE (Octavia's Mark{HealthMonitor,L7Policy,L7Rule}ActiveInDB).
+BY_ADMIN_STATE = (HealthMonitor, L7Policy, L7Rule)
 IN_PROGRESS_RECHECK = timedelta(seconds=0.5)
 
 
@@ -253,11 +257,28 @@ class Reconciler:
                         .where(ListenerStats.listener_id.in_(doomed))
                         .execution_options(synchronize_session=False)
                     )
+                if model is HealthMonitor:
+                    # Octavia's monitor delete flow: nothing checks the pool's members now.
+                    s.execute(
+                        update(Member)
+                        .where(
+                            Member.pool_id.in_(
+                                select(HealthMonitor.pool_id).where(HealthMonitor.id.in_(doomed))
+                            )
+                        )
+                        .values(operating_status=c.NO_MONITOR)
+                        .execution_options(synchronize_session=False)
+                    )
                 s.execute(
                     delete(model)
                     .where(model.id.in_(doomed))
                     .execution_options(synchronize_session=False)
                 )
+                settled: dict[str, Any] = {"provisioning_status": c.ACTIVE}
+                if model in BY_ADMIN_STATE:
+                    settled["operating_status"] = case(
+                        (model.admin_state_up, c.ONLINE), else_=c.OFFLINE
+                    )
                 s.execute(
                     update(model)
                     .where(
@@ -266,7 +287,7 @@ class Reconciler:
                             (c.PENDING_CREATE, c.PENDING_UPDATE, c.ERROR)
                         ),
                     )
-                    .values(provisioning_status=c.ACTIVE)
+                    .values(settled)
                     .execution_options(synchronize_session=False)
                 )
             if was_error:

@@ -61,6 +61,10 @@ def derive(
     """Statuses for every object of `spec` from one instance's view of its servers."""
     lb_up = spec.admin_state_up
     state = ObservedState(load_balancer=c.OFFLINE)
+    # Octavia: a pool no listener sends traffic to is never reported, so it is OFFLINE.
+    used = {listener.default_pool_id for listener in spec.listeners} | {
+        policy.redirect_pool_id for listener in spec.listeners for policy in listener.l7policies
+    }
     for pool in spec.pools:
         hm = pool.health_monitor
         monitored = hm is not None and hm.admin_state_up
@@ -68,7 +72,8 @@ def derive(
             state.members[m.id] = member_status(
                 member_reports.get(m.id), m.admin_state_up and lb_up, monitored
             )
-        state.pools[pool.id] = pool_status(pool, state.members) if lb_up else c.OFFLINE
+        live = lb_up and pool.id in used
+        state.pools[pool.id] = pool_status(pool, state.members) if live else c.OFFLINE
         if hm is not None:
             state.health_monitors[hm.id] = c.ONLINE if hm.admin_state_up and lb_up else c.OFFLINE
     worst = c.ONLINE

@@ -160,7 +160,9 @@ def add_member(
         project_id=pool.project_id,
         vnic_type=vnic_type,
         provisioning_status=c.PENDING_CREATE,
-        operating_status=c.OFFLINE,
+        # Octavia (db/prepare.create_member): nothing will ever check a member of a pool
+        # without a monitor; one with a monitor is OFFLINE until its checks report.
+        operating_status=c.NO_MONITOR if pool.health_monitor is None else c.OFFLINE,
         **with_defaults(values, Member),
     )
     session.add(member)
