@@ -249,7 +249,7 @@ def test_a_bad_value_deep_inside_leaves_nothing_behind(
 ) -> None:
     before = counts(session_factory)
     expected = {
-        "rule": "listeners[0].l7policies[0].rules[1]: Error parsing L7Rule: Invalid characters",
+        "rule": "listeners[0].l7policies[0].rules[1]: Error parsing L7Rule: Invalid value",
         "member": "listeners[0].default_pool.members[1].address",
         "hm": "listeners[1].default_pool.healthmonitor.delay",
         "redirect_url": "listeners[0].l7policies[2].redirect_prefix",

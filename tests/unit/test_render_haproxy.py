@@ -2,13 +2,14 @@
 
 Each rendered configuration is checked twice: assertions on the lines that carry
 the semantics, then the real HAProxy 2.6 parser (`haproxy -c`, no root needed),
-which must accept it without a single warning. One test also starts HAProxy
-for real and sends requests through it, to prove that what parses also means
-what Octavia means (L7 precedence, strong quoting, inserted headers).
+which must accept it without a single warning. A few tests also start HAProxy
+for real and send requests through it, to prove that what parses also means
+what Octavia means (L7 precedence, strong quoting, inserted headers, L7 keys).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import itertools
 import re
@@ -544,8 +545,8 @@ def expected_acl(r: L7RuleSpec) -> str:
         "HOST_NAME": f"req.hdr(host),field(1,:) -i {m} '{r.value}'",
         "PATH": f"path {m} '{r.value}'",
         "FILE_TYPE": f"path {m} '{r.value}'" if m == "-m reg" else f"path_end '.{r.value}'",
-        "HEADER": f"req.hdr('{r.key}') {m} '{r.value}'",
-        "COOKIE": f"req.cook('{r.key}') {m} '{r.value}'",
+        "HEADER": f"req.hdr('\"{r.key}\"') {m} '{r.value}'",
+        "COOKIE": f"req.cook('\"{r.key}\"') {m} '{r.value}'",
         "SSL_CONN_HAS_CERT": "ssl_c_used",
         "SSL_VERIFY_RESULT": f"ssl_c_verify eq {r.value}",
         "SSL_DN_FIELD": f"ssl_c_s_dn('{r.key}') {m} '{r.value}'",
@@ -696,7 +697,10 @@ def test_invalid_policies(pol: dict[str, Any], error: str, paths: HAProxyPaths) 
     ("r", "error"),
     [
         ({"type": "HEADER", "key": None}, "need a key"),
-        ({"type": "SSL_DN_FIELD", "key": "XX"}, "DN field"),
+        ({"type": "SSL_DN_FIELD", "key": "1CN"}, "DN field"),
+        ({"type": "SSL_DN_FIELD", "key": None}, "DN field"),
+        ({"type": "HEADER", "key": 'X-"b"'}, "key"),
+        ({"type": "COOKIE", "key": "a)b"}, "key"),
         ({"type": "SSL_VERIFY_RESULT", "value": "ok"}, "integer"),
         ({"type": "PATH", "compare_type": "REGEX", "value": "a(b"}, "regular expression"),
         ({"type": "PATH", "compare_type": "LIKE"}, "compare_type"),
@@ -1031,8 +1035,15 @@ STRICT_FIELDS = {
 }
 
 
-@pytest.mark.parametrize("value", BREAKOUTS)
-@pytest.mark.parametrize("field", STRICT_FIELDS)
+# Header and cookie names take an apostrophe, as in Octavia's grammar (see
+# test_octavia_l7_keys_and_values_through_a_live_haproxy).
+NAME_FIELDS = ("header key", "cookie key")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(f, v) for f in STRICT_FIELDS for v in BREAKOUTS if not (f in NAME_FIELDS and v == "a'b")],
+)
 def test_breakout_values_are_refused_in_shaped_fields(
     field: str, value: str, paths: HAProxyPaths
 ) -> None:
@@ -1082,7 +1093,7 @@ def test_hash_in_a_token_stays_quoted(paths: HAProxyPaths, workdir: Path) -> Non
     spec = _with_rule(type="COOKIE", compare_type="EQUAL_TO", key="sess#1", value="x")
     r = spec.listeners[0].l7policies[0].rules[0]
     cfg = render_valid(spec, paths, workdir)
-    assert f"    acl {r.id} req.cook('sess#1') -m str 'x'\n" in cfg
+    assert f"    acl {r.id} req.cook('\"sess#1\"') -m str 'x'\n" in cfg
 
 
 def test_harmless_characters_stay_inside_strong_quotes(paths: HAProxyPaths, workdir: Path) -> None:
@@ -1185,6 +1196,30 @@ def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[i
         return exc.code, "", exc.headers.get("Location", "")
 
 
+@contextlib.contextmanager
+def _serving(cfg: str, port: int, workdir: Path) -> Iterator[None]:
+    """HAProxy in the foreground on `cfg` for the block, once `port` accepts connections."""
+    path = workdir / f"live-{uid()}.cfg"
+    path.write_text(cfg)
+    proc = subprocess.Popen(
+        [HAPROXY, "-db", "-f", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        for _ in range(100):
+            if proc.poll() is not None:
+                output = proc.stdout.read().decode() if proc.stdout else ""
+                pytest.fail(f"haproxy exited:\n{output}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def test_real_haproxy_serves_the_rendered_config(
     echo_servers: list[int], paths: HAProxyPaths, workdir: Path
 ) -> None:
@@ -1212,22 +1247,8 @@ def test_real_haproxy_serves_the_rendered_config(
     )
     spec = loadbalancer((lst,), (default, switched), vip="127.0.0.1")
     cfg = render_valid(spec, paths, workdir)
-    path = workdir / f"live-{uid()}.cfg"
-    path.write_text(cfg)
     # Started in the foreground under the host's FD limit: the default maxconn must fit.
-    proc = subprocess.Popen(
-        [HAPROXY, "-db", "-f", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        for _ in range(100):
-            if proc.poll() is not None:
-                output = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"haproxy exited:\n{output}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    with _serving(cfg, port, workdir):
         assert _get(port, "/") == (200, f"default|127.0.0.1|{port}|http", "")
         assert _get(port, "/sw/x")[1].startswith("switched|")
         assert _get(port, "/sw/deny")[0] == 403
@@ -1235,9 +1256,61 @@ def test_real_haproxy_serves_the_rendered_config(
         assert _get(port, "/x", {"X-Odd": 'v"1#2'})[0] == 200  # no escape was interpreted
         assert _get(port, "/x", {"X-Note": "so it's here"})[0] == 403
         assert _get(port, "/x", {"X-Note": "its"})[0] == 200
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+
+
+def test_octavia_l7_keys_and_values_through_a_live_haproxy(
+    echo_servers: list[int], paths: HAProxyPaths, workdir: Path
+) -> None:
+    """What Octavia's L7 grammars take, written so that HAProxy matches it as meant.
+
+    Header and cookie names may hold an apostrophe or a comma (written in double quotes
+    inside the fetch's strongly quoted argument); a host name may carry a port (then the
+    whole Host header is compared); a path need not start with a slash; a value with a
+    blank comes in double quotes, which are syntax; an empty quoted value matches nothing.
+    """
+    default = pool(members=(member(address="127.0.0.1", protocol_port=echo_servers[0]),))
+    switched = pool(members=(member(address="127.0.0.1", protocol_port=echo_servers[1]),))
+    port = _free_port()
+    rules = [
+        rule("HEADER", "EQUAL_TO", key="X-It's", value="yes"),
+        rule("COOKIE", "EQUAL_TO", key="o'k", value="yes"),
+        # No client can send this name (HAProxy answers 400 to a comma in a header
+        # name), but the configuration holding it must load.
+        rule("HEADER", "EQUAL_TO", key="X-A,B", value="yes"),
+        rule("COOKIE", "EQUAL_TO", key="c,d", value="yes"),
+        rule("HOST_NAME", "EQUAL_TO", value=f"www.example.com:{port}"),
+        rule("HOST_NAME", "EQUAL_TO", value="api.example.com"),
+        rule("PATH", "EQUAL_TO", value='"/a b"'),
+        rule("PATH", "EQUAL_TO", value="no-slash"),
+        rule("PATH", "EQUAL_TO", value='""'),
+        rule("FILE_TYPE", "EQUAL_TO", value='""'),
+    ]
+    policies = tuple(
+        policy("REDIRECT_TO_POOL", i, rules=(r,), redirect_pool_id=switched.id)
+        for i, r in enumerate(rules, 1)
+    )
+    lst = listener(protocol_port=port, default_pool_id=default.id, l7policies=policies)
+    spec = loadbalancer((lst,), (default, switched), vip="127.0.0.1")
+    cfg = render_valid(spec, paths, workdir)
+    assert f"acl {rules[0].id} req.hdr('\"X-It'\\''s\"') -m str 'yes'" in cfg
+    assert f"acl {rules[4].id} req.hdr(host) -i -m str 'www.example.com:{port}'" in cfg
+    assert f"acl {rules[8].id} path -m str --" in cfg
+
+    def served_by(path: str = "/", **headers: str) -> str:
+        return _get(port, path, headers)[1].split("|")[0]
+
+    with _serving(cfg, port, workdir):
+        assert served_by() == "default"
+        assert served_by(**{"X-It's": "yes"}) == "switched"
+        assert served_by(**{"X-Its": "yes", "X-It": "yes"}) == "default"
+        assert served_by(Cookie="a=1; o'k=yes") == "switched"
+        assert served_by(Cookie="ok=yes") == "default"
+        assert served_by(Host=f"www.example.com:{port}") == "switched"
+        assert served_by(Host="www.example.com") == "default"
+        assert served_by(Host=f"api.example.com:{port}") == "switched"
+        assert served_by("/a%20b") == "default"  # `path` is not decoded
+        assert served_by("/no-slash") == "default"
+        assert served_by("/x.") == "default"  # the empty file type matches nothing
 
 
 # Every character class the writer handles: quoted runs, apostrophes, control characters
@@ -1274,24 +1347,10 @@ def test_quoted_words_reach_haproxy_unchanged(workdir: Path) -> None:
         f"    timeout server 5s\n\nfrontend echo\n    bind 127.0.0.1:{port}\n{rules}\n"
     )
     assert_valid(cfg, workdir)
-    path = workdir / f"words-{uid()}.cfg"
-    path.write_text(cfg)
-    proc = subprocess.Popen(
-        [HAPROXY, "-db", "-f", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    with _serving(cfg, port, workdir):
         for i, value in enumerate(ROUND_TRIP):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/{i}", timeout=5) as response:
                 assert response.read() == value.encode(), value
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_wildcard_host_name_matches_subdomains(paths: HAProxyPaths, workdir: Path) -> None:
@@ -1305,7 +1364,7 @@ def test_double_quoted_header_value_is_unwrapped(paths: HAProxyPaths, workdir: P
     r = rule("HEADER", "EQUAL_TO", key="X-Tier", value='"gold plus"')
     spec = http_lb(l7policies=(policy(rules=(r,)),))
     cfg = render_valid(spec, paths, workdir)
-    assert f"acl {r.id} req.hdr('X-Tier') -m str 'gold plus'" in cfg
+    assert f"acl {r.id} req.hdr('\"X-Tier\"') -m str 'gold plus'" in cfg
 
 
 def test_access_log_errors_only(paths: HAProxyPaths, workdir: Path) -> None:

@@ -107,18 +107,6 @@ L7RULE_COMPARE_TYPES: Final = ("REGEX", "STARTS_WITH", "ENDS_WITH", "CONTAINS", 
 REDIRECT_HTTP_CODES: Final = (301, 302, 303, 307, 308)
 DEFAULT_REDIRECT_HTTP_CODE: Final = 302
 MAX_L7RULES_PER_POLICY: Final = 50
-DISTINGUISHED_NAME_FIELDS: Final = (
-    "C",
-    "ST",
-    "L",
-    "O",
-    "OU",
-    "CN",
-    "EMAILADDRESS",
-    "SN",
-    "GN",
-    "SERIALNUMBER",
-)
 
 # Topologies (flavor profile key "loadbalancer_topology")
 TOPOLOGY_SINGLE: Final = "SINGLE"

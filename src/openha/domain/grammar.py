@@ -25,7 +25,6 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
     r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
 )
-_WILDCARD_HOSTNAME = re.compile(r"^(\*\.)?" + _HOSTNAME.pattern[1:])
 _PATH_CHARS = r"[A-Za-z0-9\-._~!$&()*+,;=:@/%?]"
 _URL_PATH = re.compile(rf"^/{_PATH_CHARS}*$")
 _URL = re.compile(
@@ -33,6 +32,18 @@ _URL = re.compile(
     rf"(?P<path>/{_PATH_CHARS}*)?$"
 )
 _EXPECTED_CODES = re.compile(r"^(\d{3}(\s*,\s*\d{3})*)$|^(\d{3}-\d{3})$")
+# Octavia's L7 grammars (octavia/common/constants.py). A header or cookie name: an RFC
+# 7230 token plus the apostrophe and the comma Octavia's character range lets in; never a
+# double quote, backslash, parenthesis or blank, so that it can be written as one quoted
+# fetch argument.
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+,\-.^_`|~]+")
+# An RFC 7230 header value without blanks, or one quoted in double quotes with blanks.
+_HEADER_VALUE = re.compile(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\]^_`{|}~\\]+")
+_QUOTED_HEADER_VALUE = re.compile(r"\"[A-Za-z0-9 \t!\"#$%&'()*+,\-./:;<=>?@\[\]^_`{|}~\\]*\"")
+# An RFC 6265 cookie value.
+_COOKIE_VALUE = re.compile(r"[A-Za-z0-9!#$%&'()*+,\-./:<=>?@\[\]^_`{|}~]+")
+# A certificate subject field name (octavia_lib's DISTINGUISHED_NAME_FIELD_REGEX).
+_DN_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 MAX_TAG_LENGTH = 255
 
 
@@ -76,9 +87,34 @@ def check_hostname(value: str) -> str:
     return value
 
 
-def check_wildcard_hostname(value: str) -> str:
-    if not _WILDCARD_HOSTNAME.fullmatch(value):
-        raise ValueError("must be a valid host name, optionally starting with '*.'")
+def check_header_name(value: str) -> str:
+    """A header or cookie name an L7 rule compares (Octavia's HTTP_HEADER_NAME_REGEX)."""
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError("must be an HTTP header name: letters, digits and !#$%&'*+,-.^_`|~")
+    return value
+
+
+def check_header_value(value: str) -> str:
+    """What an L7 rule compares a header, host name, path or file type with (Octavia's
+    header value: no blank, or blanks inside double quotes)."""
+    if not (_HEADER_VALUE.fullmatch(value) or _QUOTED_HEADER_VALUE.fullmatch(value)):
+        raise ValueError(
+            "must be an HTTP header value: printable ASCII without blanks, or quoted "
+            'in double quotes ("a b")'
+        )
+    return value
+
+
+def check_cookie_value(value: str) -> str:
+    if not _COOKIE_VALUE.fullmatch(value):
+        raise ValueError("must be an HTTP cookie value: printable ASCII without ;, \\ and blanks")
+    return value
+
+
+def check_dn_field(value: str) -> str:
+    """A field of a certificate's subject (CN, OU, businessCategory ...)."""
+    if not _DN_FIELD.fullmatch(value):
+        raise ValueError("must be a distinguished name field: a letter, then letters, digits, -")
     return value
 
 

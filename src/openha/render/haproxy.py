@@ -378,7 +378,7 @@ class Acl:
     converters: str = ""  # renderer constant
     flags: str = ""  # renderer constant
     value: str | None = None  # user value, quoted
-    literal: str | None = None  # renderer-built from a checked integer
+    literal: str | None = None  # renderer-built: a checked integer, or -- (no pattern)
 
 
 @dataclass(frozen=True)
@@ -461,6 +461,21 @@ class Backend:
 # --- spec → views --------------------------------------------------------------------------
 
 
+def _compared(value: str, ctype: str) -> str:
+    """The text a rule compares with: Octavia writes values into its configs as they are,
+    so a value "in double quotes" (the only way its grammar lets blanks in) is HAProxy
+    syntax there, and the quotes are not part of the text."""
+    if ctype != "REGEX" and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def _pattern(name: str, fetch: str, flags: str, value: str, key: str | None = None) -> Acl:
+    if not value:  # `""`: no pattern, so the ACL matches nothing, as in Octavia
+        return Acl(name, fetch, key=key, flags=flags, literal="--")
+    return Acl(name, fetch, key=key, flags=flags, value=value)
+
+
 def _acl(rule: L7RuleSpec) -> Acl:
     name = ident(rule.id)
     rtype, ctype = rule.type, rule.compare_type
@@ -469,37 +484,32 @@ def _acl(rule: L7RuleSpec) -> Acl:
     match = _MATCH[ctype]
     if ctype == "REGEX":
         _checked(grammar.check_regex, rule.value, f"l7rule {rule.id} regex")
+    value = _compared(rule.value, ctype)
     if rtype == "HOST_NAME":
-        # Compare the host without its port, case-insensitively, as Octavia does.
-        if ctype == "EQUAL_TO" and rule.value.startswith("*."):
+        # Case-insensitively, as Octavia; a value without a port is compared with the
+        # host without its port, so that www.example.com also matches www.example.com:8080.
+        host = "req.hdr(host)" if ":" in value else "req.hdr(host),field(1,:)"
+        if ctype == "EQUAL_TO" and value.startswith("*."):
             # A wildcard names every subdomain: match on the suffix, dot included.
-            return Acl(
-                name,
-                "req.hdr(host),field(1,:)",
-                flags=f"-i {_MATCH['ENDS_WITH']}",
-                value=rule.value[1:],
-            )
-        return Acl(name, "req.hdr(host),field(1,:)", flags=f"-i {match}", value=rule.value)
+            return _pattern(name, host, f"-i {_MATCH['ENDS_WITH']}", value[1:])
+        return _pattern(name, host, f"-i {match}", value)
     if rtype == "PATH":
-        return Acl(name, "path", flags=match, value=rule.value)
+        return _pattern(name, "path", match, value)
     if rtype == "FILE_TYPE":
         if ctype == "REGEX":  # Octavia: the regex applies to the whole path
-            return Acl(name, "path", flags=match, value=rule.value)
+            return Acl(name, "path", flags=match, value=value)
         if ctype != "EQUAL_TO":
             raise UnsupportedFeature(f"l7rule {rule.id}: FILE_TYPE supports EQUAL_TO and REGEX")
         # `path_end -m str` would compare the whole path: match the extension instead.
-        extension = rule.value.removeprefix(".")
-        return Acl(name, "path_end", value=f".{extension}")
+        return _pattern(name, "path_end", "", f".{value.removeprefix('.')}" if value else "")
     if rtype in ("HEADER", "COOKIE"):
         if not rule.key:
             raise RenderError(f"l7rule {rule.id}: {rtype} rules need a key")
-        _checked(grammar.check_token, rule.key, f"l7rule {rule.id} key")
+        _checked(grammar.check_header_name, rule.key, f"l7rule {rule.id} key")
         fetch = "req.hdr" if rtype == "HEADER" else "req.cook"
-        value = rule.value
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            # Octavia lets a value with spaces be written "like this": the quotes are syntax.
-            value = value[1:-1]
-        return Acl(name, fetch, key=rule.key, flags=match, value=value)
+        # In double quotes the fetch's own argument parser reads an apostrophe or a comma
+        # as part of the name; the name grammar has no double quote, backslash or blank.
+        return _pattern(name, fetch, match, value, key=f'"{rule.key}"')
     # SSL_* rules only match with TLS termination; on plain listeners they never match.
     if rtype == "SSL_CONN_HAS_CERT":
         return Acl(name, "ssl_c_used")
@@ -508,9 +518,8 @@ def _acl(rule: L7RuleSpec) -> Acl:
             raise RenderError(f"l7rule {rule.id}: SSL_VERIFY_RESULT needs an integer value")
         return Acl(name, "ssl_c_verify", literal=f"eq {int(rule.value)}")
     if rtype == "SSL_DN_FIELD":
-        if rule.key not in c.DISTINGUISHED_NAME_FIELDS:
-            raise RenderError(f"l7rule {rule.id}: SSL_DN_FIELD key must be a DN field name")
-        return Acl(name, "ssl_c_s_dn", key=rule.key, flags=match, value=rule.value)
+        key = _checked(grammar.check_dn_field, rule.key or "", f"l7rule {rule.id} DN field")
+        return Acl(name, "ssl_c_s_dn", key=key, flags=match, value=rule.value)
     raise RenderError(f"l7rule {rule.id}: unknown type {rtype!r}")
 
 

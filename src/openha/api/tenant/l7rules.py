@@ -1,19 +1,20 @@
 """/v2/lbaas/l7policies/{l7policy_id}/rules: L7 rules, the conditions of an L7 policy.
 
 Field for field Octavia's L7 rule (envelope `rule`/`rules`), with Octavia's
-consistency rules (validate.l7rule_data): which rule types take a `key`, which
-compare types each type accepts, the value grammar per type, and at most
-`MAX_L7RULES_PER_POLICY` rules per policy (409). Every key and value ends up in
-a HAProxy ACL, so each one is also checked against the strict grammars of
-`openha.domain.grammar` (a value is written as one HAProxy word: strong quotes,
-quotes and control characters escaped outside them). Because the right grammar
-depends on `type` and `compare_type`, values are typed loosely in the schema and checked by
+consistency rules (validate.l7rule_data): which rule types need a `key`, which
+refuse one and which ignore it (HOST_NAME, PATH and FILE_TYPE: Octavia clears it
+on the rule's first update, OpenHA at once), which compare types each type
+accepts, the value grammar per type (`openha.domain.grammar`: Octavia's header
+value, cookie value and header name grammars), and at most
+`MAX_L7RULES_PER_POLICY` rules per policy (409). Keys and values reach a HAProxy
+ACL; they are safe there by how the renderer writes them (one quoted word each),
+not by refusing them. Because the right grammar depends on `type` and
+`compare_type`, values are typed loosely in the schema and checked by
 `check_rule` on the complete (merged, for an update) rule.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -42,6 +43,8 @@ RuleValue = Annotated[str, Field(max_length=255)]
 
 # Rule types that compare a named field (a header, a cookie, a certificate DN field).
 KEYED_TYPES = frozenset({"HEADER", "COOKIE", "SSL_DN_FIELD"})
+# Rule types that refuse a key; the others (HOST_NAME, PATH, FILE_TYPE) ignore one.
+KEYLESS_TYPES = frozenset({"SSL_CONN_HAS_CERT", "SSL_VERIFY_RESULT"})
 ALL_COMPARE = frozenset(c.L7RULE_COMPARE_TYPES)
 COMPARE_TYPES_FOR: dict[str, frozenset[str]] = {
     "HOST_NAME": ALL_COMPARE,
@@ -53,18 +56,6 @@ COMPARE_TYPES_FOR: dict[str, frozenset[str]] = {
     "SSL_CONN_HAS_CERT": frozenset({"EQUAL_TO"}),
     "SSL_VERIFY_RESULT": frozenset({"EQUAL_TO"}),
 }
-
-# Octavia's RFC 7230 header value (no blank), or the same quoted with double quotes.
-_HEADER_VALUE = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\]\\^_`{|}~]+\Z")
-_QUOTED_HEADER_VALUE = re.compile(r"^\"[A-Za-z0-9 \t!\"#$%&'()*+,\-./:;<=>?@\[\]\\^_`{|}~]*\"\Z")
-# Octavia's RFC 6265 cookie value.
-_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9!#$%&'()*+\-./:<=>?@\[\]^_`{|}~]+\Z")
-# A piece of a host name, for STARTS_WITH / ENDS_WITH / CONTAINS (".example.com", "www.").
-_HOST_FRAGMENT = re.compile(r"^[A-Za-z0-9.\-]+$")
-# A piece of a URL path, for ENDS_WITH / CONTAINS ("/v1", ".json").
-_PATH_FRAGMENT = re.compile(r"^[A-Za-z0-9\-._~!$&()*+,;=:@/%]+$")
-# A file extension, with or without its dot.
-_FILE_TYPE = re.compile(r"^\.?[A-Za-z0-9_\-+~]+(\.[A-Za-z0-9_\-+~]+)*$")
 
 
 class L7RuleSingleCreate(StrictModel):
@@ -140,28 +131,18 @@ def _grammar(check: Callable[[str], str], value: str, what: str) -> None:
         raise _invalid(f"Invalid {what} '{value}': {exc}.") from None
 
 
-def _pattern(pattern: re.Pattern[str], value: str, what: str) -> None:
-    if not pattern.match(value):
-        raise _invalid(f"Invalid characters in {what} '{value}'.")
-
-
 def check_rule(rtype: str, compare_type: str, key: str | None, value: str | None) -> None:
-    """400 unless the rule is consistent and every string is safe in a HAProxy ACL."""
+    """400 unless the rule is consistent and its strings fit their grammars (Octavia's)."""
     if not value:
         raise _invalid("L7 rule type requires a value.")
-    if rtype in KEYED_TYPES:
-        if not key:
-            raise _invalid(f"L7 rule type {rtype} requires a key.")
-        if rtype == "SSL_DN_FIELD":
-            if key not in c.DISTINGUISHED_NAME_FIELDS:
-                raise _invalid(
-                    f"Invalid L7rule distinguished name field '{key}': must be one of "
-                    f"{', '.join(c.DISTINGUISHED_NAME_FIELDS)}."
-                )
-        else:
-            _grammar(grammar.check_token, key, "key")
-    elif key:
+    if rtype in KEYED_TYPES and not key:
+        raise _invalid(f"L7 rule type {rtype} requires a key.")
+    if rtype in KEYLESS_TYPES and key:
         raise _invalid(f'L7rule type {rtype} does not use the "key" field.')
+    if key and rtype == "SSL_DN_FIELD":
+        _grammar(grammar.check_dn_field, key, "distinguished name field")
+    elif key and rtype in KEYED_TYPES:
+        _grammar(grammar.check_header_name, key, "key")
     allowed = COMPARE_TYPES_FOR[rtype]
     if compare_type not in allowed:
         raise _invalid(
@@ -170,31 +151,22 @@ def check_rule(rtype: str, compare_type: str, key: str | None, value: str | None
         )
     if compare_type == "REGEX":
         _grammar(grammar.check_regex, value, "regular expression")
-        return
-    if rtype == "HOST_NAME":
-        if compare_type == "EQUAL_TO":
-            _grammar(grammar.check_wildcard_hostname, value, "host name")
-        else:
-            _pattern(_HOST_FRAGMENT, value, "host name")
-    elif rtype == "PATH":
-        if compare_type in ("EQUAL_TO", "STARTS_WITH"):
-            _grammar(grammar.check_url_path, value, "path")
-        else:
-            _pattern(_PATH_FRAGMENT, value, "path")
-    elif rtype == "FILE_TYPE":
-        _pattern(_FILE_TYPE, value, "file type")
-    elif rtype == "HEADER":
-        if not (_HEADER_VALUE.match(value) or _QUOTED_HEADER_VALUE.match(value)):
-            raise _invalid(f"Invalid characters in header value '{value}'.")
+    elif rtype in ("HOST_NAME", "PATH", "FILE_TYPE", "HEADER"):
+        _grammar(grammar.check_header_value, value, "value")
     elif rtype == "COOKIE":
-        _pattern(_COOKIE_VALUE, value, "cookie value")
+        _grammar(grammar.check_cookie_value, value, "cookie value")
     elif rtype == "SSL_CONN_HAS_CERT":
         if value.lower() != "true":
             raise _invalid(f"L7rule value {value} is not a boolean True string.")
     elif rtype == "SSL_VERIFY_RESULT" and not (value.isascii() and value.isdigit()):
         raise _invalid(f"L7rule type {rtype} needs an integer value, which is >= 0.")
-    # Whatever the type, the value must be writable as one HAProxy word.
+    # Whatever the type, the value must be storable and writable as one HAProxy word.
     _grammar(grammar.check_config_value, value, "value")
+
+
+def stored_key(rtype: str, key: str | None) -> str | None:
+    """The key a rule keeps: none for the types that do not compare a named field."""
+    return key if rtype in KEYED_TYPES else None
 
 
 # --- creation, shared with the policy create and the fully populated LB create ----------
@@ -226,7 +198,7 @@ def add_l7rule(
         load_balancer_id=policy.load_balancer_id,
         type=body.type,
         compare_type=body.compare_type,
-        key=body.key if body.type in KEYED_TYPES else None,
+        key=stored_key(body.type, body.key),
         value=body.value,
         invert=body.invert,
         admin_state_up=body.admin_state_up,
@@ -277,11 +249,11 @@ def update_rule(
     rtype = given.get("type", rule.type)
     compare_type = given.get("compare_type", rule.compare_type)
     value = given.get("value", rule.value)
-    # Switching to a type without a key drops the old key, as Octavia does.
-    default_key = rule.key if rtype in KEYED_TYPES else None
-    key = given.get("key", default_key)
+    # Octavia checks the rule as it would be, its old key included (switching a HEADER
+    # rule to SSL_CONN_HAS_CERT needs `"key": null`), then drops a key the type ignores.
+    key = given.get("key", rule.key)
     check_rule(rtype, compare_type, key, value)
-    given["key"] = key
+    given["key"] = stored_key(rtype, key)
     for name, new in given.items():
         setattr(rule, name, new)
     change.updated(rule)
