@@ -183,7 +183,7 @@ CREATE_ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"action": "REJECT", "position": 0}, "position"),
     ({"action": "REJECT", "position": 2147483648}, "position"),
     ({"action": "REJECT", "name": "a\x00b"}, "name"),
-    ({"action": "REJECT", "tags": [""]}, "tags"),
+    ({"action": "REJECT", "tags": ["x" * 256]}, "tags"),
     ({"action": "REJECT", "bogus": 1}, "Unknown attribute"),
     ({}, "Mandatory field missing: action"),
 ]

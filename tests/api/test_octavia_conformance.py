@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.api.factories import create_hm, create_lb, create_listener, create_pool
+from tests.api.factories import create_hm, create_lb, create_listener, create_member, create_pool
 from tests.conftest import Client
 
 LBS = "/v2/lbaas/loadbalancers"
@@ -197,3 +197,86 @@ def test_l7_values_with_apostrophes(alice: Client, subnet_id: str) -> None:
         resp = alice.post(f"/v2/lbaas/l7policies/{policy_id}/rules", {"rule": rule})
         assert resp.status_code == 201, (rule, resp.text)
         assert resp.json()["rule"]["value"] == rule["value"]
+
+
+# --- fields Octavia's types answer with -----------------------------------------------------
+
+
+def test_tenant_id_beside_project_id_everywhere(alice: Client, subnet_id: str) -> None:
+    """Octavia's BaseMeta gives every type with a project_id a tenant_id too, nested
+    objects of the fully populated create included."""
+    lb = create_lb(alice, subnet_id)
+    pool = create_pool(alice, lb["id"])
+    objects = [
+        lb,
+        create_listener(alice, lb["id"]),
+        pool,
+        create_member(alice, pool["id"]),
+        create_hm(alice, pool["id"]),
+    ]
+    for obj in objects:
+        assert obj["tenant_id"] == obj["project_id"], obj
+    full = alice.post(
+        LBS,
+        {
+            "loadbalancer": {
+                "vip_subnet_id": subnet_id,
+                "vip_address": "198.51.100.40",
+                "listeners": [{"protocol": "HTTP", "protocol_port": 80}],
+                "pools": [
+                    {
+                        "name": "p",
+                        "protocol": "HTTP",
+                        "lb_algorithm": "ROUND_ROBIN",
+                        "members": [{"address": "192.0.2.1", "protocol_port": 80}],
+                    }
+                ],
+            }
+        },
+    ).json()["loadbalancer"]
+    nested = [full, full["listeners"][0], full["pools"][0], full["pools"][0]["members"][0]]
+    assert {obj["tenant_id"] for obj in nested} == {full["project_id"]}
+    listed = alice.get(f"{LBS}?fields=project_id&fields=tenant_id").json()["loadbalancers"]
+    assert {tuple(sorted(x)) for x in listed} == {("project_id", "tenant_id")}
+
+
+def test_status_tree_pool_without_a_monitor_says_null(alice: Client, subnet_id: str) -> None:
+    lb = create_lb(alice, subnet_id)
+    listener = create_listener(alice, lb["id"])
+    create_pool(alice, listener_id=listener["id"])
+    tree = alice.get(f"{LBS}/{lb['id']}/status").json()["statuses"]["loadbalancer"]
+    (pool,) = tree["listeners"][0]["pools"]
+    assert pool["health_monitor"] is None
+
+
+def test_collections_are_served_without_the_lbaas_prefix_too(alice: Client, subnet_id: str) -> None:
+    """Octavia mounts its v2 collections at /v2 as well as /v2/lbaas (and /v2.0)."""
+    lb = create_lb(alice, subnet_id, name="bare")
+    for root in ("/v2", "/v2.0"):
+        assert (
+            alice.get(f"{root}/loadbalancers/{lb['id']}").json()["loadbalancer"]
+            == (alice.get(f"{LBS}/{lb['id']}").json()["loadbalancer"])
+        )
+        assert [x["name"] for x in alice.get(f"{root}/loadbalancers").json()["loadbalancers"]] == [
+            "bare"
+        ]
+        # Octavia's list rules hold there too: an unknown filter is refused.
+        assert alice.get(f"{root}/loadbalancers?colour=blue").status_code == 400
+    listener = _create(alice, "/v2/listeners", "listener", lb["id"])
+    assert alice.get(f"/v2/lbaas/listeners/{listener['id']}").status_code == 200
+    assert alice.get("/v2/quotas").status_code == 200
+    assert alice.get("/v2/nothing-here").status_code == 404
+
+
+def _create(client: Client, path: str, key: str, lb_id: str) -> dict[str, Any]:
+    body = {key: {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": 81}}
+    resp = client.post(path, body)
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json()[key])
+
+
+def test_an_empty_tag_round_trips(alice: Client, subnet_id: str) -> None:
+    lb = create_lb(alice, subnet_id, tags=["", "a"])
+    assert lb["tags"] == ["", "a"]
+    assert alice.get(f"{LBS}/{lb['id']}").json()["loadbalancer"]["tags"] == ["", "a"]
+    assert [x["id"] for x in alice.get(f"{LBS}?tags=a").json()["loadbalancers"]] == [lb["id"]]

@@ -163,9 +163,10 @@ def check_expected_codes(value: str) -> str:
 
 
 def check_tag(value: str) -> str:
-    """Tags are never written into a config: any 1-255 characters, commas included."""
-    if not 1 <= len(value) <= MAX_TAG_LENGTH:
-        raise ValueError(f"tags are 1-{MAX_TAG_LENGTH} characters long")
+    """Tags are never written into a config: any text up to 255 characters, commas and
+    the empty string included (Octavia's StringType(max_length=255))."""
+    if len(value) > MAX_TAG_LENGTH:
+        raise ValueError(f"tags are at most {MAX_TAG_LENGTH} characters long")
     return check_storable(value)
 
 

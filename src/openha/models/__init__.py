@@ -59,21 +59,27 @@ class TagList(TypeDecorator[list[str]]):
 
     A tag may hold a comma (Octavia takes any string): inside a tag, a comma is
     stored as ESC ";" and ESC itself as ESC ESC, so no stored tag holds the
-    separator and `encode_tag` gives the exact text a filter looks for. Values
-    stored before commas were allowed held neither commas nor control characters
-    (the grammar refused both), so they read back unchanged.
+    separator and `encode_tag` gives the exact text a filter looks for. The empty
+    tag (Octavia takes that too) is stored as ESC "e", which no other tag encodes
+    to. Values stored before commas were allowed held neither commas nor control
+    characters (the grammar refused both), so they read back unchanged.
     """
 
     impl = Text
     cache_ok = True
     ESCAPE = "\x1b"
+    EMPTY = ESCAPE + "e"
 
     @classmethod
     def encode_tag(cls, tag: str) -> str:
+        if not tag:
+            return cls.EMPTY
         return tag.replace(cls.ESCAPE, cls.ESCAPE * 2).replace(",", cls.ESCAPE + ";")
 
     @classmethod
     def decode_tag(cls, text: str) -> str:
+        if text == cls.EMPTY:
+            return ""
         out: list[str] = []
         chars = iter(text)
         for char in chars:
