@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, computed_field
 
 
 def iso(value: datetime | None) -> str | None:
@@ -73,11 +73,15 @@ class TreeView(Ref):
     """What every object of a load balancer's tree answers with."""
 
     project_id: str
-    # Octavia's types answer the project under its old name too (api/common/types.py).
-    tenant_id: str = Field(validation_alias="project_id")
     provisioning_status: str
     operating_status: str
     admin_state_up: bool
     created_at: Timestamp
     updated_at: Timestamp
     tags: Strings
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tenant_id(self) -> str:
+        """Octavia's types answer the project under its old name too (api/common/types.py)."""
+        return self.project_id
