@@ -37,7 +37,7 @@ from openha.api.tenant import changes
 from openha.api.types import StrictModel
 from openha.api.views import Ids, Strings, View
 from openha.domain import constants as c
-from openha.domain.grammar import Cidr, FreeText, IPAddress, Tag
+from openha.domain.grammar import Cidr, FreeText, IPAddress, Tag, Tags, tag_set
 from openha.models import LoadBalancer, Member, Network, Port, Subnet
 
 router = APIRouter(tags=["networks"])
@@ -77,7 +77,7 @@ class NetworkCreate(StrictModel):
     physical_network: InterfaceName | None = Field(default=None, alias="provider:physical_network")
     segmentation_id: int | None = Field(default=None, alias="provider:segmentation_id")
     mtu: int = Field(default=1500, ge=MIN_MTU, le=MAX_MTU)
-    tags: list[Tag] = Field(default_factory=list)
+    tags: Tags = Field(default_factory=list)
     bridge_managed: bool = Field(default=True, alias="openha:bridge_managed")
 
 
@@ -94,7 +94,7 @@ class NetworkUpdate(StrictModel):
     physical_network: InterfaceName | None = Field(default=None, alias="provider:physical_network")
     segmentation_id: int | None = Field(default=None, alias="provider:segmentation_id")
     mtu: int | None = Field(default=None, ge=MIN_MTU, le=MAX_MTU)
-    tags: list[Tag] | None = None
+    tags: Tags | None = None
     bridge_managed: bool | None = Field(default=None, alias="openha:bridge_managed")
 
 
@@ -121,7 +121,7 @@ class SubnetCreate(StrictModel):
     host_routes: list[dict[str, str]] = Field(default_factory=list)
     project_id: str | None = None
     tenant_id: str | None = None
-    tags: list[Tag] = Field(default_factory=list)
+    tags: Tags = Field(default_factory=list)
 
 
 class SubnetCreateBody(StrictModel):
@@ -136,7 +136,7 @@ class SubnetUpdate(StrictModel):
     enable_dhcp: bool | None = None
     dns_nameservers: list[IPAddress] | None = None
     host_routes: list[dict[str, str]] | None = None
-    tags: list[Tag] | None = None
+    tags: Tags | None = None
 
 
 class SubnetUpdateBody(StrictModel):
@@ -144,7 +144,7 @@ class SubnetUpdateBody(StrictModel):
 
 
 class TagsBody(StrictModel):
-    tags: list[Tag]
+    tags: Tags
 
 
 # --- the answers (Neutron's shapes) -----------------------------------------------------
@@ -726,8 +726,7 @@ def _tag_routes(resource: Resource[Any], router: APIRouter) -> None:
         ctx: RequestContext = Depends(get_admin_context),
     ) -> Response:
         obj = load(session, ctx, ident)
-        if tag not in obj.tags:
-            obj.tags = [*obj.tags, tag]
+        obj.tags = tag_set([*obj.tags, tag])
         session.commit()
         return Response(status_code=201)
 

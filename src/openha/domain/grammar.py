@@ -192,5 +192,14 @@ Url = Annotated[str, AfterValidator(check_url)]
 UrlPrefix = Annotated[str, AfterValidator(check_url_prefix)]
 ExpectedCodes = Annotated[str, AfterValidator(check_expected_codes)]
 Tag = Annotated[str, AfterValidator(check_tag)]
+
+
+def tag_set(tags: list[str]) -> list[str]:
+    """Tags are a set: Octavia keeps one row per (object, tag) and reads them back in key
+    order, so a repeated tag counts once and the list comes back sorted."""
+    return sorted(set(tags))
+
+
+Tags = Annotated[list[Tag], AfterValidator(tag_set)]
 Cidr = Annotated[str, AfterValidator(check_cidr)]
 IPAddress = Annotated[str, AfterValidator(check_ip)]

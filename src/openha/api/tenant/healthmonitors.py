@@ -24,7 +24,7 @@ from openha.api.tenant.pools import POOLS
 from openha.api.types import StrictModel, one_of, with_defaults
 from openha.api.views import OneRef, TreeView
 from openha.domain import constants as c
-from openha.domain.grammar import ExpectedCodes, FreeText, HostName, Tag, UrlPath
+from openha.domain.grammar import ExpectedCodes, FreeText, HostName, Tags, UrlPath
 from openha.models import HealthMonitor, Pool
 
 HTTP_TYPES = ("HTTP", "HTTPS")
@@ -60,7 +60,7 @@ class HealthMonitorUpdate(StrictModel):
     url_path: UrlPath | None = None
     expected_codes: ExpectedCodes | None = None
     admin_state_up: bool | None = None
-    tags: list[Tag] | None = None
+    tags: Tags | None = None
     http_version: HttpVersion | None = None
     domain_name: Annotated[HostName, Field(min_length=1)] | None = None
 

@@ -35,7 +35,7 @@ from openha.api.tenant.listeners import LISTENERS
 from openha.api.types import StrictModel, check_pool_protocol
 from openha.api.views import Ref, TreeView
 from openha.domain import constants as c
-from openha.domain.grammar import FreeText, Tag, Url, UrlPrefix
+from openha.domain.grammar import FreeText, Tags, Url, UrlPrefix
 from openha.models import L7Policy, Listener, Pool, new_id
 
 MIN_POSITION = 1
@@ -70,7 +70,7 @@ class L7PolicyUpdate(StrictModel):
     redirect_url: Url | None = None
     redirect_prefix: UrlPrefix | None = None
     redirect_http_code: RedirectCode | None = None
-    tags: list[Tag] | None = None
+    tags: Tags | None = None
 
 
 class L7PolicyCreate(L7PolicyUpdate):
@@ -79,7 +79,7 @@ class L7PolicyCreate(L7PolicyUpdate):
     admin_state_up: bool = True
     action: Action
     rules: list[L7RuleSingleCreate] | None = None
-    tags: list[Tag] = Field(default_factory=list)
+    tags: Tags = Field(default_factory=list)
     # Deprecated in Octavia and ignored: a policy belongs to its load balancer's project.
     project_id: str | None = None
     tenant_id: str | None = None

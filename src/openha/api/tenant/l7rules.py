@@ -32,7 +32,7 @@ from openha.api.types import StrictModel
 from openha.api.views import TreeView
 from openha.domain import constants as c
 from openha.domain import grammar
-from openha.domain.grammar import Tag
+from openha.domain.grammar import Tags
 from openha.models import L7Policy, L7Rule
 
 RuleType = Literal[c.L7RULE_TYPES]  # type: ignore[valid-type]
@@ -67,7 +67,7 @@ class L7RuleSingleCreate(StrictModel):
     value: RuleValue
     invert: bool = False
     admin_state_up: bool = True
-    tags: list[Tag] = Field(default_factory=list)
+    tags: Tags = Field(default_factory=list)
 
 
 class L7RuleCreate(L7RuleSingleCreate):
@@ -87,7 +87,7 @@ class L7RuleUpdate(StrictModel):
     value: RuleValue | None = None
     invert: bool | None = None
     admin_state_up: bool | None = None
-    tags: list[Tag] | None = None
+    tags: Tags | None = None
 
 
 class L7RuleUpdateBody(StrictModel):

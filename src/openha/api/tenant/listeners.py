@@ -39,7 +39,7 @@ from openha.api.types import (
 )
 from openha.api.views import NullIfEmpty, OneRef, Ref, StringMap, Strings, TreeView
 from openha.domain import constants as c
-from openha.domain.grammar import Cidr, FreeText, Tag
+from openha.domain.grammar import Cidr, FreeText, Tags
 from openha.models import Listener, ListenerStats, LoadBalancer, Pool
 
 ListenerProtocol = Annotated[str, one_of(c.LISTENER_PROTOCOLS)]
@@ -64,7 +64,7 @@ class ListenerUpdate(StrictModel):
     timeout_member_connect: Timeout | None = None
     timeout_member_data: Timeout | None = None
     timeout_tcp_inspect: Timeout | None = None
-    tags: list[Tag] | None = None
+    tags: Tags | None = None
     client_ca_tls_container_ref: ContainerRef | None = None
     client_authentication: ClientAuthentication | None = None
     client_crl_container_ref: ContainerRef | None = None

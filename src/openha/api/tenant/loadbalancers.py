@@ -29,7 +29,7 @@ from openha.api.tenant.pools import POOLS, PoolView
 from openha.api.types import StrictModel, with_defaults
 from openha.api.views import OneRef, Ref, TreeView, View
 from openha.domain import constants as c
-from openha.domain.grammar import FreeText, IPAddress, Tag
+from openha.domain.grammar import FreeText, IPAddress, Tags
 from openha.models import (
     AvailabilityZone,
     AvailabilityZoneProfile,
@@ -54,7 +54,7 @@ class LoadBalancerUpdate(StrictModel):
     description: FreeText | None = None
     admin_state_up: bool | None = None
     vip_qos_policy_id: str | None = None
-    tags: list[Tag] | None = None
+    tags: Tags | None = None
 
 
 class LoadBalancerCreate(LoadBalancerUpdate):
@@ -71,7 +71,7 @@ class LoadBalancerCreate(LoadBalancerUpdate):
     provider: str | None = None
     flavor_id: str | None = None
     availability_zone: str | None = None
-    tags: list[Tag] = Field(default_factory=list)
+    tags: Tags = Field(default_factory=list)
     # Fully populated create: validated by the graph module against its own schemas.
     listeners: list[dict[str, Any]] | None = None
     pools: list[dict[str, Any]] | None = None

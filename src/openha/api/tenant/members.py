@@ -25,7 +25,7 @@ from openha.api.tenant.pools import POOLS
 from openha.api.types import PortNumber, StrictModel, with_defaults
 from openha.api.views import TreeView
 from openha.domain import constants as c
-from openha.domain.grammar import FreeText, IPAddress, Tag
+from openha.domain.grammar import FreeText, IPAddress, Tags
 from openha.models import Member, Pool, Subnet
 
 # Octavia's [networking] reserved_ips default: the cloud metadata service.
@@ -47,7 +47,7 @@ class MemberUpdate(StrictModel):
     backup: bool | None = None
     monitor_port: PortNumber | None = None
     monitor_address: IPAddress | None = None
-    tags: list[Tag] | None = None
+    tags: Tags | None = None
 
 
 class MemberCreate(MemberUpdate):

@@ -38,7 +38,7 @@ from openha.api.types import (
 )
 from openha.api.views import NullIfEmpty, OneRef, Ref, TreeView, View
 from openha.domain import constants as c
-from openha.domain.grammar import FreeText, IPAddress, Tag, Token
+from openha.domain.grammar import FreeText, IPAddress, Tags, Token
 from openha.models import L7Policy, Listener, LoadBalancer, Pool
 
 UDP_LIKE = ("UDP", "SCTP")
@@ -70,7 +70,7 @@ class PoolUpdate(StrictModel):
     admin_state_up: bool | None = None
     lb_algorithm: LbAlgorithm | None = None
     session_persistence: SessionPersistenceUpdate | None = None
-    tags: list[Tag] | None = None
+    tags: Tags | None = None
     tls_container_ref: ContainerRef | None = None
     ca_tls_container_ref: ContainerRef | None = None
     crl_container_ref: ContainerRef | None = None
