@@ -54,6 +54,23 @@ ACCEPTED = [
         "rows immediately before it, the page a `previous` link means.",
     ),
     Accepted(
+        "show LB, fields tenant_id",
+        "extra",
+        "loadbalancer.tenant_id",
+        "Octavia's field filter unsets project_id, and its tenant_id property reads "
+        "project_id, so `fields=tenant_id` alone answers nothing; OpenHA answers the "
+        "field asked for (with project_id beside it, both agree).",
+    ),
+    Accepted(
+        "create FILE_TYPE rule with a key",
+        "*",
+        "rule.key",
+        "Octavia echoes a key given to a HOST_NAME, PATH or FILE_TYPE rule in its create "
+        "answer, then clears it with the rule's first update (L7RuleRepository.update, run "
+        "when its worker marks the rule ACTIVE); OpenHA drops it at once, so its answer "
+        "says what the rule keeps.",
+    ),
+    Accepted(
         "list LBs, filtered and paginated",
         "value",
         "loadbalancers_links[].href",

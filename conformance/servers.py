@@ -4,7 +4,8 @@
   (`.venv-octavia`, made by `make conformance`), noauth, the amphora provider on
   no-op compute/network/amphora drivers, its worker in the same process.
 * OpenHA: `openha up --no-agent` (API and controller) with `OPENHA_AUTH=noauth` and
-  the `noop` provider, on SQLite in the same temporary directory.
+  the `noop` provider, on SQLite in the same temporary directory, its observer idle
+  (Octavia runs no health manager here).
 
 Both listen on free loopback ports; their output goes to log files next to the
 databases, which `--keep` leaves in place for a look after a failed run.
@@ -89,6 +90,10 @@ def start_openha(state: Path) -> Server:
         "OPENHA_STATE_DIR": str(directory),
         "OPENHA_API_BIND": f"127.0.0.1:{port}",
         "OPENHA_LOG_LEVEL": "warning",
+        # No health manager runs beside Octavia here, so nothing ever observes its
+        # objects: OpenHA's observer stays idle too, and both answer with the operating
+        # statuses their API and controller write (compared as they are).
+        "OPENHA_OBSERVE_INTERVAL": "86400",
     }
     log = directory / "stdout.log"
     proc = _start([str(OPENHA_BIN), "up", "--no-agent"], log, env)
