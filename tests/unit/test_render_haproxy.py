@@ -521,7 +521,7 @@ RULE_VALUES: dict[str, dict[str, Any]] = {
     "COOKIE": {"key": "session", "value": "abc123"},
     "SSL_CONN_HAS_CERT": {"value": "True"},
     "SSL_VERIFY_RESULT": {"value": "0"},
-    "SSL_DN_FIELD": {"key": "CN", "value": "client.example.com"},
+    "SSL_DN_FIELD": {"key": "businessCategory", "value": "client.example.com"},
 }
 REGEX_VALUES = {
     "FILE_TYPE": r"\.(jpe?g|png)$",

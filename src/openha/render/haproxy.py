@@ -488,7 +488,8 @@ def _acl(rule: L7RuleSpec) -> Acl:
     if rtype == "HOST_NAME":
         # Case-insensitively, as Octavia; a value without a port is compared with the
         # host without its port, so that www.example.com also matches www.example.com:8080.
-        host = "req.hdr(host)" if ":" in value else "req.hdr(host),field(1,:)"
+        with_port = ":" in value and ctype != "REGEX"
+        host = "req.hdr(host)" if with_port else "req.hdr(host),field(1,:)"
         if ctype == "EQUAL_TO" and value.startswith("*."):
             # A wildcard names every subdomain: match on the suffix, dot included.
             return _pattern(name, host, f"-i {_MATCH['ENDS_WITH']}", value[1:])
