@@ -62,9 +62,7 @@ def test_racing_allocations_on_one_subnet_get_distinct_addresses(postgres_url: s
         assert "error" not in result, f"the second allocation failed: {result.get('error')!r}"
         assert result["address"] != taken.ip_address
         with transaction(sessions) as s:
-            addresses = list(
-                s.scalars(select(Port.ip_address).where(Port.subnet_id == subnet_id))
-            )
+            addresses = list(s.scalars(select(Port.ip_address).where(Port.subnet_id == subnet_id)))
         assert sorted(addresses) == sorted([taken.ip_address, str(result["address"])])
     finally:
         engine.dispose()
