@@ -26,7 +26,7 @@ from openha import events, ipam
 from openha.agent.protocol import VRRP_MASTER
 from openha.db import transaction
 from openha.domain import constants as c
-from openha.domain.observed import ListenerCounters, ObservedState
+from openha.domain.observed import ObservedState
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.domain.status import derive
 from openha.models import Host, Instance, LoadBalancer, VrrpRouterId, utcnow
@@ -38,8 +38,11 @@ from openha.providers.base import (
 )
 from openha.providers.haproxy import agent_client, allocation, instance_spec, plumbing
 from openha.providers.haproxy.agent_client import AgentAddress, AgentError, AgentRejected
-from openha.providers.haproxy.placement import NoHostAvailable, Placement
+from openha.providers.haproxy.placement import NoCapacity, NoHostAvailable, Placement
 from openha.render.haproxy import ACCESS_LOG_MODES, RenderError
+
+# How an instance on a host declared down reads: nothing runs, no VIP held.
+_SILENT: dict[str, Any] = {"haproxy_running": False, "vrrp_state": None, "members": {}}
 
 
 class HAProxyProvider(Provider):
@@ -82,6 +85,8 @@ class HAProxyProvider(Provider):
         try:
             with transaction(self.context.session_factory) as s:
                 placements = allocation.place(s, spec, failover_paused=failover_paused)
+        except NoCapacity as exc:
+            return ApplyResult.out_of_capacity(str(exc))
         except (NoHostAvailable, ipam.AddressError) as exc:
             return ApplyResult.failed(str(exc))
         try:
@@ -126,8 +131,7 @@ class HAProxyProvider(Provider):
                 inst.status = c.INSTANCE_ERROR
 
     def _agent(self, url: str, secret: str) -> AgentAddress:
-        ca = self.context.settings.agent_ca_file
-        return AgentAddress(url, secret, str(ca) if ca else True)
+        return agent_client.address(self.context.settings, url, secret)
 
     def _host_agent(self, host: Host | None) -> tuple[AgentAddress | None, bool]:
         """How to reach a host's agent, and whether it is up to be reached."""
@@ -235,10 +239,16 @@ class HAProxyProvider(Provider):
 
     def observe(self, spec: LoadBalancerSpec) -> ObservedState | None:
         with transaction(self.context.session_factory) as s:
-            instances = list(
-                s.scalars(select(Instance).where(Instance.load_balancer_id == spec.id))
+            rows = s.execute(
+                select(Instance.health, Host.status)
+                .outerjoin(Host, Host.id == Instance.host_id)
+                .where(Instance.load_balancer_id == spec.id)
             )
-            healths = [dict(i.health or {}) for i in instances]
+            # What a host declared down last reported is no longer true: it runs nothing.
+            healths = [
+                dict(health or {}) if status == c.HOST_UP else {**(health or {}), **_SILENT}
+                for health, status in rows
+            ]
         # A heartbeat taken while the instance was still being built (nothing applied
         # yet) says nothing about its health: judging by it would flash ERROR.
         reported = [h for h in healths if h and int(h.get("applied_generation") or 0) > 0]
@@ -254,11 +264,4 @@ class HAProxyProvider(Provider):
         )
         primary = reported[0]
         running = any(h.get("haproxy_running") for h in reported)
-        state = derive(spec, primary.get("members") or {}, running)
-        for health in reported:
-            for listener_id, counters in (health.get("listeners") or {}).items():
-                total = state.listener_stats.get(listener_id, ListenerCounters())
-                state.listener_stats[listener_id] = total + ListenerCounters.model_validate(
-                    counters
-                )
-        return state
+        return derive(spec, primary.get("members") or {}, running)
