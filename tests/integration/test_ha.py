@@ -331,9 +331,14 @@ def test_pair_waits_for_a_second_host(lab: Lab, backends: list[BackendServer]) -
             what="LB in ERROR without a second host",
         )
         events = stack.admin.get(
-            "/v2/manage/events", params={"kind": "loadbalancer.apply_failed"}
+            "/v2/manage/events", params={"kind": "loadbalancer.no_capacity"}
         ).json()["events"]
-        assert any("another healthy host" in e["message"] for e in events)
+        # The operator reads why: the only host already holds the other half.
+        assert any(
+            "another healthy host" in e["message"]
+            and "1 already used by this load balancer" in e["message"]
+            for e in events
+        )
         stack.add_agent()
         stack.wait_active(lb["id"], timeout=90)
         assert wait_for(lambda: healthy_pair(stack, lb["id"]), 30, what="pair healthy")
