@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     # MaxConcurrentReconciles), at most `controller_workers_per_host` of them on
     # load balancers of one host, so a slow or dead agent holds back only its own.
     controller_workers: int = Field(default=8, ge=1, le=256)
-    controller_workers_per_host: int = Field(default=2, ge=1, le=256)
+    controller_workers_per_host: int = Field(default=4, ge=1, le=256)
     # Level-triggered safety net: how often the controller looks over the whole fleet
     # for LBs whose data plane lags though nobody asked for a pass.
     controller_resync_interval: float = 30.0

@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, delete, exists, not_, or_, select, update
+from sqlalchemy import ColumnElement, Select, delete, exists, not_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam, liveness
@@ -105,7 +105,8 @@ class Reconciler:
         log.info("controller %s reconciling", self.owner)
         self.liveness.start()  # others see us alive before we claim anything
         self._pool = ThreadPoolExecutor(
-            max_workers=self.settings.controller_workers, thread_name_prefix="reconcile"
+            max_workers=self.settings.controller_workers,
+            thread_name_prefix=f"reconcile-{self.owner}",
         )
         # Observation and housekeeping have threads of their own: neither a sweep nor
         # a probe of a silent host ever delays a change.
@@ -160,6 +161,14 @@ class Reconciler:
         free = self.settings.controller_workers - len(busy)
         if free <= 0:
             return 0
+        unplaced = [lb_id for lb_id, hosts in busy.items() if not hosts]
+        if unplaced:
+            # New LBs were placed while their reconciles ran: count them on their hosts.
+            placed = self._hosts_of(unplaced)
+            with self._lock:
+                for lb_id, hosts in placed.items():
+                    if lb_id in self._inflight:
+                        self._inflight[lb_id] = busy[lb_id] = hosts
         per_host = Counter(h for hosts in busy.values() for h in hosts)
         limit = self.settings.controller_workers_per_host
         full = {h for h, n in per_host.items() if n >= limit}
@@ -205,6 +214,15 @@ class Reconciler:
         avoid_hosts: Collection[str] = (),
     ) -> list[str]:
         """LBs to reconcile now: the work queue, fresh changes first, then expired backoffs."""
+        with transaction(self.sessions) as s:
+            return list(s.scalars(self.due_query(limit, exclude, avoid_hosts)))
+
+    @staticmethod
+    def due_query(
+        limit: int, exclude: Collection[str] = (), avoid_hosts: Collection[str] = ()
+    ) -> Select[str]:
+        """`due` as a statement: LBs of the partial index `ix_load_balancers_due` whose
+        backoff expired, but those under way here or on hosts with enough under way."""
         now = utcnow()
         stmt = select(LoadBalancer.id).where(
             due_for_reconcile(),
@@ -219,11 +237,10 @@ class Reconciler:
                     Instance.host_id.in_(list(avoid_hosts)),
                 )
             )
-        stmt = stmt.order_by(
+        # NULL (a fresh change) first: PostgreSQL sorts NULLs last unless told.
+        return stmt.order_by(
             LoadBalancer.next_attempt_at.nulls_first(), LoadBalancer.created_at
         ).limit(limit)
-        with transaction(self.sessions) as s:
-            return list(s.scalars(stmt))
 
     def _hosts_of(self, lb_ids: list[str]) -> dict[str, frozenset[str]]:
         with transaction(self.sessions) as s:

@@ -16,6 +16,7 @@ handed to `apply`; the driver only obeys it.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -34,6 +35,7 @@ from openha.providers.base import (
     ApplyResult,
     Capability,
     Provider,
+    ProviderContext,
     UnsupportedOption,
 )
 from openha.providers.haproxy import agent_client, allocation, instance_spec, plumbing
@@ -46,6 +48,10 @@ _SILENT: dict[str, Any] = {"haproxy_running": False, "vrrp_state": None, "member
 
 
 class HAProxyProvider(Provider):
+    """See the module docstring. Calls to one host's agent are bounded
+    (`controller_workers_per_host` at once), so a hung agent holds that many
+    reconciles at most; the others get "in progress" and come back shortly."""
+
     name = "haproxy"
     description = "HAProxy in network namespaces on OpenHA agent hosts (SINGLE or ACTIVE_STANDBY)."
     unsupported: ClassVar[Mapping[str, frozenset[Any]]] = {
@@ -55,6 +61,11 @@ class HAProxyProvider(Provider):
         "pool.lb_algorithm": frozenset({"SOURCE_IP_PORT"}),
         "healthmonitor.type": frozenset({"UDP-CONNECT", "SCTP"}),
     }
+
+    def __init__(self, context: ProviderContext) -> None:
+        super().__init__(context)
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots_lock = threading.Lock()
 
     def flavor_capabilities(self) -> list[Capability]:
         return [
@@ -97,11 +108,39 @@ class HAProxyProvider(Provider):
             return ApplyResult.failed(f"cannot render the HAProxy configuration: {exc}")
         except plumbing.UnsupportedNetwork as exc:
             return ApplyResult.failed(str(exc))
-        with ThreadPoolExecutor(max_workers=max(len(specs), 1)) as pool:
-            errors = [e for e in pool.map(self._push, placements, specs) if e]
+        slots = self._take_slots({p.host_id for p in placements})
+        if slots is None:
+            # Enough calls to one of its hosts are under way (a slow or hung agent holds
+            # them): free this worker for other hosts' LBs and try again shortly.
+            return ApplyResult.in_progress()
+        try:
+            with ThreadPoolExecutor(max_workers=max(len(specs), 1)) as pool:
+                errors = [e for e in pool.map(self._push, placements, specs) if e]
+        finally:
+            for slot in slots:
+                slot.release()
         if errors:
             return ApplyResult.failed("; ".join(errors))
         return ApplyResult.applied()
+
+    def _take_slots(self, host_ids: set[str]) -> list[threading.BoundedSemaphore] | None:
+        """A call slot on every host, or None (and nothing taken) if one has none free."""
+        with self._slots_lock:
+            wanted = [
+                self._slots.setdefault(
+                    host_id,
+                    threading.BoundedSemaphore(self.context.settings.controller_workers_per_host),
+                )
+                for host_id in sorted(host_ids)
+            ]
+        taken: list[threading.BoundedSemaphore] = []
+        for slot in wanted:
+            if not slot.acquire(blocking=False):
+                for held in taken:
+                    held.release()
+                return None
+            taken.append(slot)
+        return taken
 
     def _push(self, placement: Placement, spec: InstanceSpec) -> str | None:
         agent = self._agent(placement.management_url, placement.agent_secret)
