@@ -1,10 +1,10 @@
 """Process liveness in the database: APIs and controllers beat in the `services` table.
 
 Two decisions need it. Is a silent host dead, or was nobody listening? Agents
-heartbeat through an API, so the controller counts a host's silence only from
-the moment an API was up to hear it (`listening_since`): restarting the API is
-not a host failure. And has a controller died? Its claims on load balancers are
-free as soon as it stops beating (`live_ids`), not only once they expire.
+heartbeat through an API, so the controller counts a host's silence only while
+an API was up to hear it, from its start to its last beat (`listening`):
+restarting the API is not a host failure. And has a controller died? Its claims
+on load balancers are free as soon as it stops beating, not only once they expire.
 
 A process beats from a daemon thread (`Beater`) and removes its row when it stops
 cleanly; a crashed one leaves a row that goes stale after `dead_after` seconds.
@@ -19,7 +19,7 @@ import threading
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha.db import transaction
@@ -36,24 +36,27 @@ def new_service_id(kind: str) -> str:
     return f"{kind}-{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def live(session: Session, kind: str, dead_after: float, now: datetime) -> list[Service]:
-    cutoff = now - timedelta(seconds=dead_after)
-    return list(
-        session.scalars(select(Service).where(Service.kind == kind, Service.last_seen_at >= cutoff))
-    )
+_LISTENING = select(func.min(Service.started_at), func.max(Service.last_seen_at)).where(
+    Service.kind == KIND_API, Service.last_seen_at >= bindparam("alive_since")
+)
 
 
-def live_ids(session: Session, kind: str, dead_after: float, now: datetime) -> set[str]:
-    return {s.id for s in live(session, kind, dead_after, now)}
+def listening(
+    db: Session | Connection, dead_after: float, now: datetime
+) -> tuple[datetime, datetime] | None:
+    """When APIs were up to receive heartbeats: (since, until), or None when none is up.
 
-
-def listening_since(session: Session, dead_after: float, now: datetime) -> datetime | None:
-    """Since when an API has been up to receive heartbeats, or None when none is up now.
-
-    With several APIs, the longest-running one counts: agents reach any of them.
+    `since`: the start of the longest-running API alive now (agents reach any of
+    them); `until`: the latest beat of one (no later than `now`). A host's silence
+    counts only inside this window: an API that crashed a moment ago heard nothing
+    since its last beat, and that is not the hosts' fault.
     """
-    apis = live(session, KIND_API, dead_after, now)
-    return min(a.started_at for a in apis) if apis else None
+    since, until = db.execute(
+        _LISTENING, {"alive_since": now - timedelta(seconds=dead_after)}
+    ).one()
+    if since is None or until is None:
+        return None
+    return since, min(until, now)
 
 
 class Beater:

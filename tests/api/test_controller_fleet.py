@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, event, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import hosts
@@ -204,22 +204,31 @@ def assert_fresh_changes_first(sessions: sessionmaker[Session], settings: Settin
             s.execute(delete(LoadBalancer).where(LoadBalancer.project_id == "queue-test"))
 
 
-def due_plan(sessions: sessionmaker[Session]) -> str:
-    """The database's plan of the due query (sequential scans forbidden on PostgreSQL:
-    the tiny tables of a test would make any plan win; the question is whether the
-    partial index can serve the query)."""
+def due_plan(sessions: sessionmaker[Session], settings: Settings) -> str:
+    """The database's plan of the due query exactly as the controller sends it
+    (sequential scans forbidden on PostgreSQL: the tiny tables of a test would make any
+    plan win; the question is whether the partial index can serve the query)."""
     engine = sessions.kw["bind"]
-    compiled = Reconciler.due_query(limit=10).compile(dialect=engine.dialect)
-    params = compiled.construct_params()
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+        if "FROM load_balancers" in statement and "next_attempt_at" in statement:
+            sent.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        Reconciler(settings, sessions, ProviderRegistry(ProviderContext(settings, sessions))).due(
+            limit=10, exclude=["x"], avoid_hosts=["y"]
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    (statement, params), *_ = sent
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
-            values = tuple(
-                str(params[k]) if k != "param_1" else params[k] for k in compiled.positiontup or ()
-            )
-            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", values).all()
+            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params).all()
             return "\n".join(str(r[-1]) for r in rows)
         conn.exec_driver_sql("SET enable_seqscan = off")
-        rows = conn.exec_driver_sql(f"EXPLAIN {compiled}", params).all()
+        rows = conn.exec_driver_sql(f"EXPLAIN {statement}", params).all()
         return "\n".join(str(r[0]) for r in rows)
 
 
@@ -227,7 +236,8 @@ def test_fresh_changes_go_first_and_the_due_query_uses_its_index_sqlite(
     session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
     assert_fresh_changes_first(session_factory, settings)
-    assert "ix_load_balancers_due" in due_plan(session_factory)
+    # "SCAN load_balancers USING INDEX ix_load_balancers_due": the due rows only.
+    assert "USING INDEX ix_load_balancers_due" in due_plan(session_factory, settings)
 
 
 def test_fresh_changes_go_first_and_the_due_query_uses_its_index_postgresql(
@@ -238,7 +248,7 @@ def test_fresh_changes_go_first_and_the_due_query_uses_its_index_postgresql(
     try:
         sessions = make_session_factory(engine)
         assert_fresh_changes_first(sessions, settings)
-        assert "ix_load_balancers_due" in due_plan(sessions)
+        assert "ix_load_balancers_due" in due_plan(sessions, settings)
     finally:
         engine.dispose()
 

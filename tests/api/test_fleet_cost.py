@@ -39,6 +39,9 @@ from tests.api.factories import create_hm, create_lb, create_listener, create_me
 from tests.conftest import Client, wait_for
 
 HOST = "cost-host"
+# An idle controller pass: the work queue, the observation queue, and the housekeeping's
+# look at services and hosts, each in its own transaction (BEGIN + query) at most.
+IDLE_PASS_QUERIES = 8
 
 
 class Counter:
@@ -163,7 +166,7 @@ def test_idle_controller_passes_cost_the_same_for_5_or_25_lbs(
     add_lbs(admin, subnet_id, 5)
     settle(controller_)
     controller_.housekeeping()  # the first one also runs the slow resync
-    small = idle_pass(controller_, session_factory)
+    small = [idle_pass(controller_, session_factory) for _ in range(3)]
     add_lbs(admin, subnet_id, 20)
     settle(controller_)
     statuses = {
@@ -174,8 +177,11 @@ def test_idle_controller_passes_cost_the_same_for_5_or_25_lbs(
     snapshots.clear()
     large = [idle_pass(controller_, session_factory) for _ in range(3)]
     assert snapshots == [], "an idle pass built snapshots"
-    for counted in large:
-        assert counted.queries == small.queries, counted.statements
+    # Passes after nothing was committed may skip their queues' queries altogether
+    # (`ChangeWatch`); whatever they do, five times the LBs cost no more.
+    assert max(c.queries for c in large) <= max(c.queries for c in small)
+    for counted in small + large:
+        assert counted.queries <= IDLE_PASS_QUERIES, counted.statements
         assert counted.writes() == 0, counted.statements
     # A change costs one reconcile and one observation of that LB, not of the fleet.
     lb_id = admin.get("/v2/lbaas/loadbalancers").json()["loadbalancers"][3]["id"]

@@ -1,9 +1,9 @@
 """Host liveness and the failover circuit breaker: the controller's fleet-wide decisions.
 
 A host is declared DOWN on evidence, never because nobody was listening:
-- its silence counts only from the moment an API was up to hear its heartbeats
-  (`liveness.listening_since`): an API restart, or no API at all, silences every
-  host at once and proves nothing about any of them;
+- its silence counts only while an API was up to hear its heartbeats
+  (`liveness.listening`): an API restart, or no API at all, silences every host
+  at once and proves nothing about any of them;
 - a host silent for `host_down_after` seconds of that is probed directly (its
   agent's /v1/healthz, within `agent_probe_timeout`): an agent that answers is
   alive, whatever became of its heartbeats, and nothing moves.
@@ -25,11 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, liveness
-from openha.db import transaction
+from openha.db import reading, transaction
 from openha.domain.constants import HOST_DOWN, HOST_UP, SEVERITY_ERROR
 from openha.models import Host, Instance, LoadBalancer, utcnow_precise
 from openha.providers.haproxy import agent_client
@@ -46,16 +46,74 @@ class SilentHost:
     agent_secret: str
 
 
-def silence_cutoff(
-    settings: Settings, session: Session, now: datetime, silence: float
-) -> datetime | None:
-    """Hosts whose last heartbeat is older than this were silent `silence` seconds while an
-    API was up to hear them; None when no host can be judged (no API up long enough)."""
-    since = liveness.listening_since(session, settings.service_dead_after, now)
-    cutoff = now - timedelta(seconds=silence)
-    if since is None or since > cutoff:
+@dataclass(frozen=True)
+class Look:
+    """One look at the fleet's liveness (one read of the services and hosts tables)."""
+
+    # Hosts that last beat before this were silent for `host_down_after` while an API
+    # was up to hear them; None: no host can be judged now.
+    cutoff: datetime | None
+    silent: list[SilentHost]
+    paused: str | None  # the failover circuit breaker's reason, or None
+
+
+def _cutoff(window: tuple[datetime, datetime] | None, silence: float) -> datetime | None:
+    """The heartbeat time before which a host was silent `silence` seconds in `window`."""
+    if window is None:
         return None
-    return cutoff
+    since, until = window
+    cutoff = until - timedelta(seconds=silence)
+    return cutoff if since <= cutoff else None
+
+
+JUDGED = select(
+    Host.id,
+    Host.name,
+    Host.management_url,
+    Host.agent_secret,
+    Host.status,
+    Host.last_heartbeat_at,
+).where(Host.status.in_((HOST_UP, HOST_DOWN)))
+
+
+def look(settings: Settings, db: Session | Connection) -> Look:
+    now = utcnow_precise()
+    window = liveness.listening(db, settings.service_dead_after, now)
+    hosts = db.execute(JUDGED).all()
+    cutoff = _cutoff(window, settings.host_down_after)
+    silent = [
+        SilentHost(h.id, h.name, h.management_url, h.agent_secret)
+        for h in hosts
+        if h.status == HOST_UP
+        and cutoff is not None
+        and (h.last_heartbeat_at is None or h.last_heartbeat_at < cutoff)
+    ]
+    # The breaker counts as down the hosts already silent for half the delay: the hosts
+    # of one outage miss their deadlines a heartbeat apart, and the first one must not
+    # be failed over before the others are noticed.
+    suspect = _cutoff(window, settings.host_down_after / 2)
+    down = sum(
+        1
+        for h in hosts
+        if h.status == HOST_DOWN
+        or (suspect is not None and (h.last_heartbeat_at is None or h.last_heartbeat_at < suspect))
+    )
+    return Look(cutoff, silent, _pause_reason(settings, len(hosts), down))
+
+
+def _pause_reason(settings: Settings, hosts: int, down: int) -> str | None:
+    """When more than `failover_max_down_fraction` of the registered hosts are down
+    together, the likelier story is a partition or a control-plane fault, not that
+    many machines died: rebuilding everything at once (Octavia's failover storm)
+    would make it worse, so the controller waits for an operator."""
+    if hosts < 2 or down == 0:
+        return None
+    if down / hosts > settings.failover_max_down_fraction:
+        return (
+            f"automatic failover paused: {down} of {hosts} hosts are down "
+            f"(more than {settings.failover_max_down_fraction:.0%})"
+        )
+    return None
 
 
 def agent_answers(settings: Settings) -> Callable[[SilentHost], bool]:
@@ -82,22 +140,15 @@ class HostMonitor:
         self.probe = probe or agent_answers(settings)
         self._answering: set[str] = set()  # silent hosts whose agent answers (said once)
 
-    def check(self) -> list[str]:
+    def check(self, seen: Look | None = None) -> list[str]:
         """Declare DOWN every silent host whose agent does not answer; return their ids."""
-        now = utcnow_precise()
-        with transaction(self.sessions) as s:
-            cutoff = silence_cutoff(self.settings, s, now, self.settings.host_down_after)
-            if cutoff is None:
-                return []
-            silent = [
-                SilentHost(h.id, h.name, h.management_url, h.agent_secret)
-                for h in s.scalars(
-                    select(Host).where(Host.status == HOST_UP, Host.last_heartbeat_at < cutoff)
-                )
-            ]
-        if not silent:
+        if seen is None:
+            with reading(self.sessions) as conn:
+                seen = look(self.settings, conn)
+        if not seen.silent or seen.cutoff is None:
             self._answering.clear()
             return []
+        silent = seen.silent
         with ThreadPoolExecutor(max_workers=min(len(silent), 16)) as pool:
             answered = dict(zip([h.id for h in silent], pool.map(self.probe, silent), strict=True))
         for host in silent:
@@ -108,7 +159,7 @@ class HostMonitor:
                 )
         self._answering = {h for h, ok in answered.items() if ok}
         dead = [h.id for h in silent if not answered[h.id]]
-        return declare_down(self.sessions, dead, cutoff) if dead else []
+        return declare_down(self.sessions, dead, seen.cutoff) if dead else []
 
 
 def declare_down(
@@ -161,35 +212,6 @@ def mark_silent_hosts_down(
     return HostMonitor(settings, sessions, probe).check()
 
 
-def failover_pause_reason(settings: Settings, session: Session) -> str | None:
-    """Why automatic failover is paused now, or None.
-
-    When more than `failover_max_down_fraction` of the registered hosts are down
-    together, the likelier story is a partition or a control-plane fault, not
-    that many machines died: rebuilding everything at once (Octavia's failover
-    storm) would make it worse, so the controller waits for an operator.
-    Hosts already silent for half the down threshold (while an API listened)
-    count as down: the hosts of one outage miss their deadlines a heartbeat
-    apart, and the first one must not be failed over before the others are noticed.
-    """
-    now = utcnow_precise()
-    suspect_cutoff = silence_cutoff(settings, session, now, settings.host_down_after / 2)
-    hosts = list(
-        session.execute(
-            select(Host.status, Host.last_heartbeat_at).where(Host.status.in_((HOST_UP, HOST_DOWN)))
-        )
-    )
-    down = sum(
-        1
-        for status, beat in hosts
-        if status == HOST_DOWN
-        or (suspect_cutoff is not None and (beat is None or beat < suspect_cutoff))
-    )
-    if len(hosts) < 2 or down == 0:
-        return None
-    if down / len(hosts) > settings.failover_max_down_fraction:
-        return (
-            f"automatic failover paused: {down} of {len(hosts)} hosts are down "
-            f"(more than {settings.failover_max_down_fraction:.0%})"
-        )
-    return None
+def failover_pause_reason(settings: Settings, db: Session | Connection) -> str | None:
+    """Why automatic failover is paused now, or None (see `_pause_reason`)."""
+    return look(settings, db).paused

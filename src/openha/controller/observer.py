@@ -13,13 +13,14 @@ observed, and an observation older than the recorded one is dropped.
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events
 from openha.controller import snapshot
-from openha.db import transaction
+from openha.db import ChangeWatch, reading, transaction
 from openha.domain import constants as c
 from openha.domain.observed import ObservedState
 from openha.models import (
@@ -39,6 +40,13 @@ log = logging.getLogger(__name__)
 
 # The most LBs one pass observes: a burst of changes is worked off over a few passes.
 BATCH = 200
+# The longest an idle observer goes without a look (should a change slip past the watch).
+IDLE_POLL = 1.0
+DUE = (
+    select(LoadBalancer.id, LoadBalancer.health_generation)
+    .where(due_for_observation())
+    .limit(BATCH)
+)
 
 
 class Observer:
@@ -48,17 +56,23 @@ class Observer:
         self.settings = settings
         self.sessions = sessions
         self.providers = providers
+        # Nothing committed since the last pass: nothing to observe (see ChangeWatch).
+        self._changes = ChangeWatch(sessions)
+        self._left = False  # the last pass left work for the next one
+        self._next_poll = 0.0
+
+    def close(self) -> None:
+        self._changes.close()
 
     def observe_due(self) -> int:
         """Observe every LB whose health changed since it was last observed; how many."""
-        with transaction(self.sessions) as s:
-            due = list(
-                s.execute(
-                    select(LoadBalancer.id, LoadBalancer.health_generation)
-                    .where(due_for_observation())
-                    .limit(BATCH)
-                )
-            )
+        changed = self._changes.changed()
+        if not changed and not self._left and time.monotonic() < self._next_poll:
+            return 0
+        self._next_poll = time.monotonic() + IDLE_POLL
+        with reading(self.sessions) as conn:
+            due = conn.execute(DUE).all()
+        self._left = len(due) == BATCH
         for lb_id, generation in due:
             try:
                 self.observe(lb_id, generation)

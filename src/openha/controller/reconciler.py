@@ -33,14 +33,14 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, Select, delete, exists, not_, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, exists, not_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam, liveness
 from openha.controller import hostmonitor, snapshot
 from openha.controller.hostmonitor import HostMonitor
 from openha.controller.observer import Observer
-from openha.db import transaction
+from openha.db import ChangeWatch, reading, transaction
 from openha.domain import constants as c
 from openha.models import (
     HealthMonitor,
@@ -68,7 +68,30 @@ log = logging.getLogger(__name__)
 DELETE_ORDER = (L7Rule, L7Policy, HealthMonitor, Member, Listener, Pool)
 IN_PROGRESS_RECHECK = timedelta(seconds=0.5)
 # Host liveness, the circuit breaker and lease upkeep run this often.
-HOUSEKEEPING_INTERVAL = 0.5
+HOUSEKEEPING_INTERVAL = 1.0
+# The longest an idle controller goes without looking at its queues.
+IDLE_POLL = 1.0
+
+# The work queue: LBs of the partial index `ix_load_balancers_due` whose backoff
+# expired, a fresh change (no backoff: NULL) first, which PostgreSQL does only when
+# told, as it sorts NULLs last.
+DUE = (
+    select(LoadBalancer.id)
+    .where(
+        due_for_reconcile(),
+        or_(
+            LoadBalancer.next_attempt_at.is_(None),
+            LoadBalancer.next_attempt_at <= bindparam("now"),
+        ),
+        LoadBalancer.id.not_in(bindparam("exclude", expanding=True)),
+        ~exists().where(
+            Instance.load_balancer_id == LoadBalancer.id,
+            Instance.host_id.in_(bindparam("avoid_hosts", expanding=True)),
+        ),
+    )
+    .order_by(LoadBalancer.next_attempt_at.nulls_first(), LoadBalancer.created_at)
+    .limit(bindparam("limit"))
+)
 # The rows of processes gone this long are removed (they no longer decide anything).
 FORGET_SERVICES_AFTER = timedelta(hours=1)
 
@@ -98,6 +121,10 @@ class Reconciler:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._next_resync = 0.0
+        # An idle pass asks the database only when something was committed, or once
+        # per IDLE_POLL (backoffs expire without any commit).
+        self._changes = ChangeWatch(session_factory)
+        self._next_poll = 0.0
 
     # --- the loops --------------------------------------------------------------------
 
@@ -140,6 +167,8 @@ class Reconciler:
             self._pool.shutdown(wait=True)
             self._pool = None
             self.liveness.stop()
+            self._changes.close()
+            self.observer.close()
 
     @staticmethod
     def _every(stop: threading.Event, interval: float, work: Callable[[], object]) -> None:
@@ -158,6 +187,10 @@ class Reconciler:
             return 0  # others may be taking our claims over: claim nothing now
         with self._lock:
             busy = dict(self._inflight)
+        changed = self._changes.changed()
+        if not busy and not changed and time.monotonic() < self._next_poll:
+            return 0
+        self._next_poll = time.monotonic() + IDLE_POLL
         free = self.settings.controller_workers - len(busy)
         if free <= 0:
             return 0
@@ -213,34 +246,21 @@ class Reconciler:
         exclude: Collection[str] = (),
         avoid_hosts: Collection[str] = (),
     ) -> list[str]:
-        """LBs to reconcile now: the work queue, fresh changes first, then expired backoffs."""
-        with transaction(self.sessions) as s:
-            return list(s.scalars(self.due_query(limit, exclude, avoid_hosts)))
-
-    @staticmethod
-    def due_query(
-        limit: int, exclude: Collection[str] = (), avoid_hosts: Collection[str] = ()
-    ) -> Select[str]:
-        """`due` as a statement: LBs of the partial index `ix_load_balancers_due` whose
-        backoff expired, but those under way here or on hosts with enough under way."""
-        now = utcnow()
-        stmt = select(LoadBalancer.id).where(
-            due_for_reconcile(),
-            or_(LoadBalancer.next_attempt_at.is_(None), LoadBalancer.next_attempt_at <= now),
-        )
-        if exclude:
-            stmt = stmt.where(LoadBalancer.id.not_in(list(exclude)))
-        if avoid_hosts:
-            stmt = stmt.where(
-                ~exists().where(
-                    Instance.load_balancer_id == LoadBalancer.id,
-                    Instance.host_id.in_(list(avoid_hosts)),
-                )
+        """LBs to reconcile now: the work queue, fresh changes first, then expired backoffs;
+        not those in `exclude` (under way here) nor those on `avoid_hosts` (enough under
+        way there). The idle controller's most frequent query: built once, read-only."""
+        with reading(self.sessions) as conn:
+            return list(
+                conn.execute(
+                    DUE,
+                    {
+                        "now": utcnow(),
+                        "limit": limit,
+                        "exclude": list(exclude),
+                        "avoid_hosts": list(avoid_hosts),
+                    },
+                ).scalars()
             )
-        # NULL (a fresh change) first: PostgreSQL sorts NULLs last unless told.
-        return stmt.order_by(
-            LoadBalancer.next_attempt_at.nulls_first(), LoadBalancer.created_at
-        ).limit(limit)
 
     def _hosts_of(self, lb_ids: list[str]) -> dict[str, frozenset[str]]:
         with transaction(self.sessions) as s:
@@ -259,9 +279,10 @@ class Reconciler:
 
     def housekeeping(self) -> None:
         """Host liveness, the circuit breaker, our leases, dead controllers, the resync."""
-        self.hosts.check()
-        with transaction(self.sessions) as s:
-            paused = hostmonitor.failover_pause_reason(self.settings, s)
+        with reading(self.sessions) as conn:
+            seen = hostmonitor.look(self.settings, conn)
+        self.hosts.check(seen)
+        paused = seen.paused
         self._note_pause(paused)
         self.renew_leases()
         if time.monotonic() >= self._next_resync:
