@@ -44,7 +44,7 @@ class Probe:
 class Plan:
     full: bool
     probe: set[str] = field(default_factory=set)  # read processes and stats first
-    build: set[str] = field(default_factory=set)  # statuses to build (probe included)
+    build: set[str] = field(default_factory=set)  # statuses that may need building
     resend: set[str] = field(default_factory=set)  # sent even when unchanged
 
 
@@ -89,6 +89,24 @@ class Reporter:
         probe = changed | unknown | self._slice(ids, "stats", self.stats_interval)
         resend = self._slice(ids, "resync", self.resync_interval)
         return Plan(full=False, probe=probe, build=probe | resend, resend=resend)
+
+    def probed(
+        self, plan: Plan, fresh: Mapping[str, Probe], marks: Mapping[str, Hashable]
+    ) -> set[str]:
+        """Record what the probes found; the statuses to build: those whose probe or
+        state differs from what the API has, and the resync share (an unchanged idle
+        instance costs its probe, not a status)."""
+        build = set(plan.build) if plan.full else set(plan.resend)
+        for instance_id, probe in fresh.items():
+            if (
+                self.probes.get(instance_id) != probe
+                or self._marks.get(instance_id) != marks.get(instance_id)
+                or instance_id not in self._acked
+                or instance_id in self._touched
+            ):
+                build.add(instance_id)
+            self.probes[instance_id] = probe
+        return build
 
     def report(
         self,

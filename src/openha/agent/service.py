@@ -552,9 +552,11 @@ class AgentService:
             insts = dict(self._instances)
         marks = {instance_id: self._mark(inst) for instance_id, inst in insts.items()}
         plan = self.reporter.plan(marks, self.logs.take_state_changes())
-        for instance_id in plan.probe:
-            self.reporter.probes[instance_id] = self._probe(insts[instance_id])
-        statuses = [self._status(insts[i], self.reporter.probes.get(i)) for i in sorted(plan.build)]
+        fresh = {i: self._probe(insts[i]) for i in plan.probe}
+        statuses = [
+            self._status(insts[i], self.reporter.probes.get(i))
+            for i in sorted(self.reporter.probed(plan, fresh, marks))
+        ]
         report = self.reporter.report(
             plan,
             statuses,
