@@ -410,7 +410,7 @@ class ControllerTimeline:
     def __init__(self) -> None:
         self.events: dict[str, list[tuple[str, float]]] = {}
         # Whole-loop work: (start, seconds) of every reconcile pass and status sweep.
-        self.passes: dict[str, list[tuple[float, float]]] = {"tick": [], "observe_all": []}
+        self.passes: dict[str, list[tuple[float, float]]] = {"tick": [], "observe_due": []}
         self._lock = threading.Lock()
         self._undo: list[Callable[[], None]] = []
 
@@ -459,12 +459,13 @@ class ControllerTimeline:
         return [d for t, d in self.passes[name] if since <= t <= until]
 
     def __enter__(self) -> ControllerTimeline:
+        from openha.controller.observer import Observer
         from openha.controller.reconciler import Reconciler
         from openha.providers.haproxy import agent_client
         from openha.providers.haproxy.driver import HAProxyProvider
 
         self._time(Reconciler, "tick")
-        self._time(Reconciler, "observe_all")
+        self._time(Observer, "observe_due")
 
         self._wrap(Reconciler, "reconcile", lambda self_, lb_id: lb_id, "reconcile")
         self._wrap(Reconciler, "finalize", lambda self_, lb_id, gen: lb_id, "finalize")

@@ -34,6 +34,10 @@ def settings(tmp_path: Path) -> Settings:
         default_provider="noop",
         controller_interval=0.05,
         observe_interval=0.1,
+        # The API and the controller beat once when they start, then rarely: a test's
+        # query counts see no beats, and they count as alive for its whole length.
+        service_beat_interval=60,
+        service_dead_after=180,
     )
 
 

@@ -287,7 +287,10 @@ def token_create(
 def host_enroll(
     name: Annotated[str, typer.Argument(help="The host's name, as its agent reports it.")],
     az: Annotated[str, typer.Option("--az", help="Availability zone.")] = "",
-    capacity: Annotated[int, typer.Option(min=1, help="Instances the host may run.")] = 100,
+    capacity: Annotated[
+        int | None,
+        typer.Option(min=0, help="Instances the host may run (default: what its resources allow)."),
+    ] = None,
 ) -> None:
     """Enrol (or re-key) a host and print its agent credential (only it) on stdout."""
     from openha import hosts

@@ -9,11 +9,14 @@ from openha.credentials import hash_token, new_token_secret
 from openha.models import Host
 
 
-def enroll(session: Session, name: str, availability_zone: str = "", capacity: int = 100) -> str:
+def enroll(
+    session: Session, name: str, availability_zone: str = "", capacity: int | None = None
+) -> str:
     """Create (or re-key) the host `name` and return its new enrolment credential.
 
     Re-enrolling an existing host replaces its credential: the old agent can no
     longer heartbeat, which is what an operator rotating a leaked key wants.
+    `capacity` is the operator's setting; without one the host's resources decide.
     """
     secret = new_token_secret()
     host = session.scalar(select(Host).where(Host.name == name))
@@ -29,6 +32,8 @@ def enroll(session: Session, name: str, availability_zone: str = "", capacity: i
         host.credential_hash = hash_token(secret)
         if availability_zone:
             host.availability_zone = availability_zone
+        if capacity is not None:
+            host.capacity = capacity
     session.flush()
     return secret
 

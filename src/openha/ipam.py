@@ -63,7 +63,13 @@ def allocate(
     name: str = "",
     ip_address: str | None = None,
 ) -> Port:
-    """Take one address from the subnet: the requested one, or the first free in its pools."""
+    """Take one address from the subnet: the requested one, or the first free in its pools.
+
+    Allocations on one subnet queue on its row (PostgreSQL; SQLite's BEGIN IMMEDIATE
+    serializes writers anyway): the next one reads the addresses taken after the
+    previous one committed, so two never pick the same free address.
+    """
+    session.execute(select(Subnet.id).where(Subnet.id == subnet.id).with_for_update())
     taken = set(session.scalars(select(Port.ip_address).where(Port.subnet_id == subnet.id)))
     if ip_address is not None:
         addr = ipaddress.ip_address(ip_address)

@@ -40,9 +40,27 @@ class Settings(BaseSettings):
     # A pass is one indexed query when nothing is due: polling often is cheap, and it
     # bounds how long a change waits before the controller picks it up.
     controller_interval: float = 0.1
-    observe_interval: float = 1.0
+    # How often the controller looks for LBs whose reported health changed (one
+    # indexed query when none did): it bounds how late a member's state shows.
+    observe_interval: float = 0.25
     controller_lease_seconds: float = 30.0
     retry_backoff_max: float = 60.0
+    # Reconciles run in parallel on this many workers (controller-runtime's
+    # MaxConcurrentReconciles), at most `controller_workers_per_host` of them on
+    # load balancers of one host, so a slow or dead agent holds back only its own.
+    controller_workers: int = Field(default=8, ge=1, le=256)
+    controller_workers_per_host: int = Field(default=4, ge=1, le=256)
+    # Level-triggered safety net: how often the controller looks over the whole fleet
+    # for LBs whose data plane lags though nobody asked for a pass.
+    controller_resync_interval: float = 30.0
+    # APIs and controllers beat in the database this often; one silent for
+    # `service_dead_after` is gone (its claims are taken over, hosts are not judged).
+    service_beat_interval: float = 1.0
+    service_dead_after: float = 3.0
+    # Longest wait for one agent call (apply, delete); connecting gets 2 s. A host whose
+    # silence the heartbeats report is probed with `agent_probe_timeout` first.
+    agent_timeout: float = 15.0
+    agent_probe_timeout: float = 1.0
     default_provider: str = "haproxy"
 
     # Quota defaults, -1 means unlimited (Octavia's semantics).
@@ -72,8 +90,15 @@ class Settings(BaseSettings):
     agent_ca_file: Path | None = None
     host_name: str = Field(default_factory=lambda: os.uname().nodename)
     availability_zone: str = ""
-    host_capacity: int = 100
+    # Instances this host may run; unset, the control plane derives it from the memory
+    # and file descriptors the agent reports (`openha.domain.capacity`).
+    host_capacity: int | None = Field(default=None, ge=0, le=1_000_000)
     heartbeat_interval: float = 1.0
+    # What heartbeats carry besides changes: every instance's counters and process
+    # state once per `stats_interval`, and its whole status (changed or not) once per
+    # `report_resync_interval`, both spread over the heartbeats.
+    stats_interval: float = 10.0
+    report_resync_interval: float = 300.0
     host_down_after: float = 5.0
     # Access logs when the flavor does not say: "all" (a line per request), "errors"
     # or "none".

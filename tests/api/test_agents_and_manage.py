@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from openha import hosts
 from openha.controller import hostmonitor
 from openha.db import transaction
-from openha.models import Event, Host, Instance, LoadBalancer, utcnow
+from openha.models import Event, Host, Instance, LoadBalancer, Service, utcnow, utcnow_precise
 from openha.settings import Settings
 from tests.conftest import Client
 
@@ -123,9 +123,23 @@ def test_heartbeat_reports_instances_and_orphans(
         assert stored is not None and stored.applied_generation == 0
 
 
+def api_listening_since(session_factory: sessionmaker[Session], seconds_ago: float) -> None:
+    """An API up for `seconds_ago` seconds and beating (what `openha api` records)."""
+    with transaction(session_factory) as s:
+        s.add(
+            Service(
+                id=f"api-test-{seconds_ago}",
+                kind="api",
+                started_at=utcnow() - timedelta(seconds=seconds_ago),
+                last_seen_at=utcnow_precise(),
+            )
+        )
+
+
 def test_silent_host_goes_down_and_breaker_opens(
     settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
+    api_listening_since(session_factory, 600)
     with transaction(session_factory) as s:
         for i in range(3):
             s.add(

@@ -218,7 +218,7 @@ class Stack:
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
         )
-        self._spawn(self.server.run)
+        self._api_thread = self._spawn(self.server.run)
         wait_for(lambda: self.server.started, 15, what="API started")
         self.stop_controller = threading.Event()
         self.reconciler = Reconciler(self.settings, self.sessions, self.app.state.providers)
@@ -232,10 +232,11 @@ class Stack:
         self.tenant = httpx.Client(base_url=self.url, headers={"X-Auth-Token": token}, timeout=30)
         self.subnet_id = self._network()
 
-    def _spawn(self, target: Callable[..., Any], *args: Any) -> None:
+    def _spawn(self, target: Callable[..., Any], *args: Any) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, daemon=True)
         thread.start()
         self._threads.append(thread)
+        return thread
 
     def _network(self) -> str:
         net = self.admin.post(
@@ -310,6 +311,19 @@ class Stack:
             assert not thread.is_alive(), "control plane thread did not stop"
         self._threads.clear()
 
+    def stop_api(self) -> None:
+        """Only the API goes away (a deploy, a crash): the controller keeps running."""
+        self.server.should_exit = True
+        wait_for(lambda: not self._api_thread.is_alive(), 15, what="API stopped")
+
+    def start_api(self) -> None:
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        self._api_thread = self._spawn(self.server.run)
+        wait_for(lambda: self.server.started, 15, what="API started again")
+
     def start_control_plane(self) -> None:
         """A fresh API server (same URL and database), then, once every running agent has
         heartbeated to it, a fresh reconcile loop (so it does not find hosts silent)."""
@@ -318,7 +332,7 @@ class Stack:
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
         )
-        self._spawn(self.server.run)
+        self._api_thread = self._spawn(self.server.run)
         wait_for(lambda: self.server.started, 15, what="API started again")
         for agent in self.agents:
             if agent.proc is not None and agent.proc.poll() is None:

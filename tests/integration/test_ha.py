@@ -331,9 +331,14 @@ def test_pair_waits_for_a_second_host(lab: Lab, backends: list[BackendServer]) -
             what="LB in ERROR without a second host",
         )
         events = stack.admin.get(
-            "/v2/manage/events", params={"kind": "loadbalancer.apply_failed"}
+            "/v2/manage/events", params={"kind": "loadbalancer.no_capacity"}
         ).json()["events"]
-        assert any("another healthy host" in e["message"] for e in events)
+        # The operator reads why: the only host already holds the other half.
+        assert any(
+            "another healthy host" in e["message"]
+            and "1 already used by this load balancer" in e["message"]
+            for e in events
+        )
         stack.add_agent()
         stack.wait_active(lb["id"], timeout=90)
         assert wait_for(lambda: healthy_pair(stack, lb["id"]), 30, what="pair healthy")
@@ -406,3 +411,64 @@ def test_lost_namespace_and_keepalived_are_rebuilt(
 
     wait_for(rebuilt, 30, what="backup namespace and keepalived rebuilt")
     assert master(stack, lb["id"])["id"] == before["id"]
+
+
+def test_an_api_restart_is_not_a_host_failure(
+    stack: Stack, lab: Lab, backends: list[BackendServer]
+) -> None:
+    """The API is away longer than host_down_after while the controller runs: no host is
+    declared down, nothing goes ERROR, nothing moves. An agent killed for real afterwards
+    is still declared down within seconds."""
+    pair = ha_lb(stack, backends)
+    single = stack.create(
+        "loadbalancers",
+        "loadbalancer",
+        {
+            "vip_subnet_id": stack.subnet_id,
+            "listeners": [{"protocol": "TCP", "protocol_port": 81}],
+        },
+    )
+    stack.wait_active(pair["id"])
+    stack.wait_active(single["id"])
+    assert wait_for(lambda: healthy_pair(stack, pair["id"]), 30, what="pair healthy")
+    where = {
+        lb: sorted(i["host_id"] for i in instances(stack, lb)) for lb in (pair["id"], single["id"])
+    }
+    seen = {e["id"] for e in stack.admin.get("/v2/manage/events").json()["events"]}
+
+    stack.stop_api()
+    gone = time.monotonic()
+    time.sleep(stack.settings.host_down_after * 2 + 2)
+    stack.start_api()
+    # The controller had every reason to think every host silent; it judged none.
+    time.sleep(stack.settings.host_down_after + 2)
+    print(f"API away {time.monotonic() - gone:.1f}s")
+    events = [
+        e for e in stack.admin.get("/v2/manage/events").json()["events"] if e["id"] not in seen
+    ]
+    bad = [
+        e["kind"]
+        for e in events
+        if e["kind"]
+        in (
+            "host.down",
+            "instance.rescheduled",
+            "loadbalancer.apply_failed",
+            "loadbalancer.no_capacity",
+            "failover.paused",
+        )
+    ]
+    assert bad == [], events
+    assert all(a.host_status() == "UP" for a in stack.agents)
+    for lb_id, hosts in where.items():
+        assert stack.lb(lb_id)["provisioning_status"] == "ACTIVE"
+        assert sorted(i["host_id"] for i in instances(stack, lb_id)) == hosts
+
+    # A host that really dies is noticed all the same.
+    victim = agent_of(stack, where[single["id"]][0])
+    victim.kill_host()
+    died = time.monotonic()
+    wait_for(lambda: victim.host_status() == "DOWN", 15, what="dead host declared DOWN")
+    noticed = time.monotonic() - died
+    print(f"dead host declared down after {noticed:.1f}s")
+    assert noticed < stack.settings.host_down_after + 3

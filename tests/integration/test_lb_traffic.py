@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -36,9 +38,15 @@ def test_round_robin_and_member_health(
 
     backends[1].stop()
     stack.wait_operating(lb["id"], "DEGRADED")
+    shown = time.time()
     members = stack.tenant.get(f"/v2/lbaas/pools/{made['pool']['id']}/members").json()["members"]
     status = {m["name"]: m["operating_status"] for m in members}
     assert status == {"web1": "ONLINE", "web2": "ERROR", "web3": "ONLINE"}
+    # From HAProxy's own word ("Server <pool>/<member> is DOWN", which the agent files
+    # with the time it got it) to the API: a heartbeat and an observation, not a sweep.
+    noticed = haproxy_said(stack, f"{made['members'][1]['id']} is DOWN")
+    print(f"member down reached the API {shown - noticed:.2f}s after HAProxy said so")
+    assert shown - noticed < 2.0, f"member down reached the API {shown - noticed:.1f}s late"
     assert served_by(client, url, 20) == {"web1": 10, "web3": 10}
 
     backends[1].start()
@@ -46,6 +54,16 @@ def test_round_robin_and_member_health(
     assert set(served_by(client, url, 30)) == {"web1", "web2", "web3"}
     stats = stack.tenant.get(f"/v2/lbaas/loadbalancers/{lb['id']}/stats").json()["stats"]
     assert stats["total_connections"] > 0 and stats["bytes_out"] > 0
+
+
+def haproxy_said(stack: Stack, words: str) -> float:
+    """When the agent received the first HAProxy log line holding `words` (unix time)."""
+    for log in stack.agents[0].dir.glob("instances/*/logs/haproxy.log"):
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            if words in record["message"]:
+                return float(record["ts"])
+    raise AssertionError(f"HAProxy never said {words!r}")
 
 
 def test_delete_removes_the_data_plane(

@@ -54,9 +54,17 @@ M2 = MemberSpec(id="m2", address="10.0.0.12", protocol_port=80)
         ("DOWN 1/2", True, True, "ERROR"),
         ("MAINT", True, True, "OFFLINE"),
         ("DRAIN", True, True, "DRAINING"),
-        ("UP", False, True, "OFFLINE"),
         ("UP", True, False, "NO_MONITOR"),
+        ("no check", True, False, "NO_MONITOR"),
         (None, True, True, "OFFLINE"),
+        (None, True, False, "NO_MONITOR"),
+        # Admin-down: OFFLINE because HAProxy holds the server in maintenance...
+        ("MAINT", False, True, "OFFLINE"),
+        ("MAINT", False, False, "OFFLINE"),
+        (None, False, True, "OFFLINE"),
+        # ...and what HAProxy still serves shows: the data plane drifted.
+        ("UP", False, True, "ONLINE"),
+        ("no check", False, False, "NO_MONITOR"),
     ],
 )
 def test_member_status(

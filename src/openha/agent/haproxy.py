@@ -12,8 +12,6 @@ later restart or reload uses it.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import os
 import re
@@ -191,13 +189,27 @@ def _int(value: str | None) -> int:
         return 0
 
 
+_STAT_COLUMNS = ("pxname", "svname", "scur", "stot", "bin", "bout", "ereq", "status")
+
+
 def parse_show_stat(text: str) -> StatSummary:
-    """Parse `show stat` CSV into per-listener counters and pool/member states."""
+    """Parse `show stat` CSV into per-listener counters and pool/member states.
+
+    Agents read it for many instances, so only the columns used are split out: they
+    come before the free-text ones (check descriptions, quoted when they hold a
+    comma), which are never split.
+    """
     text = text.lstrip()
     if text.startswith("# "):
         text = text[2:]
+    header, _, body = text.partition("\n")
+    names = header.rstrip("\r").split(",")
+    index = {name: names.index(name) for name in _STAT_COLUMNS if name in names}
+    depth = max(index.values(), default=0) + 1
     summary = StatSummary()
-    for row in csv.DictReader(io.StringIO(text)):
+    for line in body.splitlines():
+        fields = line.split(",", depth)
+        row = {name: fields[i] for name, i in index.items() if i < len(fields)}
         px, sv = row.get("pxname"), row.get("svname")
         if not px or not sv:
             continue

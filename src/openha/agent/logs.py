@@ -33,6 +33,11 @@ LOG_FILE = "haproxy.log"
 _PRI = re.compile(r"^<(\d{1,3})>")
 _RFC3164_TS = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d ")
 _SECTION = re.compile(r"^\s*(?:frontend|listen)\s+(\S+)", re.MULTILINE)
+# HAProxy's own word that a server or a backend changed state ("Server <pool>/<member>
+# is DOWN, reason: ...", "... is UP", "... was DOWN and now enters maintenance",
+# "backend <pool> has no server available!"): the heartbeat reads that instance's
+# state at once instead of waiting for its turn in the slow sweep.
+_STATE_CHANGE = re.compile(r"^(?:Backup )?Server \S+/\S+ (?:is|was) |^backend \S+ has no server")
 
 
 def parse_syslog(line: str) -> tuple[int | None, str]:
@@ -165,6 +170,13 @@ class LogCollector:
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._state_changed: set[str] = set()
+
+    def take_state_changes(self) -> set[str]:
+        """Instances whose HAProxy logged a server state change since the last call."""
+        with self._lock:
+            changed, self._state_changed = self._state_changed, set()
+        return changed
 
     # -- registration --
 
@@ -266,6 +278,8 @@ class LogCollector:
 
     def _store(self, src: _Source, line: str) -> None:
         _, message = parse_syslog(line)
+        if _STATE_CHANGE.match(message):
+            self._state_changed.add(src.instance_id)  # under self._lock (see _run)
         record = {
             "ts": round(time.time(), 6),
             "instance_id": src.instance_id,

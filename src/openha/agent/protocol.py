@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from openha.domain.capacity import MAX_CAPACITY
 from openha.domain.observed import ListenerCounters
 
 # Instance states reported by the agent.
@@ -43,7 +44,11 @@ class InstanceStatus(BaseModel):
 class RegisterRequest(BaseModel):
     name: str
     availability_zone: str = ""
-    capacity: int = 100
+    # The host's own setting (OPENHA_HOST_CAPACITY), if it has one; else the control
+    # plane derives the capacity from the facts below (`openha.domain.capacity`).
+    capacity: int | None = Field(default=None, ge=0, le=MAX_CAPACITY)
+    memory_bytes: int | None = Field(default=None, ge=0, le=2**62)
+    fd_limit: int | None = Field(default=None, ge=0, le=2**62)  # system-wide open files
     management_url: str  # where the controller reaches this agent, e.g. http://10.0.0.2:9877
     agent_secret: str  # bearer token the controller must present to this agent
     version: str = ""
@@ -56,18 +61,31 @@ class RegisterResponse(BaseModel):
 
 
 class HeartbeatReport(BaseModel):
+    """What changed on the host since the API acknowledged the last report.
+
+    `full`: `instances` holds every instance the agent has (the first report after
+    a start, and now and then), so any other instance of the host is gone. Otherwise
+    it holds those whose status changed, and `gone` those removed since.
+    """
+
     host_id: str
     name: str
     instances: list[InstanceStatus] = Field(default_factory=list)
-    capacity: int = 100
+    full: bool = True
+    gone: list[str] = Field(default_factory=list)
+    # The placement version of the last wanted list the agent got, when every instance
+    # it has is on that list: the answer then carries a list only if it changed.
+    wanted_version: int | None = None
     instance_count: int = 0
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 class HeartbeatResponse(BaseModel):
     # When a list is given, instances the agent runs that are not in it are orphans
-    # and get removed. None means "no opinion" (e.g. the API could not tell).
+    # and get removed. None means "no opinion" (e.g. the API could not tell, or the
+    # list did not change since `wanted_version`).
     wanted_instance_ids: list[str] | None = None
+    wanted_version: int | None = None
 
 
 class LogRecord(BaseModel):

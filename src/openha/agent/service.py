@@ -20,6 +20,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +48,13 @@ from openha.agent.protocol import (
     ERROR,
     VRRP_BACKUP,
     VRRP_MASTER,
-    HeartbeatReport,
     HeartbeatResponse,
     InstanceStatus,
     LogRecord,
     RegisterRequest,
     RegisterResponse,
 )
+from openha.agent.report import Probe, Reporter, fd_limit, memory_bytes, vrrp_mark
 from openha.domain.spec import InstanceSpec
 from openha.settings import Settings
 
@@ -118,6 +119,11 @@ class AgentService:
         self._threads: list[threading.Thread] = []
         self.registered = threading.Event()
         self.last_heartbeat: HeartbeatResponse | None = None
+        self.reporter = Reporter(
+            interval=settings.heartbeat_interval,
+            stats_interval=settings.stats_interval,
+            resync_interval=settings.report_resync_interval,
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -357,13 +363,27 @@ class AgentService:
         return self._status(inst)
 
     def statuses(self) -> list[InstanceStatus]:
+        """Every instance's status, read now (the agent API's list; heartbeats read less)."""
         with self._lock:
             insts = list(self._instances.values())
         return [self._status(inst) for inst in insts]
 
-    def _status(self, inst: _Instance) -> InstanceStatus:
-        spec = inst.spec
+    def _probe(self, inst: _Instance) -> Probe:
+        """Read the instance's processes and HAProxy's stats: the costly part of a status."""
         pid = inst.haproxy.master_pid()
+        stats = None
+        if pid is not None:
+            try:
+                stats = inst.haproxy.stats()
+            except (OSError, HAProxyError) as exc:
+                log.debug("stats of %s unavailable: %s", inst.instance_id, exc)
+        return Probe(pid, stats, self._vrrp_state(inst))
+
+    def _status(self, inst: _Instance, probe: Probe | None = None) -> InstanceStatus:
+        """The instance's status, from `probe` when given (else read now)."""
+        spec = inst.spec
+        probe = probe or self._probe(inst)
+        pid = probe.pid
         status = InstanceStatus(
             instance_id=inst.instance_id,
             load_balancer_id=spec.load_balancer_id if spec else "",
@@ -372,7 +392,7 @@ class AgentService:
             haproxy_running=pid is not None,
             haproxy_pid=pid,
             last_error=inst.last_error,
-            vrrp_state=self._vrrp_state(inst),
+            vrrp_state=probe.vrrp_state,
         )
         if inst.deleted:
             status.state = DELETED
@@ -385,17 +405,27 @@ class AgentService:
             status.last_error = "haproxy is not running (being restarted)"
         else:
             status.state = ACTIVE
-        if pid is not None:
-            try:
-                stats = inst.haproxy.stats()
-                status.listeners, status.members, status.pools = (
-                    stats.listeners,
-                    stats.members,
-                    stats.pools,
-                )
-            except (OSError, HAProxyError) as exc:
-                log.debug("stats of %s unavailable: %s", inst.instance_id, exc)
+        if probe.stats is not None:
+            status.listeners, status.members, status.pools = (
+                probe.stats.listeners,
+                probe.stats.members,
+                probe.stats.pools,
+            )
         return status
+
+    def _mark(self, inst: _Instance) -> Hashable:
+        """The instance's state as memory holds it: taken for every instance at every
+        heartbeat, so it reads nothing but a pair's VRRP state file's time."""
+        spec = inst.spec
+        vrrp = vrrp_mark(inst.paths.vrrp_state_file) if spec and spec.keepalived_config else None
+        return (
+            spec.generation if spec else 0,
+            inst.desired_generation,
+            inst.last_error,
+            inst.deleted,
+            inst.held,
+            vrrp,
+        )
 
     def _vrrp_state(self, inst: _Instance) -> str | None:
         spec = inst.spec
@@ -491,6 +521,8 @@ class AgentService:
             name=self.settings.host_name,
             availability_zone=self.settings.availability_zone,
             capacity=self.settings.host_capacity,
+            memory_bytes=memory_bytes(),
+            fd_limit=fd_limit(),
             management_url=self.management_url(),
             agent_secret=self.secret,
             version=AGENT_VERSION,
@@ -506,21 +538,31 @@ class AgentService:
         self.host_id = host_id
         state.save_agent_info(self.agent_dir, {"host_id": host_id})
         self.registered.set()
+        self.reporter.reset()  # a new registration hears everything again
         log.info("registered with %s as host %s", self.settings.agent_api_url, host_id)
         return host_id
 
     def heartbeat_once(self, client: httpx.Client) -> HeartbeatResponse:
+        """Report what changed since the API's last acknowledgement (see `agent.report`)."""
         if self.host_id is None or not self.registered.is_set():
             self.register(client)
         assert self.host_id is not None
         sent_at = time.monotonic()
-        statuses = self.statuses()
-        report = HeartbeatReport(
+        with self._lock:
+            insts = dict(self._instances)
+        marks = {instance_id: self._mark(inst) for instance_id, inst in insts.items()}
+        plan = self.reporter.plan(marks, self.logs.take_state_changes())
+        fresh = {i: self._probe(insts[i]) for i in plan.probe}
+        statuses = [
+            self._status(insts[i], self.reporter.probes.get(i))
+            for i in sorted(self.reporter.probed(plan, fresh, marks))
+        ]
+        report = self.reporter.report(
+            plan,
+            statuses,
+            list(insts),
             host_id=self.host_id,
             name=self.settings.host_name,
-            instances=statuses,
-            capacity=self.settings.host_capacity,
-            instance_count=len(statuses),
             load_average=os.getloadavg(),
         )
         resp = client.post(
@@ -533,6 +575,7 @@ class AgentService:
             self.registered.clear()
         resp.raise_for_status()
         answer = HeartbeatResponse.model_validate(resp.json())
+        self.reporter.acknowledge(report, statuses, marks, answer)
         self.last_heartbeat = answer
         self.handle_heartbeat_response(answer, sent_at)
         return answer

@@ -1,13 +1,24 @@
 """/v2/agent/*: where agents register and heartbeat (authenticated by their host credential).
 
-A heartbeat is the agent's truth about its instances: health, member states,
-counters and the generation each runs. The answer tells the agent which
-instances the controller still wants there, so a host that returns after being
-declared dead removes what was rebuilt elsewhere.
+A heartbeat is the agent's truth about its instances, sent as what changed since
+the report the API last acknowledged (now and then in full, see
+`HeartbeatReport`): an idle host costs one row write per beat, whatever it
+carries. The API writes only what changed: an instance's health when it differs
+from the stored one, an LB's listener counters when they moved. It marks the
+LBs concerned for the controller: to observe (`health_generation`) when a
+state changed, to reconcile (`reconcile_requested`) when an instance lost what
+it had applied. The answer tells the agent which instances the controller still
+wants there, when that changed (`Host.placement_version`), so a host that
+returns after being declared dead removes what was rebuilt elsewhere.
+
+Rows are written in one order, load balancers, then instances, then the host,
+as the controller's placement does: two transactions never wait on each other
+in opposite orders (PostgreSQL would abort one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -24,10 +35,15 @@ from openha.agent.protocol import (
 from openha.api.context import get_session
 from openha.api.errors import Forbidden, Unauthorized
 from openha.domain import constants as c
+from openha.domain.capacity import capacity_for
 from openha.domain.constants import HOST_UP
-from openha.models import Host, Instance, LoadBalancer, utcnow_precise
+from openha.domain.observed import COUNTER_FIELDS, ListenerCounters
+from openha.models import Host, Instance, Listener, ListenerStats, LoadBalancer, utcnow_precise
 
 router = APIRouter(prefix="/agent", tags=["agent"])
+
+# Parts of a reported status that are traffic counters, not state.
+COUNTERS = "listeners"
 
 
 def agent_host(request: Request, session: Session = Depends(get_session)) -> Host:
@@ -41,20 +57,91 @@ def agent_host(request: Request, session: Session = Depends(get_session)) -> Hos
     return host
 
 
-def _mark_alive(session: Session, host: Host) -> None:
-    if host.status != HOST_UP:
-        events.emit(
-            session, "host.up", f"Host {host.name} is up (was {host.status})", host_id=host.id
-        )
-        # LBs waiting for capacity should not sit out their backoff: retry them now.
-        session.execute(
-            update(LoadBalancer)
-            .where(LoadBalancer.provisioning_status == c.ERROR)
-            .values(next_attempt_at=None)
-            .execution_options(synchronize_session=False)
-        )
+def _host_returns(session: Session, host: Host) -> None:
+    """A host that was not UP beats again: what waited for it is tried at once."""
+    if host.status == HOST_UP:
+        return
+    events.emit(session, "host.up", f"Host {host.name} is up (was {host.status})", host_id=host.id)
+    # LBs waiting for capacity should not sit out their backoff: retry them now.
+    session.execute(
+        update(LoadBalancer)
+        .where(LoadBalancer.provisioning_status == c.ERROR)
+        .values(next_attempt_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    # Its instances count as running again: their LBs' statuses are derived anew.
+    on_host = select(Instance.load_balancer_id).where(Instance.host_id == host.id)
+    _observe(session, on_host)
+
+
+def _mark_alive(host: Host) -> None:
     host.status = HOST_UP
     host.last_heartbeat_at = utcnow_precise()
+
+
+def _observe(session: Session, lb_ids: Any) -> None:
+    """The controller derives these LBs' operating statuses again (its observation queue)."""
+    session.execute(
+        update(LoadBalancer)
+        .where(LoadBalancer.id.in_(lb_ids))
+        .values(health_generation=LoadBalancer.health_generation + 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _repair(session: Session, lb_ids: Iterable[str]) -> None:
+    """An instance lost what it had applied: the controller pushes it again."""
+    session.execute(
+        update(LoadBalancer)
+        .where(LoadBalancer.id.in_(list(lb_ids)))
+        .values(reconcile_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _store_counters(session: Session, lb_ids: Iterable[str]) -> None:
+    """Each listener's counters, summed over its LB's instances that report them."""
+    lb_ids = list(lb_ids)
+    totals: dict[str, ListenerCounters] = {}
+    owner: dict[str, str] = {}
+    rows = session.execute(
+        select(Instance.load_balancer_id, Instance.health).where(
+            Instance.load_balancer_id.in_(lb_ids)
+        )
+    )
+    for lb_id, health in rows:
+        if not health or int(health.get("applied_generation") or 0) <= 0:
+            continue
+        for listener_id, counters in (health.get(COUNTERS) or {}).items():
+            totals[listener_id] = totals.get(
+                listener_id, ListenerCounters()
+            ) + ListenerCounters.model_validate(counters)
+            owner[listener_id] = lb_id
+    # Only listeners that still exist: a report may trail a listener's deletion.
+    existing = set(
+        session.scalars(
+            select(Listener.id).where(
+                Listener.load_balancer_id.in_(lb_ids), Listener.id.in_(list(totals))
+            )
+        )
+    )
+    stored = {
+        row.listener_id: row
+        for row in session.scalars(
+            select(ListenerStats).where(ListenerStats.listener_id.in_(list(existing)))
+        )
+    }
+    for listener_id in existing:
+        row = stored.get(listener_id)
+        if row is None:
+            row = ListenerStats(listener_id=listener_id, load_balancer_id=owner[listener_id])
+            session.add(row)
+        for name in COUNTER_FIELDS:
+            setattr(row, name, getattr(totals[listener_id], name))
+
+
+def _state(health: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in health.items() if k != COUNTERS}
 
 
 @router.post("/register")
@@ -65,14 +152,25 @@ def register(
 ) -> RegisterResponse:
     if body.name != host.name:
         raise Forbidden(f"This credential belongs to host {host.name}, not {body.name}.")
+    _host_returns(session, host)
     host.management_url = body.management_url
     host.agent_secret = body.agent_secret
-    host.capacity = body.capacity
+    # What the agent measures is kept apart from the operator's setting, which wins.
+    host.reported_capacity = (
+        body.capacity
+        if body.capacity is not None
+        else capacity_for(body.memory_bytes, body.fd_limit)
+    )
     host.agent_version = body.version
     if body.availability_zone:
         host.availability_zone = body.availability_zone
-    host.report = {**(host.report or {}), "agent_dir": body.agent_dir}
-    _mark_alive(session, host)
+    host.report = {
+        **(host.report or {}),
+        "agent_dir": body.agent_dir,
+        "memory_bytes": body.memory_bytes,
+        "fd_limit": body.fd_limit,
+    }
+    _mark_alive(host)
     session.commit()
     return RegisterResponse(host_id=host.id)
 
@@ -83,23 +181,64 @@ def heartbeat(
     session: Session = Depends(get_session),
     host: Host = Depends(agent_host),
 ) -> HeartbeatResponse:
-    _mark_alive(session, host)
+    # Read first, write in the module's lock order (LBs, instances, host).
+    mine = Instance.host_id == host.id
+    if report.full:
+        rows = {i.id: i for i in session.scalars(select(Instance).where(mine))}
+    else:
+        asked = [s.instance_id for s in report.instances] + list(report.gone)
+        rows = (
+            {i.id: i for i in session.scalars(select(Instance).where(mine, Instance.id.in_(asked)))}
+            if asked
+            else {}
+        )
+    changes: list[tuple[Instance, dict[str, Any] | None, int]] = []
+    observe: set[str] = set()
+    counters: set[str] = set()
+    repair: set[str] = set()
     seen: set[str] = set()
     for status in report.instances:
-        inst = session.get(Instance, status.instance_id)
-        if inst is None or inst.host_id != host.id:
+        inst = rows.get(status.instance_id)
+        if inst is None:
             continue
         seen.add(inst.id)
-        health: dict[str, Any] = status.model_dump(mode="json")
-        inst.health = health
+        health = status.model_dump(mode="json")
+        old = inst.health or {}
+        if health == old:
+            continue  # a resync of an unchanged instance writes nothing
+        if _state(health) != _state(old):
+            observe.add(inst.load_balancer_id)
+        if health.get(COUNTERS) != old.get(COUNTERS):
+            counters.add(inst.load_balancer_id)
         # The agent's word wins: a lower generation means it lost state and needs a re-push.
-        inst.applied_generation = status.applied_generation
-        if status.last_error:
-            inst.last_error = status.last_error
-    wanted = list(session.scalars(select(Instance).where(Instance.host_id == host.id)))
-    for inst in wanted:
-        if inst.id not in seen and inst.applied_generation > 0:
-            inst.applied_generation = 0  # gone from the host: the controller rebuilds it
-            inst.health = {}
+        if status.applied_generation < inst.applied_generation:
+            repair.add(inst.load_balancer_id)
+        changes.append((inst, health, status.applied_generation))
+    gone_ids = (set(rows) - seen) if report.full else set(report.gone)
+    for inst_id in gone_ids:
+        inst = rows.get(inst_id)
+        if inst is None or (inst.applied_generation <= 0 and not inst.health):
+            continue
+        # Gone from the host: the controller rebuilds it.
+        changes.append((inst, None, 0))
+        observe.add(inst.load_balancer_id)
+        repair.add(inst.load_balancer_id)
+    _host_returns(session, host)
+    if observe:
+        _observe(session, list(observe))
+    if repair:
+        _repair(session, repair)
+    for inst, reported, generation in changes:
+        inst.health = reported or {}
+        inst.applied_generation = generation
+        if reported is not None and reported.get("last_error"):
+            inst.last_error = reported["last_error"]
+    if counters:
+        session.flush()
+        _store_counters(session, counters)
+    _mark_alive(host)
     session.commit()
-    return HeartbeatResponse(wanted_instance_ids=[i.id for i in wanted])
+    if report.wanted_version is not None and report.wanted_version == host.placement_version:
+        return HeartbeatResponse(wanted_version=host.placement_version)
+    wanted = list(rows) if report.full else list(session.scalars(select(Instance.id).where(mine)))
+    return HeartbeatResponse(wanted_instance_ids=wanted, wanted_version=host.placement_version)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from openha import __version__, metrics
+from openha import __version__, liveness, metrics
 from openha.api import errors, versions
 from openha.db import make_engine, make_session_factory
 from openha.providers.base import ProviderContext
@@ -52,11 +55,29 @@ def create_app(
     settings = settings or get_settings()
     if session_factory is None:
         session_factory = make_session_factory(make_engine(settings.database_url))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Heartbeats reach the database through an API: while it beats, the controller
+        # knows a silent host is silent, not unheard (`openha.liveness`).
+        beater = liveness.Beater(
+            session_factory,
+            liveness.KIND_API,
+            interval=settings.service_beat_interval,
+            dead_after=settings.service_dead_after,
+        )
+        await anyio.to_thread.run_sync(beater.start)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(beater.stop)
+
     app = FastAPI(
         title="OpenHA",
         version=__version__,
         description="Load balancers as a service: Octavia's v2 API on HAProxy.",
         redirect_slashes=False,
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.session_factory = session_factory

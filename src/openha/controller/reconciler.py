@@ -4,27 +4,45 @@ Level-triggered and idempotent, like a Kubernetes controller: on every pass it
 compares desired (the database) with applied (what providers report) and acts
 on the difference. Nothing it does depends on remembering the previous pass, so
 any process can be restarted at any moment and the loop converges again.
-A lease per LB lets several controllers share one PostgreSQL database.
+
+The work queue lives in the load balancers' rows (`due_for_reconcile`, a partial
+index): a newer desired generation, a failover request, or `reconcile_requested`,
+set by whoever learns the data plane may differ (a host declared down, an
+instance that lost its state, a failed apply to retry with backoff). Fresh
+changes go before LBs coming out of backoff. An idle fleet costs one indexed
+query per pass, and a slow sweep (`resync`) catches what nobody flagged.
+
+Reconciles run on a bounded pool of workers (`controller_workers`), at most
+`controller_workers_per_host` of them on LBs of one host, and agents are called
+with short deadlines: a slow or dead agent holds back only its own host's LBs.
+
+Several controllers share one PostgreSQL database: each claims an LB (a lease)
+before working on it. A controller beats in the `services` table while it
+lives; the claims of one that stopped beating are taken over at once, not when
+they expire, and a controller that could not beat stops claiming, so no LB is
+ever applied by two at once.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import uuid
+import time
+from collections import Counter
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, case, delete, exists, not_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from openha import events, ipam
+from openha import events, ipam, liveness
 from openha.controller import hostmonitor, snapshot
-from openha.db import transaction
+from openha.controller.hostmonitor import HostMonitor
+from openha.controller.observer import Observer
+from openha.db import ChangeWatch, reading, transaction
 from openha.domain import constants as c
-from openha.domain.observed import COUNTER_FIELDS, ObservedState
 from openha.models import (
     HealthMonitor,
     Host,
@@ -36,7 +54,10 @@ from openha.models import (
     LoadBalancer,
     Member,
     Pool,
+    Service,
+    due_for_reconcile,
     utcnow,
+    utcnow_precise,
 )
 from openha.providers.base import ApplyResult
 from openha.providers.registry import ProviderRegistry
@@ -50,6 +71,33 @@ DELETE_ORDER = (L7Rule, L7Policy, HealthMonitor, Member, Listener, Pool)
 # write that makes them ACTIVE (Octavia's Mark{HealthMonitor,L7Policy,L7Rule}ActiveInDB).
 BY_ADMIN_STATE = (HealthMonitor, L7Policy, L7Rule)
 IN_PROGRESS_RECHECK = timedelta(seconds=0.5)
+# Host liveness, the circuit breaker and lease upkeep run this often.
+HOUSEKEEPING_INTERVAL = 1.0
+# The longest an idle controller goes without looking at its queues.
+IDLE_POLL = 1.0
+
+# The work queue: LBs of the partial index `ix_load_balancers_due` whose backoff
+# expired, a fresh change (no backoff: NULL) first, which PostgreSQL does only when
+# told, as it sorts NULLs last.
+DUE = (
+    select(LoadBalancer.id)
+    .where(
+        due_for_reconcile(),
+        or_(
+            LoadBalancer.next_attempt_at.is_(None),
+            LoadBalancer.next_attempt_at <= bindparam("now"),
+        ),
+        LoadBalancer.id.not_in(bindparam("exclude", expanding=True)),
+        ~exists().where(
+            Instance.load_balancer_id == LoadBalancer.id,
+            Instance.host_id.in_(bindparam("avoid_hosts", expanding=True)),
+        ),
+    )
+    .order_by(LoadBalancer.next_attempt_at.nulls_first(), LoadBalancer.created_at)
+    .limit(bindparam("limit"))
+)
+# The rows of processes gone this long are removed (they no longer decide anything).
+FORGET_SERVICES_AFTER = timedelta(hours=1)
 
 
 class Reconciler:
@@ -62,36 +110,126 @@ class Reconciler:
         self.settings = settings
         self.sessions = session_factory
         self.providers = providers
-        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.liveness = liveness.Beater(
+            session_factory,
+            liveness.KIND_CONTROLLER,
+            interval=settings.service_beat_interval,
+            dead_after=settings.service_dead_after,
+        )
+        self.owner = self.liveness.id
+        self.observer = Observer(settings, session_factory, providers)
+        self.hosts = HostMonitor(settings, session_factory)
         self._paused: str | None = None
+        # LB id -> the hosts its instances were on when its reconcile started.
+        self._inflight: dict[str, frozenset[str]] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._next_resync = 0.0
+        # An idle pass asks the database only when something was committed, or once
+        # per IDLE_POLL (backoffs expire without any commit).
+        self._changes = ChangeWatch(session_factory)
+        self._next_poll = 0.0
 
-    # --- the loop ---------------------------------------------------------------------
+    # --- the loops --------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         log.info("controller %s reconciling", self.owner)
-        # Observation has its own thread: a sweep over many LBs must never delay a change.
-        observer = threading.Thread(
-            target=self._observe_loop, args=(stop,), daemon=True, name="observe"
+        self.liveness.start()  # others see us alive before we claim anything
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.settings.controller_workers,
+            thread_name_prefix=f"reconcile-{self.owner}",
         )
-        observer.start()
-        while not stop.is_set():
-            try:
-                self.tick()
-            except Exception:
-                log.exception("reconcile pass failed; retrying")
-            stop.wait(self.settings.controller_interval)
-        observer.join(timeout=10)
+        # Observation and housekeeping have threads of their own: neither a sweep nor
+        # a probe of a silent host ever delays a change.
+        loops = [
+            threading.Thread(
+                target=self._every,
+                args=(stop, self.settings.observe_interval, self.observer.observe_due),
+                daemon=True,
+                name="observe",
+            ),
+            threading.Thread(
+                target=self._every,
+                args=(stop, HOUSEKEEPING_INTERVAL, self.housekeeping),
+                daemon=True,
+                name="housekeeping",
+            ),
+        ]
+        for thread in loops:
+            thread.start()
+        try:
+            while not stop.is_set():
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("reconcile pass failed; retrying")
+                stop.wait(self.settings.controller_interval)
+        finally:
+            for thread in loops:
+                thread.join(timeout=10)
+            # Reconciles under way finish and release their claims; then we are gone.
+            self._pool.shutdown(wait=True)
+            self._pool = None
+            self.liveness.stop()
+            self._changes.close()
+            self.observer.close()
 
-    def _observe_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(self.settings.observe_interval):
+    @staticmethod
+    def _every(stop: threading.Event, interval: float, work: Callable[[], object]) -> None:
+        while not stop.wait(interval):
             try:
-                self.observe_all()
+                work()
             except Exception:
-                log.exception("observation pass failed; retrying")
+                log.exception("%s failed; retrying", getattr(work, "__name__", work))
 
-    def tick(self) -> None:
-        hostmonitor.mark_silent_hosts_down(self.settings, self.sessions)
-        for lb_id in self.due():
+    def tick(self) -> int:
+        """Start reconciles of due LBs on free workers; how many were started.
+
+        Without `run` (tests, tools) the reconciles run here, one after the other.
+        """
+        if not self.liveness.alive:
+            return 0  # others may be taking our claims over: claim nothing now
+        with self._lock:
+            busy = dict(self._inflight)
+        changed = self._changes.changed()
+        if not busy and not changed and time.monotonic() < self._next_poll:
+            return 0
+        self._next_poll = time.monotonic() + IDLE_POLL
+        free = self.settings.controller_workers - len(busy)
+        if free <= 0:
+            return 0
+        unplaced = [lb_id for lb_id, hosts in busy.items() if not hosts]
+        if unplaced:
+            # New LBs were placed while their reconciles ran: count them on their hosts.
+            placed = self._hosts_of(unplaced)
+            with self._lock:
+                for lb_id, hosts in placed.items():
+                    if lb_id in self._inflight:
+                        self._inflight[lb_id] = busy[lb_id] = hosts
+        per_host = Counter(h for hosts in busy.values() for h in hosts)
+        limit = self.settings.controller_workers_per_host
+        full = {h for h, n in per_host.items() if n >= limit}
+        due = self.due(limit=free, exclude=busy, avoid_hosts=full)
+        if not due:
+            return 0
+        hosts_of = self._hosts_of(due)
+        started = 0
+        for lb_id in due:
+            hosts = hosts_of.get(lb_id, frozenset())
+            if any(per_host[h] >= limit for h in hosts):
+                continue  # its host has enough reconciles under way: next pass
+            per_host.update(hosts)
+            with self._lock:
+                self._inflight[lb_id] = hosts
+            if self._pool is not None:
+                self._pool.submit(self._work, lb_id)
+            else:
+                self._work(lb_id)
+            started += 1
+        return started
+
+    def _work(self, lb_id: str) -> None:
+        try:
             if self.claim(lb_id):
                 try:
                     self.reconcile(lb_id)
@@ -100,46 +238,61 @@ class Reconciler:
                     self.record_failure(lb_id, None, f"internal error: {exc}")
                 finally:
                     self.release(lb_id)
+        except Exception:
+            log.exception("reconcile of %s: bookkeeping failed", lb_id)
+        finally:
+            with self._lock:
+                self._inflight.pop(lb_id, None)
 
-    def due(self) -> list[str]:
-        """LBs whose data plane differs from what is wanted, and whose backoff has expired."""
-        now = utcnow()
-        # An instance that lags the LB's generation, or sits on a host that is not UP,
-        # needs repair even when nobody changed the LB (host loss, agent lost state).
-        with transaction(self.sessions) as s:
-            paused = hostmonitor.failover_pause_reason(self.settings, s)
-        self._note_pause(paused)
-        lagging = Instance.applied_generation < LoadBalancer.desired_generation
-        lost_host = or_(
-            Instance.host_id.is_(None),
-            ~exists().where(Host.id == Instance.host_id, Host.status == c.HOST_UP),
-        )
-        needs_repair = exists().where(
-            Instance.load_balancer_id == LoadBalancer.id,
-            lagging if paused else or_(lagging, lost_host),
-        )
-        with transaction(self.sessions) as s:
+    def due(
+        self,
+        limit: int = 100,
+        exclude: Collection[str] = (),
+        avoid_hosts: Collection[str] = (),
+    ) -> list[str]:
+        """LBs to reconcile now: the work queue, fresh changes first, then expired backoffs;
+        not those in `exclude` (under way here) nor those on `avoid_hosts` (enough under
+        way there). The idle controller's most frequent query: built once, read-only."""
+        with reading(self.sessions) as conn:
             return list(
-                s.scalars(
-                    select(LoadBalancer.id)
-                    .where(
-                        or_(
-                            LoadBalancer.desired_generation > LoadBalancer.applied_generation,
-                            LoadBalancer.provisioning_status == c.PENDING_DELETE,
-                            LoadBalancer.failover_requested.is_(True),
-                            # A failed apply is retried (with backoff) even when nothing
-                            # changed: the cause may have gone (a host came back).
-                            LoadBalancer.provisioning_status == c.ERROR,
-                            needs_repair,
-                        ),
-                        or_(
-                            LoadBalancer.next_attempt_at.is_(None),
-                            LoadBalancer.next_attempt_at <= now,
-                        ),
-                    )
-                    .order_by(LoadBalancer.next_attempt_at, LoadBalancer.created_at)
+                conn.execute(
+                    DUE,
+                    {
+                        "now": utcnow(),
+                        "limit": limit,
+                        "exclude": list(exclude),
+                        "avoid_hosts": list(avoid_hosts),
+                    },
+                ).scalars()
+            )
+
+    def _hosts_of(self, lb_ids: list[str]) -> dict[str, frozenset[str]]:
+        with transaction(self.sessions) as s:
+            rows = s.execute(
+                select(Instance.load_balancer_id, Instance.host_id).where(
+                    Instance.load_balancer_id.in_(lb_ids), Instance.host_id.is_not(None)
                 )
             )
+            found: dict[str, set[str]] = {}
+            for lb_id, host_id in rows:
+                if host_id:
+                    found.setdefault(lb_id, set()).add(host_id)
+        return {lb_id: frozenset(hosts) for lb_id, hosts in found.items()}
+
+    # --- housekeeping -----------------------------------------------------------------
+
+    def housekeeping(self) -> None:
+        """Host liveness, the circuit breaker, our leases, dead controllers, the resync."""
+        with reading(self.sessions) as conn:
+            seen = hostmonitor.look(self.settings, conn)
+        self.hosts.check(seen)
+        paused = seen.paused
+        self._note_pause(paused)
+        self.renew_leases()
+        if time.monotonic() >= self._next_resync:
+            self._next_resync = time.monotonic() + self.settings.controller_resync_interval
+            self.release_dead_controllers()
+            self.resync(paused)
 
     def _note_pause(self, reason: str | None) -> None:
         """Emit an event when the failover circuit breaker opens or closes."""
@@ -151,23 +304,63 @@ class Reconciler:
                 events.emit(s, "failover.paused", reason, severity=c.SEVERITY_ERROR)
             else:
                 events.emit(s, "failover.resumed", "Enough hosts are back: failover resumes")
+                # The repairs that waited for the breaker are due now.
+                s.execute(
+                    update(LoadBalancer)
+                    .where(LoadBalancer.id.in_(select(Instance.load_balancer_id).where(_lost())))
+                    .values(reconcile_requested=True)
+                    .execution_options(synchronize_session=False)
+                )
         self._paused = reason
 
+    def resync(self, paused: str | None) -> int:
+        """Queue every LB whose data plane lags though nobody asked for a pass (a safety
+        net: whatever changes the data plane flags its LBs as it goes); how many."""
+        lagging = Instance.applied_generation < LoadBalancer.desired_generation
+        needs_repair = exists().where(
+            Instance.load_balancer_id == LoadBalancer.id,
+            lagging if paused else or_(lagging, _lost()),
+        )
+        with transaction(self.sessions) as s:
+            result = s.execute(
+                update(LoadBalancer)
+                .where(
+                    not_(due_for_reconcile()),
+                    LoadBalancer.provisioning_status != c.PENDING_DELETE,
+                    or_(LoadBalancer.provisioning_status == c.ERROR, needs_repair),
+                )
+                .values(reconcile_requested=True)
+                .execution_options(synchronize_session=False)
+            )
+            count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if count:
+            log.info("resync: %d load balancer(s) lagging without a request", count)
+        return count
+
+    # --- claims -----------------------------------------------------------------------
+
     def claim(self, lb_id: str) -> bool:
-        now = utcnow()
+        """Take the LB's lease (free, expired, ours, or held by a controller that stopped
+        beating) and dequeue its reconcile request: whatever asks again later is kept."""
+        now = utcnow_precise()
         until = now + timedelta(seconds=self.settings.controller_lease_seconds)
+        live = select(Service.id).where(
+            Service.kind == liveness.KIND_CONTROLLER,
+            Service.last_seen_at >= now - timedelta(seconds=self.settings.service_dead_after),
+        )
         with transaction(self.sessions) as s:
             result = s.execute(
                 update(LoadBalancer)
                 .where(
                     LoadBalancer.id == lb_id,
                     or_(
-                        LoadBalancer.lease_until.is_(None),
-                        LoadBalancer.lease_until < now,
+                        LoadBalancer.lease_owner.is_(None),
                         LoadBalancer.lease_owner == self.owner,
+                        LoadBalancer.lease_until < now,
+                        LoadBalancer.lease_owner.not_in(live),
                     ),
                 )
-                .values(lease_owner=self.owner, lease_until=until)
+                .values(lease_owner=self.owner, lease_until=until, reconcile_requested=False)
                 .execution_options(synchronize_session=False)
             )
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]
@@ -181,6 +374,46 @@ class Reconciler:
                 .execution_options(synchronize_session=False)
             )
 
+    def renew_leases(self) -> None:
+        """Keep the leases of reconciles under way (an apply may outlast a lease)."""
+        with self._lock:
+            held = list(self._inflight)
+        if not held:
+            return
+        until = utcnow_precise() + timedelta(seconds=self.settings.controller_lease_seconds)
+        with transaction(self.sessions) as s:
+            s.execute(
+                update(LoadBalancer)
+                .where(LoadBalancer.id.in_(held), LoadBalancer.lease_owner == self.owner)
+                .values(lease_until=until)
+                .execution_options(synchronize_session=False)
+            )
+
+    def release_dead_controllers(self) -> list[str]:
+        """Free the claims of controllers that stopped beating and forget old processes."""
+        now = utcnow_precise()
+        dead_after = timedelta(seconds=self.settings.service_dead_after)
+        with transaction(self.sessions) as s:
+            dead = list(
+                s.scalars(
+                    select(Service.id).where(
+                        Service.kind == liveness.KIND_CONTROLLER,
+                        Service.last_seen_at < now - dead_after,
+                    )
+                )
+            )
+            if dead:
+                s.execute(
+                    update(LoadBalancer)
+                    .where(LoadBalancer.lease_owner.in_(dead))
+                    .values(lease_owner=None, lease_until=None)
+                    .execution_options(synchronize_session=False)
+                )
+                s.execute(delete(Service).where(Service.id.in_(dead)))
+                log.warning("controller(s) %s stopped beating: claims released", ", ".join(dead))
+            s.execute(delete(Service).where(Service.last_seen_at < now - FORGET_SERVICES_AFTER))
+        return dead
+
     # --- one load balancer -----------------------------------------------------------
 
     def reconcile(self, lb_id: str) -> None:
@@ -189,15 +422,13 @@ class Reconciler:
             if lb is None:
                 return
             provider = self.providers.get(lb.provider)
-            if lb.provisioning_status == c.PENDING_DELETE:
-                deleting = True
-                spec = None
-            else:
-                deleting = False
-                spec = snapshot.build(s, lb_id)
+            deleting = lb.provisioning_status == c.PENDING_DELETE
             failover = lb.failover_requested
             # The circuit breaker is decided here, with the snapshot its apply works from.
             paused = hostmonitor.failover_pause_reason(self.settings, s)
+            if paused and not (deleting or failover) and _waits_for_failover(s, lb):
+                return  # only a lost host to rebuild from, and failover is paused
+            spec = None if deleting else snapshot.build(s, lb_id)
         # Provider calls happen outside any transaction: they may take seconds.
         if deleting:
             if provider.delete(lb_id):
@@ -219,7 +450,8 @@ class Reconciler:
         if result.done:
             self.finalize(lb_id, spec.generation)
         elif result.error:
-            self.record_failure(lb_id, spec.generation, result.error)
+            kind = "loadbalancer.no_capacity" if result.no_capacity else None
+            self.record_failure(lb_id, spec.generation, result.error, kind=kind)
         else:
             self.recheck_soon(lb_id)
 
@@ -227,11 +459,12 @@ class Reconciler:
         """Mark `generation` applied; settle child statuses only if nothing newer arrived."""
         with transaction(self.sessions) as s:
             lb = s.scalar(select(LoadBalancer).where(LoadBalancer.id == lb_id).with_for_update())
-            if lb is None:
+            if lb is None or not self._holds(lb):
                 return
             # ERROR may already read PENDING_UPDATE (the tenant's fix): last_error remembers.
             was_error = lb.last_error is not None
             lb.applied_generation = max(lb.applied_generation, generation)
+            lb.health_generation += 1  # the tree changed: its statuses are derived again
             if lb.desired_generation != generation:
                 return  # a newer change is waiting: the next pass applies it
             if lb.provisioning_status in (c.PENDING_CREATE, c.PENDING_UPDATE, c.ERROR):
@@ -293,11 +526,16 @@ class Reconciler:
             if was_error:
                 events.emit(s, "loadbalancer.recovered", "Apply succeeded again", lb=lb)
 
-    def record_failure(self, lb_id: str, generation: int | None, error: str) -> None:
+    def record_failure(
+        self, lb_id: str, generation: int | None, error: str, *, kind: str | None = None
+    ) -> None:
+        """Retry with backoff; the first failure of its kind marks ERROR with an event
+        (`kind`: "loadbalancer.apply_failed" unless said otherwise)."""
         with transaction(self.sessions) as s:
             lb = s.scalar(select(LoadBalancer).where(LoadBalancer.id == lb_id).with_for_update())
-            if lb is None:
+            if lb is None or not self._holds(lb):
                 return
+            lb.reconcile_requested = True  # tried again once the backoff expires
             if generation is not None and generation < lb.desired_generation:
                 # A newer change arrived while this one failed: apply that one at once
                 # rather than marking the LB ERROR for a tree nobody wants any more.
@@ -324,7 +562,7 @@ class Reconciler:
             if first:
                 events.emit(
                     s,
-                    "loadbalancer.apply_failed",
+                    kind or "loadbalancer.apply_failed",
                     error[:1000],
                     severity=c.SEVERITY_ERROR,
                     lb=lb,
@@ -336,9 +574,14 @@ class Reconciler:
             s.execute(
                 update(LoadBalancer)
                 .where(LoadBalancer.id == lb_id)
-                .values(next_attempt_at=utcnow() + IN_PROGRESS_RECHECK)
+                .values(next_attempt_at=utcnow() + IN_PROGRESS_RECHECK, reconcile_requested=True)
                 .execution_options(synchronize_session=False)
             )
+
+    def _holds(self, lb: LoadBalancer) -> bool:
+        """Whether this controller may still write the outcome of its pass: a controller
+        that was taken for dead and lost its claim leaves the outcome to the new owner."""
+        return lb.lease_owner in (None, self.owner)
 
     def purge(self, lb_id: str) -> None:
         """The data plane is gone: remove the LB's rows and free its addresses."""
@@ -371,71 +614,27 @@ class Reconciler:
             s.flush()
             s.delete(lb)
 
-    # --- observation -----------------------------------------------------------------
 
-    def observe_all(self) -> None:
-        with transaction(self.sessions) as s:
-            ids = list(
-                s.scalars(
-                    select(LoadBalancer.id).where(
-                        LoadBalancer.provisioning_status != c.PENDING_DELETE,
-                        LoadBalancer.applied_generation > 0,
-                    )
-                )
+def _lost() -> ColumnElement[bool]:
+    """An instance whose host is gone or not UP."""
+    return or_(
+        Instance.host_id.is_(None),
+        ~exists().where(Host.id == Instance.host_id, Host.status == c.HOST_UP),
+    )
+
+
+def _waits_for_failover(session: Session, lb: LoadBalancer) -> bool:
+    """The LB's tree is applied and only instances on lost hosts could need a rebuild:
+    nothing to do while failover is paused (an instance lagging on a live host would be)."""
+    if lb.applied_generation < lb.desired_generation or lb.provisioning_status == c.ERROR:
+        return False
+    lagging_on_live_host = session.scalar(
+        select(
+            exists().where(
+                Instance.load_balancer_id == lb.id,
+                Instance.applied_generation < lb.desired_generation,
+                not_(_lost()),
             )
-        for lb_id in ids:
-            try:
-                self.observe(lb_id)
-            except Exception:
-                log.exception("observing %s failed", lb_id)
-
-    def observe(self, lb_id: str) -> None:
-        with transaction(self.sessions) as s:
-            lb = s.get(LoadBalancer, lb_id)
-            if lb is None or lb.provisioning_status == c.PENDING_DELETE:
-                return
-            provider = self.providers.get(lb.provider)
-            spec = snapshot.build(s, lb_id)
-        state = provider.observe(spec)
-        if state is not None:
-            self.store_observation(lb_id, state)
-
-    def store_observation(self, lb_id: str, state: ObservedState) -> None:
-        with transaction(self.sessions) as s:
-            lb = s.get(LoadBalancer, lb_id)
-            if lb is None:
-                return
-            if lb.operating_status != state.load_balancer:
-                severity = (
-                    c.SEVERITY_INFO if state.load_balancer == c.ONLINE else c.SEVERITY_WARNING
-                )
-                events.emit(
-                    s,
-                    "loadbalancer.operating_status",
-                    f"{lb.operating_status} -> {state.load_balancer}",
-                    severity=severity,
-                    lb=lb,
-                )
-                lb.operating_status = state.load_balancer
-            for model, statuses in (
-                (Listener, state.listeners),
-                (Pool, state.pools),
-                (Member, state.members),
-                (HealthMonitor, state.health_monitors),
-                (L7Policy, state.l7policies),
-                (L7Rule, state.l7rules),
-            ):
-                for obj_id, status in statuses.items():
-                    s.execute(
-                        update(model)
-                        .where(model.id == obj_id, model.operating_status != status)
-                        .values(operating_status=status)
-                        .execution_options(synchronize_session=False)
-                    )
-            for listener_id, counters in state.listener_stats.items():
-                row = s.get(ListenerStats, listener_id)
-                if row is None:
-                    row = ListenerStats(listener_id=listener_id, load_balancer_id=lb_id)
-                    s.add(row)
-                for name in COUNTER_FIELDS:
-                    setattr(row, name, getattr(counters, name))
+        )
+    )
+    return not lagging_on_live_host

@@ -1,9 +1,10 @@
-"""What a data plane reports, as Octavia statuses by object id and counters by listener.
+"""What a data plane reports: Octavia statuses by object id, and listener counters.
 
 `ListenerCounters` is the one definition of a listener's counters: the agent
-reports them per instance in its heartbeat (`openha.agent.protocol`), a
-provider sums them over an LB's instances, and the controller stores the sums
-(`openha.models.ListenerStats`, whose columns are these fields).
+reports them per instance in its heartbeat (`openha.agent.protocol`), and the
+API stores their sums over an LB's instances when they moved
+(`openha.models.ListenerStats`, whose columns are these fields). Statuses are
+the controller's to derive (`ObservedState`), when a report changed them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ COUNTER_FIELDS: tuple[str, ...] = tuple(ListenerCounters.model_fields)
 
 @dataclass
 class ObservedState:
-    """Operating statuses by object id, and counters by listener id."""
+    """Operating statuses by object id."""
 
     load_balancer: str
     listeners: dict[str, str] = field(default_factory=dict)
@@ -42,7 +43,6 @@ class ObservedState:
     health_monitors: dict[str, str] = field(default_factory=dict)
     l7policies: dict[str, str] = field(default_factory=dict)
     l7rules: dict[str, str] = field(default_factory=dict)
-    listener_stats: dict[str, ListenerCounters] = field(default_factory=dict)
 
 
 __all__ = ["COUNTER_FIELDS", "ListenerCounters", "ObservedState"]

@@ -26,15 +26,20 @@ _SERVER_STATUS = {
 
 
 def member_status(haproxy_status: str | None, admin_state_up: bool, monitored: bool) -> str:
-    if not admin_state_up:
-        return c.OFFLINE
-    if not monitored:
-        return c.NO_MONITOR
-    if haproxy_status is None:
-        return c.OFFLINE  # not reported yet: the config holding it is not live
-    word = haproxy_status.split()[0] if haproxy_status.strip() else ""
-    # "UP 1/3" / "DOWN 1/2" are transitions: HAProxy still serves its previous verdict.
-    if "/" in haproxy_status and word in ("UP", "DOWN"):
+    """What HAProxy says of the server, in Octavia's words; the database decides only
+    while HAProxy has not reported it. So an admin-down member is OFFLINE because
+    HAProxy holds it in MAINT, and one HAProxy still serves shows ONLINE: the
+    status reveals a data plane that drifted from the desired state."""
+    if haproxy_status is None or not haproxy_status.strip():
+        # Not reported yet: the config holding it is not live.
+        if not admin_state_up:
+            return c.OFFLINE
+        return c.NO_MONITOR if not monitored else c.OFFLINE
+    word = haproxy_status.split()[0]
+    if word in ("UP", "DOWN"):
+        if not monitored:
+            return c.NO_MONITOR
+        # "UP 1/3" / "DOWN 1/2" are transitions: HAProxy still serves its previous verdict.
         return c.ONLINE if word == "UP" else c.ERROR
     return _SERVER_STATUS.get(word, c.OFFLINE)
 
@@ -69,8 +74,10 @@ def derive(
         hm = pool.health_monitor
         monitored = hm is not None and hm.admin_state_up
         for m in pool.members:
-            state.members[m.id] = member_status(
-                member_reports.get(m.id), m.admin_state_up and lb_up, monitored
+            state.members[m.id] = (
+                member_status(member_reports.get(m.id), m.admin_state_up, monitored)
+                if lb_up
+                else c.OFFLINE
             )
         live = lb_up and pool.id in used
         state.pools[pool.id] = pool_status(pool, state.members) if live else c.OFFLINE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,18 +11,27 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    ColumnElement,
+    Connection,
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    event,
+    func,
+    inspect,
+    or_,
+    update,
 )
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
+    column_property,
     foreign,
     mapped_column,
     query_expression,
@@ -30,6 +40,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.types import TypeDecorator
 
 from openha.domain import constants as c
+from openha.domain.capacity import DEFAULT_CAPACITY
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -265,6 +276,16 @@ class LoadBalancer(Base, Provisioned):
     failover_left_host_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The controller's work queue lives in these rows (`due_for_reconcile`): besides a
+    # newer desired generation or a failover request, anyone who knows the data plane
+    # may differ from the tree (a host lost, an instance lagging, a failed apply to
+    # retry) sets `reconcile_requested`; the controller clears it when it claims the LB.
+    reconcile_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The observation queue (`due_for_observation`): whoever changes what an
+    # observation reads (an instance's reported health, the applied tree, a host's
+    # liveness) bumps `health_generation`; the controller records the one it observed.
+    health_generation: Mapped[int] = mapped_column(BigInteger, default=0)
+    observed_generation: Mapped[int] = mapped_column(BigInteger, default=0)
     # A lease lets several controllers share the work without two reconciling one LB.
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -452,7 +473,15 @@ class Host(Base, Timestamps):
     credential_hash: Mapped[str] = mapped_column(String(64))
     # The controller uses this secret to call the agent; the agent checks it.
     agent_secret: Mapped[str] = mapped_column(String(128), default="")
-    capacity: Mapped[int] = mapped_column(Integer, default=100)
+    # Instances the host may run: the operator's setting when there is one (it sticks),
+    # else what the agent reports from the host's resources (`openha.domain.capacity`).
+    capacity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reported_capacity: Mapped[int] = mapped_column(Integer, default=DEFAULT_CAPACITY)
+    # What the scheduler honours (and `?capacity=` filters on).
+    effective_capacity: Mapped[int] = column_property(func.coalesce(capacity, reported_capacity))
+    # Bumped whenever an instance is placed on the host or leaves it: an agent that
+    # already holds the newest list of wanted instances is not sent it again.
+    placement_version: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[str] = mapped_column(String(16), default=c.HOST_ENROLLED)
     admin_state: Mapped[str] = mapped_column(String(16), default=c.HOST_ENABLED)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -490,6 +519,31 @@ class Instance(Base, Timestamps):
     )
 
 
+def _bump_placement_version(connection: Connection, host_ids: Iterable[str | None]) -> None:
+    hosts = sorted({h for h in host_ids if h})
+    if hosts:
+        connection.execute(
+            update(Host)
+            .where(Host.id.in_(hosts))
+            .values(placement_version=Host.placement_version + 1)
+        )
+
+
+# Any change to the set of instances a host should run bumps the host's
+# `placement_version`, whichever code made it: heartbeat answers rely on it.
+@event.listens_for(Instance, "after_insert")
+@event.listens_for(Instance, "after_delete")
+def _instance_placed_or_removed(_mapper: Any, connection: Connection, inst: Instance) -> None:
+    _bump_placement_version(connection, [inst.host_id])
+
+
+@event.listens_for(Instance, "after_update")
+def _instance_moved(_mapper: Any, connection: Connection, inst: Instance) -> None:
+    history = inspect(inst).attrs.host_id.history
+    if history.has_changes():
+        _bump_placement_version(connection, [*history.added, *history.deleted])
+
+
 class VrrpRouterId(Base):
     """A VRRP virtual router id, unique per L2 segment (network), held by one LB's pair."""
 
@@ -499,6 +553,22 @@ class VrrpRouterId(Base):
     load_balancer_id: Mapped[str] = mapped_column(
         ForeignKey("load_balancers.id"), unique=True, index=True
     )
+
+
+class Service(Base):
+    """A running API or controller process, beating while it lives (`openha.liveness`).
+
+    The controller counts a host's silence only while an API was up to hear it, and
+    takes over the claims of a controller that stopped beating.
+    """
+
+    __tablename__ = "services"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    host_name: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Event(Base):
@@ -513,6 +583,38 @@ class Event(Base):
     instance_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+def due_for_reconcile() -> ColumnElement[bool]:
+    """LBs the controller must look at (backoff aside): the work queue's predicate.
+
+    The partial index below holds exactly these rows, so the controller's frequent
+    "what is due?" query reads the few due LBs, never the whole fleet.
+    """
+    return or_(
+        LoadBalancer.desired_generation > LoadBalancer.applied_generation,
+        LoadBalancer.reconcile_requested,
+        LoadBalancer.failover_requested,
+    )
+
+
+def due_for_observation() -> ColumnElement[bool]:
+    """LBs whose reported health changed since the controller last derived their statuses."""
+    return LoadBalancer.health_generation > LoadBalancer.observed_generation
+
+
+Index(
+    "ix_load_balancers_due",
+    LoadBalancer.next_attempt_at,
+    sqlite_where=due_for_reconcile(),
+    postgresql_where=due_for_reconcile(),
+)
+Index(
+    "ix_load_balancers_observation_due",
+    LoadBalancer.id,
+    sqlite_where=due_for_observation(),
+    postgresql_where=due_for_observation(),
+)
 
 
 TREE_MODELS: tuple[type[Provisioned], ...] = (

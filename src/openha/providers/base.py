@@ -38,6 +38,8 @@ class ApplyResult:
 
     done: bool
     error: str | None = None
+    # The fleet has no room for the LB (not the LB's own fault): operators must act.
+    no_capacity: bool = False
 
     @classmethod
     def applied(cls) -> ApplyResult:
@@ -50,6 +52,10 @@ class ApplyResult:
     @classmethod
     def failed(cls, error: str) -> ApplyResult:
         return cls(done=False, error=error)
+
+    @classmethod
+    def out_of_capacity(cls, error: str) -> ApplyResult:
+        return cls(done=False, error=error, no_capacity=True)
 
 
 class UnsupportedOption(ValueError):

@@ -1,4 +1,10 @@
-"""/v2/manage/hosts and /v2/manage/instances: where load balancers run, and how healthy."""
+"""/v2/manage/hosts and /v2/manage/instances: where load balancers run, and how healthy.
+
+A host's `capacity` is what the scheduler honours: the operator's setting when
+there is one (`PUT ... {"host": {"capacity": N}}`, kept across the agent's
+registrations; `null` gives the choice back), else what the agent reports from
+the host's resources (`reported_capacity`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from pydantic import AliasPath, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, with_expression
 
 from openha.api.context import RequestContext, get_admin_context, get_session
@@ -15,7 +21,8 @@ from openha.api.resources import Resource
 from openha.api.types import StrictModel
 from openha.api.views import Timestamp, View
 from openha.domain import constants as c
-from openha.models import Host, Instance
+from openha.domain.capacity import MAX_CAPACITY
+from openha.models import Host, Instance, LoadBalancer
 
 
 class HostView(View):
@@ -23,7 +30,9 @@ class HostView(View):
     name: str
     availability_zone: str
     management_url: str
-    capacity: int
+    capacity: int = Field(validation_alias="effective_capacity")
+    capacity_override: int | None = Field(validation_alias="capacity")
+    reported_capacity: int
     status: str
     admin_state: str
     last_heartbeat_at: Timestamp
@@ -65,6 +74,7 @@ HOSTS: Resource[Host] = Resource(
     scope=lambda ctx: select(Host),
     # A host is named by its id or its name.
     match=lambda ident: or_(Host.id == ident, Host.name == ident),
+    aliases={"capacity": Host.effective_capacity},
     options=(
         with_expression(
             Host.instance_count,
@@ -91,7 +101,8 @@ hosts = HOSTS.router()
 
 class HostUpdate(StrictModel):
     admin_state: str | None = None  # ENABLED | DISABLED: a disabled host gets no new instances
-    capacity: int | None = None
+    # The operator's capacity; null gives it back to what the host's resources allow.
+    capacity: int | None = Field(default=None, le=MAX_CAPACITY)
 
 
 class HostUpdateBody(StrictModel):
@@ -107,14 +118,25 @@ def update_host(
 ) -> dict[str, Any]:
     host = HOSTS.find(session, ctx, host_id)
     body = payload.host
+    before = (host.admin_state, host.effective_capacity)
+    capacity = host.effective_capacity
     if body.admin_state is not None:
         if body.admin_state not in c.HOST_ADMIN_STATES:
             raise BadRequest(f"admin_state must be {' or '.join(c.HOST_ADMIN_STATES)}.")
         host.admin_state = body.admin_state
-    if body.capacity is not None:
-        if body.capacity < 0:
+    if "capacity" in body.model_fields_set:
+        if body.capacity is not None and body.capacity < 0:
             raise BadRequest("capacity must be zero or positive.")
         host.capacity = body.capacity
+        capacity = body.capacity if body.capacity is not None else host.reported_capacity
+    if host.admin_state == c.HOST_ENABLED and (before[0] != c.HOST_ENABLED or capacity > before[1]):
+        # Room appeared: LBs that failed for want of it should not sit out their backoff.
+        session.execute(
+            update(LoadBalancer)
+            .where(LoadBalancer.provisioning_status == c.ERROR)
+            .values(next_attempt_at=None)
+            .execution_options(synchronize_session=False)
+        )
     session.flush()
     answer = HOSTS.show(session, ctx, host.id)
     session.commit()

@@ -1,16 +1,23 @@
-"""The controller's client for agents: put, delete and read instances over authenticated HTTP."""
+"""The controller's client for agents: put, delete and probe instances over authenticated HTTP.
+
+Every call has a short deadline (`agent_timeout`, 2 s to connect): a hung agent
+costs the reconciles of its own host that long, and never more.
+"""
 
 from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from openha.domain.spec import InstanceSpec
 
-TIMEOUT = httpx.Timeout(30.0, connect=3.0)
+if TYPE_CHECKING:
+    from openha.settings import Settings
+
+CONNECT_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -19,6 +26,12 @@ class AgentAddress:
     secret: str
     # TLS verification for https agents: a CA bundle path, or True for the system CAs.
     verify: str | bool = True
+    timeout: float = 15.0
+
+
+def address(settings: Settings, url: str, secret: str) -> AgentAddress:
+    ca = settings.agent_ca_file
+    return AgentAddress(url, secret, str(ca) if ca else True, settings.agent_timeout)
 
 
 class AgentError(Exception):
@@ -29,11 +42,12 @@ class AgentRejected(Exception):
     """The agent refused the config (it keeps serving the last good one)."""
 
 
-def _client(agent: AgentAddress) -> httpx.Client:
+def _client(agent: AgentAddress, timeout: float | None = None) -> httpx.Client:
+    limit = timeout if timeout is not None else agent.timeout
     return httpx.Client(
         base_url=agent.url.rstrip("/"),
         headers={"Authorization": f"Bearer {agent.secret}"},
-        timeout=TIMEOUT,
+        timeout=httpx.Timeout(limit, connect=min(CONNECT_TIMEOUT, limit)),
         verify=ssl.create_default_context(cafile=agent.verify)
         if isinstance(agent.verify, str)
         else agent.verify,
@@ -66,6 +80,15 @@ def delete_instance(agent: AgentAddress, instance_id: str) -> None:
         raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
     if resp.status_code not in (200, 204, 404):
         raise AgentError(f"agent {agent.url} answered {resp.status_code}: {resp.text[:500]}")
+
+
+def answers(agent: AgentAddress, timeout: float) -> bool:
+    """Whether the agent's process answers at all (`/v1/healthz`, no credential needed)."""
+    try:
+        with _client(agent, timeout) as client:
+            return client.get("/v1/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _json(resp: httpx.Response) -> dict[str, Any]:

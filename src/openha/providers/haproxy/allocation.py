@@ -34,7 +34,7 @@ from openha.models import (
 from openha.providers.haproxy.placement import (
     HostView,
     InstanceView,
-    NoHostAvailable,
+    NoCapacity,
     Placement,
     plan,
     roles_for,
@@ -187,7 +187,7 @@ def hold_vrid(session: Session, lb: LoadBalancer, spec: LoadBalancerSpec) -> int
     )
     free = next((v for v in range(1, 256) if v not in used), None)
     if free is None:
-        raise NoHostAvailable(
+        raise NoCapacity(
             f"All 255 VRRP router ids are in use on network {network_id}: "
             "no more ACTIVE_STANDBY load balancers fit on this segment"
         )
@@ -228,7 +228,7 @@ def host_views(hosts: Iterable[Host]) -> list[HostView]:
             id=h.id,
             name=h.name,
             availability_zone=h.availability_zone,
-            capacity=h.capacity,
+            capacity=h.effective_capacity,
             up=h.status == c.HOST_UP,
             # An agent that never registered (no URL, no directory) cannot take work.
             schedulable=h.status == c.HOST_UP

@@ -16,6 +16,7 @@ handed to `apply`; the driver only obeys it.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -26,7 +27,7 @@ from openha import events, ipam
 from openha.agent.protocol import VRRP_MASTER
 from openha.db import transaction
 from openha.domain import constants as c
-from openha.domain.observed import ListenerCounters, ObservedState
+from openha.domain.observed import ObservedState
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.domain.status import derive
 from openha.models import Host, Instance, LoadBalancer, VrrpRouterId, utcnow
@@ -34,15 +35,23 @@ from openha.providers.base import (
     ApplyResult,
     Capability,
     Provider,
+    ProviderContext,
     UnsupportedOption,
 )
 from openha.providers.haproxy import agent_client, allocation, instance_spec, plumbing
 from openha.providers.haproxy.agent_client import AgentAddress, AgentError, AgentRejected
-from openha.providers.haproxy.placement import NoHostAvailable, Placement
+from openha.providers.haproxy.placement import NoCapacity, NoHostAvailable, Placement
 from openha.render.haproxy import ACCESS_LOG_MODES, RenderError
+
+# How an instance on a host declared down reads: nothing runs, no VIP held.
+_SILENT: dict[str, Any] = {"haproxy_running": False, "vrrp_state": None, "members": {}}
 
 
 class HAProxyProvider(Provider):
+    """See the module docstring. Calls to one host's agent are bounded
+    (`controller_workers_per_host` at once), so a hung agent holds that many
+    reconciles at most; the others get "in progress" and come back shortly."""
+
     name = "haproxy"
     description = "HAProxy in network namespaces on OpenHA agent hosts (SINGLE or ACTIVE_STANDBY)."
     unsupported: ClassVar[Mapping[str, frozenset[Any]]] = {
@@ -52,6 +61,11 @@ class HAProxyProvider(Provider):
         "pool.lb_algorithm": frozenset({"SOURCE_IP_PORT"}),
         "healthmonitor.type": frozenset({"UDP-CONNECT", "SCTP"}),
     }
+
+    def __init__(self, context: ProviderContext) -> None:
+        super().__init__(context)
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots_lock = threading.Lock()
 
     def flavor_capabilities(self) -> list[Capability]:
         return [
@@ -82,6 +96,8 @@ class HAProxyProvider(Provider):
         try:
             with transaction(self.context.session_factory) as s:
                 placements = allocation.place(s, spec, failover_paused=failover_paused)
+        except NoCapacity as exc:
+            return ApplyResult.out_of_capacity(str(exc))
         except (NoHostAvailable, ipam.AddressError) as exc:
             return ApplyResult.failed(str(exc))
         try:
@@ -92,11 +108,39 @@ class HAProxyProvider(Provider):
             return ApplyResult.failed(f"cannot render the HAProxy configuration: {exc}")
         except plumbing.UnsupportedNetwork as exc:
             return ApplyResult.failed(str(exc))
-        with ThreadPoolExecutor(max_workers=max(len(specs), 1)) as pool:
-            errors = [e for e in pool.map(self._push, placements, specs) if e]
+        slots = self._take_slots({p.host_id for p in placements})
+        if slots is None:
+            # Enough calls to one of its hosts are under way (a slow or hung agent holds
+            # them): free this worker for other hosts' LBs and try again shortly.
+            return ApplyResult.in_progress()
+        try:
+            with ThreadPoolExecutor(max_workers=max(len(specs), 1)) as pool:
+                errors = [e for e in pool.map(self._push, placements, specs) if e]
+        finally:
+            for slot in slots:
+                slot.release()
         if errors:
             return ApplyResult.failed("; ".join(errors))
         return ApplyResult.applied()
+
+    def _take_slots(self, host_ids: set[str]) -> list[threading.BoundedSemaphore] | None:
+        """A call slot on every host, or None (and nothing taken) if one has none free."""
+        with self._slots_lock:
+            wanted = [
+                self._slots.setdefault(
+                    host_id,
+                    threading.BoundedSemaphore(self.context.settings.controller_workers_per_host),
+                )
+                for host_id in sorted(host_ids)
+            ]
+        taken: list[threading.BoundedSemaphore] = []
+        for slot in wanted:
+            if not slot.acquire(blocking=False):
+                for held in taken:
+                    held.release()
+                return None
+            taken.append(slot)
+        return taken
 
     def _push(self, placement: Placement, spec: InstanceSpec) -> str | None:
         agent = self._agent(placement.management_url, placement.agent_secret)
@@ -126,8 +170,7 @@ class HAProxyProvider(Provider):
                 inst.status = c.INSTANCE_ERROR
 
     def _agent(self, url: str, secret: str) -> AgentAddress:
-        ca = self.context.settings.agent_ca_file
-        return AgentAddress(url, secret, str(ca) if ca else True)
+        return agent_client.address(self.context.settings, url, secret)
 
     def _host_agent(self, host: Host | None) -> tuple[AgentAddress | None, bool]:
         """How to reach a host's agent, and whether it is up to be reached."""
@@ -235,10 +278,16 @@ class HAProxyProvider(Provider):
 
     def observe(self, spec: LoadBalancerSpec) -> ObservedState | None:
         with transaction(self.context.session_factory) as s:
-            instances = list(
-                s.scalars(select(Instance).where(Instance.load_balancer_id == spec.id))
+            rows = s.execute(
+                select(Instance.health, Host.status)
+                .outerjoin(Host, Host.id == Instance.host_id)
+                .where(Instance.load_balancer_id == spec.id)
             )
-            healths = [dict(i.health or {}) for i in instances]
+            # What a host declared down last reported is no longer true: it runs nothing.
+            healths = [
+                dict(health or {}) if status == c.HOST_UP else {**(health or {}), **_SILENT}
+                for health, status in rows
+            ]
         # A heartbeat taken while the instance was still being built (nothing applied
         # yet) says nothing about its health: judging by it would flash ERROR.
         reported = [h for h in healths if h and int(h.get("applied_generation") or 0) > 0]
@@ -254,11 +303,4 @@ class HAProxyProvider(Provider):
         )
         primary = reported[0]
         running = any(h.get("haproxy_running") for h in reported)
-        state = derive(spec, primary.get("members") or {}, running)
-        for health in reported:
-            for listener_id, counters in (health.get("listeners") or {}).items():
-                total = state.listener_stats.get(listener_id, ListenerCounters())
-                state.listener_stats[listener_id] = total + ListenerCounters.model_validate(
-                    counters
-                )
-        return state
+        return derive(spec, primary.get("members") or {}, running)

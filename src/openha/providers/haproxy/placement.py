@@ -20,6 +20,10 @@ class NoHostAvailable(Exception):
     """No host can take the instance (capacity, zone, anti-affinity, paused failover)."""
 
 
+class NoCapacity(NoHostAvailable):
+    """Every host that could take the instance is full, down, disabled or already has one."""
+
+
 @dataclass(frozen=True)
 class HostView:
     id: str
@@ -94,6 +98,7 @@ def choose_host(
     `avoid` holds the hosts already carrying the LB's other instances, so the two
     halves of a pair never share a failure domain.
     """
+    hosts = list(hosts)
     excluded = set(avoid)
     candidates = [
         h
@@ -106,8 +111,36 @@ def choose_host(
     if not candidates:
         zone = f" in availability zone {availability_zone}" if availability_zone else ""
         what = "another healthy host" if excluded else "a healthy host"
-        raise NoHostAvailable(f"No capacity: needs {what}{zone}")
+        why = _why_not(hosts, load, availability_zone, excluded)
+        raise NoCapacity(f"No capacity: needs {what}{zone} ({why})")
     return min(candidates, key=lambda h: (load.get(h.id, 0) / max(h.capacity, 1), h.name))
+
+
+def _why_not(
+    hosts: Iterable[HostView],
+    load: Mapping[str, int],
+    availability_zone: str | None,
+    excluded: set[str],
+) -> str:
+    """What each host of the zone lacks, counted: what an operator needs to act."""
+    reasons: dict[str, int] = {}
+    for h in hosts:
+        if availability_zone and h.availability_zone != availability_zone:
+            continue
+        if h.id in excluded:
+            reason = "already used by this load balancer"
+        elif not h.up:
+            reason = "down"
+        elif not h.schedulable:
+            reason = "disabled or not registered"
+        else:
+            reason = "full"
+        reasons[reason] = reasons.get(reason, 0) + 1
+    total = sum(reasons.values())
+    if not total:
+        return "no host"
+    parts = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+    return f"{total} host{'s' if total > 1 else ''}: {parts}"
 
 
 def plan(
