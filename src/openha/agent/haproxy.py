@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openha.agent import faults
 from openha.agent.netns import NamespaceExec, run_in_namespace
 from openha.agent.paths import InstancePaths
 from openha.domain.observed import ListenerCounters
@@ -564,6 +565,7 @@ class HAProxyInstance:
         if blocked:
             return ConfigOutcome("none", blocked)
         os.replace(self.paths.candidate, self.paths.config)
+        faults.crash_point(faults.HAPROXY_CONFIG_WRITTEN)
         if not running:
             try:
                 self.start()

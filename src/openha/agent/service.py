@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 from pyroute2.netlink.exceptions import NetlinkError
 
-from openha.agent import state
+from openha.agent import faults, state
 from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write, pid_alive
 from openha.agent.keepalived import KeepalivedError, KeepalivedInstance
 from openha.agent.logs import LogCollector, frontends_of
@@ -333,6 +333,7 @@ class AgentService:
             spec = inst.spec or spec
             inst.haproxy.stop()
             inst.keepalived.stop()
+            faults.crash_point(faults.DELETE_HAPROXY_STOPPED)
             # Anything else still in the namespace would keep it alive after unmount.
             for pid in namespace_pids(inst.namespace):
                 with contextlib.suppress(ProcessLookupError):
