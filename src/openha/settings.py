@@ -74,10 +74,16 @@ class Settings(BaseSettings):
     availability_zone: str = ""
     host_capacity: int = 100
     heartbeat_interval: float = 1.0
+    # How many instances the agent adopts, restarts or removes at once (its own work
+    # queue; applies pushed by controllers run in the HTTP server's threads).
+    agent_parallelism: int = Field(default=8, ge=1, le=256)
     host_down_after: float = 5.0
     # Access logs when the flavor does not say: "all" (a line per request), "errors"
     # or "none".
     default_access_log: Literal["all", "errors", "none"] = "all"
+    # HAProxy threads per instance: fixed, never the host's core count (a 64-core host
+    # must not give each of a thousand load balancers 64 threads). See bench/density.py.
+    haproxy_nbthread: int = Field(default=1, ge=1, le=64)
     # Automatic failover pauses when more than this share of hosts is down at once:
     # a network partition must not turn into a rebuild storm.
     failover_max_down_fraction: float = 0.5

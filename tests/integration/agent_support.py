@@ -127,9 +127,15 @@ class LBConfig:
 class AgentHarness:
     """An AgentService with its FastAPI app behind a TestClient, restartable in place."""
 
-    def __init__(self, agent_dir: Path, api_url: str = "http://127.0.0.1:9") -> None:
+    def __init__(
+        self,
+        agent_dir: Path,
+        api_url: str = "http://127.0.0.1:9",
+        heartbeat_interval: float = 0.2,
+    ) -> None:
         self.agent_dir = agent_dir
         self.api_url = api_url
+        self.heartbeat_interval = heartbeat_interval
         self.service: AgentService | None = None
         self.client: TestClient | None = None
 
@@ -140,7 +146,7 @@ class AgentHarness:
             agent_api_url=self.api_url,
             agent_token="enrol-token",
             host_name="test-host",
-            heartbeat_interval=0.2,
+            heartbeat_interval=self.heartbeat_interval,
         )
 
     def start(self) -> AgentHarness:
@@ -202,7 +208,9 @@ class AgentProcess:
             env["OPENHA_AGENT_CRASH_AT"] = crash_at
         code = "from openha.agent.server import run_agent; from openha.settings import Settings; "
         code += "run_agent(Settings())"
-        self.proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL
+        )
         if wait:
             wait_for(self.healthy, timeout=15)
         return self
@@ -221,9 +229,7 @@ class AgentProcess:
 
     def put(self, spec: InstanceSpec) -> httpx.Response:
         with self.client() as api:
-            return api.put(
-                f"/v1/instances/{spec.instance_id}", json=spec.model_dump(mode="json")
-            )
+            return api.put(f"/v1/instances/{spec.instance_id}", json=spec.model_dump(mode="json"))
 
     def status(self, instance_id: str) -> dict[str, Any]:
         with self.client() as api:

@@ -7,6 +7,7 @@ that what HAProxy serves is what the agent says and what the controller wants.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import uuid
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from agent_support import AgentProcess, FakeAPI, LBConfig, Member
+from agent_support import AgentProcess, FakeAPI, LBConfig, Member, wait_for
 
 from openha.agent import faults
 from openha.agent.haproxy import HAProxyInstance
@@ -78,6 +79,29 @@ def test_killed_after_config_swap_before_runtime_commands(
     assert client.request(url).status == 503
 
 
+def test_killed_after_runtime_commands_before_recording_them(
+    lab: Lab, agent_proc: AgentProcess, client: ClientNamespace, pair_lb: LBConfig
+) -> None:
+    """HAProxy took the change but the agent died before recording it: on restart the
+    agent must not trust its record (generation 1), nor leave HAProxy at generation 2."""
+    url = f"http://{pair_lb.vip}/"
+    crash_while_applying(agent_proc, pair_lb, lab, faults.HAPROXY_CHANGES_SENT)
+    assert client.request(url).status == 503  # the runtime commands did take
+    agent_proc.spawn()
+    assert agent_proc.status(pair_lb.instance_id)["applied_generation"] == 1
+    with agent_proc.client() as api:
+        wait_for(lambda: api.get("/v1/healthz").json()["adopting"] == 0)
+    # Generation 1 applied again: both members serve, as the agent reports.
+    assert client.request(url).status == 200
+    # The controller pushes generation 3, the same as 1: a no-op that must be true.
+    for member in pair_lb.members:
+        member.disabled = False
+    resp = agent_proc.put(pair_lb.spec(lab, agent_proc.agent_dir, 3))
+    assert resp.status_code == 200, resp.text
+    assert set(resp.json()["members"].values()) == {"NO_CHECK"}
+    assert client.request(url).status == 200
+
+
 def test_killed_mid_delete_never_serves_again(
     lab: Lab, agent_dir: Path, client: ClientNamespace, lb: LBConfig, fake_api: FakeAPI
 ) -> None:
@@ -100,16 +124,61 @@ def test_killed_mid_delete_never_serves_again(
         assert haproxy.running() is False and paths.instance_dir.exists() and namespace_exists(ns)
         # Meanwhile the controller forgot the instance; its VIP may soon be someone else's.
         fake_api.wanted = []
-        heartbeats = len(fake_api.heartbeats)
         agent.spawn(wait=False)
-        deadline = time.monotonic() + 20
-        while paths.instance_dir.exists() or namespace_exists(ns):
-            assert not haproxy.running(), "the restarted agent brought HAProxy back"
-            assert namespace_pids(ns) == [], "something runs in the deleted instance's namespace"
-            assert time.monotonic() < deadline, "the unwanted instance was never removed"
-            time.sleep(0.01)
-        assert len(fake_api.heartbeats) > heartbeats
+        never_serves_until_removed(haproxy, paths.instance_dir)
         with pytest.raises(OSError):
             client.request(f"http://{lb.vip}/", timeout=1)
+    finally:
+        agent.stop()
+
+
+def never_serves_until_removed(haproxy: HAProxyInstance, instance_dir: Path) -> None:
+    """Watch, every 10 ms, that nothing runs in the instance's namespace until it is gone."""
+    deadline = time.monotonic() + 20
+    while instance_dir.exists() or namespace_exists(haproxy.namespace):
+        assert not haproxy.running(), "the restarted agent brought HAProxy back"
+        assert namespace_pids(haproxy.namespace) == [], "something runs in the namespace"
+        assert time.monotonic() < deadline, "the unwanted instance was never removed"
+        time.sleep(0.01)
+
+
+def test_stopped_haproxy_waits_for_the_controller(
+    lab: Lab, agent_dir: Path, client: ClientNamespace, lb: LBConfig, fake_api: FakeAPI
+) -> None:
+    """A HAProxy found stopped at start comes back only once the controller confirms it."""
+    fake_api.wanted = [lb.instance_id]
+    agent = AgentProcess(agent_dir, api_url=fake_api.url)
+    paths = instance_paths(agent_dir, lb.instance_id)
+    haproxy = HAProxyInstance(paths, namespace_name(lb.instance_id))
+    url = f"http://{lb.vip}/"
+
+    def killed_while_the_agent_is_away() -> None:
+        agent.stop()
+        pid = haproxy.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not haproxy.running())
+
+    try:
+        agent.spawn()
+        assert agent.put(lb.spec(lab, agent_dir, 1)).status_code == 200
+        killed_while_the_agent_is_away()
+        # The API cannot tell (no opinion): heartbeats flow, HAProxy stays down.
+        fake_api.wanted = None
+        seen = len(fake_api.heartbeats)
+        agent.spawn()
+        wait_for(lambda: len(fake_api.heartbeats) > seen + 5)
+        assert not haproxy.running() and namespace_pids(haproxy.namespace) == []
+        status = agent.status(lb.instance_id)
+        assert (status["state"], status["haproxy_running"]) == ("ERROR", False), status
+        # Confirmed: back at once.
+        fake_api.wanted = [lb.instance_id]
+        wait_for(lambda: haproxy.running(), timeout=5)
+        wait_for(lambda: client.request(url, timeout=1).status == 200, timeout=5)
+        # Not wanted: never started again, removed.
+        killed_while_the_agent_is_away()
+        fake_api.wanted = []
+        agent.spawn(wait=False)
+        never_serves_until_removed(haproxy, paths.instance_dir)
     finally:
         agent.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import resource
 import secrets
 import signal
 import threading
@@ -49,6 +50,8 @@ def create_app(service: AgentService) -> FastAPI:
             "host_id": service.host_id,
             "registered": service.registered.is_set(),
             "instances": len(service.instance_ids()),
+            # Instances found at start whose processes are not yet looked at.
+            "adopting": service.adopting(),
         }
 
     @app.put("/v1/instances/{instance_id}", dependencies=auth, response_model=InstanceStatus)
@@ -123,12 +126,26 @@ class _AgentServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft descriptor limit to the hard one; the new soft limit.
+
+    The agent holds a log socket, a log file and pidfds per instance: a thousand
+    instances need more than the usual soft limit of 1024. HAProxy processes inherit
+    the limit and raise their own as their maxconn needs.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def run_agent(settings: Settings) -> None:
     """Run the agent until SIGTERM/SIGINT; HAProxy processes keep running afterwards."""
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    raise_fd_limit()
     service = AgentService(settings)
     service.start()
     host, port = settings.agent_host_port
