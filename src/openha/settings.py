@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # HAProxy threads per instance: fixed, never the host's core count (a 64-core host
     # must not give each of a thousand load balancers 64 threads). See bench/density.py.
     haproxy_nbthread: int = Field(default=1, ge=1, le=64)
+    # Connections a listener with connection_limit -1 (unlimited) may hold; an
+    # instance's global maxconn is the sum over its listeners, within the FD limit.
+    haproxy_default_maxconn: int = Field(default=2000, ge=1, le=1_000_000)
     # Automatic failover pauses when more than this share of hosts is down at once:
     # a network partition must not turn into a rebuild storm.
     failover_max_down_fraction: float = 0.5
