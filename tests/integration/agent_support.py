@@ -185,9 +185,15 @@ class AgentHarness:
 class AgentProcess:
     """The real `run_agent` in a process of its own: killable, restartable, faults injectable."""
 
-    def __init__(self, agent_dir: Path, api_url: str = "http://127.0.0.1:9") -> None:
+    def __init__(
+        self,
+        agent_dir: Path,
+        api_url: str = "http://127.0.0.1:9",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.agent_dir = agent_dir
         self.api_url = api_url
+        self.extra_env = extra_env or {}
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -202,6 +208,7 @@ class AgentProcess:
             "OPENHA_AGENT_TOKEN": "enrol-token",
             "OPENHA_HOST_NAME": "proc-host",
             "OPENHA_HEARTBEAT_INTERVAL": "0.2",
+            **self.extra_env,
         }
         env.pop("OPENHA_AGENT_CRASH_AT", None)
         if crash_at is not None:
