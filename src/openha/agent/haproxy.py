@@ -487,15 +487,18 @@ class HAProxyInstance:
             cmd += ["-sf", *map(str, takeover)]
         # stderr to a file, not a pipe: the daemon could hold a pipe open.
         with NamespaceExec(self.namespace) as nsexec, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                preexec_fn=nsexec,
-                cwd=self.paths.instance_dir,
-                timeout=START_TIMEOUT,
-            )
+            try:
+                proc = subprocess.run(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    preexec_fn=nsexec,
+                    cwd=self.paths.instance_dir,
+                    timeout=START_TIMEOUT,
+                )
+            except subprocess.TimeoutExpired:
+                raise HAProxyError(f"haproxy did not start within {START_TIMEOUT:.0f} s") from None
             err.seek(0)
             output = err.read()
         if proc.returncode != 0:
@@ -621,7 +624,7 @@ class HAProxyInstance:
             return ConfigOutcome("runtime")
         try:
             self.reload()
-        except (HAProxyError, OSError, subprocess.TimeoutExpired) as exc:
+        except (HAProxyError, OSError) as exc:
             self._restore(known if known is not None else previous)
             return ConfigOutcome("reload", str(exc))
         return ConfigOutcome("reload")
