@@ -314,12 +314,7 @@ def haproxy_restarts(
 
         def back(old: int = victim, h: HAProxyInstance = haproxy, u: str = url) -> bool:
             pid = h.pid()
-            if pid is None or pid == old:
-                return False
-            try:
-                return client.request(u, timeout=0.5).status == 200
-            except OSError:
-                return False
+            return pid is not None and pid != old and answers(client, u)
 
         wait_for(back, timeout=30, interval=0.01)
         times.append(time.monotonic() - killed)
@@ -331,18 +326,30 @@ def haproxy_restarts(
     ]
 
 
+def answers(client: ClientNamespace, url: str) -> bool:
+    try:
+        return client.request(url, timeout=2).status == 200
+    except OSError:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=100, help="load balancers (default 100)")
     parser.add_argument("--parallel", type=int, default=8, help="PUTs at once while creating")
     parser.add_argument("--idle", type=float, default=10.0, help="idle seconds before measuring")
     parser.add_argument("--kills", type=int, default=5, help="HAProxy SIGKILL samples")
+    parser.add_argument(
+        "--heartbeat-interval", type=float, help="the agent's (default: the product's)"
+    )
     args = parser.parse_args()
     require_root()
     if not 1 <= args.count <= 1015:
         sys.exit("--count must be between 1 and 1015 (a Linux bridge takes 1024 ports)")
     _raise_on_sigterm()
     settings = Settings()
+    if args.heartbeat_interval:
+        settings.heartbeat_interval = args.heartbeat_interval
     print(f"# density ({machine_line()})\n")
     print(
         f"- {args.count} SINGLE load balancers through the agent API, nbthread "
@@ -360,7 +367,12 @@ def main() -> None:
             agent = AgentProcess(
                 agent_dir,
                 api_url=api.url,
-                extra_env={"OPENHA_HEARTBEAT_INTERVAL": str(settings.heartbeat_interval)},
+                extra_env={
+                    "OPENHA_HEARTBEAT_INTERVAL": str(settings.heartbeat_interval),
+                    # As in production: the agent raises the neighbour table for its
+                    # thousand namespaces (it is left raised afterwards).
+                    "OPENHA_AGENT_NEIGHBOUR_TABLE": str(settings.agent_neighbour_table),
+                },
             )
             try:
                 agent.spawn()
@@ -376,7 +388,7 @@ def main() -> None:
                     [[args.count, f"{took:.1f}", f"{args.count / took:.1f}"]],
                 )
                 url = f"http://{specs[0].vip_address}/"
-                wait_for(lambda: client.request(url, timeout=1).status == 200, timeout=30)
+                wait_for(lambda: answers(client, url), timeout=60)
                 time.sleep(args.idle)
                 print_table("Memory and processes, idle", ["figure", "value", "target"],
                             memory(specs, agent))  # fmt: skip

@@ -208,6 +208,8 @@ class AgentProcess:
             "OPENHA_AGENT_TOKEN": "enrol-token",
             "OPENHA_HOST_NAME": "proc-host",
             "OPENHA_HEARTBEAT_INTERVAL": "0.2",
+            # Tests leave the host's kernel limits alone (bench/density.py does not).
+            "OPENHA_AGENT_NEIGHBOUR_TABLE": "0",
             **self.extra_env,
         }
         env.pop("OPENHA_AGENT_CRASH_AT", None)

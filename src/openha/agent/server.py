@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import resource
 import secrets
 import signal
 import threading
@@ -22,6 +21,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from openha.agent.hostlimits import raise_fd_limit, raise_neighbour_table
 from openha.agent.protocol import InstanceStatus, LogsResponse
 from openha.agent.service import AgentService, StaleGeneration
 from openha.domain.spec import InstanceSpec
@@ -126,19 +126,6 @@ class _AgentServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def raise_fd_limit() -> int:
-    """Raise the soft descriptor limit to the hard one; the new soft limit.
-
-    The agent holds a log socket, a log file and pidfds per instance: a thousand
-    instances need more than the usual soft limit of 1024. HAProxy processes inherit
-    the limit and raise their own as their maxconn needs.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
 def run_agent(settings: Settings) -> None:
     """Run the agent until SIGTERM/SIGINT; HAProxy processes keep running afterwards."""
     if not logging.getLogger().handlers:
@@ -146,6 +133,8 @@ def run_agent(settings: Settings) -> None:
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     raise_fd_limit()
+    if settings.agent_neighbour_table:
+        raise_neighbour_table(settings.agent_neighbour_table)
     service = AgentService(settings)
     service.start()
     host, port = settings.agent_host_port
