@@ -328,9 +328,10 @@ def bind_addresses(config: str) -> set[tuple[str, int]]:
 def unbindable(old: str, new: str, namespace: str) -> str | None:
     """Why a listener the new config adds cannot bind in the namespace, if it cannot.
 
-    `haproxy -c` does not bind, and a reload whose new worker fails to bind leaves no
-    reason behind (the master only counts a failed reload), so new addresses are
-    tried first: a port held by something else is refused with a clear message.
+    `haproxy -c` does not bind, and HAProxy binds with SO_REUSEPORT, so a new
+    listener could share a port with whatever else holds it there; new addresses are
+    tried first, without it: a port held by something else is refused with a clear
+    message before any process is started.
     """
     fresh = sorted(bind_addresses(new) - bind_addresses(old))
     if not fresh:
