@@ -191,6 +191,7 @@ def test_minimal_http_load_balancer(paths: HAProxyPaths, workdir: Path) -> None:
     assert "    nbthread 1\n" in cfg  # fixed, whatever the host's core count
     assert f"    server-state-file '{workdir}/server-state'" in cfg
     assert "    hard-stop-after " in cfg
+    assert "    close-spread-time 1s\n" in cfg  # reloads close idle keep-alives gently
     assert re.search(r"^\s+daemon\b", cfg, re.M) is None  # the agent passes -D
     defaults = cfg.split("\ndefaults\n")[1].split("\n\n")[0]
     for line in ("log global", "option redispatch", "retries 3", "option dontlognull"):

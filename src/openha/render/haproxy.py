@@ -113,6 +113,8 @@ DEFAULT_NBTHREAD = 1
 # Old workers keep serving their open connections after a reload; this bounds how
 # long, so frequent reloads cannot pile up processes holding memory and ports.
 HARD_STOP_AFTER = "10m"
+# How long an old process takes to close its idle keep-alive connections after a reload.
+CLOSE_SPREAD_TIME = "1s"
 # Octavia's stick table size for SOURCE_IP and APP_COOKIE persistence.
 STICK_TABLE_SIZE = "10k"
 # Octavia's cookie-persistence cookie name (HTTP_COOKIE ignores cookie_name there too).
@@ -838,6 +840,7 @@ def render_haproxy(
             nbthread=nbthread,
             access_log=access_log,
             hard_stop_after=HARD_STOP_AFTER,
+            close_spread_time=CLOSE_SPREAD_TIME,
             log_length=LOG_LINE_LENGTH,
             stick_size=STICK_TABLE_SIZE,
             persistence_cookie=PERSISTENCE_COOKIE,
