@@ -201,7 +201,7 @@ def find_tag(ipr: IPRoute, namespace: str) -> tuple[str | None, str | None]:
 
 
 def owned_host_links(namespace: str) -> list[str]:
-    """Names of the host links carrying the instance's alias (a full dump: for tests, purge)."""
+    """Names of the host links carrying the instance's alias (a full dump: tests, diagnosis)."""
     owner = veth_owner(namespace)
     with IPRoute() as ipr:
         return [
