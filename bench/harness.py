@@ -42,6 +42,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
+from agent_support import AgentProcess as AgentProcess  # noqa: E402  (for bench/density.py)
+from agent_support import FakeAPI as FakeAPI  # noqa: E402
 from stack import Stack, wait_for  # noqa: E402
 
 from openha.agent.netns import NamespaceExec  # noqa: E402

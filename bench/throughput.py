@@ -49,7 +49,7 @@ from harness import (
 )
 
 from openha.agent.haproxy import cli_command
-from openha.render.haproxy import DEFAULT_MAXCONN
+from openha.render.haproxy import DEFAULT_LISTENER_MAXCONN
 
 TARGET_RATIO = 0.97
 
@@ -206,7 +206,7 @@ def baseline(lab: Lab, backends: list[FastBackend]) -> tuple[HAProxyProcess, str
     ip = lab.allocate_ip()
     ns = lab.add_namespace("base", ip)
     servers = "\n".join(f"    server {b.name} {b.address}" for b in backends)
-    cfg = BASELINE_CFG.format(maxconn=DEFAULT_MAXCONN, ip=ip, servers=servers)
+    cfg = BASELINE_CFG.format(maxconn=DEFAULT_LISTENER_MAXCONN, ip=ip, servers=servers)
     proc = HAProxyProcess(ns, cfg, "base", 80)
     lab.on_close(proc)
     return proc, ip

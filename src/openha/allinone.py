@@ -5,7 +5,8 @@ holds a working admin token (creating one on first start, or when the stored
 one no longer authenticates), enrols the local host when it can run a data
 plane (root, HAProxy installed), then runs `openha api`, `openha controller`
 and, as root, `openha agent` as child processes. A child that dies is
-restarted with exponential backoff; Ctrl-C or SIGTERM stops them all.
+restarted after 0.25 s, with a backoff doubling up to 4 s while it keeps crashing
+and forgotten once it has run for 5 s; Ctrl-C or SIGTERM stops them all.
 
 Children run in their own sessions so that a terminal's Ctrl-C reaches only
 the supervisor, which then stops them in reverse start order; each child also
@@ -48,9 +49,13 @@ ADMIN_PROJECT = "admin"
 CREDENTIAL_FILE = "agent-credential"
 TOKEN_DESCRIPTION = "openha up: clouds.yaml"
 PARENT_PID_ENV = "OPENHA_PARENT_PID"
-BACKOFF_MAX = 30.0
-# A child that ran this long before dying is treated as a fresh failure, not a crash loop.
-HEALTHY_UPTIME = 60.0
+# Restart delays: 0.25 s after a crash, doubling while a child keeps crashing, never
+# more than a few seconds (a service down for half a minute because it flapped twice
+# is worse than a few quick restarts).
+BACKOFF_FIRST = 0.25
+BACKOFF_MAX = 4.0
+# A child up this long is healthy again: its next crash restarts it at once.
+HEALTHY_UPTIME = 5.0
 STOP_TIMEOUT = 10.0
 
 
@@ -166,6 +171,11 @@ def child_argv(command: str) -> list[str]:
     return [sys.executable, "-m", "openha.cli", command]
 
 
+def restart_delay(failures: int) -> float:
+    """Seconds before restarting a child that crashed `failures` times in a row."""
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** max(0, failures - 1))
+
+
 class Supervisor:
     """Starts children, restarts the ones that die (with backoff), stops them all on request."""
 
@@ -213,15 +223,15 @@ class Supervisor:
                     self.start(child)
                 continue
             code = child.proc.poll()
-            if code is None:
-                continue
             uptime = now - child.started_at
             if uptime >= HEALTHY_UPTIME:
-                child.failures = 0
+                child.failures = 0  # healthy for a while: the backoff starts over
+            if code is None:
+                continue
             child.failures += 1
-            delay = min(BACKOFF_MAX, 2.0 ** (child.failures - 1))
+            delay = restart_delay(child.failures)
             log.warning(
-                "%s exited with code %s after %.1f s; restarting in %.0f s",
+                "%s exited with code %s after %.1f s; restarting in %.2f s",
                 child.name,
                 code,
                 uptime,

@@ -99,10 +99,23 @@ class Settings(BaseSettings):
     # `report_resync_interval`, both spread over the heartbeats.
     stats_interval: float = 10.0
     report_resync_interval: float = 300.0
+    # How many instances the agent adopts, restarts or removes at once (its own work
+    # queue; applies pushed by controllers run in the HTTP server's threads).
+    agent_parallelism: int = Field(default=8, ge=1, le=256)
+    # The agent raises the kernel's neighbour (ARP/NDP) table, shared by every
+    # namespace, to at least this many entries (default 1024 overflows with about a
+    # thousand instances); 0 leaves the kernel's limits alone.
+    agent_neighbour_table: int = Field(default=65536, ge=0)
     host_down_after: float = 5.0
     # Access logs when the flavor does not say: "all" (a line per request), "errors"
     # or "none".
     default_access_log: Literal["all", "errors", "none"] = "all"
+    # HAProxy threads per instance: fixed, never the host's core count (a 64-core host
+    # must not give each of a thousand load balancers 64 threads). See bench/density.py.
+    haproxy_nbthread: int = Field(default=1, ge=1, le=64)
+    # Connections a listener with connection_limit -1 (unlimited) may hold; an
+    # instance's global maxconn is the sum over its listeners, within the FD limit.
+    haproxy_default_maxconn: int = Field(default=2000, ge=1, le=1_000_000)
     # Automatic failover pauses when more than this share of hosts is down at once:
     # a network partition must not turn into a rebuild storm.
     failover_max_down_fraction: float = 0.5

@@ -86,7 +86,7 @@ class FakeHAProxy:
         self.member_state = "UP"
         self.reads = 0
 
-    def master_pid(self) -> int:
+    def pid(self) -> int:
         return 4242
 
     def running(self) -> bool:
@@ -257,6 +257,7 @@ class Host:
             haproxy_config="",
         )
         record.desired_generation = spec.generation
+        record.confirmed = True  # as if the controller had pushed it
         self.service._instances[instance_id] = record
         self.haproxy[instance_id] = fake
         return instance_id

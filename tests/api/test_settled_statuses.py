@@ -26,7 +26,16 @@ L7 = "/v2/lbaas/l7policies"
 @pytest.fixture
 def settle(settings: Settings, session_factory: sessionmaker[Session], app: Any) -> Any:
     reconciler = Reconciler(settings, session_factory, app.state.providers)
-    return reconciler.tick  # one pass: apply (noop) and finalize, no observation
+    reconciler.liveness.beat()  # a controller that claims nothing before its first beat
+
+    def until_idle() -> None:
+        """Reconcile passes (apply with noop, finalize) until none is due; no observation."""
+        for _ in range(50):
+            if not reconciler.tick():
+                return
+        raise AssertionError("the reconciler did not settle")
+
+    return until_idle
 
 
 def _get(client: Client, path: str) -> dict[str, Any]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -11,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -122,9 +127,15 @@ class LBConfig:
 class AgentHarness:
     """An AgentService with its FastAPI app behind a TestClient, restartable in place."""
 
-    def __init__(self, agent_dir: Path, api_url: str = "http://127.0.0.1:9") -> None:
+    def __init__(
+        self,
+        agent_dir: Path,
+        api_url: str = "http://127.0.0.1:9",
+        heartbeat_interval: float = 0.2,
+    ) -> None:
         self.agent_dir = agent_dir
         self.api_url = api_url
+        self.heartbeat_interval = heartbeat_interval
         self.service: AgentService | None = None
         self.client: TestClient | None = None
 
@@ -135,7 +146,7 @@ class AgentHarness:
             agent_api_url=self.api_url,
             agent_token="enrol-token",
             host_name="test-host",
-            heartbeat_interval=0.2,
+            heartbeat_interval=self.heartbeat_interval,
         )
 
     def start(self) -> AgentHarness:
@@ -169,6 +180,86 @@ class AgentHarness:
         resp = self.api.get(f"/v1/instances/{instance_id}")
         assert resp.status_code == 200, resp.text
         return resp.json()
+
+
+class AgentProcess:
+    """The real `run_agent` in a process of its own: killable, restartable, faults injectable."""
+
+    def __init__(
+        self,
+        agent_dir: Path,
+        api_url: str = "http://127.0.0.1:9",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.agent_dir = agent_dir
+        self.api_url = api_url
+        self.extra_env = extra_env or {}
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self, crash_at: str | None = None, wait: bool = True) -> AgentProcess:
+        env = {
+            **os.environ,
+            "OPENHA_STATE_DIR": str(self.agent_dir),
+            "OPENHA_AGENT_DIR": str(self.agent_dir),
+            "OPENHA_AGENT_BIND": f"127.0.0.1:{self.port}",
+            "OPENHA_AGENT_API_URL": self.api_url,
+            "OPENHA_AGENT_TOKEN": "enrol-token",
+            "OPENHA_HOST_NAME": "proc-host",
+            "OPENHA_HEARTBEAT_INTERVAL": "0.2",
+            # Tests leave the host's kernel limits alone (bench/density.py does not).
+            "OPENHA_AGENT_NEIGHBOUR_TABLE": "0",
+            **self.extra_env,
+        }
+        env.pop("OPENHA_AGENT_CRASH_AT", None)
+        if crash_at is not None:
+            env["OPENHA_AGENT_CRASH_AT"] = crash_at
+        code = "from openha.agent.server import run_agent; from openha.settings import Settings; "
+        code += "run_agent(Settings())"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL
+        )
+        if wait:
+            wait_for(self.healthy, timeout=15)
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.base}/v1/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def client(self) -> httpx.Client:
+        secret = (self.agent_dir / "agent_secret").read_text().strip()
+        return httpx.Client(
+            base_url=self.base, headers={"Authorization": f"Bearer {secret}"}, timeout=30
+        )
+
+    def put(self, spec: InstanceSpec) -> httpx.Response:
+        with self.client() as api:
+            return api.put(f"/v1/instances/{spec.instance_id}", json=spec.model_dump(mode="json"))
+
+    def status(self, instance_id: str) -> dict[str, Any]:
+        with self.client() as api:
+            resp = api.get(f"/v1/instances/{instance_id}")
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def wait_exit(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """SIGTERM, as an operator's restart would; HAProxy keeps running."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
 
 
 # --- a stand-in for the API's agent endpoints -------------------------------------------

@@ -99,6 +99,7 @@ class Agent:
             "OPENHA_HOST_NAME": self.name,
             "OPENHA_AVAILABILITY_ZONE": self.zone,
             "OPENHA_HEARTBEAT_INTERVAL": "0.5",
+            "OPENHA_AGENT_NEIGHBOUR_TABLE": "0",  # leave the host's kernel limits alone
             # Die with the test run even if it is killed before its teardown runs.
             "OPENHA_PARENT_PID": str(os.getpid()),
             **self.extra_env,

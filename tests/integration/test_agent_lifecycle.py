@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from agent_support import AgentHarness, FakeAPI, LBConfig, free_port, wait_for
+from agent_support import AgentHarness, AgentProcess, FakeAPI, LBConfig, Member, wait_for
 from pyroute2 import IPRoute
 
 from openha.agent.haproxy import HAProxyInstance, pid_alive
-from openha.agent.netns import namespace_exists
+from openha.agent.netns import namespace_exists, owned_host_links
 from openha.agent.paths import instance_paths, namespace_name
-from openha.lab import ClientNamespace, Lab
+from openha.agent.protocol import HeartbeatResponse
+from openha.agent.service import AgentService
+from openha.lab import BackendServer, ClientNamespace, Lab
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +34,15 @@ def test_delete_removes_everything(
     ns = namespace_name(lb.instance_id)
     paths = instance_paths(agent.agent_dir, lb.instance_id)
     proc = HAProxyInstance(paths, ns)
-    pids = proc.pids()
-    assert len(pids) >= 2 and namespace_exists(ns)
-    assert host_links("ohv" + ns[4:]) and paths.instance_dir.exists()
+    pids = proc.processes()
+    assert pids == [proc.pid()] and namespace_exists(ns)
+    assert owned_host_links(ns) and paths.instance_dir.exists()
     assert client.request(f"http://{lb.vip}/").status == 200
 
     resp = agent.api.delete(f"/v1/instances/{lb.instance_id}")
     assert resp.status_code == 204
     assert not namespace_exists(ns)
-    assert host_links("ohv" + ns[4:]) == []
+    assert owned_host_links(ns) == []
     assert not any(pid_alive(p) for p in pids)
     assert not paths.instance_dir.exists()
     assert agent.api.get(f"/v1/instances/{lb.instance_id}").status_code == 404
@@ -122,55 +121,78 @@ def test_heartbeat_registers_and_removes_orphans(
         agent.stop()
 
 
+def test_heartbeat_loop_survives_any_exception(
+    agent_dir: Path, fake_api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8.7: a bug in one heartbeat must not end the loop (the host would go DOWN)."""
+    real = AgentService.heartbeat_once
+    calls = []
+
+    def flaky(self: AgentService, client: httpx.Client) -> HeartbeatResponse:
+        calls.append(time.monotonic())
+        if len(calls) <= 3:
+            raise RuntimeError("injected fault")
+        return real(self, client)
+
+    monkeypatch.setattr(AgentService, "heartbeat_once", flaky)
+    agent = AgentHarness(agent_dir, api_url=fake_api.url).start()
+    try:
+        wait_for(lambda: len(fake_api.heartbeats) >= 2, timeout=5)
+        assert len(calls) >= 5
+    finally:
+        agent.stop()
+
+
+def test_restarted_agent_heartbeats_at_once_with_every_instance(
+    lab: Lab, agent_dir: Path, fake_api: FakeAPI, backends: list[BackendServer]
+) -> None:
+    """Issue 13.2: the first heartbeat goes out at start, before any adoption work, and
+    already names every instance on disk (one it left out would look lost to the API)."""
+    lbs = [
+        LBConfig(
+            instance_id=str(uuid.uuid4()),
+            vip=lab.allocate_ip(),
+            instance_ip=lab.allocate_ip(),
+            members=[Member(str(uuid.uuid4()), backends[0].address)],
+        )
+        for _ in range(3)
+    ]
+    fake_api.wanted = [lb.instance_id for lb in lbs]
+    agent = AgentHarness(agent_dir, api_url=fake_api.url, heartbeat_interval=60)
+    agent.start()
+    try:
+        for lb in lbs:
+            assert agent.put(lb.spec(lab, agent_dir, 1)).status_code == 200
+        agent.stop()
+        seen = len(fake_api.heartbeats)
+        started = time.monotonic()
+        agent.start()
+        wait_for(lambda: len(fake_api.heartbeats) > seen, timeout=5, interval=0.01)
+        first = fake_api.heartbeats[seen]
+        print(f"first heartbeat {time.monotonic() - started:.3f} s after the start")
+        assert time.monotonic() - started < 2  # not after an interval of 60 s
+        assert {s.instance_id for s in first.instances} == set(fake_api.wanted)
+    finally:
+        agent.stop()
+
+
 def test_agent_process_survives_sigterm_and_adopts(
     lab: Lab, agent_dir: Path, client: ClientNamespace, lb: LBConfig
 ) -> None:
     """The real `run_agent` in its own process: SIGTERM leaves HAProxy serving."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "OPENHA_STATE_DIR": str(agent_dir),
-        "OPENHA_AGENT_DIR": str(agent_dir),
-        "OPENHA_AGENT_BIND": f"127.0.0.1:{port}",
-        "OPENHA_AGENT_API_URL": "http://127.0.0.1:9",
-        "OPENHA_HOST_NAME": "proc-host",
-    }
-    code = "from openha.agent.server import run_agent; from openha.settings import Settings; "
-    code += "run_agent(Settings())"
-    base = f"http://127.0.0.1:{port}"
-
-    def spawn() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL)
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{base}/v1/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, timeout=15)
-        return proc
-
-    agent_proc = spawn()
+    agent = AgentProcess(agent_dir).spawn()
     try:
-        secret = (agent_dir / "agent_secret").read_text().strip()
-        api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"})
-        spec = lb.spec(lab, agent_dir, 1)
-        resp = api.put(f"/v1/instances/{lb.instance_id}", json=spec.model_dump(mode="json"))
+        resp = agent.put(lb.spec(lab, agent_dir, 1))
         assert resp.status_code == 200, resp.text
-        master = resp.json()["haproxy_pid"]
-        agent_proc.send_signal(signal.SIGTERM)
-        assert agent_proc.wait(timeout=15) == 0
+        serving = resp.json()["haproxy_pid"]
+        agent.stop()
         haproxy = HAProxyInstance(
             instance_paths(agent_dir, lb.instance_id), namespace_name(lb.instance_id)
         )
-        assert haproxy.master_pid() == master
+        assert haproxy.pid() == serving
         assert client.request(f"http://{lb.vip}/").status == 200  # no agent, still serving
-        agent_proc = spawn()
-        status = api.get(f"/v1/instances/{lb.instance_id}").json()
-        assert (status["haproxy_pid"], status["state"]) == (master, "ACTIVE")
-        api.close()
+        agent.spawn()
+        status = agent.status(lb.instance_id)
+        assert (status["haproxy_pid"], status["state"]) == (serving, "ACTIVE")
     finally:
-        if agent_proc.poll() is None:
-            agent_proc.send_signal(signal.SIGTERM)
-            agent_proc.wait(timeout=15)
+        agent.stop()

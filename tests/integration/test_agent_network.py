@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
-from agent_support import AgentHarness, LBConfig
+from agent_support import AgentHarness, LBConfig, Member
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from openha.agent.haproxy import pid_alive
-from openha.agent.netns import MANAGED_ALIAS, namespace_exists, ns_iproute
+from openha.agent.netns import (
+    MANAGED_ALIAS,
+    host_veth_name,
+    namespace_exists,
+    ns_iproute,
+    owned_host_links,
+    tag_candidates,
+)
 from openha.agent.paths import namespace_name
 from openha.agent.purge import purge
 from openha.domain.spec import InterfaceSpec
-from openha.lab import ClientNamespace, Lab
+from openha.lab import BackendServer, ClientNamespace, Lab
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +103,9 @@ def test_plumbing_converges_and_purge_removes_all(
     assert resp.status_code == 200, resp.text
     addrs = inside(ns)
     assert "eth1" not in addrs and addrs["eth2"] == {"198.51.100.6/24"}
-    assert f"ohv{ns[4:]}1" in links() and f"ohv{ns[4:]}2" not in links()
+    tag = tag_candidates(ns)[0]
+    assert host_veth_name(tag, 1) in links() and host_veth_name(tag, 2) not in links()
+    assert sorted(owned_host_links(ns)) == [host_veth_name(tag, 0), host_veth_name(tag, 1)]
     assert client.request(f"http://{lb.vip}/").status == 200
 
     pids = [int(p) for p in [resp.json()["haproxy_pid"]]]
@@ -107,5 +118,44 @@ def test_plumbing_converges_and_purge_removes_all(
     assert managed not in now  # the managed bridges went, with their VLAN link
     assert f"{lab.prefix}vb" not in now and f"{parent}.42" not in now
     assert parent in now and lab.bridge in now  # not ours: kept
-    assert not any(name.startswith(f"ohv{ns[4:]}") for name in now)
+    assert owned_host_links(ns) == []
     assert (agent.agent_dir / "agent_secret").exists()  # identity kept without everything
+
+
+def test_instances_sharing_a_uuid_prefix_stay_apart(
+    lab: Lab, agent: AgentHarness, client: ClientNamespace, backends: list[BackendServer]
+) -> None:
+    """Issue 8.7: ids sharing their first 10 hex digits (8 was the old name) never share
+    a namespace or a host link, and deleting one leaves the other serving."""
+    digits = uuid.uuid4().hex
+    ids = [str(uuid.UUID(digits[:10] + d + digits[11:])) for d in "01"]
+    lbs = [
+        LBConfig(
+            instance_id=i,
+            vip=lab.allocate_ip(),
+            instance_ip=lab.allocate_ip(),
+            members=[Member(str(uuid.uuid4()), b.address) for b in backends],
+        )
+        for i in ids
+    ]
+    for lb in lbs:
+        resp = agent.put(lb.spec(lab, agent.agent_dir, 1))
+        assert resp.status_code == 200, resp.text
+    first, second = (namespace_name(i) for i in ids)
+    assert first != second and namespace_exists(first) and namespace_exists(second)
+    first_links, second_links = owned_host_links(first), owned_host_links(second)
+    # Both wanted the same readable tag: the second took its next candidate.
+    assert first_links == [host_veth_name(tag_candidates(first)[0], 0)]
+    assert second_links == [host_veth_name(tag_candidates(second)[1], 0)]
+    for lb in lbs:
+        assert client.request(f"http://{lb.vip}/").status == 200
+    # Converging the second (a new generation, new address) touches only its own links.
+    lbs[1].instance_ip = lab.allocate_ip()
+    assert agent.put(lbs[1].spec(lab, agent.agent_dir, 2)).status_code == 200
+    assert owned_host_links(first) == first_links
+    assert owned_host_links(second) == second_links
+    # Deleting the first leaves the second whole and serving.
+    assert agent.api.delete(f"/v1/instances/{ids[0]}").status_code == 204
+    assert not namespace_exists(first) and owned_host_links(first) == []
+    assert owned_host_links(second) == second_links
+    assert client.request(f"http://{lbs[1].vip}/").status == 200

@@ -204,8 +204,9 @@ def test_agent_restart_keeps_haproxy_and_traffic(world: World) -> None:
         agent.start()
         wait_for(lambda: agent.heartbeat_after(restarted), 15, what="the new agent reporting")
         loop.wait_requests(50)
+        assert master_pid(agent) == master  # adopted, not restarted
         # The adopted HAProxy still takes changes: a reload (member removed) and the
-        # runtime API (member disabled), with the same master throughout.
+        # runtime API (member disabled).
         names = {m["name"]: m["id"] for m in made["members"]}
         remove(stack, f"pools/{pool_id}/members/{names['web3']}")
         update(stack, f"pools/{pool_id}/members/{names['web2']}", "member", {"weight": 0})
@@ -213,18 +214,18 @@ def test_agent_restart_keeps_haproxy_and_traffic(world: World) -> None:
         seen = recent(loop)
         assert set(seen) == {"web1"}, seen
     assert loop.failures == [], no_failures(loop)
-    assert master_pid(agent) == master and pid_alive(master)
+    assert pid_alive(master_pid(agent))
 
 
 def test_killed_haproxy_comes_back(world: World) -> None:
-    """SIGKILL to the master and its workers: the agent restarts HAProxy within seconds."""
+    """SIGKILL to HAProxy (and any children): the agent restarts it within seconds."""
     stack, agent, client = world.stack, world.agent, world.client
     made, url = serving_lb(world)
     lb_id = made["lb"]["id"]
     stack.wait_operating(lb_id, "ONLINE")
     master = master_pid(agent)
     victims = [master, *children_of(master)]
-    assert len(victims) >= 2, "expected a master and at least one worker"
+    assert pid_alive(master)
     with TrafficLoop(world.client, url, timeout=2) as loop:
         loop.wait_requests(20)
         killed_at = time.monotonic()

@@ -8,13 +8,13 @@ import pytest
 
 from openha.agent.haproxy import (
     normalize_status,
-    parse_show_proc,
     parse_show_stat,
     runtime_answer_ok,
     runtime_changes,
     summarize_errors,
 )
 from openha.agent.logs import LogCollector, RotatingFile, listener_of, parse_syslog
+from openha.agent.netns import IFNAMSIZ, MAX_LEGS, host_veth_name, tag_candidates
 from openha.agent.paths import instance_paths, namespace_name
 
 SHOW_STAT = """# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,\
@@ -26,15 +26,6 @@ be1,m3,0,0,0,0,,0,0,0,,0,,0,0,0,0,no check,1
 be1,m4,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN,1
 be1,m5,0,0,0,0,,0,0,0,,0,,0,0,0,0,DRAIN,0
 be1,BACKEND,0,0,1,2,998,60,0,0,0,0,,0,0,0,0,UP,3
-"""
-
-SHOW_PROC = """#<PID>          <type>          <reloads>       <uptime>        <version>
-15080           master          2 [failed: 1]   0d00h00m08s     2.6.12-1+deb12u4
-# workers
-15208           worker          0               0d00h00m04s     2.6.12-1+deb12u4
-15100           worker          1               0d00h00m06s     2.6.12-1+deb12u4
-# programs
-
 """
 
 BASE = """global
@@ -70,14 +61,28 @@ def test_normalize_status() -> None:
     assert normalize_status("UP 2/3") == "UP"
     assert normalize_status("DOWN (agent)") == "DOWN"
     assert normalize_status("MAINT(resolution)") == "MAINT"
+    assert normalize_status("MAINT (via be1/m1)") == "MAINT"
+    assert normalize_status("DRAIN (agent)") == "DRAIN"
+    assert normalize_status("DRAIN") == "DRAIN"
+    assert normalize_status("NOLB 1/2") == "NOLB"
     assert normalize_status("") == "UNKNOWN"
 
 
-def test_parse_show_proc() -> None:
-    info = parse_show_proc(SHOW_PROC)
-    assert (info.master_pid, info.reloads, info.failed_reloads) == (15080, 2, 1)
-    assert info.workers == [(15208, 0), (15100, 1)]
-    assert info.current_worker == 15208
+def test_namespace_names_never_collide() -> None:
+    """Two uuids sharing their first 8 (or 10) hex digits get two namespaces and two tags."""
+    a = "8c0e5a1e-11aa-2222-3333-444455556666"
+    b = "8c0e5a1e-11bb-2222-3333-444455556666"
+    assert namespace_name(a) != namespace_name(b)
+    tags_a, tags_b = tag_candidates(namespace_name(a)), tag_candidates(namespace_name(b))
+    assert tags_a[0] == tags_b[0] == "8c0e5a1e11"  # readable first choice, shared here...
+    assert tags_a[1] != tags_b[1]  # ...so the next candidates differ
+    assert len(set(tags_a)) == len(tags_a)
+    for tag in tags_a:
+        assert len(host_veth_name(tag, MAX_LEGS - 1)) <= IFNAMSIZ
+    # Only canonical lowercase uuids: another spelling of one uuid would share a namespace.
+    for bad in ("8C0E5A1E-11AA-2222-3333-444455556666", "8c0e5a1e11aa22223333444455556666", "x"):
+        with pytest.raises(ValueError):
+            namespace_name(bad)
 
 
 def test_runtime_changes_for_member_only_edits() -> None:
@@ -183,7 +188,9 @@ def test_paths() -> None:
         "/var/lib/openha/instances/8c0e5a1e-1111-2222-3333-444455556666/stats.sock"
     )
     p.check()
-    assert namespace_name("8c0e5a1e-1111-2222-3333-444455556666") == "ohi-8c0e5a1e"
+    assert namespace_name("8c0e5a1e-1111-2222-3333-444455556666") == (
+        "ohi-8c0e5a1e111122223333444455556666"
+    )
     with pytest.raises(ValueError):
         instance_paths("/x", "../etc")
     with pytest.raises(ValueError):

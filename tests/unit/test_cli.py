@@ -225,9 +225,9 @@ def test_supervisor_restarts_with_backoff_and_stops_everything() -> None:
         while crasher.failures < 2 and time.monotonic() - started < 10:
             sup.check()
             time.sleep(0.02)
-        # First restart only after the 1 s backoff; the healthy child was never restarted.
+        # The restart waited the first backoff; the healthy child was never restarted.
         assert crasher.failures == 2
-        assert time.monotonic() - started >= 1.0
+        assert time.monotonic() - started >= allinone.BACKOFF_FIRST
         assert stubborn.proc is not None and stubborn.proc.poll() is None
         while "ready" not in out.getvalue() and time.monotonic() - started < 10:
             time.sleep(0.02)
@@ -241,3 +241,32 @@ def test_supervisor_restarts_with_backoff_and_stops_everything() -> None:
     assert sup.running() == []
     with pytest.raises(ProcessLookupError):
         os.kill(stubborn_pid, 0)
+
+
+def test_restart_delays_stay_short() -> None:
+    delays = [allinone.restart_delay(n) for n in range(1, 10)]
+    assert delays[:4] == [0.25, 0.5, 1.0, 2.0]
+    assert max(delays) == allinone.BACKOFF_MAX <= 5
+
+
+def test_supervisor_forgets_old_crashes_once_a_child_is_healthy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13.4: the backoff restarts from its shortest delay after a healthy run."""
+    monkeypatch.setattr(allinone, "HEALTHY_UPTIME", 0.3)
+    sleeper = _child("sleeper", "import time; time.sleep(60)")
+    sup = allinone.Supervisor([sleeper], Console(file=io.StringIO(), width=200))
+    try:
+        sup.check()
+        assert sleeper.proc is not None
+        sleeper.failures = 6  # as if it had flapped a while before this run
+        time.sleep(0.4)
+        sup.check()
+        assert sleeper.failures == 0
+        sleeper.proc.kill()
+        sleeper.proc.wait()
+        sup.check()
+        assert sleeper.failures == 1
+        assert sleeper.next_start - time.monotonic() <= allinone.BACKOFF_FIRST
+    finally:
+        sup.stop_all(timeout=0.5)

@@ -39,7 +39,8 @@ from openha.domain.spec import (
     SubnetSpec,
 )
 from openha.render.haproxy import (
-    DEFAULT_MAXCONN,
+    DEFAULT_LISTENER_MAXCONN,
+    MAXCONN_CAP,
     HAProxyPaths,
     PeerSpec,
     PeersSpec,
@@ -47,6 +48,7 @@ from openha.render.haproxy import (
     UnsupportedFeature,
     expected_status,
     ident,
+    instance_maxconn,
     maxconn_for_fd_limit,
     quote,
     render_haproxy,
@@ -186,9 +188,11 @@ def test_minimal_http_load_balancer(paths: HAProxyPaths, workdir: Path) -> None:
         f"    stats socket '{paths.stats_socket}' mode 600 level admin expose-fd listeners" in cfg
     )
     assert f"    log '{paths.log_socket}' len 8192 local0" in cfg
-    assert f"    maxconn {DEFAULT_MAXCONN}" in cfg
+    assert f"    maxconn {DEFAULT_LISTENER_MAXCONN}\n    " in cfg
+    assert "    nbthread 1\n" in cfg  # fixed, whatever the host's core count
     assert f"    server-state-file '{workdir}/server-state'" in cfg
     assert "    hard-stop-after " in cfg
+    assert "    close-spread-time 1s\n" in cfg  # reloads close idle keep-alives gently
     assert re.search(r"^\s+daemon\b", cfg, re.M) is None  # the agent passes -D
     defaults = cfg.split("\ndefaults\n")[1].split("\n\n")[0]
     for line in ("log global", "option redispatch", "retries 3", "option dontlognull"):
@@ -199,7 +203,7 @@ def test_minimal_http_load_balancer(paths: HAProxyPaths, workdir: Path) -> None:
         f"bind {VIP4}:80",
         "mode http",
         "option httplog",
-        f"maxconn {DEFAULT_MAXCONN}",
+        f"maxconn {DEFAULT_LISTENER_MAXCONN}",
         "timeout client 50000",
     ]
     assert fe[-1] == f"default_backend {p.id}"
@@ -817,8 +821,27 @@ def test_maxconn_must_be_positive(paths: HAProxyPaths) -> None:
         render_haproxy(http_lb(), paths, maxconn=0)
 
 
+def test_global_maxconn_sums_the_listeners_within_the_fd_limit(paths: HAProxyPaths) -> None:
+    lb = http_lb(connection_limit=300)
+    other = lb.listeners[0].model_copy(
+        update={"id": uid(), "protocol_port": 81, "connection_limit": -1}
+    )
+    off = other.model_copy(update={"id": uid(), "protocol_port": 82, "admin_state_up": False})
+    spec = lb.model_copy(update={"listeners": (lb.listeners[0], other, off)})
+    assert instance_maxconn(spec) == 300 + DEFAULT_LISTENER_MAXCONN
+    assert instance_maxconn(spec, listener_maxconn=100) == 400
+    assert instance_maxconn(spec, listener_maxconn=100_000) == MAXCONN_CAP
+    assert instance_maxconn(spec.model_copy(update={"listeners": ()})) == DEFAULT_LISTENER_MAXCONN
+    cfg = render_haproxy(spec, paths, listener_maxconn=100, nbthread=2)
+    head = cfg.split("defaults")[0]
+    assert "    maxconn 400\n" in head and "    nbthread 2\n" in head
+    assert "maxconn 100" in section(cfg, "frontend", other.id)
+    with pytest.raises(RenderError, match="nbthread"):
+        render_haproxy(spec, paths, nbthread=0)
+
+
 def test_default_maxconn_fits_the_fd_limit() -> None:
-    assert maxconn_for_fd_limit(20000) == DEFAULT_MAXCONN == 8000
+    assert maxconn_for_fd_limit(20000) == MAXCONN_CAP == 8000
     assert maxconn_for_fd_limit(1_048_576) > 400_000
     with pytest.raises(ValueError):
         maxconn_for_fd_limit(5)

@@ -1,17 +1,26 @@
-"""One HAProxy master-worker per instance: validate, write atomically, reload hitlessly.
+"""One HAProxy process per instance: validate, swap atomically, reload hitlessly.
 
-The controller renders the whole config; this module only checks it (`haproxy -c`),
-swaps it in with a rename and asks the master to reload through its CLI. The master
-CLI does not report a failed reload, so success is judged by comparing `show proc`
-before and after (reload counter, failed-reload counter, a new worker). Changes that
-touch only server address/weight/admin state are sent through the runtime API instead,
-so no reload (and no new worker) is needed; the new config file is still written so a
-later restart or reload uses it.
+The controller renders the whole config; this module only checks it (`haproxy -c`)
+and makes it the running one. HAProxy runs as a single daemon process (`-D`), not
+master-worker: a master costs ~2.4 MB per load balancer for nothing the agent does
+not already do (supervise, reload), and a thousand of them on a host add up. A reload
+starts a new process that takes the listening sockets over from the serving one
+through its stats socket (`-x`, `expose-fd listeners`) and then tells it to finish
+its connections and leave (`-sf`): no connection is refused, and a config that
+cannot start leaves the old process serving, with HAProxy's own error as the reason.
+
+Changes that touch only server address/weight/admin state go through the runtime API
+instead, with no new process. Either way the agent records what the serving process
+loaded (`InstancePaths.loaded`: its pid and config text) only once the start, reload
+or runtime commands took, and diffs the next config against that record, never
+against the file, so an agent killed half-way through cannot believe a change took
+when it did not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -24,7 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openha.agent.netns import NamespaceExec, run_in_namespace
+from openha.agent import faults
+from openha.agent.netns import NamespaceExec, namespace_pids, run_in_namespace
 from openha.agent.paths import InstancePaths
 from openha.domain.observed import ListenerCounters
 
@@ -32,12 +42,7 @@ log = logging.getLogger(__name__)
 
 HAPROXY_BIN = shutil.which("haproxy") or "/usr/sbin/haproxy"
 START_TIMEOUT = 15.0
-RELOAD_TIMEOUT = 15.0
 MAX_ERROR_CHARS = 2000
-
-
-# How often a reload's progress is checked: the master answers in well under 10 ms.
-POLL_INTERVAL = 0.01
 
 
 class HAProxyError(Exception):
@@ -123,43 +128,6 @@ def children_of(pid: int) -> list[int]:
         if ppid == pid:
             kids.append(int(entry))
     return kids
-
-
-# --- show proc --------------------------------------------------------------------------
-
-
-@dataclass
-class ProcInfo:
-    master_pid: int
-    reloads: int
-    failed_reloads: int
-    workers: list[tuple[int, int]] = field(default_factory=list)  # (pid, reloads survived)
-
-    @property
-    def current_worker(self) -> int | None:
-        """The worker started by the last successful (re)load."""
-        current = [pid for pid, reloads in self.workers if reloads == 0]
-        return current[0] if current else None
-
-
-def parse_show_proc(text: str) -> ProcInfo:
-    master: ProcInfo | None = None
-    workers = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        if parts[1] == "master":
-            failed = re.search(r"failed:\s*(\d+)", line)
-            master = ProcInfo(int(parts[0]), int(parts[2]), int(failed.group(1)) if failed else 0)
-        elif parts[1] == "worker":
-            workers.append((int(parts[0]), int(parts[2])))
-    if master is None:
-        raise HAProxyError(f"unexpected 'show proc' answer: {text[:200]!r}")
-    master.workers = workers
-    return master
 
 
 # --- show stat --------------------------------------------------------------------------
@@ -372,9 +340,10 @@ def bind_addresses(config: str) -> set[tuple[str, int]]:
 def unbindable(old: str, new: str, namespace: str) -> str | None:
     """Why a listener the new config adds cannot bind in the namespace, if it cannot.
 
-    `haproxy -c` does not bind, and a reload whose new worker fails to bind leaves no
-    reason behind (the master only counts a failed reload), so new addresses are
-    tried first: a port held by something else is refused with a clear message.
+    `haproxy -c` does not bind, and HAProxy binds with SO_REUSEPORT, so a new
+    listener could share a port with whatever else holds it there; new addresses are
+    tried first, without it: a port held by something else is refused with a clear
+    message before any process is started.
     """
     fresh = sorted(bind_addresses(new) - bind_addresses(old))
     if not fresh:
@@ -402,37 +371,40 @@ class ConfigOutcome:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What a serving HAProxy process loaded: its pid and its configuration text."""
+
+    pid: int
+    config: str
+
+
 class HAProxyInstance:
-    """The HAProxy master-worker of one instance, running inside its namespace."""
+    """The HAProxy of one instance, running inside its namespace."""
 
     def __init__(self, paths: InstancePaths, namespace: str) -> None:
         self.paths = paths
         self.namespace = namespace
+        # What the serving process runs, as far as this agent knows for sure; None
+        # when unknown (nothing recorded yet in this run, or adoption found doubt).
+        self.loaded: Loaded | None = None
 
     # -- process state --
 
-    def master_pid(self) -> int | None:
-        """The running master's pid, or None (no pid file, dead, or someone else's pid)."""
+    def pid(self) -> int | None:
+        """The serving process's pid, or None (no pid file, dead, or someone else's pid)."""
         try:
             pid = int(self.paths.pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        if not pid_alive(pid):
-            return None
-        # Pids get reused: make sure this one is our master (its argv names our config).
-        if str(self.paths.config) not in cmdline(pid):
-            return None
-        return pid
+        return pid if self._ours(pid) else None
+
+    def _ours(self, pid: int) -> bool:
+        # Pids get reused: make sure this one is our HAProxy (its argv names our config).
+        return pid_alive(pid) and str(self.paths.config) in cmdline(pid)
 
     def running(self) -> bool:
-        return self.master_pid() is not None
-
-    def master(self, command: str, timeout: float = 5.0) -> str:
-        # The master CLI keeps the connection open after a command unless told to quit.
-        return cli_command(self.paths.master_socket, f"{command};quit", timeout)
-
-    def show_proc(self) -> ProcInfo:
-        return parse_show_proc(self.master("show proc"))
+        return self.pid() is not None
 
     def runtime(self, command: str, timeout: float = 5.0) -> str:
         return cli_command(self.paths.stats_socket, command, timeout)
@@ -440,16 +412,58 @@ class HAProxyInstance:
     def stats(self) -> StatSummary:
         return parse_show_stat(self.runtime("show stat"))
 
-    def pids(self) -> list[int]:
-        """Master and workers."""
-        master = self.master_pid()
-        return [] if master is None else [master, *children_of(master)]
+    def processes(self) -> list[int]:
+        """Every live process of this instance: the serving one and any still draining."""
+        return [pid for pid in namespace_pids(self.namespace) if self._ours(pid)]
+
+    # -- what runs --
+
+    def record_loaded(self, pid: int, config: str) -> None:
+        self.loaded = Loaded(pid, config)
+        atomic_write(self.paths.loaded, json.dumps({"pid": pid, "config": config}), 0o600)
+
+    def known_config(self) -> str | None:
+        """The config the serving process runs, when this agent knows it for sure."""
+        loaded, pid = self.loaded, self.pid()
+        return loaded.config if loaded is not None and pid == loaded.pid else None
+
+    def adopt(self, config: str) -> bool:
+        """Take over a running process left by a previous agent; True when it runs `config`.
+
+        It does only when nothing leaves a doubt: no apply was cut short (no candidate
+        file), the serving process is the one whose load was recorded, it loaded
+        exactly `config` (the last applied spec's), and the file a restart would read
+        says the same. Anything else means: re-apply (see `reapply`).
+        """
+        self.loaded = None
+        pid = self.pid()
+        if pid is None or self.paths.candidate.exists() or "-W" in cmdline(pid):
+            return False  # ("-W": a master-worker HAProxy from an older agent)
+        try:
+            record = json.loads(self.paths.loaded.read_text())
+            recorded = Loaded(int(record["pid"]), str(record["config"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if recorded.pid != pid or recorded.config != config or self.current_config() != config:
+            return False
+        self.loaded = recorded
+        return True
 
     # -- lifecycle --
 
+    def write_candidate(self, config: str) -> None:
+        """Begin an apply: the candidate file also says, after a crash, that one was cut short."""
+        atomic_write(self.paths.candidate, config, 0o600)
+
+    def finish(self) -> None:
+        """End an apply, whatever its outcome (see `write_candidate`)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.candidate.unlink()
+
     def validate(self, config: str) -> str | None:
         """Check `config` with `haproxy -c`; None when valid, else the error text."""
-        atomic_write(self.paths.candidate, config, 0o600)
+        if not self._is_candidate(config):
+            self.write_candidate(config)
         proc = subprocess.run(
             [HAPROXY_BIN, "-c", "-f", str(self.paths.candidate)],
             stdin=subprocess.DEVNULL,
@@ -459,85 +473,104 @@ class HAProxyInstance:
         )
         if proc.returncode == 0:
             return None
-        with contextlib.suppress(FileNotFoundError):
-            self.paths.candidate.unlink()
         # Name the file as the operator knows it, not the temporary candidate.
         output = (proc.stdout + proc.stderr).replace(str(self.paths.candidate), "haproxy.cfg")
         return summarize_errors(output)
 
-    def start(self) -> None:
-        """Start the master-worker from the current config file, inside the namespace."""
-        if self.running():
-            return
+    def _is_candidate(self, config: str) -> bool:
+        try:
+            return self.paths.candidate.read_text() == config
+        except FileNotFoundError:
+            return False
+
+    def _launch(self, takeover: list[int], pass_sockets: bool) -> int:
+        """Start a HAProxy process from the config file; it takes over from `takeover`.
+
+        With `pass_sockets` the new process fetches the listening sockets from the
+        serving one's stats socket, so not a single connection is refused. `haproxy -D`
+        returns once the new process listens (or failed to); its pid goes to a file of
+        its own first, so a failed start never loses the serving pid.
+        """
         with contextlib.suppress(FileNotFoundError):
-            self.paths.pid_file.unlink()
-        cmd = [
-            HAPROXY_BIN,
-            "-W",
-            "-S",
-            str(self.paths.master_socket),
-            "-D",
-            "-p",
-            str(self.paths.pid_file),
-            "-f",
-            str(self.paths.config),
-        ]
-        # stderr to a file, not a pipe: the daemonised master could hold a pipe open.
+            self.paths.next_pid_file.unlink()
+        cmd = [HAPROXY_BIN, "-D", "-p", str(self.paths.next_pid_file), "-f", str(self.paths.config)]
+        if takeover:
+            if pass_sockets:
+                cmd += ["-x", str(self.paths.stats_socket)]
+            cmd += ["-sf", *map(str, takeover)]
+        # stderr to a file, not a pipe: the daemon could hold a pipe open.
         with NamespaceExec(self.namespace) as nsexec, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                preexec_fn=nsexec,
-                cwd=self.paths.instance_dir,
-                timeout=START_TIMEOUT,
-            )
+            try:
+                proc = subprocess.run(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    preexec_fn=nsexec,
+                    cwd=self.paths.instance_dir,
+                    timeout=START_TIMEOUT,
+                )
+            except subprocess.TimeoutExpired:
+                raise HAProxyError(f"haproxy did not start within {START_TIMEOUT:.0f} s") from None
             err.seek(0)
             output = err.read()
         if proc.returncode != 0:
             raise HAProxyError(summarize_errors(output))
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.running():
-                with contextlib.suppress(OSError, HAProxyError):
-                    if self.show_proc().current_worker:
-                        return
-            time.sleep(0.05)
-        raise HAProxyError("haproxy did not come up: " + summarize_errors(output))
+        try:
+            pid = int(self.paths.next_pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            raise HAProxyError("haproxy started but wrote no pid") from None
+        os.replace(self.paths.next_pid_file, self.paths.pid_file)
+        return pid
 
-    def reload(self) -> None:
-        """Hitless reload through the master CLI; raise HAProxyError if it did not take."""
-        before = self.show_proc()
-        with contextlib.suppress(OSError):
-            # The master re-executes itself and drops the connection: no answer expected.
-            cli_command(self.paths.master_socket, "reload", timeout=RELOAD_TIMEOUT)
-        deadline = time.monotonic() + RELOAD_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                after = self.show_proc()
-            except (OSError, HAProxyError):
-                time.sleep(POLL_INTERVAL)  # the master is busy re-executing
-                continue
-            if after.failed_reloads > before.failed_reloads:
-                raise HAProxyError("haproxy reload failed; the previous config keeps serving")
-            if after.reloads > before.reloads:
-                new = after.current_worker
-                if new is not None and new not in {pid for pid, _ in before.workers}:
-                    return
-            time.sleep(POLL_INTERVAL)
-        raise HAProxyError("haproxy reload did not complete in time")
+    def start(self) -> int:
+        """Start HAProxy from the config file unless it runs; the serving pid.
+
+        Processes of the instance that still run unrecorded (a crashed agent started
+        them but never wrote their pid) are told to leave.
+        """
+        pid = self.pid()
+        if pid is not None:
+            return pid
+        pid = self._launch(self.processes(), pass_sockets=False)
+        self.record_loaded(pid, self.current_config() or "")
+        return pid
+
+    def reload(self, takeover: list[int] | None = None) -> int:
+        """Hitless reload from the config file; the new pid, or HAProxyError (old one serves).
+
+        `takeover` defaults to the serving process; adoption passes every process of
+        the instance, so a process a crashed agent started but never recorded goes too.
+        """
+        serving = self.pid()
+        if takeover is None:
+            takeover = [serving] if serving is not None else []
+        try:
+            pid = self._launch(takeover, pass_sockets=serving is not None)
+        except HAProxyError as exc:
+            if "from the old process" not in str(exc):
+                raise
+            # The serving process could not hand its sockets over (stuck, or its stats
+            # socket gone): bind anew beside it (SO_REUSEPORT) rather than not at all.
+            log.warning("%s: %s; reloading without socket passing", self.namespace, exc)
+            pid = self._launch(takeover, pass_sockets=False)
+        faults.crash_point(faults.HAPROXY_CHANGES_SENT)
+        self.record_loaded(pid, self.current_config() or "")
+        return pid
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Hard stop: master and workers, escalating to SIGKILL."""
-        pids = self.pids()
+        """Hard stop of every process of the instance, escalating to SIGKILL."""
+        current = self.pid()
+        pids = sorted(set(self.processes()) | ({current} if current else set()))
+        self.loaded = None
         if not pids:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pids[0], signal.SIGTERM)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-            time.sleep(0.05)
+            time.sleep(0.02)
         for pid in pids:
             if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
@@ -551,45 +584,61 @@ class HAProxyInstance:
         except FileNotFoundError:
             return None
 
+    def write_config(self, config: str) -> None:
+        if self.current_config() != config:
+            atomic_write(self.paths.config, config, 0o600)
+
+    def reapply(self, config: str) -> int:
+        """Make the running HAProxy run `config` for sure: a reload taking over every process."""
+        self.write_config(config)
+        takeover = sorted(set(self.processes()) | ({p} if (p := self.pid()) else set()))
+        if not takeover:
+            return self.start()
+        return self.reload(takeover)
+
+    def restart(self, config: str) -> int:
+        """Start a dead HAProxy again with `config` (the last applied spec's)."""
+        self.write_config(config)
+        return self.start()
+
     def apply(self, config: str, validated: bool = False) -> ConfigOutcome:
         """Make `config` the running config; on any failure the old one keeps serving.
 
         `validated` says `validate(config)` just succeeded (the candidate file is in place).
+        The caller ends the apply with `finish()`.
         """
-        old = self.current_config()
         running = self.running()
-        if old == config:
-            with contextlib.suppress(FileNotFoundError):
-                self.paths.candidate.unlink()
-            if running:
-                return ConfigOutcome("none")
-            try:
-                self.start()
-            except HAProxyError as exc:
-                return ConfigOutcome("start", str(exc))
-            return ConfigOutcome("start")
-        if not (validated and self.paths.candidate.exists()):
+        known = self.known_config()
+        if running and known == config:
+            self.write_config(config)
+            return ConfigOutcome("none")
+        if not (validated and self._is_candidate(config)):
             error = self.validate(config)
             if error:
                 return ConfigOutcome("none", error)
-        blocked = unbindable(old or "", config, self.namespace)
+        previous = self.current_config()
+        blocked = unbindable(known or previous or "", config, self.namespace)
         if blocked:
             return ConfigOutcome("none", blocked)
-        os.replace(self.paths.candidate, self.paths.config)
+        atomic_write(self.paths.config, config, 0o600)
+        faults.crash_point(faults.HAPROXY_CONFIG_WRITTEN)
         if not running:
             try:
                 self.start()
                 return ConfigOutcome("start")
             except HAProxyError as exc:
-                self._restore(old)
+                self._restore(previous)
                 return ConfigOutcome("start", str(exc))
-        commands = runtime_changes(old, config) if old is not None else None
-        if commands is not None and self._run_runtime(commands):
+        pid = self.pid()
+        commands = runtime_changes(known, config) if known is not None else None
+        if pid is not None and commands is not None and self._run_runtime(commands):
+            faults.crash_point(faults.HAPROXY_CHANGES_SENT)
+            self.record_loaded(pid, config)
             return ConfigOutcome("runtime")
         try:
             self.reload()
         except (HAProxyError, OSError) as exc:
-            self._restore(old)
+            self._restore(known if known is not None else previous)
             return ConfigOutcome("reload", str(exc))
         return ConfigOutcome("reload")
 

@@ -62,13 +62,17 @@ class KeepalivedInstance:
             return None
         return summarize_errors(proc.stderr + proc.stdout)
 
-    def apply(self, config: str) -> None:
-        """Validate, write, then start or reload (SIGHUP) keepalived."""
+    def apply(self, config: str, force: bool = False) -> None:
+        """Validate, write, then start or reload (SIGHUP) keepalived.
+
+        `force` reloads even when the file already says `config`: after an apply was
+        cut short, the file may be newer than what keepalived read.
+        """
         current = None
         with contextlib.suppress(FileNotFoundError):
             current = self.paths.keepalived_config.read_text()
         pid = self.pid()
-        if current == config and pid is not None:
+        if current == config and pid is not None and not force:
             return
         error = self.validate(config)
         if error:

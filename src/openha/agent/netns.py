@@ -1,20 +1,26 @@
 """Network plumbing of instance namespaces, with pyroute2 only (no `ip` subprocesses).
 
-An instance lives in namespace `ohi-<8 hex>`; each `InterfaceSpec` is a veth pair whose
-host side (`ohv<8 hex><idx>`) joins a host bridge and whose inside end carries the
-interface name, MTU and addresses. The agent plumbs the VIP itself unless keepalived
-owns it. Everything here is idempotent: applying the same spec twice changes nothing,
-a changed spec converges. Bridges and VLAN links the agent creates carry the ifalias
-`openha:managed` so they can be told apart from the operator's own, even after the
-agent lost its state (see `purge`).
+An instance lives in namespace `ohi-<uuid hex>`; each `InterfaceSpec` is a veth pair
+whose host side joins a host bridge and whose inside end carries the interface name,
+MTU and addresses. Host interface names are limited to 15 characters, so the host
+side is `ohv<tag><leg>` with a 10-hex-digit tag taken from the instance's uuid, and
+carries the ifalias `openha:<namespace>` that says whose it is: two instances whose
+uuids share their first 10 hex digits get different tags (the second takes the next
+free candidate), and a link is only ever changed or deleted by its owner. The agent
+plumbs the VIP itself unless keepalived owns it. Everything here is idempotent:
+applying the same spec twice changes nothing, a changed spec converges. Bridges and
+VLAN links the agent creates carry the ifalias `openha:managed` so they can be told
+apart from the operator's own, even after the agent lost its state (see `purge`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import os
+import re
 import socket
 import struct
 import threading
@@ -25,7 +31,7 @@ from typing import Any, TypeVar, cast
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from openha.agent.paths import short_id
+from openha.agent.paths import NAMESPACE_PREFIX
 from openha.domain.spec import InstanceSpec, InterfaceSpec
 
 log = logging.getLogger(__name__)
@@ -45,7 +51,8 @@ class NetworkError(Exception):
 
 
 def namespace_exists(name: str) -> bool:
-    return name in netns.listnetns()
+    # A stat, not a listing: supervision asks this of every instance every second.
+    return bool(name) and "/" not in name and os.path.exists(os.path.join(NETNS_DIR, name))
 
 
 def ensure_namespace(name: str) -> bool:
@@ -142,11 +149,64 @@ def namespace_pids(name: str) -> list[int]:
     return pids
 
 
-# --- names ------------------------------------------------------------------------------
+# --- names ---------------------------------------------------------------------------
+
+TAG_DIGITS = 10
+MAX_LEGS = 100  # "ohv" + 10-digit tag + a leg index of at most 2 digits = IFNAMSIZ
+TAG_CANDIDATES = 8
+_TAG_RE = re.compile(rf"^[0-9a-f]{{{TAG_DIGITS}}}")
 
 
-def host_veth_name(namespace: str, idx: int) -> str:
-    return f"{VETH_PREFIX}{short_id(namespace)}{idx}"
+def veth_owner(namespace: str) -> str:
+    """The ifalias marking a host veth as the instance's own."""
+    return f"openha:{namespace}"
+
+
+def tag_candidates(namespace: str) -> list[str]:
+    """Tags an instance's host veths may use, in order of preference.
+
+    The first is the uuid's first 10 hex digits (readable: `ohv8c0e5a1e11…`); the
+    others are derived by hashing, for when another instance holds the first.
+    """
+    own = _TAG_RE.match(namespace.removeprefix(NAMESPACE_PREFIX))
+    tags = [own.group(0)] if own else []
+    k = 0
+    while len(tags) < TAG_CANDIDATES:
+        k += 1
+        tags.append(hashlib.sha256(f"{namespace}#{k}".encode()).hexdigest()[:TAG_DIGITS])
+    return tags
+
+
+def host_veth_name(tag: str, idx: int) -> str:
+    if not 0 <= idx < MAX_LEGS:
+        raise NetworkError(f"an instance has at most {MAX_LEGS} interfaces")
+    return f"{VETH_PREFIX}{tag}{idx}"
+
+
+def find_tag(ipr: IPRoute, namespace: str) -> tuple[str | None, str | None]:
+    """(the tag the instance's veths use, the first tag free for it); either may be None.
+
+    A tag is the instance's when its first leg carries the instance's alias, and free
+    when no link has that name; a name held by another instance is skipped.
+    """
+    owner = veth_owner(namespace)
+    free = None
+    for tag in tag_candidates(namespace):
+        index = _lookup(ipr, host_veth_name(tag, 0))
+        if index is None:
+            free = free or tag
+        elif _alias(ipr, index) == owner:
+            return tag, free
+    return None, free
+
+
+def owned_host_links(namespace: str) -> list[str]:
+    """Names of the host links carrying the instance's alias (a full dump: tests, diagnosis)."""
+    owner = veth_owner(namespace)
+    with IPRoute() as ipr:
+        return [
+            link.get("ifname") or "" for link in ipr.get_links() if link.get("ifalias") == owner
+        ]
 
 
 def vlan_link_name(parent: str, vlan_id: int) -> str:
@@ -289,12 +349,21 @@ def _allow_nonlocal_bind() -> None:
                 fh.write("1")
 
 
+def _instance_tag(ipr: IPRoute, namespace: str) -> str:
+    tag, free = find_tag(ipr, namespace)
+    if tag is None and free is None:
+        raise NetworkError(f"every host interface name for {namespace} is taken")
+    return tag or str(free)
+
+
 def _apply_network(spec: InstanceSpec) -> NetworkResult:
     for iface in spec.interfaces:
         _check_ifname(iface.name)
+    if len(spec.interfaces) > MAX_LEGS:
+        raise NetworkError(f"an instance has at most {MAX_LEGS} interfaces")
     result = NetworkResult(created_namespace=ensure_namespace(spec.namespace))
+    owner = veth_owner(spec.namespace)
     wanted_inside = {iface.name for iface in spec.interfaces}
-    wanted_host = {host_veth_name(spec.namespace, i) for i in range(len(spec.interfaces))}
     vip_ip = _addr_key(_vip_cidr(spec.vip_address))[0]
     if spec.vip_managed_by_keepalived:
         # The BACKUP's HAProxy must bind the VIP it does not hold yet (as amphorae do).
@@ -303,13 +372,16 @@ def _apply_network(spec: InstanceSpec) -> NetworkResult:
         lo = nsr.link_lookup(ifname="lo")[0]
         if nsr.get_links(lo)[0].get("state") != "up":
             nsr.link("set", index=lo, state="up")
-        # Links left over from a previous spec go first, so names can be reused.
-        prefix = VETH_PREFIX + short_id(spec.namespace)
-        for link in ipr.get_links():
-            name = link.get("ifname") or ""
-            if name.startswith(prefix) and name not in wanted_host:
-                ipr.link("del", index=link["index"])
-                result.changed = True
+        tag = _instance_tag(ipr, spec.namespace)
+        # Legs a previous spec had beyond this one's go first, so names can be reused.
+        # Legs are numbered from 0 without gaps: look names up, never dump every link
+        # of a host that carries a thousand instances.
+        for idx in range(len(spec.interfaces), MAX_LEGS):
+            index = _lookup(ipr, host_veth_name(tag, idx))
+            if index is None or _alias(ipr, index) != owner:
+                break
+            ipr.link("del", index=index)
+            result.changed = True
         for link in nsr.get_links():
             name = link.get("ifname") or ""
             if name != "lo" and name not in wanted_inside:
@@ -318,8 +390,10 @@ def _apply_network(spec: InstanceSpec) -> NetworkResult:
         gateways: dict[int, str] = {}
         for idx, iface in enumerate(spec.interfaces):
             bridge = ensure_bridge(ipr, iface)
-            host_name = host_veth_name(spec.namespace, idx)
+            host_name = host_veth_name(tag, idx)
             host = _lookup(ipr, host_name)
+            if host is not None and _alias(ipr, host) != owner:
+                raise NetworkError(f"host interface {host_name} belongs to another instance")
             inside = _lookup(nsr, iface.name)
             if host is None or inside is None:
                 # Half-made pair (e.g. agent killed mid-apply): start this leg over.
@@ -338,6 +412,8 @@ def _apply_network(spec: InstanceSpec) -> NetworkResult:
                 host = _lookup(ipr, host_name)
                 inside = _lookup(nsr, iface.name)
                 assert host is not None and inside is not None
+                # The kernel ignores an alias given with the new link: set it now.
+                ipr.link("set", index=host, ifalias=owner)
                 result.changed = True
             hlink = ipr.get_links(host)[0]
             if (
@@ -436,12 +512,15 @@ def send_gratuitous_arp(namespace: str, ifname: str, ip: str, mac: str, count: i
 
 def delete_network(namespace: str, bridges: list[str] | None = None) -> None:
     """Remove the namespace and its host veths, then managed bridges left empty."""
-    prefix = VETH_PREFIX + short_id(namespace)
+    owner = veth_owner(namespace)
     with IPRoute() as ipr:
-        for link in ipr.get_links():
-            if (link.get("ifname") or "").startswith(prefix):
-                with contextlib.suppress(Exception):
-                    ipr.link("del", index=link["index"])
+        tag, _ = find_tag(ipr, namespace)
+        for idx in range(MAX_LEGS if tag else 0):
+            index = _lookup(ipr, host_veth_name(str(tag), idx))
+            if index is None or _alias(ipr, index) != owner:
+                break
+            with contextlib.suppress(NetlinkError):
+                ipr.link("del", index=index)
     remove_namespace(namespace)
     if bridges:
         remove_unused_bridges(bridges)

@@ -8,6 +8,7 @@ agree without talking to each other.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +23,21 @@ class InstancePaths:
     """Every path of one instance, under `<agent_dir>/instances/<instance_id>/`."""
 
     instance_dir: Path
-    config: Path  # the live (last good) HAProxy config
-    candidate: Path  # a config being validated
-    pid_file: Path  # HAProxy master pid
-    master_socket: Path  # master CLI (reload, show proc)
-    stats_socket: Path  # runtime API of the current worker
+    config: Path  # the last good HAProxy config: what a start or reload reads
+    # The config being applied. Written first and removed last by every apply, so
+    # finding it after a restart means an apply was cut short: what HAProxy runs is
+    # then in doubt and the agent re-applies its last applied spec.
+    candidate: Path
+    pid_file: Path  # the HAProxy process currently serving
+    next_pid_file: Path  # written by a starting HAProxy, renamed over pid_file once it runs
+    # What the serving HAProxy process loaded (its pid and config text), recorded only
+    # once its start, reload or runtime commands took.
+    loaded: Path
+    stats_socket: Path  # runtime API of the serving process; passes listeners on reload
     log_socket: Path  # datagram syslog socket the agent reads
     state_dir: Path  # HAProxy server-state files and the like
     spec_file: Path  # last applied InstanceSpec (JSON)
+    deleting: Path  # present once a delete began: a restarted agent finishes it
     status_file: Path  # last status (JSON)
     logs_dir: Path  # rotated log files
     files_dir: Path  # extra files of the spec (certificates, maps)
@@ -40,7 +48,7 @@ class InstancePaths:
 
     def check(self) -> None:
         """Refuse paths that a unix socket cannot bind to (too long)."""
-        for sock in (self.master_socket, self.stats_socket, self.log_socket):
+        for sock in (self.stats_socket, self.log_socket):
             if len(str(sock).encode()) > UNIX_PATH_MAX:
                 raise ValueError(f"socket path too long for AF_UNIX: {sock}")
 
@@ -55,11 +63,13 @@ def instance_paths(agent_dir: Path | str, instance_id: str) -> InstancePaths:
         config=base / "haproxy.cfg",
         candidate=base / "haproxy.cfg.candidate",
         pid_file=base / "haproxy.pid",
-        master_socket=base / "master.sock",
+        next_pid_file=base / "haproxy.pid.next",
+        loaded=base / "haproxy.loaded.json",
         stats_socket=base / "stats.sock",
         log_socket=base / "log.sock",
         state_dir=base / "state",
         spec_file=base / "spec.json",
+        deleting=base / "deleting",
         status_file=base / "status.json",
         logs_dir=base / "logs",
         files_dir=base / "files",
@@ -71,13 +81,17 @@ def instance_paths(agent_dir: Path | str, instance_id: str) -> InstancePaths:
 
 
 def namespace_name(instance_id: str) -> str:
-    """The namespace an instance runs in: `ohi-` + the first 8 hex digits of its id."""
-    hexdigits = re.sub(r"[^0-9a-f]", "", instance_id.lower())
-    if len(hexdigits) < 8:
-        raise ValueError(f"instance id needs at least 8 hex digits: {instance_id!r}")
-    return NAMESPACE_PREFIX + hexdigits[:8]
+    """The namespace an instance runs in: `ohi-` + the 32 hex digits of its uuid.
 
-
-def short_id(namespace: str) -> str:
-    """The 8 hex digits naming an instance's host-side links (from its namespace name)."""
-    return namespace.removeprefix(NAMESPACE_PREFIX)[:8]
+    The whole uuid, so two instances never share a namespace (namespace names may be
+    long; only interface names are limited to 15 characters, see `agent.netns`). The
+    controller names HAProxy peers with it too.
+    """
+    try:
+        parsed = uuid.UUID(instance_id)
+    except ValueError:
+        parsed = None
+    # Only the canonical spelling: two spellings of one uuid would share a namespace.
+    if parsed is None or str(parsed) != instance_id:
+        raise ValueError(f"instance id must be a lowercase uuid: {instance_id!r}")
+    return NAMESPACE_PREFIX + parsed.hex

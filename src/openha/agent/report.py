@@ -5,7 +5,7 @@ would cost more than all the rest of the agent. So a report is planned here
 (`Reporter.plan`), in three tempos:
 
 - at once, on the next heartbeat: instances whose state the agent changed (a
-  generation applied or refused, deleted, held, a VRRP transition written by
+  generation applied or refused, deleted, confirmed or adopted, a VRRP transition written by
   keepalived's notify script) and those whose HAProxy logged a server state
   change ("Server <pool>/<member> is DOWN": `LogCollector.take_state_changes`);
   their processes and stats are read before the report is built;

@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from openha.agent.hostlimits import raise_fd_limit, raise_neighbour_table
 from openha.agent.protocol import InstanceStatus, LogsResponse
 from openha.agent.service import AgentService, StaleGeneration
 from openha.domain.spec import InstanceSpec
@@ -49,6 +50,8 @@ def create_app(service: AgentService) -> FastAPI:
             "host_id": service.host_id,
             "registered": service.registered.is_set(),
             "instances": len(service.instance_ids()),
+            # Instances found at start whose processes are not yet looked at.
+            "adopting": service.adopting(),
         }
 
     @app.put("/v1/instances/{instance_id}", dependencies=auth, response_model=InstanceStatus)
@@ -129,6 +132,9 @@ def run_agent(settings: Settings) -> None:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    raise_fd_limit()
+    if settings.agent_neighbour_table:
+        raise_neighbour_table(settings.agent_neighbour_table)
     service = AgentService(settings)
     service.start()
     host, port = settings.agent_host_port

@@ -2,13 +2,20 @@
 
 `AgentService` is what the HTTP API (`openha.agent.server`) calls. It keeps one
 `_Instance` per instance id with a lock, so applies of one instance are serialized
-while different instances proceed in parallel. Background threads:
-- supervision: restarts a dead HAProxy (or keepalived) from the last good config and
-  re-plumbs a vanished namespace;
+while different instances proceed in parallel. Background work:
+- adoption, at start: every instance on disk is known at once (so the first heartbeat,
+  sent at once, reports them all); processes still running are adopted in a bounded
+  pool, cheaply (no netlink, no `haproxy -c`) unless an apply was cut short, in which
+  case the last applied spec is applied again. Nothing stopped is started again, and
+  no lost namespace rebuilt, before the controller confirms it still wants the
+  instance (a heartbeat answer that lists it, or a push);
+- supervision: an exit watcher (pidfds) hears a dead HAProxy or keepalived at once and
+  restarts it from the last good config; a pass every `supervise_interval` re-plumbs
+  vanished namespaces and catches anything else;
 - heartbeat: registers with the API, then reports status every `heartbeat_interval`
   and removes orphans the API no longer wants. The API being down only delays
-  reports: the data plane never waits for the control plane.
-Stopping the service stops these threads and the log collector, never HAProxy.
+  reports: the data plane never waits for the control plane, and no error ends the loop.
+Stopping the service stops this work and the log collector, never HAProxy.
 """
 
 from __future__ import annotations
@@ -20,15 +27,16 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from pyroute2.netlink.exceptions import NetlinkError
 
-from openha.agent import state
-from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write, pid_alive
+from openha.agent import faults, state
+from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write
 from openha.agent.keepalived import KeepalivedError, KeepalivedInstance
 from openha.agent.logs import LogCollector, frontends_of
 from openha.agent.netns import (
@@ -55,6 +63,7 @@ from openha.agent.protocol import (
     RegisterResponse,
 )
 from openha.agent.report import Probe, Reporter, fd_limit, memory_bytes, vrrp_mark
+from openha.agent.watch import ExitWatcher
 from openha.domain.spec import InstanceSpec
 from openha.settings import Settings
 
@@ -80,9 +89,18 @@ class _Instance:
     added_at: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
     deleted: bool = False
-    # Found on disk without its namespace (the host rebooted): rebuilt only once the
-    # controller says it still wants it, or a pair could have two VIP holders.
-    held: bool = False
+    # False for an instance found on disk at start until its running processes were
+    # adopted (or found gone).
+    adopted: bool = True
+    # Whether the controller wants this instance, as far as this agent run knows: it
+    # pushed it, or a heartbeat answer listed it. Until then nothing is (re)started
+    # and no lost namespace rebuilt: while this host was gone, the controller may have
+    # deleted the load balancer or rebuilt it elsewhere, and its VIP may belong to
+    # another one now.
+    confirmed: bool = False
+    # An apply was cut short while HAProxy was down: the namespace may not match the
+    # spec, so it is plumbed again before HAProxy is started.
+    replumb: bool = False
 
 
 def _network_changed(applied: InstanceSpec | None, wanted: InstanceSpec) -> bool:
@@ -113,10 +131,13 @@ class AgentService:
         self.secret = state.load_or_create_secret(self.agent_dir)
         self.host_id: str | None = state.load_agent_info(self.agent_dir).get("host_id")
         self.logs = LogCollector()
+        self.watcher = ExitWatcher(self._exited)
         self._instances: dict[str, _Instance] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._deleting: set[str] = set()  # orphans whose removal is queued
         self.registered = threading.Event()
         self.last_heartbeat: HeartbeatResponse | None = None
         self.reporter = Reporter(
@@ -128,19 +149,29 @@ class AgentService:
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self, *, heartbeat: bool = True) -> None:
-        """Adopt what previous runs left, then start the background loops."""
+        """Know every instance on disk, start the loops at once, adopt in the background."""
         self.logs.start()
+        self.watcher.start()
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, self.settings.agent_parallelism), thread_name_prefix="agent-work"
+        )
+        found: list[_Instance] = []
         for instance_id in state.instance_ids(self.agent_dir):
             try:
-                self._adopt(instance_id)
+                inst = self._load(instance_id)
             except Exception:
-                log.exception("cannot adopt instance %s", instance_id)
+                log.exception("cannot load instance %s", instance_id)
+                continue
+            if inst is not None:
+                found.append(inst)
         self._stop.clear()
         loops = [self._supervise_loop] + ([self._heartbeat_loop] if heartbeat else [])
         for loop in loops:
             thread = threading.Thread(target=loop, name=loop.__name__, daemon=True)
             thread.start()
             self._threads.append(thread)
+        for inst in found:
+            self._submit(self._adopt, inst)
 
     def stop(self) -> None:
         """Stop the agent's own work; HAProxy and keepalived keep serving."""
@@ -148,42 +179,123 @@ class AgentService:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self.watcher.stop()
         self.logs.stop()
 
-    def _adopt(self, instance_id: str) -> None:
+    def _submit(self, fn: Callable[[_Instance], None], inst: _Instance) -> None:
+        """Run `fn(inst)` in the bounded pool; errors are logged, never lost."""
+        pool = self._pool
+        if pool is None or self._stop.is_set():
+            return
+
+        def run() -> None:
+            try:
+                fn(inst)
+            except Exception:
+                log.exception("instance %s: %s failed", inst.instance_id, fn.__name__)
+
+        with contextlib.suppress(RuntimeError):  # the pool is shutting down
+            pool.submit(run)
+
+    def _load(self, instance_id: str) -> _Instance | None:
+        """The record of an instance found on disk; nothing is touched yet."""
         paths = instance_paths(self.agent_dir, instance_id)
         spec = state.load_spec(paths)
+        if paths.deleting.exists():
+            # A delete was cut short: finish it (the controller asked for it).
+            inst = self._instance(instance_id, spec.namespace if spec else None)
+            inst.adopted = False
+            self._submit(lambda i: self.delete(i.instance_id), inst)
+            return None
         if spec is None:
-            return  # never applied successfully; the controller will push it again
+            return None  # never applied successfully; the controller will push it again
         inst = self._instance(instance_id, spec.namespace)
         with inst.lock:
             inst.spec = spec
+            inst.adopted = False
             inst.desired_generation = spec.generation
             saved = state.load_status(paths)
             if saved is not None and saved.desired_generation > spec.generation:
                 inst.desired_generation = saved.desired_generation
                 inst.last_error = saved.last_error
-            self._register_logs(inst, spec)
+        return inst
+
+    def _adopt(self, inst: _Instance) -> None:
+        with inst.lock:
+            if not inst.deleted and not inst.adopted:
+                self._adopt_locked(inst)
+                if inst.confirmed:
+                    self._converge_locked(inst)
+
+    def _adopt_locked(self, inst: _Instance) -> None:
+        """Take over what a previous agent left running; start nothing.
+
+        Cheap when nothing is in doubt: a stat of the namespace, the pid and load
+        records of HAProxy, no netlink and no `haproxy -c`. When an apply was cut
+        short, the last applied spec is applied again (network and a reload).
+        """
+        inst.adopted = True
+        spec = inst.spec
+        assert spec is not None
+        self._register_logs(inst, spec)
+        cut_short = inst.paths.candidate.exists()
+        try:
             if not namespace_exists(spec.namespace):
-                # While this host was gone the controller may have rebuilt the instance
-                # elsewhere: wait for the heartbeat answer before bringing it back.
-                inst.held = True
                 log.warning(
-                    "instance %s: data plane lost (reboot?); waiting for the "
-                    "controller before rebuilding it",
-                    instance_id,
+                    "instance %s: data plane lost (reboot?); waiting for the controller "
+                    "before rebuilding it",
+                    inst.instance_id,
                 )
                 return
-            # Idempotent: on a healthy instance this changes nothing on the wire.
-            apply_network(spec)
-            pid = inst.haproxy.master_pid()
+            pid = inst.haproxy.pid()
             if pid is None:
-                log.info("instance %s: haproxy not running, starting it", instance_id)
-                inst.haproxy.start()
+                inst.replumb = cut_short
+                log.warning(
+                    "instance %s: haproxy is not running; waiting for the controller "
+                    "before starting it",
+                    inst.instance_id,
+                )
+            elif inst.haproxy.adopt(spec.haproxy_config):
+                log.info("instance %s: adopted haproxy %d", inst.instance_id, pid)
             else:
-                log.info("instance %s: adopted haproxy master %d", instance_id, pid)
-            if spec.keepalived_config:
-                inst.keepalived.start()
+                log.warning(
+                    "instance %s: unsure what haproxy %d runs (an apply was cut short?); "
+                    "applying generation %d again",
+                    inst.instance_id,
+                    pid,
+                    spec.generation,
+                )
+                self._reapply_locked(inst, spec)
+        finally:
+            inst.haproxy.finish()
+            self._watch(inst)
+
+    def _reapply_locked(self, inst: _Instance, spec: InstanceSpec) -> None:
+        """Make a running data plane run `spec` for sure (network, a reload, keepalived)."""
+        try:
+            apply_network(spec)
+            inst.haproxy.reapply(spec.haproxy_config)
+            if spec.keepalived_config and inst.keepalived.pid() is not None:
+                inst.keepalived.apply(spec.keepalived_config, force=True)
+        except (NetworkError, NetlinkError, HAProxyError, KeepalivedError, OSError) as exc:
+            inst.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("instance %s: re-apply failed: %s", inst.instance_id, exc)
+
+    def _watch(self, inst: _Instance) -> None:
+        """Have the exit watcher report the instance's processes (after any start or reload)."""
+        pid = inst.haproxy.pid()
+        if pid is not None:
+            self.watcher.watch(f"{inst.instance_id}/haproxy", pid)
+        kpid = inst.keepalived.pid()
+        if kpid is not None:
+            self.watcher.watch(f"{inst.instance_id}/keepalived", kpid)
+
+    def _unwatch(self, inst: _Instance) -> None:
+        self.watcher.unwatch(f"{inst.instance_id}/haproxy")
+        self.watcher.unwatch(f"{inst.instance_id}/keepalived")
 
     # -- instances --------------------------------------------------------------------
 
@@ -210,6 +322,11 @@ class AgentService:
     def instance_ids(self) -> list[str]:
         with self._lock:
             return sorted(self._instances)
+
+    def adopting(self) -> int:
+        """How many instances found at start are still waiting to be adopted."""
+        with self._lock:
+            return sum(1 for inst in self._instances.values() if not inst.adopted)
 
     def _register_logs(self, inst: _Instance, spec: InstanceSpec) -> None:
         tags = {
@@ -241,6 +358,9 @@ class AgentService:
                 return self._apply_locked(inst, spec)
 
     def _apply_locked(self, inst: _Instance, spec: InstanceSpec) -> tuple[bool, InstanceStatus]:
+        inst.confirmed = True  # the controller pushed it: it is wanted
+        if not inst.adopted:
+            self._adopt_locked(inst)  # a push may come before the background adoption
         if inst.spec is not None:
             if spec.generation < inst.spec.generation:
                 raise StaleGeneration(
@@ -252,11 +372,20 @@ class AgentService:
                 raise ValueError("an instance cannot change namespace; delete it first")
         inst.namespace = spec.namespace
         inst.desired_generation = spec.generation
-        inst.held = False  # the controller pushed it: it is wanted
+        try:
+            return self._apply_spec(inst, spec)
+        finally:
+            inst.haproxy.finish()
+            self._watch(inst)
+
+    def _apply_spec(self, inst: _Instance, spec: InstanceSpec) -> tuple[bool, InstanceStatus]:
         try:
             inst.paths.check()
             inst.paths.instance_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             inst.paths.state_dir.mkdir(exist_ok=True)
+            # The candidate goes first and is removed last (`finish`): found after a
+            # crash, it says this apply was cut short and what runs is in doubt.
+            inst.haproxy.write_candidate(spec.haproxy_config)
             # The spec's files (check scripts, later certificates) are referenced by the
             # configs, so they must exist for validation; nothing running reads them yet.
             self._write_files(inst, spec)
@@ -267,8 +396,13 @@ class AgentService:
                 error = inst.keepalived.validate(spec.keepalived_config)
             if error is not None:
                 return self._fail(inst, error)
-            if _network_changed(inst.spec, spec) or not namespace_exists(spec.namespace):
+            if (
+                inst.replumb
+                or _network_changed(inst.spec, spec)
+                or not namespace_exists(spec.namespace)
+            ):
                 apply_network(spec)
+                inst.replumb = False
             if inst.spec is not None:
                 # Legs the new spec dropped may leave a managed bridge with nothing on it.
                 kept = {iface.bridge for iface in spec.interfaces}
@@ -282,6 +416,7 @@ class AgentService:
             if spec.keepalived_config:
                 inst.keepalived.apply(spec.keepalived_config)
             elif inst.keepalived.pid() is not None:
+                self.watcher.unwatch(f"{inst.instance_id}/keepalived")
                 inst.keepalived.stop()
             log.info(
                 "instance %s: generation %d applied (%s)",
@@ -337,8 +472,14 @@ class AgentService:
         inst = self._instance(instance_id, spec.namespace if spec else None)
         with inst.lock:
             spec = inst.spec or spec
+            if paths.instance_dir.exists():
+                # Should the agent die half-way, its next start finishes the delete
+                # instead of adopting a half-removed instance.
+                paths.deleting.touch()
+            self._unwatch(inst)
             inst.haproxy.stop()
             inst.keepalived.stop()
+            faults.crash_point(faults.DELETE_HAPROXY_STOPPED)
             # Anything else still in the namespace would keep it alive after unmount.
             for pid in namespace_pids(inst.namespace):
                 with contextlib.suppress(ProcessLookupError):
@@ -351,6 +492,7 @@ class AgentService:
             with self._lock:
                 if self._instances.get(instance_id) is inst:
                     del self._instances[instance_id]
+                self._deleting.discard(instance_id)
         log.info("instance %s deleted", instance_id)
 
     # -- status -----------------------------------------------------------------------
@@ -370,7 +512,7 @@ class AgentService:
 
     def _probe(self, inst: _Instance) -> Probe:
         """Read the instance's processes and HAProxy's stats: the costly part of a status."""
-        pid = inst.haproxy.master_pid()
+        pid = inst.haproxy.pid()
         stats = None
         if pid is not None:
             try:
@@ -423,7 +565,8 @@ class AgentService:
             inst.desired_generation,
             inst.last_error,
             inst.deleted,
-            inst.held,
+            inst.confirmed,
+            inst.adopted,
             vrrp,
         )
 
@@ -454,53 +597,70 @@ class AgentService:
 
     # -- supervision ------------------------------------------------------------------
 
+    def _exited(self, key: str) -> None:
+        """The exit watcher saw an instance's HAProxy or keepalived die: act at once."""
+        instance_id = key.partition("/")[0]
+        with self._lock:
+            inst = self._instances.get(instance_id)
+        if inst is not None:
+            log.warning("instance %s: %s exited", instance_id, key.partition("/")[2])
+            self._submit(self._supervise_instance, inst)
+
     def supervise_once(self) -> None:
+        """One pass over every instance; cheap for healthy ones (a stat each)."""
         with self._lock:
             insts = list(self._instances.values())
         for inst in insts:
-            if inst.spec is None or not inst.lock.acquire(blocking=False):
-                continue  # an apply in progress is the better judge
-            try:
-                if inst.deleted or inst.spec is None or inst.held:
-                    continue
-                if not namespace_exists(inst.namespace):
-                    log.warning("instance %s: namespace vanished, re-plumbing", inst.instance_id)
-                    inst.haproxy.stop()
-                    apply_network(inst.spec)
-                if not inst.haproxy.running():
-                    log.warning("instance %s: haproxy is dead, restarting", inst.instance_id)
-                    self._kill_leftover_workers(inst)
-                    inst.haproxy.start()
-                if inst.spec.keepalived_config and inst.keepalived.pid() is None:
-                    inst.keepalived.start()
-            except Exception as exc:
-                log.error("instance %s: supervision failed: %s", inst.instance_id, exc)
-            finally:
-                inst.lock.release()
+            if inst.spec is None or inst.deleted or not inst.adopted or not inst.confirmed:
+                continue
+            watched = self.watcher.watched(f"{inst.instance_id}/haproxy") is not None and (
+                not inst.spec.keepalived_config
+                or self.watcher.watched(f"{inst.instance_id}/keepalived") is not None
+            )
+            # The exit watcher reports deaths of watched processes: only namespaces
+            # that vanished, and processes nobody watches, need a look here.
+            if watched and namespace_exists(inst.namespace):
+                continue
+            self._supervise_instance(inst)
 
-    def _kill_leftover_workers(self, inst: _Instance) -> None:
-        """Workers orphaned by a killed master still hold the listening sockets."""
-        config = str(inst.paths.config)
-        for pid in namespace_pids(inst.namespace):
-            if not pid_alive(pid):
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    argv = fh.read().split(b"\0")
-            except OSError:
-                continue
-            if config.encode() in argv:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline and any(
-            pid_alive(p) for p in namespace_pids(inst.namespace)
-        ):
-            time.sleep(0.02)
+    def _supervise_instance(self, inst: _Instance) -> None:
+        if not inst.lock.acquire(blocking=False):
+            return  # an apply in progress is the better judge
+        try:
+            self._converge_locked(inst)
+        except Exception as exc:
+            log.error("instance %s: supervision failed: %s", inst.instance_id, exc)
+        finally:
+            inst.lock.release()
+
+    def _converge_locked(self, inst: _Instance) -> None:
+        """Bring a wanted instance's data plane back from its last applied spec."""
+        spec = inst.spec
+        if spec is None or inst.deleted or not inst.adopted or not inst.confirmed:
+            return
+        if not namespace_exists(inst.namespace):
+            log.warning("instance %s: namespace gone, re-plumbing", inst.instance_id)
+            self._unwatch(inst)
+            inst.haproxy.stop()
+            inst.keepalived.stop()
+            apply_network(spec)
+        elif inst.replumb:
+            apply_network(spec)
+        inst.replumb = False
+        if not inst.haproxy.running():
+            log.warning("instance %s: haproxy is not running, starting it", inst.instance_id)
+            pid = inst.haproxy.restart(spec.haproxy_config)
+            log.info("instance %s: haproxy %d serving", inst.instance_id, pid)
+        if spec.keepalived_config and inst.keepalived.pid() is None:
+            inst.keepalived.start()
+        self._watch(inst)
 
     def _supervise_loop(self) -> None:
         while not self._stop.wait(self.supervise_interval):
-            self.supervise_once()
+            try:
+                self.supervise_once()
+            except Exception:
+                log.exception("supervision pass failed")
 
     # -- control plane ----------------------------------------------------------------
 
@@ -581,33 +741,48 @@ class AgentService:
         return answer
 
     def handle_heartbeat_response(self, answer: HeartbeatResponse, sent_at: float) -> list[str]:
-        """Remove orphans; instances added after the report was sent are kept."""
+        """Confirm the wanted instances, remove the others (orphans).
+
+        Instances added after the report was sent are kept. A confirmed instance whose
+        data plane is down (found stopped at start, or its namespace lost) is brought
+        back at once.
+        """
         if answer.wanted_instance_ids is None:
             return []
         wanted = set(answer.wanted_instance_ids)
         with self._lock:
-            for inst in self._instances.values():
-                if inst.held and inst.instance_id in wanted:
-                    log.info("instance %s: still wanted, rebuilding it", inst.instance_id)
-                    inst.held = False  # the supervision loop brings it back
-        with self._lock:
-            orphans = [
-                i.instance_id
-                for i in self._instances.values()
-                if i.instance_id not in wanted and i.added_at < sent_at
-            ]
-        for instance_id in orphans:
-            log.warning("instance %s is not wanted by the API: removing it", instance_id)
-            try:
-                self.delete(instance_id)
-            except Exception:
-                log.exception("cannot remove orphan %s", instance_id)
-        return orphans
+            insts = list(self._instances.values())
+        for inst in insts:
+            if inst.instance_id in wanted and not inst.confirmed:
+                inst.confirmed = True
+                if inst.adopted and not inst.deleted:
+                    log.info("instance %s: confirmed by the controller", inst.instance_id)
+                    self._submit(self._supervise_instance, inst)
+        orphans = [i for i in insts if i.instance_id not in wanted and i.added_at < sent_at]
+        orphans = [i for i in orphans if not i.deleted]
+        for orphan in orphans:
+            with self._lock:
+                if orphan.instance_id in self._deleting:
+                    continue
+                self._deleting.add(orphan.instance_id)
+            log.warning("instance %s is not wanted by the API: removing it", orphan.instance_id)
+            self._submit(self._remove_orphan, orphan)
+        return [orphan.instance_id for orphan in orphans]
+
+    def _remove_orphan(self, inst: _Instance) -> None:
+        try:
+            self.delete(inst.instance_id)
+        finally:
+            with self._lock:
+                self._deleting.discard(inst.instance_id)
 
     def _heartbeat_loop(self) -> None:
+        """Heartbeat at once, then every interval, whatever goes wrong in between."""
         failures = 0
+        interval = self.settings.heartbeat_interval
         with httpx.Client(timeout=5.0) as client:
             while not self._stop.is_set():
+                started = time.monotonic()
                 try:
                     self.heartbeat_once(client)
                     if failures:
@@ -618,4 +793,13 @@ class AgentService:
                     # Say it once, then quietly keep trying: traffic does not depend on it.
                     level = logging.WARNING if failures == 1 else logging.DEBUG
                     log.log(level, "heartbeat to %s failed: %s", self.settings.agent_api_url, exc)
-                self._stop.wait(self.settings.heartbeat_interval)
+                except Exception:
+                    # A bug must not silence a healthy host: the API would declare it
+                    # down a few seconds later. Log it and go on.
+                    failures += 1
+                    log.log(
+                        logging.ERROR if failures == 1 else logging.DEBUG,
+                        "heartbeat failed unexpectedly",
+                        exc_info=True,
+                    )
+                self._stop.wait(max(0.0, interval - (time.monotonic() - started)))

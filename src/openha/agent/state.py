@@ -1,11 +1,14 @@
 """What the agent remembers across restarts, under its `agent_dir`.
 
 Per instance (in the instance directory): the last applied `InstanceSpec`
-(`spec.json`), the last good HAProxy config (the live `haproxy.cfg` itself) and the
-last status (`status.json`). Agent-wide: the secret the controller must present
+(`spec.json`), the last good HAProxy config (`haproxy.cfg`), what the serving HAProxy
+process loaded (`haproxy.loaded.json`, see `agent.haproxy`), the candidate of an apply
+in progress and the mark of a delete in progress (see `agent.paths`), and the last
+status (`status.json`). Agent-wide: the secret the controller must present
 (`agent_secret`, mode 600) and the host id the API gave at registration. With these,
-a restarted agent adopts the HAProxy processes that kept running and restarts the
-missing ones, without touching traffic.
+a restarted agent adopts the HAProxy processes that kept running without touching
+traffic, re-applies where an apply was cut short, finishes cut-short deletes, and
+restarts stopped ones once the controller confirms it still wants them.
 """
 
 from __future__ import annotations

@@ -48,7 +48,9 @@ from openha.domain.spec import (
 __all__ = [
     "ACCESS_LOG_MODES",
     "DEFAULT_FD_LIMIT",
-    "DEFAULT_MAXCONN",
+    "DEFAULT_LISTENER_MAXCONN",
+    "DEFAULT_NBTHREAD",
+    "MAXCONN_CAP",
     "AccessLog",
     "HAProxyPaths",
     "PeerSpec",
@@ -57,6 +59,7 @@ __all__ = [
     "UnsupportedFeature",
     "expected_status",
     "ident",
+    "instance_maxconn",
     "maxconn_for_fd_limit",
     "quote",
     "render_haproxy",
@@ -96,11 +99,22 @@ def maxconn_for_fd_limit(hard_limit: int) -> int:
     return hard_limit * 4 // 5 // 2
 
 
-DEFAULT_MAXCONN = maxconn_for_fd_limit(DEFAULT_FD_LIMIT)  # 8000
+# The largest global maxconn an instance may have under the hosts' descriptor limit.
+MAXCONN_CAP = maxconn_for_fd_limit(DEFAULT_FD_LIMIT)  # 8000
+# Connections per listener whose connection_limit is -1 (unlimited). Each unit of
+# maxconn costs ~0.12 KB in every HAProxy process whether used or not (descriptor
+# tables), and a host of a thousand instances shares ~2.4 M file handles: 2000 keeps an
+# idle instance small and lets many fit; the operator may raise it
+# (`haproxy_default_maxconn`), and a listener's own connection_limit always wins.
+DEFAULT_LISTENER_MAXCONN = 2000
+# HAProxy threads per instance: a fixed small number, never the host's core count.
+DEFAULT_NBTHREAD = 1
 
 # Old workers keep serving their open connections after a reload; this bounds how
 # long, so frequent reloads cannot pile up processes holding memory and ports.
 HARD_STOP_AFTER = "10m"
+# How long an old process takes to close its idle keep-alive connections after a reload.
+CLOSE_SPREAD_TIME = "1s"
 # Octavia's stick table size for SOURCE_IP and APP_COOKIE persistence.
 STICK_TABLE_SIZE = "10k"
 # Octavia's cookie-persistence cookie name (HTTP_COOKIE ignores cookie_name there too).
@@ -590,7 +604,8 @@ def _frontend(
         mode=mode,
         bind=f"{_host(vip, 'vip_address')}:{_port(listener.protocol_port, 'protocol_port')}",
         disabled=not lb_enabled,
-        # -1 is Octavia's "unlimited", and HAProxy reads 0 as "use the default".
+        # -1 is Octavia's "unlimited" (and HAProxy reads 0 as "use the default"): the
+        # listener default, within the instance's global limit.
         maxconn=limit if limit > 0 else maxconn,
         timeout_client=_timeout(listener.timeout_client_data, "timeout_client_data"),
         timeout_tcp_inspect=_timeout(listener.timeout_tcp_inspect, "timeout_tcp_inspect"),
@@ -726,6 +741,22 @@ def _refuse_unsupported(spec: LoadBalancerSpec) -> None:
             raise RenderError(f"pool {pool.id}: unknown protocol {pool.protocol!r}")
 
 
+def instance_maxconn(
+    spec: LoadBalancerSpec, listener_maxconn: int = DEFAULT_LISTENER_MAXCONN
+) -> int:
+    """The global maxconn of an instance: what its listeners may hold together.
+
+    A listener counts its connection_limit, or `listener_maxconn` when unlimited; the
+    sum is capped by what the descriptor limit allows (`MAXCONN_CAP`).
+    """
+    total = sum(
+        lst.connection_limit if lst.connection_limit > 0 else listener_maxconn
+        for lst in spec.listeners
+        if lst.admin_state_up
+    )
+    return max(1, min(MAXCONN_CAP, total or listener_maxconn))
+
+
 def _views(spec: LoadBalancerSpec, maxconn: int) -> tuple[list[Frontend], list[Backend]]:
     _refuse_unsupported(spec)
     pools = {pool.id: pool for pool in spec.pools if pool.admin_state_up}
@@ -783,22 +814,29 @@ def render_haproxy(
     peers: PeersSpec | None = None,
     maxconn: int | None = None,
     access_log: AccessLog = "all",
+    nbthread: int = DEFAULT_NBTHREAD,
+    listener_maxconn: int = DEFAULT_LISTENER_MAXCONN,
 ) -> str:
     """Render the complete HAProxy configuration for one load balancer instance.
 
     `peers` (ACTIVE_STANDBY) adds a `peers` section and shares the persistence
     stick tables with the other instance. `maxconn` is the global connection limit,
-    by default one HAProxy can start with under the hosts' 20,000 descriptors.
+    by default derived from the listeners (`instance_maxconn`), where an unlimited
+    listener counts `listener_maxconn`. `nbthread` is HAProxy's thread count.
 
     Raises `UnsupportedFeature` for objects this renderer cannot serve and
     `RenderError` for any value that fails its grammar; nothing is ever escaped.
     """
     if access_log not in ACCESS_LOG_MODES:
         raise RenderError(f"access_log must be one of {', '.join(ACCESS_LOG_MODES)}")
-    global_maxconn = DEFAULT_MAXCONN if maxconn is None else maxconn
+    if not 1 <= nbthread <= 64:
+        raise RenderError(f"nbthread must be between 1 and 64, got {nbthread}")
+    if listener_maxconn < 1:
+        raise RenderError(f"listener maxconn must be positive, got {listener_maxconn}")
+    global_maxconn = instance_maxconn(spec, listener_maxconn) if maxconn is None else maxconn
     if global_maxconn < 1:
         raise RenderError(f"maxconn must be positive, got {global_maxconn}")
-    frontends, backends = _views(spec, global_maxconn)
+    frontends, backends = _views(spec, min(global_maxconn, listener_maxconn))
     return (
         _environment()
         .get_template("haproxy.cfg.j2")
@@ -809,8 +847,10 @@ def render_haproxy(
             peers=peers,
             peers_section=PEERS_SECTION,
             maxconn=global_maxconn,
+            nbthread=nbthread,
             access_log=access_log,
             hard_stop_after=HARD_STOP_AFTER,
+            close_spread_time=CLOSE_SPREAD_TIME,
             log_length=LOG_LINE_LENGTH,
             stick_size=STICK_TABLE_SIZE,
             persistence_cookie=PERSISTENCE_COOKIE,

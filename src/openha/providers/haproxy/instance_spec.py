@@ -90,7 +90,14 @@ def build(
             )
         )
     access_log = spec.flavor.get("access_log", settings.default_access_log)
-    config = render_haproxy(spec, haproxy_paths(paths), peers=peers, access_log=access_log)
+    config = render_haproxy(
+        spec,
+        haproxy_paths(paths),
+        peers=peers,
+        access_log=access_log,
+        nbthread=settings.haproxy_nbthread,
+        listener_maxconn=settings.haproxy_default_maxconn,
+    )
     return InstanceSpec(
         instance_id=placement.instance_id,
         load_balancer_id=spec.id,

@@ -1,0 +1,63 @@
+"""Host limits a thousand instances need, raised (never lowered) when the agent starts.
+
+- Descriptors: the agent holds a log socket, a log file and a pidfd per instance, more
+  than the usual soft limit of 1024; HAProxy processes inherit the limit and raise
+  their own as their maxconn needs.
+- The kernel's neighbour (ARP/NDP) table is one table for every namespace, with the
+  limits of the initial namespace: by default 1024 entries at most (`gc_thresh3`). Each
+  instance namespace holds entries for its members, gateway and clients, so a host of
+  a thousand load balancers overflows it and new neighbours cannot be resolved (found
+  by bench/density.py: the thousandth VIP stopped answering).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+NEIGH_DIRS = (
+    Path("/proc/sys/net/ipv4/neigh/default"),
+    Path("/proc/sys/net/ipv6/neigh/default"),
+)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft descriptor limit to the hard one; the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def neighbour_thresholds(entries: int) -> dict[str, int]:
+    """gc_thresh1..3 for a neighbour table of at most `entries`, in the kernel's proportions.
+
+    thresh3 is the hard maximum, thresh2 where garbage collection gets eager (the
+    kernel's default is half of thresh3), thresh1 what is never collected (an eighth).
+    """
+    return {"gc_thresh1": entries // 8, "gc_thresh2": entries // 2, "gc_thresh3": entries}
+
+
+def raise_neighbour_table(entries: int, dirs: tuple[Path, ...] = NEIGH_DIRS) -> list[str]:
+    """Raise each neighbour-table threshold below `neighbour_thresholds(entries)`; what changed.
+
+    Values the operator set higher stay. A kernel or namespace that does not expose a
+    threshold (or refuses the write) is logged and left alone.
+    """
+    changed = []
+    for base in dirs:
+        for name, wanted in neighbour_thresholds(entries).items():
+            path = base / name
+            try:
+                current = int(path.read_text())
+                if current < wanted:
+                    path.write_text(f"{wanted}\n")
+                    changed.append(f"{path}: {current} -> {wanted}")
+            except (OSError, ValueError) as exc:
+                log.warning("cannot raise %s: %s", path, exc)
+    for change in changed:
+        log.info("raised %s", change)
+    return changed

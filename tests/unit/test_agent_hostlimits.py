@@ -1,0 +1,26 @@
+"""Host limits the agent raises at start: never lowered, failures only logged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from openha.agent.hostlimits import neighbour_thresholds, raise_neighbour_table
+
+
+def test_neighbour_table_is_raised_never_lowered(tmp_path: Path) -> None:
+    v4, v6, missing = tmp_path / "v4", tmp_path / "v6", tmp_path / "none"
+    for base, values in ((v4, (128, 512, 1024)), (v6, (128, 100_000, 200_000))):
+        base.mkdir()
+        for n, value in enumerate(values, start=1):
+            (base / f"gc_thresh{n}").write_text(f"{value}\n")
+    changed = raise_neighbour_table(65536, (v4, v6, missing))
+    assert neighbour_thresholds(65536) == {
+        "gc_thresh1": 8192,
+        "gc_thresh2": 32768,
+        "gc_thresh3": 65536,
+    }
+    assert [int((v4 / f"gc_thresh{n}").read_text()) for n in (1, 2, 3)] == [8192, 32768, 65536]
+    # What the operator set higher stays.
+    assert [int((v6 / f"gc_thresh{n}").read_text()) for n in (1, 2, 3)] == [8192, 100_000, 200_000]
+    assert len(changed) == 4
+    assert raise_neighbour_table(65536, (v4, v6)) == []  # idempotent
