@@ -131,10 +131,14 @@ def alice_reader(http: TestClient, tokens: dict[str, str]) -> Client:
     return Client(http, tokens["a_reader"])
 
 
-@pytest.fixture
-def subnet_id(session_factory: sessionmaker[Session]) -> str:
-    """A shared VIP subnet (admins create these through the networks API)."""
-    with transaction(session_factory) as s:
+def add_shared_subnet(
+    sessions: sessionmaker[Session],
+    cidr: str = "198.51.100.0/24",
+    gateway_ip: str = "198.51.100.1",
+    allocation_pools: list[dict[str, str]] | None = None,
+) -> str:
+    """A shared VIP network and subnet, as an admin creates them through the networks API."""
+    with transaction(sessions) as s:
         net = Network(
             project_id="admin",
             name="public",
@@ -148,13 +152,20 @@ def subnet_id(session_factory: sessionmaker[Session]) -> str:
             project_id="admin",
             network_id=net.id,
             name="public-v4",
-            cidr="198.51.100.0/24",
-            gateway_ip="198.51.100.1",
-            allocation_pools=[{"start": "198.51.100.10", "end": "198.51.100.250"}],
+            cidr=cidr,
+            gateway_ip=gateway_ip,
+            allocation_pools=allocation_pools or [],
         )
         s.add(sub)
         s.flush()
         return sub.id
+
+
+@pytest.fixture
+def subnet_id(session_factory: sessionmaker[Session]) -> str:
+    return add_shared_subnet(
+        session_factory, allocation_pools=[{"start": "198.51.100.10", "end": "198.51.100.250"}]
+    )
 
 
 @pytest.fixture

@@ -39,13 +39,11 @@ from openha.models import (
     Listener,
     LoadBalancer,
     Member,
-    Network,
     Pool,
-    Subnet,
 )
 from openha.settings import Settings
 from tests.api.factories import create_hm, create_lb, create_listener, create_member, create_pool
-from tests.conftest import Client, wait_for
+from tests.conftest import Client, add_shared_subnet, wait_for
 
 
 @dataclass
@@ -62,15 +60,7 @@ def stack(postgres_url: str, tmp_path: Path) -> Iterator[Stack]:
     sessions = make_session_factory(engine)
     with transaction(sessions) as s:
         token = create_token(s, f"race-{uuid.uuid4().hex[:8]}", ["member"])
-        net = Network(project_id="admin", name="race", shared=True, physical_network="br")
-        s.add(net)
-        s.flush()
-        sub = Subnet(
-            project_id="admin", network_id=net.id, cidr="192.0.2.0/24", gateway_ip="192.0.2.1"
-        )
-        s.add(sub)
-        s.flush()
-        subnet_id = sub.id
+    subnet_id = add_shared_subnet(sessions)
     try:
         with TestClient(create_app(settings, sessions)) as http:
             yield Stack(Client(http, token), engine, subnet_id)

@@ -34,9 +34,7 @@ from openha.models import (
     Host,
     Instance,
     LoadBalancer,
-    Network,
     Service,
-    Subnet,
     utcnow,
     utcnow_precise,
 )
@@ -45,7 +43,7 @@ from openha.providers.noop import NoopProvider
 from openha.providers.registry import ProviderRegistry
 from openha.settings import Settings
 from tests.api.fakeagents import FakeAgent, HungAgent
-from tests.conftest import PROJECT_A, Client, wait_for
+from tests.conftest import PROJECT_A, Client, add_shared_subnet, wait_for
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -561,15 +559,7 @@ def pg_world(postgres_url: str, tmp_path: Path) -> Iterator[Shared]:
     sessions = make_session_factory(engine)
     with transaction(sessions) as s:
         token = create_token(s, PROJECT_A, ["member"])
-        net = Network(project_id="admin", name="n", shared=True, physical_network="br")
-        s.add(net)
-        s.flush()
-        sub = Subnet(
-            project_id="admin", network_id=net.id, cidr="192.0.2.0/24", gateway_ip="192.0.2.1"
-        )
-        s.add(sub)
-        s.flush()
-        subnet_id = sub.id
+    subnet_id = add_shared_subnet(sessions)
     app = create_app(settings, sessions)
     try:
         with TestClient(app) as http:

@@ -13,9 +13,8 @@ from openha.api.app import create_app
 from openha.controller.reconciler import Reconciler
 from openha.credentials import create_token
 from openha.db import make_engine, make_session_factory, transaction
-from openha.models import Network, Subnet
 from openha.settings import Settings
-from tests.conftest import Client, wait_for
+from tests.conftest import Client, add_shared_subnet, wait_for
 
 
 def run_concurrent_lifecycle(settings: Settings, sessions: sessionmaker[Session]) -> None:
@@ -23,15 +22,7 @@ def run_concurrent_lifecycle(settings: Settings, sessions: sessionmaker[Session]
     app = create_app(settings, sessions)
     with transaction(sessions) as s:
         token = create_token(s, "p1", ["member"])
-        net = Network(project_id="admin", name="n", shared=True, physical_network="br")
-        s.add(net)
-        s.flush()
-        sub = Subnet(
-            project_id="admin", network_id=net.id, cidr="192.0.2.0/24", gateway_ip="192.0.2.1"
-        )
-        s.add(sub)
-        s.flush()
-        subnet_id = sub.id
+    subnet_id = add_shared_subnet(sessions)
     reconciler = Reconciler(settings, sessions, app.state.providers)
     stop = threading.Event()
     loop = threading.Thread(target=reconciler.run, args=(stop,), daemon=True)
