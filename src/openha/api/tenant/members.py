@@ -127,9 +127,14 @@ def _duplicate(pool: Pool, address: str, port: int) -> Conflict:
 
 
 def _find(session: Session, pool: Pool, address: str, port: int) -> Member | None:
+    """The live member of `pool` on `address`:`port`; one being deleted does not count
+    (the controller removes it, and the new one is created beside it)."""
     return session.scalar(
         select(Member).where(
-            Member.pool_id == pool.id, Member.address == address, Member.protocol_port == port
+            Member.pool_id == pool.id,
+            Member.address == address,
+            Member.protocol_port == port,
+            Member.provisioning_status != c.PENDING_DELETE,
         )
     )
 
@@ -243,10 +248,12 @@ def batch_update_members(
         if key in wanted:
             raise _duplicate(pool, m.address, m.protocol_port)
         wanted[key] = m
-    current = {
-        (m.address, m.protocol_port): m
-        for m in session.scalars(select(Member).where(Member.pool_id == pool.id))
-    }
+    current: dict[tuple[str, int], Member] = {}
+    for m in session.scalars(select(Member).where(Member.pool_id == pool.id)):
+        # A live member wins over rows of the same address being deleted.
+        key = (m.address, m.protocol_port)
+        if key not in current or current[key].provisioning_status == c.PENDING_DELETE:
+            current[key] = m
     new = [m for key, m in wanted.items() if key not in current]
     doomed = [
         m
