@@ -202,7 +202,10 @@ def test_readd_while_deletion_pending(
     assert resp.status_code == 409
     # The batch update sees the live member, not the one on its way out.
     url = _members_url(pool)
-    assert alice.put(url, {"members": [{"address": "192.0.2.10", "protocol_port": 80}]}).status_code == 202
+    assert (
+        alice.put(url, {"members": [{"address": "192.0.2.10", "protocol_port": 80}]}).status_code
+        == 202
+    )
     with session_factory() as s:
         statuses = {m.id: m.provisioning_status for m in s.query(Member)}
         assert statuses == {old["id"]: "PENDING_DELETE", new["id"]: "PENDING_CREATE"}
