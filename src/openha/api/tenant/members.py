@@ -249,11 +249,11 @@ def batch_update_members(
             raise _duplicate(pool, m.address, m.protocol_port)
         wanted[key] = m
     current: dict[tuple[str, int], Member] = {}
-    for m in session.scalars(select(Member).where(Member.pool_id == pool.id)):
+    for row in session.scalars(select(Member).where(Member.pool_id == pool.id)):
         # A live member wins over rows of the same address being deleted.
-        key = (m.address, m.protocol_port)
+        key = (row.address, row.protocol_port)
         if key not in current or current[key].provisioning_status == c.PENDING_DELETE:
-            current[key] = m
+            current[key] = row
     new = [m for key, m in wanted.items() if key not in current]
     doomed = [
         m

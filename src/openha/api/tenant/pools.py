@@ -28,6 +28,7 @@ from openha.api.types import (
     DEFAULT_TLS_VERSIONS,
     AlpnProtocol,
     ContainerRef,
+    Int32,
     StrictModel,
     TlsCiphers,
     TlsVersion,
@@ -54,7 +55,7 @@ class SessionPersistenceUpdate(StrictModel):
     type: PersistenceType | None = None
     # A cookie name ends up in the HAProxy config: an HTTP token, nothing else.
     cookie_name: Token | None = None
-    persistence_timeout: Annotated[int, Field(ge=0)] | None = None
+    persistence_timeout: Annotated[Int32, Field(ge=0)] | None = None
     persistence_granularity: IPAddress | None = None
 
 
