@@ -40,6 +40,7 @@ from openha.models import (
     ListenerStats,
     LoadBalancer,
     Network,
+    Pool,
     Port,
     Provisioned,
     Subnet,
@@ -411,6 +412,14 @@ class StatusPool(View):
     health_monitor: StatusMonitor | None = None
 
 
+# What a status tree reads, in a fixed number of queries whatever the LB holds.
+STATUS_TREE_LOADS = (
+    selectinload(LoadBalancer.listeners).selectinload(Listener.l7policies),
+    selectinload(LoadBalancer.pools).selectinload(Pool.members),
+    selectinload(LoadBalancer.pools).selectinload(Pool.health_monitor),
+)
+
+
 def status_tree(lb: LoadBalancer) -> dict[str, Any]:
     """Octavia's status tree: LB -> listeners -> the pools they use -> members, monitor."""
     pools = {p.id: p for p in lb.pools}
@@ -451,4 +460,9 @@ def loadbalancer_status(
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
 ) -> dict[str, Any]:
-    return {"statuses": status_tree(LOAD_BALANCERS.find(session, ctx, lb_id))}
+    lb = session.scalars(
+        LOAD_BALANCERS.query(session, ctx, lb_id).options(*STATUS_TREE_LOADS)
+    ).first()
+    if lb is None:
+        raise LOAD_BALANCERS.not_found(lb_id)
+    return {"statuses": status_tree(lb)}
