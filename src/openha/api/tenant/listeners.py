@@ -16,6 +16,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound, quote_input
 from openha.api.resources import Resource
@@ -335,6 +336,7 @@ def create_listener(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     body = payload.listener
     if not body.loadbalancer_id:
@@ -342,7 +344,7 @@ def create_listener(
     listener = add_listener(request, changes.begin(session, ctx, body.loadbalancer_id), body)
     session.flush()
     answer = LISTENERS.show(session, ctx, listener.id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 

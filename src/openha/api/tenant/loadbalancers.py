@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from openha import events, ipam
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
 from openha.api.errors import BadRequest
 from openha.api.networks import visible_networks, visible_subnets
@@ -283,6 +284,7 @@ def create_loadbalancer(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     body = payload.loadbalancer
     if body.additional_vips:
@@ -330,7 +332,7 @@ def create_loadbalancer(
     else:
         session.flush()
         answer = LOAD_BALANCERS.show(session, ctx, lb.id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 

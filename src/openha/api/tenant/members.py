@@ -15,6 +15,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound
 from openha.api.networks import visible_subnets
@@ -186,12 +187,13 @@ def create_member(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     change, pool = changes.edit(session, ctx, POOLS, pool_id)
     member = add_member(request, change, pool, payload.member)
     session.flush()
     answer = MEMBERS.show(session, ctx, member.id, pool_id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 
@@ -232,6 +234,7 @@ def batch_update_members(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> Response:
     """Make the pool's members match the list: matched by (address, protocol_port), listed
     ones are created or updated, unlisted ones deleted unless `additive_only=true`."""
@@ -283,5 +286,5 @@ def batch_update_members(
     for body in new:
         add_member(request, change, pool, body, quota=False)
     change.updated(pool)
-    session.commit()
+    idempotency.commit(session, keyed)
     return Response(status_code=202)

@@ -16,6 +16,7 @@ from pydantic import AliasPath, Field, SerializerFunctionWrapHandler, model_seri
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict
 from openha.api.resources import Resource
@@ -302,6 +303,7 @@ def create_pool(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     body = payload.pool
     lb_id = body.loadbalancer_id
@@ -316,7 +318,7 @@ def create_pool(
     pool = add_pool(request, change, body, listener)
     session.flush()
     answer = POOLS.show(session, ctx, pool.id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 
