@@ -23,6 +23,24 @@ class AddressOutsideSubnet(AddressError):
     """The requested address is not in the subnet's CIDR."""
 
 
+class AddressNotUsable(AddressError):
+    """The requested address names the subnet itself: its network (IPv6: the
+    subnet-router anycast) or IPv4 broadcast address."""
+
+
+def is_usable(
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> bool:
+    """Whether `addr` of `net` may be a host's: not the network address nor (IPv4) the
+    broadcast one, except on point-to-point prefixes (/31, /32, /127, /128: RFC 3021, 6164)."""
+    if net.version == 4 and net.prefixlen < 31:
+        return addr not in (net.network_address, net.broadcast_address)
+    if net.version == 6 and net.prefixlen < 127:
+        return addr != net.network_address
+    return True
+
+
 class AddressInUse(AddressError):
     """The requested address is taken (by a port, or it is the gateway)."""
 
@@ -76,6 +94,11 @@ def allocate(
         if addr not in ipaddress.ip_network(subnet.cidr):
             raise AddressOutsideSubnet(
                 f"IP address {ip_address} is not in subnet {subnet.id} ({subnet.cidr})."
+            )
+        if not is_usable(addr, ipaddress.ip_network(subnet.cidr)):
+            raise AddressNotUsable(
+                f"IP address {ip_address} is not a valid IP for the specified subnet "
+                f"{subnet.id} ({subnet.cidr}): it is its network or broadcast address."
             )
         if str(addr) in taken or str(addr) == subnet.gateway_ip:
             raise AddressInUse(

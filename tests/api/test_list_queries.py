@@ -1,4 +1,6 @@
-"""A list costs the same number of queries whatever the number of rows it returns."""
+"""A list costs the same number of queries whatever the number of rows it returns
+(issue 8 item 6): every collection, a pool's members, a listener's pools and an LB's
+status tree, counted at two sizes."""
 
 from __future__ import annotations
 
@@ -26,9 +28,11 @@ LISTS = [
 ]
 
 
-def add_tree(admin: Client, subnet_id: str) -> None:
-    lb = create_lb(admin, subnet_id)["id"]
-    listener = create_listener(admin, lb)["id"]
+def add_tree(admin: Client, subnet_id: str, lb: str | None = None, port: int = 80) -> str:
+    """An LB (or a listener on `lb`) with a pool, a member, a monitor, an L7 policy
+    redirecting to the pool and its rule; the pool's id."""
+    lb = lb or create_lb(admin, subnet_id)["id"]
+    listener = create_listener(admin, lb, protocol_port=port)["id"]
     pool = create_pool(admin, listener_id=listener)["id"]
     create_member(admin, pool)
     create_hm(admin, pool)
@@ -48,6 +52,7 @@ def add_tree(admin: Client, subnet_id: str) -> None:
         {"rule": {"type": "PATH", "compare_type": "STARTS_WITH", "value": "/api"}},
     )
     assert rule.status_code == 201, rule.text
+    return pool
 
 
 @pytest.fixture
@@ -67,16 +72,38 @@ def queries(session_factory: sessionmaker[Session]) -> Any:
 def test_lists_cost_a_constant_number_of_queries(
     admin: Client, subnet_id: str, queries: list[int]
 ) -> None:
+    # One LB grows too: its status tree, its first pool's members, its first listener.
+    big = create_lb(admin, subnet_id)["id"]
+    first_pool = add_tree(admin, subnet_id, big, port=1000)
+    listener = admin.get(f"/v2/lbaas/pools/{first_pool}").json()["pool"]["listeners"][0]["id"]
+    paths = [
+        *LISTS,
+        f"/v2/lbaas/pools/{first_pool}/members",
+        f"/v2/lbaas/pools?listener_id={listener}",
+        f"/v2/lbaas/loadbalancers/{big}/status",
+        f"/v2/lbaas/loadbalancers/{big}/statuses",
+    ]
+
+    ports = iter(range(1001, 2000))
+
+    def grow(count: int) -> None:
+        for _ in range(count):
+            add_tree(admin, subnet_id)
+            port = next(ports)
+            add_tree(admin, subnet_id, big, port=port)
+            create_member(admin, first_pool, protocol_port=2000 + port)
+
     def cost() -> dict[str, int]:
         out = {}
-        for path in LISTS:
+        for path in paths:
             queries[0] = 0
             assert admin.get(path).status_code == 200
             out[path] = queries[0]
         return out
 
-    add_tree(admin, subnet_id)
-    one = cost()
-    for _ in range(3):
-        add_tree(admin, subnet_id)
-    assert cost() == one
+    grow(1)
+    small = cost()
+    grow(4)
+    assert cost() == small
+    members = admin.get(f"/v2/lbaas/pools/{first_pool}/members").json()["members"]
+    assert len(members) == 6

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from openha.controller import snapshot
 from openha.db import transaction
 from openha.models import Member, Network, Quota, Subnet
 from tests.api.factories import (
@@ -175,6 +176,39 @@ def test_duplicate_address_port(alice: Client, subnet_id: str) -> None:
     create_member(alice, pool["id"], address="192.0.2.10", protocol_port=81)
     other_pool = create_pool(alice, pool["loadbalancers"][0]["id"])
     create_member(alice, other_pool["id"], address="192.0.2.10", protocol_port=80)
+
+
+def test_readd_while_deletion_pending(
+    alice: Client, subnet_id: str, session_factory: sessionmaker[Session]
+) -> None:
+    """Re-adding a member whose deletion is still pending creates it anew (issue 13 item 6):
+    the row being deleted does not count as a duplicate, and the desired tree holds only
+    the new one."""
+    pool = _pool(alice, subnet_id)
+    old = create_member(alice, pool["id"], address="192.0.2.10", protocol_port=80)
+    assert alice.delete(f"{_members_url(pool)}/{old['id']}").status_code == 204
+    new = create_member(alice, pool["id"], address="192.0.2.10", protocol_port=80)
+    assert new["id"] != old["id"] and new["provisioning_status"] == "PENDING_CREATE"
+    with session_factory() as s:
+        statuses = {m.id: m.provisioning_status for m in s.query(Member)}
+        assert statuses == {old["id"]: "PENDING_DELETE", new["id"]: "PENDING_CREATE"}
+        spec = snapshot.build(s, pool["loadbalancers"][0]["id"])
+    members = [m.id for p in spec.pools for m in p.members]
+    assert members == [new["id"]]
+    # A live duplicate is still one.
+    resp = alice.post(
+        _members_url(pool), {"member": {"address": "192.0.2.10", "protocol_port": 80}}
+    )
+    assert resp.status_code == 409
+    # The batch update sees the live member, not the one on its way out.
+    url = _members_url(pool)
+    assert (
+        alice.put(url, {"members": [{"address": "192.0.2.10", "protocol_port": 80}]}).status_code
+        == 202
+    )
+    with session_factory() as s:
+        statuses = {m.id: m.provisioning_status for m in s.query(Member)}
+        assert statuses == {old["id"]: "PENDING_DELETE", new["id"]: "PENDING_CREATE"}
 
 
 def test_update_and_null_resets(alice: Client, subnet_id: str) -> None:

@@ -226,8 +226,10 @@ def test_network_update(admin: Client) -> None:
 
 def test_subnet_defaults(admin: Client) -> None:
     net = make_network(admin)
-    sub = make_subnet(admin, net["id"], "192.0.2.77/24", name="s1")
-    assert sub["cidr"] == "192.0.2.0/24"  # normalised
+    sub = make_subnet(admin, net["id"], "192.0.2.0/24", name="s1")
+    assert sub["cidr"] == "192.0.2.0/24"
+    # Host bits set: refused, not silently normalised (test_request_bodies has more).
+    assert "not a network address" in subnet_error(admin, net["id"], cidr="192.0.2.77/24")
     assert sub["gateway_ip"] == "192.0.2.1"
     assert sub["allocation_pools"] == [{"start": "192.0.2.2", "end": "192.0.2.254"}]
     assert sub["ip_version"] == 4

@@ -432,3 +432,48 @@ def test_filters(alice: Client, subnet_id: str) -> None:
     assert len(alice.get("/v2/lbaas/pools?protocol=TCP").json()["pools"]) == 2
     only = alice.get("/v2/lbaas/pools?lb_algorithm=SOURCE_IP&fields=id,lb_algorithm").json()
     assert [set(p) for p in only["pools"]] == [{"id", "lb_algorithm"}]
+
+
+def test_listener_id_filter(alice: Client, bob: Client, subnet_id: str) -> None:
+    """`?listener_id=` lists the pools a listener uses, as a pool's `listeners` counts
+    them: its default pool, and pools an enabled L7 policy with rules redirects to."""
+    lb = create_lb(alice, subnet_id)
+    web = create_listener(alice, lb["id"], protocol_port=80)
+    other = create_listener(alice, lb["id"], protocol_port=81)
+    default = create_pool(alice, listener_id=web["id"])
+    redirected = create_pool(alice, lb["id"])
+    unused = create_pool(alice, lb["id"])
+    create_pool(alice, listener_id=other["id"])
+
+    def listed(listener_id: str, client: Client = alice) -> set[str]:
+        resp = client.get(f"/v2/lbaas/pools?listener_id={listener_id}")
+        assert resp.status_code == 200, resp.text
+        return {p["id"] for p in resp.json()["pools"]}
+
+    assert listed(web["id"]) == {default["id"]}
+    policy = alice.post(
+        "/v2/lbaas/l7policies",
+        {
+            "l7policy": {
+                "listener_id": web["id"],
+                "action": "REDIRECT_TO_POOL",
+                "redirect_pool_id": redirected["id"],
+            }
+        },
+    ).json()["l7policy"]
+    assert listed(web["id"]) == {default["id"]}  # a policy without rules redirects nothing
+    rule = alice.post(
+        f"/v2/lbaas/l7policies/{policy['id']}/rules",
+        {"rule": {"type": "PATH", "compare_type": "STARTS_WITH", "value": "/api"}},
+    )
+    assert rule.status_code == 201, rule.text
+    assert listed(web["id"]) == {default["id"], redirected["id"]}
+    for pool_id in listed(web["id"]):
+        pool = alice.get(f"/v2/lbaas/pools/{pool_id}").json()["pool"]
+        assert web["id"] in [ref["id"] for ref in pool["listeners"]]
+    assert unused["id"] not in listed(web["id"]) | listed(other["id"])
+    assert listed(web["id"], bob) == set()
+    assert listed("nope") == set()
+    both = alice.get(f"/v2/lbaas/pools?listener_id={web['id']}&protocol=HTTP").json()["pools"]
+    assert len(both) == 2
+    assert alice.get(f"/v2/lbaas/pools?listener_id={web['id']}&bogus=1").status_code == 400

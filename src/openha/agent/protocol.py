@@ -9,10 +9,16 @@ and states below are keyed by those ids.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
 from openha.domain.capacity import MAX_CAPACITY
+from openha.domain.constants import MAX_INT32, MAX_INT64
 from openha.domain.observed import ListenerCounters
+
+# Generations and versions are BigInteger columns.
+Generation = Annotated[int, Field(ge=0, le=MAX_INT64)]
 
 # Instance states reported by the agent.
 BUILDING = "BUILDING"
@@ -28,12 +34,12 @@ VRRP_BACKUP = "BACKUP"
 class InstanceStatus(BaseModel):
     instance_id: str
     load_balancer_id: str = ""
-    applied_generation: int = 0  # 0: nothing applied yet
-    desired_generation: int = 0  # the last generation the agent was asked to apply
+    applied_generation: Generation = 0  # 0: nothing applied yet
+    desired_generation: Generation = 0  # the last generation the agent was asked to apply
     state: str = BUILDING  # BUILDING | ACTIVE | ERROR | DELETED
     last_error: str | None = None
     haproxy_running: bool = False
-    haproxy_pid: int | None = None  # the master's pid
+    haproxy_pid: Annotated[int, Field(ge=0, le=MAX_INT32)] | None = None  # the master's pid
     vrrp_state: str | None = None  # VRRP_MASTER | VRRP_BACKUP | "FAULT" | None (SINGLE)
     listeners: dict[str, ListenerCounters] = Field(default_factory=dict)
     # member id → "UP" | "DOWN" | "MAINT" | "DRAIN" | "NO_CHECK" | "NOLB"
@@ -75,8 +81,8 @@ class HeartbeatReport(BaseModel):
     gone: list[str] = Field(default_factory=list)
     # The placement version of the last wanted list the agent got, when every instance
     # it has is on that list: the answer then carries a list only if it changed.
-    wanted_version: int | None = None
-    instance_count: int = 0
+    wanted_version: Generation | None = None
+    instance_count: Annotated[int, Field(ge=0, le=MAX_INT32)] = 0
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 

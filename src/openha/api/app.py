@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import __version__, liveness, metrics
-from openha.api import errors, versions
+from openha.api import bodies, errors, idempotency, versions
 from openha.db import make_engine, make_session_factory
 from openha.providers.base import ProviderContext
 from openha.providers.registry import ProviderRegistry
@@ -83,6 +83,8 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.providers = ProviderRegistry(ProviderContext(settings, session_factory))
     errors.install(app)
+    idempotency.install(app)
+    app.add_middleware(bodies.UnicodeBodies)
     app.include_router(versions.router)
     metrics.install(app, session_factory)
     app.include_router(metrics.router)

@@ -25,6 +25,34 @@ from openha import ipam
 
 log = logging.getLogger(__name__)
 
+# An error quotes at most this much of what it refuses (a 5 MB name is not echoed back).
+QUOTED_INPUT_LIMIT = 100
+# And no reply says more than this, whatever a message quotes.
+MESSAGE_LIMIT = 2000
+
+
+def quote_input(value: Any, limit: int = QUOTED_INPUT_LIMIT) -> str:
+    """`value` as an error message may quote it: cut to `limit` characters (with an
+    ellipsis) and encodable (a lone surrogate is shown as its escape)."""
+    text = encodable(str(value))
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def encodable(text: str) -> str:
+    """`text` with whatever UTF-8 cannot encode (lone surrogates) shown as escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _message(text: str | None) -> str | None:
+    if text is None:
+        return None
+    text = encodable(text)
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "…"
+
 
 class APIError(Exception):
     status_code = 500
@@ -75,6 +103,7 @@ class Unauthorized(APIError):
 # Lower layers raise their own errors; this is where they become HTTP answers.
 ADDRESS_ERROR_STATUS: dict[type[ipam.AddressError], int] = {
     ipam.AddressOutsideSubnet: 400,
+    ipam.AddressNotUsable: 400,
     ipam.AddressInUse: 409,
     ipam.SubnetExhausted: 409,
 }
@@ -96,7 +125,7 @@ def fault(status_code: int, message: str, debuginfo: Any = None) -> JSONResponse
         status_code=status_code,
         content={
             "faultcode": "Client" if status_code < 500 else "Server",
-            "faultstring": message,
+            "faultstring": _message(message),
             "debuginfo": debuginfo,
         },
     )
@@ -108,7 +137,7 @@ def webob_fault(
     title = _TITLES.get(status_code) or HTTPStatus(status_code).phrase
     return JSONResponse(
         status_code=status_code,
-        content={"code": status_code, "title": title, "description": description},
+        content={"code": status_code, "title": title, "description": _message(description)},
         headers=dict(headers or {}),
     )
 
@@ -119,7 +148,7 @@ def describe_validation_error(errors: list[Any], body: Any = None) -> str:
     for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
         # Drop the envelope key and union tags so the field name reads like Octavia's.
-        field = ".".join(loc[1:] if len(loc) > 1 else loc) or "body"
+        field = quote_input(".".join(loc[1:] if len(loc) > 1 else loc) or "body")
         value = err.get("input")
         msg = err.get("msg", "invalid")
         if err.get("type") == "extra_forbidden":
@@ -128,8 +157,11 @@ def describe_validation_error(errors: list[Any], body: Any = None) -> str:
         if err.get("type") == "missing":
             parts.append(f"Mandatory field missing: {field}.")
             continue
-        shown = value if not isinstance(value, dict | list) else "..."
-        parts.append(f"Invalid input for field/attribute {field}. Value: '{shown}'. {msg}")
+        shown = quote_input(value) if not isinstance(value, dict | list) else "..."
+        parts.append(
+            f"Invalid input for field/attribute {field}. Value: '{shown}'. "
+            f"{quote_input(msg, MESSAGE_LIMIT)}"
+        )
     return " ".join(parts) or "Invalid input."
 
 

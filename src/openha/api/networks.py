@@ -31,13 +31,13 @@ from sqlalchemy import ColumnElement, Select, false, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
-from openha.api.errors import BadRequest, Conflict, NotFound
+from openha.api.errors import BadRequest, Conflict, NotFound, quote_input
 from openha.api.resources import Resource, removing
 from openha.api.tenant import changes
 from openha.api.types import StrictModel
 from openha.api.views import Ids, Strings, View
 from openha.domain import constants as c
-from openha.domain.grammar import Cidr, FreeText, IPAddress, Tag, Tags, tag_set
+from openha.domain.grammar import FreeText, IPAddress, NetworkCidr, Tag, Tags, tag_set
 from openha.models import LoadBalancer, Member, Network, Port, Subnet
 
 router = APIRouter(tags=["networks"])
@@ -109,7 +109,7 @@ class AllocationPool(StrictModel):
 
 class SubnetCreate(StrictModel):
     network_id: str
-    cidr: Cidr
+    cidr: NetworkCidr
     name: FreeText | None = None
     description: FreeText | None = None
     ip_version: int | None = None
@@ -266,7 +266,7 @@ def check_provider(
     """The provider attributes must describe something an agent can build."""
     if network_type not in NETWORK_TYPES:
         raise BadRequest(
-            f"Invalid input for provider:network_type. Value: '{network_type}'. "
+            f"Invalid input for provider:network_type. Value: '{quote_input(network_type)}'. "
             f"Must be one of: {', '.join(NETWORK_TYPES)}."
         )
     if network_type == "flat":

@@ -24,9 +24,10 @@ Adding a resource kind
        router = THINGS.router()
 
    plus whatever differs from the defaults of `Kind` and `Resource` below: extra
-   filter names (`aliases`), eager loads (`options`), who sees what (`scope`), a
-   parent in the path (`parent=Parent("pool_id", Member.pool_id, POOLS)`),
-   admin-only reads or writes (`reader`, `writer`).
+   filter names (`aliases`, or `filters` for those that are no column), eager loads
+   (`options`), who sees what (`scope`), a parent in the path
+   (`parent=Parent("pool_id", Member.pool_id, POOLS)`), admin-only reads or writes
+   (`reader`, `writer`).
 4. Its create and update handlers on that router. Objects of a load balancer's
    tree change only through `openha.api.tenant.changes` (`delete=changes.deleting()`
    is their delete rule); other rows use `delete=removing(check)`.
@@ -45,8 +46,14 @@ from sqlalchemy import ColumnElement, Select, inspect
 from sqlalchemy.orm import Session
 
 from openha.api.context import RequestContext, get_context, get_session
-from openha.api.errors import NotFound
-from openha.api.query import list_collection, requested_fields, select_fields
+from openha.api.errors import BadRequest, NotFound
+from openha.api.query import (
+    RESERVED,
+    UNKNOWN_FILTER,
+    list_collection,
+    requested_fields,
+    select_fields,
+)
 from openha.api.views import View
 
 Row = TypeVar("Row")
@@ -135,6 +142,8 @@ class Resource(Kind[Row]):
     detail: type[View] | None = None  # what show answers, when it says more than a list item
     aliases: Mapping[str, Any] = field(default_factory=dict)  # filter/sort names -> columns
     narrow: Callable[[Request, Select[Any]], Select[Any]] | None = None  # list-only filters
+    # Filters that are no column: name -> the clause for the values given.
+    filters: Mapping[str, Callable[[list[str]], ColumnElement[bool]]] = field(default_factory=dict)
     reader: Callable[..., RequestContext] = get_context
     writer: Callable[..., RequestContext] = get_context
     delete: Deleter | None = None
@@ -159,6 +168,7 @@ class Resource(Kind[Row]):
         stmt = self.within(session, ctx, self.select(ctx), self.parent_id(request))
         if self.narrow is not None:
             stmt = self.narrow(request, stmt)
+        stmt, unknown_filters = self._filtered(request, stmt)
         out = list_collection(
             request,
             session,
@@ -167,11 +177,28 @@ class Resource(Kind[Row]):
             self.plural,
             self.view.render,
             self.aliases,
-            unknown_filters=self.unknown_filters,
+            unknown_filters=unknown_filters,
         )
         if self.links is not None:
             out[self.links] = out.pop(f"{self.plural}_links")
         return out
+
+    def _filtered(
+        self, request: Request, stmt: Select[Any]
+    ) -> tuple[Select[Any], Literal["refuse", "ignore"]]:
+        """`stmt` narrowed by the filters that are no column, and how the column
+        filters are to treat a name they do not know (these ones are known)."""
+        params = request.query_params
+        given = [name for name in self.filters if name in params]
+        if not given:
+            return stmt, self.unknown_filters
+        for name in given:
+            stmt = stmt.where(self.filters[name](params.getlist(name)))
+        if self.unknown_filters == "refuse":
+            columns = {attr.key for attr in inspect(self.model).column_attrs}
+            if set(params) - {*columns, *self.aliases, *self.filters, *RESERVED}:
+                raise BadRequest(UNKNOWN_FILTER)
+        return stmt, "ignore"
 
     def router(self) -> APIRouter:
         """GET list, GET show and (with a delete rule) DELETE for this resource."""

@@ -65,6 +65,8 @@ def one_of(values: Iterable[Any]) -> AfterValidator:
     return AfterValidator(check)
 
 
+# An integer bounded only by its column (Octavia sets no upper bound for these).
+Int32 = Annotated[int, Field(le=c.MAX_INT32)]
 PortNumber = Annotated[int, Field(ge=c.MIN_PORT, le=c.MAX_PORT)]
 # Listener timeouts, in milliseconds.
 Timeout = Annotated[int, Field(ge=0, le=c.MAX_TIMEOUT)]

@@ -65,6 +65,10 @@ DEFAULT_TIMEOUT_MEMBER_CONNECT: Final = 5000
 DEFAULT_TIMEOUT_MEMBER_DATA: Final = 50000
 DEFAULT_TIMEOUT_TCP_INSPECT: Final = 0
 MAX_TIMEOUT: Final = 24 * 60 * 60 * 1000  # 24 days in ms, Octavia's upper bound
+# What an integer column holds: Integer (32-bit on PostgreSQL) and BigInteger. A body's
+# integer without a tighter bound of Octavia's is bounded by its column.
+MAX_INT32: Final = 2**31 - 1
+MAX_INT64: Final = 2**63 - 1
 MIN_PORT: Final = 1
 MAX_PORT: Final = 65535
 MIN_WEIGHT: Final = 0

@@ -177,6 +177,17 @@ def check_cidr(value: str) -> str:
         raise ValueError("must be a CIDR such as 192.0.2.0/24") from None
 
 
+def check_network_cidr(value: str) -> str:
+    """A subnet's CIDR: its address is the network's, no host bits set (Neutron's rule)."""
+    normalized = check_cidr(value)
+    if (
+        ipaddress.ip_network(value, strict=False).network_address
+        != ipaddress.ip_interface(value).ip
+    ):
+        raise ValueError(f"is not a network address; {normalized} is")
+    return normalized
+
+
 def check_ip(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
@@ -202,4 +213,5 @@ def tag_set(tags: list[str]) -> list[str]:
 
 Tags = Annotated[list[Tag], AfterValidator(tag_set)]
 Cidr = Annotated[str, AfterValidator(check_cidr)]
+NetworkCidr = Annotated[str, AfterValidator(check_network_cidr)]
 IPAddress = Annotated[str, AfterValidator(check_ip)]

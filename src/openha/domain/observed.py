@@ -10,18 +10,23 @@ the controller's to derive (`ObservedState`), when a report changed them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+# Counters are BigInteger columns holding the sum over an LB's instances: one instance's
+# figure stays far enough below 2**63 for a pair's sum to fit.
+Counter = Annotated[int, Field(ge=0, le=2**62)]
 
 
 class ListenerCounters(BaseModel):
     """One listener's traffic counters, as HAProxy counts them on its frontend."""
 
-    bytes_in: int = 0
-    bytes_out: int = 0
-    active_connections: int = 0
-    total_connections: int = 0
-    request_errors: int = 0
+    bytes_in: Counter = 0
+    bytes_out: Counter = 0
+    active_connections: Counter = 0
+    total_connections: Counter = 0
+    request_errors: Counter = 0
 
     def __add__(self, other: ListenerCounters) -> ListenerCounters:
         return ListenerCounters(

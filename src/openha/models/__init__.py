@@ -378,7 +378,6 @@ class Pool(Base, Provisioned):
 
 class Member(Base, Provisioned):
     __tablename__ = "members"
-    __table_args__ = (UniqueConstraint("pool_id", "address", "protocol_port"),)
     pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id"), index=True)
     load_balancer_id: Mapped[str] = mapped_column(ForeignKey("load_balancers.id"), index=True)
     name: Mapped[str] = mapped_column(String(255), default="")
@@ -571,6 +570,24 @@ class Service(Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class IdempotencyKey(Base):
+    """The answer to a create sent with an `Idempotency-Key` header, kept for a day.
+
+    Written in the create's own transaction, so a key is recorded exactly when its
+    object is; a retry with the same key and body gets this answer again."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("project_id", "route", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    route: Mapped[str] = mapped_column(String(255))  # the operation and its path's ids
+    key: Mapped[str] = mapped_column(String(255))
+    request_digest: Mapped[str] = mapped_column(String(64))  # sha256 of the body
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
 class Event(Base):
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -614,6 +631,18 @@ Index(
     LoadBalancer.id,
     sqlite_where=due_for_observation(),
     postgresql_where=due_for_observation(),
+)
+
+# One live member per (pool, address, port): a member being deleted does not hold its
+# address, so it may be added again before the controller has removed the old row.
+Index(
+    "uq_members_live_address",
+    Member.pool_id,
+    Member.address,
+    Member.protocol_port,
+    unique=True,
+    sqlite_where=Member.provisioning_status != "PENDING_DELETE",
+    postgresql_where=Member.provisioning_status != "PENDING_DELETE",
 )
 
 

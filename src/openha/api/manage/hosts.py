@@ -102,7 +102,7 @@ hosts = HOSTS.router()
 class HostUpdate(StrictModel):
     admin_state: str | None = None  # ENABLED | DISABLED: a disabled host gets no new instances
     # The operator's capacity; null gives it back to what the host's resources allow.
-    capacity: int | None = Field(default=None, le=MAX_CAPACITY)
+    capacity: int | None = Field(default=None, ge=0, le=MAX_CAPACITY)
 
 
 class HostUpdateBody(StrictModel):

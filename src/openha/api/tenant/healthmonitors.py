@@ -15,6 +15,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict
 from openha.api.resources import Resource
@@ -205,6 +206,7 @@ def create_healthmonitor(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     body = payload.healthmonitor
     if not body.pool_id:
@@ -213,7 +215,7 @@ def create_healthmonitor(
     hm = add_healthmonitor(request, change, pool, body)
     session.flush()
     answer = HEALTH_MONITORS.show(session, ctx, hm.id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 

@@ -25,6 +25,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound
 from openha.api.resources import Resource
@@ -281,6 +282,7 @@ def create_l7policy(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     body = payload.l7policy
     if not body.listener_id:
@@ -289,7 +291,7 @@ def create_l7policy(
     policy = add_l7policy(request, change, listener, body)
     session.flush()
     answer = L7POLICIES.show(session, ctx, policy.id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 

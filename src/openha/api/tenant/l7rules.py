@@ -23,6 +23,7 @@ from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict
 from openha.api.resources import Kind, Parent, Resource
@@ -222,12 +223,13 @@ def create_rule(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     change, policy = changes.edit(session, ctx, POLICY, l7policy_id)
     rule = add_l7rule(request, change, policy, payload.rule)
     session.flush()
     answer = L7RULES.show(session, ctx, rule.id, l7policy_id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 

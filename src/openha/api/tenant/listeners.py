@@ -16,8 +16,9 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_context, get_session
-from openha.api.errors import BadRequest, Conflict, NotFound
+from openha.api.errors import BadRequest, Conflict, NotFound, quote_input
 from openha.api.resources import Resource
 from openha.api.tenant import changes, common
 from openha.api.tenant.changes import Change
@@ -27,6 +28,7 @@ from openha.api.types import (
     DEFAULT_TLS_VERSIONS,
     AlpnProtocol,
     ContainerRef,
+    Int32,
     PortNumber,
     StrictModel,
     Timeout,
@@ -55,7 +57,7 @@ class ListenerUpdate(StrictModel):
     name: FreeText | None = None
     description: FreeText | None = None
     admin_state_up: bool | None = None
-    connection_limit: Annotated[int, Field(ge=-1)] | None = None
+    connection_limit: Annotated[Int32, Field(ge=-1)] | None = None
     default_tls_container_ref: ContainerRef | None = None
     sni_container_refs: list[ContainerRef] | None = None
     default_pool_id: str | None = None
@@ -72,7 +74,7 @@ class ListenerUpdate(StrictModel):
     tls_ciphers: TlsCiphers | None = None
     tls_versions: list[TlsVersion] | None = None
     alpn_protocols: list[AlpnProtocol] | None = None
-    hsts_max_age: Annotated[int, Field(ge=0)] | None = None
+    hsts_max_age: Annotated[Int32, Field(ge=0)] | None = None
     hsts_include_subdomains: bool | None = None
     hsts_preload: bool | None = None
 
@@ -181,8 +183,8 @@ def _check_insert_headers(headers: dict[str, str], protocol: str) -> None:
         # The renderer only ever compares against these two words.
         if value.lower() not in ("true", "false"):
             raise BadRequest(
-                f"Invalid input for field/attribute insert_headers. Value: '{value}'. "
-                f"The value of {key} must be 'true' or 'false'."
+                f"Invalid input for field/attribute insert_headers. Value: '{quote_input(value)}'. "
+                f"The value of {quote_input(key)} must be 'true' or 'false'."
             )
 
 
@@ -334,6 +336,7 @@ def create_listener(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     body = payload.listener
     if not body.loadbalancer_id:
@@ -341,7 +344,7 @@ def create_listener(
     listener = add_listener(request, changes.begin(session, ctx, body.loadbalancer_id), body)
     session.flush()
     answer = LISTENERS.show(session, ctx, listener.id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 

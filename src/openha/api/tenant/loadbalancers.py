@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from openha import events, ipam
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
 from openha.api.errors import BadRequest
 from openha.api.networks import visible_networks, visible_subnets
@@ -40,6 +41,7 @@ from openha.models import (
     ListenerStats,
     LoadBalancer,
     Network,
+    Pool,
     Port,
     Provisioned,
     Subnet,
@@ -282,6 +284,7 @@ def create_loadbalancer(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     body = payload.loadbalancer
     if body.additional_vips:
@@ -329,7 +332,7 @@ def create_loadbalancer(
     else:
         session.flush()
         answer = LOAD_BALANCERS.show(session, ctx, lb.id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 
@@ -411,6 +414,14 @@ class StatusPool(View):
     health_monitor: StatusMonitor | None = None
 
 
+# What a status tree reads, in a fixed number of queries whatever the LB holds.
+STATUS_TREE_LOADS = (
+    selectinload(LoadBalancer.listeners).selectinload(Listener.l7policies),
+    selectinload(LoadBalancer.pools).selectinload(Pool.members),
+    selectinload(LoadBalancer.pools).selectinload(Pool.health_monitor),
+)
+
+
 def status_tree(lb: LoadBalancer) -> dict[str, Any]:
     """Octavia's status tree: LB -> listeners -> the pools they use -> members, monitor."""
     pools = {p.id: p for p in lb.pools}
@@ -451,4 +462,9 @@ def loadbalancer_status(
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
 ) -> dict[str, Any]:
-    return {"statuses": status_tree(LOAD_BALANCERS.find(session, ctx, lb_id))}
+    lb = session.scalars(
+        LOAD_BALANCERS.query(session, ctx, lb_id).options(*STATUS_TREE_LOADS)
+    ).first()
+    if lb is None:
+        raise LOAD_BALANCERS.not_found(lb_id)
+    return {"statuses": status_tree(lb)}

@@ -15,6 +15,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound
 from openha.api.networks import visible_subnets
@@ -127,9 +128,14 @@ def _duplicate(pool: Pool, address: str, port: int) -> Conflict:
 
 
 def _find(session: Session, pool: Pool, address: str, port: int) -> Member | None:
+    """The live member of `pool` on `address`:`port`; one being deleted does not count
+    (the controller removes it, and the new one is created beside it)."""
     return session.scalar(
         select(Member).where(
-            Member.pool_id == pool.id, Member.address == address, Member.protocol_port == port
+            Member.pool_id == pool.id,
+            Member.address == address,
+            Member.protocol_port == port,
+            Member.provisioning_status != c.PENDING_DELETE,
         )
     )
 
@@ -181,12 +187,13 @@ def create_member(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     change, pool = changes.edit(session, ctx, POOLS, pool_id)
     member = add_member(request, change, pool, payload.member)
     session.flush()
     answer = MEMBERS.show(session, ctx, member.id, pool_id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 
@@ -227,6 +234,7 @@ def batch_update_members(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> Response:
     """Make the pool's members match the list: matched by (address, protocol_port), listed
     ones are created or updated, unlisted ones deleted unless `additive_only=true`."""
@@ -243,10 +251,12 @@ def batch_update_members(
         if key in wanted:
             raise _duplicate(pool, m.address, m.protocol_port)
         wanted[key] = m
-    current = {
-        (m.address, m.protocol_port): m
-        for m in session.scalars(select(Member).where(Member.pool_id == pool.id))
-    }
+    current: dict[tuple[str, int], Member] = {}
+    for row in session.scalars(select(Member).where(Member.pool_id == pool.id)):
+        # A live member wins over rows of the same address being deleted.
+        key = (row.address, row.protocol_port)
+        if key not in current or current[key].provisioning_status == c.PENDING_DELETE:
+            current[key] = row
     new = [m for key, m in wanted.items() if key not in current]
     doomed = [
         m
@@ -276,5 +286,5 @@ def batch_update_members(
     for body in new:
         add_member(request, change, pool, body, quota=False)
     change.updated(pool)
-    session.commit()
+    idempotency.commit(session, keyed)
     return Response(status_code=202)

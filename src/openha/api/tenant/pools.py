@@ -13,9 +13,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pydantic import AliasPath, Field, SerializerFunctionWrapHandler, model_serializer
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict
 from openha.api.resources import Resource
@@ -28,6 +29,7 @@ from openha.api.types import (
     DEFAULT_TLS_VERSIONS,
     AlpnProtocol,
     ContainerRef,
+    Int32,
     StrictModel,
     TlsCiphers,
     TlsVersion,
@@ -39,7 +41,7 @@ from openha.api.types import (
 from openha.api.views import NullIfEmpty, OneRef, Ref, TreeView, View
 from openha.domain import constants as c
 from openha.domain.grammar import FreeText, IPAddress, Tags, Token
-from openha.models import L7Policy, Listener, LoadBalancer, Pool
+from openha.models import L7Policy, L7Rule, Listener, LoadBalancer, Pool
 
 UDP_LIKE = ("UDP", "SCTP")
 
@@ -54,7 +56,7 @@ class SessionPersistenceUpdate(StrictModel):
     type: PersistenceType | None = None
     # A cookie name ends up in the HAProxy config: an HTTP token, nothing else.
     cookie_name: Token | None = None
-    persistence_timeout: Annotated[int, Field(ge=0)] | None = None
+    persistence_timeout: Annotated[Int32, Field(ge=0)] | None = None
     persistence_granularity: IPAddress | None = None
 
 
@@ -157,6 +159,28 @@ def _refuse_if_redirected(change: Change, pool: Pool, request: Request) -> None:
         raise Conflict(f"Pool {pool.id} is in use by L7 policy {policy.id}")
 
 
+def used_by_listeners(listener_ids: list[str]) -> ColumnElement[bool]:
+    """Pools one of these listeners uses, as `Pool.listeners` counts: as its default
+    pool, or through an enabled L7 policy with rules that redirects to it."""
+    by_default = (
+        select(Listener.id)
+        .where(Listener.default_pool_id == Pool.id, Listener.id.in_(listener_ids))
+        .exists()
+    )
+    has_rules = select(L7Rule.id).where(L7Rule.l7policy_id == L7Policy.id).exists()
+    by_policy = (
+        select(L7Policy.id)
+        .where(
+            L7Policy.redirect_pool_id == Pool.id,
+            L7Policy.listener_id.in_(listener_ids),
+            L7Policy.admin_state_up.is_(True),
+            has_rules,
+        )
+        .exists()
+    )
+    return or_(by_default, by_policy)
+
+
 POOLS: Resource[Pool] = Resource(
     model=Pool,
     path="/pools",
@@ -165,6 +189,9 @@ POOLS: Resource[Pool] = Resource(
     label="Pool",
     view=PoolView,
     aliases={"loadbalancer_id": Pool.load_balancer_id},
+    # Octavia 19 refuses it; openstacksdk sends it (Pool's query mapping), and it is
+    # how an operator finds what a listener sends traffic to.
+    filters={"listener_id": used_by_listeners},
     options=(selectinload(Pool.members), selectinload(Pool.health_monitor), *POOL_USERS),
     delete=changes.deleting(_refuse_if_redirected),
 )
@@ -276,6 +303,7 @@ def create_pool(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     body = payload.pool
     lb_id = body.loadbalancer_id
@@ -290,7 +318,7 @@ def create_pool(
     pool = add_pool(request, change, body, listener)
     session.flush()
     answer = POOLS.show(session, ctx, pool.id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 
