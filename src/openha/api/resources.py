@@ -168,6 +168,7 @@ class Resource(Kind[Row]):
             self.view.render,
             self.aliases,
             unknown_filters=self.unknown_filters,
+            marker_scope=self.select(ctx),
         )
         if self.links is not None:
             out[self.links] = out.pop(f"{self.plural}_links")
