@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from openha.api import openapi
 from openha.api.context import get_context
 from openha.api.errors import Unauthorized
+from openha.api.openapi import SCRAPE_BEARER, TOKEN
 from openha.db import transaction
 from openha.models import Host, Instance, ListenerStats, LoadBalancer
 
@@ -107,7 +110,11 @@ class DatabaseCollector(Collector):
             yield active
 
 
-def scraper(request: Request) -> None:
+def scraper(
+    request: Request,
+    _token: str | None = Security(TOKEN),
+    _bearer: Any = Security(SCRAPE_BEARER),
+) -> None:
     """The scrape credential, else an admin like every operator route (401/403)."""
     expected: str = request.app.state.settings.metrics_token
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
@@ -122,7 +129,16 @@ def scraper(request: Request) -> None:
         get_context(request, session).require_admin()
 
 
-@router.get("/metrics", include_in_schema=False, dependencies=[Depends(scraper)])
+@router.get(
+    "/metrics",
+    dependencies=[Depends(scraper)],
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        401: openapi.ERRORS[401],
+        403: openapi.ERRORS[403],
+    },
+)
 def metrics(request: Request) -> Response:
     registry: CollectorRegistry = request.app.state.metrics_registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -159,7 +159,7 @@ def update_quota(
     return {"quota": _render(_effective(request, row), project_id)}
 
 
-@router.delete("/{project_id}", status_code=202)
+@router.delete("/{project_id}", status_code=202, response_class=Response)
 def reset_quota(
     project_id: str,
     session: Session = Depends(get_session),
