@@ -85,6 +85,10 @@ def _param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     }
 
 
+def query_parameter(name: str, description: str) -> dict[str, Any]:
+    return _param(name, {"type": "string"}, description)
+
+
 def path_parameter(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
