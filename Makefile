@@ -1,4 +1,4 @@
-# OpenHA: `make setup`, `make run`, `make test`, `make lint`, `make conformance`.
+# OpenHA: `make setup`, `make run`, `make test`, `make fuzz`, `make lint`, `make conformance`.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 OCTAVIA_VENV ?= .venv-octavia
 OCTAVIA_STAMP := $(OCTAVIA_VENV)/.installed
 
-.PHONY: setup run test test-unit lint format bench clean migration conformance
+.PHONY: setup run test test-unit fuzz lint format bench clean migration conformance
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ test: setup
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit tests/api
+
+# The fuzz of every operation, longer than in `make test` (FUZZ_EXAMPLES cases each).
+FUZZ_EXAMPLES ?= 200
+fuzz: setup
+	OPENHA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -m fuzz tests/api/test_fuzz.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench conformance

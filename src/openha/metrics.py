@@ -2,19 +2,28 @@
 
 A custom collector reads counts and counters straight from the source of
 truth, so every API process answers the same numbers and nothing drifts.
+The numbers name every project's load balancers: a scraper shows an admin
+token (`X-Auth-Token`) or the scrape credential (`Authorization: Bearer`,
+the `metrics_token` setting).
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
+from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from openha.api import openapi
+from openha.api.context import get_context
+from openha.api.errors import Unauthorized
+from openha.api.openapi import SCRAPE_BEARER, TOKEN
 from openha.db import transaction
 from openha.models import Host, Instance, ListenerStats, LoadBalancer
 
@@ -101,7 +110,35 @@ class DatabaseCollector(Collector):
             yield active
 
 
-@router.get("/metrics", include_in_schema=False)
+def scraper(
+    request: Request,
+    _token: str | None = Security(TOKEN),
+    _bearer: Any = Security(SCRAPE_BEARER),
+) -> None:
+    """The scrape credential, else an admin like every operator route (401/403)."""
+    expected: str = request.app.state.settings.metrics_token
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and secret:
+        if expected and hmac.compare_digest(secret.encode(), expected.encode()):
+            return
+        raise Unauthorized("The scrape credential is invalid.")
+    # A session of its own, closed before the collector's: on SQLite every session
+    # holds the write lock, and the collector would wait for this one.
+    sessions: sessionmaker[Session] = request.app.state.session_factory
+    with sessions() as session:
+        get_context(request, session).require_admin()
+
+
+@router.get(
+    "/metrics",
+    dependencies=[Depends(scraper)],
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        401: openapi.ERRORS[401],
+        403: openapi.ERRORS[403],
+    },
+)
 def metrics(request: Request) -> Response:
     registry: CollectorRegistry = request.app.state.metrics_registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

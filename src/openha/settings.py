@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # Public base URL for links in the version document; derived from the request when empty.
     api_public_url: str = ""
     auth: Literal["token", "noauth"] = "token"
+    # A scrape credential for /metrics (`Authorization: Bearer <it>`, what Prometheus'
+    # `authorization.credentials_file` sends), so a scraper needs no admin token.
+    metrics_token: str = ""
 
     # Controller
     # A pass is one indexed query when nothing is due: polling often is cheap, and it

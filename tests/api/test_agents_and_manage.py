@@ -181,9 +181,11 @@ def test_amphora_failover_marks_instance(
     assert admin.get("/v2/octavia/amphorae/nope").status_code == 404
 
 
-def test_metrics_exposition(http: Any, alice: Client, subnet_id: str) -> None:
+def test_metrics_exposition(admin: Client, alice: Client, subnet_id: str) -> None:
     alice.post("/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_subnet_id": subnet_id}})
-    body = http.get("/metrics").text
+    resp = admin.get("/metrics")
+    assert resp.status_code == 200, resp.text
+    body = resp.text
     assert (
         'openha_load_balancers{operating_status="OFFLINE",provider="noop",'
         'provisioning_status="PENDING_CREATE"} 1.0' in body

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,7 @@ from openha.agent.protocol import (
 )
 from openha.api.context import get_session
 from openha.api.errors import Forbidden, Unauthorized
+from openha.api.openapi import AGENT_BEARER
 from openha.domain import constants as c
 from openha.domain.capacity import capacity_for
 from openha.domain.constants import HOST_UP
@@ -46,7 +47,11 @@ router = APIRouter(prefix="/agent", tags=["agent"])
 COUNTERS = "listeners"
 
 
-def agent_host(request: Request, session: Session = Depends(get_session)) -> Host:
+def agent_host(
+    request: Request,
+    session: Session = Depends(get_session),
+    _bearer: Any = Security(AGENT_BEARER),
+) -> Host:
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import __version__, liveness, metrics
-from openha.api import bodies, errors, idempotency, versions
+from openha.api import bodies, errors, idempotency, openapi, versions
 from openha.db import make_engine, make_session_factory
 from openha.providers.base import ProviderContext
 from openha.providers.registry import ProviderRegistry
@@ -97,13 +97,19 @@ def create_app(
     versioned.include_router(lbaas, include_in_schema=False)
     for name in VERSIONED_MODULES:
         versioned.include_router(importlib.import_module(name).router)
-    app.include_router(versioned, prefix="/v2")
+    app.include_router(versioned, prefix="/v2", responses=openapi.ERRORS)
     app.include_router(versioned, prefix="/v2.0", include_in_schema=False)
 
     for name in MANAGE_MODULES:
-        app.include_router(importlib.import_module(name).router, prefix="/v2")
+        app.include_router(
+            importlib.import_module(name).router, prefix="/v2", responses=openapi.ERRORS
+        )
     for provider_name in app.state.providers.names:
         extra = app.state.providers.get(provider_name).operator_router()
         if extra is not None:
-            app.include_router(extra, prefix=f"/v2/manage/providers/{provider_name}")
+            app.include_router(
+                extra,
+                prefix=f"/v2/manage/providers/{provider_name}",
+                responses=openapi.ERRORS,
+            )
     return app

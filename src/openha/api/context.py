@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from openha.api.errors import BadRequest, NotFound, PolicyForbidden, Unauthorized
+from openha.api.openapi import TOKEN
 from openha.credentials import hash_token
 from openha.domain.constants import ROLE_ADMIN, ROLE_MEMBER
 from openha.models import Token, utcnow
@@ -96,8 +97,14 @@ def _authenticate(request: Request, session: Session) -> RequestContext:
     return RequestContext(project_id=token.project_id, roles=frozenset(token.roles))
 
 
-def get_context(request: Request, session: Session = Depends(get_session)) -> RequestContext:
-    """Authenticate, and refuse writes to callers with read-only roles."""
+def get_context(
+    request: Request,
+    session: Session = Depends(get_session),
+    _token: str | None = Security(TOKEN),
+) -> RequestContext:
+    """Authenticate, and refuse writes to callers with read-only roles.
+
+    `_token` only declares the credential in the API's description: it is read here."""
     ctx = _authenticate(request, session)
     if request.method not in READ_METHODS and not ctx.can_write:
         raise PolicyForbidden()

@@ -708,7 +708,7 @@ def _tag_routes(resource: Resource[Any], router: APIRouter) -> None:
         session.commit()
         return {"tags": list(obj.tags)}
 
-    @router.delete("/{ident}/tags", status_code=204)
+    @router.delete("/{ident}/tags", status_code=204, response_class=Response)
     def clear_tags(
         ident: str,
         session: Session = Depends(get_session),
@@ -718,7 +718,7 @@ def _tag_routes(resource: Resource[Any], router: APIRouter) -> None:
         session.commit()
         return Response(status_code=204)
 
-    @router.put("/{ident}/tags/{tag}", status_code=201)
+    @router.put("/{ident}/tags/{tag}", status_code=201, response_class=Response)
     def add_tag(
         ident: str,
         tag: Tag,
@@ -730,7 +730,7 @@ def _tag_routes(resource: Resource[Any], router: APIRouter) -> None:
         session.commit()
         return Response(status_code=201)
 
-    @router.delete("/{ident}/tags/{tag}", status_code=204)
+    @router.delete("/{ident}/tags/{tag}", status_code=204, response_class=Response)
     def remove_tag(
         ident: str,
         tag: str,

@@ -7,7 +7,19 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from fastapi import Request
-from sqlalchemy import Boolean, Integer, Select, Text, and_, false, not_, or_, type_coerce
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Integer,
+    Select,
+    Text,
+    and_,
+    false,
+    literal,
+    not_,
+    or_,
+    type_coerce,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from openha.api import versions
@@ -15,6 +27,9 @@ from openha.api.errors import BadRequest, RoutingError
 from openha.models import TagList
 
 MAX_LIMIT = 1000  # Octavia's default pagination_max_limit
+# What an integer column can hold (PostgreSQL's BIGINT, SQLite's INTEGER): a filter
+# beyond it matches nothing, but the database driver refuses it, so it is a 400.
+MIN_INTEGER, MAX_INTEGER = -(2**63), 2**63 - 1
 UNKNOWN_FILTER = "One or more arguments are either duplicate or invalid"
 RESERVED = frozenset(
     {
@@ -44,9 +59,12 @@ def _coerce(column: InstrumentedAttribute[Any], raw: str) -> Any:
         raise BadRequest(f"Invalid filter value for {column.key}: '{raw}'.")
     if isinstance(col_type, Integer):
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
-            raise BadRequest(f"Invalid filter value for {column.key}: '{raw}'.") from None
+            value = None
+        if value is None or not MIN_INTEGER <= value <= MAX_INTEGER:
+            raise BadRequest(f"Invalid filter value for {column.key}: '{raw}'.")
+        return value
     return raw
 
 
@@ -138,8 +156,13 @@ def list_collection(
     aliases: Mapping[str, InstrumentedAttribute[Any]] | None = None,
     *,
     unknown_filters: Literal["refuse", "ignore"] = "refuse",
+    marker_scope: Select[Any] | None = None,
 ) -> dict[str, Any]:
     """Run a list request: `stmt` is already scoped to what the caller may see.
+
+    The marker is looked up in `marker_scope` (default: `stmt` before the query's
+    filters), the rows the caller may see: as Octavia, a marker need not match the
+    filters, but unlike Octavia it must be visible to the caller.
 
     Octavia refuses a filter it does not know (PaginationHelper, enforce_valid_params);
     `unknown_filters="ignore"` is for routes that apply some filters of their own
@@ -156,6 +179,7 @@ def list_collection(
     mapper = model.__mapper__
     pk = mapper.get_property_by_column(mapper.primary_key[0]).key
     params = request.query_params
+    scoped = stmt
 
     sort = parse_sort(request, columns, tiebreak=pk)
     limit = parse_limit(request)
@@ -184,24 +208,29 @@ def list_collection(
     page_reverse = params.get("page_reverse", "false").lower() == "true"
     marker_id = params.get("marker")
     if marker_id:
-        marker = session.get(model, marker_id)
+        # Looked up among the rows the caller may see, so that another project's id
+        # is as unknown as an id that does not exist.
+        marker = session.scalars(
+            (marker_scope if marker_scope is not None else scoped)
+            .where(mapper.primary_key[0] == marker_id)
+            .limit(1)
+        ).first()
         if marker is None:
             raise BadRequest(f"Supplied pagination marker '{marker_id}' is not valid.")
         # Keyset pagination: rows strictly after the marker in the sort order.
         clauses = []
         for i, (key, asc) in enumerate(sort):
-            forward = asc != page_reverse
             col = columns[key]
-            value = getattr(marker, col.key)
-            equal = [columns[k] == getattr(marker, columns[k].key) for k, _ in sort[:i]]
-            step = col > value if forward else col < value
+            equal = [_same(columns[k], getattr(marker, columns[k].key)) for k, _ in sort[:i]]
+            step = _beyond(col, getattr(marker, col.key), forward=asc != page_reverse)
             clauses.append(and_(*equal, step))
         stmt = stmt.where(or_(*clauses))
 
     order = []
     for key, asc in sort:
         col = columns[key]
-        order.append(col.asc() if asc != page_reverse else col.desc())
+        # NULL sorts lowest on every database (SQLite's default), as `_beyond` assumes.
+        order.append(col.asc().nulls_first() if asc != page_reverse else col.desc().nulls_last())
     rows = list(session.scalars(stmt.order_by(*order).limit(limit)).unique())
     if page_reverse:
         rows.reverse()
@@ -210,6 +239,20 @@ def list_collection(
     items = [select_fields(serialize(r), fields) for r in rows]
     markers = [str(getattr(r, pk)) for r in rows]
     return {collection: items, f"{collection}_links": _links(request, markers, limit)}
+
+
+def _same(column: InstrumentedAttribute[Any], value: Any) -> ColumnElement[bool]:
+    """`column` equals the marker's value, NULL included."""
+    return column.is_(None) if value is None else column == literal(value, column.type)
+
+
+def _beyond(column: InstrumentedAttribute[Any], value: Any, *, forward: bool) -> Any:
+    """`column` comes strictly after the marker's value (NULL lowest): booleans compare as
+    booleans, and a NULL marker value neither fails nor matches everything."""
+    if value is None:
+        return column.is_not(None) if forward else false()
+    bound = literal(value, column.type)
+    return column > bound if forward else or_(column < bound, column.is_(None))
 
 
 def _links(request: Request, markers: list[str], limit: int) -> list[dict[str, str]]:

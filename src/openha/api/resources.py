@@ -45,6 +45,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import ColumnElement, Select, inspect
 from sqlalchemy.orm import Session
 
+from openha.api import openapi
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, NotFound
 from openha.api.query import (
@@ -178,6 +179,7 @@ class Resource(Kind[Row]):
             self.view.render,
             self.aliases,
             unknown_filters=unknown_filters,
+            marker_scope=self.select(ctx),
         )
         if self.links is not None:
             out[self.links] = out.pop(f"{self.plural}_links")
@@ -204,8 +206,21 @@ class Resource(Kind[Row]):
         """GET list, GET show and (with a delete rule) DELETE for this resource."""
         router = APIRouter(prefix=self.path, tags=[self.plural])
         reader, writer, deleter = self.reader, self.writer, self.delete
+        listed, shown = openapi.envelopes(
+            self.view, self.detail, self.singular, self.plural, self.links
+        )
+        # The parent's id is read from the path by `parent_id`, not as an argument.
+        in_path = [openapi.path_parameter(self.parent.param)] if self.parent else []
 
-        @router.get("", name=f"list_{self.plural}")
+        @router.get(
+            "",
+            name=f"list_{self.plural}",
+            response_model=None,
+            responses={200: {"model": listed}},
+            openapi_extra={
+                "parameters": in_path + openapi.list_parameters(self.model, dict(self.aliases))
+            },
+        )
         def list_rows(
             request: Request,
             session: Session = Depends(get_session),
@@ -215,7 +230,13 @@ class Resource(Kind[Row]):
 
         if self.has_show:
 
-            @router.get("/{ident}", name=f"show_{self.singular}")
+            @router.get(
+                "/{ident}",
+                name=f"show_{self.singular}",
+                response_model=None,
+                responses={200: {"model": shown}},
+                openapi_extra={"parameters": [*in_path, openapi.FIELDS]},
+            )
             def show_row(
                 ident: str,
                 request: Request,
@@ -228,7 +249,13 @@ class Resource(Kind[Row]):
 
         if deleter is not None:
 
-            @router.delete("/{ident}", status_code=204, name=f"delete_{self.singular}")
+            @router.delete(
+                "/{ident}",
+                status_code=204,
+                name=f"delete_{self.singular}",
+                response_class=Response,
+                openapi_extra={"parameters": in_path} if in_path else None,
+            )
             def delete_row(
                 ident: str,
                 request: Request,

@@ -109,7 +109,7 @@ def amphora_stats(
     return {"amphora_stats": rows}
 
 
-@router.put("/{amphora_id}/failover", status_code=202)
+@router.put("/{amphora_id}/failover", status_code=202, response_class=Response)
 def failover_amphora(
     amphora_id: str,
     session: Session = Depends(get_session),
@@ -135,7 +135,7 @@ def failover_amphora(
     return Response(status_code=202)
 
 
-@router.put("/{amphora_id}/config", status_code=202)
+@router.put("/{amphora_id}/config", status_code=202, response_class=Response)
 def configure_amphora(
     amphora_id: str,
     session: Session = Depends(get_session),

@@ -354,7 +354,7 @@ def update_loadbalancer(
     return answer
 
 
-@router.put("/{lb_id}/failover", status_code=202)
+@router.put("/{lb_id}/failover", status_code=202, response_class=Response)
 def failover_loadbalancer(
     lb_id: str,
     session: Session = Depends(get_session),

@@ -227,7 +227,7 @@ _BATCH_DEFAULTED = ("admin_state_up", "weight", "backup", "monitor_port", "monit
 _BATCH_OPTIONAL = ("name", "subnet_id", "tags")
 
 
-@router.put("", status_code=202)
+@router.put("", status_code=202, response_class=Response)
 def batch_update_members(
     pool_id: str,
     payload: MembersBatchBody,

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from openha.api import openapi
 from openha.api.context import RequestContext, get_admin_context, get_context
 from openha.api.errors import BadRequest
 from openha.api.query import requested_fields, select_fields
@@ -22,6 +23,12 @@ def enabled_provider(request: Request, name: str) -> Provider:
     if not registry.has(name):
         raise BadRequest(f"Provider '{name}' is not enabled.")
     return registry.get(name)
+
+
+CAPABILITY_QUERY = [
+    openapi.FIELDS,
+    *(openapi.query_parameter(name, "Exact match") for name in ("name", "description")),
+]
 
 
 def _render(request: Request, items: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -40,7 +47,7 @@ def _capabilities(request: Request, capabilities: list[Capability]) -> list[dict
     return _render(request, items)
 
 
-@router.get("")
+@router.get("", openapi_extra={"parameters": [openapi.FIELDS]})
 def list_providers(request: Request, ctx: RequestContext = Depends(get_context)) -> dict[str, Any]:
     registry = common.registry(request)
     items = [{"name": name, "description": registry.description(name)} for name in registry.names]
@@ -48,7 +55,7 @@ def list_providers(request: Request, ctx: RequestContext = Depends(get_context))
 
 
 # Octavia's policy makes both capability lists admin-only.
-@router.get("/{provider}/flavor_capabilities")
+@router.get("/{provider}/flavor_capabilities", openapi_extra={"parameters": CAPABILITY_QUERY})
 def flavor_capabilities(
     provider: str, request: Request, ctx: RequestContext = Depends(get_admin_context)
 ) -> dict[str, Any]:
@@ -56,7 +63,10 @@ def flavor_capabilities(
     return {"flavor_capabilities": _capabilities(request, driver.flavor_capabilities())}
 
 
-@router.get("/{provider}/availability_zone_capabilities")
+@router.get(
+    "/{provider}/availability_zone_capabilities",
+    openapi_extra={"parameters": CAPABILITY_QUERY},
+)
 def availability_zone_capabilities(
     provider: str, request: Request, ctx: RequestContext = Depends(get_admin_context)
 ) -> dict[str, Any]:

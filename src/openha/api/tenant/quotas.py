@@ -21,6 +21,7 @@ from pydantic import Field, StrictInt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from openha.api import openapi
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
 from openha.api.errors import NotFound, PolicyForbidden
 from openha.api.query import list_collection, requested_fields, select_fields
@@ -90,7 +91,7 @@ def _require_own_or_admin(ctx: RequestContext, project_id: str) -> None:
         raise PolicyForbidden()
 
 
-@router.get("")
+@router.get("", openapi_extra={"parameters": openapi.list_parameters(Quota)})
 def list_quotas(
     request: Request,
     session: Session = Depends(get_session),
@@ -159,7 +160,7 @@ def update_quota(
     return {"quota": _render(_effective(request, row), project_id)}
 
 
-@router.delete("/{project_id}", status_code=202)
+@router.delete("/{project_id}", status_code=202, response_class=Response)
 def reset_quota(
     project_id: str,
     session: Session = Depends(get_session),

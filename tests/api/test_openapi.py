@@ -1,0 +1,97 @@
+"""/openapi.json says what the API does: its credentials, errors, list parameters, bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+LIST_PARAMETERS = {"limit", "marker", "page_reverse", "sort", "sort_key", "sort_dir", "fields"}
+
+
+@pytest.fixture
+def document(http: TestClient) -> dict[str, Any]:
+    resp = http.get("/openapi.json")
+    assert resp.status_code == 200
+    return dict(resp.json())
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(m.upper(), p, op) for p, ops in document["paths"].items() for m, op in ops.items()]
+
+
+def test_errors_are_declared_as_the_api_answers_them(document: dict[str, Any]) -> None:
+    for method, path, op in operations(document):
+        codes = set(op["responses"])
+        assert "422" not in codes, f"{method} {path}"
+        if op.get("security") and path != "/metrics":  # /metrics takes no input
+            assert {"400", "401", "403", "404"} <= codes, f"{method} {path}"
+            if method != "GET":
+                assert "409" in codes, f"{method} {path}"
+
+
+def test_credentials_are_declared(document: dict[str, Any]) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["token"] == {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}
+    assert schemes["agent"]["scheme"] == "bearer"
+    by_route = {f"{m} {p}": op.get("security") for m, p, op in operations(document)}
+    assert by_route["GET /v2/lbaas/loadbalancers"] == [{"token": []}]
+    assert by_route["POST /v2/agent/heartbeat"] == [{"agent": []}]
+    assert {"scrape": []} in by_route["GET /metrics"]
+    assert by_route["GET /"] is None
+
+
+def test_every_list_declares_its_query_parameters(document: dict[str, Any]) -> None:
+    lists = [
+        (p, op)
+        for m, p, op in operations(document)
+        if m == "GET" and op["operationId"].startswith("list_") and "tags" not in p
+    ]
+    # Octavia's provider list takes `fields` only; Neutron's extensions are a fixed list.
+    lists = [(p, op) for p, op in lists if p not in ("/v2/lbaas/providers", "/v2/extensions")]
+    assert len(lists) >= 18
+    assert len(lists) >= 18
+    for path, op in lists:
+        names = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+        assert names >= LIST_PARAMETERS, path
+    listeners = document["paths"]["/v2/lbaas/listeners"]["get"]["parameters"]
+    port = next(p for p in listeners if p["name"] == "protocol_port")
+    assert port["schema"]["items"] == {
+        "type": "integer",
+        "minimum": -(2**63),
+        "maximum": 2**63 - 1,
+    }
+
+
+NO_BODY = {
+    ("PUT", "/v2/lbaas/loadbalancers/{lb_id}/failover", "202"),
+    ("PUT", "/v2/lbaas/pools/{pool_id}/members", "202"),
+    ("DELETE", "/v2/lbaas/quotas/{project_id}", "202"),
+    ("PUT", "/v2/octavia/amphorae/{amphora_id}/failover", "202"),
+    ("PUT", "/v2/octavia/amphorae/{amphora_id}/config", "202"),
+    ("PUT", "/v2/networks/{ident}/tags/{tag}", "201"),
+}
+
+
+def test_answers_without_a_body_declare_none(document: dict[str, Any]) -> None:
+    empty = set()
+    for method, path, op in operations(document):
+        for code, answer in op["responses"].items():
+            if code == "204" or (method, path, code) in NO_BODY:
+                assert "content" not in answer, f"{method} {path} {code}"
+                empty.add((method, path, code))
+    assert empty >= NO_BODY
+    assert len(empty) >= 20
+
+
+def test_list_and_show_answers_are_envelopes(document: dict[str, Any]) -> None:
+    def schema_of(path: str) -> dict[str, Any]:
+        ref = document["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+        name = ref["schema"]["$ref"].rsplit("/", 1)[-1]
+        return dict(document["components"]["schemas"][name])
+
+    listing = schema_of("/v2/lbaas/loadbalancers")
+    assert set(listing["properties"]) == {"loadbalancers", "loadbalancers_links"}
+    shown = schema_of("/v2/lbaas/loadbalancers/{ident}")
+    assert set(shown["properties"]) == {"loadbalancer"}
