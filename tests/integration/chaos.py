@@ -921,9 +921,12 @@ def run_chaos(opts: Options) -> dict[str, Any]:
             w.stack, random.Random(rnd.random()), w.backends, opts.max_lbs, w.flavor_id, w.subnet_id
         )
         chaos = Chaos(w.stack, random.Random(rnd.random()), opts)
+        for _ in range(max(1, opts.max_lbs // 2)):  # something to change and kill from the start
+            workload.create_lb()
         workload.start()
         started = time.monotonic()
         next_kill = started + rnd.uniform(*opts.kill_every)
+        next_report = started + 60
         try:
             while time.monotonic() - started < opts.duration:
                 chaos.supervise()
@@ -932,6 +935,11 @@ def run_chaos(opts: Options) -> dict[str, Any]:
                     next_kill = time.monotonic() + rnd.uniform(*opts.kill_every)
                 if workload.error is not None:
                     break
+                if time.monotonic() >= next_report:
+                    n = sum(workload.outcomes.values())
+                    elapsed = time.monotonic() - started
+                    log(f"{elapsed:.0f}s: {n} requests, kills {dict(chaos.kills)}")
+                    next_report += 60
                 time.sleep(0.05)
         finally:
             workload.finish()

@@ -18,7 +18,7 @@ def test_random_kills_under_a_workload_converge() -> None:
         Options(seed=seed_from_env(), duration=30.0, agents=2, max_lbs=4, kill_every=(1.0, 2.5))
     )
     # A run that killed nothing, or did nothing, would prove nothing.
-    assert sum(result["kills"].values()) >= 8, result["kills"]
+    assert sum(result["kills"].values()) >= 5, result["kills"]
     assert (
         sum(
             n for k, n in result["outcomes"].items() if k.endswith((" 201", " 200", " 202", " 204"))
