@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pyroute2 import netns
 from stack import PROJECT, Agent, free_port, wait_for
 
 from openha.agent import faults
@@ -75,7 +76,7 @@ class Options:
     pairs: bool = True  # ACTIVE_STANDBY load balancers in the workload (needs 2+ agents)
     kill_every: tuple[float, float] = (1.0, 4.0)  # seconds between kills
     converge_timeout: float = 120.0
-    api_gap: float = 10.0  # seconds at least between two kills of the API
+    api_gap: float = 10.0  # seconds the API serves, at least, before it is killed again
 
 
 def seed_from_env() -> int:
@@ -274,11 +275,11 @@ class Workload:
     def step(self) -> None:
         lbs = self.get("loadbalancers")["loadbalancers"]
         roll = self.rnd.random()
-        if not lbs or (len(lbs) < self.max_lbs and roll < 0.15):
+        if not lbs or (len(lbs) < self.max_lbs and roll < 0.2):
             self.create_lb()
             return
         lb = self.rnd.choice(lbs)
-        if roll < 0.22:
+        if 0.2 <= roll < 0.25:
             self.call(
                 "delete lb", "DELETE", f"loadbalancers/{lb['id']}", params={"cascade": "true"}
             )
@@ -479,7 +480,7 @@ class Chaos:
     kills: Counter[str] = field(default_factory=Counter)
     pending: dict[str, Pending] = field(default_factory=dict)
     armed: dict[str, str] = field(default_factory=dict)  # agent name -> crash point
-    api_killed_at: float = 0.0
+    api_serving_since: float | None = None
 
     def supervise(self) -> None:
         """Restart what died (after a random delay, as `openha up` or systemd would)."""
@@ -504,18 +505,30 @@ class Chaos:
             return self.rnd.uniform(HOST_DOWN_AFTER + 0.5, HOST_DOWN_AFTER + 3)
         return self.rnd.uniform(0.1, 1.5)
 
+    # What the chaos kills, and how often relative to each other.
+    VICTIMS = (
+        ("api", 2.0),
+        ("controller", 2.0),
+        ("agent", 2.0),
+        ("crash point", 2.0),
+        ("haproxy", 2.0),
+        ("haproxy worker", 1.0),
+        ("keepalived", 1.0),
+        ("host reboot", 0.5),
+    )
+
     def strike(self) -> None:
-        kind = self.rnd.choices(
-            ["api", "controller", "agent", "crash point", "haproxy", "keepalived"],
-            [2, 2, 2, 2, 3, 1],
-        )[0]
+        kind = self.rnd.choices([k for k, _ in self.VICTIMS], [w for _, w in self.VICTIMS])[0]
+        now = time.monotonic()
+        if self.api_serving_since is None and self.stack.api_up():
+            self.api_serving_since = now
         if kind == "api":
-            # Only an API that serves: a restart takes seconds on a loaded machine, and a
-            # workload that never reaches the API would test nothing else.
-            rested = time.monotonic() - self.api_killed_at > self.opts.api_gap
-            if rested and self.stack.api_up() and kill(self.stack.api.proc):
+            # Only an API that has served a while: a restart takes seconds on a loaded
+            # machine, and a workload that never reaches the API would test nothing else.
+            since = self.api_serving_since
+            if since is not None and now - since > self.opts.api_gap and kill(self.stack.api.proc):
                 self.kills[kind] += 1
-                self.api_killed_at = time.monotonic()
+                self.api_serving_since = None
         elif kind == "controller":
             if kill(self.stack.controller.proc):
                 self.kills[kind] += 1
@@ -524,8 +537,27 @@ class Chaos:
                 self.kills[kind] += 1
         elif kind == "crash point":
             self.arm(self.rnd.choice(self.stack.agents))
+        elif kind == "host reboot":
+            self.reboot(self.rnd.choice(self.stack.agents))
         else:
             self.kill_data_plane(kind)
+
+    def reboot(self, agent: Agent) -> None:
+        """The host dies (agent, HAProxy, keepalived at once, links down) and boots again
+        later: namespaces are gone, the agent's directory is not."""
+        if agent.name in self.pending or agent.proc is None or agent.proc.poll() is not None:
+            return
+        self.armed.pop(agent.name, None)
+        agent.kill_host()
+        self.kills["host reboot"] += 1
+
+        def boot() -> None:
+            for d in agent.instance_dirs():
+                with contextlib.suppress(Exception):
+                    netns.remove(namespace_name(d.name))
+            agent.spawn()
+
+        self.pending[agent.name] = Pending(time.monotonic() + self.delay(), boot)
 
     def arm(self, agent: Agent) -> None:
         """Kill the agent and restart it at once with a crash point armed."""
@@ -545,7 +577,7 @@ class Chaos:
                 agent.spawn()
 
     def kill_data_plane(self, kind: str) -> None:
-        pid_file = "haproxy.pid" if kind == "haproxy" else "keepalived.pid"
+        pid_file = "keepalived.pid" if kind == "keepalived" else "haproxy.pid"
         candidates = [
             d / pid_file
             for agent in self.stack.agents
@@ -560,7 +592,11 @@ class Chaos:
             return
         if not pid_alive(pid):
             return
-        for victim in [pid, *children_of(pid)]:
+        # A worker alone, or the master with its children.
+        victims = children_of(pid) if kind == "haproxy worker" else [pid, *children_of(pid)]
+        if not victims:
+            return
+        for victim in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
         self.kills[kind] += 1
@@ -816,6 +852,10 @@ def settled(w: World) -> list[str]:
         wanted = by_host.get(agent.host_id, set())
         if dirs != wanted:
             problems.append(f"{agent.name}: dirs {sorted(dirs)} != instances {sorted(wanted)}")
+    current = set().union(*by_host.values()) if by_host else set()
+    for gone in w.seen_instances - current:
+        if namespace_exists(namespace_name(gone)):
+            problems.append(f"orphan namespace {namespace_name(gone)}")
     return problems
 
 
@@ -843,10 +883,21 @@ def check_loaded(w: World) -> list[str]:
         except OSError as exc:
             diffs = [f"stats socket: {exc}"]
         problems += [f"instance {inst['id']} ({agent.name}): {d}" for d in diffs]
+        if want.lb["flavor_id"] and not pid_running(
+            agent.dir / "instances" / inst["id"] / "keepalived.pid"
+        ):
+            problems.append(f"instance {inst['id']} ({agent.name}): keepalived not running")
         ns = namespace_name(inst["id"])
         if not namespace_exists(ns):
             problems.append(f"instance {inst['id']}: no namespace {ns}")
     return problems
+
+
+def pid_running(pid_file: Path) -> bool:
+    try:
+        return pid_alive(int(pid_file.read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def check_traffic(w: World) -> list[str]:
@@ -931,6 +982,7 @@ def run_chaos(opts: Options) -> dict[str, Any]:
             while time.monotonic() - started < opts.duration:
                 chaos.supervise()
                 if time.monotonic() >= next_kill:
+                    w.seen_instances |= {d.name for a in w.stack.agents for d in a.instance_dirs()}
                     chaos.strike()
                     next_kill = time.monotonic() + rnd.uniform(*opts.kill_every)
                 if workload.error is not None:
@@ -958,7 +1010,8 @@ def run_chaos(opts: Options) -> dict[str, Any]:
         eventually(lambda: settled(w), opts.converge_timeout, "convergence")
         eventually(lambda: pairs_whole(w), 30, "whole pairs")
         log(f"converged {time.monotonic() - t0:.1f}s after the chaos")
-        eventually(lambda: check_loaded(w), 15, "loaded state = desired state")
+        # At once: a load balancer reads ACTIVE only once what it wants is applied.
+        eventually(lambda: check_loaded(w), 0, "loaded state = desired state")
         eventually(lambda: check_traffic(w), 20, "traffic as desired")
         n_lbs = len(w.stack.tenant.get("/v2/lbaas/loadbalancers").json()["loadbalancers"])
         n_insts = len(instances(w))
