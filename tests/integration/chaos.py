@@ -900,6 +900,29 @@ def pid_running(pid_file: Path) -> bool:
         return False
 
 
+def checker_sees_a_difference(w: World) -> bool:
+    """Flip one server's admin state behind the agent's back: `check_loaded` must see it.
+
+    Proves the comparison can fail (a check that cannot fail proves nothing); the
+    server is flipped back afterwards. False when no instance has a server to flip.
+    """
+    agent_of = {a.host_id: a for a in w.stack.agents}
+    for inst in instances(w):
+        sock = instance_paths(agent_of[inst["host_id"]].dir, inst["id"]).stats_socket
+        for pool_id, members in loaded_servers(sock).items():
+            for member_id, (_, _, _, maint) in members.items():
+                flip, back = ("ready", "maint") if maint else ("maint", "ready")
+                cli_command(sock, f"set server {pool_id}/{member_id} state {flip}")
+                try:
+                    problems = check_loaded(w)
+                finally:
+                    cli_command(sock, f"set server {pool_id}/{member_id} state {back}")
+                assert any(member_id in p for p in problems), problems
+                assert check_loaded(w) == []
+                return True
+    return False
+
+
 def check_traffic(w: World) -> list[str]:
     """Each enabled listener answers as its pool says; disabled ones do not answer."""
     problems = []
@@ -1012,6 +1035,8 @@ def run_chaos(opts: Options) -> dict[str, Any]:
         log(f"converged {time.monotonic() - t0:.1f}s after the chaos")
         # At once: a load balancer reads ACTIVE only once what it wants is applied.
         eventually(lambda: check_loaded(w), 0, "loaded state = desired state")
+        if not checker_sees_a_difference(w):
+            log("no server anywhere: the comparison's self-check was skipped")
         eventually(lambda: check_traffic(w), 20, "traffic as desired")
         n_lbs = len(w.stack.tenant.get("/v2/lbaas/loadbalancers").json()["loadbalancers"])
         n_insts = len(instances(w))
