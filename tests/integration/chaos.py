@@ -59,8 +59,10 @@ SEED_ENV = "OPENHA_CHAOS_SEED"
 HOST_DOWN_AFTER = 3.0
 LISTENER_PORTS = range(81, 86)
 ALGORITHMS = ("ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP")
-# srv_admin_state bits that mean maintenance: forced (runtime), inherited, configured.
-MAINT_BITS = 0x01 | 0x02 | 0x04
+# srv_admin_state bits that mean maintenance (HAProxy's SRV_ADMF_MAINT): forced, inherited,
+# resolution. Not 0x04 (CMAINT): it only remembers that the config said `disabled`, and
+# stays set after `set server … state ready` while the server serves.
+MAINT_BITS = 0x01 | 0x02 | 0x20
 
 
 def log(msg: str) -> None:
@@ -911,7 +913,7 @@ def checker_sees_a_difference(w: World) -> bool:
         sock = instance_paths(agent_of[inst["host_id"]].dir, inst["id"]).stats_socket
         for pool_id, members in loaded_servers(sock).items():
             for member_id, (_, _, _, maint) in members.items():
-                if maint:  # "ready" clears a runtime MAINT only, not a configured one
+                if maint:
                     continue
                 cli_command(sock, f"set server {pool_id}/{member_id} state maint")
                 try:
