@@ -1070,6 +1070,13 @@ def main() -> None:
     parser.add_argument("--max-lbs", type=int, default=6)
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else seed_from_env()
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)  # clean up as after a failure
+
+    # A background job ignores SIGINT: SIGTERM must clean up too.
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     run_chaos(Options(seed=seed, duration=args.duration, agents=args.agents, max_lbs=args.max_lbs))
 
 
