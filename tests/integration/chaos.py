@@ -514,7 +514,6 @@ class Chaos:
         ("agent", 2.0),
         ("crash point", 2.0),
         ("haproxy", 2.0),
-        ("haproxy worker", 1.0),
         ("keepalived", 1.0),
         ("host reboot", 0.5),
     )
@@ -579,7 +578,7 @@ class Chaos:
                 agent.spawn()
 
     def kill_data_plane(self, kind: str) -> None:
-        pid_file = "keepalived.pid" if kind == "keepalived" else "haproxy.pid"
+        pid_file = "haproxy.pid" if kind == "haproxy" else "keepalived.pid"
         candidates = [
             d / pid_file
             for agent in self.stack.agents
@@ -594,11 +593,7 @@ class Chaos:
             return
         if not pid_alive(pid):
             return
-        # A worker alone, or the master with its children.
-        victims = children_of(pid) if kind == "haproxy worker" else [pid, *children_of(pid)]
-        if not victims:
-            return
-        for victim in victims:
+        for victim in [pid, *children_of(pid)]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
         self.kills[kind] += 1
