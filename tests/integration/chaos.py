@@ -1031,6 +1031,8 @@ def run_chaos(opts: Options) -> dict[str, Any]:
         eventually(lambda: settled(w), opts.converge_timeout, "convergence")
         eventually(lambda: pairs_whole(w), 30, "whole pairs")
         log(f"converged {time.monotonic() - t0:.1f}s after the chaos")
+        events = w.stack.admin.get("/v2/manage/events", params={"limit": 1000}).json()["events"]
+        log(f"events: {dict(Counter(e['kind'] for e in events))}")
         # At once: a load balancer reads ACTIVE only once what it wants is applied.
         eventually(lambda: check_loaded(w), 0, "loaded state = desired state")
         if not checker_sees_a_difference(w):
