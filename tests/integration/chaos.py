@@ -625,6 +625,8 @@ class Desired:
     default_pool: dict[str, str | None]  # enabled listener id -> its rendered default pool
     backends: dict[str, dict[str, tuple[str, int, int, bool]]]  # pool -> member -> state
     disabled_listeners: list[int] = field(default_factory=list)  # ports that must not answer
+    monitored: dict[str, bool] = field(default_factory=dict)  # rendered pool -> has a monitor
+    member_status: dict[str, str] = field(default_factory=dict)  # member -> operating_status
 
 
 def desired(api: httpx.Client, lb_id: str) -> Desired:
@@ -637,6 +639,8 @@ def desired(api: httpx.Client, lb_id: str) -> Desired:
         pool = api.get(f"/v2/lbaas/pools/{ref['id']}").json()["pool"]
         pools[pool["id"]] = pool
     backends: dict[str, dict[str, tuple[str, int, int, bool]]] = {}
+    monitored: dict[str, bool] = {}
+    statuses: dict[str, str] = {}
     for ref in lb["listeners"]:
         li = api.get(f"/v2/lbaas/listeners/{ref['id']}").json()["listener"]
         if not li["admin_state_up"]:
@@ -653,7 +657,9 @@ def desired(api: httpx.Client, lb_id: str) -> Desired:
             m["id"]: (m["address"], m["protocol_port"], m["weight"], not m["admin_state_up"])
             for m in members
         }
-    return Desired(lb, frontends, default_pool, backends, disabled)
+        monitored[pool["id"]] = bool(pool["healthmonitor_id"])
+        statuses.update({m["id"]: m["operating_status"] for m in members})
+    return Desired(lb, frontends, default_pool, backends, disabled, monitored, statuses)
 
 
 def loaded_servers(stats_socket: Path) -> dict[str, dict[str, tuple[str, int, int, bool]]]:
@@ -890,6 +896,25 @@ def check_loaded(w: World) -> list[str]:
     return problems
 
 
+def check_member_status(w: World) -> list[str]:
+    """Members of rendered pools report what HAProxy does with them (all backends are up)."""
+    problems = []
+    for lb in w.stack.tenant.get("/v2/lbaas/loadbalancers").json()["loadbalancers"]:
+        want = desired(w.stack.tenant, lb["id"])
+        for pool_id, members in want.backends.items():
+            for member_id, (_, _, weight, maint) in members.items():
+                if maint:
+                    expected = {"OFFLINE"}
+                else:
+                    expected = {"ONLINE" if want.monitored[pool_id] else "NO_MONITOR"}
+                    if weight == 0:
+                        expected.add("DRAINING")
+                got = want.member_status[member_id]
+                if got not in expected:
+                    problems.append(f"member {member_id} {got}, wanted {sorted(expected)}")
+    return problems
+
+
 def pid_running(pid_file: Path) -> bool:
     try:
         return pid_alive(int(pid_file.read_text().split()[0]))
@@ -1038,9 +1063,10 @@ def run_chaos(opts: Options) -> dict[str, Any]:
         if not checker_sees_a_difference(w):
             log("no server ready anywhere: the comparison's self-check was skipped")
         eventually(lambda: check_traffic(w), 20, "traffic as desired")
+        eventually(lambda: check_member_status(w), 20, "member statuses from HAProxy")
         n_lbs = len(w.stack.tenant.get("/v2/lbaas/loadbalancers").json()["loadbalancers"])
         n_insts = len(instances(w))
-        log(f"{n_lbs} LBs, {n_insts} instances: loaded state and traffic as desired")
+        log(f"{n_lbs} LBs, {n_insts} instances: loaded state, traffic and statuses as desired")
         for lb in w.stack.tenant.get("/v2/lbaas/loadbalancers").json()["loadbalancers"]:
             resp = w.stack.tenant.delete(
                 f"/v2/lbaas/loadbalancers/{lb['id']}", params={"cascade": "true"}
