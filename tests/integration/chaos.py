@@ -196,6 +196,10 @@ class ProcStack:
 # --- the workload ------------------------------------------------------------------------
 
 
+class Gone(Exception):
+    """What the workload was about to change no longer exists."""
+
+
 class Workload:
     """Random creates, updates and deletes through the tenant API, until stopped.
 
@@ -243,7 +247,7 @@ class Workload:
                 except httpx.TransportError as exc:
                     self.outcomes[f"transport error ({type(exc).__name__})"] += 1
                     self.stop.wait(0.3)
-                except KeyError:
+                except Gone:
                     # An object vanished between two reads (deleted meanwhile): nothing to do.
                     self.outcomes["vanished"] += 1
                 self.stop.wait(self.rnd.uniform(0.05, 0.4))
@@ -265,10 +269,10 @@ class Workload:
     def get(self, path: str) -> Any:
         resp = self.api.get(f"/v2/lbaas/{path}")
         if resp.status_code == 404:
-            raise KeyError(path)
+            raise Gone(path)
         if resp.status_code >= 500:
             self.server_errors.append(f"GET {path} -> {resp.status_code} {resp.text}")
-            raise KeyError(path)
+            raise Gone(path)
         resp.raise_for_status()
         return resp.json()
 
@@ -392,7 +396,7 @@ class Workload:
         if not pools:
             return
         pool = self.get(f"pools/{self.rnd.choice(pools)}")["pool"]
-        if pool["healthmonitor_id"]:
+        if pool.get("healthmonitor_id"):  # Octavia leaves the key out when there is none
             self.call("delete monitor", "DELETE", f"healthmonitors/{pool['healthmonitor_id']}")
         else:
             body = {"pool_id": pool["id"], **monitor_body()}
@@ -657,7 +661,7 @@ def desired(api: httpx.Client, lb_id: str) -> Desired:
             m["id"]: (m["address"], m["protocol_port"], m["weight"], not m["admin_state_up"])
             for m in members
         }
-        monitored[pool["id"]] = bool(pool["healthmonitor_id"])
+        monitored[pool["id"]] = bool(pool.get("healthmonitor_id"))
         statuses.update({m["id"]: m["operating_status"] for m in members})
     return Desired(lb, frontends, default_pool, backends, disabled, monitored, statuses)
 
