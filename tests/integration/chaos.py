@@ -797,7 +797,7 @@ def pair_flavor(stack: ProcStack) -> str:
 @contextlib.contextmanager
 def world(opts: Options) -> Iterator[World]:
     """Lab, backends, client and the process stack; all removed afterwards, even on failure."""
-    root = Path(tempfile.mkdtemp(prefix="ohc-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="ohchaos-", dir="/tmp"))
     with Lab() as lab:
         stack = ProcStack(lab, root)
         try:
