@@ -1098,7 +1098,14 @@ def main() -> None:
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else seed_from_env()
 
+    main_pid = os.getpid()
+
     def interrupted(signum: int, _frame: object) -> None:
+        if os.getpid() != main_pid:
+            # A fork without exec (pyroute2's netns helper) inherits this handler: it must
+            # die as SIGTERM would have it, never run our cleanup (it removed the run's
+            # directory under our feet).
+            os._exit(128 + signum)
         raise KeyboardInterrupt(signal.Signals(signum).name)  # clean up as after a failure
 
     # A background job ignores SIGINT: SIGTERM must clean up too.
