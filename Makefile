@@ -52,7 +52,7 @@ $(OCTAVIA_STAMP):
 conformance: setup $(OCTAVIA_STAMP)
 	$(PY) -m conformance.run
 
-# Not part of `make test` (which runs a 30 s version): random SIGKILLs of every process
+# Not part of `make test` (which runs a 25 s version): random SIGKILLs of every process
 # under a random workload for SOAK_SECONDS, then the convergence checks (tests/integration/chaos.py).
 SOAK_SECONDS ?= 600
 SOAK_AGENTS ?= 3

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_random_kills_under_a_workload_converge() -> None:
     result = run_chaos(
-        Options(seed=seed_from_env(), duration=30.0, agents=2, max_lbs=4, kill_every=(1.0, 2.5))
+        Options(seed=seed_from_env(), duration=25.0, agents=2, max_lbs=4, kill_every=(1.0, 2.5))
     )
     # A run that killed nothing, or did nothing, would prove nothing.
     assert sum(result["kills"].values()) >= 5, result["kills"]
