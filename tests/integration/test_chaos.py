@@ -17,11 +17,9 @@ def test_random_kills_under_a_workload_converge() -> None:
     result = run_chaos(
         Options(seed=seed_from_env(), duration=25.0, agents=2, max_lbs=4, kill_every=(1.0, 2.5))
     )
-    # A run that killed nothing, or did nothing, would prove nothing.
+    # A run that killed nothing, or changed nothing, would prove nothing.
     assert sum(result["kills"].values()) >= 5, result["kills"]
-    assert (
-        sum(
-            n for k, n in result["outcomes"].items() if k.endswith((" 201", " 200", " 202", " 204"))
-        )
-        >= 10
-    )
+    accepted = [
+        n for k, n in result["outcomes"].items() if k.endswith(("200", "201", "202", "204"))
+    ]
+    assert sum(accepted) >= 10, result["outcomes"]
