@@ -6,17 +6,17 @@ controller and N agents as separate real processes (`openha api`, `openha contro
 `openha agent`), restarted by a small supervisor (this module's main thread) after random
 delays. A workload thread drives random creates, updates and deletes through the tenant
 API while the chaos kills, at random moments, the API, the controller, an agent, an
-agent armed with a named crash point (`openha.agent.faults`), one HAProxy or one
-keepalived. Then the chaos stops and the checks run:
+agent armed with a named crash point (`openha.agent.faults`), one HAProxy, one keepalived
+or a whole host (rebooted without its namespaces). Then the chaos stops and the checks run:
 
 - every load balancer (and every child object) reaches ACTIVE, none stays PENDING_*;
 - the instances the database knows are exactly those the agents' directories hold, each
   in its namespace, with its HAProxy (and, for a pair, keepalived) running;
 - for every running HAProxy, its runtime state (`show servers state`, `show stat` over the
   stats socket) equals the desired state read from the API: frontends, backends, servers,
-  addresses, ports, weights, MAINT versus READY;
+  addresses, ports, weights, MAINT versus READY (and the comparison is shown able to fail);
 - traffic through each listener from the client namespace answers 200 when its pool has
-  a member that may serve, else 503;
+  a member that may serve, else 503; members report what HAProxy does with them;
 - after deleting everything: no instance directory, namespace, veth or process left.
 
 The processes and lab are in chaos_procs.py, the workload in chaos_workload.py, the
