@@ -153,8 +153,10 @@ class Chaos:
             if kill(self.stack.controller.proc):
                 self.kills[kind] += 1
         elif kind == "agent":
-            if kill(self.rnd.choice(self.stack.agents).proc):
+            agent = self.rnd.choice(self.stack.agents)
+            if kill(agent.proc):
                 self.kills[kind] += 1
+                self.armed.pop(agent.name, None)  # killed before reaching its crash point
         elif kind == "crash point":
             self.arm(self.rnd.choice(self.stack.agents))
         elif kind == "host reboot":
