@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 OCTAVIA_VENV ?= .venv-octavia
 OCTAVIA_STAMP := $(OCTAVIA_VENV)/.installed
 
-.PHONY: setup run test test-unit fuzz lint format bench clean migration conformance
+.PHONY: setup run test test-unit fuzz lint format bench clean migration conformance soak
 
 setup: $(STAMP)
 
@@ -56,6 +56,14 @@ $(OCTAVIA_STAMP):
 # Not part of `make test`: sends one scenario to Octavia and to OpenHA, compares.
 conformance: setup $(OCTAVIA_STAMP)
 	$(PY) -m conformance.run
+
+# Not part of `make test` (which runs a 25 s version): random SIGKILLs of every process
+# under a random workload for SOAK_SECONDS, then the convergence checks (tests/integration/chaos.py).
+SOAK_SECONDS ?= 600
+SOAK_AGENTS ?= 3
+soak: setup
+	cd tests/integration && $(abspath $(PY)) chaos.py --duration $(SOAK_SECONDS) --agents $(SOAK_AGENTS) \
+	  $(if $(SEED),--seed $(SEED))
 
 bench: setup
 	$(PY) bench/run_all.py

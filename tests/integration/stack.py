@@ -30,6 +30,7 @@ from pyroute2 import IPRoute, netns
 from sqlalchemy import select
 
 from openha import hosts
+from openha.agent import faults
 from openha.agent.paths import namespace_name
 from openha.agent.purge import purge
 from openha.api.app import create_app
@@ -89,6 +90,15 @@ class Agent:
         self.log = open(stack.root / f"{name}.log", "ab")  # noqa: SIM115 - closed in close()
 
     def start(self) -> Agent:
+        self.spawn()
+        wait_for(lambda: self.host_status() == "UP", 30, what=f"agent {self.name} up")
+        return self
+
+    def spawn(self, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+        """Start the agent process and return at once, as a supervisor restarts it.
+
+        `crash_at` names a crash point (`openha.agent.faults`) the process dies at.
+        """
         env = {
             **os.environ,
             "OPENHA_STATE_DIR": str(self.dir),
@@ -104,6 +114,8 @@ class Agent:
             "OPENHA_PARENT_PID": str(os.getpid()),
             **self.extra_env,
         }
+        if crash_at is not None:
+            env[faults.CRASH_AT_ENV] = crash_at
         openha = Path(sys.executable).parent / "openha"
         self.proc = subprocess.Popen(
             [str(openha), "agent"],
@@ -112,8 +124,7 @@ class Agent:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for(lambda: self.host_status() == "UP", 30, what=f"agent {self.name} up")
-        return self
+        return self.proc
 
     def host_status(self) -> str | None:
         with transaction(self.stack.sessions) as s:

@@ -182,3 +182,28 @@ def test_stopped_haproxy_waits_for_the_controller(
         never_serves_until_removed(haproxy, paths.instance_dir)
     finally:
         agent.stop()
+
+
+def test_killed_during_first_apply_leaves_nothing_once_unwanted(
+    lab: Lab, agent_dir: Path, lb: LBConfig, fake_api: FakeAPI
+) -> None:
+    """Killed before an instance's first apply was recorded, the agent left a directory
+    without spec.json and a namespace; its next start ignored them, so when the controller
+    had placed the instance elsewhere they stayed forever (found by the chaos run)."""
+    fake_api.wanted = [lb.instance_id]
+    agent = AgentProcess(agent_dir, api_url=fake_api.url)
+    paths = instance_paths(agent_dir, lb.instance_id)
+    haproxy = HAProxyInstance(paths, namespace_name(lb.instance_id))
+    try:
+        agent.spawn(crash_at=faults.HAPROXY_CONFIG_WRITTEN)
+        with pytest.raises(httpx.TransportError):
+            agent.put(lb.spec(lab, agent_dir, 1))
+        assert agent.wait_exit() == -signal.SIGKILL
+        agent.proc = None
+        assert paths.config.exists() and not paths.spec_file.exists()
+        assert namespace_exists(haproxy.namespace)
+        fake_api.wanted = []
+        agent.spawn(wait=False)
+        never_serves_until_removed(haproxy, paths.instance_dir)
+    finally:
+        agent.stop()

@@ -211,7 +211,12 @@ class AgentService:
             self._submit(lambda i: self.delete(i.instance_id), inst)
             return None
         if spec is None:
-            return None  # never applied successfully; the controller will push it again
+            # Never applied (an agent killed during the first apply): nothing to adopt,
+            # but known, so that the controller's answer decides: wanted, it is pushed
+            # again; unwanted (placed elsewhere meanwhile, or deleted), the directory and
+            # namespace the cut-short apply left are removed like any orphan's.
+            self._instance(instance_id)
+            return None
         inst = self._instance(instance_id, spec.namespace)
         with inst.lock:
             inst.spec = spec
