@@ -327,17 +327,18 @@ def wait_settled(
 
 def create_many(
     tenant: httpx.Client,
-    body: dict[str, Any],
+    body: dict[str, Any] | Callable[[int], dict[str, Any]],
     count: int,
     parallel: int,
     progress: Callable[[int, float], None] | None = None,
 ) -> list[str]:
-    """POST `count` LBs, `parallel` at a time; their ids in order."""
+    """POST `count` LBs (`body`, or `body(i)` for the i-th), `parallel` at a time; their
+    ids in order."""
     start = time.monotonic()
 
-    def one(_: int) -> str:
+    def one(i: int) -> str:
         for attempt in range(5):
-            resp = tenant.post("/v2/lbaas/loadbalancers", json=body)
+            resp = tenant.post("/v2/lbaas/loadbalancers", json=body(i) if callable(body) else body)
             if resp.status_code == 201:
                 return str(resp.json()["loadbalancer"]["id"])
             if resp.status_code < 500 or attempt == 4:
