@@ -1,346 +1,639 @@
-"""Fleet scale: many load balancers on one agent host, and what the idle control plane costs.
+"""Fleet scale (issue 8): many load balancers per host, restarts, pairs, controllers.
 
-Unlike the other benchmarks, the API, the controller and the agent run here as
-separate `openha` processes (as `openha up` runs them), so that each one's CPU
-can be read from /proc/<pid>/stat (utime + stime; the HAProxy processes the
-agent starts are not counted). On a lab bridge with a /20 (room for a thousand
-VIPs), with one fast backend HAProxy every member points at:
+The API, the controllers and the agents run as `openha` processes of their own
+(bench/fleetworld.py), as `openha up` runs them, so that each one's CPU can be read
+from /proc and any of them can be killed and started again, on a lab bridge with a
+/20 and fast backend HAProxies. Scenarios (`--scenario`, comma-separated):
 
-1. creates `--lbs` load balancers, each one POST of a full tree (HTTP listener,
-   pool, `--members` members, HTTP health monitor), `--parallel` at a time, and
-   waits for all of them to be ACTIVE and ONLINE: the creation rate;
-2. waits `--settle` seconds, then reads each process's CPU over `--window`
-   seconds: the idle control plane's share of one core (target: <= 5 % at 1,000);
-3. times the lists an operator or a dashboard calls (all load balancers, pools,
-   listeners, members of one pool, health monitors; a status tree), 5 times each.
+- `fleet`: `--lbs` SINGLE load balancers on one agent host, each one POST of a full
+  tree (HTTP listener, pool, 2 members, HTTP monitor), `--parallel` at a time, with
+  a client loop through a probe LB (the first one) throughout: creation rate until
+  all are ACTIVE and ONLINE; memory per LB (PSS, as bench/density.py); idle CPU of
+  api + controller + agent (share of one core, utime + stime from /proc, HAProxy not
+  counted); member change -> visible in traffic through the probe LB (bench/
+  member_change.py's method, admin_state_up toggles) at 1 LB and at N (ratio); list
+  latencies (all LBs, listeners, pools, health monitors; one pool's members; a status
+  tree).
+- `restarts` (on the same fleet as `fleet` when both run; builds it otherwise):
+  the controller SIGKILLed, a member weight changed on `--restart-changes` LBs while
+  it is down, started again: until everything is reconciled and ACTIVE; the agent
+  restarted (SIGTERM, start): until every instance is adopted, HAProxy processes
+  restarted, first heartbeat; failed requests through the probe in each.
+- `pairs`: `--pairs` ACTIVE_STANDBY load balancers on three agents, a loop per VIP
+  (bench/multiprobe.py); the host with most MASTERs killed (agent, HAProxy, keepalived,
+  links down): until every pair is whole again (two instances on UP hosts, MASTER +
+  BACKUP), and each LB's client-visible gap.
+- `controllers`: `--controller-lbs` LBs on two agents, on a throwaway PostgreSQL: a
+  burst of member changes (one per LB) applied by one controller, then by two (ratio
+  of changes/s), then a burst during which one of the two is SIGKILLed: how long the
+  other takes to finish the dead one's load balancers (its takeover).
 
-Everything it made is removed at the end, also on failure, Ctrl-C or SIGTERM.
-`make test` keeps a scaled-down, counting version of (2):
-tests/api/test_fleet_cost.py.
+Every scenario prints Markdown tables; everything it made is removed at the end,
+also on failure, Ctrl-C or SIGTERM. `make test` keeps a scaled-down, counting
+version of the idle cost: tests/api/test_fleet_cost.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ipaddress
 import os
-import shutil
-import subprocess
+import random
+import signal
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import (
-    FastBackend,
-    _raise_on_sigterm,
-    machine_line,
-    percentile,
-    print_table,
-    require_root,
+from fleetworld import (
+    DEFAULTS,
+    ControlPlane,
+    MultiProbe,
+    create_many,
+    data_plane_memory,
+    flavor,
+    fleet_world,
+    list_all,
+    member_change_times,
+    pool_and_members,
+    tree,
+    vip_subnet,
+    wait_settled,
 )
-from stack import free_port, wait_for
+from harness import FastBackend, Probe, machine_line, percentile, print_table, require_root
+from sqlalchemy import exists, func, or_, select
+from stack import wait_for
 
-from openha import hosts
-from openha.agent.purge import purge
-from openha.credentials import create_token
-from openha.db import make_engine, make_session_factory, transaction, upgrade
+from openha import liveness
 from openha.lab import Lab
-from openha.lab.netlab import _used_networks
+from openha.models import Instance, LoadBalancer, Service
 
-OPENHA = str(Path(sys.executable).parent / "openha")
-TICK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.pg import postgres_server
 
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads, not its children)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def free_slash20() -> str:
-    used = _used_networks()
-    for second in range(200, 250):
-        for third in range(0, 256, 16):
-            net = ipaddress.ip_network(f"10.{second}.{third}.0/20")
-            if not any(net.overlaps(u) for u in used):
-                return str(net)
-    raise RuntimeError("no free 10.x.y.0/20 for the lab")
+LBS_PER_BACKEND = 250
+TARGETS = {
+    "idle": 0.05,
+    "ratio": 1.5,
+    "list_ms": 300.0,
+    "restart_s": 60.0,
+    "adopt_s": 30.0,
+    "whole_s": 30.0,
+    "gap_s": 2.0,
+}
 
 
-class ControlPlane:
-    """`openha api`, `openha controller` and `openha agent` as processes of their own."""
-
-    def __init__(self, lab: Lab, root: Path, database_url: str) -> None:
-        self.lab, self.root, self.database_url = lab, root, database_url
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        upgrade(database_url)
-        self.sessions = make_session_factory(make_engine(database_url))
-        with transaction(self.sessions) as s:
-            self.admin_token = create_token(s, "admin", ["admin"])
-            self.token = create_token(s, "4444444444444444444444444444444a", ["member"])
-            self.credential = hosts.enroll(s, f"{lab.prefix}h0")
-
-    def _start(self, name: str, *argv: str, env: dict[str, str]) -> None:
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(
-            [OPENHA, *argv],
-            env={
-                **os.environ,
-                "OPENHA_DATABASE_URL": self.database_url,
-                "OPENHA_PARENT_PID": str(os.getpid()),
-                **env,
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def start(self) -> None:
-        self._start(
-            "api",
-            "api",
-            env={"OPENHA_STATE_DIR": str(self.root / "api"), "OPENHA_API_BIND": self.url[7:]},
-        )
-        wait_for(lambda: _answers(self.url), 30, what="API up")
-        self._start("controller", "controller", env={"OPENHA_STATE_DIR": str(self.root / "c")})
-        agent_dir = self.root / "agent"
-        self._start(
-            "agent",
-            "agent",
-            env={
-                "OPENHA_STATE_DIR": str(agent_dir),
-                "OPENHA_AGENT_DIR": str(agent_dir),
-                "OPENHA_AGENT_BIND": f"127.0.0.1:{free_port()}",
-                "OPENHA_AGENT_API_URL": self.url,
-                "OPENHA_AGENT_TOKEN": self.credential,
-                "OPENHA_HOST_NAME": f"{self.lab.prefix}h0",
-            },
-        )
-        admin = self.client(self.admin_token)
-        wait_for(
-            lambda: [h["status"] for h in admin.get("/v2/manage/hosts").json()["hosts"]] == ["UP"],
-            60,
-            what="agent up",
-        )
-
-    def client(self, token: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"X-Auth-Token": token}, timeout=120)
-
-    def cpu(self) -> dict[str, float]:
-        return {name: cpu_seconds(p.pid) for name, p in self.procs.items()}
-
-    def close(self) -> None:
-        # Controller first: an agent stopping under a running controller would be failed over.
-        for name in ("controller", "agent", "api"):
-            proc = self.procs.get(name)
-            if proc is None or proc.poll() is not None:
-                continue
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        purge(self.root / "agent")
+def load() -> str:
+    return f"{os.getloadavg()[0]:.2f}"
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url + "/", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
 
 
-@contextlib.contextmanager
-def fleet_world(database_url: str | None) -> Iterator[tuple[Lab, ControlPlane]]:
-    _raise_on_sigterm()
-    root = Path(tempfile.mkdtemp(prefix="ohscale-", dir="/tmp"))
-    try:
-        with Lab(subnet=free_slash20()) as lab:
-            plane = ControlPlane(lab, root, database_url or f"sqlite:///{root / 'openha.db'}")
-            try:
-                plane.start()
-                yield lab, plane
-            finally:
-                plane.close()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+def ms(values: list[float]) -> str:
+    return f"p50 {percentile(values, 50) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms"
 
 
-def vip_subnet(lab: Lab, admin: httpx.Client) -> str:
-    net = admin.post(
-        "/v2.0/networks",
-        json={
-            "network": {
-                "name": f"{lab.prefix}-net",
-                "shared": True,
-                "provider:network_type": "flat",
-                "provider:physical_network": lab.bridge,
-                "openha:bridge_managed": False,
-            }
-        },
+def failed_between(probe: Probe, url: str, since: float, until: float) -> tuple[int, int]:
+    samples = [s for s in probe.samples(since, url) if s.start <= until]
+    return len(samples), sum(1 for s in samples if not s.ok)
+
+
+def lagging(plane: ControlPlane, among: list[str] | None = None) -> int:
+    """LBs (of `among`, or all) not ACTIVE, or with an instance behind the desired
+    generation."""
+    behind = exists().where(
+        Instance.load_balancer_id == LoadBalancer.id,
+        Instance.applied_generation < LoadBalancer.desired_generation,
     )
-    assert net.status_code == 201, net.text
-    hosts_ = list(lab.network.hosts())
-    sub = admin.post(
-        "/v2.0/subnets",
-        json={
-            "subnet": {
-                "network_id": net.json()["network"]["id"],
-                "cidr": str(lab.network),
-                "ip_version": 4,
-                "gateway_ip": lab.host_ip,
-                # The lab hands out the low addresses to the backends.
-                "allocation_pools": [{"start": str(hosts_[256]), "end": str(hosts_[-1])}],
-            }
-        },
+    query = select(func.count(LoadBalancer.id)).where(
+        or_(LoadBalancer.provisioning_status != "ACTIVE", behind)
     )
-    assert sub.status_code == 201, sub.text
-    return str(sub.json()["subnet"]["id"])
+    if among is not None:
+        query = query.where(LoadBalancer.id.in_(among))
+    with plane.sessions() as s:
+        count = s.scalar(query)
+    return int(count or 0)
 
 
-def tree(subnet_id: str, backends: list[FastBackend], members: int) -> dict[str, Any]:
-    return {
-        "loadbalancer": {
-            "vip_subnet_id": subnet_id,
-            "listeners": [
-                {
-                    "protocol": "HTTP",
-                    "protocol_port": 80,
-                    "default_pool": {
-                        "name": "web",
-                        "protocol": "HTTP",
-                        "lb_algorithm": "ROUND_ROBIN",
-                        "members": [
-                            {
-                                "address": backends[i % len(backends)].ip,
-                                "protocol_port": backends[i % len(backends)].port,
-                            }
-                            for i in range(members)
-                        ],
-                        "healthmonitor": {
-                            "type": "HTTP",
-                            "delay": 5,
-                            "timeout": 3,
-                            "max_retries": 3,
-                        },
-                    },
-                }
-            ],
-        }
-    }
+def first_members(tenant: httpx.Client, lb_ids: list[str]) -> list[tuple[str, str]]:
+    """(pool id, first member id) of each LB."""
+    out = []
+    for lb_id in lb_ids:
+        pool_id, members = pool_and_members(tenant, lb_id)
+        out.append((pool_id, sorted(members.values())[0]))
+    return out
 
 
-def create_fleet(
-    tenant: httpx.Client, body: dict[str, Any], count: int, parallel: int
-) -> tuple[list[str], float]:
-    """Create `count` LBs; their ids and the seconds until all were ACTIVE and ONLINE."""
-    start = time.monotonic()
+def set_weights(
+    tenant: httpx.Client, members: list[tuple[str, str]], weight: int, parallel: int = 8
+) -> None:
+    """One member change per LB (the weight of `members`), `parallel` at a time."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    def one(_: int) -> str:
-        resp = tenant.post("/v2/lbaas/loadbalancers", json=body)
-        assert resp.status_code == 201, resp.text
-        return str(resp.json()["loadbalancer"]["id"])
+    def one(pool_member: tuple[str, str]) -> None:
+        pool_id, member_id = pool_member
+        resp = tenant.put(
+            f"/v2/lbaas/pools/{pool_id}/members/{member_id}", json={"member": {"weight": weight}}
+        )
+        assert resp.status_code == 200, resp.text
 
     with ThreadPoolExecutor(parallel) as pool:
-        ids = list(pool.map(one, range(count)))
-
-    def settled() -> bool:
-        lbs = tenant.get("/v2/lbaas/loadbalancers").json()["loadbalancers"]
-        states = {(lb["provisioning_status"], lb["operating_status"]) for lb in lbs}
-        print(f"  {time.monotonic() - start:6.1f}s {sorted(states)}", flush=True)
-        return states == {("ACTIVE", "ONLINE")}
-
-    wait_for(settled, max(120, count * 2.0), interval=5, what="fleet ACTIVE and ONLINE")
-    return ids, time.monotonic() - start
+        list(pool.map(one, members))
 
 
-def idle_cpu(plane: ControlPlane, window: float) -> dict[str, float]:
-    """Each process's share of one core over `window` seconds."""
-    before, t0 = plane.cpu(), time.monotonic()
-    time.sleep(window)
-    after, elapsed = plane.cpu(), time.monotonic() - t0
-    return {name: (after[name] - before[name]) / elapsed for name in before}
+def wait_reconciled(plane: ControlPlane, timeout: float, interval: float = 0.2) -> float:
+    start = time.monotonic()
+    wait_for(lambda: lagging(plane) == 0, timeout, interval, what="everything reconciled")
+    return time.monotonic() - start
 
 
-def list_latencies(tenant: httpx.Client, lb_id: str) -> list[tuple[str, float, float]]:
-    pool_id = tenant.get(f"/v2/lbaas/loadbalancers/{lb_id}").json()["loadbalancer"]["pools"][0][
-        "id"
-    ]
-    paths = [
-        "/v2/lbaas/loadbalancers",
-        "/v2/lbaas/listeners",
-        "/v2/lbaas/pools",
-        "/v2/lbaas/healthmonitors",
-        f"/v2/lbaas/pools/{pool_id}/members",
-        f"/v2/lbaas/loadbalancers/{lb_id}/status",
-    ]
-    rows = []
-    for path in paths:
-        times = []
-        for _ in range(5):
-            start = time.monotonic()
-            resp = tenant.get(path, params={"limit": 10000} if "status" not in path else None)
-            times.append(time.monotonic() - start)
-            assert resp.status_code == 200, resp.text
-        rows.append((path, percentile(times, 50) * 1000, max(times) * 1000))
-    return rows
+# --- fleet ----------------------------------------------------------------------------
+
+
+class Fleet:
+    """The fleet scenario's world: one agent host, the probe LB, `lbs` more."""
+
+    def __init__(self, lab: Lab, plane: ControlPlane, args: argparse.Namespace) -> None:
+        self.lab, self.plane, self.args = lab, plane, args
+        subnet_id = vip_subnet(lab, plane.admin)
+        # The probe LB's members; the fleet's get a pair of backends per
+        # LBS_PER_BACKEND LBs, as bench/density.py does: at 1,000 LBs on one pair, ARP
+        # from a few of the last instances to the backends went unanswered.
+        self.backends = [FastBackend(lab, f"web{i}") for i in range(2)]
+        self.body = tree(subnet_id, self.backends, args.members)
+        groups = [
+            [FastBackend(lab, f"w{g}x{i}") for i in range(2)]
+            for g in range(1 + (args.lbs - 1) // LBS_PER_BACKEND)
+        ]
+        self.fleet_body = lambda n: tree(subnet_id, groups[n // LBS_PER_BACKEND], args.members)
+        self.results: list[tuple[str, str, str, str]] = []  # benchmark, result, target, verdict
+        self.ids: list[str] = []
+        (self.probe_lb,) = create_many(plane.tenant, self.body, 1, 1)
+        wait_settled(plane.tenant, 60, time.monotonic(), interval=0.2, quiet=True)
+        vip = plane.tenant.get(f"/v2/lbaas/loadbalancers/{self.probe_lb}").json()["loadbalancer"]
+        self.url = f"http://{vip['vip_address']}/"
+        self.probe = Probe(lab, interval=0.01, timeout=0.5)
+        self.probe.target(self.url)
+        wait_for(
+            lambda: (
+                {s.backend for s in self.probe.samples(0, self.url) if s.ok} >= {"web0", "web1"}
+            ),
+            30,
+            what="both members answering through the probe LB",
+        )
+        self.started = time.monotonic()
+
+    def result(self, name: str, value: str, target: str, ok: bool | None) -> None:
+        self.results.append((name, value, target, "—" if ok is None else verdict(ok)))
+
+    def failures(self, label: str, since: float) -> None:
+        total, failed = failed_between(self.probe, self.url, since, time.monotonic())
+        self.result(f"probe: failed requests, {label}", f"{failed} of {total}", "0", failed == 0)
+
+    def member_changes(self, count: int) -> list[float]:
+        return member_change_times(
+            self.plane.tenant, self.probe, self.url, self.probe_lb, "web1", self.args.toggles
+        )
+
+    def build(self) -> None:
+        args, tenant = self.args, self.plane.tenant
+        print(f"\n## fleet: {args.lbs} LBs (load average {load()} at start)\n", flush=True)
+        base = self.member_changes(1)
+        self.base_changes = base
+        print(f"- member change at 1 LB: {ms(base)}", flush=True)
+        t0 = time.monotonic()
+
+        def progress(n: int, elapsed: float) -> None:
+            if n % 100 == 0:
+                print(f"  {n} POSTed, {elapsed:.0f} s (load {load()})", flush=True)
+
+        self.ids = create_many(tenant, self.fleet_body, args.lbs, args.parallel, progress)
+        posted = time.monotonic() - t0
+        took = wait_settled(tenant, max(300, args.lbs * 3.0), t0, interval=5)
+        host = self.plane.admin.get("/v2/manage/hosts").json()["hosts"][0]
+        self.result(
+            f"creation, {args.lbs} LBs ({args.parallel} POSTs at a time)",
+            f"{args.lbs / took:.2f} LB/s ({took:.0f} s until all ACTIVE and ONLINE; "
+            f"POSTs answered in {posted:.0f} s; host capacity {host['capacity']})",
+            "—",
+            None,
+        )
+        self.failures("during creation", t0)
+
+    def measure(self) -> None:
+        args, plane = self.args, self.plane
+        time.sleep(args.settle)
+        mem = data_plane_memory(plane.agents[0])
+        self.result(
+            f"HAProxy memory per LB, PSS ({mem['instances']} instances)",
+            f"{mem['pss_mean']:.2f} MB (max {mem['pss_max']:.2f}; RSS {mem['rss_mean']:.1f}; "
+            f"{mem['procs_mean']:.2f} processes; agent {mem['agent_pss']:.0f} MB)",
+            "≤ 5 MB",
+            mem["pss_mean"] <= 5,
+        )
+        names = ["api", "controller", plane.agents[0].name]
+        la = load()
+        before, t0 = plane.cpu(names), time.monotonic()
+        time.sleep(args.window)
+        after, elapsed = plane.cpu(names), time.monotonic() - t0
+        shares = {n: (after[n] - before[n]) / elapsed for n in names}
+        total = sum(shares.values())
+        self.result(
+            f"idle control plane, {len(self.ids) + 1} LBs, {args.window:g} s (load {la})",
+            f"{total:.1%} of one core (api {shares['api']:.1%}, controller "
+            f"{shares['controller']:.1%}, agent {shares[names[2]]:.1%})",
+            "≤ 5 %",
+            total <= TARGETS["idle"],
+        )
+        at_n = self.member_changes(len(self.ids))
+        ratio = percentile(at_n, 50) / percentile(self.base_changes, 50)
+        self.result(
+            f"member change → visible, at {len(self.ids) + 1} LBs vs 1 (load {load()})",
+            f"x{ratio:.2f} ({ms(at_n)} vs {ms(self.base_changes)}; "
+            f"{len(at_n)} admin_state_up toggles each)",
+            "≤ x1.5",
+            ratio <= TARGETS["ratio"],
+        )
+        self.lists()
+
+    def lists(self) -> None:
+        tenant = self.plane.tenant
+        pool_id, _ = pool_and_members(tenant, self.probe_lb)
+        paths = [
+            "/v2/lbaas/loadbalancers",
+            "/v2/lbaas/listeners",
+            "/v2/lbaas/pools",
+            "/v2/lbaas/healthmonitors",
+            f"/v2/lbaas/pools/{pool_id}/members",
+            f"/v2/lbaas/loadbalancers/{self.probe_lb}/status",
+        ]
+        for path in paths:
+            times, count = [], 0
+            for _ in range(5):
+                start = time.monotonic()
+                resp = tenant.get(path)
+                times.append(time.monotonic() - start)
+                assert resp.status_code == 200, resp.text
+                body = resp.json()
+                count = next((len(v) for v in body.values() if isinstance(v, list)), 1)
+            p50 = percentile(times, 50) * 1000
+            target = path == "/v2/lbaas/loadbalancers"
+            self.result(
+                f"GET {path.replace(self.probe_lb, '{id}').replace(pool_id, '{id}')}"
+                f" ({count} items)",
+                f"p50 {p50:.0f} ms, max {max(times) * 1000:.0f} ms",
+                "≤ 300 ms" if target else "—",
+                p50 <= TARGETS["list_ms"] if target else None,
+            )
+
+    def restart_controller(self) -> None:
+        plane, tenant = self.plane, self.plane.tenant
+        n = min(self.args.restart_changes, len(self.ids))
+        print(f"\n## controller restart (load average {load()})\n", flush=True)
+        members = first_members(tenant, random.sample(self.ids, n))
+        since = time.monotonic()
+        plane.stop("controller", signal.SIGKILL)
+        old = controller_ids(plane)
+        set_weights(tenant, members, 3)
+        started = time.monotonic()
+        plane.start_controller()
+        wait_for(lambda: controller_ids(plane) - old, 120, 0.1, what="new controller beating")
+        beating = time.monotonic() - started
+        took = wait_reconciled(plane, 600, 0.2) + beating
+        settled = wait_settled(tenant, 300, started, interval=0.5, quiet=True)
+        self.result(
+            f"controller SIGKILLed, {n} member changes while down, started: "
+            f"all reconciled and ACTIVE (load {load()})",
+            f"{took:.1f} s after start (process beating at {beating:.1f} s; all ACTIVE and "
+            f"ONLINE at {settled:.1f} s)",
+            "≤ 60 s",
+            took <= TARGETS["restart_s"],
+        )
+        time.sleep(2)
+        self.failures("controller restart", since)
+
+    def restart_agent(self) -> None:
+        plane = self.plane
+        agent = plane.agents[0]
+        print(f"\n## agent restart (load average {load()})\n", flush=True)
+        before = set(agent.data_plane_pids())
+        expected = len(agent.instance_dirs())
+        since = time.monotonic()
+        agent.stop()
+        wall = time.time()
+        started = time.monotonic()
+        agent.start()  # returns once the host is UP (it may never have been otherwise)
+        url = f"http://127.0.0.1:{agent.port}/v1/healthz"
+        adopted = first_beat = None
+        while time.monotonic() - started < 300 and (adopted is None or first_beat is None):
+            if first_beat is None and agent.heartbeat_after(wall):
+                first_beat = time.monotonic() - started
+            if adopted is None:
+                try:
+                    health = httpx.get(url, timeout=2).json()
+                except httpx.HTTPError:
+                    health = {}
+                if health.get("adopting") == 0 and health.get("instances") == expected:
+                    adopted = time.monotonic() - started
+            time.sleep(0.05)
+        time.sleep(2)
+        after = set(agent.data_plane_pids())
+        restarted = len(before - after)
+        self.result(
+            f"agent restarted (SIGTERM, start) with {expected} instances (load {load()})",
+            f"every instance adopted {adopted or float('nan'):.1f} s after start; first "
+            f"heartbeat at {first_beat or float('nan'):.1f} s; {restarted} of {len(before)} "
+            "HAProxy processes restarted",
+            "adopted ≤ 30 s, 0 restarted",
+            adopted is not None and adopted <= TARGETS["adopt_s"] and restarted == 0,
+        )
+        self.failures("agent restart", since)
+        counts = wait_settled(plane.tenant, 120, time.monotonic(), quiet=True)
+        self.result("everything ACTIVE and ONLINE after the restarts", f"{counts:.1f} s", "—", None)
+
+    def report(self, title: str) -> None:
+        total, failed = failed_between(self.probe, self.url, self.started, time.monotonic())
+        self.result("probe: failed requests, whole run", f"{failed} of {total}", "0", failed == 0)
+        print_table(title, ["benchmark", "result", "target", "verdict"], self.results)
+
+
+def run_fleet(args: argparse.Namespace, scenarios: set[str]) -> None:
+    with fleet_world(args.database_url) as (lab, plane):
+        fleet = Fleet(lab, plane, args)
+        try:
+            fleet.build()
+            if "fleet" in scenarios:
+                fleet.measure()
+            if "restarts" in scenarios:
+                fleet.restart_controller()
+                fleet.restart_agent()
+        finally:
+            fleet.report(
+                f"Fleet: {args.lbs} + 1 SINGLE LBs on one agent host "
+                f"({args.members} members, HTTP monitor each), probe LB throughout"
+            )
+
+
+# --- pairs ----------------------------------------------------------------------------
+
+
+def pairs_whole(plane: ControlPlane, lb_ids: set[str], dead: str | None) -> int:
+    """How many of `lb_ids` are whole: two instances with HAProxy on two UP hosts (not
+    `dead`), one MASTER and one BACKUP."""
+    hosts = {h["id"]: h["status"] for h in plane.admin.get("/v2/manage/hosts").json()["hosts"]}
+    by_lb: dict[str, list[dict[str, Any]]] = {}
+    for inst in list_all(plane.admin, "/v2/manage/instances", "instances"):
+        by_lb.setdefault(inst["load_balancer_id"], []).append(inst)
+    whole = 0
+    for lb_id in lb_ids:
+        insts = by_lb.get(lb_id, [])
+        if len(insts) != 2 or len({i["host_id"] for i in insts}) != 2:
+            continue
+        if any(i["host_id"] == dead or hosts.get(i["host_id"]) != "UP" for i in insts):
+            continue
+        if not all(i["haproxy_running"] for i in insts):
+            continue
+        if sorted(str(i["vrrp_state"]) for i in insts) == ["BACKUP", "MASTER"]:
+            whole += 1
+    return whole
+
+
+def run_pairs(args: argparse.Namespace) -> None:
+    results: list[tuple[str, str, str, str]] = []
+    print(f"\n## pairs: {args.pairs} ACTIVE_STANDBY LBs (load average {load()})\n", flush=True)
+    with fleet_world(args.database_url, agents=3) as (lab, plane):
+        backends = [FastBackend(lab, f"web{i}") for i in range(2)]
+        flavor_id = flavor(plane.admin, "pair", '{"loadbalancer_topology": "ACTIVE_STANDBY"}')
+        body = tree(vip_subnet(lab, plane.admin), backends, 2, flavor_id)
+        t0 = time.monotonic()
+
+        def progress(n: int, elapsed: float) -> None:
+            if n % 50 == 0:
+                print(f"  {n} POSTed, {elapsed:.0f} s (load {load()})", flush=True)
+
+        ids = create_many(plane.tenant, body, args.pairs, args.parallel, progress)
+        took = wait_settled(plane.tenant, max(300, args.pairs * 4.0), t0, interval=5)
+        results.append(
+            (f"creation, {args.pairs} pairs", f"{args.pairs / took:.2f} LB/s ({took:.0f} s)",
+             "—", "—")
+        )  # fmt: skip
+        lbs = list_all(plane.tenant, "/v2/lbaas/loadbalancers", "loadbalancers")
+        urls = [f"http://{lb['vip_address']}/" for lb in lbs if lb["id"] in set(ids)]
+        wait_for(lambda: pairs_whole(plane, set(ids), None) == len(ids), 120, 1, what="pairs")
+        probe = MultiProbe(lab, urls, interval=args.pair_probe_interval)
+        wait_for(lambda: probe.answering(time.monotonic() - 1) == len(urls), 60, 0.5,
+                 what="every VIP answering")  # fmt: skip
+        time.sleep(3)
+        insts = list_all(plane.admin, "/v2/manage/instances", "instances")
+        masters: dict[str, int] = {}
+        for inst in insts:
+            if inst["vrrp_state"] == "MASTER":
+                masters[inst["host_id"]] = masters.get(inst["host_id"], 0) + 1
+        on_host: dict[str, int] = {}
+        for inst in insts:
+            on_host[inst["host_id"]] = on_host.get(inst["host_id"], 0) + 1
+        victim = max(plane.agents, key=lambda a: masters.get(a.host_id, 0))
+        dead = victim.host_id
+        la = load()
+        t0 = time.monotonic()
+        victim.kill_host()
+        count = [0]
+
+        def all_whole() -> bool:
+            count[0] = pairs_whole(plane, set(ids), dead)
+            return count[0] == len(ids)
+
+        try:
+            wait_for(all_whole, max(120, args.pairs * 2.0), 1.0, what="every pair whole again")
+            whole = time.monotonic() - t0
+        except AssertionError:
+            whole = float("nan")
+        time.sleep(2)
+        gaps, failed = probe.gaps(t0 - 1, time.monotonic())
+        over = sum(1 for g in gaps if g > TARGETS["gap_s"])
+        results.append(
+            (
+                f"host killed ({on_host.get(dead, 0)} instances, {masters.get(dead, 0)} MASTERs "
+                f"of {args.pairs} pairs on it; load {la}): every pair whole again",
+                f"{whole:.1f} s" if whole == whole else f"not within the wait ({count[0]} whole)",
+                "≤ 30 s",
+                verdict(whole <= TARGETS["whole_s"]),
+            )
+        )
+        results.append(
+            (
+                f"client-visible gap per LB (a loop per VIP every {args.pair_probe_interval:g} s, "
+                "0.3 s timeout)",
+                f"p50 {percentile(gaps, 50):.2f} s, p90 {percentile(gaps, 90):.2f} s, "
+                f"max {max(gaps):.2f} s; {over} LBs over 2 s; {failed} failed requests",
+                "≤ 2 s",
+                verdict(over == 0),
+            )
+        )
+        print_table(
+            f"ACTIVE_STANDBY pairs: {args.pairs} LBs on three agents, one host killed",
+            ["benchmark", "result", "target", "verdict"],
+            results,
+        )
+
+
+# --- controllers ------------------------------------------------------------------------
+
+
+def controller_ids(plane: ControlPlane) -> set[str]:
+    with plane.sessions() as s:
+        return set(s.scalars(select(Service.id).where(Service.kind == liveness.KIND_CONTROLLER)))
+
+
+def controllers_alive(plane: ControlPlane) -> int:
+    from datetime import timedelta
+
+    from openha.models import utcnow_precise
+
+    with plane.sessions() as s:
+        return int(
+            s.scalar(
+                select(func.count(Service.id)).where(
+                    Service.kind == liveness.KIND_CONTROLLER,
+                    Service.last_seen_at >= utcnow_precise() - timedelta(seconds=3),
+                )
+            )
+            or 0
+        )
+
+
+def burst(plane: ControlPlane, members: list[tuple[str, str]], weight: int) -> float:
+    """Change one member on every LB; changes per second until all are reconciled."""
+    t0 = time.monotonic()
+    set_weights(plane.tenant, members, weight, parallel=16)
+    wait_reconciled(plane, 600, 0.1)
+    return len(members) / (time.monotonic() - t0)
+
+
+def run_controllers(args: argparse.Namespace) -> None:
+    results: list[tuple[str, str, str, str]] = []
+    n = args.controller_lbs
+    print(f"\n## controllers: {n} LBs on PostgreSQL (load average {load()})\n", flush=True)
+    with postgres_server() as url, fleet_world(url, agents=2) as (lab, plane):
+        backends = [FastBackend(lab, f"web{i}") for i in range(2)]
+        body = tree(vip_subnet(lab, plane.admin), backends, 2)
+        t0 = time.monotonic()
+        ids = create_many(plane.tenant, body, n, args.parallel)
+        wait_settled(plane.tenant, max(300, n * 3.0), t0, interval=5)
+        members = first_members(plane.tenant, ids)
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        weight = 2
+        for rnd in range(args.controller_rounds):
+            for count in (1, 2):
+                if count == 2 and "controller1" not in plane.procs:
+                    plane.start_controller("controller1")
+                    wait_for(lambda: controllers_alive(plane) == 2, 60, what="two controllers")
+                if count == 1 and "controller1" in plane.procs:
+                    plane.stop("controller1")
+                    wait_for(lambda: controllers_alive(plane) == 1, 60, what="one controller")
+                la = load()
+                rate = burst(plane, members, weight)
+                weight += 1
+                rates[count].append(rate)
+                print(f"- round {rnd + 1}, {count} controller(s): {rate:.1f} changes/s "
+                      f"(load {la})", flush=True)  # fmt: skip
+        one, two = percentile(rates[1], 50), percentile(rates[2], 50)
+        results.append(
+            (
+                f"changes/s, one member change on each of {n} LBs (2 agents; median of "
+                f"{args.controller_rounds} alternate rounds)",
+                f"two controllers x{two / one:.2f} ({two:.1f} vs {one:.1f} changes/s)",
+                "—",
+                "—",
+            )
+        )
+        # Takeover: two controllers, a burst, one of them killed in the middle of it.
+        plane.start_controller("controller1")
+        wait_for(lambda: controllers_alive(plane) == 2, 60, what="two controllers")
+        killed: dict[str, Any] = {}
+
+        def kill_one() -> None:
+            """SIGKILL controller1 once it holds leases; note which LBs it held."""
+            pid = plane.procs["controller1"].pid
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with plane.sessions() as s:
+                    owner = s.scalar(select(Service.id).where(Service.pid == pid))
+                    held = list(
+                        s.scalars(select(LoadBalancer.id).where(LoadBalancer.lease_owner == owner))
+                    )
+                if held:
+                    break
+                time.sleep(0.02)
+            killed["held"] = held
+            killed["lagging"] = lagging(plane)
+            killed["at"] = time.monotonic()
+            plane.stop("controller1", signal.SIGKILL)
+
+        la = load()
+        t0 = time.monotonic()
+        set_weights(plane.tenant, members, weight, parallel=16)
+        kill_one()
+        held_done = None
+        while time.monotonic() - t0 < 600:
+            if held_done is None and lagging(plane, killed["held"]) == 0:
+                held_done = time.monotonic() - killed["at"]
+            if lagging(plane) == 0:
+                break
+            time.sleep(0.1)
+        finished = time.monotonic() - killed["at"]
+        takeover = held_done if held_done is not None else float("nan")
+        results.append(
+            (
+                f"one of two controllers SIGKILLed during a burst of {n} changes, while it "
+                f"held {len(killed['held'])} leases ({killed['lagging']} LBs lagging; load {la})",
+                f"its {len(killed['held'])} LBs reconciled by the other {takeover:.1f} s after "
+                f"the kill; the whole burst done {finished:.1f} s after it "
+                f"(controller liveness: dead after {DEFAULTS.service_dead_after:g} s)",
+                f"≤ lease ({DEFAULTS.controller_lease_seconds:g} s)",
+                verdict(takeover <= DEFAULTS.controller_lease_seconds),
+            )
+        )
+        print_table(
+            f"Controllers on PostgreSQL: {n} LBs",
+            ["benchmark", "result", "target", "verdict"],
+            results,
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenario", default="fleet,restarts",
+                        help="comma-separated: fleet, restarts, pairs, controllers")  # fmt: skip
     parser.add_argument("--lbs", type=int, default=1000)
     parser.add_argument("--members", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=8, help="concurrent creates")
     parser.add_argument("--settle", type=float, default=30.0, help="seconds before measuring")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of CPU reading")
+    parser.add_argument("--toggles", type=int, default=5, help="disable+enable pairs per size")
+    parser.add_argument("--restart-changes", type=int, default=100)
+    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--pair-probe-interval", type=float, default=0.2)
+    parser.add_argument("--controller-lbs", type=int, default=100)
+    parser.add_argument("--controller-rounds", type=int, default=2)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     args = parser.parse_args()
     require_root()
-    print(f"# Fleet scale: {args.lbs} load balancers on one agent host\n\n{machine_line()}\n")
-    with fleet_world(args.database_url) as (lab, plane):
-        admin, tenant = plane.client(plane.admin_token), plane.client(plane.token)
-        backends = [FastBackend(lab, f"web{i}") for i in range(2)]
-        subnet_id = vip_subnet(lab, admin)
-        ids, took = create_fleet(
-            tenant, tree(subnet_id, backends, args.members), args.lbs, args.parallel
-        )
-        time.sleep(args.settle)
-        shares = idle_cpu(plane, args.window)
-        lists = list_latencies(tenant, ids[0])
-        host = admin.get("/v2/manage/hosts").json()["hosts"][0]
-    print_table(
-        f"Creation: {args.lbs} LBs ({args.members} members, HTTP monitor each), "
-        f"{args.parallel} POSTs at a time",
-        ["LBs", "seconds until all ACTIVE and ONLINE", "LB/s", "host capacity"],
-        [(args.lbs, f"{took:.1f}", f"{args.lbs / took:.2f}", host["capacity"])],
-    )
-    total = sum(shares.values())
-    print_table(
-        f"Idle control plane with {args.lbs} LBs, {args.window:g} s "
-        "(share of one core, utime + stime from /proc)",
-        ["api", "controller", "agent", "total", "target"],
-        [
-            (
-                *(f"{shares[n] * 100:.2f} %" for n in ("api", "controller", "agent")),
-                f"{total * 100:.2f} %",
-                "≤ 5 %",
-            )
-        ],
-    )
-    print_table(
-        f"List latencies with {args.lbs} LBs (5 calls each)",
-        ["GET", "p50 ms", "max ms"],
-        [(p, f"{p50:.0f}", f"{top:.0f}") for p, p50, top in lists],
-    )
+    scenarios = set(args.scenario.split(","))
+    unknown = scenarios - {"fleet", "restarts", "pairs", "controllers"}
+    if unknown:
+        sys.exit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    if not 1 <= args.lbs <= 1000:
+        sys.exit("--lbs must be between 1 and 1000 (a Linux bridge takes 1024 ports)")
+    print(f"# Fleet scale ({machine_line()})\n", flush=True)
+    if scenarios & {"fleet", "restarts"}:
+        run_fleet(args, scenarios)
+    if "pairs" in scenarios:
+        run_pairs(args)
+    if "controllers" in scenarios:
+        run_controllers(args)
 
 
 if __name__ == "__main__":

@@ -635,3 +635,31 @@ def test_a_crashed_controllers_claims_are_taken_over_at_once(
         gate.set()
         stop_crashed.set()
         stop_survivor.set()
+
+
+def test_a_controller_never_declares_itself_dead(world: World) -> None:
+    """On a starved machine a controller's own beat can lag past `service_dead_after`
+    (seen in bench/scale.py at load 15-20): it must not release its own claims, held
+    by reconciles under way, nor delete its own row; a stale other one it does."""
+    me = Reconciler(world.settings, world.sessions, world.controller.providers)
+    lb_mine, lb_theirs = world.create_lb(), world.create_lb()
+    stale = utcnow_precise() - timedelta(seconds=world.settings.service_dead_after * 5)
+    wait_for(
+        lambda: world.lb(lb_mine).lease_owner is None and world.lb(lb_theirs).lease_owner is None,
+        15,
+    )
+    with transaction(world.sessions) as s:
+        for owner in (me.owner, "controller-gone"):
+            s.add(Service(id=owner, kind="controller", started_at=stale, last_seen_at=stale))
+        for lb_id, owner in ((lb_mine, me.owner), (lb_theirs, "controller-gone")):
+            s.execute(
+                update(LoadBalancer)
+                .where(LoadBalancer.id == lb_id)
+                .values(lease_owner=owner, lease_until=utcnow_precise() + timedelta(minutes=5))
+            )
+    released = me.release_dead_controllers()
+    assert "controller-gone" in released and me.owner not in released
+    assert world.lb(lb_mine).lease_owner == me.owner
+    assert world.lb(lb_theirs).lease_owner is None
+    with transaction(world.sessions) as s:
+        assert s.get(Service, me.owner) is not None

@@ -399,6 +399,11 @@ class Reconciler:
                     select(Service.id).where(
                         Service.kind == liveness.KIND_CONTROLLER,
                         Service.last_seen_at < now - dead_after,
+                        # Never itself: on a starved machine its own beat can lag past
+                        # `dead_after` while its reconciles are under way; others take
+                        # its claims over if it is really gone, and meanwhile it claims
+                        # nothing new (`tick`).
+                        Service.id != self.owner,
                     )
                 )
             )

@@ -1,0 +1,76 @@
+"""A client loop over many URLs at once, run by `MultiProbe` inside a client namespace.
+
+Each URL (one per line in the file given as the argument) gets its own loop: a
+`GET` on a fresh connection every `--interval` seconds, bounded by `--timeout`,
+so that one load balancer timing out does not slow the others' loops. Every
+outcome is one line on stdout, `<url index> <0|1> <start> <end>` (CLOCK_MONOTONIC,
+comparable with the parent's `time.monotonic()`). Runs until stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from urllib.parse import urlsplit
+
+
+async def get(host: str, port: int, timeout: float) -> bool:
+    writer = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            line = await reader.readline()
+            await reader.read()
+        return line.split(b" ")[1:2] == [b"200"]
+    except (OSError, TimeoutError, IndexError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def loop(index: int, url: str, interval: float, timeout: float, offset: float) -> None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 80
+    await asyncio.sleep(offset)  # spread the loops over the interval
+    out = sys.stdout
+    while True:
+        start = time.monotonic()
+        ok = await get(host, port, timeout)
+        end = time.monotonic()
+        out.write(f"{index} {int(ok)} {start:.4f} {end:.4f}\n")
+        await asyncio.sleep(max(0.0, interval - (end - start)))
+
+
+async def flush_often() -> None:
+    while True:
+        await asyncio.sleep(0.5)
+        sys.stdout.flush()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("urls")
+    parser.add_argument("--interval", type=float, default=0.2)
+    parser.add_argument("--timeout", type=float, default=0.3)
+    args = parser.parse_args()
+    with open(args.urls) as f:
+        urls = [line.strip() for line in f if line.strip()]
+    n = len(urls)
+    tasks = [
+        asyncio.create_task(loop(i, u, args.interval, args.timeout, args.interval * i / n))
+        for i, u in enumerate(urls)
+    ]
+    tasks.append(asyncio.create_task(flush_often()))
+    # stdin closing (the parent gone or done) ends the probe.
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for t in tasks:
+        t.cancel()
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
