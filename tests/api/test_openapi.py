@@ -95,3 +95,21 @@ def test_list_and_show_answers_are_envelopes(document: dict[str, Any]) -> None:
     assert set(listing["properties"]) == {"loadbalancers", "loadbalancers_links"}
     shown = schema_of("/v2/lbaas/loadbalancers/{ident}")
     assert set(shown["properties"]) == {"loadbalancer"}
+
+
+def test_creates_and_updates_answer_their_envelope(document: dict[str, Any]) -> None:
+    """Every tenant create (201) and update (200) documents the object it answers."""
+    checked = 0
+    for method, path, op in operations(document):
+        if not path.startswith("/v2/lbaas/") or method not in ("POST", "PUT"):
+            continue
+        status = "201" if method == "POST" else "200"
+        content = op["responses"].get(status, {}).get("content")
+        if content is None:
+            continue  # answers without a body (202 failover, batch members, 204)
+        ref = content["application/json"]["schema"].get("$ref")
+        assert ref, f"{method} {path} documents no answer"
+        schema = document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+        assert len(schema["properties"]) == 1, f"{method} {path}"  # {"<object>": {...}}
+        checked += 1
+    assert checked >= 14  # seven kinds, a create and an update each

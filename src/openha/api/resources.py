@@ -39,9 +39,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select, inspect
 from sqlalchemy.orm import Session
 
@@ -202,13 +204,20 @@ class Resource(Kind[Row]):
                 raise BadRequest(UNKNOWN_FILTER)
         return stmt, "ignore"
 
+    @cached_property
+    def answers(self) -> tuple[type[BaseModel], type[BaseModel]]:
+        """The OpenAPI models of (a list answer, a one-object answer)."""
+        return openapi.envelopes(self.view, self.detail, self.singular, self.plural, self.links)
+
+    def answered(self, status: int) -> dict[int | str, dict[str, Any]]:
+        """`responses=` of a create (201) or update (200) route: the object in its envelope."""
+        return {status: {"model": self.answers[1]}}
+
     def router(self) -> APIRouter:
         """GET list, GET show and (with a delete rule) DELETE for this resource."""
         router = APIRouter(prefix=self.path, tags=[self.plural])
         reader, writer, deleter = self.reader, self.writer, self.delete
-        listed, shown = openapi.envelopes(
-            self.view, self.detail, self.singular, self.plural, self.links
-        )
+        listed, shown = self.answers
         # The parent's id is read from the path by `parent_id`, not as an argument.
         in_path = [openapi.path_parameter(self.parent.param)] if self.parent else []
 

@@ -207,7 +207,9 @@ class Catalogue:
         profile_routes, entry_routes = profiles.router(), entries.router()
         refusal = "None is not a valid option for {key}"
 
-        @profile_routes.post("", status_code=201)
+        @profile_routes.post(
+            "", status_code=201, response_model=None, responses=profiles.answered(201)
+        )
         def create_profile(
             request: Request,
             payload: dict[str, Any] = Body(),
@@ -221,7 +223,7 @@ class Catalogue:
             session.commit()
             return {self.profile_singular: profile_view.render(profile)}
 
-        @profile_routes.put("/{ident}")
+        @profile_routes.put("/{ident}", response_model=None, responses=profiles.answered(200))
         def update_profile(
             ident: str,
             request: Request,
@@ -246,7 +248,9 @@ class Catalogue:
             session.commit()
             return {self.profile_singular: profile_view.render(profile)}
 
-        @entry_routes.post("", status_code=201)
+        @entry_routes.post(
+            "", status_code=201, response_model=None, responses=entries.answered(201)
+        )
         def create_entry(
             payload: dict[str, Any] = Body(),
             session: Session = Depends(get_session),
@@ -262,7 +266,7 @@ class Catalogue:
             session.commit()
             return {self.entry_singular: entry_view.render(entry)}
 
-        @entry_routes.put("/{ident}")
+        @entry_routes.put("/{ident}", response_model=None, responses=entries.answered(200))
         def update_entry(
             ident: str,
             payload: dict[str, Any] = Body(),

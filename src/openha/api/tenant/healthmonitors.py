@@ -200,7 +200,7 @@ def add_healthmonitor(
 # --- routes -------------------------------------------------------------------------------
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=None, responses=HEALTH_MONITORS.answered(201))
 def create_healthmonitor(
     payload: HealthMonitorCreateBody,
     request: Request,
@@ -219,7 +219,7 @@ def create_healthmonitor(
     return answer
 
 
-@router.put("/{hm_id}")
+@router.put("/{hm_id}", response_model=None, responses=HEALTH_MONITORS.answered(200))
 def update_healthmonitor(
     hm_id: str,
     payload: HealthMonitorUpdateBody,

@@ -276,7 +276,7 @@ def add_l7policy(
 # --- routes ----------------------------------------------------------------------------
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=None, responses=L7POLICIES.answered(201))
 def create_l7policy(
     payload: L7PolicyCreateBody,
     request: Request,
@@ -295,7 +295,7 @@ def create_l7policy(
     return answer
 
 
-@router.put("/{l7policy_id}")
+@router.put("/{l7policy_id}", response_model=None, responses=L7POLICIES.answered(200))
 def update_l7policy(
     l7policy_id: str,
     payload: L7PolicyUpdateBody,

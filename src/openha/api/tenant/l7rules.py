@@ -216,7 +216,7 @@ def add_l7rule(
 # --- routes ----------------------------------------------------------------------------
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=None, responses=L7RULES.answered(201))
 def create_rule(
     l7policy_id: str,
     payload: L7RuleCreateBody,
@@ -233,7 +233,7 @@ def create_rule(
     return answer
 
 
-@router.put("/{rule_id}")
+@router.put("/{rule_id}", response_model=None, responses=L7RULES.answered(200))
 def update_rule(
     l7policy_id: str,
     rule_id: str,

@@ -330,7 +330,7 @@ def add_listener(request: Request, change: Change, body: ListenerCreate) -> List
 # --- routes -------------------------------------------------------------------------------
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=None, responses=LISTENERS.answered(201))
 def create_listener(
     payload: ListenerCreateBody,
     request: Request,
@@ -348,7 +348,7 @@ def create_listener(
     return answer
 
 
-@router.put("/{listener_id}")
+@router.put("/{listener_id}", response_model=None, responses=LISTENERS.answered(200))
 def update_listener(
     listener_id: str,
     payload: ListenerUpdateBody,

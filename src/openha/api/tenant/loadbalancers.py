@@ -278,7 +278,7 @@ def _allocate_vip(
     lb.vip_network_id = subnet.network_id
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=None, responses=LOAD_BALANCERS.answered(201))
 def create_loadbalancer(
     payload: LoadBalancerCreateBody,
     request: Request,
@@ -336,7 +336,7 @@ def create_loadbalancer(
     return answer
 
 
-@router.put("/{lb_id}")
+@router.put("/{lb_id}", response_model=None, responses=LOAD_BALANCERS.answered(200))
 def update_loadbalancer(
     lb_id: str,
     payload: LoadBalancerUpdateBody,

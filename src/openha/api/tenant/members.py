@@ -180,7 +180,7 @@ def add_member(
 # --- routes -------------------------------------------------------------------------------
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=None, responses=MEMBERS.answered(201))
 def create_member(
     pool_id: str,
     payload: MemberCreateBody,
@@ -197,7 +197,7 @@ def create_member(
     return answer
 
 
-@router.put("/{member_id}")
+@router.put("/{member_id}", response_model=None, responses=MEMBERS.answered(200))
 def update_member(
     pool_id: str,
     member_id: str,

@@ -297,7 +297,7 @@ def add_pool(
 # --- routes -------------------------------------------------------------------------------
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=None, responses=POOLS.answered(201))
 def create_pool(
     payload: PoolCreateBody,
     request: Request,
@@ -322,7 +322,7 @@ def create_pool(
     return answer
 
 
-@router.put("/{pool_id}")
+@router.put("/{pool_id}", response_model=None, responses=POOLS.answered(200))
 def update_pool(
     pool_id: str,
     payload: PoolUpdateBody,
