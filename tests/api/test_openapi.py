@@ -7,12 +7,23 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from openha.api.app import create_app
+from openha.db import make_engine, make_session_factory
+from openha.settings import Settings
+
 LIST_PARAMETERS = {"limit", "marker", "page_reverse", "sort", "sort_key", "sort_dir", "fields"}
 
 
-@pytest.fixture
-def document(http: TestClient) -> dict[str, Any]:
-    resp = http.get("/openapi.json")
+@pytest.fixture(scope="module")
+def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The document as /openapi.json serves it, built once: it takes seconds, and only
+    the routes decide it (the database is never opened)."""
+    root = tmp_path_factory.mktemp("openapi")
+    url = f"sqlite:///{root}/openha.db"
+    app = create_app(
+        Settings(state_dir=root, database_url=url), make_session_factory(make_engine(url))
+    )
+    resp = TestClient(app).get("/openapi.json")  # no lifespan: nothing starts
     assert resp.status_code == 200
     return dict(resp.json())
 
