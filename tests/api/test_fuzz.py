@@ -9,7 +9,9 @@ takes the same cases every time (`make test`); `make fuzz` runs many more.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ def _fuzzed_app() -> tuple[Any, str]:
 
     Built when the module is collected, as schemathesis reads the document then."""
     root = Path(tempfile.mkdtemp(prefix="openha-fuzz-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # no fixture outlives collection
     url = f"sqlite:///{root / 'openha.db'}"
     upgrade(url)
     settings = Settings(
