@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import pairwise
@@ -42,6 +42,7 @@ from openha.providers.base import ProviderContext
 from openha.providers.noop import NoopProvider
 from openha.providers.registry import ProviderRegistry
 from openha.settings import Settings
+from tests.api.factories import create_lb
 from tests.api.fakeagents import FakeAgent, HungAgent
 from tests.conftest import PROJECT_A, Client, add_shared_subnet, wait_for
 
@@ -85,13 +86,11 @@ class World:
     admin: Client
     controller: Reconciler
     subnet_id: str
+    # Stops the controller's loop (joined by the fixture), for tests that act alone.
+    halt: Callable[[], None]
 
     def create_lb(self) -> str:
-        resp = self.tenant.post(
-            "/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_subnet_id": self.subnet_id}}
-        )
-        assert resp.status_code == 201, resp.text
-        return str(resp.json()["loadbalancer"]["id"])
+        return str(create_lb(self.tenant, self.subnet_id)["id"])
 
     def lb(self, lb_id: str) -> LoadBalancer:
         with transaction(self.sessions) as s:
@@ -138,6 +137,7 @@ def world(
                 Client(http, tokens["admin"]),
                 controller,
                 subnet_id,
+                lambda: (stop.set(), loop.join(30)),
             )
         finally:
             stop.set()
@@ -527,11 +527,7 @@ class Shared:
     subnet_id: str
 
     def create_lb(self) -> str:
-        resp = self.tenant.post(
-            "/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_subnet_id": self.subnet_id}}
-        )
-        assert resp.status_code == 201, resp.text
-        return str(resp.json()["loadbalancer"]["id"])
+        return str(create_lb(self.tenant, self.subnet_id)["id"])
 
     def settled(self, ids: list[str]) -> bool:
         return all(
@@ -648,6 +644,7 @@ def test_a_controller_never_declares_itself_dead(world: World) -> None:
         lambda: world.lb(lb_mine).lease_owner is None and world.lb(lb_theirs).lease_owner is None,
         15,
     )
+    world.halt()  # its own liveness pass would judge `me` by its stale row meanwhile
     with transaction(world.sessions) as s:
         for owner in (me.owner, "controller-gone"):
             s.add(Service(id=owner, kind="controller", started_at=stale, last_seen_at=stale))
