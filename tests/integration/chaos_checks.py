@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from chaos_procs import World, our_processes
+from chaos_procs import World
+from stack import processes_naming
 
 from openha.agent.haproxy import cli_command, pid_alive
 from openha.agent.netns import namespace_exists, namespace_pids, owned_host_links
@@ -308,7 +309,7 @@ def check_nothing_left(w: World) -> list[str]:
         if owned_host_links(ns):
             problems.append(f"links {owned_host_links(ns)} of {ns} left")
     agent_pids = {a.proc.pid for a in w.stack.agents if a.proc is not None}
-    for pid in our_processes(w.stack.root):
+    for pid in processes_naming(w.stack.root):
         if pid not in agent_pids:
             problems.append(f"process {pid} left: {Path(f'/proc/{pid}/cmdline').read_bytes()!r}")
     return problems

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from stack import PROJECT, Agent, free_port, wait_for
+from stack import PROJECT, Agent, free_port, processes_naming, wait_for
 
 from openha.credentials import create_token
 from openha.db import make_engine, make_session_factory, transaction, upgrade
@@ -219,23 +219,8 @@ def world(agents: int, pairs: bool) -> Iterator[World]:
             yield World(lab, stack, client, backends, network(stack, lab), flavor)
         finally:
             stack.close()
-            leftovers = our_processes(root)
+            leftovers = processes_naming(root)
             for pid in leftovers:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             shutil.rmtree(root, ignore_errors=True)
-
-
-def our_processes(root: Path) -> list[int]:
-    """Processes whose command line names a path under `root` (HAProxy, keepalived, agents)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if str(root).encode() in cmd:
-            pids.append(int(entry.name))
-    return pids

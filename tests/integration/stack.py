@@ -74,6 +74,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def processes_naming(root: Path) -> list[int]:
+    """Processes whose command line names a path under `root` (HAProxy, keepalived, agents)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(root).encode() in cmd:
+            pids.append(int(entry.name))
+    return pids
+
+
 class Agent:
     """One host: an `openha agent` process and the data planes it started."""
 
@@ -181,9 +196,17 @@ class Agent:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
         self.proc = None
-        for pid in self.data_plane_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        # Every process of the host, not only those in pid files: a HAProxy caught in a
+        # reload has its pid in no file yet, and a reboot would not spare it either. A
+        # daemon forking as the scan runs is caught by the next round.
+        for _ in range(5):
+            pids = processes_naming(self.dir)
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
         with IPRoute() as ipr:
             for name in self.links():
                 with contextlib.suppress(Exception):
