@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from openha.api.app import create_app
+from openha.api.app import bind, create_app
 from openha.controller.reconciler import Reconciler
 from openha.credentials import create_token
 from openha.db import make_engine, make_session_factory, transaction, upgrade
@@ -66,9 +66,22 @@ def session_factory(settings: Settings, migrated_template: Path) -> sessionmaker
     return make_session_factory(make_engine(settings.database_url))
 
 
+@pytest.fixture(scope="session")
+def shared_app(tmp_path_factory: pytest.TempPathFactory, migrated_template: Path) -> Any:
+    """One app for the session: building its routes takes a second or more (FastAPI
+    prepares every route's parameters on the first request), so tests rebind it."""
+    root = tmp_path_factory.mktemp("shared-app")
+    url = f"sqlite:///{migrated_template}"
+    return create_app(
+        Settings(state_dir=root, database_url=url), make_session_factory(make_engine(url))
+    )
+
+
 @pytest.fixture
-def app(settings: Settings, session_factory: sessionmaker[Session]) -> Any:
-    return create_app(settings, session_factory)
+def app(shared_app: Any, settings: Settings, session_factory: sessionmaker[Session]) -> Any:
+    """The API bound to this test's settings and fresh database."""
+    bind(shared_app, settings, session_factory)
+    return shared_app
 
 
 @pytest.fixture

@@ -48,6 +48,18 @@ MANAGE_MODULES: tuple[str, ...] = (
 )
 
 
+def bind(app: FastAPI, settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    """Point `app` at its settings and database: everything a request reads from `app.state`.
+
+    The routes never hold these themselves, so one app can be bound again to another
+    database (the test suite does, rather than pay for building the routes per test).
+    """
+    app.state.settings = settings
+    app.state.session_factory = session_factory
+    app.state.providers = ProviderRegistry(ProviderContext(settings, session_factory))
+    metrics.install(app, session_factory)
+
+
 def create_app(
     settings: Settings | None = None,
     session_factory: sessionmaker[Session] | None = None,
@@ -57,14 +69,15 @@ def create_app(
         session_factory = make_session_factory(make_engine(settings.database_url))
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Heartbeats reach the database through an API: while it beats, the controller
         # knows a silent host is silent, not unheard (`openha.liveness`).
+        bound: Settings = app.state.settings
         beater = liveness.Beater(
-            session_factory,
+            app.state.session_factory,
             liveness.KIND_API,
-            interval=settings.service_beat_interval,
-            dead_after=settings.service_dead_after,
+            interval=bound.service_beat_interval,
+            dead_after=bound.service_dead_after,
         )
         await anyio.to_thread.run_sync(beater.start)
         try:
@@ -79,14 +92,11 @@ def create_app(
         redirect_slashes=False,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.session_factory = session_factory
-    app.state.providers = ProviderRegistry(ProviderContext(settings, session_factory))
+    bind(app, settings, session_factory)
     errors.install(app)
     idempotency.install(app)
     app.add_middleware(bodies.UnicodeBodies)
     app.include_router(versions.router)
-    metrics.install(app, session_factory)
     app.include_router(metrics.router)
 
     lbaas = APIRouter()
