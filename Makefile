@@ -26,16 +26,19 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/openha up
 
+# Two workers: one runs the data-plane tests in order, the other the unit and API tests
+# (tests/conftest.py groups them).
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 test-unit: setup
-	$(PY) -m pytest -q tests/unit tests/api
+	$(PY) -m pytest -q -n 2 tests/unit tests/api
 
-# The fuzz of every operation, longer than in `make test` (FUZZ_EXAMPLES cases each).
+# The fuzz of every operation, longer than in `make test` (FUZZ_EXAMPLES cases each, and
+# schemathesis' coverage phase for reads too).
 FUZZ_EXAMPLES ?= 200
 fuzz: setup
-	OPENHA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -m fuzz tests/api/test_fuzz.py
+	OPENHA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OPENHA_FUZZ_COVERAGE=all $(PY) -m pytest -q -m fuzz tests/api/test_fuzz.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench conformance

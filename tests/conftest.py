@@ -25,6 +25,23 @@ PROJECT_A = "11111111111111111111111111111111"
 PROJECT_B = "22222222222222222222222222222222"
 
 
+# Tests that drive real processes, namespaces and traffic, with deadlines measured in
+# seconds: they run one at a time.
+DATA_PLANE_MARKERS = ("integration", "e2e")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), the data-plane tests
+    form one group that a single worker runs, in order and first, while the others take
+    the unit and API tests (which share nothing but the CPU)."""
+    data_plane = [i for i in items if any(m in i.keywords for m in DATA_PLANE_MARKERS)]
+    rest = [i for i in items if not any(m in i.keywords for m in DATA_PLANE_MARKERS)]
+    for item in data_plane:
+        item.add_marker(pytest.mark.xdist_group("data-plane"))
+    items[:] = data_plane + rest
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(
