@@ -157,7 +157,10 @@ def test_stopped_haproxy_waits_for_the_controller(
         pid = haproxy.pid()
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not haproxy.running())
+        # Gone from the namespace, not merely "not running": a killed process loses its
+        # command line (exit_mm) before it leaves its namespaces, and on a busy machine
+        # the watch below would catch it in between.
+        wait_for(lambda: pid not in namespace_pids(haproxy.namespace))
 
     try:
         agent.spawn()
