@@ -144,9 +144,7 @@ class LogPipeline:
             if meta is None or meta.gone_at is not None:
                 continue
             ids = tuple(
-                sorted(
-                    SyslogTarget(**t).id for t in meta.targets if t.get("type") == "syslog"
-                )
+                sorted(SyslogTarget(**t).id for t in meta.targets if t.get("type") == "syslog")
             )
             if ids:
                 routes[lb_id] = ids

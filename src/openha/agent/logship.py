@@ -62,9 +62,7 @@ def object_key(project_id: str, lb_id: str, host: str, seg: Segment, first_ts: f
     when = datetime.fromtimestamp(first_ts, UTC)
     project = urllib.parse.quote(project_id or "-", safe="")
     name = urllib.parse.quote(host, safe="")
-    return (
-        f"{project}/{lb_id}/{when:%Y/%m/%d/%H}/{name}-{seg.kind}-{seg.closed_ns}.jsonl.gz"
-    )
+    return f"{project}/{lb_id}/{when:%Y/%m/%d/%H}/{name}-{seg.kind}-{seg.closed_ns}.jsonl.gz"
 
 
 def _first_ts(data: bytes, default: float) -> float:
@@ -155,9 +153,7 @@ class Shipper:
                         sent += 1
                     else:
                         with_size = seg.path.stat().st_size if seg.path.exists() else 0
-                        pending.setdefault(target.id, []).append(
-                            (with_size, seg.closed_ns / 1e9)
-                        )
+                        pending.setdefault(target.id, []).append((with_size, seg.closed_ns / 1e9))
         for target_id, state in self.states.items():
             items = pending.get(target_id, [])
             state.pending_segments = len(items)

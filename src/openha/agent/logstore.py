@@ -242,9 +242,7 @@ class LogStore:
         for name in names:
             m = _SEGMENT.match(name)
             if m and (kind is None or m.group(1) == kind):
-                out.append(
-                    Segment(lb_id, m.group(1), self.lb_dir(lb_id) / name, int(m.group(2)))
-                )
+                out.append(Segment(lb_id, m.group(1), self.lb_dir(lb_id) / name, int(m.group(2))))
         return sorted(out, key=lambda s: (s.closed_ns, s.kind))
 
     def files(self, lb_id: str, kind: str) -> list[Path]:
@@ -377,9 +375,7 @@ class LogStore:
                         return found[::-1]
         return found[::-1]
 
-    def after(
-        self, lb_id: str, query: LogQuery, cursor: str
-    ) -> tuple[list[dict[str, Any]], str]:
+    def after(self, lb_id: str, query: LogQuery, cursor: str) -> tuple[list[dict[str, Any]], str]:
         """Matching records written after `cursor`, oldest first, and the next cursor.
 
         Not limited by `query.limit` (a follower must not skip lines): at most 8 MiB

@@ -54,7 +54,8 @@ def purge(agent_dir: Path | None, everything: bool = False) -> list[str]:
     """Remove what OpenHA made; returns the namespaces removed.
 
     With `agent_dir`: that agent's instances (processes, namespaces, links, instance
-    directories), its rsyslogd and every log file; its identity (secret, host id) stays unless `everything`.
+    directories), its rsyslogd and every log file; its identity (secret, host id)
+    stays unless `everything`.
     With `everything`: also the whole agent directory and every `ohi-*` namespace,
     `ohv*` veth and managed bridge on the host.
     """

@@ -320,8 +320,7 @@ def access_log_format(
 ) -> str:
     """The `log-format` of a listener: a JSON object naming its LB, instance and project."""
     head = (
-        '{"ts":%Ts.%ms,"kind":"access",'
-        f'"lb":"{ident(lb_id)}","instance":"{ident(instance_id)}",'
+        f'{{"ts":%Ts.%ms,"kind":"access","lb":"{ident(lb_id)}","instance":"{ident(instance_id)}",'
     )
     if _PLAIN_JSON_VALUE.fullmatch(project_id):
         head += f'"project":"{project_id}",'
@@ -895,8 +894,7 @@ def render_haproxy(
     frontends, backends = _views(spec, min(global_maxconn, listener_maxconn))
     who = instance_id or spec.id
     log_formats = {
-        mode: access_log_format(mode, spec.id, who, spec.project_id)
-        for mode in ("http", "tcp")
+        mode: access_log_format(mode, spec.id, who, spec.project_id) for mode in ("http", "tcp")
     }
     return (
         _environment()

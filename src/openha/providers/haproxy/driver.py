@@ -27,8 +27,8 @@ from openha import events, ipam
 from openha.agent.protocol import VRRP_MASTER
 from openha.db import transaction
 from openha.domain import constants as c
-from openha.domain.observed import ObservedState
 from openha.domain.logtargets import InvalidLogTargets, parse_targets
+from openha.domain.observed import ObservedState
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.domain.status import derive
 from openha.models import Host, Instance, LoadBalancer, VrrpRouterId, utcnow
