@@ -43,7 +43,7 @@ _CHUNK = 256 * 1024
 
 
 def valid_lb_id(lb_id: str) -> bool:
-    return bool(_LB_ID.match(lb_id))
+    return bool(_LB_ID.fullmatch(lb_id))
 
 
 @dataclass
@@ -82,7 +82,7 @@ class LogQuery:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
-        if self.status is not None and not _STATUS.match(self.status):
+        if self.status is not None and not _STATUS.fullmatch(self.status):
             raise ValueError("status must be a code (503) or a class (5xx)")
         if self.client is not None:
             try:
@@ -240,7 +240,7 @@ class LogStore:
         except FileNotFoundError:
             return []
         for name in names:
-            m = _SEGMENT.match(name)
+            m = _SEGMENT.fullmatch(name)
             if m and (kind is None or m.group(1) == kind):
                 out.append(Segment(lb_id, m.group(1), self.lb_dir(lb_id) / name, int(m.group(2))))
         return sorted(out, key=lambda s: (s.closed_ns, s.kind))

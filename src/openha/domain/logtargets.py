@@ -40,13 +40,13 @@ def check_host(value: str) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         pass
-    if not _HOSTNAME.match(value):
+    if not _HOSTNAME.fullmatch(value):
         raise ValueError("must be a host name (RFC 1123) or an IP address")
     return value.lower()
 
 
 def check_bucket(value: str) -> str:
-    if not _BUCKET.match(value) or ".." in value:
+    if not _BUCKET.fullmatch(value) or ".." in value:
         raise ValueError("must be an S3 bucket name (3-63 of a-z 0-9 . -)")
     try:
         ipaddress.ip_address(value)
@@ -56,7 +56,7 @@ def check_bucket(value: str) -> str:
 
 
 def check_endpoint(value: str) -> str:
-    match = _ENDPOINT.match(value)
+    match = _ENDPOINT.fullmatch(value)
     if not match:
         raise ValueError("must be http(s)://host[:port] with no path, user or query")
     host = match.group("host")
@@ -122,7 +122,7 @@ class S3Target(_Target):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not _REGION.match(value):
+        if not _REGION.fullmatch(value):
             raise ValueError("must be a region name (a-z 0-9 -)")
         return value
 
