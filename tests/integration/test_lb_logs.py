@@ -28,7 +28,9 @@ import httpx
 import pytest
 from lbhelpers import flavor, http_lb
 from stack import PROJECT, Stack, free_port, wait_for
+from typer.testing import CliRunner
 
+from openha.cli import app
 from openha.credentials import create_token
 from openha.db import transaction
 from openha.lab import BackendServer, ClientNamespace, Lab
@@ -126,6 +128,15 @@ def test_a_line_is_queryable_within_a_second_and_followed(
         while len(got) < 4:
             got.append(json.loads(next(lines_iter)))
     assert [r["path"] for r in got[1:]] == [f"/followed-{i}" for i in range(3)]
+
+    # The CLI reads the same, by name or id, rendered for people or as JSON.
+    token = stack.tenant.headers["X-Auth-Token"]
+    common = ["--api-url", stack.url, "--token", token, "--limit", "1", "--status", "2xx"]
+    shown = CliRunner().invoke(app, ["logs", lb["id"], *common])
+    assert shown.exit_code == 0, shown.output
+    assert f"{client.ip}:" in shown.output and "GET /followed-2 200" in shown.output
+    as_json = CliRunner().invoke(app, ["logs", lb["id"], "--json", *common])
+    assert json.loads(as_json.output)["path"] == "/followed-2"
 
 
 class Collector:
