@@ -137,7 +137,6 @@ def instance_spec(lab: Lab, agent_dir: Path, ip: str, backend: FastBackend) -> I
         interfaces=(lab.interface_spec(ip),),
         vip_address=ip,
         haproxy_config=config,
-        log_tags={"load_balancer_id": lb.id, "project_id": lb.project_id},
     )
 
 

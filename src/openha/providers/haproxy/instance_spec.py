@@ -117,6 +117,5 @@ def build(
         haproxy_config=config,
         keepalived_config=keepalived,
         files=files,
-        log_tags={"load_balancer_id": spec.id, "project_id": spec.project_id},
         log_targets=parse_targets(spec.flavor.get("log_targets")),
     )
