@@ -13,6 +13,8 @@ instance's HAProxy forwards its log ring, and for each line:
   limit, past which lines are dropped (and counted: `impstats`).
 Which load balancer goes to which collector is a lookup table rsyslog reloads on
 SIGHUP, so a new load balancer never restarts rsyslogd; only a new collector does.
+Messages are at most 16 KiB (HAProxy's lines at most 8 KiB): each of the many
+connections (one per HAProxy process) holds a buffer of that size.
 
 Every value written here is a path of the agent's own, a number, or a target that
 `openha.domain.logtargets` checked strictly; strings are still checked again for
@@ -110,7 +112,7 @@ def render_rsyslog(
     _s(root)
     return f"""# rsyslogd of an OpenHA agent: written by the agent, which restarts it when this
 # changes. Only HAProxy's lines of this host's load balancers come here.
-global(workDirectory={_s(layout.work_dir)} maxMessageSize="64k"
+global(workDirectory={_s(layout.work_dir)} maxMessageSize="16k"
        processInternalMessages="on" parser.permitSlashInProgramName="off")
 main_queue(queue.type="FixedArray" queue.size="200000" queue.dequeueBatchSize="1024")
 
