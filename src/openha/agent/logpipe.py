@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 STATS_INTERVAL = 2  # seconds between two impstats reports
 _STATS_MAX = 4 << 20  # the stats file is closed past this size, as log files are
 # A heartbeat carries the delivery state when a drop count rose, else at most this often.
-REPORT_INTERVAL = 10.0
+REPORT_INTERVAL = 5.0
 
 
 class _Counters:
@@ -92,8 +92,10 @@ class LogPipeline:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: tuple[float, dict[str, Any] | None] = (0.0, None)
+        self._reported_drops: list[int] = []
         self.last_error: str | None = None
         self.started = False
+        self.forwards: list[Forward] = []  # the collectors of the running configuration
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -177,10 +179,12 @@ class LogPipeline:
                 tmp = lookup.with_name(".lookup.json.tmp")
                 tmp.write_text(table)
                 os.replace(tmp, lookup)
+            forwards = self._forwards()
             try:
                 restarted = self.syslogd.ensure(
-                    render_rsyslog(self.layout, self._forwards(), STATS_INTERVAL)
+                    render_rsyslog(self.layout, forwards, STATS_INTERVAL)
                 )
+                self.forwards = forwards
                 self.last_error = None
             except (SyslogdError, OSError, ValueError) as exc:
                 # Lines wait in each HAProxy's ring meanwhile; the next pass tries again.
@@ -259,7 +263,7 @@ class LogPipeline:
     def delivery(self) -> dict[str, Any]:
         """Delivery state per collector and store, and the disk the files use."""
         syslog = []
-        for fwd in self._forwards():
+        for fwd in self.forwards:
             t, name = fwd.target, f"oh_fwd_{fwd.target.id}"
             queue, disk = f"{name} queue", f"{name} queue[DA]"
             spool = 0
@@ -291,31 +295,41 @@ class LogPipeline:
         return {
             "rsyslogd_running": self.syslogd.pid() is not None,
             "error": self.last_error,
-            "disk_bytes": self.store.disk_bytes(),
+            "disk_bytes": self.store.total_bytes,
             "load_balancers": len(self.store.lb_ids()),
             "dropped_segments": self.store.dropped_segments,
             "syslog": syslog,
             "s3": [state.view() for _, state in sorted(self.shipper.states.items())],
         }
 
+    def _drops(self) -> list[int]:
+        """What was dropped so far, per collector and for object stores (cheap to read)."""
+        out = []
+        for fwd in self.forwards:
+            queue = f"oh_fwd_{fwd.target.id} queue"
+            out += [
+                self.counters.get(q, key)
+                for q in (queue, f"{queue}[DA]")
+                for key in ("discarded.full", "discarded.nf")
+            ]
+        return [*out, self.store.dropped_segments]
+
     def due_report(self) -> dict[str, Any] | None:
-        """The delivery state for the next heartbeat, when it should carry one."""
+        """The delivery state for the next heartbeat, when it should carry one: at once
+        when something was dropped, else when it changed, at most every REPORT_INTERVAL."""
         at, last = self._reported
+        dropped = self._drops() != self._reported_drops
+        if last is not None and not dropped and time.monotonic() - at < REPORT_INTERVAL:
+            return None
         now = self.delivery()
-
-        def drops(view: dict[str, Any] | None) -> list[int]:
-            if view is None:
-                return []
-            return [t["dropped"] for t in view["syslog"]] + [view["dropped_segments"]]
-
-        if last is None or drops(now) != drops(last):
+        if last is None or dropped or _steady(now) != _steady(last):
             return now
-        if time.monotonic() - at >= REPORT_INTERVAL and _steady(now) != _steady(last):
-            return now
+        self._reported = (time.monotonic(), last)
         return None
 
     def reported(self, view: dict[str, Any]) -> None:
         self._reported = (time.monotonic(), view)
+        self._reported_drops = self._drops()
 
 
 def _steady(view: dict[str, Any]) -> str:

@@ -174,7 +174,11 @@ class LogStore:
         self._lock = threading.Lock()
         # (lb, kind) -> (inode, monotonic time first seen): the age of current files.
         self._born: dict[tuple[str, str], tuple[int, float]] = {}
+        # lb.json of each load balancer, as last read or written: heartbeats and the
+        # janitor look at them often, the disk is read once per LB and agent run.
+        self._metas: dict[str, LbMeta | None] = {}
         self.dropped_segments = 0  # unshipped segments a quota removed
+        self.total_bytes = 0  # all files, as the janitor's last pass found them
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -184,11 +188,15 @@ class LogStore:
         return self.root / lb_id
 
     def meta(self, lb_id: str) -> LbMeta | None:
+        """The LB's record (shared: only `register` and `release` change it, then save it)."""
+        if lb_id in self._metas:
+            return self._metas[lb_id]
         try:
-            data = json.loads((self.lb_dir(lb_id) / META).read_text())
-        except (OSError, ValueError):
-            return None
-        return LbMeta(**data)
+            meta: LbMeta | None = LbMeta(**json.loads((self.lb_dir(lb_id) / META).read_text()))
+        except (OSError, ValueError, TypeError):
+            meta = None
+        self._metas[lb_id] = meta
+        return meta
 
     def _save(self, meta: LbMeta) -> None:
         d = self.lb_dir(meta.lb_id)
@@ -196,6 +204,7 @@ class LogStore:
         tmp = d / f".{META}.tmp"
         tmp.write_text(meta.to_json())
         os.replace(tmp, d / META)
+        self._metas[meta.lb_id] = meta
 
     def register(
         self, lb_id: str, project_id: str, instance_id: str, targets: list[dict[str, Any]]
@@ -210,6 +219,7 @@ class LogStore:
             meta.targets = targets
             meta.gone_at = None
             if meta.to_json() != before or not (self.lb_dir(lb_id) / META).exists():
+                # Saved before anything reads it again: the cached record is this one.
                 self._save(meta)
 
     def release(self, lb_id: str, instance_id: str) -> None:
@@ -310,6 +320,7 @@ class LogStore:
                 self._save(meta)
             if meta.gone_at is not None and now - meta.gone_at >= self.retention:
                 shutil.rmtree(self.lb_dir(lb_id), ignore_errors=True)
+                self._metas.pop(lb_id, None)
                 removed.append(self.lb_dir(lb_id))
                 continue
             size = self.disk_bytes(lb_id)
@@ -330,6 +341,7 @@ class LogStore:
                     break
                 total -= self._remove(seg, shipped)
                 removed.append(seg.path)
+        self.total_bytes = total
         return removed
 
     def _remove(self, seg: Segment, shipped: Any) -> int:
