@@ -308,6 +308,10 @@ class LogStore:
         `shipped(segment)` tells whether a segment still waits for an object store
         (a removed one that did not ship is counted in `dropped_segments`).
         """
+        with self._lock:  # a register() may be creating a directory meanwhile
+            return self._enforce(shipped)
+
+    def _enforce(self, shipped: Any) -> list[Path]:
         removed: list[Path] = []
         now = time.time()
         sizes: dict[str, int] = {}
