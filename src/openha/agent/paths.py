@@ -34,12 +34,11 @@ class InstancePaths:
     # once its start, reload or runtime commands took.
     loaded: Path
     stats_socket: Path  # runtime API of the serving process; passes listeners on reload
-    log_socket: Path  # datagram syslog socket the agent reads
+    log_socket: Path  # datagram socket where the agent hears admin events
     state_dir: Path  # HAProxy server-state files and the like
     spec_file: Path  # last applied InstanceSpec (JSON)
     deleting: Path  # present once a delete began: a restarted agent finishes it
     status_file: Path  # last status (JSON)
-    logs_dir: Path  # rotated log files
     files_dir: Path  # extra files of the spec (certificates, maps)
     keepalived_config: Path
     keepalived_pid: Path
@@ -71,7 +70,6 @@ def instance_paths(agent_dir: Path | str, instance_id: str) -> InstancePaths:
         spec_file=base / "spec.json",
         deleting=base / "deleting",
         status_file=base / "status.json",
-        logs_dir=base / "logs",
         files_dir=base / "files",
         keepalived_config=base / "keepalived.conf",
         keepalived_pid=base / "keepalived.pid",
