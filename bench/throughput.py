@@ -73,6 +73,7 @@ TARGET_RATIO = 0.97
 BASELINE_CFG = """\
 global
     maxconn {maxconn}
+{nbthread}
 {global_logs}
 defaults
     mode http
@@ -116,6 +117,7 @@ class WrkResult:
     errors: int
     lb_cpu: float = 0.0  # cores used by the LB's HAProxy during the run
     agent_cpu: float = 0.0  # cores used by the OpenHA agent during the run
+    syslog_cpu: float = 0.0  # cores used by the agent's rsyslogd during the run
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -241,7 +243,7 @@ def instance_dir(stack: Stack, lb_id: str) -> Path:
 
 
 def baseline(
-    lab: Lab, backends: list[FastBackend], logs_to: Path | None = None
+    lab: Lab, backends: list[FastBackend], logs_to: Path | None = None, nbthread: int | None = None
 ) -> tuple[HAProxyProcess, str, tuple[str, Path] | None]:
     """The hand-written HAProxy; with `logs_to` (an agent directory) logging as OpenHA does.
 
@@ -273,7 +275,10 @@ def baseline(
                 unique_id_format=UNIQUE_ID_FORMAT,
             ),
         }
-    cfg = BASELINE_CFG.format(maxconn=DEFAULT_LISTENER_MAXCONN, ip=ip, servers=servers, **parts)
+    threads = f"    nbthread {nbthread}" if nbthread else ""
+    cfg = BASELINE_CFG.format(
+        maxconn=DEFAULT_LISTENER_MAXCONN, ip=ip, servers=servers, nbthread=threads, **parts
+    )
     cfg = "\n".join(line for line in cfg.splitlines() if line) + "\n"
     proc = HAProxyProcess(ns, cfg, "baselog" if logs_to else "base", 80)
     lab.on_close(proc)
@@ -353,9 +358,11 @@ def run(args: argparse.Namespace) -> None:
         }
         insts = {name: instance_dir(stack, lb["id"]) for name, lb in lbs.items()}
         client = lab.add_namespace("wrk", lab.allocate_ip())
-        base, base_ip, _ = baseline(lab, backends)
+        base, base_ip, _ = baseline(lab, backends, nbthread=args.baseline_nbthread)
         agent_dir = stack.agents[0].dir
-        base_logs, base_logs_ip, base_logged = baseline(lab, backends, logs_to=agent_dir)
+        base_logs, base_logs_ip, base_logged = baseline(
+            lab, backends, logs_to=agent_dir, nbthread=args.baseline_nbthread
+        )
         assert base_logged is not None
         by_hand_procs: dict[str, HAProxyProcess] = {}
         urls = {
@@ -390,6 +397,7 @@ def run(args: argparse.Namespace) -> None:
             )
             wrk(client, url, args.warmup, args.threads, args.connections)  # warm-up
         agent_pid = stack.agents[0].proc.pid  # type: ignore[union-attr]
+        syslog_pid = int((log_paths(agent_dir).syslog_dir / "rsyslogd.pid").read_text().split()[0])
 
         def haproxy_pids(d: Path) -> list[int]:
             return family(int((d / "haproxy.pid").read_text().split()[0]))
@@ -403,15 +411,17 @@ def run(args: argparse.Namespace) -> None:
         for r in range(args.rounds):
             for name, url in urls.items():
                 pids = lb_pids[name]()
-                before = cpu_seconds(pids), cpu_seconds([agent_pid])
+                before = cpu_seconds(pids), cpu_seconds([agent_pid]), cpu_seconds([syslog_pid])
                 res = wrk(client, url, args.duration, args.threads, args.connections)
                 res.lb_cpu = (cpu_seconds(pids) - before[0]) / args.duration
                 res.agent_cpu = (cpu_seconds([agent_pid]) - before[1]) / args.duration
+                res.syslog_cpu = (cpu_seconds([syslog_pid]) - before[2]) / args.duration
                 results.setdefault(name, []).append(res)
                 print(
                     f"- round {r + 1} {name:18} {res.rps:10,.0f} req/s  p50 {res.p50_ms:.2f} ms"
                     f"  p99 {res.p99_ms:.2f} ms  errors {res.errors}"
-                    f"  LB CPU {res.lb_cpu:.2f} cores  agent CPU {res.agent_cpu:.2f} cores",
+                    f"  LB CPU {res.lb_cpu:.2f} cores  agent CPU {res.agent_cpu:.2f} cores"
+                    f"  rsyslogd CPU {res.syslog_cpu:.2f} cores",
                     flush=True,
                 )
                 time.sleep(1)
@@ -470,6 +480,7 @@ def run(args: argparse.Namespace) -> None:
                 sum(r.errors for r in rs),
                 statistics.median(r.lb_cpu for r in rs),
                 statistics.median(r.agent_cpu for r in rs),
+                statistics.median(r.syslog_cpu for r in rs),
                 f"{rps / base_rps:.3f}",
             )
         )
@@ -485,6 +496,7 @@ def run(args: argparse.Namespace) -> None:
             "errors",
             "LB HAProxy CPU (cores)",
             "agent CPU (cores)",
+            "rsyslogd CPU (cores)",
             "ratio vs baseline",
         ],
         rows,
@@ -514,6 +526,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--baseline-nbthread",
+        type=int,
+        default=None,
+        help="nbthread of the hand-written configs (default: HAProxy's, one per core)",
+    )
     parser.add_argument(
         "--explain",
         action="store_true",

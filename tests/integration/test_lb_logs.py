@@ -59,6 +59,9 @@ def world() -> Iterator[tuple[Stack, ClientNamespace, BackendServer]]:
             )
             yield stack, ClientNamespace(lab), BackendServer(lab, "web1")
         finally:
+            # Controller first, as bench_stack does: an agent stopping under a running
+            # controller is declared down and its LBs rescheduled during the teardown.
+            stack.stop_controller.set()
             stack.close()
 
 

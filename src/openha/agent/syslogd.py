@@ -25,6 +25,10 @@ from openha.agent.haproxy import atomic_write, pid_alive
 log = logging.getLogger(__name__)
 
 RSYSLOGD = "/usr/sbin/rsyslogd"
+# rsyslogd runs ahead of the HAProxy processes it drains: starved of CPU on a busy
+# host it would fall behind, and HAProxy drops what no longer fits its log ring. Its
+# work is a fixed small cost per line, so priority cannot let it take over the host.
+NICE = -10
 
 
 class SyslogdError(RuntimeError):
@@ -106,7 +110,7 @@ class Syslogd:
         with contextlib.suppress(FileNotFoundError):
             self.pid_file.unlink()
         result = subprocess.run(
-            [RSYSLOGD, "-f", str(self.config), "-i", str(self.pid_file)],
+            ["nice", "-n", str(NICE), RSYSLOGD, "-f", str(self.config), "-i", str(self.pid_file)],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
