@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +17,13 @@ import pytest
 
 from openha.agent.logstore import LogQuery, LogStore
 from openha.domain.logtargets import InvalidLogTargets, parse_targets
-from openha.render.rsyslog import Forward, RsyslogLayout, RsyslogRenderError, render_rsyslog
+from openha.render.rsyslog import (
+    Forward,
+    RsyslogLayout,
+    RsyslogRenderError,
+    lookup_table,
+    render_rsyslog,
+)
 
 
 def store(tmp_path: Path, **kw: int | float) -> LogStore:
@@ -146,3 +153,25 @@ def test_rsyslog_config_holds_only_checked_values(tmp_path: Path) -> None:
     bad = RsyslogLayout(*(str(tmp_path / n) for n in ('s"', "w", "l", "st", "lk", "o")))
     with pytest.raises(RsyslogRenderError):
         render_rsyslog(bad, [])
+
+
+def test_rsyslogd_accepts_the_rendered_configuration(tmp_path: Path) -> None:
+    if not Path("/usr/sbin/rsyslogd").exists():
+        pytest.skip("rsyslog is not installed")
+    targets = parse_targets(
+        [
+            {"type": "syslog", "host": "127.0.0.1", "port": 5514},
+            {"type": "syslog", "host": "logs.example.com", "port": 6514, "protocol": "tls"},
+        ]
+    )
+    layout = RsyslogLayout(*(str(tmp_path / n) for n in ("in.sock", "w", "l", "s", "lk", "o")))
+    (tmp_path / "w").mkdir()
+    (tmp_path / "lk").write_text(lookup_table({str(uuid.uuid4()): [targets[0].id]}))
+    conf = tmp_path / "rsyslog.conf"
+    conf.write_text(
+        render_rsyslog(layout, [Forward(t, 1 << 20, "/etc/ssl/certs/x.pem") for t in targets])
+    )
+    result = subprocess.run(
+        ["/usr/sbin/rsyslogd", "-N1", "-f", str(conf)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
