@@ -26,7 +26,7 @@ itself, so backends never limit), same wrk run from a client namespace
 Prints req/s and wrk's p50/p99 latency per round, then medians and the ratios
 (openha / baseline-logs, openha-none / baseline, openha-errors / baseline). Target
 ratio >= 0.97. Then, for every contender that logs, the lines filed against the
-requests HAProxy served (`show info` CumReq): a missing line is a dropped one.
+requests HAProxy received (`show stat` req_tot): a missing line is a dropped one.
 """
 
 from __future__ import annotations
@@ -295,9 +295,19 @@ def filed_lines(agent_dir: Path, lb_id: str) -> int:
 
 
 def served(stats_socket: Path) -> int:
-    info = cli_command(stats_socket, "show info")
-    found = re.search(r"^CumReq: (\d+)", info, re.M)
-    return int(found.group(1)) if found else -1
+    """HTTP requests the frontends received (`show stat` req_tot): each is one log line.
+
+    Not `show info` CumReq, which counts streams, also the one a keep-alive
+    connection opens to wait for a next request that never comes (nothing to log).
+    """
+    rows = cli_command(stats_socket, "show stat").splitlines()
+    header = rows[0].lstrip("# ").split(",")
+    name, total = header.index("svname"), header.index("req_tot")
+    return sum(
+        int(fields[total] or 0)
+        for fields in (row.split(",") for row in rows[1:] if row)
+        if fields[name] == "FRONTEND"
+    )
 
 
 def by_hand(config: str, vip: str, ip: str, workdir: str, keep_logging: bool = False) -> str:
@@ -444,7 +454,7 @@ def run(args: argparse.Namespace) -> None:
         for name, (requests, lines) in counts.items():
             missing = requests - lines if name != "openha-errors" else None
             print(
-                f"- {name}: {requests:,} requests served (`show info` CumReq), {lines:,} access "
+                f"- {name}: {requests:,} requests received (`show stat` req_tot), {lines:,} access "
                 f"lines filed"
                 + (f": {missing:,} dropped" if missing is not None else " (errors only)")
             )
