@@ -2,7 +2,8 @@
 
 HAProxy → (its log ring, a unix stream) → the agent's rsyslogd → per-LB files, and
 remote syslog collectors through disk-assisted queues. No Python is on that path.
-The agent's part, in one janitor thread, once a second:
+The agent's part, in one janitor thread, twice a second for closing files (so a busy
+load balancer's files stay small next to its quota), once a second for the rest:
 - keep rsyslogd running with the configuration the load balancers here need (a new
   collector restarts it; a load balancer joining a known collector only rewrites
   the lookup table and sends SIGHUP);
@@ -198,13 +199,20 @@ class LogPipeline:
     # -- the janitor ------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while not self._stop.wait(1.0):
+        passes = 0
+        while not self._stop.wait(0.5):
+            passes += 1
             try:
-                self.tick()
+                self.tick(full=passes % 2 == 0)
             except Exception:
                 log.exception("log janitor pass failed")
 
-    def tick(self) -> None:
+    def tick(self, full: bool = True) -> None:
+        """Close files past their size (and, when `full`, everything else the janitor does)."""
+        if not full:
+            if self.store.rotate(self.shipper.intervals()):
+                self.syslogd.hup()
+            return
         if self.syslogd.pid() is None:
             self.converge()
         rotated = self.store.rotate(self.shipper.intervals())

@@ -29,6 +29,7 @@ RSYSLOGD = "/usr/sbin/rsyslogd"
 # host it would fall behind, and HAProxy drops what no longer fits its log ring. Its
 # work is a fixed small cost per line, so priority cannot let it take over the host.
 NICE = -10
+_NICE_CMD = ("nice", "-n", str(NICE))
 
 
 class SyslogdError(RuntimeError):
@@ -42,6 +43,7 @@ class Syslogd:
         self.pid_file = directory / "rsyslogd.pid"
         self.work_dir = directory / "work"
         self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None  # when this agent started it
 
     def pid(self) -> int | None:
         """The running rsyslogd of this agent (its pid file, checked against /proc)."""
@@ -49,6 +51,8 @@ class Syslogd:
             pid = int(self.pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
+        if self._proc is not None and self._proc.pid == pid and self._proc.poll() is not None:
+            return None  # ours, exited (and now reaped)
         if not pid_alive(pid):
             return None
         try:
@@ -106,32 +110,42 @@ class Syslogd:
             raise SyslogdError(f"rsyslogd refused its configuration: {result.stderr[-2000:]}")
 
     def _start(self) -> None:
-        # rsyslogd forks into the background once it is ready; its parent exits then.
+        # In the foreground (-n) of a session of its own: no daemonising parent to wait
+        # for (about a second), and it outlives the agent like HAProxy does.
         with contextlib.suppress(FileNotFoundError):
             self.pid_file.unlink()
-        result = subprocess.run(
-            ["nice", "-n", str(NICE), RSYSLOGD, "-f", str(self.config), "-i", str(self.pid_file)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        with open(self.dir / "rsyslogd.stderr", "ab") as err:
+            self._proc = subprocess.Popen(
+                [*_NICE_CMD, RSYSLOGD, "-n", "-f", str(self.config), "-i", str(self.pid_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 10
         while self.pid() is None:
-            if time.monotonic() > deadline:
-                raise SyslogdError(
-                    f"rsyslogd did not start (exit {result.returncode}): {result.stderr[-2000:]}"
-                )
-            time.sleep(0.02)
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                tail = (self.dir / "rsyslogd.stderr").read_text(errors="replace")[-2000:]
+                raise SyslogdError(f"rsyslogd did not start: {tail}")
+            time.sleep(0.005)
         log.info("rsyslogd %s started", self.pid())
 
     def _stop(self, pid: int) -> None:
         # On SIGTERM rsyslogd saves its queues to disk (queue.saveOnShutdown) and exits.
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+            self._proc = None
+            return
+        # Started by an earlier agent: gone once its pid file is (it removes it on exit).
         deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if pid_alive(pid):
+        while pid_alive(pid) and self.pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if pid_alive(pid) and self.pid_file.exists():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
