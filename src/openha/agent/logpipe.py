@@ -121,37 +121,36 @@ class LogPipeline:
     def register(self, spec: InstanceSpec) -> None:
         """An instance runs here: its LB's files, delivery and collectors are known."""
         targets = merged(self.deployment_targets, spec.log_targets)
+        lb_id = spec.load_balancer_id
         with self._lock:
-            before = self._syslog_routes()
+            # Only this LB's route can change: cheap when it does not (every adoption
+            # at start comes here).
+            before = self._route(lb_id)
             self.store.register(
-                spec.load_balancer_id,
-                spec.project_id,
-                spec.instance_id,
-                [t.model_dump() for t in targets],
+                lb_id, spec.project_id, spec.instance_id, [t.model_dump() for t in targets]
             )
-            if self._syslog_routes() != before and self.started:
+            if self._route(lb_id) != before and self.started:
                 self.converge()
 
     def release(self, lb_id: str, instance_id: str) -> None:
         with self._lock:
-            before = self._syslog_routes()
+            before = self._route(lb_id)
             self.store.release(lb_id, instance_id)
-            if self._syslog_routes() != before and self.started:
+            if self._route(lb_id) != before and self.started:
                 self.converge()
+
+    def _route(self, lb_id: str) -> tuple[str, ...]:
+        """The ids of the syslog collectors of an LB still on the host."""
+        meta = self.store.meta(lb_id)
+        if meta is None or meta.gone_at is not None:
+            return ()
+        return tuple(
+            sorted(SyslogTarget(**t).id for t in meta.targets if t.get("type") == "syslog")
+        )
 
     def _syslog_routes(self) -> dict[str, tuple[str, ...]]:
         """LB id → the ids of its syslog collectors, for LBs still on the host."""
-        routes = {}
-        for lb_id in self.store.lb_ids():
-            meta = self.store.meta(lb_id)
-            if meta is None or meta.gone_at is not None:
-                continue
-            ids = tuple(
-                sorted(SyslogTarget(**t).id for t in meta.targets if t.get("type") == "syslog")
-            )
-            if ids:
-                routes[lb_id] = ids
-        return routes
+        return {lb_id: ids for lb_id in self.store.lb_ids() if (ids := self._route(lb_id))}
 
     def _forwards(self) -> list[Forward]:
         targets: dict[str, SyslogTarget] = {
