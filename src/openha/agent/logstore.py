@@ -178,6 +178,7 @@ class LogStore:
         # janitor look at them often, the disk is read once per LB and agent run.
         self._metas: dict[str, LbMeta | None] = {}
         self.dropped_segments = 0  # unshipped segments a quota removed
+        self._sizes: dict[str, tuple[int, int]] = {}  # lb -> (dir mtime, bytes) last seen
         self.total_bytes = 0  # all files, as the janitor's last pass found them
 
     # -- metadata ---------------------------------------------------------------------
@@ -327,6 +328,19 @@ class LogStore:
                 self._metas.pop(lb_id, None)
                 removed.append(self.lb_dir(lb_id))
                 continue
+            # Closed segments come and go by renames and removals, which change the
+            # directory's mtime; current files are bounded by the segment size. An LB
+            # whose directory did not change keeps the size found last: an idle host
+            # costs a stat per LB here, not a directory scan.
+            try:
+                stamp = self.lb_dir(lb_id).stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            currents = self._current_bytes(lb_id)
+            known = self._sizes.get(lb_id)
+            if known is not None and known[0] == stamp:
+                sizes[lb_id] = known[1] + currents
+                continue
             size = self.disk_bytes(lb_id)
             for seg in self.segments(lb_id):
                 if size <= self.lb_quota:
@@ -334,6 +348,9 @@ class LogStore:
                 size -= self._remove(seg, shipped)
                 removed.append(seg.path)
             sizes[lb_id] = size
+            with contextlib.suppress(FileNotFoundError):
+                stamp = self.lb_dir(lb_id).stat().st_mtime_ns
+                self._sizes[lb_id] = (stamp, max(0, size - currents))
         total = sum(sizes.values())
         if total > self.host_quota:
             every = sorted(
@@ -347,6 +364,13 @@ class LogStore:
                 removed.append(seg.path)
         self.total_bytes = total
         return removed
+
+    def _current_bytes(self, lb_id: str) -> int:
+        total = 0
+        for kind in KINDS:
+            with contextlib.suppress(FileNotFoundError):
+                total += (self.lb_dir(lb_id) / f"{kind}.log").stat().st_size
+        return total
 
     def _remove(self, seg: Segment, shipped: Any) -> int:
         try:
