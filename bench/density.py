@@ -67,7 +67,8 @@ from openha.domain.spec import (
 )
 from openha.lab import ClientNamespace, Lab
 from openha.lab.netlab import _used_networks
-from openha.render.haproxy import HAProxyPaths, render_haproxy
+from openha.providers.haproxy.instance_spec import haproxy_paths
+from openha.render.haproxy import render_haproxy
 from openha.settings import Settings
 
 TARGET_PSS_MB = 5.0
@@ -117,17 +118,14 @@ def instance_spec(lab: Lab, agent_dir: Path, ip: str, backend: FastBackend) -> I
         listeners=(listener,),
         pools=(pool,),
     )
-    paths = instance_paths(agent_dir, instance_id)
     settings = Settings()
     config = render_haproxy(
         lb,
-        HAProxyPaths(
-            stats_socket=str(paths.stats_socket),
-            log_socket=str(paths.log_socket),
-            state_dir=str(paths.state_dir),
-        ),
+        haproxy_paths(instance_paths(agent_dir, instance_id), str(agent_dir)),
         nbthread=settings.haproxy_nbthread,
         listener_maxconn=settings.haproxy_default_maxconn,
+        instance_id=instance_id,
+        log_ring_size=settings.log_ring_size,
     )
     return InstanceSpec(
         instance_id=instance_id,
@@ -139,7 +137,6 @@ def instance_spec(lab: Lab, agent_dir: Path, ip: str, backend: FastBackend) -> I
         interfaces=(lab.interface_spec(ip),),
         vip_address=ip,
         haproxy_config=config,
-        log_tags={"load_balancer_id": lb.id, "project_id": lb.project_id},
     )
 
 

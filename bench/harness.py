@@ -85,8 +85,11 @@ def bench_stack(
     agents: int = 1,
     controller_interval: float | None = None,
     host_down_after: float | None = None,
+    agent_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[Lab, Stack]]:
     """A lab bridge and a whole OpenHA with `agents` agent processes; all removed on exit.
+
+    `agent_env` adds settings (OPENHA_* variables) to every agent's environment.
 
     `controller_interval`, the status sweep's `observe_interval` and `host_down_after`
     default to the product defaults (read from `Settings`, not the integration tests'
@@ -107,7 +110,7 @@ def bench_stack(
             )
             stack.settings.observe_interval = DEFAULT_OBSERVE_INTERVAL
             for _ in range(agents):
-                stack.add_agent()
+                stack.add_agent(env=agent_env)
             yield lab, stack
         finally:
             # Controller first: agents stopping under a running controller would be

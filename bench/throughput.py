@@ -4,21 +4,29 @@ Same HAProxy binary, same lab bridge, same three backends (HAProxy answering 200
 itself, so backends never limit), same wrk run from a client namespace
 (`wrk -t2 -c50 -d10s --latency`). Contenders, run alternately for `--rounds` rounds:
 - `openha`: an LB made through the API with the default flavor (HTTP listener, round
-  robin pool, 3 members, HTTP health monitor; access_log "all": a log line per request),
+  robin pool, 3 members, HTTP health monitor; access_log "all": a JSON line per
+  request, through HAProxy's log ring to the agent's rsyslogd and into the LB's file),
   served by the agent's HAProxy in its instance namespace;
 - `openha-none`: the same with `{"access_log": "none"}` (no traffic logs at all).
 - `openha-errors`: the same LB made with a flavor whose profile says
   `{"access_log": "errors"}` (HAProxy `option dontlog-normal`: only failed or abnormal
   requests are logged), on the same agent;
 - `baseline`: a hand-written minimal haproxy.cfg (same maxconn, default threads) in
-  a namespace of its own on the same bridge;
+  a namespace of its own on the same bridge, without logs: what `openha-none` is
+  measured against;
+- `baseline-logs`: the same hand-written config logging the same lines the same way
+  (the same JSON log-format and request id, a log ring forwarded to the same agent's
+  rsyslogd, which files them under a load balancer id of its own): what `openha`
+  is measured against;
 - with `--explain`, the rendered configs run by hand (a foreground HAProxy in a
   namespace of its own, no agent): `openha-cfg-nolog`, the default flavor's config with
   its `log` lines and `option httplog` removed, to price per-request logging, and
   `openha-errors-cfg`, the errors flavor's config as rendered (logging kept), to tell
   what the config costs from what running it in the agent's instance costs.
-Prints req/s and wrk's p50/p99 latency per round, then medians and both ratios
-(OpenHA / baseline, per flavor). Target ratio >= 0.97.
+Prints req/s and wrk's p50/p99 latency per round, then medians and the ratios
+(openha / baseline-logs, openha-none / baseline, openha-errors / baseline). Target
+ratio >= 0.97. Then, for every contender that logs, the lines filed against the
+requests HAProxy received (`show stat` req_tot): a missing line is a dropped one.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,25 +58,55 @@ from harness import (
 )
 
 from openha.agent.haproxy import cli_command
-from openha.render.haproxy import DEFAULT_LISTENER_MAXCONN
+from openha.agent.paths import log_paths
+from openha.render.haproxy import (
+    DEFAULT_LISTENER_MAXCONN,
+    LOG_LINE_LENGTH,
+    LOG_RING,
+    LOG_RING_SIZE,
+    UNIQUE_ID_FORMAT,
+    access_log_format,
+)
 
 TARGET_RATIO = 0.97
 
 BASELINE_CFG = """\
 global
     maxconn {maxconn}
+{nbthread}
+{global_logs}
 defaults
     mode http
     timeout connect 5s
     timeout client 50s
     timeout server 50s
+{defaults_logs}
 frontend fe
     bind {ip}:80
+{frontend_logs}
     default_backend be
 backend be
     balance roundrobin
 {servers}
 """
+# What `baseline-logs` adds: the lines OpenHA's default flavor logs, the same way.
+GLOBAL_LOGS = """\
+    stats socket {workdir}/stats.sock mode 600 level admin
+    log ring@{ring} len {length} local0
+    log-tag lb-{lb_id}
+ring {ring}
+    format rfc3164
+    maxlen {length}
+    size {ring_size}
+    timeout connect 2s
+    timeout server 10m
+    server syslog unix@{socket} log-proto octet-count"""
+DEFAULTS_LOGS = """\
+    log global
+    option dontlognull"""
+FRONTEND_LOGS = """\
+    log-format '{log_format}'
+    unique-id-format '{unique_id_format}'"""
 
 
 @dataclass
@@ -78,6 +117,7 @@ class WrkResult:
     errors: int
     lb_cpu: float = 0.0  # cores used by the LB's HAProxy during the run
     agent_cpu: float = 0.0  # cores used by the OpenHA agent during the run
+    syslog_cpu: float = 0.0  # cores used by the agent's rsyslogd during the run
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -202,14 +242,72 @@ def instance_dir(stack: Stack, lb_id: str) -> Path:
     raise AssertionError(f"no instance directory for LB {lb_id}")
 
 
-def baseline(lab: Lab, backends: list[FastBackend]) -> tuple[HAProxyProcess, str]:
+def baseline(
+    lab: Lab, backends: list[FastBackend], logs_to: Path | None = None, nbthread: int | None = None
+) -> tuple[HAProxyProcess, str, tuple[str, Path] | None]:
+    """The hand-written HAProxy; with `logs_to` (an agent directory) logging as OpenHA does.
+
+    Returns the process, its address and, when it logs, the load balancer id its lines
+    are filed under and its stats socket.
+    """
     ip = lab.allocate_ip()
-    ns = lab.add_namespace("base", ip)
+    ns = lab.add_namespace("baselog" if logs_to else "base", ip)
     servers = "\n".join(f"    server {b.name} {b.address}" for b in backends)
-    cfg = BASELINE_CFG.format(maxconn=DEFAULT_LISTENER_MAXCONN, ip=ip, servers=servers)
-    proc = HAProxyProcess(ns, cfg, "base", 80)
+    parts = {"global_logs": "", "defaults_logs": "", "frontend_logs": ""}
+    lb_id = None
+    workdir = ""
+    if logs_to is not None:
+        lb_id = str(uuid.uuid4())
+        workdir = tempfile.mkdtemp(prefix="ohb-baselog-", dir="/tmp")
+        lab.on_close(_Remove(workdir))
+        parts = {
+            "global_logs": GLOBAL_LOGS.format(
+                workdir=workdir,
+                ring=LOG_RING,
+                length=LOG_LINE_LENGTH,
+                lb_id=lb_id,
+                ring_size=LOG_RING_SIZE,
+                socket=log_paths(logs_to).syslog_socket,
+            ),
+            "defaults_logs": DEFAULTS_LOGS,
+            "frontend_logs": FRONTEND_LOGS.format(
+                log_format=access_log_format("http", lb_id, lb_id, "baseline"),
+                unique_id_format=UNIQUE_ID_FORMAT,
+            ),
+        }
+    threads = f"    nbthread {nbthread}" if nbthread else ""
+    cfg = BASELINE_CFG.format(
+        maxconn=DEFAULT_LISTENER_MAXCONN, ip=ip, servers=servers, nbthread=threads, **parts
+    )
+    cfg = "\n".join(line for line in cfg.splitlines() if line) + "\n"
+    proc = HAProxyProcess(ns, cfg, "baselog" if logs_to else "base", 80)
     lab.on_close(proc)
-    return proc, ip
+    return proc, ip, (lb_id, Path(workdir) / "stats.sock") if lb_id else None
+
+
+def filed_lines(agent_dir: Path, lb_id: str) -> int:
+    """Access lines rsyslogd filed for `lb_id` on the agent, all segments included."""
+    total = 0
+    for path in (log_paths(agent_dir).logs_root / lb_id).glob("access*.log"):
+        with open(path, "rb") as fh:
+            total += sum(chunk.count(b"\n") for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""))
+    return total
+
+
+def served(stats_socket: Path) -> int:
+    """HTTP requests the frontends received (`show stat` req_tot): each is one log line.
+
+    Not `show info` CumReq, which counts streams, also the one a keep-alive
+    connection opens to wait for a next request that never comes (nothing to log).
+    """
+    rows = cli_command(stats_socket, "show stat").splitlines()
+    header = rows[0].lstrip("# ").split(",")
+    name, total = header.index("svname"), header.index("req_tot")
+    return sum(
+        int(fields[total] or 0)
+        for fields in (row.split(",") for row in rows[1:] if row)
+        if fields[name] == "FRONTEND"
+    )
 
 
 def by_hand(config: str, vip: str, ip: str, workdir: str, keep_logging: bool = False) -> str:
@@ -222,7 +320,7 @@ def by_hand(config: str, vip: str, ip: str, workdir: str, keep_logging: bool = F
     out = []
     for line in config.splitlines():
         words = line.split()
-        logs = words[:1] == ["log"] or words[:2] in (["option", "httplog"], ["option", "tcplog"])
+        logs = words[:1] in (["log"], ["log-format"], ["log-tag"], ["unique-id-format"])
         if logs and not keep_logging:
             continue
         if words[:2] == ["stats", "socket"]:
@@ -254,7 +352,9 @@ OPENHA = {"openha": "all", "openha-errors": "errors", "openha-none": "none"}
 
 def run(args: argparse.Namespace) -> None:
     results: dict[str, list[WrkResult]] = {}
-    with bench_stack(agents=1) as (lab, stack):
+    # Every line is kept for the count: quotas far above what the run writes.
+    big = {"OPENHA_LOG_LB_QUOTA_BYTES": str(64 << 30), "OPENHA_LOG_HOST_QUOTA_BYTES": str(64 << 30)}
+    with bench_stack(agents=1, agent_env=big) as (lab, stack):
         backends = [FastBackend(lab, f"web{i}") for i in range(1, 4)]
         lbs = {
             "openha": openha_lb(stack, backends, "bench-throughput"),
@@ -268,10 +368,16 @@ def run(args: argparse.Namespace) -> None:
         }
         insts = {name: instance_dir(stack, lb["id"]) for name, lb in lbs.items()}
         client = lab.add_namespace("wrk", lab.allocate_ip())
-        base, base_ip = baseline(lab, backends)
+        base, base_ip, _ = baseline(lab, backends, nbthread=args.baseline_nbthread)
+        agent_dir = stack.agents[0].dir
+        base_logs, base_logs_ip, base_logged = baseline(
+            lab, backends, logs_to=agent_dir, nbthread=args.baseline_nbthread
+        )
+        assert base_logged is not None
         by_hand_procs: dict[str, HAProxyProcess] = {}
         urls = {
             "baseline": f"http://{base_ip}/",
+            "baseline-logs": f"http://{base_logs_ip}/",
             **{name: f"http://{lb['vip_address']}/" for name, lb in lbs.items()},
         }
         rendered = {name: (d / "haproxy.cfg").read_text() for name, d in insts.items()}
@@ -301,41 +407,61 @@ def run(args: argparse.Namespace) -> None:
             )
             wrk(client, url, args.warmup, args.threads, args.connections)  # warm-up
         agent_pid = stack.agents[0].proc.pid  # type: ignore[union-attr]
+        syslog_pid = int((log_paths(agent_dir).syslog_dir / "rsyslogd.pid").read_text().split()[0])
 
         def haproxy_pids(d: Path) -> list[int]:
             return family(int((d / "haproxy.pid").read_text().split()[0]))
 
         lb_pids = {
             "baseline": lambda: [base.proc.pid],
+            "baseline-logs": lambda: [base_logs.proc.pid],
             **{n: (lambda n=n: haproxy_pids(insts[n])) for n in OPENHA},
             **{n: (lambda p=p: [p.proc.pid]) for n, p in by_hand_procs.items()},
         }
         for r in range(args.rounds):
             for name, url in urls.items():
                 pids = lb_pids[name]()
-                before = cpu_seconds(pids), cpu_seconds([agent_pid])
+                before = cpu_seconds(pids), cpu_seconds([agent_pid]), cpu_seconds([syslog_pid])
                 res = wrk(client, url, args.duration, args.threads, args.connections)
                 res.lb_cpu = (cpu_seconds(pids) - before[0]) / args.duration
                 res.agent_cpu = (cpu_seconds([agent_pid]) - before[1]) / args.duration
+                res.syslog_cpu = (cpu_seconds([syslog_pid]) - before[2]) / args.duration
                 results.setdefault(name, []).append(res)
                 print(
                     f"- round {r + 1} {name:18} {res.rps:10,.0f} req/s  p50 {res.p50_ms:.2f} ms"
                     f"  p99 {res.p99_ms:.2f} ms  errors {res.errors}"
-                    f"  LB CPU {res.lb_cpu:.2f} cores  agent CPU {res.agent_cpu:.2f} cores",
+                    f"  LB CPU {res.lb_cpu:.2f} cores  agent CPU {res.agent_cpu:.2f} cores"
+                    f"  rsyslogd CPU {res.syslog_cpu:.2f} cores",
                     flush=True,
                 )
                 time.sleep(1)
         print()
+        # Lines still in a ring or a queue land within a second or two.
+        logged = {
+            "openha": (insts["openha"] / "stats.sock", lbs["openha"]["id"]),
+            "openha-errors": (insts["openha-errors"] / "stats.sock", lbs["openha-errors"]["id"]),
+            "baseline-logs": (base_logged[1], base_logged[0]),
+        }
+        counts: dict[str, tuple[int, int]] = {}
+        for _ in range(20):
+            now = {
+                n: (served(sock), filed_lines(agent_dir, lb)) for n, (sock, lb) in logged.items()
+            }
+            if now == counts:
+                break
+            counts = now
+            time.sleep(1)
+        for name, (requests, lines) in counts.items():
+            missing = requests - lines if name != "openha-errors" else None
+            print(
+                f"- {name}: {requests:,} requests received (`show stat` req_tot), {lines:,} access "
+                f"lines filed"
+                + (f": {missing:,} dropped" if missing is not None else " (errors only)")
+            )
         for name, d in insts.items():
             info = cli_command(d / "stats.sock", "show info")
             dropped = re.search(r"^DroppedLogs: (\d+)", info, re.M)
-            total = re.search(r"^CumReq: (\d+)", info, re.M)
-            print(
-                f"- {name} (access_log {OPENHA[name]}): HAProxy dropped "
-                f"{dropped.group(1) if dropped else '?'} log lines of "
-                f"{total.group(1) if total else '?'} requests (`show info`: DroppedLogs, "
-                "CumReq; a drop means the agent's log socket was full)"
-            )
+            print(f"- {name}: HAProxy's DroppedLogs {dropped.group(1) if dropped else '?'}")
         default_lines = set(normalized(rendered["openha"]).splitlines())
         extra = [
             line.strip()
@@ -364,6 +490,7 @@ def run(args: argparse.Namespace) -> None:
                 sum(r.errors for r in rs),
                 statistics.median(r.lb_cpu for r in rs),
                 statistics.median(r.agent_cpu for r in rs),
+                statistics.median(r.syslog_cpu for r in rs),
                 f"{rps / base_rps:.3f}",
             )
         )
@@ -379,20 +506,25 @@ def run(args: argparse.Namespace) -> None:
             "errors",
             "LB HAProxy CPU (cores)",
             "agent CPU (cores)",
+            "rsyslogd CPU (cores)",
             "ratio vs baseline",
         ],
         rows,
     )
+    against = {"openha": "baseline-logs", "openha-none": "baseline", "openha-errors": "baseline"}
     for name, mode in OPENHA.items():
-        ratio = statistics.median(r.rps for r in results[name]) / base_rps
+        base_name = against[name]
+        ratio = statistics.median(r.rps for r in results[name]) / statistics.median(
+            r.rps for r in results[base_name]
+        )
         # Each round's contender against the same round's baseline: load that comes and
         # goes during the run (a shared machine) moves both sides of a pair alike.
         paired = statistics.median(
-            r.rps / b.rps for r, b in zip(results[name], results["baseline"], strict=True)
+            r.rps / b.rps for r, b in zip(results[name], results[base_name], strict=True)
         )
         verdict = "meets" if ratio >= TARGET_RATIO else "misses"
         print(
-            f"- OpenHA (access_log {mode}) / baseline = {ratio:.3f} "
+            f"- OpenHA (access_log {mode}) / {base_name} = {ratio:.3f} "
             f"({verdict} the {TARGET_RATIO} target; median of per-round ratios {paired:.3f})"
         )
 
@@ -404,6 +536,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--baseline-nbthread",
+        type=int,
+        default=None,
+        help="nbthread of the hand-written configs (default: HAProxy's, one per core)",
+    )
     parser.add_argument(
         "--explain",
         action="store_true",

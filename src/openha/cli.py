@@ -252,6 +252,121 @@ def demo(
         raise _fail(str(exc)) from None
 
 
+def _render_line(record: dict[str, Any]) -> str:
+    """One log record as a person reads it (`--json` prints the record itself)."""
+    from datetime import UTC, datetime
+
+    ts = record.get("ts")
+    when = (
+        datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        if isinstance(ts, int | float)
+        else "?"
+    )
+    host = record.get("host", "-")
+    if record.get("kind") == "admin":
+        return f"{when} {host} {record.get('severity', '-')}: {record.get('message', '')}"
+    who = f"{record.get('client', '-')}:{record.get('client_port', '-')}"
+    member = str(record.get("member", "-"))[:8]
+    if "status" in record:
+        what = (
+            f"{record.get('method', '-')} {record.get('path', '-')} {record.get('status')} "
+            f"{record.get('bytes_out', 0)}B {record.get('ta', '-')}ms"
+        )
+    else:
+        what = f"TCP {record.get('bytes_in', 0)}/{record.get('bytes_out', 0)}B {record.get('tt')}ms"
+    return f"{when} {host} {who} {what} member={member} {record.get('termination', '')}".rstrip()
+
+
+@app.command()
+def logs(
+    lb: Annotated[str, typer.Argument(help="The load balancer: its id or its name.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing lines as they come.")
+    ] = False,
+    status: Annotated[
+        str | None, typer.Option(help="Only this HTTP status (503) or class (5xx).")
+    ] = None,
+    client: Annotated[str | None, typer.Option(help="Only this client address or CIDR.")] = None,
+    kind: Annotated[str, typer.Option(help="access (requests) or admin (events).")] = "access",
+    since: Annotated[
+        str | None, typer.Option(help="Unix time or ISO 8601 with a zone (…Z).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="The last N lines.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    api_url: Annotated[
+        str | None,
+        typer.Option("--api-url", help="The OpenHA API. Default: the one in clouds.yaml."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="OS_TOKEN", help="A token. Default: clouds.yaml's."),
+    ] = None,
+) -> None:
+    """A load balancer's access (or admin) log lines, both halves of a pair merged."""
+    import json
+    import uuid
+
+    import httpx
+
+    from openha import clouds
+
+    settings = _settings()
+    found = clouds.read(settings.state_dir / clouds.FILE_NAME)
+    url = (api_url or (found[0] if found else clouds.endpoint_for_bind(settings.api_bind))).rstrip(
+        "/"
+    )
+    secret = token or (found[1] if found else None)
+    if not secret:
+        raise _fail("no token: give --token (or OS_TOKEN), or start `openha up` first", 2)
+    params: dict[str, Any] = {"kind": kind, "limit": limit}
+    for key, value in (("status", status), ("client", client), ("since", since)):
+        if value is not None:
+            params[key] = value
+    out = Console(soft_wrap=True, highlight=False)
+    with httpx.Client(
+        base_url=url, headers={"X-Auth-Token": secret}, timeout=30, trust_env=False
+    ) as api:
+        try:
+            lb_id = str(uuid.UUID(lb))
+        except ValueError:
+            named = api.get("/v2/lbaas/loadbalancers", params={"name": lb})
+            matches = named.json().get("loadbalancers", []) if named.status_code == 200 else []
+            if len(matches) != 1:
+                raise _fail(f"{len(matches)} load balancers are named {lb!r}", 1) from None
+            lb_id = matches[0]["id"]
+        path = f"/v2/lbaas/loadbalancers/{lb_id}/logs"
+
+        def show(record: dict[str, Any]) -> None:
+            if as_json:
+                typer.echo(json.dumps(record, separators=(",", ":")))
+            else:
+                out.print(_render_line(record), markup=False)
+
+        try:
+            if not follow:
+                resp = api.get(path, params=params)
+                if resp.status_code != 200:
+                    raise _fail(f"{resp.status_code}: {resp.text[:300]}", 1)
+                for record in resp.json()["logs"]:
+                    show(record)
+                for host in resp.json().get("unreachable_hosts", []):
+                    err_console.print(f"host {host} did not answer: its lines are missing")
+                return
+            with api.stream(
+                "GET", path, params={**params, "follow": "true"}, timeout=None
+            ) as stream:
+                if stream.status_code != 200:
+                    stream.read()
+                    raise _fail(f"{stream.status_code}: {stream.text[:300]}", 1)
+                for raw in stream.iter_lines():
+                    if raw:
+                        show(json.loads(raw))
+        except httpx.HTTPError as exc:
+            raise _fail(f"cannot reach {url}: {exc}", 1) from None
+        except KeyboardInterrupt:
+            return
+
+
 # --- chores ---------------------------------------------------------------------------
 
 

@@ -7,13 +7,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from openha.domain.logtargets import parse_targets
 
 
 def _config_file() -> Path | None:
@@ -113,6 +115,27 @@ class Settings(BaseSettings):
     # Access logs when the flavor does not say: "all" (a line per request), "errors"
     # or "none".
     default_access_log: Literal["all", "errors", "none"] = "all"
+    # Access logs on agent hosts (see `openha.agent.logpipe`): HAProxy hands its lines to
+    # a ring buffer that the agent's own rsyslogd drains into per-LB files; rsyslog
+    # and these limits keep them bounded.
+    # Bytes of HAProxy's log ring per instance: what rides out a stalled rsyslogd.
+    log_ring_size: int = Field(default=1 << 20, ge=1 << 16, le=1 << 28)
+    # Disk for one load balancer's files on a host, and for all of them together.
+    log_lb_quota_bytes: int = Field(default=256 << 20, ge=1 << 16)
+    log_host_quota_bytes: int = Field(default=8 << 30, ge=1 << 16)
+    # A file is closed and a new one begun at this size (at most a quarter of the quota).
+    log_segment_bytes: int = Field(default=16 << 20, ge=1 << 12)
+    # Logs of a load balancer that left the host stay this long (seconds), then go.
+    log_retention_seconds: float = Field(default=7 * 86400, ge=0)
+    # Remote syslog: disk spool per host while collectors are unreachable; past it,
+    # lines are dropped and a `logs.dropped` event says how many.
+    log_spool_bytes: int = Field(default=1 << 30, ge=1 << 16)
+    # CA bundle checking TLS syslog collectors.
+    log_tls_ca_file: Path = Path("/etc/ssl/certs/ca-certificates.crt")
+    # Delivery for every load balancer of the deployment (a JSON list, as a flavor's
+    # `log_targets`): {"type": "syslog", "host": ..., "port": 514, "protocol": "tcp"}
+    # or {"type": "s3", "endpoint": "https://...", "bucket": ..., "interval": 300}.
+    log_targets: list[dict[str, Any]] = Field(default_factory=list)
     # HAProxy threads per instance: fixed, never the host's core count (a 64-core host
     # must not give each of a thousand load balancers 64 threads). See bench/density.py.
     haproxy_nbthread: int = Field(default=1, ge=1, le=64)
@@ -126,6 +149,11 @@ class Settings(BaseSettings):
     # VRRP for ACTIVE_STANDBY pairs: v3 allows sub-second adverts (~0.6 s failover).
     vrrp_version: Literal[2, 3] = 3
     vrrp_advert_interval: float = 0.25
+
+    @field_validator("log_targets")
+    @classmethod
+    def _log_targets(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [t.model_dump() for t in parse_targets(value)]
 
     @classmethod
     def settings_customise_sources(

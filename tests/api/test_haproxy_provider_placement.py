@@ -88,6 +88,21 @@ def test_haproxy_flavor_options_are_checked(admin: Any) -> None:
     assert profile('{"access_log": "verbose"}') == 400
     assert profile('{"loadbalancer_topology": "ACTIVE_ACTIVE"}') == 400
     assert profile('{"compute_flavor": "x"}') == 400
+    # Log targets reach rsyslog's configuration: only strictly valid ones are stored.
+    good = (
+        '{"request_id_header": true, "log_targets": [{"type": "syslog", "host": "logs.example.com",'
+        ' "port": 6514, "protocol": "tls"}, {"type": "s3", "endpoint": "https://s3.example.com",'
+        ' "bucket": "lb-logs", "interval": 60}]}'
+    )
+    assert profile(good) == 201
+    for bad in (
+        '{"log_targets": [{"type": "syslog", "host": "x\\" action(type=\\"omfile\\")"}]}',
+        '{"log_targets": [{"type": "syslog", "host": "logs.example.com", "port": 70000}]}',
+        '{"log_targets": [{"type": "s3", "endpoint": "https://s3/x?y", "bucket": "b-1"}]}',
+        '{"log_targets": {"type": "syslog"}}',
+        '{"request_id_header": "yes"}',
+    ):
+        assert profile(bad) == 400, bad
 
 
 def test_haproxy_provider_refuses_what_it_cannot_serve(alice: Any, subnet_id: str) -> None:

@@ -21,12 +21,13 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from openha.agent.paths import instance_paths, namespace_name
+from openha.agent.paths import instance_paths, log_paths, namespace_name
 from openha.agent.protocol import HeartbeatReport, HeartbeatResponse, RegisterRequest
 from openha.agent.server import create_app
 from openha.agent.service import AgentService
 from openha.domain.spec import InstanceSpec
 from openha.lab import Lab
+from openha.render.haproxy import LOG_RING, access_log_format
 from openha.settings import Settings
 
 
@@ -76,22 +77,31 @@ class LBConfig:
     check: bool = False
 
     def config(self, agent_dir: Path) -> str:
+        """Logging as rendered configs log: the JSON format, a ring to the agent's rsyslogd."""
         paths = instance_paths(agent_dir, self.instance_id)
+        log_format = access_log_format("http", self.lb_id, self.instance_id, self.project_id)
         lines = [
             "global",
             "    maxconn 2000",
             f"    stats socket {paths.stats_socket} mode 600 level admin expose-fd listeners",
-            f"    log {paths.log_socket} len 8192 local0 info",
+            f"    log ring@{LOG_RING} len 8192 local0",
+            f"    log {paths.log_socket} len 8192 local0 notice",
+            f"    log-tag lb-{self.lb_id}",
             *[f"    {line}" for line in self.extra_global],
+            f"ring {LOG_RING}",
+            "    format rfc3164",
+            "    maxlen 8192",
+            "    size 262144",
+            f"    server syslog unix@{log_paths(agent_dir).syslog_socket} log-proto octet-count",
             "defaults",
             "    mode http",
             "    log global",
-            "    option httplog",
             "    timeout connect 2s",
             "    timeout client 10s",
             "    timeout server 10s",
             f"frontend {self.listener_id}",
             f"    bind {self.vip}:{self.port}",
+            f"    log-format '{log_format}'",
             *[f"    {line}" for line in self.extra_frontend],
             f"    default_backend {self.pool_id}",
             f"backend {self.pool_id}",

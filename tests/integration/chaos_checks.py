@@ -18,7 +18,8 @@ from stack import processes_naming
 
 from openha.agent.haproxy import cli_command, pid_alive
 from openha.agent.netns import namespace_exists, namespace_pids, owned_host_links
-from openha.agent.paths import instance_paths, namespace_name
+from openha.agent.paths import instance_paths, log_paths, namespace_name
+from openha.agent.syslogd import Syslogd
 
 # srv_admin_state bits that mean maintenance (HAProxy's SRV_ADMF_MAINT): forced, inherited,
 # resolution. Not 0x04 (CMAINT): it only remembers that the config said `disabled`, and
@@ -309,6 +310,12 @@ def check_nothing_left(w: World) -> list[str]:
         if owned_host_links(ns):
             problems.append(f"links {owned_host_links(ns)} of {ns} left")
     agent_pids = {a.proc.pid for a in w.stack.agents if a.proc is not None}
+    # Each running agent's own rsyslogd belongs to the host, not to a load balancer.
+    agent_pids |= {
+        pid
+        for a in w.stack.agents
+        if a.proc is not None and (pid := Syslogd(log_paths(a.dir).syslog_dir).pid()) is not None
+    }
     for pid in processes_naming(w.stack.root):
         if pid not in agent_pids:
             problems.append(f"process {pid} left: {Path(f'/proc/{pid}/cmdline').read_bytes()!r}")

@@ -32,9 +32,12 @@ def http_lb(
     hm: bool = True,
     pool: dict[str, Any] | None = None,
     listener: dict[str, Any] | None = None,
+    lb: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An LB with one HTTP listener on port 80, a pool of `backends` and (by default) an HM."""
-    lb = stack.create("loadbalancers", "loadbalancer", {"vip_subnet_id": stack.subnet_id})
+    lb = stack.create(
+        "loadbalancers", "loadbalancer", {"vip_subnet_id": stack.subnet_id, **(lb or {})}
+    )
     li = stack.create(
         "listeners",
         "listener",
@@ -87,6 +90,27 @@ def served_by(client: ClientNamespace, url: str, n: int, **kwargs: Any) -> Count
 
 
 # --- API shortcuts ----------------------------------------------------------------------
+
+
+def flavor(stack: Stack, name: str, data: dict[str, Any]) -> str:
+    """An enabled haproxy flavor whose profile holds `data`; returns its id."""
+    profile = stack.admin.post(
+        "/v2/lbaas/flavorprofiles",
+        json={
+            "flavorprofile": {
+                "name": name,
+                "provider_name": "haproxy",
+                "flavor_data": json.dumps(data),
+            }
+        },
+    )
+    assert profile.status_code == 201, profile.text
+    made = stack.admin.post(
+        "/v2/lbaas/flavors",
+        json={"flavor": {"name": name, "flavor_profile_id": profile.json()["flavorprofile"]["id"]}},
+    )
+    assert made.status_code == 201, made.text
+    return str(made.json()["flavor"]["id"])
 
 
 def update(stack: Stack, path: str, key: str, body: dict[str, Any]) -> dict[str, Any]:

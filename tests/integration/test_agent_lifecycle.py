@@ -54,32 +54,47 @@ def test_delete_removes_everything(
     assert host_links(lab.bridge) == [lab.bridge]
 
 
-def test_logs_are_collected_per_instance(
+def test_logs_are_filed_per_load_balancer_and_queried(
     lab: Lab, agent: AgentHarness, client: ClientNamespace, lb: LBConfig
 ) -> None:
+    """HAProxy → ring → the agent's rsyslogd → `<agent>/logs/<lb>/access.log` → queries."""
     assert agent.put(lb.spec(lab, agent.agent_dir, 1)).status_code == 200
+    url = f"/v1/loadbalancers/{lb.lb_id}/logs"
     started = time.time()
     for i in range(5):
-        assert client.request(f"http://{lb.vip}/page-{i}").status == 200
+        assert client.request(f'http://{lb.vip}/page-{i}?q="x\\y').status == 200
 
     def logged() -> list[dict]:
-        resp = agent.api.get(f"/v1/instances/{lb.instance_id}/logs", params={"lines": 50})
+        resp = agent.api.get(url, params={"limit": 50})
         assert resp.status_code == 200
-        records = [r for r in resp.json()["records"] if "/page-" in r["message"]]
+        records = [r for r in resp.json()["records"] if "/page-" in r["path"]]
         return records if len(records) == 5 else []
 
     records = wait_for(logged, timeout=5)
     for i, record in enumerate(records):
-        assert f"GET /page-{i} HTTP/1.1" in record["message"]
-        assert record["listener_id"] == lb.listener_id
-        assert record["load_balancer_id"] == lb.lb_id
-        assert record["project_id"] == lb.project_id
-        assert record["ts"] >= started - 1
-    since = agent.api.get(
-        f"/v1/instances/{lb.instance_id}/logs", params={"since": time.time() + 60}
+        # Client bytes (a quote, a backslash) arrive JSON-escaped, and decode back.
+        assert record["path"] == f'/page-{i}?q="x\\y' and record["method"] == "GET"
+        assert record["listener"] == lb.listener_id and record["lb"] == lb.lb_id
+        assert record["instance"] == lb.instance_id and record["project"] == lb.project_id
+        assert record["status"] == 200 and record["client"] == client.ip
+        assert record["ts"] >= started - 1 and record["member"] in {m.id for m in lb.members}
+    assert agent.api.get(url, params={"status": "5xx"}).json()["records"] == []
+    assert len(agent.api.get(url, params={"status": "2xx", "limit": 2}).json()["records"]) == 2
+    assert agent.api.get(url, params={"client": "192.0.2.0/24"}).json()["records"] == []
+    assert agent.api.get(url, params={"since": time.time() + 60}).json()["records"] == []
+
+    # Following: a cursor gives exactly what was written after it.
+    cursor = agent.api.get(url, params={"limit": 1}).json()["cursor"]
+    assert client.request(f"http://{lb.vip}/after").status == 200
+    news = wait_for(
+        lambda: agent.api.get(url, params={"after": cursor}).json()["records"], timeout=5
     )
-    assert since.json()["records"] == []
-    assert agent.api.get("/v1/instances/nope/logs").status_code == 404
+    assert [r["path"] for r in news] == ["/after"]
+
+    assert agent.api.get(url, params={"kind": "debug"}).status_code == 400
+    assert agent.api.get(url, params={"status": "5x"}).status_code == 400
+    assert agent.api.get("/v1/loadbalancers/..%2F..%2Fetc/logs").status_code == 404
+    assert agent.api.get("/v1/logs/delivery").json()["rsyslogd_running"] is True
 
 
 def test_auth_and_healthz(agent: AgentHarness) -> None:

@@ -42,7 +42,7 @@ def test_round_robin_and_member_health(
     members = stack.tenant.get(f"/v2/lbaas/pools/{made['pool']['id']}/members").json()["members"]
     status = {m["name"]: m["operating_status"] for m in members}
     assert status == {"web1": "ONLINE", "web2": "ERROR", "web3": "ONLINE"}
-    # From HAProxy's own word ("Server <pool>/<member> is DOWN", which the agent files
+    # From HAProxy's own word ("Server <pool>/<member> is DOWN", which rsyslogd files
     # with the time it got it) to the API: a heartbeat and an observation, not a sweep.
     noticed = haproxy_said(stack, f"{made['members'][1]['id']} is DOWN")
     print(f"member down reached the API {shown - noticed:.2f}s after HAProxy said so")
@@ -57,8 +57,8 @@ def test_round_robin_and_member_health(
 
 
 def haproxy_said(stack: Stack, words: str) -> float:
-    """When the agent received the first HAProxy log line holding `words` (unix time)."""
-    for log in stack.agents[0].dir.glob("instances/*/logs/haproxy.log"):
+    """When rsyslogd received the first HAProxy admin line holding `words` (unix time)."""
+    for log in stack.agents[0].dir.glob("logs/*/admin.log"):
         for line in log.read_text().splitlines():
             record = json.loads(line)
             if words in record["message"]:

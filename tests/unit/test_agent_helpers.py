@@ -13,7 +13,7 @@ from openha.agent.haproxy import (
     runtime_changes,
     summarize_errors,
 )
-from openha.agent.logs import LogCollector, RotatingFile, listener_of, parse_syslog
+from openha.agent.logs import parse_syslog
 from openha.agent.netns import IFNAMSIZ, MAX_LEGS, host_veth_name, tag_candidates
 from openha.agent.paths import instance_paths, namespace_name
 
@@ -148,38 +148,6 @@ def test_parse_syslog_formats() -> None:
     line = "<134>1 2026-11-26T13:22:00+00:00 host haproxy 123 - - msg here"
     assert parse_syslog(line) == (134, "msg here")
     assert parse_syslog("no header at all") == (None, "no header at all")
-
-
-def test_listener_of() -> None:
-    fes = {"abc", "def"}
-    assert listener_of("10.0.0.1:5 [26/Nov/2026:13:22:00.000] def~ be/s 0/0/0", fes) == "def"
-    assert listener_of("Proxy abc started.", fes) == "abc"
-    assert listener_of("nothing", fes) is None
-
-
-def test_rotation_is_bounded(tmp_path: Path) -> None:
-    out = RotatingFile(tmp_path / "haproxy.log", max_bytes=1000, backups=2)
-    for i in range(500):
-        out.write(f"{i:04d}".encode() + b"x" * 45 + b"\n")
-    out.flush()
-    files = out.files()
-    assert [p.name for p in files] == ["haproxy.log.2", "haproxy.log.1", "haproxy.log"]
-    assert sum(p.stat().st_size for p in files) <= 3000
-    assert files[-1].read_bytes().splitlines()[-1].startswith(b"0499")
-    out.close()
-
-
-def test_tail_reads_across_rotations(tmp_path: Path) -> None:
-    collector = LogCollector(max_bytes=400, backups=3)
-    logs = tmp_path / "logs"
-    out = RotatingFile(logs / "haproxy.log", 400, 3)
-    for i in range(20):
-        rec = f'{{"ts":{i},"instance_id":"i","message":"m{i}"}}\n'
-        out.write(rec.encode())
-    out.close()
-    records = collector.tail("i", 12, logs)
-    assert [r.message for r in records] == [f"m{i}" for i in range(8, 20)]
-    assert [r.message for r in collector.read("i", 18, logs)] == ["m18", "m19"]
 
 
 def test_paths() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import itertools
+import json
 import re
 import socket
 import subprocess
@@ -46,6 +47,7 @@ from openha.render.haproxy import (
     PeersSpec,
     RenderError,
     UnsupportedFeature,
+    access_log_format,
     expected_status,
     ident,
     instance_maxconn,
@@ -146,6 +148,7 @@ def paths(workdir: Path) -> HAProxyPaths:
     return HAProxyPaths(
         stats_socket=str(workdir / "stats.sock"),
         log_socket=str(workdir / "log.sock"),
+        syslog_socket=str(workdir / "syslog.sock"),
         state_dir=str(workdir),
     )
 
@@ -187,7 +190,10 @@ def test_minimal_http_load_balancer(paths: HAProxyPaths, workdir: Path) -> None:
     assert (
         f"    stats socket '{paths.stats_socket}' mode 600 level admin expose-fd listeners" in cfg
     )
-    assert f"    log '{paths.log_socket}' len 8192 local0" in cfg
+    assert "    log ring@openha_log len 8192 local0\n" in cfg
+    assert f"    log '{paths.log_socket}' len 8192 local0 notice\n" in cfg  # admin only
+    assert f"    log-tag lb-{spec.id}\n" in cfg
+    assert f"    server syslog 'unix@{paths.syslog_socket}' log-proto octet-count" in cfg
     assert f"    maxconn {DEFAULT_LISTENER_MAXCONN}\n    " in cfg
     assert "    nbthread 1\n" in cfg  # fixed, whatever the host's core count
     assert f"    server-state-file '{workdir}/server-state'" in cfg
@@ -199,13 +205,10 @@ def test_minimal_http_load_balancer(paths: HAProxyPaths, workdir: Path) -> None:
         assert f"    {line}\n" in defaults
 
     fe = section(cfg, "frontend", lst.id)
-    assert fe[:5] == [
-        f"bind {VIP4}:80",
-        "mode http",
-        "option httplog",
-        f"maxconn {DEFAULT_LISTENER_MAXCONN}",
-        "timeout client 50000",
-    ]
+    assert fe[:2] == [f"bind {VIP4}:80", "mode http"]
+    assert fe[2] == f"log-format '{access_log_format('http', spec.id, spec.id, spec.project_id)}'"
+    assert fe[3] == "unique-id-format '%{+X}o%ci:%cp_%fi:%fp_%Ts_%rt:%pid'"
+    assert fe[4:6] == [f"maxconn {DEFAULT_LISTENER_MAXCONN}", "timeout client 50000"]
     assert fe[-1] == f"default_backend {p.id}"
     be = section(cfg, "backend", p.id)
     assert be[:2] == ["mode http", "balance roundrobin"]
@@ -244,7 +247,8 @@ def test_protocol_pairs(
     listener_mode = "http" if listener_protocol == "HTTP" else "tcp"
     fe = section(cfg, "frontend", lst.id)
     assert f"mode {listener_mode}" in fe
-    assert f"option {listener_mode}log" in fe
+    assert any(line.startswith("log-format '{") for line in fe)
+    assert ('"status":%ST' in cfg) == (listener_mode == "http")
     # A pool speaks HTTP when its protocol is HTTP or an HTTP listener uses it
     # (a TCP frontend may hand connections to an HTTP backend; not the reverse).
     backend_mode = "http" if "HTTP" in (listener_protocol, pool_protocol) else "tcp"
@@ -1136,12 +1140,18 @@ def test_harmless_characters_stay_inside_strong_quotes(paths: HAProxyPaths, work
         {"stats_socket": "/tmp/it's.sock"},
         {"log_socket": "/tmp/log\n    server evil 1.2.3.4:80"},
         {"log_socket": "/tmp/" + "x" * 120},
+        {"syslog_socket": "/tmp/s'.sock"},
         {"state_dir": "/var/lib/../../etc"},
         {"state_dir": "/tmp/\x00"},
     ],
 )
 def test_hostile_paths_are_refused(kw: dict[str, str]) -> None:
-    fields = {"stats_socket": "/run/s.sock", "log_socket": "/run/l.sock", "state_dir": "/run"}
+    fields = {
+        "stats_socket": "/run/s.sock",
+        "log_socket": "/run/l.sock",
+        "syslog_socket": "/run/y.sock",
+        "state_dir": "/run",
+    }
     with pytest.raises(ValueError):
         HAProxyPaths(**{**fields, **kw})
 
@@ -1395,6 +1405,38 @@ def test_access_log_errors_only(paths: HAProxyPaths, workdir: Path) -> None:
     assert "option dontlog-normal" not in render_valid(spec, paths, workdir)
     assert "option dontlog-normal" in render_valid(spec, paths, workdir, access_log="errors")
     silent = render_valid(spec, paths, workdir, access_log="none")
-    assert "    no log\n" in silent and "option httplog" not in silent
+    assert "    no log\n" in silent and "log-format" not in silent
     with pytest.raises(RenderError):
         render_haproxy(spec, paths, access_log="verbose")  # type: ignore[arg-type]
+
+
+def test_access_log_lines_are_json_built_by_haproxy(paths: HAProxyPaths, workdir: Path) -> None:
+    spec = http_lb()
+    cfg = render_valid(spec, paths, workdir, instance_id="i-1", request_id_header=True)
+    fmt = access_log_format("http", spec.id, "i-1", spec.project_id)
+    # With every %-directive replaced by a number, the format is a JSON object.
+    sample = json.loads(re.sub(r"%\[[^]]*\]|%\{[^}]*\}\w+|%\w+", "0", fmt))
+    assert sample["lb"] == spec.id and sample["instance"] == "i-1"
+    assert sample["project"] == spec.project_id and sample["kind"] == "access"
+    for key in ("listener", "pool", "member", "client", "client_port", "method", "path",
+                "status", "bytes_in", "bytes_out", "tq", "tw", "tc", "tr", "ta",
+                "termination", "retries", "request_id"):  # fmt: skip
+        assert key in sample
+    # Whatever a client sends reaches the line only through HAProxy's JSON encoder.
+    assert "%[capture.req.uri,json(utf8s)]" in fmt
+    assert not re.search(r"%(r\b|HU|HP|HQ|HM|hr|hs|CC|CS)", fmt)
+    assert "    unique-id-header X-Request-Id\n" in cfg
+    tcp = access_log_format("tcp", spec.id, "i-1", "p1")
+    assert "status" not in tcp and json.loads(re.sub(r"%\w+", "0", tcp))["listener"] == "0"
+
+
+def test_a_project_id_that_is_not_plain_stays_out_of_the_lines() -> None:
+    assert '"project"' not in access_log_format("http", "lb", "i", 'p"1')
+    assert '"project"' not in access_log_format("http", "lb", "i", "p%{+X}o")
+    assert '"project":"p-1"' in access_log_format("http", "lb", "i", "p-1")
+
+
+def test_log_ring_size_is_bounded(paths: HAProxyPaths) -> None:
+    assert "    size 262144\n" in render_haproxy(http_lb(), paths, log_ring_size=1 << 18)
+    with pytest.raises(RenderError):
+        render_haproxy(http_lb(), paths, log_ring_size=10)

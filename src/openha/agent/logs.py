@@ -1,38 +1,31 @@
-"""HAProxy log collection: a syslog datagram socket per instance, bounded files per LB.
+"""HAProxy's admin events, heard at once: a datagram socket per instance, no traffic.
 
-Each instance's config sends its logs to `<instance dir>/log.sock` (a unix datagram
-socket the agent binds), so the socket itself says which instance a line belongs to:
-no parsing of tags needed, and one tenant cannot forge another's lines. Records are
-stored as JSON lines tagged with LB id, project id and listener id (HAProxy's frontend
-name is the listener id) in `<instance dir>/logs/haproxy.log`, rotated at a size limit
-with a fixed number of old files, so disk use per instance is bounded. Lines that
-arrive while the agent is down are lost (HAProxy never blocks on logging), which is
-the right trade for a data plane.
+Each instance's config sends its lines of level notice and above (servers up and
+down, backends without servers, reloads; never a request's line, which HAProxy
+logs at info) to `<instance dir>/log.sock`, a unix datagram socket the agent binds,
+so the socket itself says which instance spoke. A line saying a server or backend
+changed state makes the next heartbeat read that instance's state at once
+(`take_state_changes`). Nothing is stored here: every line, these included, also
+goes to the host's rsyslogd, which files them (see `openha.agent.logpipe`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
 import selectors
 import socket
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-from openha.agent.protocol import LogRecord
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 8192
-LOG_FILE = "haproxy.log"
 _PRI = re.compile(r"^<(\d{1,3})>")
 _RFC3164_TS = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d ")
-_SECTION = re.compile(r"^\s*(?:frontend|listen)\s+(\S+)", re.MULTILINE)
 # HAProxy's own word that a server or a backend changed state ("Server <pool>/<member>
 # is DOWN, reason: ...", "... is UP", "... was DOWN and now enters maintenance",
 # "backend <pool> has no server available!"): the heartbeat reads that instance's
@@ -70,98 +63,16 @@ def parse_syslog(line: str) -> tuple[int | None, str]:
     return pri, line
 
 
-def frontends_of(config: str) -> set[str]:
-    """Names of the frontend/listen sections of an HAProxy config (= listener ids)."""
-    return set(_SECTION.findall(config))
-
-
-def listener_of(message: str, frontends: set[str]) -> str | None:
-    """The frontend a log line is about; HAProxy's default formats put it third."""
-    tokens = message.split()
-    candidates = tokens[2:3] + tokens
-    for token in candidates:
-        name = token.rstrip("~")  # '~' marks an SSL frontend in httplog
-        if name in frontends:
-            return name
-    return None
-
-
-class RotatingFile:
-    """Append-only JSON-lines file rotated at `max_bytes`, keeping `backups` old files."""
-
-    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self.backups = backups
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "ab")  # noqa: SIM115 - kept open for the instance's life
-
-    def write(self, data: bytes) -> None:
-        if self._fh.tell() + len(data) > self.max_bytes and self._fh.tell() > 0:
-            self.rotate()
-        self._fh.write(data)
-
-    def rotate(self) -> None:
-        self._fh.close()
-        if self.backups > 0:
-            with contextlib.suppress(FileNotFoundError):
-                _numbered(self.path, self.backups).unlink()
-            for i in range(self.backups - 1, 0, -1):
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(_numbered(self.path, i), _numbered(self.path, i + 1))
-            os.replace(self.path, _numbered(self.path, 1))
-        else:
-            self.path.unlink()
-        self._fh = open(self.path, "ab")  # noqa: SIM115
-
-    def flush(self) -> None:
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def files(self) -> list[Path]:
-        return log_files(self.path, self.backups)
-
-
-def _numbered(path: Path, i: int) -> Path:
-    return path.with_name(f"{path.name}.{i}")
-
-
-def log_files(path: Path, backups: int) -> list[Path]:
-    """The current file and its rotated predecessors, oldest first."""
-    olds = [_numbered(path, i) for i in range(backups, 0, -1)]
-    return [p for p in [*olds, path] if p.exists()]
-
-
 @dataclass
 class _Source:
     instance_id: str
     sock: socket.socket
-    out: RotatingFile
-    tags: dict[str, str]
-    frontends: set[str] = field(default_factory=set)
-
-
-def _read_records(files: list[Path]) -> list[LogRecord]:
-    records = []
-    for path in files:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            continue
-        for raw in data.splitlines():
-            with contextlib.suppress(ValueError):
-                records.append(LogRecord.model_validate_json(raw))
-    return records
 
 
 class LogCollector:
-    """Receives every instance's HAProxy logs on one thread and files them."""
+    """Receives every instance's HAProxy admin events on one thread."""
 
-    def __init__(self, max_bytes: int = 1 << 20, backups: int = 4) -> None:
-        self.max_bytes = max_bytes
-        self.backups = backups
+    def __init__(self) -> None:
         self._sel = selectors.DefaultSelector()
         self._sources: dict[str, _Source] = {}
         self._lock = threading.Lock()
@@ -180,32 +91,19 @@ class LogCollector:
 
     # -- registration --
 
-    def add(
-        self,
-        instance_id: str,
-        socket_path: Path,
-        logs_dir: Path,
-        tags: dict[str, str],
-        frontends: set[str],
-    ) -> None:
-        """Start collecting for an instance (idempotent: updates tags when already known)."""
+    def add(self, instance_id: str, socket_path: Path) -> None:
+        """Start listening for an instance (idempotent)."""
         with self._lock:
-            src = self._sources.get(instance_id)
-            if src is not None:
-                src.tags, src.frontends = dict(tags), set(frontends)
+            if instance_id in self._sources:
                 return
             socket_path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 socket_path.unlink()  # a stale socket from a previous agent run
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            # A larger buffer rides out bursts; HAProxy drops lines rather than block.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             sock.bind(str(socket_path))
             os.chmod(socket_path, 0o600)
             sock.setblocking(False)
-            out = RotatingFile(logs_dir / LOG_FILE, self.max_bytes, self.backups)
-            src = _Source(instance_id, sock, out, dict(tags), set(frontends))
+            src = _Source(instance_id, sock)
             self._sources[instance_id] = src
             self._sel.register(sock, selectors.EVENT_READ, src)
         self._wake()
@@ -218,7 +116,6 @@ class LogCollector:
             self._sel.unregister(src.sock)
             path = src.sock.getsockname()
             src.sock.close()
-            src.out.close()
             if isinstance(path, str) and path:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
@@ -248,7 +145,6 @@ class LogCollector:
     def _run(self) -> None:
         while not self._stop.is_set():
             events = self._sel.select(timeout=1.0)
-            touched: set[str] = set()
             with self._lock:
                 for key, _ in events:
                     if key.data is None:
@@ -256,14 +152,8 @@ class LogCollector:
                             os.read(self._wake_r, 4096)
                         continue
                     src: _Source = key.data
-                    if src.instance_id not in self._sources:
-                        continue
-                    self._drain(src)
-                    touched.add(src.instance_id)
-                for instance_id in touched:
-                    src_ = self._sources.get(instance_id)
-                    if src_ is not None:
-                        src_.out.flush()
+                    if src.instance_id in self._sources:
+                        self._drain(src)
 
     def _drain(self, src: _Source) -> None:
         for _ in range(1000):  # bounded so one chatty instance cannot starve the others
@@ -274,51 +164,6 @@ class LogCollector:
             except OSError as exc:
                 log.warning("log socket of %s: %s", src.instance_id, exc)
                 return
-            self._store(src, data[:MAX_MESSAGE].decode(errors="replace"))
-
-    def _store(self, src: _Source, line: str) -> None:
-        _, message = parse_syslog(line)
-        if _STATE_CHANGE.match(message):
-            self._state_changed.add(src.instance_id)  # under self._lock (see _run)
-        record = {
-            "ts": round(time.time(), 6),
-            "instance_id": src.instance_id,
-            "load_balancer_id": src.tags.get("load_balancer_id", ""),
-            "project_id": src.tags.get("project_id", ""),
-            "listener_id": listener_of(message, src.frontends),
-            "message": message,
-        }
-        try:
-            src.out.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
-        except OSError as exc:  # a full disk must not take the agent down
-            log.warning("cannot write logs of %s: %s", src.instance_id, exc)
-
-    # -- reading --
-
-    def _files(self, instance_id: str, logs_dir: Path | None) -> list[Path]:
-        with self._lock:
-            src = self._sources.get(instance_id)
-            if src is not None:
-                src.out.flush()
-                return src.out.files()
-        if logs_dir is None:
-            return []
-        return log_files(logs_dir / LOG_FILE, self.backups)
-
-    def tail(self, instance_id: str, n: int, logs_dir: Path | None = None) -> list[LogRecord]:
-        """The last `n` records of an instance, oldest first."""
-        if n <= 0:
-            return []
-        records: list[LogRecord] = []
-        for path in reversed(self._files(instance_id, logs_dir)):
-            records = _read_records([path]) + records
-            if len(records) >= n:
-                break
-        return records[-n:]
-
-    def read(
-        self, instance_id: str, since: float, logs_dir: Path | None = None, limit: int = 10000
-    ) -> list[LogRecord]:
-        """Records received at or after unix time `since`, oldest first."""
-        records = [r for r in _read_records(self._files(instance_id, logs_dir)) if r.ts >= since]
-        return records[-limit:]
+            _, message = parse_syslog(data[:MAX_MESSAGE].decode(errors="replace"))
+            if _STATE_CHANGE.match(message):
+                self._state_changed.add(src.instance_id)  # under self._lock (see _run)

@@ -34,12 +34,11 @@ class InstancePaths:
     # once its start, reload or runtime commands took.
     loaded: Path
     stats_socket: Path  # runtime API of the serving process; passes listeners on reload
-    log_socket: Path  # datagram syslog socket the agent reads
+    log_socket: Path  # datagram socket where the agent hears admin events
     state_dir: Path  # HAProxy server-state files and the like
     spec_file: Path  # last applied InstanceSpec (JSON)
     deleting: Path  # present once a delete began: a restarted agent finishes it
     status_file: Path  # last status (JSON)
-    logs_dir: Path  # rotated log files
     files_dir: Path  # extra files of the spec (certificates, maps)
     keepalived_config: Path
     keepalived_pid: Path
@@ -71,7 +70,6 @@ def instance_paths(agent_dir: Path | str, instance_id: str) -> InstancePaths:
         spec_file=base / "spec.json",
         deleting=base / "deleting",
         status_file=base / "status.json",
-        logs_dir=base / "logs",
         files_dir=base / "files",
         keepalived_config=base / "keepalived.conf",
         keepalived_pid=base / "keepalived.pid",
@@ -95,3 +93,30 @@ def namespace_name(instance_id: str) -> str:
     if parsed is None or str(parsed) != instance_id:
         raise ValueError(f"instance id must be a lowercase uuid: {instance_id!r}")
     return NAMESPACE_PREFIX + parsed.hex
+
+
+@dataclass(frozen=True)
+class LogPaths:
+    """The host's log pipeline under `<agent_dir>`: the agent's own rsyslogd and the files.
+
+    `syslog_socket` is where every instance's HAProxy forwards its log ring (a unix
+    stream socket: it works from any network namespace); the controller writes it into
+    the configs it renders, so it derives from the agent directory alone.
+    """
+
+    syslog_dir: Path  # rsyslog.conf, pid file, work (queues), stats, lookup table
+    syslog_socket: Path
+    logs_root: Path  # <logs_root>/<lb id>/{access,admin}.log and closed segments
+
+    def check(self) -> None:
+        if len(str(self.syslog_socket).encode()) > UNIX_PATH_MAX:
+            raise ValueError(f"socket path too long for AF_UNIX: {self.syslog_socket}")
+
+
+def log_paths(agent_dir: Path | str) -> LogPaths:
+    base = Path(agent_dir).absolute()
+    return LogPaths(
+        syslog_dir=base / "syslog",
+        syslog_socket=base / "syslog" / "in.sock",
+        logs_root=base / "logs",
+    )

@@ -9,7 +9,7 @@ and states below are keyed by those ids.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -84,6 +84,8 @@ class HeartbeatReport(BaseModel):
     wanted_version: Generation | None = None
     instance_count: Annotated[int, Field(ge=0, le=MAX_INT32)] = 0
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # The host's log delivery state (`LogPipeline.delivery`), when it changed.
+    log_delivery: dict[str, Any] | None = None
 
 
 class HeartbeatResponse(BaseModel):
@@ -94,15 +96,8 @@ class HeartbeatResponse(BaseModel):
     wanted_version: int | None = None
 
 
-class LogRecord(BaseModel):
-    ts: float  # when the agent received it (unix time)
-    instance_id: str
-    load_balancer_id: str = ""
-    project_id: str = ""
-    listener_id: str | None = None  # the HAProxy frontend the line names, when known
-    message: str
-
-
 class LogsResponse(BaseModel):
-    instance_id: str
-    records: list[LogRecord]
+    """A load balancer's log records on one host, oldest first, and where to go on."""
+
+    records: list[dict[str, Any]]
+    cursor: str  # give it back as `after` to get what was written since

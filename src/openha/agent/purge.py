@@ -27,7 +27,8 @@ from openha.agent.netns import (
     namespace_pids,
     remove_namespace,
 )
-from openha.agent.paths import NAMESPACE_PREFIX, instance_paths, namespace_name
+from openha.agent.paths import NAMESPACE_PREFIX, instance_paths, log_paths, namespace_name
+from openha.agent.syslogd import Syslogd
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def purge(agent_dir: Path | None, everything: bool = False) -> list[str]:
     """Remove what OpenHA made; returns the namespaces removed.
 
     With `agent_dir`: that agent's instances (processes, namespaces, links, instance
-    directories and logs); its identity (secret, host id) stays unless `everything`.
+    directories), its rsyslogd and every log file; its identity (secret, host id)
+    stays unless `everything`.
     With `everything`: also the whole agent directory and every `ohi-*` namespace,
     `ohv*` veth and managed bridge on the host.
     """
@@ -79,6 +81,11 @@ def purge(agent_dir: Path | None, everything: bool = False) -> list[str]:
                 delete_network(ns)
                 removed.append(ns)
             shutil.rmtree(paths.instance_dir, ignore_errors=True)
+        # The agent's rsyslogd, its queues and every load balancer's log files.
+        logs = log_paths(agent_dir)
+        Syslogd(logs.syslog_dir).stop()
+        shutil.rmtree(logs.syslog_dir, ignore_errors=True)
+        shutil.rmtree(logs.logs_root, ignore_errors=True)
         if everything:
             shutil.rmtree(agent_dir, ignore_errors=True)
     if everything:

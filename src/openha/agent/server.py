@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from openha.agent.hostlimits import raise_fd_limit, raise_neighbour_table
+from openha.agent.logstore import LogQuery, valid_lb_id
 from openha.agent.protocol import InstanceStatus, LogsResponse
 from openha.agent.service import AgentService, StaleGeneration
 from openha.domain.spec import InstanceSpec
@@ -87,19 +88,30 @@ def create_app(service: AgentService) -> FastAPI:
             raise HTTPException(404, "no such instance")
         return status
 
-    @app.get("/v1/instances/{instance_id}/logs", dependencies=auth, response_model=LogsResponse)
+    @app.get("/v1/loadbalancers/{lb_id}/logs", dependencies=auth, response_model=LogsResponse)
     def get_logs(
-        instance_id: str,
-        lines: int = Query(100, ge=1, le=10000),
-        since: float | None = Query(None, description="unix time; overrides lines"),
+        lb_id: str,
+        kind: str = Query("access"),
+        since: float | None = Query(None, description="unix time"),
+        until: float | None = Query(None, description="unix time"),
+        status: str | None = Query(None, description="a code (503) or a class (5xx)"),
+        client: str | None = Query(None, description="an address or a CIDR"),
+        limit: int = Query(100),
+        after: str | None = Query(None, description="a cursor: the lines written since"),
     ) -> LogsResponse:
-        if not service.known(instance_id):
-            raise HTTPException(404, "no such instance")
-        if since is not None:
-            records = service.logs_since(instance_id, since)[-lines:]
-        else:
-            records = service.logs_tail(instance_id, lines)
-        return LogsResponse(instance_id=instance_id, records=records)
+        """A load balancer's lines on this host: the last `limit`, or those after a cursor."""
+        if not valid_lb_id(lb_id):
+            raise HTTPException(404, "no such load balancer")
+        try:
+            query = LogQuery(kind, since, until, status, client, limit)
+            records, cursor = service.logs_query(lb_id, query, after)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return LogsResponse(records=records, cursor=cursor)
+
+    @app.get("/v1/logs/delivery", dependencies=auth)
+    def get_delivery() -> dict[str, object]:
+        return service.logpipe.delivery()
 
     return app
 

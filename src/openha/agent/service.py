@@ -15,7 +15,11 @@ while different instances proceed in parallel. Background work:
 - heartbeat: registers with the API, then reports status every `heartbeat_interval`
   and removes orphans the API no longer wants. The API being down only delays
   reports: the data plane never waits for the control plane, and no error ends the loop.
-Stopping the service stops this work and the log collector, never HAProxy.
+- logs: HAProxy's lines go to the agent's own rsyslogd (`agent.logpipe`), started
+  and adopted like a data plane process; the agent only closes, removes and ships
+  files and reads them to answer queries. Admin events also come straight to the
+  agent (`agent.logs`), so a member going down is reported at once.
+Stopping the service stops this work and the log collector, never HAProxy or rsyslogd.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from openha.agent import faults, state
 from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write
 from openha.agent.keepalived import KeepalivedError, KeepalivedInstance
-from openha.agent.logs import LogCollector, frontends_of
+from openha.agent.logpipe import LogPipeline
+from openha.agent.logs import LogCollector
+from openha.agent.logstore import LogQuery
 from openha.agent.netns import (
     NetworkError,
     apply_network,
@@ -58,7 +64,6 @@ from openha.agent.protocol import (
     VRRP_MASTER,
     HeartbeatResponse,
     InstanceStatus,
-    LogRecord,
     RegisterRequest,
     RegisterResponse,
 )
@@ -131,6 +136,7 @@ class AgentService:
         self.secret = state.load_or_create_secret(self.agent_dir)
         self.host_id: str | None = state.load_agent_info(self.agent_dir).get("host_id")
         self.logs = LogCollector()
+        self.logpipe = LogPipeline(settings, self.agent_dir)
         self.watcher = ExitWatcher(self._exited)
         self._instances: dict[str, _Instance] = {}
         self._lock = threading.Lock()
@@ -151,6 +157,11 @@ class AgentService:
     def start(self, *, heartbeat: bool = True) -> None:
         """Know every instance on disk, start the loops at once, adopt in the background."""
         self.logs.start()
+        try:
+            self.logpipe.start()
+        except Exception:
+            # Traffic never waits for logging: HAProxy's rings hold lines meanwhile.
+            log.exception("cannot start the log pipeline")
         self.watcher.start()
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, self.settings.agent_parallelism), thread_name_prefix="agent-work"
@@ -184,6 +195,7 @@ class AgentService:
             self._pool = None
         self.watcher.stop()
         self.logs.stop()
+        self.logpipe.stop()
 
     def _submit(self, fn: Callable[[_Instance], None], inst: _Instance) -> None:
         """Run `fn(inst)` in the bounded pool; errors are logged, never lost."""
@@ -334,18 +346,11 @@ class AgentService:
             return sum(1 for inst in self._instances.values() if not inst.adopted)
 
     def _register_logs(self, inst: _Instance, spec: InstanceSpec) -> None:
-        tags = {
-            **spec.log_tags,
-            "load_balancer_id": spec.load_balancer_id,
-            "project_id": spec.project_id,
-        }
-        self.logs.add(
-            inst.instance_id,
-            inst.paths.log_socket,
-            inst.paths.logs_dir,
-            tags,
-            frontends_of(spec.haproxy_config),
-        )
+        self.logs.add(inst.instance_id, inst.paths.log_socket)
+        try:
+            self.logpipe.register(spec)
+        except Exception:
+            log.exception("instance %s: cannot register its logs", inst.instance_id)
 
     def apply(self, spec: InstanceSpec) -> tuple[bool, InstanceStatus]:
         """Apply `spec`; (True, status) when it is live, (False, status) when refused.
@@ -490,6 +495,8 @@ class AgentService:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.logs.remove(instance_id)
+            if spec is not None:
+                self.logpipe.release(spec.load_balancer_id, instance_id)
             bridges = [iface.bridge for iface in spec.interfaces] if spec else []
             delete_network(inst.namespace, bridges)
             shutil.rmtree(paths.instance_dir, ignore_errors=True)
@@ -590,15 +597,11 @@ class AgentService:
         except (OSError, NetworkError):
             return None
 
-    def logs_tail(self, instance_id: str, lines: int) -> list[LogRecord]:
-        return self.logs.tail(
-            instance_id, lines, instance_paths(self.agent_dir, instance_id).logs_dir
-        )
-
-    def logs_since(self, instance_id: str, since: float) -> list[LogRecord]:
-        return self.logs.read(
-            instance_id, since, instance_paths(self.agent_dir, instance_id).logs_dir
-        )
+    def logs_query(
+        self, lb_id: str, query: LogQuery, cursor: str | None
+    ) -> tuple[list[dict[str, object]], str]:
+        """A load balancer's lines on this host (see `LogPipeline.query`)."""
+        return self.logpipe.query(lb_id, query, cursor)
 
     # -- supervision ------------------------------------------------------------------
 
@@ -730,6 +733,7 @@ class AgentService:
             name=self.settings.host_name,
             load_average=os.getloadavg(),
         )
+        report.log_delivery = self.logpipe.due_report()
         resp = client.post(
             f"{self.settings.agent_api_url.rstrip('/')}/v2/agent/heartbeat",
             json=report.model_dump(mode="json"),
@@ -741,6 +745,8 @@ class AgentService:
         resp.raise_for_status()
         answer = HeartbeatResponse.model_validate(resp.json())
         self.reporter.acknowledge(report, statuses, marks, answer)
+        if report.log_delivery is not None:
+            self.logpipe.reported(report.log_delivery)
         self.last_heartbeat = answer
         self.handle_heartbeat_response(answer, sent_at)
         return answer

@@ -149,6 +149,40 @@ def _state(health: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in health.items() if k != COUNTERS}
 
 
+def _dropped(view: dict[str, Any] | None) -> dict[str, int]:
+    """Lines dropped so far per syslog collector, and closed files an object store missed."""
+    if not view:
+        return {}
+    out = {
+        str(t.get("target")): int(t.get("dropped") or 0)
+        for t in view.get("syslog", [])
+        if isinstance(t, dict)
+    }
+    out["s3"] = int(view.get("dropped_segments") or 0)
+    return out
+
+
+def _log_delivery(session: Session, host: Host, view: dict[str, Any]) -> None:
+    """Keep the host's log delivery state; a rise in what it dropped is an event."""
+    before = _dropped((host.report or {}).get("log_delivery"))
+    for target, count in _dropped(view).items():
+        # Counters start again with a new agent: only a rise within one run counts.
+        gained = count - before.get(target, 0)
+        if gained > 0 and target in before:
+            what = "closed log files" if target == "s3" else "log lines"
+            events.emit(
+                session,
+                "logs.dropped",
+                f"Host {host.name} dropped {gained} {what} for "
+                f"{'its object stores' if target == 's3' else 'syslog target ' + target}"
+                " (spool or disk quota full)",
+                severity=c.SEVERITY_WARNING,
+                host_id=host.id,
+                details={"target": target, "dropped": gained, "total": count},
+            )
+    host.report = {**(host.report or {}), "log_delivery": view}
+
+
 @router.post("/register")
 def register(
     body: RegisterRequest,
@@ -229,6 +263,8 @@ def heartbeat(
         observe.add(inst.load_balancer_id)
         repair.add(inst.load_balancer_id)
     _host_returns(session, host)
+    if report.log_delivery is not None:
+        _log_delivery(session, host, report.log_delivery)
     if observe:
         _observe(session, list(observe))
     if repair:

@@ -45,6 +45,7 @@ MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.agents",
     "openha.api.manage.hosts",
     "openha.api.manage.events",
+    "openha.api.manage.logs",
 )
 
 

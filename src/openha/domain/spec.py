@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from openha.domain import constants as c
+from openha.domain.logtargets import LogTarget
 
 
 class _Frozen(BaseModel):
@@ -159,4 +160,6 @@ class InstanceSpec(_Frozen):
     haproxy_config: str
     keepalived_config: str | None = None
     files: dict[str, str] = {}
-    log_tags: dict[str, str] = {}
+    # Where this instance's access logs are delivered besides the host's disk (the
+    # flavor's `log_targets`; the agent adds the deployment's own).
+    log_targets: tuple[LogTarget, ...] = ()

@@ -57,6 +57,7 @@ __all__ = [
     "PeersSpec",
     "RenderError",
     "UnsupportedFeature",
+    "access_log_format",
     "expected_status",
     "ident",
     "instance_maxconn",
@@ -122,6 +123,16 @@ PERSISTENCE_COOKIE = "SRV"
 PEERS_SECTION = "openha_peers"
 SERVER_STATE_FILE = "server-state"
 LOG_LINE_LENGTH = 8192
+# The ring buffer HAProxy writes its log lines to; its forwarder hands them over a
+# unix stream socket to the host's rsyslogd in batches (far cheaper per line than a
+# datagram each, and nothing is lost while rsyslogd catches up within the ring).
+LOG_RING = "openha_log"
+LOG_RING_SIZE = 1 << 20
+# The syslog tag of an instance's lines: rsyslog files them under the LB's id.
+LOG_TAG_PREFIX = "lb-"
+# What may be written as it is inside a JSON string of the log format: a project id
+# holding anything else is left out of the lines (the API adds it to every record).
+_PLAIN_JSON_VALUE = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
 
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the final NUL
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")  # proxy, server, ACL, peer names
@@ -177,10 +188,11 @@ class HAProxyPaths(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     stats_socket: str  # runtime API (admin level), also passes listeners on reload
-    log_socket: str  # unix datagram syslog socket the agent reads
+    log_socket: str  # unix datagram socket where the agent hears admin events (no traffic)
+    syslog_socket: str  # unix stream socket of the host's rsyslogd: every line, to files
     state_dir: str  # server-state-file lives here
 
-    @field_validator("stats_socket", "log_socket")
+    @field_validator("stats_socket", "log_socket", "syslog_socket")
     @classmethod
     def _socket_path(cls, value: str) -> str:
         _absolute_quotable_path(value)
@@ -275,6 +287,44 @@ def ident(value: object) -> str:
     if not isinstance(value, str) or not _IDENT.fullmatch(value):
         raise RenderError(f"refusing to render {value!r} as a HAProxy identifier")
     return value
+
+
+# --- access log lines ----------------------------------------------------------------------
+
+# One JSON object per request (HTTP) or connection (TCP), built by HAProxy itself: no
+# program touches a line between HAProxy and the file. Every value a client sends
+# (method, URI, HTTP version) goes through HAProxy's `json` converter (escapes quotes,
+# backslashes and control characters, drops invalid UTF-8) and is read from the
+# captured request line, which outlives the request; everything else is a number,
+# an address or a name HAProxy generates, or an id this renderer checked. `retries`
+# is a string: HAProxy writes "+N" when it redispatched.
+_HTTP_FIELDS = (
+    '"listener":"%f","pool":"%b","member":"%s","client":"%ci","client_port":%cp,'
+    '"method":"%[capture.req.method,json(utf8s)]","path":"%[capture.req.uri,json(utf8s)]",'
+    '"http_version":"%[capture.req.ver,json(utf8s)]","status":%ST,"bytes_in":%U,"bytes_out":%B,'
+    '"tq":%Tq,"tw":%Tw,"tc":%Tc,"tr":%Tr,"ta":%Ta,"termination":"%tsc","retries":"%rc",'
+    '"request_id":"%ID"}'
+)
+_TCP_FIELDS = (
+    '"listener":"%f","pool":"%b","member":"%s","client":"%ci","client_port":%cp,'
+    '"bytes_in":%U,"bytes_out":%B,"tw":%Tw,"tc":%Tc,"tt":%Tt,"termination":"%ts",'
+    '"retries":"%rc"}'
+)
+# How a request id is made (HAProxy's documented example): client and frontend
+# address and port, accept time, request counter and pid, in hexadecimal.
+UNIQUE_ID_FORMAT = "%{+X}o%ci:%cp_%fi:%fp_%Ts_%rt:%pid"
+
+
+def access_log_format(
+    mode: Literal["http", "tcp"], lb_id: str, instance_id: str, project_id: str
+) -> str:
+    """The `log-format` of a listener: a JSON object naming its LB, instance and project."""
+    head = (
+        f'{{"ts":%Ts.%ms,"kind":"access","lb":"{ident(lb_id)}","instance":"{ident(instance_id)}",'
+    )
+    if _PLAIN_JSON_VALUE.fullmatch(project_id):
+        head += f'"project":"{project_id}",'
+    return head + (_HTTP_FIELDS if mode == "http" else _TCP_FIELDS)
 
 
 # --- value helpers -------------------------------------------------------------------------
@@ -816,6 +866,9 @@ def render_haproxy(
     access_log: AccessLog = "all",
     nbthread: int = DEFAULT_NBTHREAD,
     listener_maxconn: int = DEFAULT_LISTENER_MAXCONN,
+    instance_id: str | None = None,
+    log_ring_size: int = LOG_RING_SIZE,
+    request_id_header: bool = False,
 ) -> str:
     """Render the complete HAProxy configuration for one load balancer instance.
 
@@ -836,7 +889,13 @@ def render_haproxy(
     global_maxconn = instance_maxconn(spec, listener_maxconn) if maxconn is None else maxconn
     if global_maxconn < 1:
         raise RenderError(f"maxconn must be positive, got {global_maxconn}")
+    if not 1 << 16 <= log_ring_size <= 1 << 28:
+        raise RenderError(f"the log ring must hold 64 KiB to 256 MiB, got {log_ring_size}")
     frontends, backends = _views(spec, min(global_maxconn, listener_maxconn))
+    who = instance_id or spec.id
+    log_formats = {
+        mode: access_log_format(mode, spec.id, who, spec.project_id) for mode in ("http", "tcp")
+    }
     return (
         _environment()
         .get_template("haproxy.cfg.j2")
@@ -852,6 +911,12 @@ def render_haproxy(
             hard_stop_after=HARD_STOP_AFTER,
             close_spread_time=CLOSE_SPREAD_TIME,
             log_length=LOG_LINE_LENGTH,
+            log_ring=LOG_RING,
+            log_ring_size=log_ring_size,
+            log_tag=LOG_TAG_PREFIX + spec.id,
+            log_formats=log_formats,
+            unique_id_format=UNIQUE_ID_FORMAT,
+            request_id_header=request_id_header,
             stick_size=STICK_TABLE_SIZE,
             persistence_cookie=PERSISTENCE_COOKIE,
             defaults={

@@ -38,6 +38,11 @@ class HostView(View):
     last_heartbeat_at: Timestamp
     agent_version: str
     instance_count: int | None
+    # The agent's log pipeline: per syslog collector what is queued, spooled and
+    # dropped; per object store what is shipped and pending; the disk the files use.
+    log_delivery: dict[str, Any] | None = Field(
+        None, validation_alias=AliasPath("report", "log_delivery")
+    )
     created_at: Timestamp
     updated_at: Timestamp
 

@@ -16,6 +16,7 @@ from openha import events, ipam
 from openha.api import idempotency
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
 from openha.api.errors import BadRequest
+from openha.api.logquery import LogParams, log_params, respond
 from openha.api.networks import visible_networks, visible_subnets
 from openha.api.resources import Resource
 from openha.api.tenant import changes, common
@@ -369,7 +370,20 @@ def failover_loadbalancer(
     return Response(status_code=202)
 
 
-# --- stats and status tree --------------------------------------------------------------
+# --- stats, logs and status tree ---------------------------------------------------------
+
+
+@router.get("/{lb_id}/logs", response_model=None)
+def loadbalancer_logs(
+    lb_id: str,
+    request: Request,
+    params: LogParams = Depends(log_params),
+    session: Session = Depends(get_session),
+    ctx: RequestContext = Depends(get_context),
+) -> Any:
+    """The load balancer's access (or admin) lines; an OpenHA extension (see logquery)."""
+    lb = LOAD_BALANCERS.find(session, ctx, lb_id)
+    return respond(request, lb, session, params)
 
 
 @router.get("/{lb_id}/stats")

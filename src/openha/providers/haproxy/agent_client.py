@@ -109,3 +109,17 @@ def _json(resp: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def get_logs(
+    agent: AgentAddress, lb_id: str, params: dict[str, Any], timeout: float = 5.0
+) -> dict[str, Any]:
+    """A load balancer's log records on one host: `{"records": [...], "cursor": "..."}`."""
+    try:
+        with _client(agent, timeout) as client:
+            resp = client.get(f"/v1/loadbalancers/{lb_id}/logs", params=params)
+    except httpx.HTTPError as exc:
+        raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
+    if resp.status_code != 200:
+        raise AgentError(f"agent {agent.url} answered {resp.status_code}: {resp.text[:500]}")
+    return _json(resp)

@@ -27,6 +27,7 @@ from openha import events, ipam
 from openha.agent.protocol import VRRP_MASTER
 from openha.db import transaction
 from openha.domain import constants as c
+from openha.domain.logtargets import InvalidLogTargets, parse_targets
 from openha.domain.observed import ObservedState
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.domain.status import derive
@@ -75,6 +76,18 @@ class HAProxyProvider(Provider):
                 "all: a log line per request; errors: only failed or abnormal requests "
                 "(much cheaper on busy load balancers); none: no traffic logs.",
             ),
+            Capability(
+                "log_targets",
+                'Where access logs also go: a list of {"type": "syslog", "host": H, '
+                '"port": 514, "protocol": "tcp"|"tls"} (RFC 5424) and {"type": "s3", '
+                '"endpoint": "https://host[:port]", "bucket": B, "region": R, '
+                '"interval": seconds} (gzip\'d JSON lines per LB and interval).',
+            ),
+            Capability(
+                "request_id_header",
+                "true: members get each HTTP request's id (the log lines' request_id) "
+                "as X-Request-Id.",
+            ),
         ]
 
     def availability_zone_capabilities(self) -> list[Capability]:
@@ -84,6 +97,12 @@ class HAProxyProvider(Provider):
         super().validate_flavor(data)
         if data.get("access_log", "all") not in ACCESS_LOG_MODES:
             raise UnsupportedOption(f"access_log must be one of {', '.join(ACCESS_LOG_MODES)}")
+        try:
+            parse_targets(data.get("log_targets"))
+        except InvalidLogTargets as exc:
+            raise UnsupportedOption(str(exc)) from None
+        if not isinstance(data.get("request_id_header", False), bool):
+            raise UnsupportedOption("request_id_header must be true or false")
         topology = data.get("loadbalancer_topology", c.TOPOLOGY_SINGLE)
         if topology not in (c.TOPOLOGY_SINGLE, c.TOPOLOGY_ACTIVE_STANDBY):
             raise UnsupportedOption(

@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from openha.agent.paths import InstancePaths, instance_paths, namespace_name
+from openha.agent.paths import InstancePaths, instance_paths, log_paths, namespace_name
 from openha.domain import constants as c
+from openha.domain.logtargets import parse_targets
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.providers.haproxy import plumbing
 from openha.providers.haproxy.placement import Placement
@@ -29,10 +30,11 @@ PEER_PORT = 1024  # HAProxy peers listen on the instance address, never on the V
 CHECK_SCRIPT = "check_haproxy.sh"
 
 
-def haproxy_paths(paths: InstancePaths) -> HAProxyPaths:
+def haproxy_paths(paths: InstancePaths, agent_dir: str) -> HAProxyPaths:
     return HAProxyPaths(
         stats_socket=str(paths.stats_socket),
         log_socket=str(paths.log_socket),
+        syslog_socket=str(log_paths(agent_dir).syslog_socket),
         state_dir=str(paths.state_dir),
     )
 
@@ -92,11 +94,14 @@ def build(
     access_log = spec.flavor.get("access_log", settings.default_access_log)
     config = render_haproxy(
         spec,
-        haproxy_paths(paths),
+        haproxy_paths(paths, placement.agent_dir),
         peers=peers,
         access_log=access_log,
         nbthread=settings.haproxy_nbthread,
         listener_maxconn=settings.haproxy_default_maxconn,
+        instance_id=placement.instance_id,
+        log_ring_size=settings.log_ring_size,
+        request_id_header=bool(spec.flavor.get("request_id_header", False)),
     )
     return InstanceSpec(
         instance_id=placement.instance_id,
@@ -112,5 +117,5 @@ def build(
         haproxy_config=config,
         keepalived_config=keepalived,
         files=files,
-        log_tags={"load_balancer_id": spec.id, "project_id": spec.project_id},
+        log_targets=parse_targets(spec.flavor.get("log_targets")),
     )
