@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     agent_parallelism: int = Field(default=8, ge=1, le=256)
     # The agent raises the kernel's neighbour (ARP/NDP) table, shared by every
     # namespace, to at least this many entries (default 1024 overflows with about a
-    # thousand instances); 0 leaves the kernel's limits alone.
+    # thousand instances), and the per-CPU input backlog above a full bridge's flood
+    # (`agent.hostlimits`); 0 leaves the kernel's limits alone.
     agent_neighbour_table: int = Field(default=65536, ge=0)
     host_down_after: float = 5.0
     # Access logs when the flavor does not say: "all" (a line per request), "errors"

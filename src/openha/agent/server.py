@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from openha.agent.hostlimits import raise_fd_limit, raise_neighbour_table
+from openha.agent.hostlimits import raise_fd_limit, raise_neighbour_table, raise_netdev_backlog
 from openha.agent.protocol import InstanceStatus, LogsResponse
 from openha.agent.service import AgentService, StaleGeneration
 from openha.domain.spec import InstanceSpec
@@ -135,6 +135,7 @@ def run_agent(settings: Settings) -> None:
     raise_fd_limit()
     if settings.agent_neighbour_table:
         raise_neighbour_table(settings.agent_neighbour_table)
+        raise_netdev_backlog()
     service = AgentService(settings)
     service.start()
     host, port = settings.agent_host_port
