@@ -11,7 +11,10 @@ while different instances proceed in parallel. Background work:
   instance (a heartbeat answer that lists it, or a push);
 - supervision: an exit watcher (pidfds) hears a dead HAProxy or keepalived at once and
   restarts it from the last good config; a pass every `supervise_interval` re-plumbs
-  vanished namespaces and catches anything else;
+  vanished namespaces and catches anything else. The pass looks at each instance only
+  when something may have changed (a process exited or went unwatched, an instance was
+  adopted or confirmed, the namespace directory changed), and at all of them every
+  `FULL_PASS_INTERVAL`: an idle host's pass is one stat;
 - heartbeat: registers with the API, then reports status every `heartbeat_interval`
   and removes orphans the API no longer wants. The API being down only delays
   reports: the data plane never waits for the control plane, and no error ends the loop.
@@ -40,6 +43,7 @@ from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write
 from openha.agent.keepalived import KeepalivedError, KeepalivedInstance
 from openha.agent.logs import LogCollector, frontends_of
 from openha.agent.netns import (
+    NETNS_DIR,
     NetworkError,
     apply_network,
     delete_network,
@@ -70,6 +74,8 @@ from openha.settings import Settings
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
+# The supervision pass looks at every instance at least this often, changed or not.
+FULL_PASS_INTERVAL = 30.0
 
 
 class StaleGeneration(Exception):
@@ -138,6 +144,13 @@ class AgentService:
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPoolExecutor | None = None
         self._deleting: set[str] = set()  # orphans whose removal is queued
+        # Set by whatever may leave an instance needing supervision (see supervise_once).
+        self._look = threading.Event()
+        self._look.set()
+        self.netns_dir = NETNS_DIR  # whose modification time says a namespace came or went
+        self._netns_mark: int | None = None
+        self._full_pass_at = 0.0
+        self.supervision_looks = 0  # instances the supervision passes looked at
         self.registered = threading.Event()
         self.last_heartbeat: HeartbeatResponse | None = None
         self.reporter = Reporter(
@@ -234,6 +247,7 @@ class AgentService:
                 self._adopt_locked(inst)
                 if inst.confirmed:
                     self._converge_locked(inst)
+        self._look.set()
 
     def _adopt_locked(self, inst: _Instance) -> None:
         """Take over what a previous agent left running; start nothing.
@@ -292,11 +306,14 @@ class AgentService:
     def _watch(self, inst: _Instance) -> None:
         """Have the exit watcher report the instance's processes (after any start or reload)."""
         pid = inst.haproxy.pid()
-        if pid is not None:
-            self.watcher.watch(f"{inst.instance_id}/haproxy", pid)
+        if pid is None or not self.watcher.watch(f"{inst.instance_id}/haproxy", pid):
+            self._look.set()  # nobody hears this one: the supervision pass must look
         kpid = inst.keepalived.pid()
         if kpid is not None:
-            self.watcher.watch(f"{inst.instance_id}/keepalived", kpid)
+            if not self.watcher.watch(f"{inst.instance_id}/keepalived", kpid):
+                self._look.set()
+        elif inst.spec is not None and inst.spec.keepalived_config:
+            self._look.set()
 
     def _unwatch(self, inst: _Instance) -> None:
         self.watcher.unwatch(f"{inst.instance_id}/haproxy")
@@ -517,7 +534,9 @@ class AgentService:
 
     def _probe(self, inst: _Instance) -> Probe:
         """Read the instance's processes and HAProxy's stats: the costly part of a status."""
-        pid = inst.haproxy.pid()
+        # A process the exit watcher holds is alive (its exit would have dropped it):
+        # no pid file and /proc reads for it.
+        pid = self.watcher.watched(f"{inst.instance_id}/haproxy") or inst.haproxy.pid()
         stats = None
         if pid is not None:
             try:
@@ -605,6 +624,7 @@ class AgentService:
     def _exited(self, key: str) -> None:
         """The exit watcher saw an instance's HAProxy or keepalived die: act at once."""
         instance_id = key.partition("/")[0]
+        self._look.set()
         with self._lock:
             inst = self._instances.get(instance_id)
         if inst is not None:
@@ -612,9 +632,32 @@ class AgentService:
             self._submit(self._supervise_instance, inst)
 
     def supervise_once(self) -> None:
-        """One pass over every instance; cheap for healthy ones (a stat each)."""
+        """One pass: a look at the instances when something may have changed, else a stat.
+
+        Exits of watched processes come from the exit watcher; what else can need a
+        look is flagged by `_look` (an unwatched process, an adoption, a confirmation)
+        or shows in the namespace directory's modification time (a namespace created or
+        removed). A full look every FULL_PASS_INTERVAL catches anything else.
+        """
+        now = time.monotonic()
+        try:
+            stat = os.stat(self.netns_dir)
+            mark: int | None = stat.st_mtime_ns
+            # Timestamps are coarse: a change in the same tick as this stat could leave
+            # the time unchanged, so a recent one is looked at again next time.
+            recent = time.time() - stat.st_mtime < 2.0
+        except OSError:
+            mark, recent = None, True
+        due = now - self._full_pass_at >= FULL_PASS_INTERVAL
+        if not (due or recent or self._look.is_set() or mark != self._netns_mark):
+            return
+        self._look.clear()
+        self._netns_mark = mark
+        if due:
+            self._full_pass_at = now
         with self._lock:
             insts = list(self._instances.values())
+        self.supervision_looks += len(insts)
         for inst in insts:
             if inst.spec is None or inst.deleted or not inst.adopted or not inst.confirmed:
                 continue
@@ -635,6 +678,7 @@ class AgentService:
             self._converge_locked(inst)
         except Exception as exc:
             log.error("instance %s: supervision failed: %s", inst.instance_id, exc)
+            self._look.set()  # try again on the next pass
         finally:
             inst.lock.release()
 
@@ -760,6 +804,7 @@ class AgentService:
         for inst in insts:
             if inst.instance_id in wanted and not inst.confirmed:
                 inst.confirmed = True
+                self._look.set()
                 if inst.adopted and not inst.deleted:
                     log.info("instance %s: confirmed by the controller", inst.instance_id)
                     self._submit(self._supervise_instance, inst)
