@@ -14,7 +14,9 @@ while different instances proceed in parallel. Background work:
   vanished namespaces and catches anything else. The pass looks at each instance only
   when something may have changed (a process exited or went unwatched, an instance was
   adopted or confirmed, the namespace directory changed), and at all of them every
-  `FULL_PASS_INTERVAL`: an idle host's pass is one stat;
+  `FULL_PASS_INTERVAL`: an idle host's pass is one stat. For a pair, keepalived hears
+  of a dead HAProxy from the agent (`_tell_keepalived`: a track file, no check
+  process), and from `agent.keeper` while the agent is away;
 - heartbeat: registers with the API, then reports status every `heartbeat_interval`
   and removes orphans the API no longer wants. The API being down only delays
   reports: the data plane never waits for the control plane, and no error ends the loop.
@@ -271,6 +273,8 @@ class AgentService:
                 return
             pid = inst.haproxy.pid()
             if pid is None:
+                # Whatever the controller says later, this one must not hold the VIP.
+                self._tell_keepalived(inst, spec, down=True)
                 inst.replumb = cut_short
                 log.warning(
                     "instance %s: haproxy is not running; waiting for the controller "
@@ -291,6 +295,7 @@ class AgentService:
         finally:
             inst.haproxy.finish()
             self._watch(inst)
+            self._tell_keepalived(inst, spec)
 
     def _reapply_locked(self, inst: _Instance, spec: InstanceSpec) -> None:
         """Make a running data plane run `spec` for sure (network, a reload, keepalived)."""
@@ -314,6 +319,22 @@ class AgentService:
                 self._look.set()
         elif inst.spec is not None and inst.spec.keepalived_config:
             self._look.set()
+
+    def _tell_keepalived(
+        self, inst: _Instance, spec: InstanceSpec | None, down: bool | None = None
+    ) -> None:
+        """A pair's keepalived learns whether its HAProxy serves (`down`, else read now):
+        a write of its track file when that changed, nothing otherwise."""
+        if spec is None or not spec.keepalived_config or inst.deleted:
+            return
+        if down is None:
+            down = not inst.haproxy.running()
+        try:
+            if inst.keepalived.set_haproxy_down(down) and down:
+                log.warning("instance %s: haproxy is down, keepalived gives up the VIP",
+                            inst.instance_id)  # fmt: skip
+        except OSError as exc:
+            log.error("instance %s: cannot tell keepalived: %s", inst.instance_id, exc)
 
     def _unwatch(self, inst: _Instance) -> None:
         self.watcher.unwatch(f"{inst.instance_id}/haproxy")
@@ -399,6 +420,7 @@ class AgentService:
         finally:
             inst.haproxy.finish()
             self._watch(inst)
+            self._tell_keepalived(inst, inst.spec)
 
     def _apply_spec(self, inst: _Instance, spec: InstanceSpec) -> tuple[bool, InstanceStatus]:
         try:
@@ -436,6 +458,8 @@ class AgentService:
             if result.error:
                 return self._fail(inst, result.error)
             if spec.keepalived_config:
+                # The track file exists before keepalived reads its config.
+                self._tell_keepalived(inst, spec)
                 inst.keepalived.apply(spec.keepalived_config)
             elif inst.keepalived.pid() is not None:
                 self.watcher.unwatch(f"{inst.instance_id}/keepalived")
@@ -629,6 +653,14 @@ class AgentService:
             inst = self._instances.get(instance_id)
         if inst is not None:
             log.warning("instance %s: %s exited", instance_id, key.partition("/")[2])
+            if key.endswith("/haproxy") and inst.lock.acquire(blocking=False):
+                # Here, not in the pool: a busy pool must not delay the failover. A
+                # held lock is an apply under way (a reload's old process leaving),
+                # and the apply tells keepalived itself.
+                try:
+                    self._tell_keepalived(inst, inst.spec)
+                finally:
+                    inst.lock.release()
             self._submit(self._supervise_instance, inst)
 
     def supervise_once(self) -> None:
@@ -697,9 +729,11 @@ class AgentService:
             apply_network(spec)
         inst.replumb = False
         if not inst.haproxy.running():
+            self._tell_keepalived(inst, spec, down=True)
             log.warning("instance %s: haproxy is not running, starting it", inst.instance_id)
             pid = inst.haproxy.restart(spec.haproxy_config)
             log.info("instance %s: haproxy %d serving", inst.instance_id, pid)
+        self._tell_keepalived(inst, spec)
         if spec.keepalived_config and inst.keepalived.pid() is None:
             inst.keepalived.start()
         self._watch(inst)
