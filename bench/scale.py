@@ -56,6 +56,9 @@ from fleetworld import (
     list_all,
     member_change_times,
     pool_and_members,
+    processes_cpu,
+    softnet_drops,
+    thread_cpu,
     tree,
     vip_subnet,
     wait_settled,
@@ -209,9 +212,17 @@ class Fleet:
             if n % 100 == 0:
                 print(f"  {n} POSTed, {elapsed:.0f} s (load {load()})", flush=True)
 
+        drops = softnet_drops()
         self.ids = create_many(tenant, self.fleet_body, args.lbs, args.parallel, progress)
         posted = time.monotonic() - t0
         took = wait_settled(tenant, max(300, args.lbs * 3.0), t0, interval=5)
+        backlog = Path("/proc/sys/net/core/netdev_max_backlog").read_text().strip()
+        self.result(
+            "packets dropped from full input backlogs during the creation (softnet_stat)",
+            f"{softnet_drops() - drops} (net.core.netdev_max_backlog {backlog})",
+            "—",
+            None,
+        )
         host = self.plane.admin.get("/v2/manage/hosts").json()["hosts"][0]
         self.result(
             f"creation, {args.lbs} LBs ({args.parallel} POSTs at a time)",
@@ -234,10 +245,16 @@ class Fleet:
             mem["pss_mean"] <= 5,
         )
         names = ["api", "controller", plane.agents[0].name]
+        agent_pid = plane.agents[0].proc.pid  # type: ignore[union-attr]
         la = load()
         before, t0 = plane.cpu(names), time.monotonic()
+        threads_before = thread_cpu(agent_pid)
         time.sleep(args.window)
         after, elapsed = plane.cpu(names), time.monotonic() - t0
+        threads = {
+            name: (seconds - threads_before.get(name, 0.0)) / elapsed
+            for name, seconds in thread_cpu(agent_pid).items()
+        }
         shares = {n: (after[n] - before[n]) / elapsed for n in names}
         total = sum(shares.values())
         self.result(
@@ -246,6 +263,13 @@ class Fleet:
             f"{shares['controller']:.1%}, agent {shares[names[2]]:.1%})",
             "≤ 5 %",
             total <= TARGETS["idle"],
+        )
+        busiest = sorted(threads.items(), key=lambda kv: -kv[1])[:6]
+        self.result(
+            "where the idle agent's CPU goes (its threads, share of one core)",
+            ", ".join(f"{name} {share:.2%}" for name, share in busiest),
+            "—",
+            None,
         )
         at_n = self.member_changes(len(self.ids))
         ratio = percentile(at_n, 50) / percentile(self.base_changes, 50)
@@ -434,6 +458,23 @@ def run_pairs(args: argparse.Namespace) -> None:
         on_host: dict[str, int] = {}
         for inst in insts:
             on_host[inst["host_id"]] = on_host.get(inst["host_id"], 0) + 1
+        la = load()
+        agents = [a.name for a in plane.agents]
+        root = str(plane.root)
+        before, kbefore, t1 = plane.cpu(agents), processes_cpu("keepalived", root), time.monotonic()
+        time.sleep(args.window / 2)
+        after, kafter = plane.cpu(agents), processes_cpu("keepalived", root)
+        elapsed = time.monotonic() - t1
+        agents_share = sum(after[n] - before[n] for n in agents) / elapsed
+        results.append(
+            (
+                f"idle, {len(insts)} pair instances on 3 hosts, {elapsed:.0f} s (load {la})",
+                f"keepalived (all {len(insts)}) {(kafter - kbefore) / elapsed:.1%} of one core, "
+                f"the 3 agents {agents_share:.1%} (VIP loops and health checks running)",
+                "—",
+                "—",
+            )
+        )
         victim = max(plane.agents, key=lambda a: masters.get(a.host_id, 0))
         dead = victim.host_id
         la = load()

@@ -430,7 +430,7 @@ class AgentService:
             # The candidate goes first and is removed last (`finish`): found after a
             # crash, it says this apply was cut short and what runs is in doubt.
             inst.haproxy.write_candidate(spec.haproxy_config)
-            # The spec's files (check scripts, later certificates) are referenced by the
+            # The spec's files (notify scripts, later certificates) are referenced by the
             # configs, so they must exist for validation; nothing running reads them yet.
             self._write_files(inst, spec)
             # Validate before touching anything else, so a bad spec leaves the running
