@@ -58,6 +58,49 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+THREAD_NAMES = str(Path(__file__).resolve().parent / "threadnames")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads by name (bench/threadnames names them; a
+    trailing `_<n>` of pool workers is dropped, so a pool counts as one)."""
+    out: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")].rstrip("0123456789").rstrip("_")
+            fields = stat.rpartition(")")[2].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
+def processes_cpu(word: str, needle: str) -> float:
+    """CPU seconds (utime + stime) of every process whose argv holds `word` and `needle`."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(word.encode() in a for a in argv) and any(needle.encode() in a for a in argv):
+            seconds = cpu_seconds(int(entry.name))
+            if seconds == seconds:
+                total += seconds
+    return total
+
+
+def softnet_drops() -> int:
+    """Packets the kernel dropped from full per-CPU input backlogs, all CPUs, since boot."""
+    return sum(
+        int(line.split()[1], 16) for line in Path("/proc/net/softnet_stat").read_text().splitlines()
+    )
+
+
 def free_slash20() -> str:
     used = _used_networks()
     for second in range(200, 250):
@@ -97,6 +140,7 @@ class ControlPlane:
                 "OPENHA_DATABASE_URL": self.database_url,
                 # Die with the benchmark even if it is killed before its teardown runs.
                 "OPENHA_PARENT_PID": str(os.getpid()),
+                "PYTHONPATH": THREAD_NAMES,
                 **env,
             },
             stdout=log,
@@ -135,6 +179,7 @@ class ControlPlane:
                 # The product's defaults, not the integration tests' faster ones.
                 "OPENHA_HEARTBEAT_INTERVAL": str(DEFAULTS.heartbeat_interval),
                 "OPENHA_AGENT_NEIGHBOUR_TABLE": str(DEFAULTS.agent_neighbour_table),
+                "PYTHONPATH": THREAD_NAMES,
             },
         )
         self.agents.append(agent)

@@ -56,6 +56,9 @@ from fleetworld import (
     list_all,
     member_change_times,
     pool_and_members,
+    processes_cpu,
+    softnet_drops,
+    thread_cpu,
     tree,
     vip_subnet,
     wait_settled,
@@ -209,9 +212,17 @@ class Fleet:
             if n % 100 == 0:
                 print(f"  {n} POSTed, {elapsed:.0f} s (load {load()})", flush=True)
 
+        drops = softnet_drops()
         self.ids = create_many(tenant, self.fleet_body, args.lbs, args.parallel, progress)
         posted = time.monotonic() - t0
         took = wait_settled(tenant, max(300, args.lbs * 3.0), t0, interval=5)
+        backlog = Path("/proc/sys/net/core/netdev_max_backlog").read_text().strip()
+        self.result(
+            "packets dropped from full input backlogs during the creation (softnet_stat)",
+            f"{softnet_drops() - drops} (net.core.netdev_max_backlog {backlog})",
+            "—",
+            None,
+        )
         host = self.plane.admin.get("/v2/manage/hosts").json()["hosts"][0]
         self.result(
             f"creation, {args.lbs} LBs ({args.parallel} POSTs at a time)",
@@ -234,10 +245,16 @@ class Fleet:
             mem["pss_mean"] <= 5,
         )
         names = ["api", "controller", plane.agents[0].name]
+        agent_pid = plane.agents[0].proc.pid  # type: ignore[union-attr]
         la = load()
         before, t0 = plane.cpu(names), time.monotonic()
+        threads_before = thread_cpu(agent_pid)
         time.sleep(args.window)
         after, elapsed = plane.cpu(names), time.monotonic() - t0
+        threads = {
+            name: (seconds - threads_before.get(name, 0.0)) / elapsed
+            for name, seconds in thread_cpu(agent_pid).items()
+        }
         shares = {n: (after[n] - before[n]) / elapsed for n in names}
         total = sum(shares.values())
         self.result(
@@ -246,6 +263,13 @@ class Fleet:
             f"{shares['controller']:.1%}, agent {shares[names[2]]:.1%})",
             "≤ 5 %",
             total <= TARGETS["idle"],
+        )
+        busiest = sorted(threads.items(), key=lambda kv: -kv[1])[:6]
+        self.result(
+            "where the idle agent's CPU goes (its threads, share of one core)",
+            ", ".join(f"{name} {share:.2%}" for name, share in busiest),
+            "—",
+            None,
         )
         at_n = self.member_changes(len(self.ids))
         ratio = percentile(at_n, 50) / percentile(self.base_changes, 50)
@@ -419,10 +443,16 @@ def run_pairs(args: argparse.Namespace) -> None:
             (f"creation, {args.pairs} pairs", f"{args.pairs / took:.2f} LB/s ({took:.0f} s)",
              "—", "—")
         )  # fmt: skip
-        lbs = list_all(plane.tenant, "/v2/lbaas/loadbalancers", "loadbalancers")
-        urls = [f"http://{lb['vip_address']}/" for lb in lbs if lb["id"] in set(ids)]
+        lbs = [
+            lb
+            for lb in list_all(plane.tenant, "/v2/lbaas/loadbalancers", "loadbalancers")
+            if lb["id"] in set(ids)
+        ]
+        urls = [f"http://{lb['vip_address']}/" for lb in lbs]
         wait_for(lambda: pairs_whole(plane, set(ids), None) == len(ids), 120, 1, what="pairs")
-        probe = MultiProbe(lab, urls, interval=args.pair_probe_interval)
+        probe = MultiProbe(
+            lab, urls, interval=args.pair_probe_interval, timeout=args.pair_probe_timeout
+        )
         wait_for(lambda: probe.answering(time.monotonic() - 1) == len(urls), 60, 0.5,
                  what="every VIP answering")  # fmt: skip
         time.sleep(3)
@@ -434,8 +464,36 @@ def run_pairs(args: argparse.Namespace) -> None:
         on_host: dict[str, int] = {}
         for inst in insts:
             on_host[inst["host_id"]] = on_host.get(inst["host_id"], 0) + 1
+        la = load()
+        agents = [a.name for a in plane.agents]
+        root = str(plane.root)
+        before, kbefore, t1 = plane.cpu(agents), processes_cpu("keepalived", root), time.monotonic()
+        time.sleep(args.window / 2)
+        after, kafter = plane.cpu(agents), processes_cpu("keepalived", root)
+        elapsed = time.monotonic() - t1
+        agents_share = sum(after[n] - before[n] for n in agents) / elapsed
+        results.append(
+            (
+                f"idle, {len(insts)} pair instances on 3 hosts, {elapsed:.0f} s (load {la})",
+                f"keepalived (all {len(insts)}) {(kafter - kbefore) / elapsed:.1%} of one core, "
+                f"the 3 agents {agents_share:.1%} (VIP loops and health checks running)",
+                "—",
+                "—",
+            )
+        )
         victim = max(plane.agents, key=lambda a: masters.get(a.host_id, 0))
         dead = victim.host_id
+        # Which LBs had their MASTER on the victim (their VIP must move) and which had
+        # nothing there at all (a control group: any gap of theirs is not failover).
+        lb_of_url = {lb["id"]: i for i, lb in enumerate(lbs)}
+        moved, untouched = set(), set(range(len(lbs)))
+        for inst in insts:
+            i = lb_of_url.get(inst["load_balancer_id"])
+            if i is None or inst["host_id"] != dead:
+                continue
+            untouched.discard(i)
+            if inst["vrrp_state"] == "MASTER":
+                moved.add(i)
         la = load()
         t0 = time.monotonic()
         victim.kill_host()
@@ -453,6 +511,19 @@ def run_pairs(args: argparse.Namespace) -> None:
         time.sleep(2)
         gaps, failed = probe.gaps(t0 - 1, time.monotonic())
         over = sum(1 for g in gaps if g > TARGETS["gap_s"])
+        groups = (("MASTER on the killed host", moved), ("no instance there", untouched))
+        for label, group in groups:
+            chosen = [g for i, g in enumerate(gaps) if i in group]
+            if chosen:
+                results.append(
+                    (
+                        f"gap of the {len(chosen)} LBs with their {label}",
+                        f"p50 {percentile(chosen, 50):.2f} s, max {max(chosen):.2f} s; "
+                        f"{sum(1 for g in chosen if g > TARGETS['gap_s'])} over 2 s",
+                        "≤ 2 s" if group is moved else "0 s (control)",
+                        "—",
+                    )
+                )
         results.append(
             (
                 f"host killed ({on_host.get(dead, 0)} instances, {masters.get(dead, 0)} MASTERs "
@@ -465,7 +536,7 @@ def run_pairs(args: argparse.Namespace) -> None:
         results.append(
             (
                 f"client-visible gap per LB (a loop per VIP every {args.pair_probe_interval:g} s, "
-                "0.3 s timeout)",
+                f"{args.pair_probe_timeout:g} s timeout)",
                 f"p50 {percentile(gaps, 50):.2f} s, p90 {percentile(gaps, 90):.2f} s, "
                 f"max {max(gaps):.2f} s; {over} LBs over 2 s; {failed} failed requests",
                 "≤ 2 s",
@@ -616,6 +687,7 @@ def main() -> None:
     parser.add_argument("--restart-changes", type=int, default=100)
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--pair-probe-interval", type=float, default=0.2)
+    parser.add_argument("--pair-probe-timeout", type=float, default=0.3)
     parser.add_argument("--controller-lbs", type=int, default=100)
     parser.add_argument("--controller-rounds", type=int, default=2)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")

@@ -11,9 +11,11 @@ still be read, reported and derived at once.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from openha import hosts
 from openha.agent.haproxy import StatSummary
 from openha.agent.paths import instance_paths
-from openha.agent.service import AgentService, _Instance
+from openha.agent.service import FULL_PASS_INTERVAL, AgentService, _Instance
 from openha.controller import snapshot
 from openha.controller.reconciler import Reconciler
 from openha.db import transaction
@@ -382,3 +384,53 @@ def test_idle_api_heartbeat_costs_the_same_for_any_fleet(
         ).json()
     assert again["wanted_instance_ids"] is None  # nothing changed: no list
     assert counted.writes() == 1 and counted.queries <= 4, counted.statements
+
+
+def test_idle_supervision_passes_look_at_no_instance(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervision pass looks at instances when something happened to one (an
+    exit, a namespace come or gone) and at all of them now and then, not every second."""
+    service = AgentService(Settings(state_dir=short_dir, agent_dir=short_dir / "agent"))
+    for n in range(10):
+        instance_id = f"00000000-0000-4000-8000-{n:012d}"
+        paths = instance_paths(short_dir / "agent", instance_id)
+        record = _Instance(instance_id, paths, f"ohi-{n}", FakeHAProxy("l", "m"), None)  # type: ignore[arg-type]
+        record.spec = InstanceSpec(
+            instance_id=instance_id,
+            load_balancer_id="lb",
+            project_id="p",
+            generation=1,
+            namespace=record.namespace,
+            interfaces=(),
+            vip_address="10.0.0.1",
+            haproxy_config="",
+        )
+        record.confirmed = True
+        service._instances[instance_id] = record
+    netns_dir = short_dir / "netns"
+    netns_dir.mkdir()
+    os.utime(netns_dir, (time.time() - 60, time.time() - 60))
+    service.netns_dir = str(netns_dir)
+    # Every HAProxy watched and every namespace there: nothing needs bringing back.
+    monkeypatch.setattr(service.watcher, "watched", lambda key: 4242)
+    monkeypatch.setattr("openha.agent.service.namespace_exists", lambda name: True)
+
+    service.supervise_once()
+    assert service.supervision_looks == 10  # the first pass looks at everything
+    for _ in range(5):
+        service.supervise_once()
+    assert service.supervision_looks == 10, "an idle pass looked at instances"
+    service._exited("00000000-0000-4000-8000-000000000003/haproxy")  # the exit watcher heard one
+    service.supervise_once()
+    assert service.supervision_looks == 20
+    service.supervise_once()
+    os.utime(netns_dir)  # a namespace came or went
+    service.supervise_once()
+    assert service.supervision_looks == 30
+    service._full_pass_at -= FULL_PASS_INTERVAL  # and now and then, whatever happened
+    os.utime(netns_dir, (time.time() - 60, time.time() - 60))
+    service.supervise_once()
+    assert service.supervision_looks == 40
+    service.supervise_once()
+    assert service.supervision_looks == 40

@@ -6,6 +6,7 @@ retry it and fail with the last findings.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import httpx
 from chaos_procs import World
 from stack import processes_naming
 
+from openha.agent import keeper
 from openha.agent.haproxy import cli_command, pid_alive
 from openha.agent.netns import namespace_exists, namespace_pids, owned_host_links
 from openha.agent.paths import instance_paths, log_paths, namespace_name
@@ -309,6 +311,7 @@ def check_nothing_left(w: World) -> list[str]:
             problems.append(f"namespace {ns} left (pids {namespace_pids(ns)})")
         if owned_host_links(ns):
             problems.append(f"links {owned_host_links(ns)} of {ns} left")
+    # A running agent, the keeper it leaves asleep (`openha.agent.keeper`) and its rsyslogd stay.
     agent_pids = {a.proc.pid for a in w.stack.agents if a.proc is not None}
     # Each running agent's own rsyslogd belongs to the host, not to a load balancer.
     agent_pids |= {
@@ -316,6 +319,10 @@ def check_nothing_left(w: World) -> list[str]:
         for a in w.stack.agents
         if a.proc is not None and (pid := Syslogd(log_paths(a.dir).syslog_dir).pid()) is not None
     }
+    for agent in w.stack.agents:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if agent.proc is not None:
+                agent_pids.add(int((agent.dir / keeper.PID_FILE).read_text().split()[0]))
     for pid in processes_naming(w.stack.root):
         if pid not in agent_pids:
             problems.append(f"process {pid} left: {Path(f'/proc/{pid}/cmdline').read_bytes()!r}")

@@ -215,6 +215,18 @@ def test_killing_master_haproxy_moves_the_vip(
     assert loop.longest_gap < 3.0
     agent.start()
     wait_for(lambda: healthy_pair(stack, lb["id"]), 30, what="pair healthy again")
+    # With its agent running, the new master's HAProxy dies: the agent's exit watcher
+    # tells keepalived (its track file) before restarting it, and the VIP moves back.
+    second = master(stack, lb["id"])
+    pid = int((agent_of(stack, second["host_id"]).dir / "instances" / second["id"]
+               / "haproxy.pid").read_text().split()[0])  # fmt: skip
+    with ClientLoop(client, url) as loop:
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: _vip_holder(stack, lb["id"], second["id"]), 15, what="VIP moved back")
+        time.sleep(1)
+    assert loop.longest_gap < 3.0
+    wait_for(lambda: healthy_pair(stack, lb["id"]), 30, what="pair healthy at last")
 
 
 def _children(pid: int) -> list[int]:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from openha.agent.hostlimits import neighbour_thresholds, raise_neighbour_table
+from openha.agent.hostlimits import (
+    neighbour_thresholds,
+    raise_neighbour_table,
+    raise_netdev_backlog,
+)
 
 
 def test_neighbour_table_is_raised_never_lowered(tmp_path: Path) -> None:
@@ -24,3 +28,15 @@ def test_neighbour_table_is_raised_never_lowered(tmp_path: Path) -> None:
     assert [int((v6 / f"gc_thresh{n}").read_text()) for n in (1, 2, 3)] == [8192, 100_000, 200_000]
     assert len(changed) == 4
     assert raise_neighbour_table(65536, (v4, v6)) == []  # idempotent
+
+
+def test_netdev_backlog_is_raised_never_lowered(tmp_path: Path) -> None:
+    backlog = tmp_path / "netdev_max_backlog"
+    backlog.write_text("1000\n")
+    assert raise_netdev_backlog(16384, backlog) == f"{backlog}: 1000 -> 16384"
+    assert int(backlog.read_text()) == 16384
+    assert raise_netdev_backlog(16384, backlog) is None  # idempotent
+    backlog.write_text("50000\n")
+    assert raise_netdev_backlog(16384, backlog) is None
+    assert int(backlog.read_text()) == 50000
+    assert raise_netdev_backlog(16384, tmp_path / "missing") is None

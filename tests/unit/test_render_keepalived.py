@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from openha.render.haproxy import RenderError
-from openha.render.keepalived import VrrpSpec, render_check_script, render_keepalived
+from openha.render.keepalived import VrrpSpec, render_keepalived, render_notify_script
 
 LB = "5b6c7d8e-1111-2222-3333-444455556666"
 INSTANCE = "9a8b7c6d-1111-2222-3333-444455556666"
 
 
 def spec(tmp_path: Path, **kw: object) -> VrrpSpec:
-    script = tmp_path / "check_haproxy.sh"
-    script.write_text(render_check_script(str(tmp_path / "s.sock")))
+    script = tmp_path / "vrrp_notify.sh"
+    script.write_text(render_notify_script(str(tmp_path / "vrrp_state")))
     script.chmod(0o700)
     base = VrrpSpec(
         lb_id=LB,
@@ -30,7 +30,8 @@ def spec(tmp_path: Path, **kw: object) -> VrrpSpec:
         peer_addresses=("10.0.0.6",),
         vip="10.0.0.100",
         vip_prefixlen=24,
-        check_script=str(script),
+        track_file=str(tmp_path / "haproxy.down"),
+        notify_script=str(script),
     )
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 
@@ -64,8 +65,10 @@ def test_config_passes_keepalived_check(tmp_path: Path, version: int) -> None:
         {"peer_addresses": ("10.0.0.6\n}",)},
         {"vip": "10.0.0.100/24"},
         {"vip_prefixlen": 33},
-        {"check_script": "/tmp/x; rm -rf /"},
-        {"check_script": "relative.sh"},
+        {"notify_script": "/tmp/x; rm -rf /"},
+        {"notify_script": "relative.sh"},
+        {"track_file": '/tmp/x"\nvrrp_script y'},
+        {"track_file": "relative"},
         {"vrrp_version": 2, "advert_int": 0.25},
         {"vrrp_version": 4},
         {"vrrp_version": 2, "advert_int": 1.0, "auth_pass": "has space"},
@@ -79,8 +82,21 @@ def test_hostile_or_impossible_values_are_refused(
         render_keepalived(spec(tmp_path, **change))
 
 
-def test_check_script_asks_this_instances_own_socket(tmp_path: Path) -> None:
-    script = render_check_script("/run/x/stats.sock")
-    assert "UNIX-CONNECT:/run/x/stats.sock" in script
+def test_notify_script_writes_this_instances_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "vrrp_state"
+    script = tmp_path / "notify.sh"
+    script.write_text(render_notify_script(str(state)))
+    script.chmod(0o700)
+    for args, expected in ((["INSTANCE", "lb", "MASTER", "100"], "MASTER\n"),
+                           (["INSTANCE", "lb", "STOP", "100"], "MASTER\n"),
+                           (["INSTANCE", "lb", "FAULT", "0"], "FAULT\n")):  # fmt: skip
+        subprocess.run([str(script), *args], check=True)
+        assert state.read_text() == expected
     with pytest.raises(RenderError):
-        render_check_script("/run/x/stats.sock; reboot")
+        render_notify_script("/run/x/vrrp_state'; reboot")
+
+
+def test_config_tracks_a_file_and_runs_no_check_script(tmp_path: Path) -> None:
+    cfg = render_keepalived(spec(tmp_path))
+    assert f'file "{tmp_path / "haproxy.down"}"' in cfg
+    assert "vrrp_script" not in cfg and "track_script" not in cfg

@@ -8,6 +8,15 @@
   instance namespace holds entries for its members, gateway and clients, so a host of
   a thousand load balancers overflows it and new neighbours cannot be resolved (found
   by bench/density.py: the thousandth VIP stopped answering).
+- The per-CPU input backlog (`net.core.netdev_max_backlog`, default 1000 packets). A
+  broadcast on a bridge (an ARP request) is copied to every port, and each copy a veth
+  carries is queued on that backlog before any is processed: with a thousand instance
+  ports on one bridge, the copies past the thousandth are dropped. The bridge floods
+  its newest ports first, so the oldest ports (the backends and routers every new
+  instance must resolve) are the ones that never hear it: bench/scale.py's last four
+  load balancers of a thousand never reached their members, with millions of drops in
+  /proc/net/softnet_stat. A Linux bridge takes at most 1024 ports, so a backlog well
+  above that keeps a full bridge's flood, several at once, whole.
 """
 
 from __future__ import annotations
@@ -17,6 +26,10 @@ import resource
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+NETDEV_BACKLOG = Path("/proc/sys/net/core/netdev_max_backlog")
+# Room for a few full-bridge floods (1024 ports) queued at once on one CPU.
+NETDEV_BACKLOG_MIN = 16384
 
 NEIGH_DIRS = (
     Path("/proc/sys/net/ipv4/neigh/default"),
@@ -61,3 +74,23 @@ def raise_neighbour_table(entries: int, dirs: tuple[Path, ...] = NEIGH_DIRS) -> 
     for change in changed:
         log.info("raised %s", change)
     return changed
+
+
+def raise_netdev_backlog(
+    packets: int = NETDEV_BACKLOG_MIN, path: Path = NETDEV_BACKLOG
+) -> str | None:
+    """Raise the per-CPU input backlog to at least `packets`; what changed, if anything.
+
+    A higher value the operator set stays; a refused write is logged and left alone.
+    """
+    try:
+        current = int(path.read_text())
+        if current >= packets:
+            return None
+        path.write_text(f"{packets}\n")
+    except (OSError, ValueError) as exc:
+        log.warning("cannot raise %s: %s", path, exc)
+        return None
+    change = f"{path}: {current} -> {packets}"
+    log.info("raised %s", change)
+    return change

@@ -3,7 +3,9 @@
 Like HAProxy, the config comes rendered from the controller; the agent checks it
 (`keepalived -t`), writes it atomically, starts keepalived inside the instance's
 namespace with its own pid files, and reloads it with SIGHUP. The VRRP state is
-whatever the config's notify script last wrote to `InstancePaths.vrrp_state_file`.
+whatever the config's notify script last wrote to `InstancePaths.vrrp_state_file`;
+whether HAProxy serves goes the other way, through the track file
+(`InstancePaths.haproxy_down`) keepalived watches.
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ class KeepalivedInstance:
             return self.paths.vrrp_state_file.read_text().strip().upper() or None
         except OSError:
             return None
+
+    def set_haproxy_down(self, down: bool) -> bool:
+        """Tell keepalived (its track file) whether this instance's HAProxy is down;
+        True when that changed what the file said."""
+        value = "1\n" if down else "0\n"
+        with contextlib.suppress(OSError):
+            if self.paths.haproxy_down.read_text() == value:
+                return False
+        atomic_write(self.paths.haproxy_down, value, 0o600)
+        return True
 
     def validate(self, config: str) -> str | None:
         with tempfile.NamedTemporaryFile("w", dir=self.paths.instance_dir, suffix=".conf") as fh:

@@ -44,6 +44,8 @@ class InstancePaths:
     keepalived_pid: Path
     vrrp_pid: Path
     vrrp_state_file: Path  # keepalived notify scripts write MASTER/BACKUP/FAULT here
+    # keepalived's track file: the agent writes 1 when HAProxy died, 0 when it serves.
+    haproxy_down: Path
 
     def check(self) -> None:
         """Refuse paths that a unix socket cannot bind to (too long)."""
@@ -75,6 +77,7 @@ def instance_paths(agent_dir: Path | str, instance_id: str) -> InstancePaths:
         keepalived_pid=base / "keepalived.pid",
         vrrp_pid=base / "vrrp.pid",
         vrrp_state_file=base / "vrrp_state",
+        haproxy_down=base / "haproxy.down",
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
-from openha.agent import state
+from openha.agent import keeper, state
 from openha.agent.haproxy import pid_alive
 from openha.agent.netns import (
     MANAGED_ALIAS,
@@ -62,6 +62,7 @@ def purge(agent_dir: Path | None, everything: bool = False) -> list[str]:
     removed: list[str] = []
     bridges: list[str] = []
     if agent_dir is not None and agent_dir.exists():
+        keeper.stop(agent_dir)
         for instance_id in state.instance_ids(agent_dir):
             paths = instance_paths(agent_dir, instance_id)
             spec = state.load_spec(paths)

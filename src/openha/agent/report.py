@@ -9,7 +9,7 @@ would cost more than all the rest of the agent. So a report is planned here
   keepalived's notify script) and those whose HAProxy logged a server state
   change ("Server <pool>/<member> is DOWN": `LogCollector.take_state_changes`);
   their processes and stats are read before the report is built;
-- every `stats_interval` (10 s, as Octavia's amphorae send their stats): each
+- every `stats_interval` (30 s; Octavia's amphorae send theirs every 10 s): each
   instance's processes, counters and server states, a slice per heartbeat, so the
   reads are spread evenly and a missed log line is caught within that time;
 - every `resync_interval`: each instance's status again, changed or not, also a

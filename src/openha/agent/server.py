@@ -21,7 +21,8 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from openha.agent.hostlimits import raise_fd_limit, raise_neighbour_table
+from openha.agent import keeper
+from openha.agent.hostlimits import raise_fd_limit, raise_neighbour_table, raise_netdev_backlog
 from openha.agent.logstore import LogQuery, valid_lb_id
 from openha.agent.protocol import InstanceStatus, LogsResponse
 from openha.agent.service import AgentService, StaleGeneration
@@ -147,7 +148,10 @@ def run_agent(settings: Settings) -> None:
     raise_fd_limit()
     if settings.agent_neighbour_table:
         raise_neighbour_table(settings.agent_neighbour_table)
+        raise_netdev_backlog()
     service = AgentService(settings)
+    # Before adoption: the keeper a previous agent left stops writing track files.
+    keeper.replace(service.agent_dir)
     service.start()
     host, port = settings.agent_host_port
     server = _AgentServer(

@@ -11,7 +11,12 @@ while different instances proceed in parallel. Background work:
   instance (a heartbeat answer that lists it, or a push);
 - supervision: an exit watcher (pidfds) hears a dead HAProxy or keepalived at once and
   restarts it from the last good config; a pass every `supervise_interval` re-plumbs
-  vanished namespaces and catches anything else;
+  vanished namespaces and catches anything else. The pass looks at each instance only
+  when something may have changed (a process exited or went unwatched, an instance was
+  adopted or confirmed, the namespace directory changed), and at all of them every
+  `FULL_PASS_INTERVAL`: an idle host's pass is one stat. For a pair, keepalived hears
+  of a dead HAProxy from the agent (`_tell_keepalived`: a track file, no check
+  process), and from `agent.keeper` while the agent is away;
 - heartbeat: registers with the API, then reports status every `heartbeat_interval`
   and removes orphans the API no longer wants. The API being down only delays
   reports: the data plane never waits for the control plane, and no error ends the loop.
@@ -46,6 +51,7 @@ from openha.agent.logpipe import LogPipeline
 from openha.agent.logs import LogCollector
 from openha.agent.logstore import LogQuery
 from openha.agent.netns import (
+    NETNS_DIR,
     NetworkError,
     apply_network,
     delete_network,
@@ -75,6 +81,8 @@ from openha.settings import Settings
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
+# The supervision pass looks at every instance at least this often, changed or not.
+FULL_PASS_INTERVAL = 30.0
 
 
 class StaleGeneration(Exception):
@@ -144,6 +152,13 @@ class AgentService:
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPoolExecutor | None = None
         self._deleting: set[str] = set()  # orphans whose removal is queued
+        # Set by whatever may leave an instance needing supervision (see supervise_once).
+        self._look = threading.Event()
+        self._look.set()
+        self.netns_dir = NETNS_DIR  # whose modification time says a namespace came or went
+        self._netns_mark: int | None = None
+        self._full_pass_at = 0.0
+        self.supervision_looks = 0  # instances the supervision passes looked at
         self.registered = threading.Event()
         self.last_heartbeat: HeartbeatResponse | None = None
         self.reporter = Reporter(
@@ -246,6 +261,7 @@ class AgentService:
                 self._adopt_locked(inst)
                 if inst.confirmed:
                     self._converge_locked(inst)
+        self._look.set()
 
     def _adopt_locked(self, inst: _Instance) -> None:
         """Take over what a previous agent left running; start nothing.
@@ -269,6 +285,8 @@ class AgentService:
                 return
             pid = inst.haproxy.pid()
             if pid is None:
+                # Whatever the controller says later, this one must not hold the VIP.
+                self._tell_keepalived(inst, spec, down=True)
                 inst.replumb = cut_short
                 log.warning(
                     "instance %s: haproxy is not running; waiting for the controller "
@@ -289,6 +307,7 @@ class AgentService:
         finally:
             inst.haproxy.finish()
             self._watch(inst)
+            self._tell_keepalived(inst, spec)
 
     def _reapply_locked(self, inst: _Instance, spec: InstanceSpec) -> None:
         """Make a running data plane run `spec` for sure (network, a reload, keepalived)."""
@@ -304,11 +323,30 @@ class AgentService:
     def _watch(self, inst: _Instance) -> None:
         """Have the exit watcher report the instance's processes (after any start or reload)."""
         pid = inst.haproxy.pid()
-        if pid is not None:
-            self.watcher.watch(f"{inst.instance_id}/haproxy", pid)
+        if pid is None or not self.watcher.watch(f"{inst.instance_id}/haproxy", pid):
+            self._look.set()  # nobody hears this one: the supervision pass must look
         kpid = inst.keepalived.pid()
         if kpid is not None:
-            self.watcher.watch(f"{inst.instance_id}/keepalived", kpid)
+            if not self.watcher.watch(f"{inst.instance_id}/keepalived", kpid):
+                self._look.set()
+        elif inst.spec is not None and inst.spec.keepalived_config:
+            self._look.set()
+
+    def _tell_keepalived(
+        self, inst: _Instance, spec: InstanceSpec | None, down: bool | None = None
+    ) -> None:
+        """A pair's keepalived learns whether its HAProxy serves (`down`, else read now):
+        a write of its track file when that changed, nothing otherwise."""
+        if spec is None or not spec.keepalived_config or inst.deleted:
+            return
+        if down is None:
+            down = not inst.haproxy.running()
+        try:
+            if inst.keepalived.set_haproxy_down(down) and down:
+                log.warning("instance %s: haproxy is down, keepalived gives up the VIP",
+                            inst.instance_id)  # fmt: skip
+        except OSError as exc:
+            log.error("instance %s: cannot tell keepalived: %s", inst.instance_id, exc)
 
     def _unwatch(self, inst: _Instance) -> None:
         self.watcher.unwatch(f"{inst.instance_id}/haproxy")
@@ -387,6 +425,7 @@ class AgentService:
         finally:
             inst.haproxy.finish()
             self._watch(inst)
+            self._tell_keepalived(inst, inst.spec)
 
     def _apply_spec(self, inst: _Instance, spec: InstanceSpec) -> tuple[bool, InstanceStatus]:
         try:
@@ -396,7 +435,7 @@ class AgentService:
             # The candidate goes first and is removed last (`finish`): found after a
             # crash, it says this apply was cut short and what runs is in doubt.
             inst.haproxy.write_candidate(spec.haproxy_config)
-            # The spec's files (check scripts, later certificates) are referenced by the
+            # The spec's files (notify scripts, later certificates) are referenced by the
             # configs, so they must exist for validation; nothing running reads them yet.
             self._write_files(inst, spec)
             # Validate before touching anything else, so a bad spec leaves the running
@@ -424,6 +463,8 @@ class AgentService:
             if result.error:
                 return self._fail(inst, result.error)
             if spec.keepalived_config:
+                # The track file exists before keepalived reads its config.
+                self._tell_keepalived(inst, spec)
                 inst.keepalived.apply(spec.keepalived_config)
             elif inst.keepalived.pid() is not None:
                 self.watcher.unwatch(f"{inst.instance_id}/keepalived")
@@ -524,7 +565,9 @@ class AgentService:
 
     def _probe(self, inst: _Instance) -> Probe:
         """Read the instance's processes and HAProxy's stats: the costly part of a status."""
-        pid = inst.haproxy.pid()
+        # A process the exit watcher holds is alive (its exit would have dropped it):
+        # no pid file and /proc reads for it.
+        pid = self.watcher.watched(f"{inst.instance_id}/haproxy") or inst.haproxy.pid()
         stats = None
         if pid is not None:
             try:
@@ -608,16 +651,48 @@ class AgentService:
     def _exited(self, key: str) -> None:
         """The exit watcher saw an instance's HAProxy or keepalived die: act at once."""
         instance_id = key.partition("/")[0]
+        self._look.set()
         with self._lock:
             inst = self._instances.get(instance_id)
         if inst is not None:
             log.warning("instance %s: %s exited", instance_id, key.partition("/")[2])
+            if key.endswith("/haproxy") and inst.lock.acquire(blocking=False):
+                # Here, not in the pool: a busy pool must not delay the failover. A
+                # held lock is an apply under way (a reload's old process leaving),
+                # and the apply tells keepalived itself.
+                try:
+                    self._tell_keepalived(inst, inst.spec)
+                finally:
+                    inst.lock.release()
             self._submit(self._supervise_instance, inst)
 
     def supervise_once(self) -> None:
-        """One pass over every instance; cheap for healthy ones (a stat each)."""
+        """One pass: a look at the instances when something may have changed, else a stat.
+
+        Exits of watched processes come from the exit watcher; what else can need a
+        look is flagged by `_look` (an unwatched process, an adoption, a confirmation)
+        or shows in the namespace directory's modification time (a namespace created or
+        removed). A full look every FULL_PASS_INTERVAL catches anything else.
+        """
+        now = time.monotonic()
+        try:
+            stat = os.stat(self.netns_dir)
+            mark: int | None = stat.st_mtime_ns
+            # Timestamps are coarse: a change in the same tick as this stat could leave
+            # the time unchanged, so a recent one is looked at again next time.
+            recent = time.time() - stat.st_mtime < 2.0
+        except OSError:
+            mark, recent = None, True
+        due = now - self._full_pass_at >= FULL_PASS_INTERVAL
+        if not (due or recent or self._look.is_set() or mark != self._netns_mark):
+            return
+        self._look.clear()
+        self._netns_mark = mark
+        if due:
+            self._full_pass_at = now
         with self._lock:
             insts = list(self._instances.values())
+        self.supervision_looks += len(insts)
         for inst in insts:
             if inst.spec is None or inst.deleted or not inst.adopted or not inst.confirmed:
                 continue
@@ -638,6 +713,7 @@ class AgentService:
             self._converge_locked(inst)
         except Exception as exc:
             log.error("instance %s: supervision failed: %s", inst.instance_id, exc)
+            self._look.set()  # try again on the next pass
         finally:
             inst.lock.release()
 
@@ -656,9 +732,11 @@ class AgentService:
             apply_network(spec)
         inst.replumb = False
         if not inst.haproxy.running():
+            self._tell_keepalived(inst, spec, down=True)
             log.warning("instance %s: haproxy is not running, starting it", inst.instance_id)
             pid = inst.haproxy.restart(spec.haproxy_config)
             log.info("instance %s: haproxy %d serving", inst.instance_id, pid)
+        self._tell_keepalived(inst, spec)
         if spec.keepalived_config and inst.keepalived.pid() is None:
             inst.keepalived.start()
         self._watch(inst)
@@ -766,6 +844,7 @@ class AgentService:
         for inst in insts:
             if inst.instance_id in wanted and not inst.confirmed:
                 inst.confirmed = True
+                self._look.set()
                 if inst.adopted and not inst.deleted:
                     log.info("instance %s: confirmed by the controller", inst.instance_id)
                     self._submit(self._supervise_instance, inst)

@@ -157,6 +157,7 @@ def list_collection(
     *,
     unknown_filters: Literal["refuse", "ignore"] = "refuse",
     marker_scope: Select[Any] | None = None,
+    enrich: Callable[[Session, list[Any]], Callable[[Any], Any]] | None = None,
 ) -> dict[str, Any]:
     """Run a list request: `stmt` is already scoped to what the caller may see.
 
@@ -167,6 +168,7 @@ def list_collection(
     Octavia refuses a filter it does not know (PaginationHelper, enforce_valid_params);
     `unknown_filters="ignore"` is for routes that apply some filters of their own
     (Neutron's `status` and `fixed_ips` on networks and ports) and leave the rest here.
+    `enrich(session, rows)` gives what `serialize` reads of each row (default: the row).
     """
     columns: dict[str, InstrumentedAttribute[Any]] = {
         attr.key: attr
@@ -236,7 +238,8 @@ def list_collection(
         rows.reverse()
 
     fields = requested_fields(request)
-    items = [select_fields(serialize(r), fields) for r in rows]
+    view = enrich(session, rows) if enrich is not None else (lambda row: row)
+    items = [select_fields(serialize(view(r)), fields) for r in rows]
     markers = [str(getattr(r, pk)) for r in rows]
     return {collection: items, f"{collection}_links": _links(request, markers, limit)}
 

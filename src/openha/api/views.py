@@ -31,6 +31,12 @@ class View(BaseModel):
     def render(cls, row: object) -> dict[str, Any]:
         return cls.model_validate(row).model_dump(by_alias=True)
 
+    @classmethod
+    def render_json(cls, row: object) -> dict[str, Any]:
+        """`render`, with JSON's types only: lists answer it without FastAPI's encoder
+        walking a thousand objects again."""
+        return cls.model_validate(row).model_dump(mode="json", by_alias=True)
+
 
 class Ref(View):
     """Octavia's reference to another object: {"id": ...}."""

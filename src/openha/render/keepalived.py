@@ -1,4 +1,4 @@
-"""Render an instance's keepalived configuration and its HAProxy health check script.
+"""Render an instance's keepalived configuration and its VRRP notify script.
 
 The pair shares the VIP with VRRP over unicast: each instance names its peer's
 address, so adverts from anything else on the segment are ignored. VRRPv3 is
@@ -6,6 +6,12 @@ the default because only v3 allows sub-second adverts (~0.6 s failover at
 0.25 s); v3 has no authentication field (RFC 5798 removed it), so with v3 the
 unicast peer list and the per-segment router id are what keep strangers out,
 and `auth_pass` is rendered only for VRRPv2.
+
+keepalived learns that its HAProxy died from a `track_file` the agent writes ("1"
+when it sees HAProxy die, "0" once it serves again; see `agent.service`): inotify,
+no process started while all is well. The check script this replaced forked `sh`
+and `socat` every second per instance, which 200 pairs on one host could not carry.
+The notify script writes each VRRP transition to a state file the agent reports.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ class VrrpSpec:
     peer_addresses: tuple[str, ...]
     vip: str
     vip_prefixlen: int
-    check_script: str
+    track_file: str  # non-zero: this instance's HAProxy is down (keepalived goes FAULT)
+    notify_script: str
     advert_int: float = 0.25
     vrrp_version: int = 3
     auth_pass: str | None = None
@@ -93,9 +100,8 @@ def render_keepalived(spec: VrrpSpec) -> str:
         router_name=f"ohi-{short}",
         instance_name=f"lb_{_check(_NAME, spec.lb_id.replace('-', ''), 'name')[:16]}",
         vrrp_version=spec.vrrp_version,
-        check_script=_check(_PATH, spec.check_script, "check script"),
-        check_interval=1,
-        check_timeout=1,
+        track_file=_check(_PATH, spec.track_file, "track file"),
+        notify_script=_check(_PATH, spec.notify_script, "notify script"),
         interface=_check(_IFNAME, spec.interface, "interface"),
         vrid=spec.vrid,
         priority=spec.priority,
@@ -108,18 +114,18 @@ def render_keepalived(spec: VrrpSpec) -> str:
     )
 
 
-def render_check_script(stats_socket: str) -> str:
-    """A check bound to this instance's own HAProxy: its runtime socket must answer.
+def render_notify_script(state_file: str) -> str:
+    """keepalived's notify script: the instance's VRRP state, written atomically.
 
-    `track_process haproxy` would see every HAProxy on the host (namespaces share
-    the pid space); asking this instance's stats socket catches both a dead and a
-    wedged process. socat's -T bounds the wait.
+    keepalived runs it with TYPE NAME STATE PRIORITY on each transition only.
     """
-    _check(_PATH, stats_socket, "stats socket")
+    _check(_PATH, state_file, "state file")
     return (
         "#!/bin/sh\n"
-        "# Rendered by OpenHA: exit 0 only when this instance's HAProxy answers.\n"
-        f"out=$(echo 'show info' | socat -T1 - UNIX-CONNECT:{stats_socket} 2>/dev/null) "
-        "|| exit 1\n"
-        'case "$out" in *Pid:*) exit 0 ;; *) exit 1 ;; esac\n'
+        "# Rendered by OpenHA: keepalived calls it as: notify TYPE NAME STATE PRIORITY.\n"
+        'case "$3" in\n'
+        "  MASTER|BACKUP|FAULT)\n"
+        f"    printf '%s\\n' \"$3\" > '{state_file}.tmp' &&\n"
+        f"      mv -f '{state_file}.tmp' '{state_file}' ;;\n"
+        "esac\n"
     )

@@ -52,11 +52,11 @@ Row = TypeVar("Row", bound=Provisioned)
 LB_LABEL = "Load Balancer"
 
 # What `Pool.listeners` reads: eager loads for views, and a fresh read for changes.
-POOL_USERS = (
-    selectinload(Pool.default_listeners),
+POOL_REDIRECTS = (
     selectinload(Pool.redirect_policies).selectinload(L7Policy.rules),
     selectinload(Pool.redirect_policies).selectinload(L7Policy.listener),
 )
+POOL_USERS = (selectinload(Pool.default_listeners), *POOL_REDIRECTS)
 
 
 def lock(session: Session, ctx: RequestContext, lb_id: str) -> LoadBalancer:

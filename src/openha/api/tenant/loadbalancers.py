@@ -18,7 +18,7 @@ from openha.api.context import RequestContext, get_admin_context, get_context, g
 from openha.api.errors import BadRequest
 from openha.api.logquery import LogParams, log_params, respond
 from openha.api.networks import visible_networks, visible_subnets
-from openha.api.resources import Resource
+from openha.api.resources import RelatedIds, Resource
 from openha.api.tenant import changes, common
 from openha.api.tenant.changes import Change
 from openha.api.tenant.graph import create_graph
@@ -158,6 +158,11 @@ LOAD_BALANCERS: Resource[LoadBalancer] = Resource(
     label=changes.LB_LABEL,
     view=LoadBalancerView,
     options=(selectinload(LoadBalancer.listeners), selectinload(LoadBalancer.pools)),
+    list_options=(),
+    related_ids={
+        "listeners": RelatedIds(Listener.load_balancer_id, Listener.id, (Listener.created_at,)),
+        "pools": RelatedIds(Pool.load_balancer_id, Pool.id, (Pool.created_at,)),
+    },
     delete=changes.deleting(_on_delete),
 )
 router = LOAD_BALANCERS.router()

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session, selectinload
 from openha.api import idempotency
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict
-from openha.api.resources import Resource
+from openha.api.resources import RelatedIds, Resource
 from openha.api.tenant import changes, common
-from openha.api.tenant.changes import POOL_USERS, Change
+from openha.api.tenant.changes import POOL_REDIRECTS, POOL_USERS, Change
 from openha.api.tenant.listeners import LISTENERS
 from openha.api.types import (
     DEFAULT_POOL_ALPN,
@@ -41,7 +41,7 @@ from openha.api.types import (
 from openha.api.views import NullIfEmpty, OneRef, Ref, TreeView, View
 from openha.domain import constants as c
 from openha.domain.grammar import FreeText, IPAddress, Tags, Token
-from openha.models import L7Policy, L7Rule, Listener, LoadBalancer, Pool
+from openha.models import HealthMonitor, L7Policy, L7Rule, Listener, LoadBalancer, Member, Pool
 
 UDP_LIKE = ("UDP", "SCTP")
 
@@ -193,6 +193,15 @@ POOLS: Resource[Pool] = Resource(
     # how an operator finds what a listener sends traffic to.
     filters={"listener_id": used_by_listeners},
     options=(selectinload(Pool.members), selectinload(Pool.health_monitor), *POOL_USERS),
+    # Pool.listeners reads the default listeners (ids, here) and the redirecting policies.
+    list_options=POOL_REDIRECTS,
+    related_ids={
+        "default_listeners": RelatedIds(
+            Listener.default_pool_id, Listener.id, (Listener.created_at, Listener.id)
+        ),
+        "members": RelatedIds(Member.pool_id, Member.id, (Member.created_at,)),
+        "health_monitor": RelatedIds(HealthMonitor.pool_id, HealthMonitor.id, one=True),
+    },
     delete=changes.deleting(_refuse_if_redirected),
 )
 router = POOLS.router()

@@ -21,13 +21,13 @@ from openha.render.keepalived import (
     BACKUP_PRIORITY,
     MASTER_PRIORITY,
     VrrpSpec,
-    render_check_script,
     render_keepalived,
+    render_notify_script,
 )
 from openha.settings import Settings
 
 PEER_PORT = 1024  # HAProxy peers listen on the instance address, never on the VIP
-CHECK_SCRIPT = "check_haproxy.sh"
+NOTIFY_SCRIPT = "vrrp_notify.sh"
 
 
 def haproxy_paths(paths: InstancePaths, agent_dir: str) -> HAProxyPaths:
@@ -72,8 +72,7 @@ def build(
                 for p in placements
             ),
         )
-        check = str(paths.files_dir / CHECK_SCRIPT)
-        files[CHECK_SCRIPT] = render_check_script(str(paths.stats_socket))
+        files[NOTIFY_SCRIPT] = render_notify_script(str(paths.vrrp_state_file))
         keepalived = render_keepalived(
             VrrpSpec(
                 lb_id=spec.id,
@@ -85,7 +84,8 @@ def build(
                 peer_addresses=tuple(p.ip_address for p in others),
                 vip=spec.vip_address,
                 vip_prefixlen=ipaddress.ip_network(spec.vip_subnet.cidr).prefixlen,
-                check_script=check,
+                track_file=str(paths.haproxy_down),
+                notify_script=str(paths.files_dir / NOTIFY_SCRIPT),
                 advert_int=settings.vrrp_advert_interval,
                 vrrp_version=settings.vrrp_version,
                 auth_pass=placement.vrrp_secret,
