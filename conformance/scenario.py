@@ -1047,6 +1047,12 @@ def amphorae() -> list[Step]:
             shape_only=True,
         ),
         get("unknown amphora", f"{AMPHORAE}/{UNKNOWN_ID}"),
+        put("failover unknown amphora", f"{AMPHORAE}/{UNKNOWN_ID}/failover", None),
+        put("configure unknown amphora", f"{AMPHORAE}/{UNKNOWN_ID}/config", None),
+        # A failover is a change of the LB like any other: PENDING_UPDATE, then ACTIVE.
+        put("failover LB", f"{LB}/{{lb1}}/failover", None),
+        get("LB after a failover", f"{LB}/{{lb1}}?fields=provisioning_status"),
+        put("failover unknown LB", f"{LB}/{UNKNOWN_ID}/failover", None),
     ]
 
 

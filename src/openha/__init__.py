@@ -3,7 +3,7 @@
 Dependencies point down. The layers, top to bottom (names under `openha.`):
 
     entry points: cli, allinone, demo, clouds, lab
-    api: api, metrics
+    api: api
     controller: controller
     providers: providers
     data plane: agent, render

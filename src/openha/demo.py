@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from openha.agent.netns import NamespaceExec
+from openha.domain import constants as c
 from openha.lab import Lab, cleanup_stale
 
 DEMO_FILE = "demo.json"
@@ -208,7 +209,7 @@ def _stop_server(pid: int) -> None:
 
 def _label(kind: str, obj: dict[str, Any], extra: str = "") -> str:
     status = f"{obj.get('provisioning_status')}/{obj.get('operating_status')}"
-    colour = "green" if obj.get("operating_status") in ("ONLINE", "NO_MONITOR") else "yellow"
+    colour = "green" if obj.get("operating_status") in (c.ONLINE, c.NO_MONITOR) else "yellow"
     name = obj.get("name") or obj.get("id")
     return f"[bold]{kind}[/bold] {name}{extra} [{colour}]{status}[/{colour}]"
 
@@ -249,7 +250,7 @@ def _preflight(api: Api) -> None:
     if os.geteuid() != 0:
         raise DemoError("the demo needs root: it creates a bridge and network namespaces")
     hosts = api.call("GET", "/v2/manage/hosts", (200,)).json()["hosts"]
-    if not any(h["status"] == "UP" for h in hosts):
+    if not any(h["status"] == c.HOST_UP for h in hosts):
         raise DemoError("no agent host is UP: start OpenHA with `openha up` as root")
 
 
@@ -380,11 +381,11 @@ def _build(record: DemoRecord, path: Path, state_dir: Path, api: Api, console: C
 
         def ready() -> bool:
             current = api.lb(lb_id)
-            if current is None or current["provisioning_status"] == "ERROR":
+            if current is None or current["provisioning_status"] == c.ERROR:
                 raise DemoError(f"the load balancer failed: {current}")
             return bool(
-                current["provisioning_status"] == "ACTIVE"
-                and current["operating_status"] == "ONLINE"
+                current["provisioning_status"] == c.ACTIVE
+                and current["operating_status"] == c.ONLINE
             )
 
         _wait(ready, READY_TIMEOUT, "load balancer ACTIVE/ONLINE")

@@ -171,10 +171,19 @@ def test_amphora_failover_marks_instance(
     amps = admin.get(f"/v2/octavia/amphorae?loadbalancer_id={lb['id']}").json()["amphorae"]
     assert [a["id"] for a in amps] == [inst_id]
     assert amps[0]["ha_ip"] == lb["vip_address"] and amps[0]["role"] == "MASTER"
+    with transaction(session_factory) as s:
+        lb_row = s.get(LoadBalancer, lb["id"])
+        assert lb_row is not None
+        lb_row.provisioning_status, lb_row.applied_generation = "ACTIVE", lb_row.desired_generation
+        lb_row.attempts, generation = 3, lb_row.desired_generation
     assert admin.put(f"/v2/octavia/amphorae/{inst_id}/failover", {}).status_code == 202
     with transaction(session_factory) as s:
         lb_row = s.get(LoadBalancer, lb["id"])
         assert lb_row is not None and lb_row.failover_requested
+        # A change of the LB like any other, through the one change path (as Octavia does).
+        assert lb_row.provisioning_status == "PENDING_UPDATE"
+        assert lb_row.desired_generation == generation + 1
+        assert lb_row.attempts == 0 and lb_row.next_attempt_at is None
         marked = s.get(Instance, inst_id)
         assert marked is not None and marked.status == "PENDING_FAILOVER"
         assert marked.failover_requested_at is not None

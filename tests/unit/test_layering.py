@@ -231,6 +231,25 @@ def test_no_import_circles() -> None:
     assert [c for c in KNOWN_CIRCLES if c not in found] == [], "remove it from KNOWN_CIRCLES"
 
 
+def packages(imports: Iterable[Import]) -> list[Import]:
+    """The imports between the parts of the tree right under `openha` (packages and modules)."""
+
+    def part(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    return [
+        Import(part(i.source), part(i.target), i.line, i.typing_only)
+        for i in imports
+        if part(i.source) != part(i.target)
+    ]
+
+
+def test_no_circles_between_packages() -> None:
+    """A package is read as one piece: `api.app` importing `openha.metrics`, which imports
+    `api.errors`, is no circle of modules, but `api` and `metrics` would lean on each other."""
+    assert circles(packages(IMPORTS)) == []
+
+
 # --- the checker fails when it should ------------------------------------------------------
 
 
@@ -301,3 +320,16 @@ def test_a_typing_only_loop_is_no_circle() -> None:
 
 def test_a_module_outside_the_table_is_caught() -> None:
     assert unplaced(synthetic({"openha.plugins.x": ""}), TABLE) == ["openha.plugins.x"]
+
+
+def test_a_circle_between_packages_is_caught() -> None:
+    tree = synthetic(
+        {
+            "openha.api.app": "from openha import metrics\n",
+            "openha.api.errors": "",
+            "openha.metrics": "from openha.api.errors import Unauthorized\n",
+        }
+    )
+    imports = all_imports(tree)
+    assert circles(imports) == []
+    assert circles(packages(imports)) == [["openha.api", "openha.metrics"]]

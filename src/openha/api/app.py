@@ -11,8 +11,8 @@ import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from openha import __version__, liveness, metrics
-from openha.api import bodies, errors, idempotency, openapi, versions
+from openha import __version__, liveness
+from openha.api import bodies, errors, idempotency, metrics, openapi, versions
 from openha.db import make_engine, make_session_factory
 from openha.providers.base import ProviderContext
 from openha.providers.registry import ProviderRegistry

@@ -41,6 +41,8 @@ LISTENER_POOL_PROTOCOL_MAP: Final[dict[str, tuple[str, ...]]] = {
     "SCTP": ("SCTP",),
     "PROMETHEUS": (),
 }
+# Protocols Octavia serves with LVS rather than HAProxy: no TLS, headers or HTTP checks.
+LVS_PROTOCOLS: Final = ("UDP", "SCTP")
 LB_ALGORITHMS: Final = ("ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP", "SOURCE_IP_PORT")
 SESSION_PERSISTENCE_TYPES: Final = ("SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE")
 

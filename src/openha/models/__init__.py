@@ -641,8 +641,8 @@ Index(
     Member.address,
     Member.protocol_port,
     unique=True,
-    sqlite_where=Member.provisioning_status != "PENDING_DELETE",
-    postgresql_where=Member.provisioning_status != "PENDING_DELETE",
+    sqlite_where=Member.provisioning_status != c.PENDING_DELETE,
+    postgresql_where=Member.provisioning_status != c.PENDING_DELETE,
 )
 
 

@@ -26,8 +26,8 @@ from openha.models import Instance, utcnow
 AMPHORA_ALLOCATED = "ALLOCATED"
 _STATUS = {
     c.INSTANCE_ALLOCATED: AMPHORA_ALLOCATED,
-    c.ACTIVE: AMPHORA_ALLOCATED,
-    c.ERROR: c.ERROR,
+    c.INSTANCE_ACTIVE: AMPHORA_ALLOCATED,
+    c.INSTANCE_ERROR: c.ERROR,
     c.INSTANCE_PENDING_FAILOVER: c.PENDING_UPDATE,
 }
 
@@ -115,19 +115,18 @@ def failover_amphora(
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_admin_context),
 ) -> Response:
-    lb_id = AMPHORAE.find(session, ctx, amphora_id).load_balancer_id
-    lb = changes.lock(session, ctx, lb_id)
-    changes.refuse_if_deleting(lb, changes.LB_LABEL)
+    # A change of its LB like any other (Octavia marks the LB PENDING_UPDATE too): locked
+    # first, then the instance read again, as a failover may have replaced it meanwhile.
+    change = changes.begin(session, ctx, AMPHORAE.find(session, ctx, amphora_id).load_balancer_id)
     inst = AMPHORAE.find(session, ctx, amphora_id, fresh=True)
     inst.status = c.INSTANCE_PENDING_FAILOVER
     inst.failover_requested_at = utcnow()
-    lb.failover_requested = True
-    lb.next_attempt_at = None
+    change.request_failover()
     events.emit(
         session,
         "instance.failover_requested",
         f"Failover of instance {inst.id} requested by an admin",
-        lb=lb,
+        lb=change.lb,
         instance_id=inst.id,
         host_id=inst.host_id,
     )

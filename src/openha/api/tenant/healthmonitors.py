@@ -29,7 +29,6 @@ from openha.domain.grammar import ExpectedCodes, FreeText, HostName, Tags, UrlPa
 from openha.models import HealthMonitor, Pool
 
 HTTP_TYPES = ("HTTP", "HTTPS")
-UDP_LIKE = ("UDP", "SCTP")
 # Pools speaking UDP or SCTP can only be checked these ways (Octavia).
 UDP_POOL_TYPES = ("UDP-CONNECT", "SCTP", "TCP", "HTTP")
 # Octavia's [api_settings] udp_connect_min_interval_health_monitor default.
@@ -126,7 +125,7 @@ router = HEALTH_MONITORS.router()
 
 
 def _check_type_for_pool(hm_type: str, delay: int, pool: Pool) -> None:
-    if pool.protocol in UDP_LIKE:
+    if pool.protocol in c.LVS_PROTOCOLS:
         if hm_type not in UDP_POOL_TYPES:
             raise BadRequest(
                 f"Validation failure: The associated pool protocol is {pool.protocol}, so only "
@@ -135,7 +134,7 @@ def _check_type_for_pool(hm_type: str, delay: int, pool: Pool) -> None:
     elif hm_type in ("UDP-CONNECT", "SCTP"):
         raise BadRequest(
             f"Validation failure: The {hm_type} type is only supported for pools of type "
-            f"{'/'.join(UDP_LIKE)}."
+            f"{'/'.join(c.LVS_PROTOCOLS)}."
         )
     if hm_type == "UDP-CONNECT" and delay < UDP_CONNECT_MIN_DELAY:
         raise BadRequest(

@@ -195,7 +195,7 @@ def _check_tls(listener: Listener) -> None:
         or listener.client_ca_tls_container_ref
         or listener.sni_container_refs
     )
-    if protocol in ("UDP", "SCTP") and (has_certs or listener.insert_headers):
+    if protocol in c.LVS_PROTOCOLS and (has_certs or listener.insert_headers):
         raise BadRequest(f"Validation failure: {protocol} protocol listener does not support TLS.")
     if protocol != TLS and has_certs:
         raise BadRequest(

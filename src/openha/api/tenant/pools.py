@@ -43,8 +43,6 @@ from openha.domain import constants as c
 from openha.domain.grammar import FreeText, IPAddress, Tags, Token
 from openha.models import HealthMonitor, L7Policy, L7Rule, Listener, LoadBalancer, Member, Pool
 
-UDP_LIKE = ("UDP", "SCTP")
-
 PoolProtocol = Annotated[str, one_of(c.POOL_PROTOCOLS)]
 LbAlgorithm = Annotated[str, one_of(c.LB_ALGORITHMS)]
 PersistenceType = Annotated[str, one_of(c.SESSION_PERSISTENCE_TYPES)]
@@ -216,7 +214,7 @@ def _check_persistence(pool: Pool) -> None:
         return
     sp_type = sp.get("type")
     cookie = sp.get("cookie_name")
-    if pool.protocol in UDP_LIKE:
+    if pool.protocol in c.LVS_PROTOCOLS:
         if sp_type != "SOURCE_IP":
             raise BadRequest(
                 f"Validation failure: Session persistence of type {sp_type} is not supported "
@@ -250,7 +248,7 @@ def _check_tls(pool: Pool) -> None:
             "revocation list."
         )
     if pool.tls_enabled:
-        if pool.protocol in UDP_LIKE:
+        if pool.protocol in c.LVS_PROTOCOLS:
             raise BadRequest(
                 f"Validation failure: TLS is not supported for {pool.protocol} protocol pools."
             )
