@@ -267,11 +267,16 @@ class Reconciler:
             )
 
     def _hosts_of(self, lb_ids: list[str]) -> dict[str, frozenset[str]]:
+        """The hosts a reconcile of each LB may call: those of its instances, but not a
+        host declared down (nothing calls it: its instances are rebuilt elsewhere and
+        it drops them itself when it returns). Counting a dead host would cap a whole
+        failover at `controller_workers_per_host` LBs at a time, every one of them
+        having had an instance there."""
         with transaction(self.sessions) as s:
             rows = s.execute(
-                select(Instance.load_balancer_id, Instance.host_id).where(
-                    Instance.load_balancer_id.in_(lb_ids), Instance.host_id.is_not(None)
-                )
+                select(Instance.load_balancer_id, Instance.host_id)
+                .join(Host, Host.id == Instance.host_id)
+                .where(Instance.load_balancer_id.in_(lb_ids), Host.status != c.HOST_DOWN)
             )
             found: dict[str, set[str]] = {}
             for lb_id, host_id in rows:
