@@ -198,10 +198,12 @@ class Reconciler:
         free = self.settings.controller_workers - len(busy)
         if free <= 0:
             return 0
-        unplaced = [lb_id for lb_id, hosts in busy.items() if not hosts]
-        if unplaced:
-            # New LBs were placed while their reconciles ran: count them on their hosts.
-            placed = self._hosts_of(unplaced)
+        if busy:
+            # Reconciles under way place instances as they go (a new LB, a failover's
+            # rebuild on another host): count each on the hosts it has now, or the
+            # hosts taking a failover over would look idle and every reconcile started
+            # for them would find no call slot there (`in_progress`) and start over.
+            placed = self._hosts_of(list(busy))
             with self._lock:
                 for lb_id, hosts in placed.items():
                     if lb_id in self._inflight:
