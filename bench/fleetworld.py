@@ -217,10 +217,14 @@ def _answers(url: str) -> bool:
 
 @contextlib.contextmanager
 def fleet_world(
-    database_url: str | None, agents: int = 1, controllers: int = 1
+    database_url: str | None,
+    agents: int = 1,
+    controllers: int = 1,
+    keep_logs: Path | None = None,
 ) -> Iterator[tuple[Lab, ControlPlane]]:
     """A /20 lab bridge, the API, `controllers` controllers and `agents` agents; all
-    removed on exit (also on failure, Ctrl-C or SIGTERM)."""
+    removed on exit (also on failure, Ctrl-C or SIGTERM), but the processes' logs are
+    copied to `keep_logs` first when given."""
     _raise_on_sigterm()
     root = Path(tempfile.mkdtemp(prefix="ohscale-", dir="/tmp"))
     try:
@@ -236,6 +240,10 @@ def fleet_world(
             finally:
                 plane.close()
     finally:
+        if keep_logs is not None:
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in root.glob("*.log"):
+                shutil.copy(log, keep_logs / log.name)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -520,7 +528,12 @@ class MultiProbe:
 
     `gaps(since, until)` gives each URL's longest time between two successful
     answers in that window (its client-visible gap, to within the loop interval).
+    The probe runs at a real-time priority (SCHED_RR) and writes its records to a
+    file this object reads when asked: neither the machine's load nor this
+    process's reading can stall it. `lag` and `cpu` say how well it kept up.
     """
+
+    PRIORITY = 20  # SCHED_RR; the kernel keeps 5 % of each second for the rest
 
     def __init__(
         self, lab: Lab, urls: list[str], interval: float = 0.2, timeout: float = 0.3
@@ -535,45 +548,67 @@ class MultiProbe:
         self.interval = interval
         self.namespace = lab.add_namespace("mprobe", lab.allocate_ip())
         tune_client_namespace(self.namespace)
-        self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below
-            "w", prefix="ohmp-", suffix=".txt", delete=False
-        )
-        self._file.write("\n".join(urls) + "\n")
-        self._file.close()
+        self._dir = Path(tempfile.mkdtemp(prefix="ohmp-"))
+        urls_file = self._dir / "urls.txt"
+        urls_file.write_text("\n".join(urls) + "\n")
+        self._out = self._dir / "records.txt"
+        self._out.touch()
+        self._offset = 0
+        self._partial = ""
         self._ok: list[list[float]] = [[] for _ in urls]
         self._failed: list[list[float]] = [[] for _ in urls]
+        self._lags: list[tuple[float, float]] = []
         self._lock = threading.Lock()
         script = Path(__file__).resolve().parent / "multiprobe.py"
-        cmd = [sys.executable, str(script), self._file.name,
+        cmd = [sys.executable, str(script), str(urls_file), "--out", str(self._out),
                "--interval", str(interval), "--timeout", str(timeout)]  # fmt: skip
         with NamespaceExec(self.namespace) as nsexec:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                preexec_fn=nsexec,
-            )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+
+            def preexec() -> None:
+                nsexec()
+                os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(self.PRIORITY))
+
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, preexec_fn=preexec)
         lab.on_close(self)
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with contextlib.suppress(ValueError):
-                i, ok, _start, end = line.split()
-                with self._lock:
+        """Take in what the probe wrote since the last read (whole lines only)."""
+        with self._lock:
+            with self._out.open() as f:
+                f.seek(self._offset)
+                chunk = f.read()
+                self._offset = f.tell()
+            text = self._partial + chunk
+            lines = text.split("\n")
+            self._partial = lines.pop()
+            for line in lines:
+                with contextlib.suppress(ValueError, IndexError):
+                    fields = line.split()
+                    if fields[0] == "lag":
+                        self._lags.append((float(fields[1]), float(fields[2])))
+                        continue
+                    i, ok, _start, end = fields
                     (self._ok if ok == "1" else self._failed)[int(i)].append(float(end))
 
     def answering(self, since: float) -> int:
         """How many URLs answered successfully after `since`."""
+        self._read()
         with self._lock:
             return sum(1 for oks in self._ok if oks and oks[-1] > since)
 
+    def lag(self, since: float, until: float) -> float:
+        """The longest the probe's own event loop overslept in [since, until]."""
+        self._read()
+        with self._lock:
+            return max((lag for t, lag in self._lags if since <= t <= until), default=0.0)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
     def gaps(self, since: float, until: float) -> tuple[list[float], int]:
         """Each URL's longest gap between successes in [since, until]; failed requests."""
-        time.sleep(1.0)  # the probe flushes every 0.5 s
+        time.sleep(1.0)  # the probe flushes every 0.25 s
+        self._read()
         out, failed = [], 0
         with self._lock:
             for oks, fails in zip(self._ok, self._failed, strict=True):
@@ -591,8 +626,6 @@ class MultiProbe:
             self.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            with contextlib.suppress(Exception):
-                stream.close()  # type: ignore[union-attr]
-        with contextlib.suppress(OSError):
-            os.unlink(self._file.name)
+        with contextlib.suppress(Exception):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        shutil.rmtree(self._dir, ignore_errors=True)

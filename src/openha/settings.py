@@ -53,8 +53,11 @@ class Settings(BaseSettings):
     # Reconciles run in parallel on this many workers (controller-runtime's
     # MaxConcurrentReconciles), at most `controller_workers_per_host` of them on
     # load balancers of one host, so a slow or dead agent holds back only its own.
-    controller_workers: int = Field(default=8, ge=1, le=256)
-    controller_workers_per_host: int = Field(default=4, ge=1, le=256)
+    # A pair's failover holds a call slot on both of its hosts while it pushes to one
+    # and then the other (`providers.haproxy.driver`): with 4 per host, a host's lost
+    # pairs were rebuilt 4 at a time with each agent half idle.
+    controller_workers: int = Field(default=16, ge=1, le=256)
+    controller_workers_per_host: int = Field(default=8, ge=1, le=256)
     # Level-triggered safety net: how often the controller looks over the whole fleet
     # for LBs whose data plane lags though nobody asked for a pass.
     controller_resync_interval: float = 30.0

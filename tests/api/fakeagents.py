@@ -11,14 +11,22 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class FakeAgent:
-    def __init__(self) -> None:
+    """`delay`: seconds each PUT takes; `spans` records (instance id, start, end) of
+    every PUT and `most_at_once` the most PUTs under way together."""
+
+    def __init__(self, delay: float = 0.0) -> None:
         self.applied: list[tuple[str, int]] = []
         self.deleted: list[str] = []
+        self.spans: list[tuple[str, float, float]] = []
+        self.most_at_once = 0
+        self._at_once = 0
+        self._lock = threading.Lock()
         agent = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,6 +46,14 @@ class FakeAgent:
 
             def do_PUT(self) -> None:
                 spec = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                start = time.monotonic()
+                with agent._lock:
+                    agent._at_once += 1
+                    agent.most_at_once = max(agent.most_at_once, agent._at_once)
+                time.sleep(delay)
+                with agent._lock:
+                    agent._at_once -= 1
+                    agent.spans.append((spec["instance_id"], start, time.monotonic()))
                 agent.applied.append((spec["instance_id"], spec["generation"]))
                 self._answer(
                     200,

@@ -271,6 +271,33 @@ def test_a_hung_agent_delays_only_the_load_balancers_of_its_host(
     assert {world.lb(lb).provisioning_status for lb in stuck} <= {c.PENDING_CREATE, c.ERROR}
 
 
+def test_a_dead_host_does_not_hold_back_the_rebuild_of_its_load_balancers(
+    world: World, agents: dict[str, Any]
+) -> None:
+    """Nothing calls a host declared down: counting it against the per-host bound would
+    rebuild its load balancers `controller_workers_per_host` at a time, all of them
+    having had an instance there, while the hosts taking them over idle."""
+    doomed = register(world.http, world.sessions, "doomed", agents["good"].url)
+    lbs = [world.create_lb() for _ in range(6)]
+    wait_for(lambda: all(world.lb(lb).provisioning_status == c.ACTIVE for lb in lbs), 20)
+    slow = FakeAgent(delay=1.0)
+    try:
+        for name in ("s1", "s2"):
+            register(world.http, world.sessions, name, slow.url)
+        with transaction(world.sessions) as s:
+            s.execute(
+                update(Host)
+                .where(Host.id == doomed)
+                .values(last_heartbeat_at=utcnow_precise() - timedelta(minutes=20))
+            )
+        assert hostmonitor.declare_down(world.sessions, [doomed], utcnow_precise()) == [doomed]
+        wait_for(lambda: all(doomed not in world.hosts_of(lb) for lb in lbs), 30)
+        wait_for(lambda: all(world.lb(lb).provisioning_status == c.ACTIVE for lb in lbs), 30)
+        assert slow.most_at_once > world.settings.controller_workers_per_host
+    finally:
+        slow.close()
+
+
 # --- capacity ------------------------------------------------------------------------------
 
 

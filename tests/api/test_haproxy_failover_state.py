@@ -20,6 +20,7 @@ from openha.models import Event, Flavor, FlavorProfile, Host, Instance, LoadBala
 from openha.providers.base import ProviderContext
 from openha.providers.haproxy.driver import HAProxyProvider
 from openha.settings import Settings
+from tests.api.fakeagents import FakeAgent
 from tests.conftest import Client
 
 NOBODY = "http://127.0.0.1:9"  # nothing listens: every agent call fails fast
@@ -169,3 +170,33 @@ def test_a_chosen_target_is_kept_by_the_next_controller(
         peer.health = {"vrrp_state": "MASTER"}
     fresh_driver(settings, session_factory).failover(made["lb"])
     assert list(instances(session_factory, made["lb"])) == [c.ROLE_BACKUP]
+
+
+def test_the_serving_peer_learns_of_its_new_partner_before_the_partner_starts(
+    settings: Settings, session_factory: sessionmaker[Session], subnet_id: str
+) -> None:
+    """A rebuilt instance's keepalived that heard no advert would take the VIP its peer
+    still holds: the peer's push (with the newcomer among its unicast peers) must be
+    done before the newcomer's begins."""
+    made = pair_lb(session_factory, subnet_id, ["h1", "h2", "h3"])
+    agent = FakeAgent(delay=0.2)
+    try:
+        with transaction(session_factory) as s:
+            for host in s.scalars(select(Host)):
+                host.management_url = agent.url
+            survivor = s.get(Instance, made["backup"])
+            assert survivor is not None
+            survivor.applied_generation = 1  # it runs
+            dead = s.get(Host, made["hosts"]["h1"])
+            assert dead is not None
+            dead.status = c.HOST_DOWN
+        with transaction(session_factory) as s:
+            spec = build(s, made["lb"])
+        result = fresh_driver(settings, session_factory).apply(spec, failover_paused=None)
+        assert result.done, result.error
+        spans = {inst: (start, end) for inst, start, end in agent.spans}
+        assert len(spans) == 2 and made["backup"] in spans
+        newcomer = next(i for i in spans if i != made["backup"])
+        assert spans[made["backup"]][1] <= spans[newcomer][0], "pushed together"
+    finally:
+        agent.close()

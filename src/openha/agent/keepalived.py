@@ -74,8 +74,9 @@ class KeepalivedInstance:
             return None
         return summarize_errors(proc.stderr + proc.stdout)
 
-    def apply(self, config: str, force: bool = False) -> None:
-        """Validate, write, then start or reload (SIGHUP) keepalived.
+    def apply(self, config: str, force: bool = False, validated: bool = False) -> None:
+        """Validate (unless the caller just did: `validated`), write, then start or
+        reload (SIGHUP) keepalived.
 
         `force` reloads even when the file already says `config`: after an apply was
         cut short, the file may be newer than what keepalived read.
@@ -86,7 +87,7 @@ class KeepalivedInstance:
         pid = self.pid()
         if current == config and pid is not None and not force:
             return
-        error = self.validate(config)
+        error = None if validated else self.validate(config)
         if error:
             raise KeepalivedError(error)
         atomic_write(self.paths.keepalived_config, config, 0o600)

@@ -130,6 +130,24 @@ def _network_changed(applied: InstanceSpec | None, wanted: InstanceSpec) -> bool
     return any(getattr(applied, f) != getattr(wanted, f) for f in fields)
 
 
+class _Steps:
+    """How long each step of an apply took, for its log line: where a slow apply's
+    time went (the checks' subprocesses, netlink, HAProxy, keepalived)."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.monotonic()
+        self.times: list[tuple[str, float]] = []
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        self.times.append((step, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{step} {seconds:.2f}" for step, seconds in self.times)
+        return f"{self.last - self.start:.2f} s ({parts})"
+
+
 def _safe_file_name(name: str) -> bool:
     return bool(name) and "/" not in name and name not in (".", "..") and "\0" not in name
 
@@ -428,6 +446,7 @@ class AgentService:
             self._tell_keepalived(inst, inst.spec)
 
     def _apply_spec(self, inst: _Instance, spec: InstanceSpec) -> tuple[bool, InstanceStatus]:
+        steps = _Steps()
         try:
             inst.paths.check()
             inst.paths.instance_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -443,6 +462,7 @@ class AgentService:
             error = inst.haproxy.validate(spec.haproxy_config)
             if error is None and spec.keepalived_config:
                 error = inst.keepalived.validate(spec.keepalived_config)
+            steps.done("checks")
             if error is not None:
                 return self._fail(inst, error)
             if (
@@ -458,22 +478,26 @@ class AgentService:
                 remove_unused_bridges(
                     [i.bridge for i in inst.spec.interfaces if i.bridge not in kept]
                 )
+            steps.done("network")
             self._register_logs(inst, spec)
             result = inst.haproxy.apply(spec.haproxy_config, validated=True)
+            steps.done("haproxy")
             if result.error:
                 return self._fail(inst, result.error)
             if spec.keepalived_config:
                 # The track file exists before keepalived reads its config.
                 self._tell_keepalived(inst, spec)
-                inst.keepalived.apply(spec.keepalived_config)
+                inst.keepalived.apply(spec.keepalived_config, validated=True)
             elif inst.keepalived.pid() is not None:
                 self.watcher.unwatch(f"{inst.instance_id}/keepalived")
                 inst.keepalived.stop()
+            steps.done("keepalived")
             log.info(
-                "instance %s: generation %d applied (%s)",
+                "instance %s: generation %d applied (%s) in %s",
                 inst.instance_id,
                 spec.generation,
                 result.action,
+                steps,
             )
         except (
             NetworkError,

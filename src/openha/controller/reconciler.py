@@ -198,10 +198,12 @@ class Reconciler:
         free = self.settings.controller_workers - len(busy)
         if free <= 0:
             return 0
-        unplaced = [lb_id for lb_id, hosts in busy.items() if not hosts]
-        if unplaced:
-            # New LBs were placed while their reconciles ran: count them on their hosts.
-            placed = self._hosts_of(unplaced)
+        if busy:
+            # Reconciles under way place instances as they go (a new LB, a failover's
+            # rebuild on another host): count each on the hosts it has now, or the
+            # hosts taking a failover over would look idle and every reconcile started
+            # for them would find no call slot there (`in_progress`) and start over.
+            placed = self._hosts_of(list(busy))
             with self._lock:
                 for lb_id, hosts in placed.items():
                     if lb_id in self._inflight:
@@ -267,11 +269,16 @@ class Reconciler:
             )
 
     def _hosts_of(self, lb_ids: list[str]) -> dict[str, frozenset[str]]:
+        """The hosts a reconcile of each LB may call: those of its instances, but not a
+        host declared down (nothing calls it: its instances are rebuilt elsewhere and
+        it drops them itself when it returns). Counting a dead host would cap a whole
+        failover at `controller_workers_per_host` LBs at a time, every one of them
+        having had an instance there."""
         with transaction(self.sessions) as s:
             rows = s.execute(
-                select(Instance.load_balancer_id, Instance.host_id).where(
-                    Instance.load_balancer_id.in_(lb_ids), Instance.host_id.is_not(None)
-                )
+                select(Instance.load_balancer_id, Instance.host_id)
+                .join(Host, Host.id == Instance.host_id)
+                .where(Instance.load_balancer_id.in_(lb_ids), Host.status != c.HOST_DOWN)
             )
             found: dict[str, set[str]] = {}
             for lb_id, host_id in rows:

@@ -133,14 +133,36 @@ class HAProxyProvider(Provider):
             # them): free this worker for other hosts' LBs and try again shortly.
             return ApplyResult.in_progress()
         try:
-            with ThreadPoolExecutor(max_workers=max(len(specs), 1)) as pool:
-                errors = [e for e in pool.map(self._push, placements, specs) if e]
+            errors = self._push_all(placements, specs)
         finally:
             for slot in slots:
                 slot.release()
         if errors:
             return ApplyResult.failed("; ".join(errors))
         return ApplyResult.applied()
+
+    def _push_all(self, placements: list[Placement], specs: list[InstanceSpec]) -> list[str]:
+        """Push every instance's spec; the errors.
+
+        Instances that already run get theirs first, new ones (a failover's rebuild)
+        only then: a new keepalived that heard no advert from its peer for three
+        intervals would take the VIP the peer still holds (two MASTERs, then a second
+        outage when one yields). Told of the newcomer first, the serving peer is
+        already advertising to it when it starts; with nopreempt it stays BACKUP.
+        """
+        running = [(p, s) for p, s in zip(placements, specs, strict=True) if p.applied_generation]
+        fresh = [(p, s) for p, s in zip(placements, specs, strict=True) if not p.applied_generation]
+        errors: list[str] = []
+        for batch in (running, fresh) if running and fresh else (running + fresh,):
+            if len(batch) == 1:
+                error = self._push(*batch[0])
+                errors += [error] if error else []
+                continue
+            with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+                errors += [e for e in pool.map(lambda ps: self._push(*ps), batch) if e]
+            if errors:
+                break  # the newcomer would not hear a peer that failed to take it in
+        return errors
 
     def _take_slots(self, host_ids: set[str]) -> list[threading.BoundedSemaphore] | None:
         """A call slot on every host, or None (and nothing taken) if one has none free."""
