@@ -25,8 +25,13 @@ itself, so backends never limit), same wrk run from a client namespace
   what the config costs from what running it in the agent's instance costs.
 Prints req/s and wrk's p50/p99 latency per round, then medians and the ratios
 (openha / baseline-logs, openha-none / baseline, openha-errors / baseline). Target
-ratio >= 0.97. Then, for every contender that logs, the lines filed against the
-requests HAProxy received (`show stat` req_tot): a missing line is a dropped one.
+ratio >= 0.97. wrk numbers its requests (`linecheck.py`); after each run of a
+contender that logs every request, the bench waits until the pipeline has drained
+and prints, run by run, the requests sent, answered, received by HAProxy (`show
+stat` req_tot, less ereq: wrk's empty connection at each start, which `option
+dontlognull` leaves unlogged) and filed, with every numbered request that has no
+line and when it was sent; then the drops HAProxy announced for its log ring and
+rsyslogd's own counters.
 """
 
 from __future__ import annotations
