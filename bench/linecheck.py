@@ -211,8 +211,8 @@ class RunCheck:
             + f"): **{dropped:,} dropped** (req_tot - ereq - filed); "
             f"{len(missing):,} numbers without a line"
             f" ({len(tail)} among each thread's last {self.in_flight_per_thread}, in flight "
-            f"when wrk stopped; {len(earlier)} earlier); drained {self.drain_seconds:.1f} s "
-            "after wrk exited"
+            f"when wrk stopped; {len(earlier)} earlier); all counted {self.drain_seconds:.1f} s "
+            "after wrk exited (the bench's own parsing of the run's lines included)"
         )
         lines = [head]
         abnormal = {k: v for k, v in filed.terminations.items() if not k.endswith(" ----")}
