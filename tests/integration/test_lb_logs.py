@@ -364,10 +364,12 @@ def burst(client: ClientNamespace, url: str, name: str, count: int) -> int:
 
 
 def filed(lb_dir: Path, kind: str = "access") -> list[dict[str, Any]]:
-    """Every line rsyslogd filed for the LB, closed segments included."""
+    """Every whole line rsyslogd filed for the LB, closed segments included."""
     lines = []
     for path in sorted(lb_dir.glob(f"{kind}*.log")):
-        lines += [json.loads(line) for line in path.read_text().splitlines() if line]
+        text = path.read_text()
+        # rsyslogd writes a large batch in several writes: leave a partial last line.
+        lines += [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
     return lines
 
 
