@@ -25,13 +25,19 @@ itself, so backends never limit), same wrk run from a client namespace
   what the config costs from what running it in the agent's instance costs.
 Prints req/s and wrk's p50/p99 latency per round, then medians and the ratios
 (openha / baseline-logs, openha-none / baseline, openha-errors / baseline). Target
-ratio >= 0.97. Then, for every contender that logs, the lines filed against the
-requests HAProxy received (`show stat` req_tot): a missing line is a dropped one.
+ratio >= 0.97. wrk numbers its requests (`linecheck.py`); after each run of a
+contender that logs every request, the bench waits until the pipeline has drained
+and prints, run by run, the requests sent, answered, received by HAProxy (`show
+stat` req_tot, less ereq: wrk's empty connection at each start, which `option
+dontlognull` leaves unlogged) and filed, with every numbered request that has no
+line and when it was sent; then the drops HAProxy announced for its log ring and
+rsyslogd's own counters.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -41,10 +47,11 @@ import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import linecheck
 from harness import (
     FastBackend,
     HAProxyProcess,
@@ -118,6 +125,8 @@ class WrkResult:
     lb_cpu: float = 0.0  # cores used by the LB's HAProxy during the run
     agent_cpu: float = 0.0  # cores used by the OpenHA agent during the run
     syslog_cpu: float = 0.0  # cores used by the agent's rsyslogd during the run
+    issued: dict[int, int] = field(default_factory=dict)  # wrk thread -> numbered requests
+    completed: int = 0  # responses wrk got
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -141,11 +150,24 @@ def parse_wrk(out: str) -> WrkResult:
     return WrkResult(rps, p50, p99, errors)
 
 
-def wrk(namespace: str, url: str, seconds: int, threads: int, conns: int) -> WrkResult:
+def wrk(
+    namespace: str,
+    url: str,
+    seconds: int,
+    threads: int,
+    conns: int,
+    script: Path | None = None,
+    run: str = "",
+) -> WrkResult:
+    """One wrk run; with `script` (`linecheck.SEQ_SCRIPT`) its requests are numbered `run`."""
     cmd = ["ip", "netns", "exec", namespace, "wrk", f"-t{threads}", f"-c{conns}",
-           f"-d{seconds}s", "--latency", url]  # fmt: skip
+           f"-d{seconds}s", "--latency"]  # fmt: skip
+    cmd += ["-s", str(script), url, "--", run] if script else [url]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 30)
-    return parse_wrk(out.stdout)
+    res = parse_wrk(out.stdout)
+    res.issued = linecheck.issued(out.stdout)
+    res.completed = linecheck.completed(out.stdout)
+    return res
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -285,28 +307,64 @@ def baseline(
     return proc, ip, (lb_id, Path(workdir) / "stats.sock") if lb_id else None
 
 
-def filed_lines(agent_dir: Path, lb_id: str) -> int:
-    """Access lines rsyslogd filed for `lb_id` on the agent, all segments included."""
-    total = 0
-    for path in (log_paths(agent_dir).logs_root / lb_id).glob("access*.log"):
-        with open(path, "rb") as fh:
-            total += sum(chunk.count(b"\n") for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""))
-    return total
+def ring_drops(stats_socket: Path, lb_dir: Path) -> str:
+    """What HAProxy says it lost in its log ring.
+
+    A line that does not fit the ring is counted in the sink (`show events`), not in
+    `show info` DroppedLogs, and announced in the ring as "N events dropped" once
+    there is room again: rsyslogd files that notice in the LB's admin.log.
+    """
+    sinks = cli_command(stats_socket, "show events")
+    pending = re.search(rf"^\s*{LOG_RING}\s*:.*?(\d+) dropped", sinks, re.M)
+    announced = 0
+    for path in lb_dir.glob("admin*.log"):
+        for m in re.finditer(r"(\d+) events? dropped", path.read_text(errors="replace")):
+            announced += int(m.group(1))
+    return (
+        f"ring drops announced {announced:,} (admin.log), not yet announced "
+        f"{pending.group(1) if pending else '?'} (`show events`)"
+    )
 
 
-def served(stats_socket: Path) -> int:
-    """HTTP requests the frontends received (`show stat` req_tot): each is one log line.
+def rsyslog_counters(syslog_dir: Path) -> str:
+    """rsyslogd's own counters that would show a line lost inside it (last impstats record)."""
+    last: dict[str, dict[str, Any]] = {}
+    for path in (syslog_dir / "stats.old.json", syslog_dir / "stats.json"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in path.read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    last[str(entry.get("name"))] = entry
+    keys = ("submitted", "processed", "failed", "suspended", "discarded.full", "discarded.nf",
+            "full", "maxqsize")  # fmt: skip
+    parts = []
+    for name, entry in sorted(last.items()):
+        if name == "main Q" or name == "oh_access" or name.startswith("imptcp"):
+            values = ", ".join(f"{k} {entry[k]:,}" for k in keys if isinstance(entry.get(k), int))
+            parts.append(f"{name}: {values}")
+    return "; ".join(parts) or "no counters"
+
+
+def served(stats_socket: Path) -> tuple[int, int]:
+    """HTTP requests the frontends counted (`show stat` req_tot), and how many failed (ereq).
 
     Not `show info` CumReq, which counts streams, also the one a keep-alive
     connection opens to wait for a next request that never comes (nothing to log).
+    A connection closed before it sent anything is counted as a failed request (a
+    400 `CR`), which `option dontlognull` leaves unlogged by design: wrk opens one at
+    each start to check the address. Every other request is one log line here.
     """
     rows = cli_command(stats_socket, "show stat").splitlines()
     header = rows[0].lstrip("# ").split(",")
-    name, total = header.index("svname"), header.index("req_tot")
-    return sum(
-        int(fields[total] or 0)
+    name, total, failed = header.index("svname"), header.index("req_tot"), header.index("ereq")
+    frontends = [
+        fields
         for fields in (row.split(",") for row in rows[1:] if row)
         if fields[name] == "FRONTEND"
+    ]
+    return (
+        sum(int(f[total] or 0) for f in frontends),
+        sum(int(f[failed] or 0) for f in frontends),
     )
 
 
@@ -398,6 +456,18 @@ def run(args: argparse.Namespace) -> None:
                 lab.on_close(proc)
                 by_hand_procs[name] = proc
                 urls[name] = f"http://{ip}/"
+        seq = Path(tempfile.mkdtemp(prefix="ohb-wrk-", dir="/tmp")) / "seq.lua"
+        lab.on_close(_Remove(str(seq.parent)))
+        seq.write_text(linecheck.SEQ_SCRIPT)
+        # The contenders whose every request is a line: the sequence check follows them.
+        logged = {
+            "openha": (insts["openha"] / "stats.sock", lbs["openha"]["id"]),
+            "openha-errors": (insts["openha-errors"] / "stats.sock", lbs["openha-errors"]["id"]),
+            "baseline-logs": (base_logged[1], base_logged[0]),
+        }
+        logs_root = log_paths(agent_dir).logs_root
+        counters = {n: linecheck.LineCounter(logs_root / lb) for n, (_, lb) in logged.items()}
+        checks: list[linecheck.RunCheck] = []
         for name, url in urls.items():
             wait_for(
                 lambda url=url: wrk(client, url, 1, 1, 1).rps > 0,
@@ -405,7 +475,8 @@ def run(args: argparse.Namespace) -> None:
                 0.5,
                 what=f"{name} answering",
             )
-            wrk(client, url, args.warmup, args.threads, args.connections)  # warm-up
+            # warm-up
+            wrk(client, url, args.warmup, args.threads, args.connections, seq, f"{name}-warmup")
         agent_pid = stack.agents[0].proc.pid  # type: ignore[union-attr]
         syslog_pid = int((log_paths(agent_dir).syslog_dir / "rsyslogd.pid").read_text().split()[0])
 
@@ -422,11 +493,45 @@ def run(args: argparse.Namespace) -> None:
             for name, url in urls.items():
                 pids = lb_pids[name]()
                 before = cpu_seconds(pids), cpu_seconds([agent_pid]), cpu_seconds([syslog_pid])
-                res = wrk(client, url, args.duration, args.threads, args.connections)
+                follow = name in counters and name != "openha-errors"
+                if follow:
+                    received0, failed0 = served(logged[name][0])
+                    lines0 = counters[name].poll()
+                started = time.time()
+                res = wrk(
+                    client, url, args.duration, args.threads, args.connections, seq,
+                    f"{name}-r{r + 1}",
+                )  # fmt: skip
+                ended = time.time()
                 res.lb_cpu = (cpu_seconds(pids) - before[0]) / args.duration
                 res.agent_cpu = (cpu_seconds([agent_pid]) - before[1]) / args.duration
                 res.syslog_cpu = (cpu_seconds([syslog_pid]) - before[2]) / args.duration
                 results.setdefault(name, []).append(res)
+                if follow:
+                    # Drained once every request but the empty connections has its line.
+                    lines, waited = linecheck.drain(
+                        counters[name],
+                        lambda sock=logged[name][0]: served(sock),
+                        lambda rcv, lines0=lines0, c0=(received0, failed0): (
+                            lines0 + (rcv[0] - c0[0]) - (rcv[1] - c0[1])
+                        ),
+                    )
+                    received, failed = served(logged[name][0])
+                    checks.append(
+                        linecheck.RunCheck(
+                            name,
+                            f"{name}-r{r + 1}",
+                            started,
+                            ended,
+                            res.issued,
+                            res.completed,
+                            received - received0,
+                            failed - failed0,
+                            lines - lines0,
+                            waited,
+                            args.connections // args.threads,
+                        )
+                    )
                 print(
                     f"- round {r + 1} {name:18} {res.rps:10,.0f} req/s  p50 {res.p50_ms:.2f} ms"
                     f"  p99 {res.p99_ms:.2f} ms  errors {res.errors}"
@@ -436,28 +541,33 @@ def run(args: argparse.Namespace) -> None:
                 )
                 time.sleep(1)
         print()
-        # Lines still in a ring or a queue land within a second or two.
-        logged = {
-            "openha": (insts["openha"] / "stats.sock", lbs["openha"]["id"]),
-            "openha-errors": (insts["openha-errors"] / "stats.sock", lbs["openha-errors"]["id"]),
-            "baseline-logs": (base_logged[1], base_logged[0]),
-        }
-        counts: dict[str, tuple[int, int]] = {}
-        for _ in range(20):
-            now = {
-                n: (served(sock), filed_lines(agent_dir, lb)) for n, (sock, lb) in logged.items()
-            }
-            if now == counts:
-                break
-            counts = now
-            time.sleep(1)
-        for name, (requests, lines) in counts.items():
-            missing = requests - lines if name != "openha-errors" else None
-            print(
-                f"- {name}: {requests:,} requests received (`show stat` req_tot), {lines:,} access "
-                f"lines filed"
-                + (f": {missing:,} dropped" if missing is not None else " (errors only)")
+        # Every run was drained before the next one; whatever is still on its way
+        # (the warm-ups, the last run of a contender that is not followed) lands here.
+        for name, (sock, _) in logged.items():
+            linecheck.drain(
+                counters[name], lambda sock=sock: served(sock), lambda rcv: rcv[0] - rcv[1]
             )
+        print("Access lines, run by run (requests numbered by wrk; see linecheck.py):\n")
+        for check in checks:
+            for line in check.describe(
+                counters[check.contender].runs.get(check.run, linecheck.Filed())
+            ):
+                print(line)
+        print()
+        for name, (sock, _) in logged.items():
+            (requests, failed), lines = served(sock), counters[name].lines
+            missing = requests - failed - lines if name != "openha-errors" else None
+            print(
+                f"- {name}: {requests:,} requests received in all (`show stat` req_tot, "
+                f"warm-ups and wrk's empty connections included; {failed:,} failed: ereq), "
+                f"{lines:,} access lines filed"
+                + (f": **{missing:,} dropped**" if missing is not None else " (errors only)")
+            )
+        for name, (sock, lb_id) in logged.items():
+            print(f"- {name}: {ring_drops(sock, logs_root / lb_id)}")
+        print(
+            f"- rsyslogd (impstats, whole run): {rsyslog_counters(log_paths(agent_dir).syslog_dir)}"
+        )
         for name, d in insts.items():
             info = cli_command(d / "stats.sock", "show info")
             dropped = re.search(r"^DroppedLogs: (\d+)", info, re.M)

@@ -8,20 +8,25 @@ quotas and S3 credentials), and per test a load balancer with the flavor it need
   comes back: every line sent meanwhile reaches it (spooled by rsyslogd);
 - an S3 server (moto, started here) receives gzip'd JSON-lines objects under
   `project/lb/YYYY/MM/DD/HH/`, which decode to the lines sent;
-- a load balancer sending far more than its quota keeps its files within it.
+- a load balancer sending far more than its quota keeps its files within it;
+- rsyslogd stopped: lines that fit HAProxy's log ring all arrive once it runs again,
+  and what overflows is announced, so that no line is lost without a count.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -335,3 +340,96 @@ def test_rotation_keeps_a_busy_load_balancer_within_its_quota(
     wait_for(lambda: disk() <= LB_QUOTA, timeout=10, what=f"disk within the {LB_QUOTA}-byte quota")
     newest = logs(stack.tenant, f"/v2/lbaas/loadbalancers/{lb['id']}/logs", limit=5)
     assert [r["path"] for r in newest] == ["/busy"] * 5
+
+
+def burst(client: ClientNamespace, url: str, name: str, count: int) -> int:
+    """`count` requests `<url>/<name>/<n>` (n = 1..count), 8 at a time; how many got a 200."""
+    out = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            client.namespace,
+            "curl",
+            "-s",
+            "--parallel",
+            "--parallel-max",
+            "8",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\\n",
+            f"{url}/{name}/[1-{count}]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    return out.split().count("200")
+
+
+def filed(lb_dir: Path, kind: str = "access") -> list[dict[str, Any]]:
+    """Every whole line rsyslogd filed for the LB, closed segments included."""
+    lines = []
+    for path in sorted(lb_dir.glob(f"{kind}*.log")):
+        text = path.read_text()
+        # rsyslogd writes a large batch in several writes: leave a partial last line.
+        lines += [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+    return lines
+
+
+def numbers(lines: list[dict[str, Any]], name: str) -> list[int]:
+    prefix = f"/{name}/"
+    return sorted(int(r["path"][len(prefix) :]) for r in lines if r["path"].startswith(prefix))
+
+
+def announced_drops(lb_dir: Path) -> int:
+    """Lines HAProxy said it could not keep: "N events dropped", filed as admin lines."""
+    found = (re.fullmatch(r"(\d+) events? dropped", r["message"]) for r in filed(lb_dir, "admin"))
+    return sum(int(m.group(1)) for m in found if m)
+
+
+def test_a_stalled_rsyslogd_loses_no_line_that_fits_the_ring_and_counts_the_rest(
+    world: tuple[Stack, ClientNamespace, BackendServer],
+) -> None:
+    """rsyslogd stopped (a host too busy to run it): lines wait in HAProxy's log ring.
+
+    1,200 lines (~0.7 MB) fit the default 1 MiB ring and must all arrive once rsyslogd
+    runs again. 3,000 more overflow it: HAProxy drops what does not fit, and says how
+    many in an admin line, so that filed + announced accounts for every request.
+    """
+    stack, client, web = world
+    lb = http_lb(stack, [web], hm=False)["lb"]
+    url = f"http://{lb['vip_address']}"
+    lb_dir = stack.agents[0].dir / "logs" / lb["id"]
+    assert get(client, f"{url}/warm") == 200
+    wait_for(lambda: lb_dir.joinpath("access.log").exists(), 10, what="the first line")
+    pid = int((stack.agents[0].dir / "syslog" / "rsyslogd.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert burst(client, url, "fits", 1200) == 1200
+        assert burst(client, url, "overflows", 3000) == 3000
+        assert filed(lb_dir) and numbers(filed(lb_dir), "fits") == []  # nothing got through
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # The announcement goes into the ring before the next line once there is room: keep
+    # sending until it is there (each request before that is dropped and counted too).
+    after = 0
+
+    def announced() -> int:
+        nonlocal after
+        after += 1
+        assert get(client, f"{url}/after/{after}") == 200
+        return announced_drops(lb_dir)
+
+    wait_for(announced, 20, 0.2, what="HAProxy announcing the lines it dropped")
+    lines = wait_for(
+        lambda: (got := filed(lb_dir)) and after in numbers(got, "after") and got,
+        10,
+        what="the last line",
+    )
+    dropped = announced_drops(lb_dir)
+    assert numbers(lines, "fits") == list(range(1, 1201)), "a line that fit the ring was lost"
+    kept = len(numbers(lines, "overflows")) + len(numbers(lines, "after"))
+    assert dropped > 0, "3,000 lines should overflow the ring: the test proves nothing"
+    assert kept + dropped == 3000 + after, (kept, dropped, after)
