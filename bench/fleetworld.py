@@ -189,12 +189,15 @@ class ControlPlane:
     def client(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"X-Auth-Token": token}, timeout=120)
 
-    def cpu(self, names: list[str]) -> dict[str, float]:
+    def pids(self, names: list[str]) -> dict[str, int]:
         pids = {n: p.pid for n, p in self.procs.items()}
         for agent in self.agents:
             if agent.proc is not None:
                 pids[agent.name] = agent.proc.pid
-        return {n: cpu_seconds(pids[n]) for n in names if n in pids}
+        return {n: pids[n] for n in names if n in pids}
+
+    def cpu(self, names: list[str]) -> dict[str, float]:
+        return {n: cpu_seconds(pid) for n, pid in self.pids(names).items()}
 
     def close(self) -> None:
         # Controllers first: an agent stopping under a running controller would be failed over.

@@ -16,6 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha import hosts
 from openha.agent.haproxy import StatSummary
+from openha.agent.logstore import QUIET_AFTER, LogStore
 from openha.agent.paths import instance_paths
 from openha.agent.service import FULL_PASS_INTERVAL, AgentService, _Instance
 from openha.controller import snapshot
@@ -434,3 +436,52 @@ def test_idle_supervision_passes_look_at_no_instance(
     assert service.supervision_looks == 40
     service.supervise_once()
     assert service.supervision_looks == 40
+
+
+def test_idle_log_janitor_passes_look_at_no_load_balancer(short_dir: Path) -> None:
+    """The log janitor looks at a load balancer's files while they change; a quiet one
+    gets a one-shot watch (inotify) and is not looked at again until a line is written
+    into its directory, which the next pass hears of at once."""
+    store = LogStore(
+        short_dir / "logs", lb_quota=1 << 20, host_quota=1 << 30, segment_bytes=4096, retention=3600
+    )
+    lbs = [str(uuid.uuid4()) for _ in range(20)]
+    for lb in lbs:
+        store.register(lb, "p", f"i-{lb}", [])
+        (store.lb_dir(lb) / "access.log").write_bytes(b"x" * 99 + b"\n")
+
+    def janitor_pass() -> None:  # as LogPipeline.tick runs them
+        store.rotate()
+        store.enforce()
+
+    for _ in range(QUIET_AFTER + 1):
+        janitor_pass()
+    assert store.quiet() == set(lbs)
+    total = store.disk_bytes()
+    store.looks = 0
+    for _ in range(2 * QUIET_AFTER):
+        janitor_pass()
+    assert store.looks == 0, "an idle pass looked at load balancers"
+    assert store.total_bytes == total  # still counted
+
+    # rsyslogd writes a line to one of them: the next pass looks at it alone, and
+    # closes its file once past the segment size.
+    busy, fresh = lbs[3], lbs[7]
+    with open(store.lb_dir(busy) / "access.log", "ab") as fh:
+        fh.write(b"y" * 4999 + b"\n")
+    assert store.rotate()
+    store.enforce()
+    assert store.looks == 2  # rotate and enforce, that LB only
+    assert len(store.segments(busy)) == 1
+    assert store.total_bytes == store.disk_bytes() == total + 5000
+    # A file created where there was none (rsyslogd after the rotation's SIGHUP) wakes it too.
+    (store.lb_dir(fresh) / "access.log").unlink()
+    for _ in range(QUIET_AFTER + 1):
+        janitor_pass()  # the unlink is ours (a quota), not a write: fresh stays quiet
+    assert fresh in store.quiet() and busy in store.quiet()
+    store.looks = 0
+    (store.lb_dir(fresh) / "admin.log").write_bytes(b"z\n")
+    janitor_pass()
+    assert store.looks == 2
+    assert store.total_bytes == store.disk_bytes()
+    store.close()
