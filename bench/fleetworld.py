@@ -59,6 +59,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 THREAD_NAMES = str(Path(__file__).resolve().parent / "threadnames")
+# The processes import what the benchmark imports (a PYTHONPATH given to it comes along).
+PROCESS_PATH = os.pathsep.join(p for p in (THREAD_NAMES, os.environ.get("PYTHONPATH")) if p)
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -140,7 +142,7 @@ class ControlPlane:
                 "OPENHA_DATABASE_URL": self.database_url,
                 # Die with the benchmark even if it is killed before its teardown runs.
                 "OPENHA_PARENT_PID": str(os.getpid()),
-                "PYTHONPATH": THREAD_NAMES,
+                "PYTHONPATH": PROCESS_PATH,
                 **env,
             },
             stdout=log,
@@ -179,7 +181,7 @@ class ControlPlane:
                 # The product's defaults, not the integration tests' faster ones.
                 "OPENHA_HEARTBEAT_INTERVAL": str(DEFAULTS.heartbeat_interval),
                 "OPENHA_AGENT_NEIGHBOUR_TABLE": str(DEFAULTS.agent_neighbour_table),
-                "PYTHONPATH": THREAD_NAMES,
+                "PYTHONPATH": PROCESS_PATH,
             },
         )
         self.agents.append(agent)

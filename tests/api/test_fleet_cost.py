@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha import hosts
 from openha.agent.haproxy import StatSummary
+from openha.agent.hostlimits import raise_inotify_instances
 from openha.agent.logstore import QUIET_AFTER, LogStore
 from openha.agent.paths import instance_paths
 from openha.agent.service import FULL_PASS_INTERVAL, AgentService, _Instance
@@ -442,6 +443,7 @@ def test_idle_log_janitor_passes_look_at_no_load_balancer(short_dir: Path) -> No
     """The log janitor looks at a load balancer's files while they change; a quiet one
     gets a one-shot watch (inotify) and is not looked at again until a line is written
     into its directory, which the next pass hears of at once."""
+    raise_inotify_instances()  # as the agent does at start: keepalived may hold them all
     store = LogStore(
         short_dir / "logs", lb_quota=1 << 20, host_quota=1 << 30, segment_bytes=4096, retention=3600
     )

@@ -52,6 +52,10 @@ def agent_host(
     session: Session = Depends(get_session),
     _bearer: Any = Security(AGENT_BEARER),
 ) -> Host:
+    return _authenticated(request, session)
+
+
+def _authenticated(request: Request, session: Session) -> Host:
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret:
@@ -217,9 +221,20 @@ def register(
 @router.post("/heartbeat")
 def heartbeat(
     report: HeartbeatReport,
-    session: Session = Depends(get_session),
-    host: Host = Depends(agent_host),
+    request: Request,
+    _bearer: Any = Security(AGENT_BEARER),
 ) -> HeartbeatResponse:
+    # Every agent calls this every second: its session and host are had here, in the
+    # one worker thread the endpoint runs in, not as dependencies (a thread each).
+    session: Session = request.app.state.session_factory()
+    try:
+        return _heartbeat(report, session, _authenticated(request, session))
+    finally:
+        session.rollback()
+        session.close()
+
+
+def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> HeartbeatResponse:
     # Read first, write in the module's lock order (LBs, instances, host).
     mine = Instance.host_id == host.id
     if report.full:
