@@ -186,6 +186,7 @@ class LogStore:
         # lb.json of each load balancer, as last read or written: heartbeats and the
         # janitor look at them often, the disk is read once per LB and agent run.
         self._metas: dict[str, LbMeta | None] = {}
+        self._shipped: set[str] = set()  # LBs with an object-store target (see `_note`)
         self.dropped_segments = 0  # unshipped segments a quota removed
         self._sizes: dict[str, tuple[int, int]] = {}  # lb -> (dir mtime, bytes) last seen
         self.total_bytes = 0  # all files, as the janitor's last pass found them
@@ -215,7 +216,25 @@ class LogStore:
         except (OSError, ValueError, TypeError):
             meta = None
         self._metas[lb_id] = meta
+        self._note(lb_id, meta)
         return meta
+
+    def _note(self, lb_id: str, meta: LbMeta | None) -> None:
+        if meta is not None and any(t.get("type") == "s3" for t in meta.targets):
+            self._shipped.add(lb_id)
+        else:
+            self._shipped.discard(lb_id)
+
+    def shipped_ids(self) -> list[str]:
+        """The LBs here with an object-store target: what shipping looks at, not the
+        whole host (each LB's record is read once per agent run, then kept)."""
+        out = []
+        for lb_id in self.lb_ids():
+            if lb_id not in self._metas:
+                self.meta(lb_id)
+            if lb_id in self._shipped:
+                out.append(lb_id)
+        return out
 
     def _save(self, meta: LbMeta) -> None:
         d = self.lb_dir(meta.lb_id)
@@ -224,6 +243,7 @@ class LogStore:
         tmp.write_text(meta.to_json())
         os.replace(tmp, d / META)
         self._metas[meta.lb_id] = meta
+        self._note(meta.lb_id, meta)
 
     def register(
         self, lb_id: str, project_id: str, instance_id: str, targets: list[dict[str, Any]]
@@ -421,6 +441,7 @@ class LogStore:
             if meta.gone_at is not None and now - meta.gone_at >= self.retention:
                 shutil.rmtree(self.lb_dir(lb_id), ignore_errors=True)
                 self._metas.pop(lb_id, None)
+                self._shipped.discard(lb_id)
                 self._forget(lb_id)
                 removed.append(self.lb_dir(lb_id))
                 continue
