@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
@@ -373,10 +374,10 @@ def test_a_stats_sweep_visits_every_instance_within_the_stats_interval(
 
 
 def test_idle_api_heartbeat_costs_the_same_for_any_fleet(
-    http: TestClient, session_factory: sessionmaker[Session]
+    http: TestClient, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the API does for an agent reporting nothing new: it does not read the
-    host's instances, whatever their number."""
+    host's instances, whatever their number, and takes one trip to the thread pool."""
     with transaction(session_factory) as s:
         secret = hosts.enroll(s, "quiet")
     auth = {"Authorization": f"Bearer {secret}"}
@@ -388,6 +389,14 @@ def test_idle_api_heartbeat_costs_the_same_for_any_fleet(
         json={"host_id": host_id, "name": "quiet", "instances": []},
     ).json()
     version = answer["wanted_version"]
+    trips: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted_trip(func: Any, *args: Any, **kw: Any) -> Any:
+        trips.append(func)
+        return await run_sync(func, *args, **kw)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted_trip)
     with Counter(session_factory) as counted:
         again = http.post(
             "/v2/agent/heartbeat",
@@ -396,6 +405,7 @@ def test_idle_api_heartbeat_costs_the_same_for_any_fleet(
         ).json()
     assert again["wanted_instance_ids"] is None  # nothing changed: no list
     assert counted.writes() == 1 and counted.queries <= 4, counted.statements
+    assert len(trips) == 1, trips  # the endpoint alone, not its session and credential
 
 
 def test_idle_supervision_passes_look_at_no_instance(

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import APIRouter, Depends, Request, Response, Security
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -218,20 +218,22 @@ def register(
     return RegisterResponse(host_id=host.id)
 
 
-@router.post("/heartbeat")
+@router.post("/heartbeat", response_model=HeartbeatResponse)
 def heartbeat(
     report: HeartbeatReport,
     request: Request,
     _bearer: Any = Security(AGENT_BEARER),
-) -> HeartbeatResponse:
+) -> Response:
     # Every agent calls this every second: its session and host are had here, in the
-    # one worker thread the endpoint runs in, not as dependencies (a thread each).
+    # one worker thread the endpoint runs in, not as dependencies (a thread each), and
+    # the answer goes out as built (FastAPI would validate it again in another thread).
     session: Session = request.app.state.session_factory()
     try:
-        return _heartbeat(report, session, _authenticated(request, session))
+        answer = _heartbeat(report, session, _authenticated(request, session))
     finally:
         session.rollback()
         session.close()
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> HeartbeatResponse:
