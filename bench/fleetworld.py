@@ -59,6 +59,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 THREAD_NAMES = str(Path(__file__).resolve().parent / "threadnames")
+# The processes import what the benchmark imports (a PYTHONPATH given to it comes along).
+PROCESS_PATH = os.pathsep.join(p for p in (THREAD_NAMES, os.environ.get("PYTHONPATH")) if p)
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -140,7 +142,7 @@ class ControlPlane:
                 "OPENHA_DATABASE_URL": self.database_url,
                 # Die with the benchmark even if it is killed before its teardown runs.
                 "OPENHA_PARENT_PID": str(os.getpid()),
-                "PYTHONPATH": THREAD_NAMES,
+                "PYTHONPATH": PROCESS_PATH,
                 **env,
             },
             stdout=log,
@@ -179,7 +181,7 @@ class ControlPlane:
                 # The product's defaults, not the integration tests' faster ones.
                 "OPENHA_HEARTBEAT_INTERVAL": str(DEFAULTS.heartbeat_interval),
                 "OPENHA_AGENT_NEIGHBOUR_TABLE": str(DEFAULTS.agent_neighbour_table),
-                "PYTHONPATH": THREAD_NAMES,
+                "PYTHONPATH": PROCESS_PATH,
             },
         )
         self.agents.append(agent)
@@ -189,12 +191,15 @@ class ControlPlane:
     def client(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"X-Auth-Token": token}, timeout=120)
 
-    def cpu(self, names: list[str]) -> dict[str, float]:
+    def pids(self, names: list[str]) -> dict[str, int]:
         pids = {n: p.pid for n, p in self.procs.items()}
         for agent in self.agents:
             if agent.proc is not None:
                 pids[agent.name] = agent.proc.pid
-        return {n: cpu_seconds(pids[n]) for n in names if n in pids}
+        return {n: pids[n] for n in names if n in pids}
+
+    def cpu(self, names: list[str]) -> dict[str, float]:
+        return {n: cpu_seconds(pid) for n, pid in self.pids(names).items()}
 
     def close(self) -> None:
         # Controllers first: an agent stopping under a running controller would be failed over.

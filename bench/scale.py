@@ -39,6 +39,7 @@ import argparse
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -245,32 +246,49 @@ class Fleet:
             mem["pss_mean"] <= 5,
         )
         names = ["api", "controller", plane.agents[0].name]
-        agent_pid = plane.agents[0].proc.pid  # type: ignore[union-attr]
+        pids = plane.pids(names)
         la = load()
+        syslogd_before = processes_cpu("rsyslogd", plane.agents[0].name)
         before, t0 = plane.cpu(names), time.monotonic()
-        threads_before = thread_cpu(agent_pid)
+        threads_before = {n: thread_cpu(pid) for n, pid in pids.items()}
+        profilers = []
+        for label, pid in zip(("api", "controller", "agent"), pids.values(), strict=True):
+            if not args.py_spy:
+                break
+            out = Path(args.profile_dir) / f"{label}.txt"
+            cmd = [args.py_spy, "record", "--nonblocking", "--threads", "--format", "raw",
+                   "--duration", str(int(args.window)), "--pid", str(pid),
+                   "--output", str(out)]  # fmt: skip
+            profilers.append(
+                subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
         time.sleep(args.window)
+        for profiler in profilers:
+            profiler.wait()
         after, elapsed = plane.cpu(names), time.monotonic() - t0
-        threads = {
-            name: (seconds - threads_before.get(name, 0.0)) / elapsed
-            for name, seconds in thread_cpu(agent_pid).items()
-        }
+        syslogd = (processes_cpu("rsyslogd", plane.agents[0].name) - syslogd_before) / elapsed
         shares = {n: (after[n] - before[n]) / elapsed for n in names}
         total = sum(shares.values())
         self.result(
             f"idle control plane, {len(self.ids) + 1} LBs, {args.window:g} s (load {la})",
             f"{total:.1%} of one core (api {shares['api']:.1%}, controller "
-            f"{shares['controller']:.1%}, agent {shares[names[2]]:.1%})",
+            f"{shares['controller']:.1%}, agent {shares[names[2]]:.1%}); "
+            f"the agent's rsyslogd {syslogd:.2%}",
             "≤ 5 %",
             total <= TARGETS["idle"],
         )
-        busiest = sorted(threads.items(), key=lambda kv: -kv[1])[:6]
-        self.result(
-            "where the idle agent's CPU goes (its threads, share of one core)",
-            ", ".join(f"{name} {share:.2%}" for name, share in busiest),
-            "—",
-            None,
-        )
+        for label, name in zip(("api", "controller", "agent"), names, strict=True):
+            threads = {
+                thread: (seconds - threads_before[name].get(thread, 0.0)) / elapsed
+                for thread, seconds in thread_cpu(pids[name]).items()
+            }
+            busiest = sorted(threads.items(), key=lambda kv: -kv[1])[:6]
+            self.result(
+                f"where the idle {label}'s CPU goes (its threads, share of one core)",
+                ", ".join(f"{thread} {share:.2%}" for thread, share in busiest),
+                "—",
+                None,
+            )
         at_n = self.member_changes(len(self.ids))
         ratio = percentile(at_n, 50) / percentile(self.base_changes, 50)
         self.result(
@@ -745,6 +763,10 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--keep-logs", type=Path, default=None,
                         help="copy the pairs scenario's process logs here")  # fmt: skip
+    parser.add_argument("--py-spy", default="",
+                        help="a py-spy binary: sample the three in the idle window")  # fmt: skip
+    parser.add_argument("--profile-dir", default=".",
+                        help="where --py-spy writes {api,controller,agent}.txt")  # fmt: skip
     args = parser.parse_args()
     require_root()
     scenarios = set(args.scenario.split(","))

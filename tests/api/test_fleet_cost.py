@@ -16,11 +16,13 @@ import shutil
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
@@ -28,6 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha import hosts
 from openha.agent.haproxy import StatSummary
+from openha.agent.hostlimits import raise_inotify_instances
+from openha.agent.logstore import QUIET_AFTER, LogStore
 from openha.agent.paths import instance_paths
 from openha.agent.service import FULL_PASS_INTERVAL, AgentService, _Instance
 from openha.controller import snapshot
@@ -185,6 +189,15 @@ def test_idle_controller_passes_cost_the_same_for_5_or_25_lbs(
     for counted in small + large:
         assert counted.queries <= IDLE_PASS_QUERIES, counted.statements
         assert counted.writes() == 0, counted.statements
+    # Commits come every second with nothing queued (heartbeats, liveness beats): the
+    # passes see the commit, find both queues empty on the watch's own connection, and
+    # send nothing through SQLAlchemy.
+    for _ in range(3):
+        controller_.liveness.beat()
+        with Counter(session_factory) as counted:
+            assert controller_.tick() == 0
+            assert controller_.observer.observe_due() == 0
+        assert counted.queries == 0, counted.statements
     # A change costs one reconcile and one observation of that LB, not of the fleet.
     lb_id = admin.get("/v2/lbaas/loadbalancers").json()["loadbalancers"][3]["id"]
     changed = admin.put(f"/v2/lbaas/loadbalancers/{lb_id}", {"loadbalancer": {"name": "x"}})
@@ -361,10 +374,10 @@ def test_a_stats_sweep_visits_every_instance_within_the_stats_interval(
 
 
 def test_idle_api_heartbeat_costs_the_same_for_any_fleet(
-    http: TestClient, session_factory: sessionmaker[Session]
+    http: TestClient, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the API does for an agent reporting nothing new: it does not read the
-    host's instances, whatever their number."""
+    host's instances, whatever their number, and takes one trip to the thread pool."""
     with transaction(session_factory) as s:
         secret = hosts.enroll(s, "quiet")
     auth = {"Authorization": f"Bearer {secret}"}
@@ -376,6 +389,14 @@ def test_idle_api_heartbeat_costs_the_same_for_any_fleet(
         json={"host_id": host_id, "name": "quiet", "instances": []},
     ).json()
     version = answer["wanted_version"]
+    trips: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted_trip(func: Any, *args: Any, **kw: Any) -> Any:
+        trips.append(func)
+        return await run_sync(func, *args, **kw)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted_trip)
     with Counter(session_factory) as counted:
         again = http.post(
             "/v2/agent/heartbeat",
@@ -384,6 +405,7 @@ def test_idle_api_heartbeat_costs_the_same_for_any_fleet(
         ).json()
     assert again["wanted_instance_ids"] is None  # nothing changed: no list
     assert counted.writes() == 1 and counted.queries <= 4, counted.statements
+    assert len(trips) == 1, trips  # the endpoint alone, not its session and credential
 
 
 def test_idle_supervision_passes_look_at_no_instance(
@@ -434,3 +456,53 @@ def test_idle_supervision_passes_look_at_no_instance(
     assert service.supervision_looks == 40
     service.supervise_once()
     assert service.supervision_looks == 40
+
+
+def test_idle_log_janitor_passes_look_at_no_load_balancer(short_dir: Path) -> None:
+    """The log janitor looks at a load balancer's files while they change; a quiet one
+    gets a one-shot watch (inotify) and is not looked at again until a line is written
+    into its directory, which the next pass hears of at once."""
+    raise_inotify_instances()  # as the agent does at start: keepalived may hold them all
+    store = LogStore(
+        short_dir / "logs", lb_quota=1 << 20, host_quota=1 << 30, segment_bytes=4096, retention=3600
+    )
+    lbs = [str(uuid.uuid4()) for _ in range(20)]
+    for lb in lbs:
+        store.register(lb, "p", f"i-{lb}", [])
+        (store.lb_dir(lb) / "access.log").write_bytes(b"x" * 99 + b"\n")
+
+    def janitor_pass() -> None:  # as LogPipeline.tick runs them
+        store.rotate()
+        store.enforce()
+
+    for _ in range(QUIET_AFTER + 1):
+        janitor_pass()
+    assert store.quiet() == set(lbs)
+    total = store.disk_bytes()
+    store.looks = 0
+    for _ in range(2 * QUIET_AFTER):
+        janitor_pass()
+    assert store.looks == 0, "an idle pass looked at load balancers"
+    assert store.total_bytes == total  # still counted
+
+    # rsyslogd writes a line to one of them: the next pass looks at it alone, and
+    # closes its file once past the segment size.
+    busy, fresh = lbs[3], lbs[7]
+    with open(store.lb_dir(busy) / "access.log", "ab") as fh:
+        fh.write(b"y" * 4999 + b"\n")
+    assert store.rotate()
+    store.enforce()
+    assert store.looks == 2  # rotate and enforce, that LB only
+    assert len(store.segments(busy)) == 1
+    assert store.total_bytes == store.disk_bytes() == total + 5000
+    # A file created where there was none (rsyslogd after the rotation's SIGHUP) wakes it too.
+    (store.lb_dir(fresh) / "access.log").unlink()
+    for _ in range(QUIET_AFTER + 1):
+        janitor_pass()  # the unlink is ours (a quota), not a write: fresh stays quiet
+    assert fresh in store.quiet() and busy in store.quiet()
+    store.looks = 0
+    (store.lb_dir(fresh) / "admin.log").write_bytes(b"z\n")
+    janitor_pass()
+    assert store.looks == 2
+    assert store.total_bytes == store.disk_bytes()
+    store.close()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from openha.agent.hostlimits import (
     neighbour_thresholds,
+    raise_inotify_instances,
     raise_neighbour_table,
     raise_netdev_backlog,
 )
@@ -40,3 +41,13 @@ def test_netdev_backlog_is_raised_never_lowered(tmp_path: Path) -> None:
     assert raise_netdev_backlog(16384, backlog) is None
     assert int(backlog.read_text()) == 50000
     assert raise_netdev_backlog(16384, tmp_path / "missing") is None
+
+
+def test_inotify_instances_are_raised_never_lowered(tmp_path: Path) -> None:
+    limit = tmp_path / "max_user_instances"
+    limit.write_text("128\n")
+    assert raise_inotify_instances(8192, limit) == f"{limit}: 128 -> 8192"
+    assert raise_inotify_instances(8192, limit) is None  # idempotent
+    limit.write_text("65536\n")
+    assert raise_inotify_instances(8192, limit) is None
+    assert int(limit.read_text()) == 65536

@@ -175,3 +175,16 @@ def test_rsyslogd_accepts_the_rendered_configuration(tmp_path: Path) -> None:
         ["/usr/sbin/rsyslogd", "-N1", "-f", str(conf)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_shipping_looks_only_at_load_balancers_with_an_object_store(tmp_path: Path) -> None:
+    s3 = [{"type": "s3", "endpoint": "https://s3.example.com", "bucket": "b1b", "interval": 60}]
+    s, shipped, plain = store(tmp_path), str(uuid.uuid4()), str(uuid.uuid4())
+    s.register(plain, "p1", "i1", [])
+    s.register(shipped, "p1", "i2", s3)
+    assert s.shipped_ids() == [shipped]
+    again = store(tmp_path)  # an agent started again: records read from lb.json
+    assert again.shipped_ids() == [shipped]
+    again.register(shipped, "p1", "i2", [])  # its flavor dropped the store
+    again.register(plain, "p1", "i1", s3)
+    assert again.shipped_ids() == [plain]

@@ -17,6 +17,10 @@
   load balancers of a thousand never reached their members, with millions of drops in
   /proc/net/softnet_stat. A Linux bridge takes at most 1024 ports, so a backlog well
   above that keeps a full bridge's flood, several at once, whole.
+- inotify instances per user (`fs.inotify.max_user_instances`, default 128). Every
+  keepalived of a pair tracks its instance's file through an inotify instance of its
+  own, and the agent's log janitor needs one (`agent.dirwatch`): 200 pairs on three
+  hosts had used them all up on this machine, and the next ones got EMFILE.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ log = logging.getLogger(__name__)
 NETDEV_BACKLOG = Path("/proc/sys/net/core/netdev_max_backlog")
 # Room for a few full-bridge floods (1024 ports) queued at once on one CPU.
 NETDEV_BACKLOG_MIN = 16384
+
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+# A keepalived per instance of a thousand, and then some (root owns them all).
+INOTIFY_INSTANCES_MIN = 8192
 
 NEIGH_DIRS = (
     Path("/proc/sys/net/ipv4/neigh/default"),
@@ -79,18 +87,27 @@ def raise_neighbour_table(entries: int, dirs: tuple[Path, ...] = NEIGH_DIRS) -> 
 def raise_netdev_backlog(
     packets: int = NETDEV_BACKLOG_MIN, path: Path = NETDEV_BACKLOG
 ) -> str | None:
-    """Raise the per-CPU input backlog to at least `packets`; what changed, if anything.
+    """Raise the per-CPU input backlog to at least `packets`; what changed, if anything."""
+    return _raise_to(path, packets)
 
-    A higher value the operator set stays; a refused write is logged and left alone.
-    """
+
+def raise_inotify_instances(
+    instances: int = INOTIFY_INSTANCES_MIN, path: Path = INOTIFY_INSTANCES
+) -> str | None:
+    """Raise the inotify instances a user may hold to at least `instances`; what changed."""
+    return _raise_to(path, instances)
+
+
+def _raise_to(path: Path, wanted: int) -> str | None:
+    """A higher value the operator set stays; a refused write is logged and left alone."""
     try:
         current = int(path.read_text())
-        if current >= packets:
+        if current >= wanted:
             return None
-        path.write_text(f"{packets}\n")
+        path.write_text(f"{wanted}\n")
     except (OSError, ValueError) as exc:
         log.warning("cannot raise %s: %s", path, exc)
         return None
-    change = f"{path}: {current} -> {packets}"
+    change = f"{path}: {current} -> {wanted}"
     log.info("raised %s", change)
     return change

@@ -115,6 +115,7 @@ class LogPipeline:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        self.store.close()
 
     # -- load balancers ---------------------------------------------------------------
 

@@ -118,7 +118,7 @@ class Shipper:
     def intervals(self) -> dict[str, float]:
         """Each shipped LB's shortest interval: how often its files are closed."""
         out = {}
-        for lb_id in self.store.lb_ids():
+        for lb_id in self.store.shipped_ids():
             targets = self.targets_of(lb_id)
             if targets:
                 out[lb_id] = float(min(t.interval for t in targets))
@@ -129,7 +129,7 @@ class Shipper:
         sent = 0
         now = time.time()
         pending: dict[str, list[tuple[int, float]]] = {}
-        for lb_id in self.store.lb_ids():
+        for lb_id in self.store.shipped_ids():
             targets = self.targets_of(lb_id)
             if not targets:
                 continue

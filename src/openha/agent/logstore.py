@@ -2,7 +2,9 @@
 
 rsyslogd writes `<root>/<lb id>/access.log` (HAProxy's JSON lines as they are) and
 `admin.log`; the agent never writes a line. What the agent does, from its janitor
-pass every second, and never per request:
+pass every second, and never per request (nor per quiet load balancer: one whose
+files did not change for a few seconds gets a one-shot inotify watch, `DirWatch`,
+and is not looked at again until a line is written into its directory):
 - rotation: a file past its segment size (or, for a load balancer shipped to an
   object store, past its interval) is renamed `<kind>.<time ns>.log`; the caller
   then sends rsyslogd a SIGHUP, so it opens a new file (until then it keeps writing
@@ -33,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openha.agent.dirwatch import DirWatch
+
 KINDS = ("access", "admin")
 META = "lb.json"
 SHIPPED = ".shipped"
@@ -40,6 +44,11 @@ _SEGMENT = re.compile(r"^(access|admin)\.(\d{19,20})\.log$")
 _LB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _STATUS = re.compile(r"^([1-5])(xx|\d\d)$")
 _CHUNK = 256 * 1024
+# Rotation passes (two a second) without a change before a load balancer counts as quiet.
+QUIET_AFTER = 10
+# The root's listing is kept while its mtime says nothing was made or removed there,
+# once that mtime is older than this (a coarse clock tick could hide a change).
+_LISTING_SETTLED_NS = 1_000_000_000
 
 
 def valid_lb_id(lb_id: str) -> bool:
@@ -177,9 +186,19 @@ class LogStore:
         # lb.json of each load balancer, as last read or written: heartbeats and the
         # janitor look at them often, the disk is read once per LB and agent run.
         self._metas: dict[str, LbMeta | None] = {}
+        self._shipped: set[str] = set()  # LBs with an object-store target (see `_note`)
         self.dropped_segments = 0  # unshipped segments a quota removed
         self._sizes: dict[str, tuple[int, int]] = {}  # lb -> (dir mtime, bytes) last seen
         self.total_bytes = 0  # all files, as the janitor's last pass found them
+        # Quiet load balancers (see the module's docstring): the janitor skips them
+        # until their directory is written. Their size is the one enforce found last.
+        self._watch: DirWatch | None = None  # made when the first LB goes quiet
+        self._quiet: set[str] = set()
+        self._seen: dict[str, tuple[tuple[int, int] | None, ...]] = {}  # current files
+        self._still: dict[str, int] = {}  # rotation passes since they last changed
+        self._bytes: dict[str, int] = {}  # lb -> all its files, as enforce last found
+        self._listing: tuple[int, list[str]] | None = None  # (root mtime, lb ids)
+        self.looks = 0  # load balancer directories the janitor looked into (tests count)
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -197,7 +216,25 @@ class LogStore:
         except (OSError, ValueError, TypeError):
             meta = None
         self._metas[lb_id] = meta
+        self._note(lb_id, meta)
         return meta
+
+    def _note(self, lb_id: str, meta: LbMeta | None) -> None:
+        if meta is not None and any(t.get("type") == "s3" for t in meta.targets):
+            self._shipped.add(lb_id)
+        else:
+            self._shipped.discard(lb_id)
+
+    def shipped_ids(self) -> list[str]:
+        """The LBs here with an object-store target: what shipping looks at, not the
+        whole host (each LB's record is read once per agent run, then kept)."""
+        out = []
+        for lb_id in self.lb_ids():
+            if lb_id not in self._metas:
+                self.meta(lb_id)
+            if lb_id in self._shipped:
+                out.append(lb_id)
+        return out
 
     def _save(self, meta: LbMeta) -> None:
         d = self.lb_dir(meta.lb_id)
@@ -206,6 +243,7 @@ class LogStore:
         tmp.write_text(meta.to_json())
         os.replace(tmp, d / META)
         self._metas[meta.lb_id] = meta
+        self._note(meta.lb_id, meta)
 
     def register(
         self, lb_id: str, project_id: str, instance_id: str, targets: list[dict[str, Any]]
@@ -236,10 +274,75 @@ class LogStore:
             self._save(meta)
 
     def lb_ids(self) -> list[str]:
+        """The load balancers with a directory here (listed again only when the root's
+        mtime says one was made or removed)."""
         try:
-            return sorted(d.name for d in self.root.iterdir() if valid_lb_id(d.name))
+            stamp = self.root.stat().st_mtime_ns
+            if self._listing is not None and self._listing[0] == stamp:
+                return list(self._listing[1])
+            ids = sorted(d.name for d in os.scandir(self.root) if valid_lb_id(d.name))
         except FileNotFoundError:
             return []
+        if time.time_ns() - stamp > _LISTING_SETTLED_NS:
+            self._listing = (stamp, ids)
+        return list(ids)
+
+    def close(self) -> None:
+        """Drop the watches (the janitor stopped): every LB is looked at again."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        self._quiet.clear()
+        self._still.clear()
+
+    def quiet(self) -> set[str]:
+        """The load balancers the janitor does not look at until they are written."""
+        return set(self._quiet)
+
+    def _wake(self, lb_id: str) -> None:
+        """Look at `lb_id` again from the next pass on."""
+        self._quiet.discard(lb_id)
+        if self._watch is not None:
+            self._watch.disarm(lb_id)
+        self._still[lb_id] = 0
+
+    def _forget(self, lb_id: str) -> None:
+        self._wake(lb_id)
+        self._seen.pop(lb_id, None)
+        self._still.pop(lb_id, None)
+        self._bytes.pop(lb_id, None)
+        self._sizes.pop(lb_id, None)
+
+    def _current(self, lb_id: str) -> tuple[tuple[int, int] | None, ...]:
+        """(inode, size) of each current file, None for one that does not exist."""
+        out: list[tuple[int, int] | None] = []
+        for kind in KINDS:
+            try:
+                st = (self.lb_dir(lb_id) / f"{kind}.log").stat()
+                out.append((st.st_ino, st.st_size))
+            except FileNotFoundError:
+                out.append(None)
+        return tuple(out)
+
+    def _settle(self, lb_id: str, seen: tuple[tuple[int, int] | None, ...], timed: bool) -> None:
+        """After a look: count the passes its files stayed the same; once quiet, arm its
+        watch (not for `timed` LBs, whose files are closed by time, not only by size)."""
+        if self._seen.get(lb_id) != seen:
+            self._seen[lb_id] = seen
+            self._still[lb_id] = 0
+            return
+        self._still[lb_id] = still = self._still.get(lb_id, 0) + 1
+        if timed or still < QUIET_AFTER:
+            return
+        if self._watch is None:
+            self._watch = DirWatch()
+        if not self._watch.arm(lb_id, self.lb_dir(lb_id)):
+            return  # no inotify here, or no watch left: looked at as before
+        # A line written between the look and the watch would go unheard: look again.
+        if self._current(lb_id) == seen:
+            self._quiet.add(lb_id)
+        else:
+            self._wake(lb_id)
 
     # -- files ------------------------------------------------------------------------
 
@@ -279,14 +382,24 @@ class LogStore:
         intervals = intervals or {}
         rotated = False
         now = time.monotonic()
+        for lb_id in self._watch.fired() if self._watch is not None else ():
+            self._wake(lb_id)
         for lb_id in self.lb_ids():
+            if lb_id in self._quiet:
+                if lb_id not in intervals:
+                    continue
+                self._wake(lb_id)  # shipped by time since it went quiet
+            self.looks += 1
+            seen: list[tuple[int, int] | None] = []
             for kind in KINDS:
                 path = self.lb_dir(lb_id) / f"{kind}.log"
                 try:
                     st = path.stat()
                 except FileNotFoundError:
                     self._born.pop((lb_id, kind), None)
+                    seen.append(None)
                     continue
+                seen.append((st.st_ino, st.st_size))
                 born = self._born.get((lb_id, kind))
                 if born is None or born[0] != st.st_ino:
                     born = (st.st_ino, now)
@@ -301,6 +414,8 @@ class LogStore:
                         os.rename(path, target)
                         rotated = True
                     self._born.pop((lb_id, kind), None)
+                    seen[-1] = None  # changed: not quiet yet
+            self._settle(lb_id, tuple(seen), lb_id in intervals)
         return rotated
 
     def enforce(self, shipped: Any = None) -> list[Path]:
@@ -326,8 +441,14 @@ class LogStore:
             if meta.gone_at is not None and now - meta.gone_at >= self.retention:
                 shutil.rmtree(self.lb_dir(lb_id), ignore_errors=True)
                 self._metas.pop(lb_id, None)
+                self._shipped.discard(lb_id)
+                self._forget(lb_id)
                 removed.append(self.lb_dir(lb_id))
                 continue
+            if lb_id in self._quiet and lb_id in self._bytes:
+                sizes[lb_id] = self._bytes[lb_id]  # nothing written since it was counted
+                continue
+            self.looks += 1
             # Closed segments come and go by renames and removals, which change the
             # directory's mtime; current files are bounded by the segment size. An LB
             # whose directory did not change keeps the size found last: an idle host
@@ -339,7 +460,7 @@ class LogStore:
             currents = self._current_bytes(lb_id)
             known = self._sizes.get(lb_id)
             if known is not None and known[0] == stamp:
-                sizes[lb_id] = known[1] + currents
+                sizes[lb_id] = self._bytes[lb_id] = known[1] + currents
                 continue
             size = self.disk_bytes(lb_id)
             for seg in self.segments(lb_id):
@@ -347,7 +468,7 @@ class LogStore:
                     break
                 size -= self._remove(seg, shipped)
                 removed.append(seg.path)
-            sizes[lb_id] = size
+            sizes[lb_id] = self._bytes[lb_id] = size
             with contextlib.suppress(FileNotFoundError):
                 stamp = self.lb_dir(lb_id).stat().st_mtime_ns
                 self._sizes[lb_id] = (stamp, max(0, size - currents))
@@ -362,6 +483,8 @@ class LogStore:
                     break
                 total -= self._remove(seg, shipped)
                 removed.append(seg.path)
+                self._wake(seg.lb_id)  # its size is counted again next pass
+                self._bytes.pop(seg.lb_id, None)
         self.total_bytes = total
         return removed
 

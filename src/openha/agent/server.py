@@ -22,7 +22,12 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from openha.agent import keeper
-from openha.agent.hostlimits import raise_fd_limit, raise_neighbour_table, raise_netdev_backlog
+from openha.agent.hostlimits import (
+    raise_fd_limit,
+    raise_inotify_instances,
+    raise_neighbour_table,
+    raise_netdev_backlog,
+)
 from openha.agent.logstore import LogQuery, valid_lb_id
 from openha.agent.protocol import InstanceStatus, LogsResponse
 from openha.agent.service import AgentService, StaleGeneration
@@ -149,6 +154,7 @@ def run_agent(settings: Settings) -> None:
     if settings.agent_neighbour_table:
         raise_neighbour_table(settings.agent_neighbour_table)
         raise_netdev_backlog()
+        raise_inotify_instances()
     service = AgentService(settings)
     # Before adoption: the keeper a previous agent left stops writing track files.
     keeper.replace(service.agent_dir)

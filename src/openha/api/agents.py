@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import APIRouter, Depends, Request, Response, Security
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -52,6 +52,10 @@ def agent_host(
     session: Session = Depends(get_session),
     _bearer: Any = Security(AGENT_BEARER),
 ) -> Host:
+    return _authenticated(request, session)
+
+
+def _authenticated(request: Request, session: Session) -> Host:
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret:
@@ -214,12 +218,25 @@ def register(
     return RegisterResponse(host_id=host.id)
 
 
-@router.post("/heartbeat")
+@router.post("/heartbeat", response_model=HeartbeatResponse)
 def heartbeat(
     report: HeartbeatReport,
-    session: Session = Depends(get_session),
-    host: Host = Depends(agent_host),
-) -> HeartbeatResponse:
+    request: Request,
+    _bearer: Any = Security(AGENT_BEARER),
+) -> Response:
+    # Every agent calls this every second: its session and host are had here, in the
+    # one worker thread the endpoint runs in, not as dependencies (a thread each), and
+    # the answer goes out as built (FastAPI would validate it again in another thread).
+    session: Session = request.app.state.session_factory()
+    try:
+        answer = _heartbeat(report, session, _authenticated(request, session))
+    finally:
+        session.rollback()
+        session.close()
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> HeartbeatResponse:
     # Read first, write in the module's lock order (LBs, instances, host).
     mine = Instance.host_id == host.id
     if report.full:

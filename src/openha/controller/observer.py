@@ -47,6 +47,7 @@ DUE = (
     .where(due_for_observation())
     .limit(BATCH)
 )
+QUEUED = select(LoadBalancer.id).where(due_for_observation()).limit(1)
 
 
 class Observer:
@@ -70,6 +71,8 @@ class Observer:
         if not changed and not self._left and time.monotonic() < self._next_poll:
             return 0
         self._next_poll = time.monotonic() + IDLE_POLL
+        if not self._left and self._changes.finds_nothing(QUEUED):
+            return 0  # a commit elsewhere (a heartbeat, a beat): the queue is empty
         with reading(self.sessions) as conn:
             due = conn.execute(DUE).all()
         self._left = len(due) == BATCH

@@ -96,6 +96,8 @@ DUE = (
     .order_by(LoadBalancer.next_attempt_at.nulls_first(), LoadBalancer.created_at)
     .limit(bindparam("limit"))
 )
+# Whether the work queue holds anything at all, backoff or not (the partial index).
+QUEUED = select(LoadBalancer.id).where(due_for_reconcile()).limit(1)
 # The rows of processes gone this long are removed (they no longer decide anything).
 FORGET_SERVICES_AFTER = timedelta(hours=1)
 
@@ -195,6 +197,8 @@ class Reconciler:
         if not busy and not changed and time.monotonic() < self._next_poll:
             return 0
         self._next_poll = time.monotonic() + IDLE_POLL
+        if not busy and self._changes.finds_nothing(QUEUED):
+            return 0  # a commit elsewhere (a heartbeat, a beat): the queue is empty
         free = self.settings.controller_workers - len(busy)
         if free <= 0:
             return 0
