@@ -360,18 +360,15 @@ class Stack:
         wait_for(lambda: self.server.started, 15, what="API started again")
 
     def start_control_plane(self) -> None:
-        """A fresh API server (same URL and database), then, once every running agent has
-        heartbeated to it, a fresh reconcile loop (so it does not find hosts silent)."""
-        since = time.time()
+        """A fresh API server (same URL and database) and, at once, a fresh reconcile loop:
+        it finds every host silent since before the outage, and must not take that for a
+        host failure (the API has only just started listening)."""
         port = int(self.url.rsplit(":", 1)[1])
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
         )
         self._api_thread = self._spawn(self.server.run)
         wait_for(lambda: self.server.started, 15, what="API started again")
-        for agent in self.agents:
-            if agent.proc is not None and agent.proc.poll() is None:
-                wait_for(lambda a=agent: a.heartbeat_after(since), 15, what=f"{agent.name} back")
         self.stop_controller = threading.Event()
         self.reconciler = Reconciler(self.settings, self.sessions, self.app.state.providers)
         self._spawn(self.reconciler.run, self.stop_controller)
