@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from openha.controller import snapshot
+from openha.controller.reconciler import Reconciler
 from openha.db import transaction
 from openha.models import Quota
+from openha.settings import Settings
 from tests.api.factories import create_hm, create_lb, create_pool, wait_lb_active
 from tests.conftest import PROJECT_A, Client, wait_for
 
@@ -266,6 +269,36 @@ def test_delete_marks_pending_delete(alice: Client, subnet_id: str) -> None:
     assert alice.get(url).json()["healthmonitor"]["provisioning_status"] == "PENDING_DELETE"
     assert alice.put(url, {"healthmonitor": {"delay": 9}}).status_code == 409
     assert alice.delete(url).status_code == 204
+
+
+def test_a_new_monitor_while_the_old_one_is_deleted(
+    alice: Client, subnet_id: str, settings: Settings, session_factory: sessionmaker[Session],
+    app: Any,
+) -> None:  # fmt: skip
+    """The pool takes a new monitor while its old one is still being deleted: the old one
+    gives way (a merge, as for a re-added member, not a 409; issue 13), and the
+    controller's pass settles the pool with the new one only."""
+    pool = _pool(alice, subnet_id)
+    lb_id = pool["loadbalancers"][0]["id"]
+    old = create_hm(alice, pool["id"])
+    assert alice.delete(f"/v2/lbaas/healthmonitors/{old['id']}").status_code == 204
+    shown = alice.get(f"/v2/lbaas/healthmonitors/{old['id']}").json()["healthmonitor"]
+    assert shown["provisioning_status"] == "PENDING_DELETE"
+    new = create_hm(alice, pool["id"], type="TCP")
+    assert alice.get(f"/v2/lbaas/healthmonitors/{old['id']}").status_code == 404
+    assert (
+        alice.get(f"/v2/lbaas/pools/{pool['id']}").json()["pool"]["healthmonitor_id"] == new["id"]
+    )
+    again = {"pool_id": pool["id"], "type": "TCP", "delay": 5, "timeout": 3, "max_retries": 3}
+    assert _post(alice, again).status_code == 409  # a live monitor is still one
+    with session_factory() as s:
+        (built,) = snapshot.build(s, lb_id).pools
+    assert built.health_monitor is not None and built.health_monitor.id == new["id"]
+    reconciler = Reconciler(settings, session_factory, app.state.providers)
+    reconciler.liveness.beat()
+    reconciler.tick()
+    shown = alice.get(f"/v2/lbaas/healthmonitors/{new['id']}").json()["healthmonitor"]
+    assert shown["provisioning_status"] == "ACTIVE"
 
 
 def test_isolation(alice: Client, bob: Client, alice_reader: Client, subnet_id: str) -> None:

@@ -196,6 +196,103 @@ def test_every_create_route(alice: Client, admin: Client, subnet_id: str, route:
     assert post(alice, other_path, other_body, f"key-{route}").status_code == 201
 
 
+NETWORK = {"name": "n", "provider:network_type": "flat", "provider:physical_network": "br-ext"}
+# The operator's creates: (path, body, list path and key) after the parents exist.
+OPERATOR_CREATES: dict[str, Callable[[dict[str, str]], tuple[str, dict[str, Any], str]]] = {
+    "flavorprofile": lambda t: (
+        "/v2/lbaas/flavorprofiles",
+        {"flavorprofile": {"name": "p", "provider_name": "noop", "flavor_data": "{}"}},
+        "flavorprofiles",
+    ),
+    "flavor": lambda t: (
+        "/v2/lbaas/flavors",
+        {"flavor": {"name": "f", "flavor_profile_id": t["flavorprofile"]}},
+        "flavors",
+    ),
+    "availabilityzoneprofile": lambda t: (
+        "/v2/lbaas/availabilityzoneprofiles",
+        {
+            "availability_zone_profile": {
+                "name": "p",
+                "provider_name": "noop",
+                "availability_zone_data": "{}",
+            }
+        },
+        "availability_zone_profiles",
+    ),
+    "availabilityzone": lambda t: (
+        "/v2/lbaas/availabilityzones",
+        {"availability_zone": {"name": "az", "availability_zone_profile_id": t["azprofile"]}},
+        "availability_zones",
+    ),
+    "network": lambda t: ("/v2.0/networks", {"network": NETWORK}, "networks"),
+    "subnet": lambda t: (
+        "/v2.0/subnets",
+        {"subnet": {"network_id": t["network"], "cidr": "10.77.0.0/24", "ip_version": 4}},
+        "subnets",
+    ),
+}
+
+
+def _operator_parents(admin: Client) -> dict[str, str]:
+    flavor_profile = admin.post(
+        "/v2/lbaas/flavorprofiles",
+        {"flavorprofile": {"name": "parent", "provider_name": "noop", "flavor_data": "{}"}},
+    ).json()["flavorprofile"]["id"]
+    zone_profile = admin.post(
+        "/v2/lbaas/availabilityzoneprofiles",
+        {
+            "availability_zone_profile": {
+                "name": "parent",
+                "provider_name": "noop",
+                "availability_zone_data": "{}",
+            }
+        },
+    ).json()["availability_zone_profile"]["id"]
+    network = admin.post("/v2.0/networks", {"network": NETWORK}).json()["network"]["id"]
+    return {"flavorprofile": flavor_profile, "azprofile": zone_profile, "network": network}
+
+
+@pytest.mark.parametrize("route", list(OPERATOR_CREATES))
+def test_every_operator_create_route(admin: Client, route: str) -> None:
+    """The catalogue and network creates are creates too (issue 13: every write API)."""
+    path, body, plural = OPERATOR_CREATES[route](_operator_parents(admin))
+    listing = path.replace("/v2.0/", "/v2/").split("?")[0]
+    first = post(admin, path, body, f"op-{route}")
+    assert first.status_code == 201, first.text
+    made = len(admin.get(listing).json()[plural])
+    retry = post(admin, path, body, f"op-{route}")
+    assert (retry.status_code, retry.content) == (201, first.content)
+    assert len(admin.get(listing).json()[plural]) == made
+    other = post(admin, path, {"x": 1}, f"op-{route}")
+    assert other.status_code == 422, other.text
+
+
+def test_the_two_catalogues_keep_their_keys_apart(admin: Client) -> None:
+    """Flavors and availability zones are served by one piece of code: one key used on
+    both is still two keys (a flavor's answer is never replayed for a zone)."""
+    parents = _operator_parents(admin)
+    for route in ("flavorprofile", "availabilityzoneprofile", "flavor", "availabilityzone"):
+        path, body, _ = OPERATOR_CREATES[route](parents)
+        answer = post(admin, path, body, "shared")
+        assert answer.status_code == 201, (route, answer.text)
+        assert answer.json().keys() == body.keys()  # its own answer, not the other's
+
+
+def test_every_create_in_the_document_takes_the_header(app: Any) -> None:
+    """Each POST the API describes (but the agents' own calls, idempotent by nature)
+    declares Idempotency-Key: a new create route without it fails here."""
+    missing = [
+        path
+        for path, operations in app.openapi()["paths"].items()
+        if "post" in operations
+        and not path.startswith("/v2/agent/")
+        and "Idempotency-Key"
+        not in {p["name"] for p in operations["post"].get("parameters", []) if p["in"] == "header"}
+    ]
+    assert missing == []
+
+
 def test_batch_member_update(
     alice: Client, subnet_id: str, session_factory: sessionmaker[Session]
 ) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from openha.controller import snapshot
 from openha.db import transaction
 from openha.models import L7Policy, L7Rule, ListenerStats, Quota
 from tests.api.factories import (
@@ -448,8 +449,18 @@ def test_delete_marks_pending_delete(
     assert alice.delete(f"/v2/lbaas/listeners/{li['id']}").status_code == 204
     resp = alice.put(f"/v2/lbaas/listeners/{li['id']}", {"listener": {"name": "x"}})
     assert resp.status_code == 409
-    # Its port is still taken until the controller removed it.
+    # A new listener on its port while it goes: the old one gives way, with its policies
+    # (a merge as for a re-added member, not Octavia's 409 "immutable"; issue 13).
     resp = _post(alice, {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80})
+    assert resp.status_code == 201, resp.text
+    new = resp.json()["listener"]
+    assert alice.get(f"/v2/lbaas/listeners/{li['id']}").status_code == 404
+    with session_factory() as s:
+        assert s.get(L7Policy, ids[0]) is None and s.get(L7Rule, ids[1]) is None
+        spec = snapshot.build(s, lb["id"])
+    assert [listener.id for listener in spec.listeners] == [new["id"]]
+    # A live listener on the port still refuses another one.
+    resp = _post(alice, {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80})
     assert resp.status_code == 409
 
 

@@ -360,21 +360,21 @@ class Stack:
         wait_for(lambda: self.server.started, 15, what="API started again")
 
     def start_control_plane(self) -> None:
-        """A fresh API server (same URL and database), then, once every running agent has
-        heartbeated to it, a fresh reconcile loop (so it does not find hosts silent)."""
-        since = time.time()
+        """A fresh reconcile loop, then a fresh API server (same URL and database): the
+        controller looks at the fleet first, with every host silent since before the
+        outage and no API to hear them, and must not take that for a host failure."""
+        self.stop_controller = threading.Event()
+        self.reconciler = Reconciler(self.settings, self.sessions, self.app.state.providers)
+        self._spawn(self.reconciler.run, self.stop_controller)
+        # Its host liveness pass runs every second: let it judge (twice) before the API
+        # is back and the agents' heartbeats land.
+        time.sleep(2.5)
         port = int(self.url.rsplit(":", 1)[1])
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
         )
         self._api_thread = self._spawn(self.server.run)
         wait_for(lambda: self.server.started, 15, what="API started again")
-        for agent in self.agents:
-            if agent.proc is not None and agent.proc.poll() is None:
-                wait_for(lambda a=agent: a.heartbeat_after(since), 15, what=f"{agent.name} back")
-        self.stop_controller = threading.Event()
-        self.reconciler = Reconciler(self.settings, self.sessions, self.app.state.providers)
-        self._spawn(self.reconciler.run, self.stop_controller)
 
     def close(self) -> None:
         for agent in self.agents:

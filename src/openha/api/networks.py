@@ -30,6 +30,7 @@ from pydantic import AfterValidator, AliasPath, Field, PlainSerializer, computed
 from sqlalchemy import ColumnElement, Select, false, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound, quote_input
 from openha.api.resources import Resource, removing
@@ -488,6 +489,7 @@ def create_network(
     payload: NetworkCreateBody,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_admin_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     body = payload.network
     check_provider(body.network_type, body.physical_network, body.segmentation_id)
@@ -507,7 +509,7 @@ def create_network(
     session.add(net)
     session.flush()
     answer = NETWORKS.show(session, ctx, net.id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 
@@ -569,6 +571,7 @@ def create_subnet(
     payload: SubnetCreateBody,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_admin_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     body = payload.subnet
     _refuse_unsupported(body.enable_dhcp, body.dns_nameservers, body.host_routes)
@@ -619,7 +622,7 @@ def create_subnet(
     session.add(sub)
     session.flush()
     answer = SUBNETS.show(session, ctx, sub.id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, create_model
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_admin_context, get_session
 from openha.api.errors import BadRequest, Conflict
 from openha.api.resources import Resource, removing
@@ -207,21 +208,30 @@ class Catalogue:
         profile_routes, entry_routes = profiles.router(), entries.router()
         refusal = "None is not a valid option for {key}"
 
+        # Named apart: both catalogues' creates would otherwise share one name, and
+        # with it their Idempotency-Keys (they are kept per route name).
         @profile_routes.post(
-            "", status_code=201, response_model=None, responses=profiles.answered(201)
+            "",
+            status_code=201,
+            response_model=None,
+            responses=profiles.answered(201),
+            name=f"create_{self.profile_singular}",
         )
         def create_profile(
             request: Request,
             payload: dict[str, Any] = Body(),
             session: Session = Depends(get_session),
             ctx: RequestContext = Depends(get_admin_context),
+            keyed: idempotency.Guard | None = Depends(idempotency.guard),
         ) -> dict[str, Any]:
             body = profile_create.model_validate(payload).model_dump()[self.profile_singular]
             self.check_data(request, body["provider_name"], body[self.data])
             profile = self.profile(**body)
             session.add(profile)
-            session.commit()
-            return {self.profile_singular: profile_view.render(profile)}
+            session.flush()
+            answer = {self.profile_singular: profile_view.render(profile)}
+            idempotency.commit(session, keyed, answer)
+            return answer
 
         @profile_routes.put("/{ident}", response_model=None, responses=profiles.answered(200))
         def update_profile(
@@ -249,12 +259,17 @@ class Catalogue:
             return {self.profile_singular: profile_view.render(profile)}
 
         @entry_routes.post(
-            "", status_code=201, response_model=None, responses=entries.answered(201)
+            "",
+            status_code=201,
+            response_model=None,
+            responses=entries.answered(201),
+            name=f"create_{self.entry_singular}",
         )
         def create_entry(
             payload: dict[str, Any] = Body(),
             session: Session = Depends(get_session),
             ctx: RequestContext = Depends(get_admin_context),
+            keyed: idempotency.Guard | None = Depends(idempotency.guard),
         ) -> dict[str, Any]:
             body = entry_create.model_validate(payload).model_dump()[self.entry_singular]
             profile_id = body[self.profile_ref]
@@ -263,8 +278,10 @@ class Catalogue:
             self._refuse_duplicate(session, body["name"])
             entry = self.entry(**with_defaults(body, self.entry))
             session.add(entry)
-            session.commit()
-            return {self.entry_singular: entry_view.render(entry)}
+            session.flush()
+            answer = {self.entry_singular: entry_view.render(entry)}
+            idempotency.commit(session, keyed, answer)
+            return answer
 
         @entry_routes.put("/{ident}", response_model=None, responses=entries.answered(200))
         def update_entry(

@@ -9,7 +9,9 @@ L7 policies and rules) goes through a `Change`, in the request's transaction:
 2. Only then read what the change acts on, fresh: what this session read before
    is expired, so a delete committed by the writer ahead in the queue is seen.
    An object gone is a 404, one being deleted refuses changes (409), and a
-   delete of one already on its way out does nothing.
+   delete of one already on its way out does nothing. A new object that takes the
+   place of one being deleted (its port, its address, its pool's monitor) is
+   accepted: the old one gives way (`Change.replaced`; members simply coexist).
 3. Bump the LB's desired generation, mark it PENDING_UPDATE (a new LB stays
    PENDING_CREATE) and reset its backoff: the controller applies the newest
    tree at once. Changes made while the LB is pending are merged into the next
@@ -30,7 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from fastapi import Request
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from openha.api.context import RequestContext
@@ -42,6 +44,7 @@ from openha.models import (
     L7Policy,
     L7Rule,
     Listener,
+    ListenerStats,
     LoadBalancer,
     Member,
     Pool,
@@ -139,6 +142,29 @@ class Change:
             for listener in self.session.scalars(users):
                 listener.default_pool_id = None
         self._touch(*parents)
+
+    def replaced(self, obj: Provisioned) -> None:
+        """`obj`, on its way out (PENDING_DELETE), gives way now to a new object taking its
+        place: a listener on its port, a pool's new health monitor. Octavia refuses the
+        newcomer only because a pending load balancer is immutable, which this one is not
+        (the merge, as for a member re-added while its deletion is pending). The rows of
+        its subtree go at once: the next apply renders the newcomer and not the old one,
+        exactly as it would have once the old one was purged."""
+        assert obj.provisioning_status == c.PENDING_DELETE
+        session = self.session
+        rows = list(self._subtree(obj))
+        session.flush()  # the change so far is kept through the expiry below
+        if isinstance(obj, Listener):
+            session.execute(
+                delete(ListenerStats)
+                .where(ListenerStats.listener_id == obj.id)
+                .execution_options(synchronize_session=False)
+            )
+        for row in reversed(rows):  # children first
+            session.delete(row)
+        session.flush()
+        # Relationships loaded before (a pool's monitor, an LB's listeners) read anew.
+        session.expire_all()
 
     def request_failover(self) -> None:
         """The controller rebuilds the LB's instances (a pair moves its VIP first)."""

@@ -188,7 +188,9 @@ def add_healthmonitor(
     session = change.session
     existing = session.scalar(select(HealthMonitor).where(HealthMonitor.pool_id == pool.id))
     if existing is not None:
-        raise Conflict("This pool already has a health monitor")
+        if existing.provisioning_status != c.PENDING_DELETE:
+            raise Conflict("This pool already has a health monitor")
+        change.replaced(existing)  # the monitor being deleted gives way to this one
     common.check_quota(request, session, pool.project_id, "health_monitor")
     session.add(hm)
     session.flush()

@@ -271,23 +271,26 @@ def _check_default_pool(session: Session, lb: LoadBalancer, listener: Listener) 
     check_pool_protocol(listener.protocol, pool.protocol)
 
 
-def _check_port_free(session: Session, lb: LoadBalancer, listener: Listener) -> None:
-    """Listeners whose protocols share an L4 protocol cannot share a port on one LB."""
+def _take_port(change: Change, listener: Listener) -> None:
+    """Listeners whose protocols share an L4 protocol cannot share a port on one LB; one
+    being deleted gives its port to the new listener (`Change.replaced`)."""
     l4 = L4_PROTOCOL[listener.protocol]
     clashing = [p for p, proto in L4_PROTOCOL.items() if proto == l4]
     stmt = select(Listener).where(
-        Listener.load_balancer_id == lb.id,
+        Listener.load_balancer_id == change.lb.id,
         Listener.protocol_port == listener.protocol_port,
         Listener.protocol.in_(clashing),
     )
     if listener.id is not None:
         stmt = stmt.where(Listener.id != listener.id)
-    other = session.scalars(stmt).first()
-    if other is not None:
+    others = list(change.session.scalars(stmt))
+    if any(other.provisioning_status != c.PENDING_DELETE for other in others):
         raise Conflict(
             "Another Listener on this Load Balancer is already using protocol_port "
             f"{listener.protocol_port}"
         )
+    for other in others:
+        change.replaced(other)
 
 
 def _validate(session: Session, lb: LoadBalancer, listener: Listener) -> None:
@@ -319,7 +322,7 @@ def add_listener(request: Request, change: Change, body: ListenerCreate) -> List
         },
     )
     _validate(change.session, lb, listener)
-    _check_port_free(change.session, lb, listener)
+    _take_port(change, listener)
     common.check_quota(request, change.session, lb.project_id, "listener")
     change.session.add(listener)
     change.session.flush()
