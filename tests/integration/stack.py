@@ -190,12 +190,16 @@ class Agent:
             names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
         return [n for n in names if n.startswith("ohv") and n[3:11] in short]
 
-    def kill_host(self) -> None:
-        """The machine dies: agent, HAProxy and keepalived stop at once, its links go dark."""
+    def kill_agent(self) -> None:
+        """The agent (the host's heartbeats) dies at once; see `kill_host`."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
         self.proc = None
+
+    def kill_host(self) -> None:
+        """The machine dies: agent, HAProxy and keepalived stop at once, its links go dark."""
+        self.kill_agent()
         # Every process of the host, not only those in pid files: a HAProxy caught in a
         # reload has its pid in no file yet, and a reboot would not spare it either. A
         # daemon forking as the scan runs is caught by the next round.
