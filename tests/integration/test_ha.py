@@ -14,7 +14,8 @@ import pytest
 from pyroute2 import netns
 from stack import Agent, Stack, wait_for
 
-from openha.agent.paths import namespace_name
+from openha.agent.haproxy import cli_command
+from openha.agent.paths import instance_paths, namespace_name
 from openha.lab import BackendServer, ClientNamespace, Lab
 
 pytestmark = pytest.mark.integration
@@ -241,6 +242,20 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _stick_entries(stack: Stack, instance: dict[str, Any]) -> int:
+    """Entries in the stick tables of `instance`'s HAProxy (`show table`'s `used:`)."""
+    sock = instance_paths(agent_of(stack, instance["host_id"]).dir, instance["id"]).stats_socket
+    try:
+        out = cli_command(sock, "show table")
+    except OSError:
+        return 0
+    return sum(
+        int(part.split(":")[1])
+        for part in out.replace(",", " ").split()
+        if part.startswith("used:")
+    )
+
+
 def _vip_holder(stack: Stack, lb_id: str, old_master: str) -> bool:
     insts = instances(stack, lb_id)
     return any(i["id"] != old_master and i["vrrp_state"] == "MASTER" for i in insts)
@@ -397,7 +412,9 @@ def test_stick_table_survives_failover(
     clients[0].request(url)
     pinned = {c.ip: c.request(url).json()["server"] for c in clients[1:]}
     assert len(set(pinned.values())) > 1, "round robin should spread new clients"
-    time.sleep(1)  # peers push table updates asynchronously
+    # Peers push table updates asynchronously: fail over once the peer holds them all.
+    (peer,) = [i for i in instances(stack, lb["id"]) if i["id"] != before["id"]]
+    wait_for(lambda: _stick_entries(stack, peer) >= len(clients), 20, what="peer's table synced")
     assert stack.admin.put(f"/v2/lbaas/loadbalancers/{lb['id']}/failover").status_code == 202
     wait_for(lambda: _vip_holder(stack, lb["id"], before["id"]), 30, what="VIP moved")
     after = {c.ip: c.request(url).json()["server"] for c in clients[1:]}
