@@ -484,6 +484,10 @@ class AgentService:
             steps.done("haproxy")
             if result.error:
                 return self._fail(inst, result.error)
+            # At once, not in the caller's `finally`: until then the watcher holds the
+            # old process, whose draining exit would read as a crash, and the status
+            # below would report the old pid.
+            self._watch(inst)
             if spec.keepalived_config:
                 # The track file exists before keepalived reads its config.
                 self._tell_keepalived(inst, spec)
