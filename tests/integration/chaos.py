@@ -57,8 +57,8 @@ from pyroute2 import netns
 from stack import Agent, wait_for
 
 from openha.agent import faults
-from openha.agent.haproxy import children_of, pid_alive
 from openha.agent.paths import namespace_name
+from openha.agent.procs import children_of, pid_alive
 
 SEED_ENV = "OPENHA_CHAOS_SEED"
 

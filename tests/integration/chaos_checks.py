@@ -18,9 +18,10 @@ from chaos_procs import World
 from stack import processes_naming
 
 from openha.agent import keeper
-from openha.agent.haproxy import cli_command, pid_alive
+from openha.agent.haproxy import cli_command
 from openha.agent.netns import namespace_exists, namespace_pids, owned_host_links
 from openha.agent.paths import instance_paths, log_paths, namespace_name
+from openha.agent.procs import pid_alive
 from openha.agent.syslogd import Syslogd
 
 # srv_admin_state bits that mean maintenance (HAProxy's SRV_ADMF_MAINT): forced, inherited,

@@ -11,9 +11,10 @@ import pytest
 from agent_support import AgentHarness, AgentProcess, FakeAPI, LBConfig, Member, wait_for
 from pyroute2 import IPRoute
 
-from openha.agent.haproxy import HAProxyInstance, pid_alive
+from openha.agent.haproxy import HAProxyInstance
 from openha.agent.netns import namespace_exists, owned_host_links
 from openha.agent.paths import instance_paths, namespace_name
+from openha.agent.procs import pid_alive
 from openha.agent.protocol import HeartbeatResponse
 from openha.agent.service import AgentService
 from openha.lab import BackendServer, ClientNamespace, Lab

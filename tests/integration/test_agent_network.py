@@ -9,7 +9,6 @@ from agent_support import AgentHarness, LBConfig, Member
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from openha.agent.haproxy import pid_alive
 from openha.agent.netns import (
     MANAGED_ALIAS,
     host_veth_name,
@@ -19,6 +18,7 @@ from openha.agent.netns import (
     tag_candidates,
 )
 from openha.agent.paths import namespace_name
+from openha.agent.procs import pid_alive
 from openha.agent.purge import purge
 from openha.domain.spec import InterfaceSpec
 from openha.lab import BackendServer, ClientNamespace, Lab

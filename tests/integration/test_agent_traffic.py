@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from agent_support import AgentHarness, LBConfig, Member, wait_for
 
-from openha.agent.haproxy import HAProxyInstance, pid_alive
+from openha.agent.haproxy import HAProxyInstance
 from openha.agent.paths import instance_paths, namespace_name
+from openha.agent.procs import pid_alive
 from openha.lab import BackendServer, ClientNamespace, Lab
 
 pytestmark = pytest.mark.integration

@@ -24,9 +24,9 @@ import pytest
 from lbhelpers import TrafficLoop, delete_lb, http_lb, remove, served_by, update, wait_answers
 from stack import Agent, Stack, wait_for
 
-from openha.agent.haproxy import children_of, pid_alive
 from openha.agent.netns import run_in_namespace
 from openha.agent.paths import namespace_name
+from openha.agent.procs import children_of, pid_alive
 from openha.lab import BackendServer, ClientNamespace, Lab
 
 pytestmark = pytest.mark.integration

@@ -36,6 +36,7 @@ from pathlib import Path
 from openha.agent import faults
 from openha.agent.netns import NamespaceExec, namespace_pids, run_in_namespace
 from openha.agent.paths import InstancePaths
+from openha.agent.procs import cmdline, pid_alive, pid_from_file
 from openha.domain.observed import ListenerCounters
 
 log = logging.getLogger(__name__)
@@ -94,40 +95,6 @@ def summarize_errors(output: str) -> str:
             lines.append(line.removeprefix("config : "))
     text = "\n".join(lines) if lines else output.strip()
     return text[:MAX_ERROR_CHARS] or "haproxy failed without a message"
-
-
-def pid_alive(pid: int) -> bool:
-    """True when `pid` runs and is not a zombie waiting to be reaped."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    # The state follows the parenthesised command name, which may itself hold spaces.
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def children_of(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            kids.append(int(entry))
-    return kids
 
 
 # --- show stat --------------------------------------------------------------------------
@@ -393,11 +360,7 @@ class HAProxyInstance:
 
     def pid(self) -> int | None:
         """The serving process's pid, or None (no pid file, dead, or someone else's pid)."""
-        try:
-            pid = int(self.paths.pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if self._ours(pid) else None
+        return pid_from_file(self.paths.pid_file, self.paths.config)
 
     def _ours(self, pid: int) -> bool:
         # Pids get reused: make sure this one is our HAProxy (its argv names our config).

@@ -18,9 +18,10 @@ import subprocess
 import tempfile
 import time
 
-from openha.agent.haproxy import atomic_write, cmdline, pid_alive, summarize_errors
+from openha.agent.haproxy import atomic_write, summarize_errors
 from openha.agent.netns import NamespaceExec
 from openha.agent.paths import InstancePaths
+from openha.agent.procs import pid_alive, pid_from_file
 
 KEEPALIVED_BIN = shutil.which("keepalived") or "/usr/sbin/keepalived"
 
@@ -35,13 +36,7 @@ class KeepalivedInstance:
         self.namespace = namespace
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.paths.keepalived_pid.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        if pid_alive(pid) and str(self.paths.keepalived_config) in cmdline(pid):
-            return pid
-        return None
+        return pid_from_file(self.paths.keepalived_pid, self.paths.keepalived_config)
 
     def vrrp_state(self) -> str | None:
         try:

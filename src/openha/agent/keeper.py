@@ -8,8 +8,8 @@ starts this small process (`replace`), which sleeps on the agent's pidfd until t
 agent is gone, then watches the pairs' HAProxy processes the same way (pidfds in one
 epoll, nothing polled) and writes "1" to the track file of any that dies with no
 successor. It changes nothing else, and leaves when a new agent starts (which
-replaces it) or when nothing it watches is left. Only the standard library and
-`agent.paths` are imported: it is one more process per host, kept small.
+replaces it) or when nothing it watches is left. Only the standard library,
+`agent.paths` and `agent.procs` are imported: it is one more process per host, kept small.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from openha.agent.paths import InstancePaths, instance_paths
+from openha.agent.procs import cmdline, pid_alive, pid_from_file
 
 log = logging.getLogger(__name__)
 
@@ -34,32 +35,6 @@ MODULE = "openha.agent.keeper"
 # A reload under way when the agent went: the old process may leave before the new one's
 # pid is in the file. Wait this long for a successor before calling HAProxy dead.
 SUCCESSOR_WAIT = 0.5
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _argv(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def serving_pid(paths: InstancePaths) -> int | None:
-    """The instance's serving HAProxy, as `HAProxyInstance.pid` finds it."""
-    try:
-        pid = int(paths.pid_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if _alive(pid) and str(paths.config) in _argv(pid) else None
 
 
 def mark_down(paths: InstancePaths) -> None:
@@ -111,7 +86,7 @@ class Keeper:
     def successor(self, paths: InstancePaths) -> int | None:
         deadline = time.monotonic() + SUCCESSOR_WAIT
         while True:
-            pid = serving_pid(paths)
+            pid = pid_from_file(paths.pid_file, paths.config)  # as HAProxyInstance.pid
             if pid is not None or time.monotonic() >= deadline:
                 return pid
             time.sleep(0.05)
@@ -169,13 +144,13 @@ def stop(agent_dir: Path) -> None:
         pid = int((agent_dir / PID_FILE).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return
-    argv = _argv(pid)
+    argv = cmdline(pid)
     if MODULE not in argv or str(agent_dir) not in argv:
         return  # not ours (the pid was reused)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 2
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 

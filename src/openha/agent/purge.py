@@ -19,7 +19,6 @@ from pathlib import Path
 from pyroute2 import IPRoute, netns
 
 from openha.agent import keeper, state
-from openha.agent.haproxy import pid_alive
 from openha.agent.netns import (
     MANAGED_ALIAS,
     VETH_PREFIX,
@@ -28,6 +27,7 @@ from openha.agent.netns import (
     remove_namespace,
 )
 from openha.agent.paths import NAMESPACE_PREFIX, instance_paths, log_paths, namespace_name
+from openha.agent.procs import pid_alive
 from openha.agent.syslogd import Syslogd
 
 log = logging.getLogger(__name__)

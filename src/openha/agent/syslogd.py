@@ -20,7 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from openha.agent.haproxy import atomic_write, pid_alive
+from openha.agent.haproxy import atomic_write
+from openha.agent.procs import cmdline, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,7 @@ class Syslogd:
             return None  # ours, exited (and now reaped)
         if not pid_alive(pid):
             return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return None
-        return pid if str(self.config).encode() in cmdline else None
+        return pid if str(self.config) in cmdline(pid) else None
 
     def ensure(self, text: str) -> bool:
         """Run rsyslogd with configuration `text`; True when it was (re)started."""
