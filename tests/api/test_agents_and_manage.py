@@ -190,6 +190,30 @@ def test_amphora_failover_marks_instance(
     assert admin.get("/v2/octavia/amphorae/nope").status_code == 404
 
 
+def test_amphora_config_queues_a_push(
+    admin: Client, alice: Client, subnet_id: str, session_factory: sessionmaker[Session]
+) -> None:
+    lb = alice.post(
+        "/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_subnet_id": subnet_id}}
+    ).json()["loadbalancer"]
+    with transaction(session_factory) as s:
+        inst = Instance(load_balancer_id=lb["id"], role="SINGLE", ip_address="198.51.100.98")
+        inst.applied_generation = 1
+        s.add(inst)
+        lb_row = s.get(LoadBalancer, lb["id"])
+        assert lb_row is not None
+        lb_row.reconcile_requested = False
+        s.flush()
+        inst_id = inst.id
+    assert alice.put(f"/v2/octavia/amphorae/{inst_id}/config", {}).status_code == 403
+    assert admin.put(f"/v2/octavia/amphorae/{inst_id}/config", {}).status_code == 202
+    with transaction(session_factory) as s:
+        lb_row = s.get(LoadBalancer, lb["id"])
+        assert lb_row is not None and lb_row.reconcile_requested
+        pushed = s.get(Instance, inst_id)
+        assert pushed is not None and pushed.applied_generation == 0
+
+
 def test_metrics_exposition(admin: Client, alice: Client, subnet_id: str) -> None:
     alice.post("/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_subnet_id": subnet_id}})
     resp = admin.get("/metrics")

@@ -142,6 +142,7 @@ def configure_amphora(
 ) -> Response:
     """Re-push the instance's configuration (Octavia: refresh the amphora agent config)."""
     inst = AMPHORAE.find(session, ctx, amphora_id)
-    inst.applied_generation = 0  # the controller sees it lagging and pushes again
+    inst.applied_generation = 0  # lagging: the pass pushes it again
+    inst.load_balancer.reconcile_requested = True  # now, not at the next resync
     session.commit()
     return Response(status_code=202)
