@@ -30,6 +30,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+# The API and the token of commands that call it; both default to <state_dir>/clouds.yaml.
+ApiUrlOption = Annotated[
+    str | None,
+    typer.Option("--api-url", help="The OpenHA API. Default: the one in clouds.yaml."),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", envvar="OS_TOKEN", help="A token. Default: clouds.yaml's."),
+]
+
 token_app = typer.Typer(help="API tokens (Keystone stand-ins).", no_args_is_help=True)
 host_app = typer.Typer(help="Agent hosts.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -216,21 +226,29 @@ def up(
     raise typer.Exit(allinone.run(_settings(), log_level=level, with_agent=not no_agent))
 
 
+def _api_access(settings: Settings, api_url: str | None, token: str | None) -> tuple[str, str]:
+    """The API's URL and a token: the options', else those `openha up` wrote to clouds.yaml."""
+    from openha import clouds
+
+    found = clouds.read(settings.state_dir / clouds.FILE_NAME)
+    url = api_url or (found[0] if found else clouds.endpoint_for_bind(settings.api_bind))
+    secret = token or (found[1] if found else None)
+    if not secret:
+        raise _fail(
+            f"no token: give --token (or OS_TOKEN), or start `openha up` first "
+            f"(it writes {settings.state_dir / clouds.FILE_NAME})",
+            2,
+        )
+    return url.rstrip("/"), secret
+
+
 @app.command()
 def demo(
     clean: Annotated[
         bool, typer.Option("--clean", help="Remove the demo: exactly what demo.json records.")
     ] = False,
-    api_url: Annotated[
-        str | None,
-        typer.Option("--api-url", help="The OpenHA API. Default: the one in clouds.yaml."),
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token", envvar="OPENHA_DEMO_TOKEN", help="An admin token. Default: clouds.yaml's."
-        ),
-    ] = None,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
     prefix: Annotated[
         str, typer.Option(help="Names of the demo's bridge and namespaces start with this.")
     ] = "ohdemo",
@@ -240,18 +258,10 @@ def demo(
     Needs a running OpenHA (`openha up`); reads the admin token from
     <state_dir>/clouds.yaml. `--clean` removes everything the demo made.
     """
-    from openha import clouds
     from openha import demo as demo_module
 
     settings = _settings()
-    found = clouds.read(settings.state_dir / clouds.FILE_NAME)
-    url = api_url or (found[0] if found else clouds.endpoint_for_bind(settings.api_bind))
-    secret = token or (found[1] if found else None)
-    if not secret:
-        raise _fail(
-            f"no admin token: {settings.state_dir / clouds.FILE_NAME} is missing "
-            "(start `openha up` first) and --token was not given"
-        )
+    url, secret = _api_access(settings, api_url, token)
     console = Console()
     try:
         if clean:
@@ -303,14 +313,8 @@ def logs(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=10000, help="The last N lines.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    api_url: Annotated[
-        str | None,
-        typer.Option("--api-url", help="The OpenHA API. Default: the one in clouds.yaml."),
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option("--token", envvar="OS_TOKEN", help="A token. Default: clouds.yaml's."),
-    ] = None,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """A load balancer's access (or admin) log lines, both halves of a pair merged."""
     import json
@@ -318,16 +322,7 @@ def logs(
 
     import httpx
 
-    from openha import clouds
-
-    settings = _settings()
-    found = clouds.read(settings.state_dir / clouds.FILE_NAME)
-    url = (api_url or (found[0] if found else clouds.endpoint_for_bind(settings.api_bind))).rstrip(
-        "/"
-    )
-    secret = token or (found[1] if found else None)
-    if not secret:
-        raise _fail("no token: give --token (or OS_TOKEN), or start `openha up` first", 2)
+    url, secret = _api_access(_settings(), api_url, token)
     params: dict[str, Any] = {"kind": kind, "limit": limit}
     for key, value in (("status", status), ("client", client), ("since", since)):
         if value is not None:
