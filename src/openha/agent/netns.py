@@ -16,6 +16,8 @@ apart from the operator's own, even after the agent lost its state (see `purge`)
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from pyroute2 import IPRoute, netns
+from pyroute2.netlink import NETLINK_ROUTE
 from pyroute2.netlink.exceptions import NetlinkError
 
 from openha.agent.paths import NAMESPACE_PREFIX
@@ -40,6 +43,7 @@ MANAGED_ALIAS = "openha:managed"
 VETH_PREFIX = "ohv"
 IFNAMSIZ = 15
 NETNS_DIR = "/var/run/netns"
+CLONE_NEWNET = 0x40000000  # <sched.h>
 _T = TypeVar("_T")
 
 
@@ -56,10 +60,23 @@ def namespace_exists(name: str) -> bool:
 
 
 def ensure_namespace(name: str) -> bool:
-    """Create namespace `name` unless it exists; True when created."""
+    """Create namespace `name` unless it exists; True when created.
+
+    As `ip netns add` does, minus the fork pyroute2's `netns.create` makes (a fork of
+    an agent carrying a thousand instances costs more than the namespace): a
+    throwaway thread unshares its network namespace and bind-mounts it under
+    /var/run/netns, which keeps the namespace after the thread is gone.
+    """
     if namespace_exists(name):
         return False
-    netns.create(name)
+
+    def unshare_and_attach() -> None:
+        if _libc().unshare(CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"unshare: {os.strerror(err)}", name)
+        netns.attach(name, "thread-self")
+
+    _in_thread(f"netns-new-{name}", unshare_and_attach)
     return True
 
 
@@ -70,8 +87,16 @@ def remove_namespace(name: str) -> None:
 
 @contextlib.contextmanager
 def ns_iproute(name: str) -> Iterator[IPRoute]:
-    """Netlink socket inside `name`; flags=0 so a missing namespace is an error, not created."""
-    ipr = IPRoute(netns=name, flags=0)
+    """Netlink socket inside `name` (a missing namespace is an error, not created).
+
+    The socket is opened by a thread that joined the namespace (sockets keep the
+    namespace they were made in) rather than by the child process `IPRoute(netns=…)`
+    forks for it.
+    """
+    sock = run_in_namespace(
+        name, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    )
+    ipr = IPRoute(fileno=sock.detach())
     try:
         yield ipr
     finally:
@@ -85,21 +110,35 @@ def run_in_namespace(name: str, fn: Callable[[], _T]) -> _T:
     they were created in, so this is a cheap way to get a socket inside a namespace
     without forking.
     """
+
+    def joined() -> _T:
+        netns.setns(name, flags=0)
+        return fn()
+
+    return _in_thread(f"netns-{name}", joined)
+
+
+def _in_thread(thread_name: str, fn: Callable[[], _T]) -> _T:
+    """`fn()` in a thread of its own, whose namespace changes die with it."""
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            netns.setns(name, flags=0)
             box["value"] = fn()
         except BaseException as exc:
             box["error"] = exc
 
-    thread = threading.Thread(target=target, name=f"netns-{name}", daemon=True)
+    thread = threading.Thread(target=target, name=thread_name, daemon=True)
     thread.start()
     thread.join()
     if "error" in box:
         raise box["error"]
     return cast(_T, box["value"])
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 class NamespaceExec:

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from pyroute2 import IPRoute, netns
 
-from openha.agent.netns import NamespaceExec, namespace_pids, ns_iproute
+from openha.agent.netns import NamespaceExec, ensure_namespace, namespace_pids, ns_iproute
 from openha.domain.spec import InterfaceSpec
 
 _T = TypeVar("_T")
@@ -143,7 +143,8 @@ class Lab:
             n = self._links
             self._links += 1
             self._namespaces.append(ns)
-        netns.create(ns)
+        if not ensure_namespace(ns):
+            raise FileExistsError(f"namespace {ns} exists already")
         host_end = f"{self.prefix}v{n}"
         with IPRoute() as ipr:
             ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
