@@ -146,15 +146,42 @@ def test_silent_host_goes_down_and_breaker_opens(
                 Host(name=f"h{i}", credential_hash=f"x{i}", status="UP", last_heartbeat_at=utcnow())
             )
     with transaction(session_factory) as s:
-        assert hostmonitor.failover_pause_reason(settings, s) is None
+        assert hostmonitor.look(settings, s).paused(settings) is None
         for host in s.scalars(select(Host).where(Host.name != "h0")):
             host.last_heartbeat_at = utcnow() - timedelta(seconds=60)
     down = hostmonitor.mark_silent_hosts_down(settings, session_factory)
     assert len(down) == 2
     with transaction(session_factory) as s:
-        reason = hostmonitor.failover_pause_reason(settings, s)
+        reason = hostmonitor.look(settings, s).paused(settings)
         assert reason and "2 of 3 hosts" in reason
         assert s.scalar(select(Event).where(Event.kind == "host.down")) is not None
+
+
+def test_breaker_does_not_count_a_late_host_whose_agent_answers(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """Heartbeats late behind a busy host's work are no outage: the probe says so."""
+    api_listening_since(session_factory, 600)
+    late = utcnow_precise() - timedelta(seconds=settings.host_down_after * 0.75)
+    with transaction(session_factory) as s:
+        s.add(Host(name="h0", credential_hash="x0", status="UP", last_heartbeat_at=utcnow()))
+        for i in (1, 2):
+            s.add(Host(name=f"h{i}", credential_hash=f"x{i}", status="UP", last_heartbeat_at=late))
+    probed: list[str] = []
+
+    def probe(host: hostmonitor.SilentHost) -> bool:
+        probed.append(host.name)
+        return host.name == "h1"
+
+    monitor = hostmonitor.HostMonitor(settings, session_factory, probe)
+    assert monitor.check() == []  # suspects, not silent long enough to go down
+    assert sorted(probed) == ["h1", "h2"]
+    with transaction(session_factory) as s:
+        # From the tables alone both late hosts count: 2 of 3, paused.
+        assert "2 of 3 hosts" in (hostmonitor.look(settings, s).paused(settings) or "")
+        # h1's agent answered: only h2 counts, 1 of 3 is under the threshold.
+        assert monitor.pause_reason(s) is None
+        assert s.scalar(select(Event).where(Event.kind == "host.down")) is None
 
 
 def test_amphora_failover_marks_instance(

@@ -14,7 +14,9 @@ Whether automatic failover is paused is decided here too, by the controller, and
 handed to the provider with each `apply` rather than looked up by the provider:
 one place decides (the same verdict decides which repairs wait and bounds what
 an apply may do), a provider needs neither the fleet's hosts nor the threshold,
-and providers never import the controller (they sit below it).
+and providers never import the controller (they sit below it). The breaker
+counts a host as down early (silent for half the delay) but on the same evidence:
+a suspect whose agent answers the probe is not counted.
 """
 
 from __future__ import annotations
@@ -54,7 +56,18 @@ class Look:
     # was up to hear them; None: no host can be judged now.
     cutoff: datetime | None
     silent: list[SilentHost]
-    paused: str | None  # the failover circuit breaker's reason, or None
+    # Hosts silent for half that delay: the breaker counts them as down already (the
+    # hosts of one outage miss their deadlines a heartbeat apart, and the first one
+    # must not be failed over before the others are noticed), unless their agent
+    # answers (`answering`): a busy host's late heartbeat is not an outage.
+    suspects: list[SilentHost]
+    hosts: int  # hosts the breaker weighs (UP or DOWN)
+    down: int  # of which DOWN
+
+    def paused(self, settings: Settings, answering: frozenset[str] = frozenset()) -> str | None:
+        """The failover circuit breaker's reason, or None."""
+        down = self.down + sum(1 for h in self.suspects if h.id not in answering)
+        return _pause_reason(settings, self.hosts, down)
 
 
 def _cutoff(window: tuple[datetime, datetime] | None, silence: float) -> datetime | None:
@@ -81,24 +94,23 @@ def look(settings: Settings, db: Session | Connection) -> Look:
     window = liveness.listening(db, settings.service_dead_after, now)
     hosts = db.execute(JUDGED).all()
     cutoff = _cutoff(window, settings.host_down_after)
-    silent = [
-        SilentHost(h.id, h.name, h.management_url, h.agent_secret)
-        for h in hosts
-        if h.status == HOST_UP
-        and cutoff is not None
-        and (h.last_heartbeat_at is None or h.last_heartbeat_at < cutoff)
-    ]
-    # The breaker counts as down the hosts already silent for half the delay: the hosts
-    # of one outage miss their deadlines a heartbeat apart, and the first one must not
-    # be failed over before the others are noticed.
-    suspect = _cutoff(window, settings.host_down_after / 2)
-    down = sum(
-        1
-        for h in hosts
-        if h.status == HOST_DOWN
-        or (suspect is not None and (h.last_heartbeat_at is None or h.last_heartbeat_at < suspect))
+
+    def silent_since(limit: datetime | None) -> list[SilentHost]:
+        return [
+            SilentHost(h.id, h.name, h.management_url, h.agent_secret)
+            for h in hosts
+            if h.status == HOST_UP
+            and limit is not None
+            and (h.last_heartbeat_at is None or h.last_heartbeat_at < limit)
+        ]
+
+    return Look(
+        cutoff=cutoff,
+        silent=silent_since(cutoff),
+        suspects=silent_since(_cutoff(window, settings.host_down_after / 2)),
+        hosts=len(hosts),
+        down=sum(1 for h in hosts if h.status == HOST_DOWN),
     )
-    return Look(cutoff, silent, _pause_reason(settings, len(hosts), down))
 
 
 def _pause_reason(settings: Settings, hosts: int, down: int) -> str | None:
@@ -138,28 +150,40 @@ class HostMonitor:
         self.settings = settings
         self.sessions = sessions
         self.probe = probe or agent_answers(settings)
-        self._answering: set[str] = set()  # silent hosts whose agent answers (said once)
+        # Suspect or silent hosts whose agent answered the last probe: alive, whatever
+        # became of their heartbeats. Replaced whole, read by reconciles in other threads.
+        self.answering: frozenset[str] = frozenset()
 
     def check(self, seen: Look | None = None) -> list[str]:
-        """Declare DOWN every silent host whose agent does not answer; return their ids."""
+        """Probe the suspect hosts; declare DOWN every silent one whose agent does not
+        answer; return their ids."""
         if seen is None:
             with reading(self.sessions) as conn:
                 seen = look(self.settings, conn)
-        if not seen.silent or seen.cutoff is None:
-            self._answering.clear()
+        if not seen.suspects:
+            self.answering = frozenset()
             return []
-        silent = seen.silent
-        with ThreadPoolExecutor(max_workers=min(len(silent), 16)) as pool:
-            answered = dict(zip([h.id for h in silent], pool.map(self.probe, silent), strict=True))
-        for host in silent:
-            if answered[host.id] and host.id not in self._answering:
+        # Silent hosts are suspects too (silent for longer): one probe each.
+        suspects = seen.suspects
+        with ThreadPoolExecutor(max_workers=min(len(suspects), 16)) as pool:
+            answered = dict(
+                zip([h.id for h in suspects], pool.map(self.probe, suspects), strict=True)
+            )
+        for host in seen.silent:
+            if answered[host.id] and host.id not in self.answering:
                 log.warning(
                     "host %s sends no heartbeats but its agent answers: not declared down",
                     host.name,
                 )
-        self._answering = {h for h, ok in answered.items() if ok}
-        dead = [h.id for h in silent if not answered[h.id]]
-        return declare_down(self.sessions, dead, seen.cutoff) if dead else []
+        self.answering = frozenset(h for h, ok in answered.items() if ok)
+        dead = [h.id for h in seen.silent if not answered[h.id]]
+        if not dead or seen.cutoff is None:
+            return []
+        return declare_down(self.sessions, dead, seen.cutoff)
+
+    def pause_reason(self, db: Session | Connection) -> str | None:
+        """Why automatic failover is paused now, or None (see `_pause_reason`)."""
+        return look(self.settings, db).paused(self.settings, self.answering)
 
 
 def declare_down(
@@ -210,8 +234,3 @@ def mark_silent_hosts_down(
 ) -> list[str]:
     """One liveness pass (what `HostMonitor.check` does, without its memory)."""
     return HostMonitor(settings, sessions, probe).check()
-
-
-def failover_pause_reason(settings: Settings, db: Session | Connection) -> str | None:
-    """Why automatic failover is paused now, or None (see `_pause_reason`)."""
-    return look(settings, db).paused

@@ -297,7 +297,7 @@ class Reconciler:
         with reading(self.sessions) as conn:
             seen = hostmonitor.look(self.settings, conn)
         self.hosts.check(seen)
-        paused = seen.paused
+        paused = seen.paused(self.settings, self.hosts.answering)
         self._note_pause(paused)
         self.renew_leases()
         if time.monotonic() >= self._next_resync:
@@ -441,7 +441,7 @@ class Reconciler:
             deleting = lb.provisioning_status == c.PENDING_DELETE
             failover = lb.failover_requested
             # The circuit breaker is decided here, with the snapshot its apply works from.
-            paused = hostmonitor.failover_pause_reason(self.settings, s)
+            paused = self.hosts.pause_reason(s)
             if paused and not (deleting or failover) and _waits_for_failover(s, lb):
                 return  # only a lost host to rebuild from, and failover is paused
             spec = None if deleting else snapshot.build(s, lb_id)
