@@ -234,6 +234,18 @@ def test_an_unreachable_agent_falls_back_to_the_last_heartbeat(
         return diag["instances"][0]["live"]["runtime"]["servers"][0]["status"] == "UP"
 
     wait_for(heard, 15, 0.2, "member UP")
+    (placed,) = stack.admin.get("/v2/manage/instances", params={"load_balancer_id": lb_id}).json()[
+        "instances"
+    ]
+
+    def reported() -> dict[str, Any] | None:
+        shown = stack.admin.get(f"/v2/manage/instances/{placed['id']}").json()["instance"]
+        health = shown["health"] or {}
+        good = health.get("state") == "ACTIVE" and health.get("members") == {member_id: "UP"}
+        return health if good else None
+
+    # What the fallback will show: the agent's last report, once it told the API.
+    wait_for(reported, 40, 0.2, "the heartbeat reporting the instance ACTIVE, member UP")
     agent = stack.agents[0]
     agent.kill_agent()
     try:
@@ -248,6 +260,11 @@ def test_an_unreachable_agent_falls_back_to_the_last_heartbeat(
         tenant = diagnostics(stack.tenant, f"/v2/lbaas/loadbalancers/{lb_id}/diagnostics")
         (view,) = tenant["instances"]
         assert view["reachable"] is False and view["fallback"]["members"] == {member_id: "UP"}
+        token = stack.admin.headers["X-Auth-Token"]
+        shown = CliRunner().invoke(
+            app, ["diagnose", lb_id, "--api-url", stack.url, "--token", token]
+        )
+        assert shown.exit_code == 0 and "agent not reachable" in shown.output, shown.output
         # The data plane does not need its agent: the LB still answers.
         assert client.request(f"http://{made['lb']['vip_address']}/").status == 200
     finally:
