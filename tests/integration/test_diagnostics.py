@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from lbhelpers import http_lb, remove, wait_answers
+from lbhelpers import flavor, http_lb, remove, wait_answers
 from stack import Stack, wait_for
 from typer.testing import CliRunner
 
@@ -44,6 +44,7 @@ def world() -> Iterator[tuple[Stack, Lab, ClientNamespace]]:
     with Lab() as lab:
         stack = Stack(lab, host_down_after=30.0)
         try:
+            stack.add_agent()
             stack.add_agent()
             yield stack, lab, ClientNamespace(lab)
         finally:
@@ -85,7 +86,8 @@ def test_a_healthy_lb(world: tuple[Stack, Lab, ClientNamespace]) -> None:
     diag = diagnostics(stack.admin, path)
     assert diag["loadbalancer"]["provisioning_status"] == "ACTIVE"
     (inst,) = diag["instances"]
-    assert inst["host"]["name"] == stack.agents[0].name and inst["role"] == "STANDALONE"
+    assert inst["host"]["name"] in {a.name for a in stack.agents}
+    assert inst["role"] == "STANDALONE"
     assert live["state"] == "ACTIVE" and live["last_error"] is None
     assert live["desired_generation"] == live["applied_generation"] > 0
     assert (
@@ -136,7 +138,7 @@ def test_a_healthy_lb(world: tuple[Stack, Lab, ClientNamespace]) -> None:
     assert {m["member_id"] for m in view["members"]} == set(members)
     assert all(m["check_status"] == "L7OK" for m in view["members"])
     assert all(p["ok"] for p in view["probe"])
-    assert stack.agents[0].name not in str(mine) and "haproxy" not in str(mine).lower()
+    assert inst["host"]["name"] not in str(mine) and "haproxy" not in str(mine).lower()
     assert stack.tenant.get(path).status_code == 403
     with transaction(stack.sessions) as s:
         other = create_token(s, "another-project", ["member"])
@@ -246,7 +248,7 @@ def test_an_unreachable_agent_falls_back_to_the_last_heartbeat(
 
     # What the fallback will show: the agent's last report, once it told the API.
     wait_for(reported, 40, 0.2, "the heartbeat reporting the instance ACTIVE, member UP")
-    agent = stack.agents[0]
+    agent = next(a for a in stack.agents if a.host_id == placed["host_id"])
     agent.kill_agent()
     try:
         diag = diagnostics(stack.admin, f"/v2/manage/loadbalancers/{lb_id}/diagnostics")
@@ -270,3 +272,40 @@ def test_an_unreachable_agent_falls_back_to_the_last_heartbeat(
     finally:
         agent.start()
     assert live_of(stack, lb_id)["state"] == "ACTIVE"
+
+
+def test_a_pair(world: tuple[Stack, Lab, ClientNamespace]) -> None:
+    stack, lab, client = world
+    pair = flavor(stack, "diag-pair", {"loadbalancer_topology": "ACTIVE_STANDBY"})
+    made = http_lb(stack, [BackendServer(lab, "dp1")], lb={"flavor_id": pair})
+    lb = made["lb"]
+    wait_answers(client, f"http://{lb['vip_address']}/")
+    path = f"/v2/manage/loadbalancers/{lb['id']}/diagnostics"
+
+    def settled() -> dict[str, dict[str, Any]] | None:
+        insts = diagnostics(stack.admin, path)["instances"]
+        if len(insts) != 2 or not all(i["reachable"] for i in insts):
+            return None
+        by_state = {i["live"]["processes"]["keepalived"]["vrrp_state"]: i for i in insts}
+        return by_state if set(by_state) == {"MASTER", "BACKUP"} else None
+
+    by_state = wait_for(settled, 30, 0.3, "one MASTER and one BACKUP")
+    assert by_state["MASTER"]["host"]["id"] != by_state["BACKUP"]["host"]["id"]
+    for state, inst in by_state.items():
+        live = inst["live"]
+        keepalived = live["processes"]["keepalived"]
+        assert keepalived["running"] and keepalived["initial_state"] == "BACKUP"
+        assert keepalived["nopreempt"] and keepalived["priority"] == inst["vrrp_priority"]
+        assert keepalived["last_transition_at"] is not None
+        assert keepalived["haproxy_down_flag"] is False
+        assert "vrrp_instance" in live["config"]["keepalived"]
+        assert "auth_pass" not in live["config"]["keepalived"] or (
+            "<redacted>" in live["config"]["keepalived"]
+        )
+        vip_here = any(a["vip"] for a in live["plumbing"]["addresses"])
+        assert vip_here is (state == "MASTER"), (state, live["plumbing"]["addresses"])
+        garp = live["plumbing"]["garp"]
+        if state == "MASTER":
+            assert garp["by"] == "keepalived" and garp["address"] == lb["vip_address"]
+        else:
+            assert garp is None

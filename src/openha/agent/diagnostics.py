@@ -145,6 +145,23 @@ def config_view(haproxy: HAProxyInstance, keepalived_config: str | None) -> dict
     return view
 
 
+def _garp(
+    spec: InstanceSpec | None, history: dict[str, Any], keepalived: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The last gratuitous ARP for the VIP: the agent's own record, or keepalived's
+    announcement when it became MASTER (it owns a pair's VIP; the agent sends none)."""
+    if spec is None or not spec.vip_managed_by_keepalived or keepalived is None:
+        return history.get("garp")
+    if keepalived.get("vrrp_state") != "MASTER":
+        return None
+    return {
+        "at": keepalived.get("last_transition_at"),
+        "address": spec.vip_address,
+        "interface": spec.vip_interface,
+        "by": "keepalived",
+    }
+
+
 def diagnose(
     status: InstanceStatus,
     spec: InstanceSpec | None,
@@ -189,7 +206,7 @@ def diagnose(
         except Exception as exc:  # netlink errors come in many types: report, never fail
             out["plumbing"] = {"error": f"{type(exc).__name__}: {exc}"}
         if out["plumbing"] is not None:
-            out["plumbing"]["garp"] = history.get("garp")
+            out["plumbing"]["garp"] = _garp(spec, history, out["processes"].get("keepalived"))
         if probing is not None:
             try:
                 out["probe"] = probing.result()
