@@ -400,9 +400,9 @@ def diagnose(
     secret = token or (found[1] if found else None)
     if not secret:
         raise _fail("no token: give --token (or OS_TOKEN), or start `openha up` first", 2)
-    headers = {"X-Auth-Token": secret}
+    auth = {"X-Auth-Token": secret}
     try:
-        with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30) as api:
+        with httpx.Client(base_url=url, headers=auth, timeout=30, trust_env=False) as api:
             diag = view.fetch(api, lb, probe)
     except (httpx.HTTPError, view.DiagnoseError) as exc:
         raise _fail(str(exc), 1) from None
