@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from openha.agent.history import InstanceHistory
 from openha.agent.probe import Check, probe_targets, words
 from openha.agent.redact import REDACTED, config_diff, redact_config, redact_header_line
 from openha.agent.runtime_answers import (
@@ -179,3 +182,22 @@ backend p2
                              "rstatus", "^(200|204)$")  # fmt: skip
     assert m2.check is not None and m2.check.kind == "https"
     assert (m3.address, m3.port, m3.check, m3.tls) == ("fd00::3", 443, None, True)
+
+
+def test_history_counts_survive_a_new_agent(tmp_path: Path) -> None:
+    path = tmp_path / "history.json"
+    history = InstanceHistory(path)
+    history.count("reload")
+    history.count("reload")
+    history.count("failed_reload", "cannot bind")
+    history.applied(7, "none", "haproxy said no", 0.25)
+    history.garp_sent("10.0.0.5", "eth0")
+    again = InstanceHistory(path).snapshot()  # as a restarted agent reads it
+    assert again["counts"] == {"reload": 2, "failed_reload": 1}
+    assert again["last_failed_reload"]["error"] == "cannot bind"
+    assert again["last_apply"]["ok"] is False and again["last_apply"]["generation"] == 7
+    assert "last_good_apply" not in again
+    assert again["garp"]["address"] == "10.0.0.5"
+    history.applied(8, "reload", None, 0.5)
+    assert InstanceHistory(path).snapshot()["last_good_apply"]["generation"] == 8
+    InstanceHistory(tmp_path / "gone" / "history.json").count("start")  # no directory: no error
