@@ -20,7 +20,12 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-OK_STATES = {"UP", "OPEN", "no check", "NO_CHECK", "ACTIVE", "MASTER", "BACKUP"}
+from openha.agent.protocol import VRRP_BACKUP, VRRP_MASTER
+from openha.domain import constants as c
+from openha.domain.status import member_status
+
+# Words shown green: a frontend listening, a VRRP role, a settled status.
+OK_STATES = {"OPEN", VRRP_MASTER, VRRP_BACKUP, c.ACTIVE, c.ONLINE, c.NO_MONITOR, c.HOST_UP}
 
 
 class DiagnoseError(Exception):
@@ -57,7 +62,12 @@ def fetch(api: httpx.Client, lb: str, probe: bool) -> dict[str, Any]:
 
 def _state(value: Any) -> Text:
     text = "-" if value is None else str(value)
-    ok = text in OK_STATES or text.startswith("L7OK") or text.startswith("L4OK")
+    # HAProxy's server words read as Octavia's (UP is ONLINE), check results as they are.
+    ok = (
+        text in OK_STATES
+        or member_status(text, True, True) == c.ONLINE
+        or text.startswith(("L7OK", "L6OK", "L4OK"))
+    )
     return Text(text, style="green" if ok else "bold red")
 
 
