@@ -372,6 +372,41 @@ def logs(
             return
 
 
+@app.command()
+def diagnose(
+    lb: Annotated[str, typer.Argument(help="The load balancer: its id or its name.")],
+    probe: Annotated[bool, typer.Option("--probe", help="Also probe every member now.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's answer.")] = False,
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="Default: clouds.yaml's.")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="OS_TOKEN")] = None,
+) -> None:
+    """Why a load balancer misbehaves: processes, HAProxy's view, config, plumbing, probe."""
+    import json
+
+    import httpx
+
+    from openha import clouds
+    from openha import diagnose as view
+
+    found = clouds.read(_settings().state_dir / clouds.FILE_NAME)
+    url = api_url or (found[0] if found else clouds.endpoint_for_bind(_settings().api_bind))
+    secret = token or (found[1] if found else None)
+    if not secret:
+        raise _fail("no token: give --token (or OS_TOKEN), or start `openha up` first", 2)
+    auth = {"X-Auth-Token": secret}
+    try:
+        with httpx.Client(base_url=url, headers=auth, timeout=30, trust_env=False) as api:
+            diag = view.fetch(api, lb, probe)
+    except (httpx.HTTPError, view.DiagnoseError) as exc:
+        raise _fail(str(exc), 1) from None
+    if as_json:
+        typer.echo(json.dumps(diag, indent=1))
+    else:
+        view.render(diag, Console(soft_wrap=False, highlight=False))
+
+
 # --- chores ---------------------------------------------------------------------------
 
 

@@ -90,6 +90,7 @@ POLICY: dict[str, Rule] = {
     "DELETE /v2/loadbalancers/{ident}": WRITE_A,
     "GET /v2/loadbalancers/{lb_id}/stats": READ_A,
     "GET /v2/loadbalancers/{lb_id}/logs": READ_A,
+    "GET /v2/loadbalancers/{lb_id}/diagnostics": READ_A,
     "GET /v2/loadbalancers/{lb_id}/status": READ_A,
     "GET /v2/loadbalancers/{lb_id}/statuses": READ_A,
     "PUT /v2/loadbalancers/{lb_id}/failover": OPERATOR,
@@ -192,6 +193,7 @@ POLICY: dict[str, Rule] = {
     "GET /v2/manage/instances/{ident}": OPERATOR,
     "GET /v2/manage/events": OPERATOR,
     "GET /v2/manage/loadbalancers/{lb_id}/logs": OPERATOR,
+    "GET /v2/manage/loadbalancers/{lb_id}/diagnostics": OPERATOR,
 }
 
 # Deletes run last, children before parents, the load balancer last of its tree.

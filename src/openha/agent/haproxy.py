@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openha.agent import faults
+from openha.agent.history import InstanceHistory
 from openha.agent.netns import NamespaceExec, namespace_pids, run_in_namespace
 from openha.agent.paths import InstancePaths
 from openha.agent.procs import cmdline, pid_alive, pid_from_file
@@ -355,6 +356,7 @@ class HAProxyInstance:
         # What the serving process runs, as far as this agent knows for sure; None
         # when unknown (nothing recorded yet in this run, or adoption found doubt).
         self.loaded: Loaded | None = None
+        self.history = InstanceHistory(paths.history)
 
     # -- process state --
 
@@ -495,7 +497,12 @@ class HAProxyInstance:
         pid = self.pid()
         if pid is not None:
             return pid
-        pid = self._launch(self.processes(), pass_sockets=False)
+        try:
+            pid = self._launch(self.processes(), pass_sockets=False)
+        except HAProxyError as exc:
+            self.history.count("failed_start", str(exc))
+            raise
+        self.history.count("start")
         self.record_loaded(pid, self.current_config() or "")
         return pid
 
@@ -509,14 +516,19 @@ class HAProxyInstance:
         if takeover is None:
             takeover = [serving] if serving is not None else []
         try:
-            pid = self._launch(takeover, pass_sockets=serving is not None)
+            try:
+                pid = self._launch(takeover, pass_sockets=serving is not None)
+            except HAProxyError as exc:
+                if "from the old process" not in str(exc):
+                    raise
+                # The serving process could not hand its sockets over (stuck, or its stats
+                # socket gone): bind anew beside it (SO_REUSEPORT) rather than not at all.
+                log.warning("%s: %s; reloading without socket passing", self.namespace, exc)
+                pid = self._launch(takeover, pass_sockets=False)
         except HAProxyError as exc:
-            if "from the old process" not in str(exc):
-                raise
-            # The serving process could not hand its sockets over (stuck, or its stats
-            # socket gone): bind anew beside it (SO_REUSEPORT) rather than not at all.
-            log.warning("%s: %s; reloading without socket passing", self.namespace, exc)
-            pid = self._launch(takeover, pass_sockets=False)
+            self.history.count("failed_reload", str(exc))
+            raise
+        self.history.count("reload")
         faults.crash_point(faults.HAPROXY_CHANGES_SENT)
         self.record_loaded(pid, self.current_config() or "")
         return pid
@@ -597,6 +609,7 @@ class HAProxyInstance:
         if pid is not None and commands is not None and self._run_runtime(commands):
             faults.crash_point(faults.HAPROXY_CHANGES_SENT)
             self.record_loaded(pid, config)
+            self.history.count("runtime_update")
             return ConfigOutcome("runtime")
         try:
             self.reload()

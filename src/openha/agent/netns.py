@@ -368,6 +368,7 @@ class NetworkResult:
     created_namespace: bool = False
     vip_added: bool = False
     changed: bool = False
+    garp_sent: bool = False  # a gratuitous ARP announced the VIP (diagnostics record it)
 
 
 def apply_network(spec: InstanceSpec) -> NetworkResult:
@@ -489,6 +490,7 @@ def _apply_network(spec: InstanceSpec) -> NetworkResult:
                 mac = nsr.get_links(vip_iface)[0].get("address")
                 try:
                     send_gratuitous_arp(spec.namespace, spec.vip_interface, vip_ip, mac)
+                    result.garp_sent = True
                 except OSError as exc:  # a missed GARP only delays neighbours' learning
                     log.warning("gratuitous ARP for %s failed: %s", vip_ip, exc)
     return result

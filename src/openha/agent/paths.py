@@ -46,6 +46,10 @@ class InstancePaths:
     vrrp_state_file: Path  # keepalived notify scripts write MASTER/BACKUP/FAULT here
     # keepalived's track file: the agent writes 1 when HAProxy died, 0 when it serves.
     haproxy_down: Path
+    history: Path  # counters and last outcomes for diagnostics (`agent.history`)
+    # The config of the last apply HAProxy refused, until one succeeds (diagnostics
+    # show it beside the last good one).
+    rejected: Path
 
     def check(self) -> None:
         """Refuse paths that a unix socket cannot bind to (too long)."""
@@ -78,6 +82,8 @@ def instance_paths(agent_dir: Path | str, instance_id: str) -> InstancePaths:
         vrrp_pid=base / "vrrp.pid",
         vrrp_state_file=base / "vrrp_state",
         haproxy_down=base / "haproxy.down",
+        history=base / "history.json",
+        rejected=base / "haproxy.cfg.rejected",
     )
 
 

@@ -94,6 +94,18 @@ def create_app(service: AgentService) -> FastAPI:
             raise HTTPException(404, "no such instance")
         return status
 
+    @app.get("/v1/instances/{instance_id}/diagnostics", dependencies=auth)
+    def get_diagnostics(
+        instance_id: str,
+        probe: str | None = Query(None, description="`members`: probe every member now"),
+    ) -> dict[str, object]:
+        if probe not in (None, "", "members"):
+            raise HTTPException(400, "probe must be 'members'")
+        found = service.diagnostics(instance_id, probe=probe == "members")
+        if found is None:
+            raise HTTPException(404, "no such instance")
+        return found
+
     @app.get("/v1/loadbalancers/{lb_id}/logs", dependencies=auth, response_model=LogsResponse)
     def get_logs(
         lb_id: str,

@@ -45,6 +45,7 @@ import httpx
 from pyroute2.netlink.exceptions import NetlinkError
 
 from openha.agent import faults, state
+from openha.agent.diagnostics import diagnose
 from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write
 from openha.agent.keepalived import KeepalivedError, KeepalivedInstance
 from openha.agent.logpipe import LogPipeline
@@ -142,6 +143,9 @@ class _Steps:
         now = time.monotonic()
         self.times.append((step, now - self.last))
         self.last = now
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
 
     def __str__(self) -> str:
         parts = ", ".join(f"{step} {seconds:.2f}" for step, seconds in self.times)
@@ -330,13 +334,18 @@ class AgentService:
     def _reapply_locked(self, inst: _Instance, spec: InstanceSpec) -> None:
         """Make a running data plane run `spec` for sure (network, a reload, keepalived)."""
         try:
-            apply_network(spec)
+            self._plumb(inst, spec)
             inst.haproxy.reapply(spec.haproxy_config)
             if spec.keepalived_config and inst.keepalived.pid() is not None:
                 inst.keepalived.apply(spec.keepalived_config, force=True)
         except (NetworkError, NetlinkError, HAProxyError, KeepalivedError, OSError) as exc:
             inst.last_error = f"{type(exc).__name__}: {exc}"
             log.error("instance %s: re-apply failed: %s", inst.instance_id, exc)
+
+    def _plumb(self, inst: _Instance, spec: InstanceSpec) -> None:
+        """Converge the instance's namespace to `spec`, noting a VIP announcement."""
+        if apply_network(spec).garp_sent:
+            inst.haproxy.history.garp_sent(spec.vip_address, spec.vip_interface)
 
     def _watch(self, inst: _Instance) -> None:
         """Have the exit watcher report the instance's processes (after any start or reload)."""
@@ -464,13 +473,13 @@ class AgentService:
                 error = inst.keepalived.validate(spec.keepalived_config)
             steps.done("checks")
             if error is not None:
-                return self._fail(inst, error)
+                return self._fail(inst, spec, error, steps)
             if (
                 inst.replumb
                 or _network_changed(inst.spec, spec)
                 or not namespace_exists(spec.namespace)
             ):
-                apply_network(spec)
+                self._plumb(inst, spec)
                 inst.replumb = False
             if inst.spec is not None:
                 # Legs the new spec dropped may leave a managed bridge with nothing on it.
@@ -483,7 +492,7 @@ class AgentService:
             result = inst.haproxy.apply(spec.haproxy_config, validated=True)
             steps.done("haproxy")
             if result.error:
-                return self._fail(inst, result.error)
+                return self._fail(inst, spec, result.error, steps, result.action)
             # At once, not in the caller's `finally`: until then the watcher holds the
             # old process, whose draining exit would read as a crash, and the status
             # below would report the old pid.
@@ -512,16 +521,31 @@ class AgentService:
             ValueError,
         ) as exc:
             log.warning("instance %s: apply failed: %s", inst.instance_id, exc)
-            return self._fail(inst, f"{type(exc).__name__}: {exc}")
+            return self._fail(inst, spec, f"{type(exc).__name__}: {exc}", steps)
         inst.spec = spec
         inst.last_error = None
         state.save_spec(inst.paths, spec)
+        inst.haproxy.history.applied(spec.generation, result.action, None, steps.elapsed())
+        with contextlib.suppress(FileNotFoundError):
+            inst.paths.rejected.unlink()
         status = self._status(inst)
         state.save_status(inst.paths, status)
         return True, status
 
-    def _fail(self, inst: _Instance, error: str) -> tuple[bool, InstanceStatus]:
+    def _fail(
+        self,
+        inst: _Instance,
+        spec: InstanceSpec,
+        error: str,
+        steps: _Steps,
+        action: str = "none",
+    ) -> tuple[bool, InstanceStatus]:
         inst.last_error = error
+        # Kept for diagnostics: what was refused, beside the last good config.
+        if inst.paths.instance_dir.is_dir():
+            with contextlib.suppress(OSError):
+                atomic_write(inst.paths.rejected, spec.haproxy_config, 0o600)
+        inst.haproxy.history.applied(spec.generation, action, error, steps.elapsed())
         status = self._status(inst)
         with contextlib.suppress(OSError):
             state.save_status(inst.paths, status)
@@ -590,6 +614,14 @@ class AgentService:
         with self._lock:
             insts = list(self._instances.values())
         return [self._status(inst) for inst in insts]
+
+    def diagnostics(self, instance_id: str, probe: bool = False) -> dict[str, object] | None:
+        """Everything about an instance, read now (`agent.diagnostics`); None if unknown."""
+        with self._lock:
+            inst = self._instances.get(instance_id)
+        if inst is None:
+            return None
+        return diagnose(self._status(inst), inst.spec, inst.haproxy, inst.keepalived, probe=probe)
 
     def _probe(self, inst: _Instance) -> Probe:
         """Read the instance's processes and HAProxy's stats: the costly part of a status."""
@@ -755,9 +787,9 @@ class AgentService:
             self._unwatch(inst)
             inst.haproxy.stop()
             inst.keepalived.stop()
-            apply_network(spec)
+            self._plumb(inst, spec)
         elif inst.replumb:
-            apply_network(spec)
+            self._plumb(inst, spec)
         inst.replumb = False
         if not inst.haproxy.running():
             self._tell_keepalived(inst, spec, down=True)

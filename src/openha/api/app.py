@@ -33,6 +33,7 @@ LBAAS_MODULES = (
     "openha.api.tenant.quotas",
     "openha.api.tenant.providers",
     "openha.api.tenant.catalogue",
+    "openha.api.tenant.diagnostics",
 )
 # Everything versioned is served under both /v2 and /v2.0, as Octavia does
 # (python-octaviaclient uses /v2.0).
@@ -45,6 +46,7 @@ MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.manage.hosts",
     "openha.api.manage.events",
     "openha.api.manage.logs",
+    "openha.api.manage.diagnostics",
 )
 
 

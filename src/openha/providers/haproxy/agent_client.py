@@ -123,3 +123,18 @@ def get_logs(
     if resp.status_code != 200:
         raise AgentError(f"agent {agent.url} answered {resp.status_code}: {resp.text[:500]}")
     return _json(resp)
+
+
+def get_diagnostics(
+    agent: AgentAddress, instance_id: str, probe: bool, timeout: float
+) -> dict[str, Any]:
+    """One instance's diagnostics, read live by its agent (see `agent.diagnostics`)."""
+    params = {"probe": "members"} if probe else {}
+    try:
+        with _client(agent, timeout) as client:
+            resp = client.get(f"/v1/instances/{instance_id}/diagnostics", params=params)
+    except httpx.HTTPError as exc:
+        raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
+    if resp.status_code != 200:
+        raise AgentError(f"agent {agent.url} answered {resp.status_code}: {resp.text[:500]}")
+    return _json(resp)
