@@ -103,3 +103,21 @@ def _forget_rolled_back(session: Session, transaction: SessionTransaction) -> No
     # savepoint's is not one) its events are gone, and so are their log lines.
     if transaction.parent is None:
         session.info.pop(_PENDING, None)
+
+
+def document(row: Event) -> dict[str, Any]:
+    """An event as the API and webhook payloads render it."""
+    return {
+        "id": row.id,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "severity": row.severity,
+        "kind": row.kind,
+        "project_id": row.project_id,
+        "load_balancer_id": row.load_balancer_id,
+        "host_id": row.host_id,
+        "instance_id": row.instance_id,
+        "resource_type": row.resource_type,
+        "resource_id": row.resource_id,
+        "message": row.message,
+        "details": row.details or {},
+    }

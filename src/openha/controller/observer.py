@@ -109,7 +109,8 @@ class Observer:
             if state is None:
                 return
             if lb.operating_status != state.load_balancer:
-                _status_event(s, lb, "loadbalancer", lb.id, lb.operating_status, state.load_balancer)
+                before, after = lb.operating_status, state.load_balancer
+                _status_event(s, lb, "loadbalancer", lb.id, before, after)
                 lb.operating_status = state.load_balancer
             for model, statuses in (
                 (Listener, state.listeners),

@@ -38,9 +38,10 @@ from sqlalchemy import ColumnElement, bindparam, case, delete, exists, not_, or_
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam, liveness
-from openha.controller import hostmonitor, snapshot
+from openha.controller import hostmonitor, retention, snapshot
 from openha.controller.hostmonitor import HostMonitor
 from openha.controller.observer import Observer
+from openha.controller.webhooks import Dispatcher
 from openha.db import ChangeWatch, reading, transaction
 from openha.domain import constants as c
 from openha.models import (
@@ -122,6 +123,8 @@ class Reconciler:
         self.owner = self.liveness.id
         self.observer = Observer(settings, session_factory, providers)
         self.hosts = HostMonitor(settings, session_factory)
+        self.webhooks = Dispatcher(settings, session_factory)
+        self._next_purge = 0.0
         self._paused: str | None = None
         # LB id -> the hosts its instances were on when its reconcile started.
         self._inflight: dict[str, frozenset[str]] = {}
@@ -157,6 +160,7 @@ class Reconciler:
                 daemon=True,
                 name="housekeeping",
             ),
+            threading.Thread(target=self.webhooks.run, args=(stop,), daemon=True, name="webhooks"),
         ]
         for thread in loops:
             thread.start()
@@ -301,6 +305,9 @@ class Reconciler:
         paused = seen.paused
         self._note_pause(paused)
         self.renew_leases()
+        if time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + retention.INTERVAL
+            retention.purge_events(self.settings, self.sessions)
         if time.monotonic() >= self._next_resync:
             self._next_resync = time.monotonic() + self.settings.controller_resync_interval
             self.release_dead_controllers()
@@ -645,9 +652,7 @@ def _lost() -> ColumnElement[bool]:
 
 
 def _has_lost(session: Session, lb_id: str) -> bool:
-    return bool(
-        session.scalar(select(exists().where(Instance.load_balancer_id == lb_id, _lost())))
-    )
+    return bool(session.scalar(select(exists().where(Instance.load_balancer_id == lb_id, _lost()))))
 
 
 FAILOVER_KINDS = ("failover.started", "failover.finished")

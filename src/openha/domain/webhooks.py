@@ -118,7 +118,7 @@ def kinds_problem(kinds: Sequence[str]) -> str | None:
     for kind in kinds:
         body = kind[:-2] if kind.endswith(".*") else kind
         if not body or len(kind) > 64 or not all(ch.isalnum() or ch in "._" for ch in body):
-            return f"kinds: '{kind[:100]}' is not an event kind (e.g. member.operating_status, host.*)."
+            return f"kinds: '{kind[:100]}' is not an event kind (e.g. member.*, host.down)."
     return None
 
 

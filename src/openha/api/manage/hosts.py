@@ -15,6 +15,7 @@ from pydantic import AliasPath, Field
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, with_expression
 
+from openha import events
 from openha.api.context import RequestContext, get_admin_context, get_session
 from openha.api.errors import BadRequest
 from openha.api.resources import Resource
