@@ -38,7 +38,7 @@ def emit(
     details: dict[str, Any] | None = None,
     resource: tuple[str, str] | None = None,
     project_id: str | None = None,
-) -> None:
+) -> Event:
     """Record an event in the caller's transaction (it lands only if the change does),
     with a delivery for every enabled webhook that hears it.
 
@@ -61,6 +61,7 @@ def emit(
     warns = severity in (c.SEVERITY_WARNING, c.SEVERITY_ERROR)
     level = logging.WARNING if warns else logging.INFO
     session.info.setdefault(_PENDING, []).append((level, kind, message))
+    return row
 
 
 def _fan_out(session: Session, row: Event) -> None:

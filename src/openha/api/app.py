@@ -33,6 +33,8 @@ LBAAS_MODULES = (
     "openha.api.tenant.quotas",
     "openha.api.tenant.providers",
     "openha.api.tenant.catalogue",
+    "openha.api.tenant.events",
+    "openha.api.tenant.webhooks",
 )
 # Everything versioned is served under both /v2 and /v2.0, as Octavia does
 # (python-octaviaclient uses /v2.0).
@@ -44,6 +46,7 @@ VERSIONED_MODULES = (
 MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.manage.hosts",
     "openha.api.manage.events",
+    "openha.api.manage.webhooks",
     "openha.api.manage.logs",
 )
 
