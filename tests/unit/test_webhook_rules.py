@@ -65,6 +65,9 @@ def test_kinds_and_filters() -> None:
     assert not hears(**base | {"event_project_id": None})  # type: ignore[arg-type]
     assert hears(**base | {"event_project_id": None, "all_projects": True})  # type: ignore[arg-type]
     assert not hears(**base | {"min_severity": "ERROR"})  # type: ignore[arg-type]
+    # Which host runs what is the operators' business, even for a project's LB.
+    assert not hears(**base | {"event_kind": "instance.rebuilt"})  # type: ignore[arg-type]
+    assert hears(**base | {"event_kind": "instance.rebuilt", "all_projects": True})  # type: ignore[arg-type]
     assert hears(**base | {"load_balancer_id": "lb1"})  # type: ignore[arg-type]
     assert not hears(**base | {"load_balancer_id": "lb2"})  # type: ignore[arg-type]
 

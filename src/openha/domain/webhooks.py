@@ -24,6 +24,9 @@ DELIVERY_HEADER = "X-OpenHA-Delivery"
 DEFAULT_TOLERANCE = 300.0
 MAX_KINDS = 50
 _RANK = {s: i for i, s in enumerate(c.SEVERITIES)}
+# Events about the fleet's machinery (which host an instance runs on): operators' only,
+# even when they concern a project's load balancer.
+OPERATOR_ONLY = "instance."
 
 
 def severity_rank(severity: str) -> int:
@@ -53,7 +56,9 @@ def hears(
     event_load_balancer_id: str | None,
 ) -> bool:
     """Whether a webhook with these filters hears this event."""
-    if not all_projects and event_project_id != project_id:
+    if not all_projects and (
+        event_project_id != project_id or event_kind.startswith(OPERATOR_ONLY)
+    ):
         return False
     if load_balancer_id is not None and event_load_balancer_id != load_balancer_id:
         return False
