@@ -123,7 +123,6 @@ class Reconciler:
         self.owner = self.liveness.id
         self.observer = Observer(settings, session_factory, providers)
         self.hosts = HostMonitor(settings, session_factory)
-        self.webhooks = Dispatcher(settings, session_factory)
         self._next_purge = 0.0
         self._paused: str | None = None
         # LB id -> the hosts its instances were on when its reconcile started.
@@ -160,7 +159,13 @@ class Reconciler:
                 daemon=True,
                 name="housekeeping",
             ),
-            threading.Thread(target=self.webhooks.run, args=(stop,), daemon=True, name="webhooks"),
+            # Webhook deliveries: a slow receiver never holds a reconcile back.
+            threading.Thread(
+                target=Dispatcher(self.settings, self.sessions).run,
+                args=(stop,),
+                daemon=True,
+                name="webhooks",
+            ),
         ]
         for thread in loops:
             thread.start()
