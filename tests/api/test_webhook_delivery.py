@@ -6,6 +6,7 @@ last test, where the controller's own loop delivers."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -267,3 +268,45 @@ def test_postgresql_outbox(postgres_url: str, receiver: Receiver, settings: Sett
             s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == hook_id))
             s.execute(delete(Webhook).where(Webhook.id == hook_id))
     assert receiver.received[0].signed and receiver.received[0].event["kind"] == "host.down"
+
+
+def _claims_are_disjoint(sessions: sessionmaker[Session], settings: Settings, url: str) -> None:
+    with transaction(sessions) as s:
+        hook = Webhook(project_id="p", all_projects=True, url=url, secret=SECRET)
+        s.add(hook)
+        s.flush()
+        hook_id = hook.id
+        for i in range(20):
+            events.emit(s, "host.down", f"h{i}", host_id=f"h{i}")
+    two = [Dispatcher(settings, sessions) for _ in range(2)]
+    claimed: list[list[int]] = [[], []]
+    try:
+
+        def claim(i: int) -> None:
+            claimed[i] = [a.delivery_id for a in two[i].claim(15, [])]
+
+        threads = [threading.Thread(target=claim, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for d in two:
+            d.close()
+        with transaction(sessions) as s:
+            s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == hook_id))
+            s.execute(delete(Webhook).where(Webhook.id == hook_id))
+    assert not set(claimed[0]) & set(claimed[1])
+    assert len(claimed[0]) + len(claimed[1]) == 20
+
+
+def test_two_controllers_never_claim_one_delivery(
+    settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+) -> None:
+    _claims_are_disjoint(session_factory, settings, receiver.url)
+
+
+def test_two_controllers_never_claim_one_delivery_on_postgresql(
+    postgres_url: str, settings: Settings, receiver: Receiver
+) -> None:
+    _claims_are_disjoint(make_session_factory(make_engine(postgres_url)), settings, receiver.url)
