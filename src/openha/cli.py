@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from openha import db
+from openha import cli_alerts, db
 from openha.domain.constants import ROLES
 from openha.settings import Settings
 
@@ -44,6 +44,9 @@ token_app = typer.Typer(help="API tokens (Keystone stand-ins).", no_args_is_help
 host_app = typer.Typer(help="Agent hosts.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(host_app, name="host")
+# The event log and webhooks (issue 10): their commands live in their own module.
+app.command()(cli_alerts.events)
+app.add_typer(cli_alerts.webhook_app, name="webhook")
 
 err_console = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("openha.cli")

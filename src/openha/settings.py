@@ -152,6 +152,23 @@ class Settings(BaseSettings):
     # a network partition must not turn into a rebuild storm.
     failover_max_down_fraction: float = 0.5
 
+    # Events and webhooks: events older than `event_retention_days` (0: never) are
+    # purged by the controller, `event_purge_batch` rows per transaction; a follower of
+    # the event stream is cut after `event_follow_max_seconds` at most.
+    event_retention_days: float = Field(default=30.0, ge=0)
+    event_purge_batch: int = Field(default=1000, ge=1, le=100_000)
+    event_follow_max_seconds: float = Field(default=3600.0, gt=0)
+    # Deliveries: `webhook_workers` at once, each within `webhook_timeout`; a failed one
+    # is tried again after webhook_retry_base * 2^(n-1) s (at most webhook_retry_max),
+    # `webhook_max_attempts` times in all; a webhook whose last
+    # `webhook_disable_after` attempts all failed is disabled (with an event).
+    webhook_workers: int = Field(default=8, ge=1, le=256)
+    webhook_timeout: float = Field(default=5.0, gt=0)
+    webhook_retry_base: float = Field(default=2.0, gt=0)
+    webhook_retry_max: float = Field(default=600.0, gt=0)
+    webhook_max_attempts: int = Field(default=12, ge=1)
+    webhook_disable_after: int = Field(default=20, ge=1)
+
     # VRRP for ACTIVE_STANDBY pairs: v3 allows sub-second adverts (~0.6 s failover).
     vrrp_version: Literal[2, 3] = 3
     vrrp_advert_interval: float = 0.25

@@ -71,6 +71,8 @@ def _fuzzed_app() -> tuple[Any, str]:
         default_provider="noop",
         service_beat_interval=60,
         service_dead_after=180,
+        # A followed event stream ends at once: a generated `follow=true` must not hang.
+        event_follow_max_seconds=0.5,
     )
     sessions: sessionmaker[Session] = make_session_factory(make_engine(url))
     with transaction(sessions) as s:

@@ -194,6 +194,20 @@ POLICY: dict[str, Rule] = {
     "GET /v2/manage/events": OPERATOR,
     "GET /v2/manage/loadbalancers/{lb_id}/logs": OPERATOR,
     "GET /v2/manage/loadbalancers/{lb_id}/diagnostics": OPERATOR,
+    # Events and webhooks: a project's own (/v2/lbaas), every project's (/v2/manage).
+    "GET /v2/events": LIST,
+    "GET /v2/webhooks": LIST,
+    "POST /v2/webhooks": CREATE,
+    "GET /v2/webhooks/{ident}": READ_A,
+    "PUT /v2/webhooks/{webhook_id}": WRITE_A,
+    "DELETE /v2/webhooks/{ident}": WRITE_A,
+    "GET /v2/webhooks/{webhook_id}/deliveries": READ_A,
+    "GET /v2/manage/webhooks": OPERATOR,
+    "POST /v2/manage/webhooks": OPERATOR,
+    "GET /v2/manage/webhooks/{ident}": OPERATOR,
+    "PUT /v2/manage/webhooks/{webhook_id}": OPERATOR,
+    "DELETE /v2/manage/webhooks/{ident}": OPERATOR,
+    "GET /v2/manage/webhooks/{webhook_id}/deliveries": OPERATOR,
 }
 
 # Deletes run last, children before parents, the load balancer last of its tree.
@@ -216,6 +230,8 @@ DELETE_ORDER = (
     "/v2/subnets/{ident}/tags",
     "/v2/subnets/{ident}",
     "/v2/networks/{ident}",
+    "/v2/webhooks/{ident}",
+    "/v2/manage/webhooks/{ident}",
 )
 # PUTs that replace what other routes use come after the rest.
 PUT_LAST = ("/v2/pools/{pool_id}/members",)
@@ -373,6 +389,14 @@ class World:
             "subnet",
         )
         self.vip_subnet = subnet_id
+        self.webhook = self._made(
+            alice.post("/v2/lbaas/webhooks", {"webhook": {"url": "http://127.0.0.1:9/a"}}),
+            "webhook",
+        )
+        self.op_webhook = self._made(
+            admin.post("/v2/manage/webhooks", {"webhook": {"url": "http://127.0.0.1:9/o"}}),
+            "webhook",
+        )
         # What the creates hang new rows on, so that the deletes above can go.
         self.kept = {
             "flavorprofile": self._made(
@@ -439,7 +463,15 @@ class World:
 
     def a_ids(self) -> list[str]:
         """Ids of project A's objects, which project B must never read."""
-        objects = (self.lb, self.listener, self.pool, self.spare_pool, self.member, self.hm)
+        objects = (
+            self.lb,
+            self.listener,
+            self.pool,
+            self.spare_pool,
+            self.member,
+            self.hm,
+            self.webhook,
+        )
         return [o["id"] for o in objects] + [self.policy["id"], self.rule["id"], self.port_id]
 
     def concrete(self, template: str) -> str:
@@ -466,6 +498,7 @@ class World:
             "amphorae": self.instance_id,
             "instances": self.instance_id,
             "hosts": self.host_id,
+            "webhooks": (self.op_webhook if "/manage/" in template else self.webhook)["id"],
         }
         parts = template.split("/")
         for i, part in enumerate(parts):
@@ -532,6 +565,8 @@ class World:
                     "cidr": f"10.{n // 256 % 256}.{n % 256}.0/24",
                 }
             },
+            "/v2/webhooks": lambda: {"webhook": {"url": f"http://127.0.0.1:9/{n}"}},
+            "/v2/manage/webhooks": lambda: {"webhook": {"url": f"http://127.0.0.1:9/{n}"}},
             "/v2/agent/register": lambda: self.register_body,
             "/v2/agent/heartbeat": lambda: {
                 "host_id": self.host_id,
@@ -568,6 +603,8 @@ class World:
             "/v2/networks/{ident}/tags": {"tags": ["t1", f"t{n + 2}"]},
             "/v2/subnets/{ident}/tags": {"tags": ["t1", f"t{n + 2}"]},
             "/v2/manage/hosts/{host_id}": {"host": {"capacity": 20 + n}},
+            "/v2/webhooks/{webhook_id}": {"webhook": {"name": f"w{n}"}},
+            "/v2/manage/webhooks/{webhook_id}": {"webhook": {"name": f"w{n}"}},
         }
         if method == "POST":
             return creates[path]()

@@ -34,6 +34,8 @@ LBAAS_MODULES = (
     "openha.api.tenant.providers",
     "openha.api.tenant.catalogue",
     "openha.api.tenant.diagnostics",
+    "openha.api.tenant.events",
+    "openha.api.tenant.webhooks",
 )
 # Everything versioned is served under both /v2 and /v2.0, as Octavia does
 # (python-octaviaclient uses /v2.0).
@@ -45,6 +47,7 @@ VERSIONED_MODULES = (
 MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.manage.hosts",
     "openha.api.manage.events",
+    "openha.api.manage.webhooks",
     "openha.api.manage.logs",
     "openha.api.manage.diagnostics",
 )

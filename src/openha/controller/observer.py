@@ -23,6 +23,7 @@ from openha.controller import snapshot
 from openha.db import ChangeWatch, reading, transaction
 from openha.domain import constants as c
 from openha.domain.observed import ObservedState
+from openha.domain.status import status_severity
 from openha.models import (
     HealthMonitor,
     L7Policy,
@@ -108,16 +109,8 @@ class Observer:
             if state is None:
                 return
             if lb.operating_status != state.load_balancer:
-                severity = (
-                    c.SEVERITY_INFO if state.load_balancer == c.ONLINE else c.SEVERITY_WARNING
-                )
-                events.emit(
-                    s,
-                    "loadbalancer.operating_status",
-                    f"{lb.operating_status} -> {state.load_balancer}",
-                    severity=severity,
-                    lb=lb,
-                )
+                before, after = lb.operating_status, state.load_balancer
+                _status_event(s, lb, "loadbalancer", lb.id, before, after)
                 lb.operating_status = state.load_balancer
             for model, statuses in (
                 (Listener, state.listeners),
@@ -145,3 +138,23 @@ class Observer:
                             .values(operating_status=status)
                             .execution_options(synchronize_session=False)
                         )
+                        if model in REPORTED:
+                            _status_event(s, lb, REPORTED[model], obj_id, stored[obj_id], status)
+
+
+# What HAProxy's checks decide (the rest follows admin state): their changes are events.
+REPORTED: dict[type, str] = {Listener: "listener", Pool: "pool", Member: "member"}
+
+
+def _status_event(
+    s: Session, lb: LoadBalancer, what: str, obj_id: str, before: str, after: str
+) -> None:
+    events.emit(
+        s,
+        f"{what}.operating_status",
+        f"{what} {obj_id}: {before} -> {after}",
+        severity=status_severity(after),
+        lb=lb,
+        resource=(what, obj_id),
+        details={"from": before, "to": after},
+    )

@@ -38,12 +38,14 @@ from sqlalchemy import ColumnElement, bindparam, case, delete, exists, not_, or_
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam, liveness
-from openha.controller import hostmonitor, snapshot
+from openha.controller import hostmonitor, retention, snapshot
 from openha.controller.hostmonitor import HostMonitor
 from openha.controller.observer import Observer
+from openha.controller.webhooks import Dispatcher
 from openha.db import ChangeWatch, reading, transaction
 from openha.domain import constants as c
 from openha.models import (
+    Event,
     HealthMonitor,
     Host,
     Instance,
@@ -121,6 +123,7 @@ class Reconciler:
         self.owner = self.liveness.id
         self.observer = Observer(settings, session_factory, providers)
         self.hosts = HostMonitor(settings, session_factory)
+        self._next_purge = 0.0
         self._paused: str | None = None
         # LB id -> the hosts its instances were on when its reconcile started.
         self._inflight: dict[str, frozenset[str]] = {}
@@ -155,6 +158,13 @@ class Reconciler:
                 args=(stop, HOUSEKEEPING_INTERVAL, self.housekeeping),
                 daemon=True,
                 name="housekeeping",
+            ),
+            # Webhook deliveries: a slow receiver never holds a reconcile back.
+            threading.Thread(
+                target=Dispatcher(self.settings, self.sessions).run,
+                args=(stop,),
+                daemon=True,
+                name="webhooks",
             ),
         ]
         for thread in loops:
@@ -300,6 +310,9 @@ class Reconciler:
         paused = seen.paused(self.settings, self.hosts.answering)
         self._note_pause(paused)
         self.renew_leases()
+        if time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + retention.INTERVAL
+            retention.purge_events(self.settings, self.sessions)
         if time.monotonic() >= self._next_resync:
             self._next_resync = time.monotonic() + self.settings.controller_resync_interval
             self.release_dead_controllers()
@@ -445,6 +458,8 @@ class Reconciler:
             if paused and not (deleting or failover) and _waits_for_failover(s, lb):
                 return  # only a lost host to rebuild from, and failover is paused
             spec = None if deleting else snapshot.build(s, lb_id)
+            if not deleting and (failover or _has_lost(s, lb_id)):
+                _failover_started(s, lb, "requested by an admin" if failover else "host lost")
         # Provider calls happen outside any transaction: they may take seconds.
         if deleting:
             if provider.delete(lb_id):
@@ -541,6 +556,8 @@ class Reconciler:
                 )
             if was_error:
                 events.emit(s, "loadbalancer.recovered", "Apply succeeded again", lb=lb)
+            if _failover_open(s, lb_id) and not _has_lost(s, lb_id):
+                events.emit(s, "failover.finished", "Every instance runs on a live host", lb=lb)
 
     def record_failure(
         self, lb_id: str, generation: int | None, error: str, *, kind: str | None = None
@@ -637,6 +654,37 @@ def _lost() -> ColumnElement[bool]:
         Instance.host_id.is_(None),
         ~exists().where(Host.id == Instance.host_id, Host.status == c.HOST_UP),
     )
+
+
+def _has_lost(session: Session, lb_id: str) -> bool:
+    return bool(session.scalar(select(exists().where(Instance.load_balancer_id == lb_id, _lost()))))
+
+
+FAILOVER_KINDS = ("failover.started", "failover.finished")
+
+
+def _failover_open(session: Session, lb_id: str) -> bool:
+    """A failover of the LB started and has not finished (its events say: they survive
+    restarts, so a retried rebuild is not announced twice)."""
+    last = session.scalar(
+        select(Event.kind)
+        .where(Event.load_balancer_id == lb_id, Event.kind.in_(FAILOVER_KINDS))
+        .order_by(Event.id.desc())
+        .limit(1)
+    )
+    return last == "failover.started"
+
+
+def _failover_started(session: Session, lb: LoadBalancer, why: str) -> None:
+    if not _failover_open(session, lb.id):
+        events.emit(
+            session,
+            "failover.started",
+            f"Failover {why}",
+            severity=c.SEVERITY_WARNING,
+            lb=lb,
+            details={"reason": why},
+        )
 
 
 def _waits_for_failover(session: Session, lb: LoadBalancer) -> bool:

@@ -149,6 +149,11 @@ SEVERITY_WARNING: Final = "WARNING"
 SEVERITY_ERROR: Final = "ERROR"
 SEVERITIES: Final = (SEVERITY_INFO, SEVERITY_WARNING, SEVERITY_ERROR)
 
+# Webhook deliveries (the outbox)
+DELIVERY_PENDING: Final = "PENDING"  # due, or waiting for its next attempt
+DELIVERY_DELIVERED: Final = "DELIVERED"
+DELIVERY_FAILED: Final = "FAILED"  # gave up after the last attempt
+
 # API roles
 ROLE_ADMIN: Final = "admin"
 ROLE_MEMBER: Final = "member"

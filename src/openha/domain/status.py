@@ -25,6 +25,15 @@ _SERVER_STATUS = {
 }
 
 
+def status_severity(operating_status: str) -> str:
+    """How loud an object's move to `operating_status` is, as an event."""
+    if operating_status == c.ERROR:
+        return c.SEVERITY_ERROR
+    if operating_status in (c.DEGRADED, c.DRAINING, c.OFFLINE):
+        return c.SEVERITY_WARNING
+    return c.SEVERITY_INFO
+
+
 def member_status(haproxy_status: str | None, admin_state_up: bool, monitored: bool) -> str:
     """What HAProxy says of the server, in Octavia's words; the database decides only
     while HAProxy has not reported it. So an admin-down member is OFFLINE because

@@ -600,6 +600,55 @@ class Event(Base):
     instance_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The object the event is about, when narrower than the LB: ("member", its id) …
+    resource_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    resource_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+# --- webhooks (issue 10): subscriptions and their durable outbox ------------------------
+
+
+class Webhook(Base, Timestamps):
+    """A subscription: events matching its filters are POSTed, signed, to `url`.
+
+    A tenant's webhook hears its own project's events; an operator's (`all_projects`)
+    hears every event, host events included."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    all_projects: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(255))  # write-only through the API
+    kinds: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every kind
+    min_severity: Mapped[str] = mapped_column(String(16), default=c.SEVERITY_INFO)
+    load_balancer_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: the outbox row (written with the event) and its log."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(
+        ForeignKey("webhooks.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=c.DELIVERY_PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When it is due; a controller claiming it moves this past its attempt's deadline.
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow_precise)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    event: Mapped[Event] = relationship()
 
 
 def due_for_reconcile() -> ColumnElement[bool]:
@@ -625,6 +674,12 @@ Index(
     LoadBalancer.next_attempt_at,
     sqlite_where=due_for_reconcile(),
     postgresql_where=due_for_reconcile(),
+)
+Index(
+    "ix_webhook_deliveries_due",
+    WebhookDelivery.next_attempt_at,
+    sqlite_where=WebhookDelivery.status == c.DELIVERY_PENDING,
+    postgresql_where=WebhookDelivery.status == c.DELIVERY_PENDING,
 )
 Index(
     "ix_load_balancers_observation_due",

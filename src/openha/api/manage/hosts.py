@@ -15,6 +15,7 @@ from pydantic import AliasPath, Field
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, with_expression
 
+from openha import events
 from openha.api.context import RequestContext, get_admin_context, get_session
 from openha.api.errors import BadRequest
 from openha.api.resources import Resource
@@ -128,6 +129,16 @@ def update_host(
     if body.admin_state is not None:
         if body.admin_state not in c.HOST_ADMIN_STATES:
             raise BadRequest(f"admin_state must be {' or '.join(c.HOST_ADMIN_STATES)}.")
+        if body.admin_state != host.admin_state:
+            draining = body.admin_state == c.HOST_DISABLED
+            events.emit(
+                session,
+                "host.draining" if draining else "host.enabled",
+                f"Host {host.name} "
+                + ("takes no new instances" if draining else "takes new instances again"),
+                severity=c.SEVERITY_WARNING if draining else c.SEVERITY_INFO,
+                host_id=host.id,
+            )
         host.admin_state = body.admin_state
     if "capacity" in body.model_fields_set:
         if body.capacity is not None and body.capacity < 0:

@@ -9,7 +9,9 @@ from fastapi import Request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from openha import events
 from openha.api.errors import BadRequest, Forbidden
+from openha.domain import constants as c
 from openha.models import (
     HealthMonitor,
     L7Policy,
@@ -55,6 +57,18 @@ def check_quota(
         select(func.count()).select_from(model).where(model.project_id == project_id)
     )
     if (used or 0) + adding > limit:
+        # The request fails: what it wrote so far goes, and the refusal alone is kept
+        # (in this session: another would wait for the write lock it may hold).
+        session.rollback()
+        events.emit(
+            session,
+            "quota.refused",
+            f"Quota of {limit} {label}(s) met: {adding} more refused",
+            severity=c.SEVERITY_WARNING,
+            project_id=project_id,
+            details={"resource": resource, "limit": limit, "used": used or 0},
+        )
+        session.commit()
         raise Forbidden(f"Quota has been met for resources: {label}")
 
 

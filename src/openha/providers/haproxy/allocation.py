@@ -64,6 +64,8 @@ def place(
         failover_paused=failover_paused,
         avoid_host_id=lb.failover_left_host_id,
     )
+    # A new instance of an LB that had one (lost with its host, or failed over) is a rebuild.
+    rebuild = bool(rows) or lb.failover_left_host_id is not None
     for view in decided.drop:
         forget(session, rows[view.id])
     placed: dict[str, Instance] = {}
@@ -86,7 +88,7 @@ def place(
             )
             forget(session, gone)
         assert step.start_on is not None
-        placed[step.role] = _start(session, lb, spec, step.role, step.start_on)
+        placed[step.role] = _start(session, lb, spec, step.role, step.start_on, rebuild)
     if decided.avoid_hint_used:
         lb.failover_left_host_id = None
     vrid = hold_vrid(session, lb, spec) if len(roles) > 1 else 0
@@ -117,7 +119,12 @@ def place(
 
 
 def _start(
-    session: Session, lb: LoadBalancer, spec: LoadBalancerSpec, role: str, host: HostView
+    session: Session,
+    lb: LoadBalancer,
+    spec: LoadBalancerSpec,
+    role: str,
+    host: HostView,
+    rebuild: bool = False,
 ) -> Instance:
     """A new instance of `role` on `host`, with its address on the VIP subnet."""
     inst = Instance(load_balancer_id=lb.id, host_id=host.id, role=role, status=c.INSTANCE_ALLOCATED)
@@ -136,8 +143,8 @@ def _start(
     inst.port_id, inst.ip_address = port.id, port.ip_address
     events.emit(
         session,
-        "instance.scheduled",
-        f"{role} instance on host {host.name}",
+        "instance.rebuilt" if rebuild else "instance.scheduled",
+        f"{role} instance {'rebuilt ' if rebuild else ''}on host {host.name}",
         lb=lb,
         instance_id=inst.id,
         host_id=host.id,
