@@ -1,5 +1,9 @@
 """/metrics: Prometheus exposition of what the database knows, computed at scrape time.
 
+Besides the object counts here: the control plane's queue, lag, hosts, log delivery
+and controllers' counters (`controlmetrics`), and this process's request latencies
+(`requestmetrics`).
+
 A custom collector reads counts and counters straight from the source of
 truth, so every API process answers the same numbers and nothing drifts.
 The numbers name every project's load balancers: a scraper shows an admin
@@ -22,8 +26,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha.api import openapi
 from openha.api.context import get_context
+from openha.api.controlmetrics import ControlPlaneCollector
 from openha.api.errors import Unauthorized
 from openha.api.openapi import SCRAPE_BEARER, TOKEN
+from openha.api.requestmetrics import request_histogram
 from openha.db import transaction
 from openha.models import Host, Instance, ListenerStats, LoadBalancer
 
@@ -145,6 +151,9 @@ def metrics(request: Request) -> Response:
 
 
 def install(app: object, sessions: sessionmaker[Session]) -> None:
+    state = app.state  # type: ignore[attr-defined]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(sessions))
-    app.state.metrics_registry = registry  # type: ignore[attr-defined]
+    registry.register(ControlPlaneCollector(sessions, state.settings))
+    state.request_histogram = request_histogram(registry)
+    state.metrics_registry = registry
