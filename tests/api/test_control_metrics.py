@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from openha.controller import hostmonitor
 from openha.controller.reconciler import Reconciler
 from openha.db import transaction
-from openha.models import Host, utcnow
+from openha.models import Host, LoadBalancer, utcnow
 from openha.settings import Settings
 from tests.api.factories import create_lb
 from tests.conftest import Client
@@ -72,6 +72,18 @@ def test_queue_lag_and_controller_counters(
     assert (
         _value(after, "openha_reconcile_duration_seconds_bucket", controller=owner, le="+Inf") == 1
     )
+    assert not [key for key in after if key[0] == "openha_load_balancer_unhealthy"]
+    with transaction(session_factory) as s:
+        row = s.get(LoadBalancer, lb["id"])
+        assert row is not None
+        row.operating_status = "DEGRADED"
+    degraded = {
+        "project_id": lb["project_id"],
+        "loadbalancer_id": lb["id"],
+        "provisioning_status": "ACTIVE",
+        "operating_status": "DEGRADED",
+    }
+    assert _value(_scrape(admin), "openha_load_balancer_unhealthy", **degraded) == 1
     # A GET of the metrics themselves was counted (the route is matched, so it is named).
     assert (
         _value(
@@ -121,3 +133,40 @@ def test_hosts_failover_and_log_delivery(
     s3 = {**up, "target": "s1", "type": "s3"}
     assert _value(samples, "openha_log_delivery_lag_seconds", **s3) == 90.5
     assert _value(samples, "openha_log_pipeline_down", **up) == 1
+
+
+def test_prometheus_discovers_agents(
+    http: Any, admin: Client, alice: Client, session_factory: sessionmaker[Session]
+) -> None:
+    with transaction(session_factory) as s:
+        s.add(Host(name="sd-b", credential_hash="y1", management_url="https://10.0.0.2:9877"))
+        s.add(Host(name="sd-a", credential_hash="y2", management_url="http://10.0.0.1:9877/"))
+        s.add(Host(name="sd-c", credential_hash="y3", management_url="", status="DOWN"))
+    assert http.get("/v2/manage/prometheus/targets").status_code == 401
+    assert alice.get("/v2/manage/prometheus/targets").status_code == 403
+    resp = admin.get("/v2/manage/prometheus/targets")
+    assert resp.status_code == 200, resp.text
+    with transaction(session_factory) as s:
+        ids = {h.name: h.id for h in s.query(Host)}
+    assert resp.json() == [
+        {
+            "targets": ["10.0.0.1:9877"],
+            "labels": {
+                "__scheme__": "http",
+                "__metrics_path__": "/metrics",
+                "host_id": ids["sd-a"],
+                "host": "sd-a",
+                "availability_zone": "",
+            },
+        },
+        {
+            "targets": ["10.0.0.2:9877"],
+            "labels": {
+                "__scheme__": "https",
+                "__metrics_path__": "/metrics",
+                "host_id": ids["sd-b"],
+                "host": "sd-b",
+                "availability_zone": "",
+            },
+        },
+    ]

@@ -46,6 +46,7 @@ MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.manage.hosts",
     "openha.api.manage.events",
     "openha.api.manage.logs",
+    "openha.api.manage.prometheus",
 )
 
 

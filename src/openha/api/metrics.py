@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Request, Response, Security
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha.api import openapi
@@ -31,6 +31,7 @@ from openha.api.errors import Unauthorized
 from openha.api.openapi import SCRAPE_BEARER, TOKEN
 from openha.api.requestmetrics import request_histogram
 from openha.db import transaction
+from openha.domain import constants as c
 from openha.models import Host, Instance, ListenerStats, LoadBalancer
 
 router = APIRouter(tags=["metrics"])
@@ -61,6 +62,28 @@ class DatabaseCollector(Collector):
             ):
                 lbs.add_metric([provider, prov, oper], n)
             yield lbs
+
+            # One series per LB that needs attention only: a healthy fleet adds none.
+            unhealthy = GaugeMetricFamily(
+                "openha_load_balancer_unhealthy",
+                "A load balancer in ERROR (either status) or DEGRADED (value 1)",
+                labels=["project_id", "loadbalancer_id", "provisioning_status", "operating_status"],
+            )
+            for lb_id, project_id, prov, oper in s.execute(
+                select(
+                    LoadBalancer.id,
+                    LoadBalancer.project_id,
+                    LoadBalancer.provisioning_status,
+                    LoadBalancer.operating_status,
+                ).where(
+                    or_(
+                        LoadBalancer.provisioning_status == c.ERROR,
+                        LoadBalancer.operating_status.in_((c.ERROR, c.DEGRADED)),
+                    )
+                )
+            ):
+                unhealthy.add_metric([project_id, lb_id, prov, oper], 1)
+            yield unhealthy
 
             hosts = GaugeMetricFamily(
                 "openha_hosts", "Hosts by status", labels=["status", "admin_state"]
