@@ -93,6 +93,8 @@ FIELDS: Mapping[str, tuple[Field, ...]] = {
         _g("lastchg", "last_status_change_seconds", "Seconds since the last state change"),
     ),
 }
+# Families every level but the process has besides its fields (after `haproxy_<level>_`).
+HTTP_RESPONSES, STATUS, UP = "http_responses", "status", "up"
 _HTTP_CODES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 # `show info` fields of the process (the instance).
 INFO_FIELDS = (
@@ -212,7 +214,7 @@ class InstanceMetrics:
             )
         if row.get("mode") == "http" or any(row.get(f"hrsp_{c}") for c in _HTTP_CODES):
             family = self._family(
-                f"haproxy_{level}_http_responses",
+                f"haproxy_{level}_{HTTP_RESPONSES}",
                 True,
                 "HTTP responses by status class",
                 (*label_names, "code"),
@@ -226,13 +228,13 @@ class InstanceMetrics:
             return
         state = server_state(status)
         self._family(
-            f"haproxy_{level}_status",
+            f"haproxy_{level}_{STATUS}",
             False,
             "The current state (one series, value 1: UP, DOWN, MAINT, DRAIN, NOLB, NO_CHECK)",
             (*label_names, "state"),
         ).add_metric([*values, state], 1.0)
         self._family(
-            f"haproxy_{level}_up",
+            f"haproxy_{level}_{UP}",
             False,
             "1 when taking traffic (UP, or no health check), else 0",
             label_names,
