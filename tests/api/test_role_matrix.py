@@ -192,6 +192,7 @@ POLICY: dict[str, Rule] = {
     "GET /v2/manage/instances/{ident}": OPERATOR,
     "GET /v2/manage/events": OPERATOR,
     "GET /v2/manage/loadbalancers/{lb_id}/logs": OPERATOR,
+    "GET /v2/manage/prometheus/targets": OPERATOR,
 }
 
 # Deletes run last, children before parents, the load balancer last of its tree.

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from openha.domain import constants as c
+from openha.domain.status import member_status
+
 _Family = CounterMetricFamily | GaugeMetricFamily
 INSTANCE_LABELS = ("project_id", "loadbalancer_id", "instance_id")
 _LEVEL_LABELS = {
@@ -95,6 +98,7 @@ FIELDS: Mapping[str, tuple[Field, ...]] = {
 }
 # Families every level but the process has besides its fields (after `haproxy_<level>_`).
 HTTP_RESPONSES, STATUS, UP = "http_responses", "status", "up"
+_SERVING = (c.ONLINE, c.NO_MONITOR)  # UP (or going down), or not checked
 _HTTP_CODES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 # `show info` fields of the process (the instance).
 INFO_FIELDS = (
@@ -238,7 +242,7 @@ class InstanceMetrics:
             False,
             "1 when taking traffic (UP, or no health check), else 0",
             label_names,
-        ).add_metric(list(values), 1.0 if state in ("UP", "NO_CHECK") else 0.0)
+        ).add_metric(list(values), 1.0 if member_status(status, True, True) in _SERVING else 0.0)
 
     def families(self) -> list[Metric]:
         return list(self._families.values())
