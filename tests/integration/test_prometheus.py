@@ -162,11 +162,18 @@ def test_prometheus_scrapes_the_stack_and_alerts_on_a_member_down(
         def up(job: str) -> list[dict[str, Any]]:
             return prometheus.query(f'up{{job="{job}"}} == 1')
 
+        sd = httpx.get(
+            f"{stack.url}/v2/manage/prometheus/targets",
+            headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"},
+        )
+        assert sd.status_code == 200, sd.text
+        assert [group["labels"]["host"] for group in sd.json()] == [stack.agents[0].name]
         try:
             agent_up = wait_for(lambda: up("openha-agent"), 30, what="agent scraped")
         except AssertionError:
             targets = prometheus.http.get("/api/v1/targets").json()["data"]["activeTargets"]
-            raise AssertionError(f"agent not scraped: {targets}") from None
+            log = (prometheus.dir / "prometheus.log").read_text()[-3000:]
+            raise AssertionError(f"agent not scraped: {targets}\n{log}") from None
         assert agent_up[0]["metric"]["host"] == stack.agents[0].name
         wait_for(lambda: up("openha-api"), 30, what="API scraped")
         down_member = members[backends[1].name]
