@@ -6,12 +6,16 @@ import socket
 import threading
 from pathlib import Path
 
+from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from openha.agent.metrics import InstancesCollector
 from openha.agent.promstats import InstanceMetrics, parse_stat, server_state, split_answers
+from openha.agent.server import create_app
+from openha.agent.service import AgentService
 from openha.domain.spec import InstanceSpec
+from openha.settings import Settings
 
 # A real `show info;show stat` answer of HAProxy 2.6 (one frontend, a backend with a
 # member whose check fails and a disabled one), names as the renderer writes them.
@@ -151,3 +155,19 @@ def test_collector_asks_each_socket_once_and_marks_the_silent_down(tmp_path: Pat
     assert samples[("haproxy_up", frozenset({**base, "instance_id": "inst-1"}.items()))] == 1
     assert samples[("haproxy_up", frozenset({**base, "instance_id": "inst-2"}.items()))] == 0
     assert samples[("openha_agent_scrape_failed_instances", frozenset())] == 1
+
+
+def test_agent_metrics_route_takes_the_scrape_credential_or_the_secret(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, agent_dir=tmp_path / "agent", metrics_token="scrape")
+    service = AgentService(settings)
+    client = TestClient(create_app(service))
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+    for credential in ("scrape", service.secret):
+        resp = client.get("/metrics", headers={"Authorization": f"Bearer {credential}"})
+        assert resp.status_code == 200, resp.text
+        assert "openha_agent_scrape_failed_instances 0.0" in resp.text
+    # The scrape credential opens /metrics only.
+    assert (
+        client.get("/v1/instances", headers={"Authorization": "Bearer scrape"}).status_code == 401
+    )
