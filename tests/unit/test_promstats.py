@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from openha.agent.metrics import InstancesCollector
-from openha.agent.promstats import InstanceMetrics, parse_stat, server_state, split_answers
+from openha.agent.promstats import InstanceMetrics, parse_stat, split_answers
 from openha.agent.server import create_app
 from openha.agent.service import AgentService
 from openha.domain.spec import InstanceSpec
@@ -95,14 +95,6 @@ def test_http_responses_by_class_and_milliseconds_as_seconds() -> None:
         frozenset({**base, "pool_id": POOL}.items()),
     )
     assert samples[key] == float(row["ttime"]) / 1000
-
-
-def test_server_states() -> None:
-    assert server_state("UP 1/3") == "UP"
-    assert server_state("DOWN 1/2") == "DOWN"
-    assert server_state("MAINT (via p/s)") == "MAINT"
-    assert server_state("no check") == "NO_CHECK"
-    assert server_state("") == "UNKNOWN"
 
 
 def test_free_text_columns_do_not_shift_the_numbers() -> None:

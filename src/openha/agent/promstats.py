@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from openha.agent.haproxy import normalize_status
 from openha.domain import constants as c
 from openha.domain.status import member_status
 
@@ -116,15 +117,6 @@ def _number(text: str) -> float | None:
         return float(text) if text else None
     except ValueError:
         return None
-
-
-def server_state(status: str) -> str:
-    """'UP 1/3' → 'UP', 'DOWN 1/2' → 'DOWN', 'MAINT (via p/s)' → 'MAINT', 'no check' →
-    'NO_CHECK'."""
-    status = status.strip()
-    if status.lower() == "no check":
-        return "NO_CHECK"
-    return (status.split()[0].split("(")[0].upper() if status else "") or "UNKNOWN"
 
 
 def split_answers(text: str) -> tuple[str, str]:
@@ -230,7 +222,7 @@ class InstanceMetrics:
         status = row.get("status", "")
         if level == "frontend" or not status:
             return
-        state = server_state(status)
+        state = normalize_status(status)
         self._family(
             f"haproxy_{level}_{STATUS}",
             False,
