@@ -17,7 +17,9 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -78,18 +80,23 @@ class Beater:
         self.id = service_id or new_service_id(kind)
         self.started_at = utcnow_precise()
         self._last_ok: datetime | None = None
+        # What the process publishes with each beat (the controller's counters).
+        self.report: Callable[[], dict[str, Any]] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def beat(self) -> bool:
         """Write one beat (inserting the row if it is missing); False when the database failed."""
         now = utcnow_precise()
+        values: dict[str, Any] = {"last_seen_at": now}
+        if self.report is not None:
+            values["metrics"] = self.report()
         try:
             with transaction(self.sessions) as s:
                 result = s.execute(
                     update(Service)
                     .where(Service.id == self.id)
-                    .values(last_seen_at=now)
+                    .values(values)
                     .execution_options(synchronize_session=False)
                 )
                 if result.rowcount == 0:  # type: ignore[attr-defined]
@@ -101,6 +108,7 @@ class Beater:
                             pid=os.getpid(),
                             started_at=self.started_at,
                             last_seen_at=now,
+                            metrics=values.get("metrics"),
                         )
                     )
         except Exception as exc:  # a database hiccup must not kill the beat

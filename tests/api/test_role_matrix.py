@@ -208,6 +208,7 @@ POLICY: dict[str, Rule] = {
     "PUT /v2/manage/webhooks/{webhook_id}": OPERATOR,
     "DELETE /v2/manage/webhooks/{ident}": OPERATOR,
     "GET /v2/manage/webhooks/{webhook_id}/deliveries": OPERATOR,
+    "GET /v2/manage/prometheus/targets": OPERATOR,
 }
 
 # Deletes run last, children before parents, the load balancer last of its tree.

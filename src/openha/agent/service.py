@@ -405,6 +405,16 @@ class AgentService:
         with self._lock:
             return sorted(self._instances)
 
+    def metric_sources(self) -> list[tuple[InstanceSpec, Path]]:
+        """Each applied instance's spec and HAProxy stats socket, for `/metrics`."""
+        with self._lock:
+            insts = list(self._instances.values())
+        return [
+            (inst.spec, inst.paths.stats_socket)
+            for inst in insts
+            if inst.spec is not None and not inst.deleted
+        ]
+
     def adopting(self) -> int:
         """How many instances found at start are still waiting to be adopted."""
         with self._lock:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha import __version__, liveness
 from openha.api import agents, bodies, errors, idempotency, metrics, openapi, versions
+from openha.api.requestmetrics import RequestMetrics
 from openha.db import make_engine, make_session_factory
 from openha.providers.base import ProviderContext
 from openha.providers.registry import ProviderRegistry
@@ -50,6 +51,7 @@ MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.manage.webhooks",
     "openha.api.manage.logs",
     "openha.api.manage.diagnostics",
+    "openha.api.manage.prometheus",
 )
 
 
@@ -101,6 +103,7 @@ def create_app(
     errors.install(app)
     idempotency.install(app)
     app.add_middleware(bodies.UnicodeBodies)
+    app.add_middleware(RequestMetrics)
     # First: every agent heartbeats every second, and a request is matched against the
     # routes in order (hundreds of Octavia routes, mounted under /v2 and /v2.0, took
     # half of an idle heartbeat's time in the API).

@@ -1,5 +1,9 @@
 """/metrics: Prometheus exposition of what the database knows, computed at scrape time.
 
+Besides the object counts here: the control plane's queue, lag, hosts, log delivery
+and controllers' counters (`controlmetrics`), and this process's request latencies
+(`requestmetrics`).
+
 A custom collector reads counts and counters straight from the source of
 truth, so every API process answers the same numbers and nothing drifts.
 The numbers name every project's load balancers: a scraper shows an admin
@@ -17,14 +21,17 @@ from fastapi import APIRouter, Depends, Request, Response, Security
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha.api import openapi
 from openha.api.context import get_context
+from openha.api.controlmetrics import ControlPlaneCollector
 from openha.api.errors import Unauthorized
 from openha.api.openapi import SCRAPE_BEARER, TOKEN
+from openha.api.requestmetrics import request_histogram
 from openha.db import transaction
+from openha.domain import constants as c
 from openha.models import Host, Instance, ListenerStats, LoadBalancer
 
 router = APIRouter(tags=["metrics"])
@@ -55,6 +62,28 @@ class DatabaseCollector(Collector):
             ):
                 lbs.add_metric([provider, prov, oper], n)
             yield lbs
+
+            # One series per LB that needs attention only: a healthy fleet adds none.
+            unhealthy = GaugeMetricFamily(
+                "openha_load_balancer_unhealthy",
+                "A load balancer in ERROR (either status) or DEGRADED (value 1)",
+                labels=["project_id", "loadbalancer_id", "provisioning_status", "operating_status"],
+            )
+            for lb_id, project_id, prov, oper in s.execute(
+                select(
+                    LoadBalancer.id,
+                    LoadBalancer.project_id,
+                    LoadBalancer.provisioning_status,
+                    LoadBalancer.operating_status,
+                ).where(
+                    or_(
+                        LoadBalancer.provisioning_status == c.ERROR,
+                        LoadBalancer.operating_status.in_((c.ERROR, c.DEGRADED)),
+                    )
+                )
+            ):
+                unhealthy.add_metric([project_id, lb_id, prov, oper], 1)
+            yield unhealthy
 
             hosts = GaugeMetricFamily(
                 "openha_hosts", "Hosts by status", labels=["status", "admin_state"]
@@ -145,6 +174,9 @@ def metrics(request: Request) -> Response:
 
 
 def install(app: object, sessions: sessionmaker[Session]) -> None:
+    state = app.state  # type: ignore[attr-defined]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(sessions))
-    app.state.metrics_registry = registry  # type: ignore[attr-defined]
+    registry.register(ControlPlaneCollector(sessions, state.settings))
+    state.request_histogram = request_histogram(registry)
+    state.metrics_registry = registry

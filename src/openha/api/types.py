@@ -125,8 +125,15 @@ def check_tls_lists(versions: list[str] | None, alpn: list[str] | None) -> None:
         )
 
 
+def refuse_children(listener_protocol: str) -> None:
+    """A PROMETHEUS listener serves its LB's metrics: no pool, no L7 policy (Octavia)."""
+    if listener_protocol == "PROMETHEUS":
+        raise BadRequest("Protocol PROMETHEUS listeners cannot have child objects.")
+
+
 def check_pool_protocol(listener_protocol: str, pool_protocol: str) -> None:
     """A listener only forwards to pools whose protocol it can speak to."""
+    refuse_children(listener_protocol)
     if pool_protocol not in c.LISTENER_POOL_PROTOCOL_MAP.get(listener_protocol, ()):
         raise BadRequest(
             f"Validation failure: The pool protocol '{pool_protocol}' is invalid while the "

@@ -39,8 +39,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam, liveness
 from openha.controller import hostmonitor, retention, snapshot
+from openha.controller import stats as outcome
 from openha.controller.hostmonitor import HostMonitor
 from openha.controller.observer import Observer
+from openha.controller.stats import ReconcileStats
 from openha.controller.webhooks import Dispatcher
 from openha.db import ChangeWatch, reading, transaction
 from openha.domain import constants as c
@@ -121,6 +123,8 @@ class Reconciler:
             dead_after=settings.service_dead_after,
         )
         self.owner = self.liveness.id
+        self.stats = ReconcileStats()
+        self.liveness.report = self.stats.snapshot
         self.observer = Observer(settings, session_factory, providers)
         self.hosts = HostMonitor(settings, session_factory)
         self._next_purge = 0.0
@@ -247,12 +251,14 @@ class Reconciler:
     def _work(self, lb_id: str) -> None:
         try:
             if self.claim(lb_id):
+                started, result = time.monotonic(), outcome.ERROR
                 try:
-                    self.reconcile(lb_id)
+                    result = self.reconcile(lb_id)
                 except Exception as exc:  # one broken LB must not stall the others
                     log.exception("reconcile of %s failed", lb_id)
                     self.record_failure(lb_id, None, f"internal error: {exc}")
                 finally:
+                    self.stats.observe(result, time.monotonic() - started)
                     self.release(lb_id)
         except Exception:
             log.exception("reconcile of %s: bookkeeping failed", lb_id)
@@ -320,6 +326,7 @@ class Reconciler:
 
     def _note_pause(self, reason: str | None) -> None:
         """Emit an event when the failover circuit breaker opens or closes."""
+        self.stats.failover_paused = bool(reason)
         if bool(reason) == bool(self._paused):
             self._paused = reason
             return
@@ -445,18 +452,19 @@ class Reconciler:
 
     # --- one load balancer -----------------------------------------------------------
 
-    def reconcile(self, lb_id: str) -> None:
+    def reconcile(self, lb_id: str) -> str:
+        """One pass over an LB; what it ended with (`openha.controller.stats`)."""
         with transaction(self.sessions) as s:
             lb = s.get(LoadBalancer, lb_id)
             if lb is None:
-                return
+                return outcome.SKIPPED
             provider = self.providers.get(lb.provider)
             deleting = lb.provisioning_status == c.PENDING_DELETE
             failover = lb.failover_requested
             # The circuit breaker is decided here, with the snapshot its apply works from.
             paused = self.hosts.pause_reason(s)
             if paused and not (deleting or failover) and _waits_for_failover(s, lb):
-                return  # only a lost host to rebuild from, and failover is paused
+                return outcome.SKIPPED  # only a lost host to rebuild from, failover paused
             spec = None if deleting else snapshot.build(s, lb_id)
             if not deleting and (failover or _has_lost(s, lb_id)):
                 _failover_started(s, lb, "requested by an admin" if failover else "host lost")
@@ -464,9 +472,9 @@ class Reconciler:
         if deleting:
             if provider.delete(lb_id):
                 self.purge(lb_id)
-            else:
-                self.recheck_soon(lb_id)
-            return
+                return outcome.DELETED
+            self.recheck_soon(lb_id)
+            return outcome.REQUEUED
         assert spec is not None
         if failover:
             provider.failover(lb_id)
@@ -480,11 +488,13 @@ class Reconciler:
         result: ApplyResult = provider.apply(spec, failover_paused=paused)
         if result.done:
             self.finalize(lb_id, spec.generation)
-        elif result.error:
+            return outcome.APPLIED
+        if result.error:
             kind = "loadbalancer.no_capacity" if result.no_capacity else None
             self.record_failure(lb_id, spec.generation, result.error, kind=kind)
-        else:
-            self.recheck_soon(lb_id)
+            return outcome.FAILED
+        self.recheck_soon(lb_id)
+        return outcome.REQUEUED
 
     def finalize(self, lb_id: str, generation: int) -> None:
         """Mark `generation` applied; settle child statuses only if nothing newer arrived."""

@@ -568,6 +568,8 @@ class Service(Base):
     pid: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime)
+    # What the process publishes with its beats (a controller's reconcile counters).
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class IdempotencyKey(Base):

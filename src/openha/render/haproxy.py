@@ -145,8 +145,19 @@ _LITERAL_RUN = re.compile(r"[^'\x00-\x1f\x7f]+")
 # Paths of the agent's own sockets and directories: plain printable ASCII.
 _PRINTABLE = re.compile(r"[\x20-\x26\x28-\x7e]+")
 
-_LISTENER_MODES: dict[str, Literal["http", "tcp"]] = {"HTTP": "http", "HTTPS": "tcp", "TCP": "tcp"}
-_UNSUPPORTED_LISTENERS = ("TERMINATED_HTTPS", "UDP", "SCTP", "PROMETHEUS")
+_LISTENER_MODES: dict[str, Literal["http", "tcp"]] = {
+    "HTTP": "http",
+    "HTTPS": "tcp",
+    "TCP": "tcp",
+    "PROMETHEUS": "http",
+}
+_UNSUPPORTED_LISTENERS = ("TERMINATED_HTTPS", "UDP", "SCTP")
+# A PROMETHEUS listener answers `GET /metrics` with HAProxy's exporter (Octavia serves
+# its own proxy of it there). The instance's HAProxy runs this LB alone, and the
+# query is replaced by these scopes, so a scraper reads this LB's listeners, pools and
+# members, never the process's (the host's) figures, whatever it asks for.
+PROMETHEUS_PATH = "/metrics"
+PROMETHEUS_SCOPES = "scope=frontend&scope=backend&scope=server"
 _UNSUPPORTED_POOLS = ("UDP", "SCTP")
 _BALANCE = {"ROUND_ROBIN": "roundrobin", "LEAST_CONNECTIONS": "leastconn", "SOURCE_IP": "source"}
 _MATCH = {
@@ -477,6 +488,7 @@ class Frontend:
     redirects: tuple[Policy, ...]
     switches: tuple[Policy, ...]
     default_backend: str | None
+    prometheus: bool = False
 
 
 @dataclass(frozen=True)
@@ -636,6 +648,9 @@ def _frontend(
         for rule in rules:
             acls.setdefault(rule.id, _acl(rule))
 
+    prometheus = listener.protocol == "PROMETHEUS"
+    if prometheus and (policies or listener.default_pool_id):
+        raise RenderError(f"listener {listener.id}: a PROMETHEUS listener has no pool or policy")
     default = listener.default_pool_id if listener.default_pool_id in backends else None
     switches = tuple(p for p in policies if p.action == "REDIRECT_TO_POOL")
     used = list(dict.fromkeys([*([default] if default else []), *(p.target for p in switches)]))
@@ -672,6 +687,7 @@ def _frontend(
         redirects=tuple(p for p in policies if p.action in ("REDIRECT_TO_URL", "REDIRECT_PREFIX")),
         switches=switches,
         default_backend=ident(default) if default else None,
+        prometheus=prometheus,
     )
     return frontend, used
 
@@ -926,5 +942,7 @@ def render_haproxy(
             },
             frontends=frontends,
             backends=backends,
+            prometheus_path=PROMETHEUS_PATH,
+            prometheus_scopes=PROMETHEUS_SCOPES,
         )
     )

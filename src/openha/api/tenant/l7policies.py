@@ -33,7 +33,7 @@ from openha.api.tenant import changes, common, l7rules
 from openha.api.tenant.changes import Change
 from openha.api.tenant.l7rules import L7RuleSingleCreate
 from openha.api.tenant.listeners import LISTENERS
-from openha.api.types import StrictModel, check_pool_protocol
+from openha.api.types import StrictModel, check_pool_protocol, refuse_children
 from openha.api.views import Ref, TreeView
 from openha.domain import constants as c
 from openha.domain.grammar import FreeText, Tags, Url, UrlPrefix
@@ -178,6 +178,7 @@ def resolve_action(changes: dict[str, Any], current: L7Policy | None) -> dict[st
 
 
 def _check_listener(listener: Listener) -> None:
+    refuse_children(listener.protocol)
     if listener.protocol not in L7_LISTENER_PROTOCOLS:
         raise BadRequest(
             f"Validation failure: L7 policies are only supported on "
