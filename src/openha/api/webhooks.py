@@ -24,6 +24,7 @@ from pydantic import AliasPath, Field
 from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session, joinedload
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_session
 from openha.api.errors import BadRequest
 from openha.api.resources import Parent, Resource
@@ -157,11 +158,18 @@ def router(
     out = hooks.router()
     writer = hooks.writer
 
-    @out.post("", status_code=201, responses=hooks.answered(201))
+    # Named apart: Idempotency-Keys are kept per route name.
+    @out.post(
+        "",
+        status_code=201,
+        responses=hooks.answered(201),
+        name="create_operator_webhook" if all_projects else "create_project_webhook",
+    )
     def create_webhook(
         payload: WebhookCreateBody,
         session: Session = Depends(get_session),
         ctx: RequestContext = Depends(writer),
+        keyed: idempotency.Guard | None = Depends(idempotency.guard),
     ) -> dict[str, Any]:
         body = payload.webhook
         if all_projects and body.project_id is not None:
@@ -186,8 +194,8 @@ def router(
         session.flush()
         answer = hooks.show(session, ctx, hook.id)
         if generated:
-            answer["webhook"]["secret"] = secret  # shown this once
-        session.commit()
+            answer["webhook"]["secret"] = secret  # shown this once (and to its replay)
+        idempotency.commit(session, keyed, answer)
         return answer
 
     @out.put("/{webhook_id}", responses=hooks.answered(200))
