@@ -4,7 +4,7 @@ The routes come from the application itself, so a route added without an entry i
 `POLICY` fails here until someone says who may call it. Each (route, caller) has
 an expected answer: allowed callers get a 2xx, callers without credentials (or
 with an agent's, or an invalid one) 401, callers whose role is too weak 403, and
-callers of another project 404, exactly as for an id that does not exist. A
+callers of another project 403, as Octavia's policy answers (`openha.api.policy`). A
 refused call must change nothing in the database; a list answered to another
 project must not name project A's objects.
 """
@@ -56,13 +56,13 @@ PUBLIC = Rule({ident: frozenset({200}) for ident in IDENTITIES})
 ANY_TOKEN = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=OK))
 # A list every caller may ask for, scoped to their project: B sees none of A's rows.
 LIST = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=OK), leak_check=True)
-# Project A's objects: B is told they do not exist.
-READ_A = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=S404))
-WRITE_A = Rule(_rule(admin=OK, member_a=OK, reader_a=S403, member_b=S404))
+# Project A's objects: B is refused them (Octavia's policy checks the object's project).
+READ_A = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=S403))
+WRITE_A = Rule(_rule(admin=OK, member_a=OK, reader_a=S403, member_b=S403))
 # Creating in one's own project (B creates its own LB: allowed).
 CREATE = Rule(_rule(admin=OK, member_a=OK, reader_a=S403, member_b=OK))
-# Creating under project A's parent named in the body: B is told it does not exist.
-CREATE_UNDER_A = Rule(_rule(admin=OK, member_a=OK, reader_a=S403, member_b=S404))
+# Creating under project A's parent named in the body: B is refused.
+CREATE_UNDER_A = Rule(_rule(admin=OK, member_a=OK, reader_a=S403, member_b=S403))
 # Quotas of project A: Octavia's policy refuses other projects (403), not 404.
 QUOTA_A = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=S403))
 OPERATOR = Rule(_rule(admin=OK, member_a=S403, reader_a=S403, member_b=S403))
