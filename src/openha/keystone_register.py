@@ -32,6 +32,9 @@ class Registration:
     service_project_name: str = "service"
     region: str = "RegionOne"
     service_name: str = "openha"
+    # Also list OpenHA as the cloud's `network` service (its Neutron-like networks), for
+    # clouds without Neutron: clients look networks and subnets up there.
+    network: bool = False
 
 
 class KeystoneError(RuntimeError):
@@ -137,28 +140,34 @@ def register(reg: Registration) -> dict[str, str]:
             ks.grant(project, user, ks.role(name))
         for name in OCTAVIA_ROLES:
             ks.role(name)
-        service = ks.ensure(
-            "services",
-            "service",
-            {"type": SERVICE_TYPE, "name": reg.service_name, "enabled": True},
-            type=SERVICE_TYPE,
-        )
         regions = ks.call("GET", "/regions")["regions"]
         if reg.region not in {r["id"] for r in regions}:
             ks.call("POST", "/regions", {"region": {"id": reg.region}})
-        for interface in INTERFACES:
-            found = ks.find("endpoints", service_id=service, interface=interface)
-            body = {
-                "service_id": service,
-                "interface": interface,
-                "url": reg.endpoint,
-                "region_id": reg.region,
-                "enabled": True,
-            }
-            if found is None:
-                ks.call("POST", "/endpoints", {"endpoint": body})
-            elif found["url"] != reg.endpoint:
-                ks.call("PATCH", f"/endpoints/{found['id']}", {"endpoint": body})
-        return {"service_id": service, "user_id": user, "project_id": project}
+        services = [(SERVICE_TYPE, reg.service_name)]
+        if reg.network:
+            services.append(("network", f"{reg.service_name}-networks"))
+        ids = [_service(ks, reg, kind, name) for kind, name in services]
+        return {"service_id": ids[0], "user_id": user, "project_id": project}
     finally:
         ks.close()
+
+
+def _service(ks: Keystone, reg: Registration, kind: str, name: str) -> str:
+    """The service of type `kind` and its three endpoints at `reg.endpoint`."""
+    service = ks.ensure(
+        "services", "service", {"type": kind, "name": name, "enabled": True}, type=kind
+    )
+    for interface in INTERFACES:
+        found = ks.find("endpoints", service_id=service, interface=interface)
+        body = {
+            "service_id": service,
+            "interface": interface,
+            "url": reg.endpoint,
+            "region_id": reg.region,
+            "enabled": True,
+        }
+        if found is None:
+            ks.call("POST", "/endpoints", {"endpoint": body})
+        elif found["url"] != reg.endpoint:
+            ks.call("PATCH", f"/endpoints/{found['id']}", {"endpoint": body})
+    return service

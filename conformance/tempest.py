@@ -1,0 +1,203 @@
+"""`make conformance`: octavia-tempest-plugin's API tests against OpenHA behind Keystone.
+
+A real Keystone (`conformance.keystone`), OpenHA in Keystone mode with the noop
+provider (`openha up --no-agent`), registered as the `load-balancer` service and as
+the `network` service (its Neutron-like networks: the plugin's live network mode
+looks the network of `test_network_override` up there), a shared network and
+subnet for VIPs, then `tempest run` with RBAC type `keystone_default_roles`.
+Prints the pass, fail and skip counts (and the failed tests); everything runs in
+a temporary directory that `--keep` leaves for a look.
+
+    python -m conformance.tempest [--regex octavia_tempest_plugin.tests.api.v2] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import httpx
+
+from conformance import servers
+from conformance.keystone import VENV, Keystone
+from openha.keystone_register import Keystone as KeystoneClient
+from openha.keystone_register import Registration, register
+
+SERVICE_PASSWORD = "openha-service-secret"
+
+
+def keystone_auth(ks: Keystone, cache_time: int = 300) -> dict[str, str]:
+    """OpenHA's settings for Keystone mode against `ks`."""
+    return {
+        "OPENHA_AUTH": "keystone",
+        "OPENHA_KEYSTONE_AUTH_URL": ks.url,
+        "OPENHA_KEYSTONE_USERNAME": "openha",
+        "OPENHA_KEYSTONE_PASSWORD": SERVICE_PASSWORD,
+        "OPENHA_KEYSTONE_TOKEN_CACHE_TIME": str(cache_time),
+        # The noop provider reports its objects up, as Octavia's noop drivers leave them.
+        "OPENHA_OBSERVE_INTERVAL": "0.25",
+    }
+
+
+def vip_network(base: str, token: str) -> tuple[str, str]:
+    """A shared network and subnet for every project's VIPs and members."""
+    headers = {"X-Auth-Token": token}
+    net = httpx.post(
+        f"{base}/v2.0/networks",
+        json={
+            "network": {
+                "name": "tempest-public",
+                "shared": True,
+                "provider:network_type": "flat",
+                "provider:physical_network": "ohtempest",
+            }
+        },
+        headers=headers,
+        timeout=30,
+    )
+    net.raise_for_status()
+    network_id = net.json()["network"]["id"]
+    sub = httpx.post(
+        f"{base}/v2.0/subnets",
+        json={
+            "subnet": {
+                "name": "tempest-public",
+                "network_id": network_id,
+                "cidr": "10.250.0.0/16",
+                "ip_version": 4,
+            }
+        },
+        headers=headers,
+        timeout=30,
+    )
+    sub.raise_for_status()
+    return network_id, sub.json()["subnet"]["id"]
+
+
+def providers(base: str, token: str) -> str:
+    """enabled_provider_drivers as tempest's DictOpt reads it (name:description,...)."""
+    resp = httpx.get(f"{base}/v2/lbaas/providers", headers={"X-Auth-Token": token}, timeout=30)
+    resp.raise_for_status()
+    return ",".join(f"{p['name']}:{p['description']}" for p in resp.json()["providers"])
+
+
+def tempest_conf(ks: Keystone, network_id: str, drivers: str) -> str:
+    return textwrap.dedent(
+        f"""
+        [DEFAULT]
+        log_file = tempest.log
+        [auth]
+        admin_username = admin
+        admin_password = {ks.admin_password}
+        admin_project_name = admin
+        admin_domain_name = Default
+        use_dynamic_credentials = true
+        create_isolated_networks = false
+        [identity]
+        uri_v3 = {ks.url}
+        auth_version = v3
+        region = RegionOne
+        disable_ssl_certificate_validation = true
+        [identity-feature-enabled]
+        api_v2 = false
+        [service_available]
+        load_balancer = true
+        neutron = true
+        nova = true
+        glance = true
+        cinder = false
+        swift = false
+        [network]
+        project_networks_reachable = true
+        [load_balancer]
+        RBAC_test_type = keystone_default_roles
+        log_user_roles = false
+        provider = noop
+        enabled_provider_drivers = {drivers}
+        test_network_override = {network_id}
+        test_with_noop = false
+        test_with_ipv6 = false
+        build_interval = 0.5
+        build_timeout = 120
+        check_interval = 0.5
+        check_timeout = 60
+        lb_build_interval = 0.5
+        lb_build_timeout = 120
+        """
+    )
+
+
+SUMMARY = re.compile(r"^ - (Passed|Failed|Skipped): (\d+)", re.M)
+
+
+def run_tempest(workdir: Path, regex: str, concurrency: int) -> tuple[dict[str, int], str]:
+    tempest = str(VENV / "bin" / "tempest")
+    subprocess.run([tempest, "init", str(workdir / "tempest")], check=True, capture_output=True)
+    (workdir / "tempest" / "etc" / "tempest.conf").write_text(
+        workdir.joinpath("tempest.conf").read_text()
+    )
+    done = subprocess.run(
+        [tempest, "run", "--regex", regex, "--concurrency", str(concurrency)],
+        cwd=workdir / "tempest",
+        capture_output=True,
+        text=True,
+    )
+    out = done.stdout + done.stderr
+    (workdir / "tempest-run.log").write_text(out)
+    counts = {k.lower(): int(v) for k, v in SUMMARY.findall(out)}
+    return counts, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--regex", default="octavia_tempest_plugin.tests.api.v2")
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="openha-tempest-"))
+    openha: servers.Server | None = None
+    try:
+        with Keystone.started(workdir / "keystone") as ks:
+            openha = servers.start_openha(workdir, keystone_auth(ks))
+            servers.wait_ready(openha)
+            register(
+                Registration(
+                    auth_url=ks.url,
+                    admin_username="admin",
+                    admin_password=ks.admin_password,
+                    endpoint=openha.base,
+                    service_password=SERVICE_PASSWORD,
+                    network=True,
+                )
+            )
+            admin = KeystoneClient(ks.url, "admin", ks.admin_password, "admin", "Default")
+            network_id, _ = vip_network(openha.base, admin.token)
+            drivers = providers(openha.base, admin.token)
+            (workdir / "tempest.conf").write_text(tempest_conf(ks, network_id, drivers))
+            counts, out = run_tempest(workdir, args.regex, args.concurrency)
+    finally:
+        if openha is not None:
+            openha.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    failed = sorted(set(re.findall(r"^\{\d+\} (\S+) \[[\d.]+s\] \.\.\. FAILED", out, re.M)))
+    for name in failed:
+        print(f"FAILED {name}")
+    print(
+        f"tempest {args.regex}: {counts.get('passed', 0)} passed, "
+        f"{counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped"
+    )
+    if args.keep:
+        print(f"kept {workdir}")
+    sys.exit(1 if counts.get("failed", 0) or not counts else 0)
+
+
+if __name__ == "__main__":
+    main()
