@@ -59,6 +59,8 @@ LIST = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=OK), leak_check=T
 # Project A's objects: B is refused them (Octavia's policy checks the object's project).
 READ_A = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=S403))
 WRITE_A = Rule(_rule(admin=OK, member_a=OK, reader_a=S403, member_b=S403))
+# Project A's port (Neutron's answer): B is told it does not exist.
+PORT_A = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=S404))
 # Creating in one's own project (B creates its own LB: allowed).
 CREATE = Rule(_rule(admin=OK, member_a=OK, reader_a=S403, member_b=OK))
 # Creating under project A's parent named in the body: B is refused.
@@ -177,7 +179,7 @@ POLICY: dict[str, Rule] = {
     "PUT /v2/subnets/{ident}/tags/{tag}": OPERATOR,
     "DELETE /v2/subnets/{ident}/tags/{tag}": OPERATOR,
     "GET /v2/ports": LIST,
-    "GET /v2/ports/{ident}": READ_A,
+    "GET /v2/ports/{ident}": PORT_A,
     "GET /v2/extensions": ANY_TOKEN,
     # Operators only.
     "GET /v2/octavia/amphorae": OPERATOR,

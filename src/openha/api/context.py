@@ -21,12 +21,14 @@ from sqlalchemy.orm import Session
 from openha.api.errors import BadRequest, NotFound, PolicyForbidden, Unauthorized
 from openha.api.openapi import TOKEN
 from openha.api.policy import Policy, rule_for
+from openha.api.policy_defaults import API
 from openha.credentials import hash_token
 from openha.domain.constants import ROLE_ADMIN, ROLE_MEMBER
 from openha.models import Token, utcnow
 
 T = TypeVar("T")
 
+OCTAVIA_RULES = f"{API}:"
 # A project no caller belongs to: "may this caller act on anybody's objects?"
 _STRANGER = "\x00another-project"
 
@@ -82,9 +84,10 @@ class RequestContext:
         return stmt
 
     def refuse_foreign(self, session: Session, model: type[Any], clause: Any) -> None:
-        """After a miss: 403 when the object exists in a project the rule refuses."""
+        """After a miss on an Octavia route: 403 when the object exists in a project the
+        rule refuses (Neutron-like routes keep Neutron's 404)."""
         project = getattr(model, "project_id", None)
-        if project is None:
+        if project is None or not self.rule.startswith(OCTAVIA_RULES):
             return
         found = session.execute(select(project).where(clause).limit(1)).first()
         if found is not None:
