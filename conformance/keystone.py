@@ -63,15 +63,18 @@ def available() -> bool:
 
 
 class Keystone:
-    def __init__(self, directory: Path, token_expiration: int = 3600) -> None:
+    def __init__(
+        self, directory: Path, token_expiration: int = 3600, name: str = "keystone"
+    ) -> None:
         self.dir = directory
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = f"{self.base}/v3"
         self.admin_password = ADMIN_PASSWORD
         self.token_expiration = token_expiration
-        self.conf = directory / "keystone.conf"
-        self.log = directory / "keystone.log"
+        self.conf = directory / f"{name}.conf"
+        self.log = directory / f"{name}.log"
+        self.server_log = directory / f"{name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -115,6 +118,35 @@ class Keystone:
         if not available():
             raise RuntimeError(f"{VENV} has no keystone: run `make keystone-venv`")
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._write_conf()
+        self._keys("fernet-keys")
+        self._keys("credential-keys")
+        self._manage(
+            ["db_sync"],
+            [
+                "bootstrap",
+                "--bootstrap-password", self.admin_password,
+                "--bootstrap-admin-url", self.url,
+                "--bootstrap-public-url", self.url,
+                "--bootstrap-internal-url", self.url,
+                "--bootstrap-region-id", "RegionOne",
+            ],
+        )  # fmt: skip
+        self._serve()
+
+    @contextlib.contextmanager
+    def sibling(self, token_expiration: int) -> Iterator[Keystone]:
+        """A second server of the same Keystone (database, keys) issuing tokens that
+        expire after `token_expiration` seconds: the first one validates them."""
+        other = Keystone(self.dir, token_expiration, name=f"keystone-{token_expiration}s")
+        try:
+            other._write_conf()
+            other._serve()
+            yield other
+        finally:
+            other.stop()
+
+    def _write_conf(self) -> None:
         self.conf.write_text(
             textwrap.dedent(
                 f"""
@@ -137,20 +169,9 @@ class Keystone:
                 """
             )
         )
-        self._keys("fernet-keys")
-        self._keys("credential-keys")
-        self._manage(
-            ["db_sync"],
-            [
-                "bootstrap",
-                "--bootstrap-password", self.admin_password,
-                "--bootstrap-admin-url", self.url,
-                "--bootstrap-public-url", self.url,
-                "--bootstrap-internal-url", self.url,
-                "--bootstrap-region-id", "RegionOne",
-            ],
-        )  # fmt: skip
-        out = (self.dir / "server.log").open("wb")
+
+    def _serve(self) -> None:
+        out = self.server_log.open("wb")
         self.process = subprocess.Popen(
             [str(VENV / "bin" / "python"), "-c", _SERVE],
             env=self._env() | {"KEYSTONE_PORT": str(self.port)},
@@ -160,11 +181,11 @@ class Keystone:
         )
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 60.0) -> None:
+    def _wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                tail = (self.dir / "server.log").read_text(errors="replace")[-3000:]
+                tail = self.server_log.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"keystone exited while starting:\n{tail}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url, timeout=2).status_code == 200:

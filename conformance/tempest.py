@@ -14,8 +14,10 @@ a temporary directory that `--keep` leaves for a look.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -134,24 +136,39 @@ def tempest_conf(ks: Keystone, network_id: str, drivers: str) -> str:
 
 
 SUMMARY = re.compile(r"^ - (Passed|Failed|Skipped): (\d+)", re.M)
+# One line per test as tempest streams them: "{0} <test id> [1.2s] ... ok".
+RESULT = re.compile(r"^\{\d+\} (\S+).*? \.\.\. (ok|FAILED|SKIPPED)", re.M)
 
 
-def run_tempest(workdir: Path, regex: str, concurrency: int) -> tuple[dict[str, int], str]:
+def run_tempest(
+    workdir: Path, regex: str, concurrency: int, deadline: float | None
+) -> tuple[dict[str, int], str, bool]:
+    """Counts (passed, failed, skipped), the output, and whether the run finished before
+    `deadline` seconds (if not, the counts are those of the tests done by then)."""
     tempest = str(VENV / "bin" / "tempest")
-    subprocess.run([tempest, "init", str(workdir / "tempest")], check=True, capture_output=True)
-    (workdir / "tempest" / "etc" / "tempest.conf").write_text(
-        workdir.joinpath("tempest.conf").read_text()
-    )
-    done = subprocess.run(
-        [tempest, "run", "--regex", regex, "--concurrency", str(concurrency)],
-        cwd=workdir / "tempest",
-        capture_output=True,
-        text=True,
-    )
-    out = done.stdout + done.stderr
-    (workdir / "tempest-run.log").write_text(out)
-    counts = {k.lower(): int(v) for k, v in SUMMARY.findall(out)}
-    return counts, out
+    home = workdir / "tempest"
+    subprocess.run([tempest, "init", str(home)], check=True, capture_output=True)
+    (home / "etc" / "tempest.conf").write_text((workdir / "tempest.conf").read_text())
+    log = workdir / "tempest-run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [tempest, "run", "--regex", regex, "--concurrency", str(concurrency)],
+            cwd=home, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            proc.wait(timeout=deadline)
+            finished = True
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+            finished = False
+    text = log.read_text(errors="replace")
+    counts = {k.lower(): int(v) for k, v in SUMMARY.findall(text)}
+    if not counts:
+        words = {"ok": "passed", "FAILED": "failed", "SKIPPED": "skipped"}
+        for _, result in RESULT.findall(text):
+            counts[words[result]] = counts.get(words[result], 0) + 1
+    return counts, text, finished
 
 
 def main() -> None:
@@ -159,6 +176,9 @@ def main() -> None:
     parser.add_argument("--regex", default="octavia_tempest_plugin.tests.api.v2")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--deadline", type=float, default=None, help="stop tempest after this many seconds"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="openha-tempest-"))
@@ -181,18 +201,20 @@ def main() -> None:
             network_id, _ = vip_network(openha.base, admin.token)
             drivers = providers(openha.base, admin.token)
             (workdir / "tempest.conf").write_text(tempest_conf(ks, network_id, drivers))
-            counts, out = run_tempest(workdir, args.regex, args.concurrency)
+            counts, out, finished = run_tempest(
+                workdir, args.regex, args.concurrency, args.deadline
+            )
     finally:
         if openha is not None:
             openha.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    failed = sorted(set(re.findall(r"^\{\d+\} (\S+) \[[\d.]+s\] \.\.\. FAILED", out, re.M)))
-    for name in failed:
+    for name in sorted({name for name, result in RESULT.findall(out) if result == "FAILED"}):
         print(f"FAILED {name}")
+    partial = "" if finished else f" (stopped after {args.deadline:.0f} s: tests done by then)"
     print(
         f"tempest {args.regex}: {counts.get('passed', 0)} passed, "
-        f"{counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped"
+        f"{counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped{partial}"
     )
     if args.keep:
         print(f"kept {workdir}")
