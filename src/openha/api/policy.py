@@ -38,7 +38,6 @@ _RESOURCES = {
     "flavorprofiles": "flavor-profile",
     "availabilityzones": "availability-zone",
     "availabilityzoneprofiles": "availability-zone-profile",
-    "quotas": "quota",
 }
 
 
@@ -61,9 +60,6 @@ def _build_routes() -> dict[str, str]:
     routes: dict[str, str] = {}
     for plural, resource in _RESOURCES.items():
         routes |= _crud_routes(f"/v2/{plural}", resource, "ident")
-    # Update routes name their id after the resource; the generic ones say `ident`.
-    for key in [k for k in routes if k.startswith("PUT ")]:
-        routes[key.replace("{ident}", "{id}")] = routes[key]
     lb = "/v2/loadbalancers/{lb_id}"
     members = "/v2/pools/{pool_id}/members"
     rules = "/v2/l7policies/{l7policy_id}/rules"
@@ -90,6 +86,7 @@ def _build_routes() -> dict[str, str]:
         f"GET {rules}/{{ident}}": _octavia("l7rule", "get_one"),
         f"PUT {rules}/{{rule_id}}": _octavia("l7rule", "put"),
         f"DELETE {rules}/{{ident}}": _octavia("l7rule", "delete"),
+        "GET /v2/quotas": _octavia("quota", "get_all"),
         "GET /v2/quotas/defaults": _octavia("quota", "get_defaults"),
         "GET /v2/quotas/{project_id}": _octavia("quota", "get_one"),
         "GET /v2/quotas/{project_id}/default": _octavia("quota", "get_defaults"),
