@@ -126,7 +126,8 @@ def get_session(request: Request) -> Iterator[Session]:
 def _authenticate(request: Request, session: Session) -> Identity:
     settings = request.app.state.settings
     if settings.auth == "keystone":
-        return request.app.state.keystone.authenticate(request.headers)
+        identity: Identity = request.app.state.keystone.authenticate(request.headers)
+        return identity
     if settings.auth == "noauth":
         project = request.headers.get("X-Project-Id")
         roles_header = request.headers.get("X-Roles")

@@ -17,7 +17,7 @@ object's project once the route found it (another project's object: 403).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -137,14 +137,20 @@ def rule_for(method: str, path: str) -> str:
 
 
 @oslo_policy.register("is_admin")
-class IsAdminCheck(oslo_policy.Check):  # type: ignore[misc]
+class IsAdminCheck(oslo_policy.Check):
     """Octavia's ``is_admin:True``: the credentials' own is_admin flag."""
 
     def __init__(self, kind: str, match: str) -> None:
         self.expected = match.lower() == "true"
         super().__init__(kind, str(self.expected))
 
-    def __call__(self, target: Any, creds: dict[str, Any], enforcer: Any) -> bool:
+    def __call__(
+        self,
+        target: Mapping[str, Any],
+        creds: MutableMapping[str, Any],
+        enforcer: oslo_policy.Enforcer,
+        current_rule: str | None = None,
+    ) -> bool:
         return bool(creds.get("is_admin")) == self.expected
 
 
@@ -163,7 +169,7 @@ class Policy:
             use_conf=True,
         )
         self.enforcer.suppress_deprecation_warnings = True
-        self.enforcer.register_defaults(d.list_rules())
+        self.enforcer.register_defaults(list(d.list_rules()))
         self.enforcer.load_rules()
 
     def credentials(
