@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 from fastapi import Depends, Request, Security
@@ -69,7 +70,7 @@ class RequestContext:
         if not self.allowed(project_id, rule):
             raise PolicyForbidden()
 
-    @property
+    @cached_property
     def sees_all(self) -> bool:
         """Whether the route shows every project's objects to this caller (global
         readers and admins for lists; for one object, whoever may act on a stranger's)."""
