@@ -61,7 +61,8 @@ class Cloud:
 
     def token(self, who: str) -> str:
         project, _ = USERS[who]
-        return self.admin.issue(who, PASSWORD, project)
+        password = self.ks.admin_password if who == "admin" else PASSWORD
+        return self.admin.issue(who, password, project)
 
     def call(self, who: str | None, method: str, path: str, body: Any = None) -> httpx.Response:
         headers = {"X-Auth-Token": self.token(who)} if who else {}
