@@ -82,14 +82,31 @@ def vip_network(base: str, token: str) -> tuple[str, str]:
     return network_id, sub.json()["subnet"]["id"]
 
 
-def providers(base: str, token: str) -> str:
-    """enabled_provider_drivers as tempest's DictOpt reads it (name:description,...)."""
-    resp = httpx.get(f"{base}/v2/lbaas/providers", headers={"X-Auth-Token": token}, timeout=30)
+def _dict_opt(base: str, token: str, path: str, key: str) -> str:
+    """What OpenHA answers at `path`, as tempest's DictOpt reads it (name:description,...)."""
+    resp = httpx.get(f"{base}/v2/lbaas/{path}", headers={"X-Auth-Token": token}, timeout=30)
     resp.raise_for_status()
-    return ",".join(f"{p['name']}:{p['description']}" for p in resp.json()["providers"])
+    return ",".join(f"{p['name']}:{p['description']}" for p in resp.json()[key])
 
 
-def tempest_conf(ks: Keystone, network_id: str, drivers: str) -> str:
+def discovered(base: str, token: str) -> dict[str, str]:
+    """Providers and the noop provider's capabilities, for the plugin to expect."""
+    return {
+        "enabled_provider_drivers": _dict_opt(base, token, "providers", "providers"),
+        "expected_flavor_capability": _dict_opt(
+            base, token, "providers/noop/flavor_capabilities", "flavor_capabilities"
+        ),
+        "expected_availability_zone_capability": _dict_opt(
+            base,
+            token,
+            "providers/noop/availability_zone_capabilities",
+            "availability_zone_capabilities",
+        ),
+    }
+
+
+def tempest_conf(ks: Keystone, network_id: str, found: dict[str, str]) -> str:
+    options = "\n".join(f"{key} = {value}" for key, value in found.items())
     return textwrap.dedent(
         f"""
         [DEFAULT]
@@ -121,7 +138,7 @@ def tempest_conf(ks: Keystone, network_id: str, drivers: str) -> str:
         RBAC_test_type = keystone_default_roles
         log_user_roles = false
         provider = noop
-        enabled_provider_drivers = {drivers}
+        {{options}}
         test_network_override = {network_id}
         test_with_noop = false
         test_with_ipv6 = false
@@ -132,7 +149,7 @@ def tempest_conf(ks: Keystone, network_id: str, drivers: str) -> str:
         lb_build_interval = 0.5
         lb_build_timeout = 120
         """
-    )
+    ).replace("{options}", options)
 
 
 SUMMARY = re.compile(r"^ - (Passed|Failed|Skipped): (\d+)", re.M)
@@ -199,8 +216,8 @@ def main() -> None:
             )
             admin = KeystoneClient(ks.url, "admin", ks.admin_password, "admin", "Default")
             network_id, _ = vip_network(openha.base, admin.token)
-            drivers = providers(openha.base, admin.token)
-            (workdir / "tempest.conf").write_text(tempest_conf(ks, network_id, drivers))
+            found = discovered(openha.base, admin.token)
+            (workdir / "tempest.conf").write_text(tempest_conf(ks, network_id, found))
             counts, out, finished = run_tempest(
                 workdir, args.regex, args.concurrency, args.deadline
             )
