@@ -435,6 +435,9 @@ def keystone_register(
     admin_password: Annotated[str, typer.Option(envvar="OS_PASSWORD")] = "",
     admin_project: Annotated[str, typer.Option(envvar="OS_PROJECT_NAME")] = "admin",
     region: Annotated[str, typer.Option(envvar="OS_REGION_NAME")] = "RegionOne",
+    network: Annotated[
+        bool, typer.Option(help="Also the cloud's `network` service (clouds without Neutron).")
+    ] = False,
 ) -> None:
     """Create the `load-balancer` service, its endpoints, Octavia's roles and the
     service user of `OPENHA_KEYSTONE_USERNAME` / `OPENHA_KEYSTONE_PASSWORD`."""
@@ -454,6 +457,7 @@ def keystone_register(
             service_username=settings.keystone_username,
             service_password=settings.keystone_password,
             service_project_name=settings.keystone_project_name,
+            network=network,
         )
     )
     for key, value in made.items():

@@ -83,6 +83,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
                     admin_password=ks.admin_password,
                     endpoint=openha.base,
                     service_password=SERVICE_PASSWORD,
+                    # No Neutron here: clients find subnets at OpenHA's networks API.
+                    network=True,
                 )
             )
             admin = KeystoneClient(ks.url, "admin", ks.admin_password, "admin", "Default")
