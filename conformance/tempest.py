@@ -164,7 +164,9 @@ def run_tempest(
     `deadline` seconds (if not, the counts are those of the tests done by then)."""
     tempest = str(VENV / "bin" / "tempest")
     home = workdir / "tempest"
-    subprocess.run([tempest, "init", str(home)], check=True, capture_output=True)
+    # A workspace name of its own: tempest keeps a registry of them in ~/.tempest.
+    init = [tempest, "init", "--name", workdir.name, str(home)]
+    subprocess.run(init, check=True, capture_output=True)
     (home / "etc" / "tempest.conf").write_text((workdir / "tempest.conf").read_text())
     log = workdir / "tempest-run.log"
     with log.open("w") as out:
