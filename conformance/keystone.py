@@ -29,18 +29,18 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("OPENHA_KEYSTONE_VENV", ROOT / ".venv-keystone"))
 ADMIN_PASSWORD = "keystone-admin-secret"
 
-# keystone's WSGI application under the standard library's threaded server: enough
-# for tests, and nothing more to install.
+# keystone's WSGI application under the standard library's server: enough for tests,
+# and nothing more to install. One request at a time: concurrent writes to SQLite
+# fail with "database is locked" (tempest creates and deletes users in parallel).
 _SERVE = textwrap.dedent(
     """
     import os
-    from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
     from keystone.server.wsgi import initialize_public_application
 
-    class Server(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
+    class Server(WSGIServer):
+        request_queue_size = 128
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, *args):
