@@ -80,21 +80,26 @@ def start_octavia(state: Path) -> Server:
     return Server("octavia", f"http://127.0.0.1:{port}", "amphora", proc, log)
 
 
-def start_openha(state: Path) -> Server:
+def start_openha(state: Path, auth: dict[str, str] | None = None) -> Server:
+    """`auth`: OPENHA_* settings replacing noauth (Keystone mode for the tempest run)."""
     port = free_port()
     directory = state / "openha"
     directory.mkdir(parents=True, exist_ok=True)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OPENHA_")} | {
-        "OPENHA_AUTH": "noauth",
-        "OPENHA_DEFAULT_PROVIDER": "noop",
-        "OPENHA_STATE_DIR": str(directory),
-        "OPENHA_API_BIND": f"127.0.0.1:{port}",
-        "OPENHA_LOG_LEVEL": "warning",
-        # No health manager runs beside Octavia here, so nothing ever observes its
-        # objects: OpenHA's observer stays idle too, and both answer with the operating
-        # statuses their API and controller write (compared as they are).
-        "OPENHA_OBSERVE_INTERVAL": "86400",
-    }
+    env = (
+        {key: value for key, value in os.environ.items() if not key.startswith("OPENHA_")}
+        | {
+            "OPENHA_AUTH": "noauth",
+            "OPENHA_DEFAULT_PROVIDER": "noop",
+            "OPENHA_STATE_DIR": str(directory),
+            "OPENHA_API_BIND": f"127.0.0.1:{port}",
+            "OPENHA_LOG_LEVEL": "warning",
+            # No health manager runs beside Octavia here, so nothing ever observes its
+            # objects: OpenHA's observer stays idle too, and both answer with the operating
+            # statuses their API and controller write (compared as they are).
+            "OPENHA_OBSERVE_INTERVAL": "86400",
+        }
+        | (auth or {})
+    )
     log = directory / "stdout.log"
     proc = _start([str(OPENHA_BIN), "up", "--no-agent"], log, env)
     return Server("openha", f"http://127.0.0.1:{port}", "noop", proc, log)

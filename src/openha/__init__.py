@@ -2,7 +2,7 @@
 
 Dependencies point down. The layers, top to bottom (names under `openha.`):
 
-    entry points: cli, cli_alerts, allinone, demo, clouds, lab, diagnose
+    entry points: cli, cli_alerts, allinone, demo, clouds, lab, diagnose, keystone_register
     api: api
     controller: controller
     providers: providers

@@ -47,6 +47,8 @@ app.add_typer(host_app, name="host")
 # The event log and webhooks (issue 10): their commands live in their own module.
 app.command()(cli_alerts.events)
 app.add_typer(cli_alerts.webhook_app, name="webhook")
+keystone_app = typer.Typer(help="Keystone (auth = keystone).", no_args_is_help=True)
+app.add_typer(keystone_app, name="keystone")
 
 err_console = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("openha.cli")
@@ -456,6 +458,43 @@ def host_enroll(
     with db.transaction(_sessions(_settings())) as session:
         secret = hosts.enroll(session, name, availability_zone=az, capacity=capacity)
     typer.echo(secret)
+
+
+@keystone_app.command("register")
+def keystone_register(
+    endpoint: Annotated[str, typer.Option(help="OpenHA's URL in the catalogue.")],
+    auth_url: Annotated[str, typer.Option(envvar="OS_AUTH_URL", help="Keystone's URL.")],
+    admin_username: Annotated[str, typer.Option(envvar="OS_USERNAME")] = "admin",
+    admin_password: Annotated[str, typer.Option(envvar="OS_PASSWORD")] = "",
+    admin_project: Annotated[str, typer.Option(envvar="OS_PROJECT_NAME")] = "admin",
+    region: Annotated[str, typer.Option(envvar="OS_REGION_NAME")] = "RegionOne",
+    network: Annotated[
+        bool, typer.Option(help="Also the cloud's `network` service (clouds without Neutron).")
+    ] = False,
+) -> None:
+    """Create the `load-balancer` service, its endpoints, Octavia's roles and the
+    service user of `OPENHA_KEYSTONE_USERNAME` / `OPENHA_KEYSTONE_PASSWORD`."""
+    from openha.keystone_register import Registration, register
+
+    settings = _settings()
+    if not settings.keystone_password:
+        raise _fail("set OPENHA_KEYSTONE_PASSWORD (the service user's password)", 2)
+    made = register(
+        Registration(
+            auth_url=auth_url,
+            admin_username=admin_username,
+            admin_password=admin_password,
+            admin_project_name=admin_project,
+            endpoint=endpoint,
+            region=region,
+            service_username=settings.keystone_username,
+            service_password=settings.keystone_password,
+            service_project_name=settings.keystone_project_name,
+            network=network,
+        )
+    )
+    for key, value in made.items():
+        typer.echo(f"{key}: {value}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,19 @@ class Settings(BaseSettings):
     api_bind: str = "127.0.0.1:9876"
     # Public base URL for links in the version document; derived from the request when empty.
     api_public_url: str = ""
-    auth: Literal["token", "noauth"] = "token"
+    auth: Literal["token", "noauth", "keystone"] = "token"
+    # An operator's Octavia policy.yaml (or JSON), overriding Octavia's default rules.
+    policy_file: Path | None = None
+    # auth = "keystone": tokens validated by keystonemiddleware with this service user.
+    keystone_auth_url: str = ""
+    keystone_username: str = "openha"
+    keystone_password: str = ""
+    keystone_project_name: str = "service"
+    keystone_user_domain_name: str = "Default"
+    keystone_project_domain_name: str = "Default"
+    # How long a validated token is trusted before Keystone is asked again (revocations
+    # show after at most this long): keystonemiddleware's token_cache_time.
+    keystone_token_cache_time: int = Field(default=300, ge=-1)
     # A scrape credential for /metrics (`Authorization: Bearer <it>`, what Prometheus'
     # `authorization.credentials_file` sends), so a scraper needs no admin token.
     metrics_token: str = ""

@@ -10,6 +10,9 @@ from typing import Any
 
 from tests.conftest import Client, wait_for
 
+# Octavia's 403 for a caller the policy refuses (another project's object included).
+POLICY_REFUSED = "Policy does not allow this request to be performed."
+
 
 def _create(client: Client, path: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
     resp = client.post(path, {key: body})

@@ -29,7 +29,7 @@ def test_refusals_and_scoping(admin: Client, alice: Client, bob: Client, subnet_
     admin_url = f"/v2/manage/loadbalancers/{lb['id']}/diagnostics"
     assert alice.get(f"{tenant_url}?probe=everything").status_code == 400
     assert admin.get(f"{admin_url}?probe=hosts").status_code == 400
-    assert bob.get(tenant_url).status_code == 404  # another project's LB does not exist
+    assert bob.get(tenant_url).status_code == 403  # another project's LB (Octavia's answer)
     assert alice.get(admin_url).status_code == 403  # the operator's route is admin-only
     assert bob.get(admin_url).status_code == 403
     assert admin.get("/v2/manage/loadbalancers/nope/diagnostics").status_code == 404

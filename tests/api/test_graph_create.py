@@ -404,5 +404,5 @@ def test_pools_only_and_other_project(alice: Client, bob: Client, subnet_id: str
     assert [p["name"] for p in lb["pools"]] == ["p"]
     assert lb["pools"][0]["members"] == []
     assert lb["pools"][0]["healthmonitor"] is None
-    assert bob.get(f"{LBS}/{lb['id']}").status_code == 404
-    assert bob.get(f"/v2/lbaas/pools/{lb['pools'][0]['id']}").status_code == 404
+    assert bob.get(f"{LBS}/{lb['id']}").status_code == 403
+    assert bob.get(f"/v2/lbaas/pools/{lb['pools'][0]['id']}").status_code == 403

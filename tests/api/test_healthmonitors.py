@@ -13,7 +13,7 @@ from openha.controller.reconciler import Reconciler
 from openha.db import transaction
 from openha.models import Quota
 from openha.settings import Settings
-from tests.api.factories import create_hm, create_lb, create_pool, wait_lb_active
+from tests.api.factories import POLICY_REFUSED, create_hm, create_lb, create_pool, wait_lb_active
 from tests.conftest import PROJECT_A, Client, wait_for
 
 HM_FIELDS = {
@@ -305,15 +305,15 @@ def test_isolation(alice: Client, bob: Client, alice_reader: Client, subnet_id: 
     pool = _pool(alice, subnet_id)
     hm = create_hm(alice, pool["id"])
     url = f"/v2/lbaas/healthmonitors/{hm['id']}"
-    assert bob.get(url).status_code == 404
-    assert bob.get(url).json()["faultstring"] == f"Health Monitor {hm['id']} not found."
-    assert bob.put(url, {"healthmonitor": {"delay": 9}}).status_code == 404
-    assert bob.delete(url).status_code == 404
+    assert bob.get(url).status_code == 403
+    assert bob.get(url).json()["faultstring"] == POLICY_REFUSED
+    assert bob.put(url, {"healthmonitor": {"delay": 9}}).status_code == 403
+    assert bob.delete(url).status_code == 403
     assert bob.get("/v2/lbaas/healthmonitors").json()["healthmonitors"] == []
     resp = _post(
         bob, {"pool_id": pool["id"], "type": "TCP", "delay": 5, "timeout": 3, "max_retries": 3}
     )
-    assert resp.status_code == 404
+    assert resp.status_code == 403
     assert alice_reader.get(url).status_code == 200
     assert alice_reader.delete(url).status_code == 403
 

@@ -445,22 +445,22 @@ def test_list_filters_and_fields(alice: Client, lb: dict[str, Any]) -> None:
     assert len(alice.get(f"{URL}?action=REJECT").json()["l7policies"]) == 2
 
 
-def test_other_project_gets_404(
+def test_other_project_gets_403(
     alice: Client, bob: Client, subnet_id: str, listener: dict[str, Any], pool: dict[str, Any]
 ) -> None:
     policy = create_policy(alice, listener["id"])
-    assert bob.get(f"{URL}/{policy['id']}").status_code == 404
+    assert bob.get(f"{URL}/{policy['id']}").status_code == 403
     assert bob.get(URL).json()["l7policies"] == []
-    assert put_policy(bob, policy["id"], name="x").status_code == 404
-    assert bob.delete(f"{URL}/{policy['id']}").status_code == 404
-    assert post_policy(bob, listener["id"], action="REJECT").status_code == 404
+    assert put_policy(bob, policy["id"], name="x").status_code == 403
+    assert bob.delete(f"{URL}/{policy['id']}").status_code == 403
+    assert post_policy(bob, listener["id"], action="REJECT").status_code == 403
     # nor can bob point his own policy at alice's pool
     bob_lb = create_lb(bob, subnet_id)
     bob_listener = create_listener(bob, bob_lb["id"])
     resp = post_policy(
         bob, bob_listener["id"], action="REDIRECT_TO_POOL", redirect_pool_id=pool["id"]
     )
-    assert resp.status_code == 404
+    assert resp.status_code == 403
     assert get_policy(alice, policy["id"])["name"] == ""
 
 

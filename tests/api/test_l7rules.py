@@ -290,14 +290,14 @@ def test_isolation_and_wrong_parent(
     missing = "00000000-0000-0000-0000-000000000003"
     assert fault(alice.get(rules_url(missing)), 404) == f"L7Policy {missing} not found."
 
-    assert bob.get(rules_url(policy["id"])).status_code == 404
-    assert bob.get(f"{rules_url(policy['id'])}/{rule['id']}").status_code == 404
+    assert bob.get(rules_url(policy["id"])).status_code == 403
+    assert bob.get(f"{rules_url(policy['id'])}/{rule['id']}").status_code == 403
     assert (
         post_rule(bob, policy["id"], type="PATH", compare_type="EQUAL_TO", value="/").status_code
-        == 404
+        == 403
     )
-    assert put_rule(bob, policy["id"], rule["id"], value="/x").status_code == 404
-    assert bob.delete(f"{rules_url(policy['id'])}/{rule['id']}").status_code == 404
+    assert put_rule(bob, policy["id"], rule["id"], value="/x").status_code == 403
+    assert bob.delete(f"{rules_url(policy['id'])}/{rule['id']}").status_code == 403
     assert get_rule(alice, policy["id"], rule["id"])["value"] == "/api"
 
 

@@ -10,6 +10,7 @@ from openha.controller import snapshot
 from openha.db import transaction
 from openha.models import L7Policy, L7Rule, ListenerStats, Quota
 from tests.api.factories import (
+    POLICY_REFUSED,
     create_lb,
     create_listener,
     create_pool,
@@ -354,17 +355,17 @@ def test_isolation_and_roles(
     lb = create_lb(alice, subnet_id)
     li = create_listener(alice, lb["id"])
     url = f"/v2/lbaas/listeners/{li['id']}"
-    assert bob.get(url).status_code == 404
-    assert bob.get(url).json()["faultstring"] == f"Listener {li['id']} not found."
-    assert bob.put(url, {"listener": {"name": "x"}}).status_code == 404
-    assert bob.delete(url).status_code == 404
-    assert bob.get(f"{url}/stats").status_code == 404
+    assert bob.get(url).status_code == 403
+    assert bob.get(url).json()["faultstring"] == POLICY_REFUSED
+    assert bob.put(url, {"listener": {"name": "x"}}).status_code == 403
+    assert bob.delete(url).status_code == 403
+    assert bob.get(f"{url}/stats").status_code == 403
     assert bob.get("/v2/lbaas/listeners").json()["listeners"] == []
     resp = bob.post(
         "/v2/lbaas/listeners",
         {"listener": {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 22}},
     )
-    assert resp.status_code == 404
+    assert resp.status_code == 403
     assert alice_reader.get(url).status_code == 200
     assert alice_reader.put(url, {"listener": {"name": "x"}}).status_code == 403
     assert admin.get(url).status_code == 200

@@ -64,14 +64,14 @@ def test_explicit_vip_address_and_conflict(alice: Client, subnet_id: str) -> Non
     assert resp.status_code == 409
 
 
-def test_other_project_gets_404(alice: Client, bob: Client, subnet_id: str) -> None:
+def test_other_project_gets_403(alice: Client, bob: Client, subnet_id: str) -> None:
     lb = create_lb(alice, subnet_id)
-    assert bob.get(f"/v2/lbaas/loadbalancers/{lb['id']}").status_code == 404
+    assert bob.get(f"/v2/lbaas/loadbalancers/{lb['id']}").status_code == 403
     assert (
         bob.put(f"/v2/lbaas/loadbalancers/{lb['id']}", {"loadbalancer": {"name": "x"}}).status_code
-        == 404
+        == 403
     )
-    assert bob.delete(f"/v2/lbaas/loadbalancers/{lb['id']}").status_code == 404
+    assert bob.delete(f"/v2/lbaas/loadbalancers/{lb['id']}").status_code == 403
     assert bob.get("/v2/lbaas/loadbalancers").json()["loadbalancers"] == []
     assert len(alice.get("/v2/lbaas/loadbalancers").json()["loadbalancers"]) == 1
 

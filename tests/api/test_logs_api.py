@@ -14,7 +14,7 @@ from tests.api.test_agents_and_manage import enroll, register
 from tests.conftest import Client
 
 
-def test_bad_log_queries_are_400s_and_others_lbs_404s(
+def test_bad_log_queries_are_400s_and_others_lbs_403s(
     admin: Client, alice: Client, bob: Client, subnet_id: str
 ) -> None:
     lb = create_lb(alice, subnet_id)
@@ -35,7 +35,7 @@ def test_bad_log_queries_are_400s_and_others_lbs_404s(
     # No instance yet (noop provider): nothing to read, and nobody to ask.
     ok = alice.get(f"{url}?status=5xx&client=10.0.0.0/8&since=2026-01-01T10:00:00Z")
     assert ok.status_code == 200 and ok.json() == {"logs": [], "unreachable_hosts": []}
-    assert bob.get(url).status_code == 404
+    assert bob.get(url).status_code == 403
     assert alice.get(f"/v2/manage/loadbalancers/{lb['id']}/logs").status_code == 403
     assert admin.get(f"/v2/manage/loadbalancers/{lb['id']}/logs").status_code == 200
     assert admin.get("/v2/manage/loadbalancers/nope/logs").status_code == 404

@@ -11,6 +11,7 @@ from openha.controller import snapshot
 from openha.db import transaction
 from openha.models import Member, Network, Quota, Subnet
 from tests.api.factories import (
+    POLICY_REFUSED,
     create_lb,
     create_listener,
     create_member,
@@ -262,12 +263,12 @@ def test_scoped_to_pool_and_project(
     assert [x["id"] for x in listed["members"]] == [m["id"]]
     assert listed["members_links"] == []
     url = f"{_members_url(pool)}/{m['id']}"
-    assert bob.get(url).status_code == 404
-    assert bob.get(_members_url(pool)).status_code == 404
-    assert bob.get(_members_url(pool)).json()["faultstring"] == f"Pool {pool['id']} not found."
-    assert bob.put(url, {"member": {"name": "x"}}).status_code == 404
-    assert bob.delete(url).status_code == 404
-    assert bob.put(_members_url(pool), {"members": []}).status_code == 404
+    assert bob.get(url).status_code == 403
+    assert bob.get(_members_url(pool)).status_code == 403
+    assert bob.get(_members_url(pool)).json()["faultstring"] == POLICY_REFUSED
+    assert bob.put(url, {"member": {"name": "x"}}).status_code == 403
+    assert bob.delete(url).status_code == 403
+    assert bob.put(_members_url(pool), {"members": []}).status_code == 403
     assert alice_reader.get(url).status_code == 200
     assert alice_reader.delete(url).status_code == 403
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from openha.db import transaction
 from openha.models import HealthMonitor, L7Policy, L7Rule, Member, Quota
 from tests.api.factories import (
+    POLICY_REFUSED,
     create_hm,
     create_lb,
     create_listener,
@@ -187,11 +188,11 @@ def test_parent_rules(alice: Client, bob: Client, subnet_id: str) -> None:
     assert resp.status_code == 404
     # Bob cannot hang pools on Alice's objects.
     resp = _post(bob, {"listener_id": li["id"], "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"})
-    assert resp.status_code == 404
+    assert resp.status_code == 403
     resp = _post(
         bob, {"loadbalancer_id": lb["id"], "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"}
     )
-    assert resp.status_code == 404
+    assert resp.status_code == 403
 
 
 CREATE_CASES: list[tuple[dict[str, Any], str]] = [
@@ -407,10 +408,10 @@ def test_isolation(alice: Client, bob: Client, admin: Client, subnet_id: str) ->
     lb = create_lb(alice, subnet_id)
     pool = create_pool(alice, lb["id"])
     url = f"/v2/lbaas/pools/{pool['id']}"
-    assert bob.get(url).status_code == 404
-    assert bob.get(url).json()["faultstring"] == f"Pool {pool['id']} not found."
-    assert bob.put(url, {"pool": {"name": "x"}}).status_code == 404
-    assert bob.delete(url).status_code == 404
+    assert bob.get(url).status_code == 403
+    assert bob.get(url).json()["faultstring"] == POLICY_REFUSED
+    assert bob.put(url, {"pool": {"name": "x"}}).status_code == 403
+    assert bob.delete(url).status_code == 403
     assert bob.get("/v2/lbaas/pools").json()["pools"] == []
     assert len(admin.get(f"/v2/lbaas/pools?project_id={PROJECT_A}").json()["pools"]) == 1
 

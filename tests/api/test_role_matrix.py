@@ -2,9 +2,10 @@
 
 The routes come from the application itself, so a route added without an entry in
 `POLICY` fails here until someone says who may call it. Each (route, caller) has
-an expected answer: allowed callers get a 2xx, callers without credentials (or
-with an agent's, or an invalid one) 401, callers whose role is too weak 403, and
-callers of another project 404, exactly as for an id that does not exist. A
+an expected answer, for Keystone's roles and Octavia's load-balancer_* roles alike:
+allowed callers get a 2xx, callers without credentials (or with an agent's, or an
+invalid one) 401, callers whose role is too weak (or unknown) 403, and callers of
+another project 403, as Octavia's policy answers (`openha.api.policy`). A
 refused call must change nothing in the database; a list answered to another
 project must not name project A's objects.
 """
@@ -23,14 +24,28 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import hosts
+from openha.credentials import create_token
 from openha.db import transaction
 from openha.models import Base, Instance
 from tests.api.factories import create_hm, create_lb, create_listener, create_member, create_pool
-from tests.conftest import PROJECT_A, Client
+from tests.conftest import PROJECT_A, PROJECT_B, Client
 
 ADMIN, MEMBER_A, READER_A, MEMBER_B = "admin", "member_a", "reader_a", "member_b"
 ANONYMOUS, INVALID, AGENT = "anonymous", "invalid_token", "agent"
-IDENTITIES = (ADMIN, MEMBER_A, READER_A, MEMBER_B, ANONYMOUS, INVALID, AGENT)
+# Octavia's advanced RBAC roles (honoured beside Keystone's) and a role Octavia does not know.
+LB_MEMBER_A, LB_OBSERVER_A, GLOBAL_OBSERVER_B, NO_ROLE_A = (
+    "lb_member_a",
+    "lb_observer_a",
+    "global_observer_b",
+    "no_role_a",
+)
+ROLE_TOKENS = {
+    LB_MEMBER_A: (PROJECT_A, "load-balancer_member"),
+    LB_OBSERVER_A: (PROJECT_A, "load-balancer_observer"),
+    GLOBAL_OBSERVER_B: (PROJECT_B, "load-balancer_global_observer"),
+    NO_ROLE_A: (PROJECT_A, "unrelated"),
+}
+IDENTITIES = (ADMIN, MEMBER_A, READER_A, MEMBER_B, ANONYMOUS, INVALID, AGENT, *ROLE_TOKENS)
 OK = frozenset({200, 201, 202, 204})
 # Rows that change on their own (service heartbeats), not through a request.
 VOLATILE_TABLES = frozenset({"services"})
@@ -44,27 +59,49 @@ class Rule:
     leak_check: bool = False
 
 
-def _rule(**by: frozenset[int]) -> dict[str, frozenset[int]]:
-    base = {ident: frozenset({401}) for ident in (ANONYMOUS, INVALID, AGENT)}
-    return base | by
-
-
 S401, S403, S404 = frozenset({401}), frozenset({403}), frozenset({404})
+
+
+def _rule(
+    read: bool = False, write: bool = False, global_read: bool = False, **by: frozenset[int]
+) -> dict[str, frozenset[int]]:
+    """`read`/`write`: Octavia's observer and member roles of project A may; `global_read`:
+    the global observer may too. A token with no role Octavia knows is always refused."""
+    base = {ident: S401 for ident in (ANONYMOUS, INVALID, AGENT)}
+    roles = {
+        LB_MEMBER_A: OK if read or write else S403,
+        LB_OBSERVER_A: OK if read else S403,
+        GLOBAL_OBSERVER_B: OK if global_read else S403,
+        NO_ROLE_A: S403,
+    }
+    return base | roles | by
+
+
 # Anyone, credentials or not: version documents and the API description.
 PUBLIC = Rule({ident: frozenset({200}) for ident in IDENTITIES})
 # Any authenticated caller (catalogues, shared networks, one's own lists).
-ANY_TOKEN = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=OK))
+ANY_TOKEN = Rule(_rule(True, global_read=True, admin=OK, member_a=OK, reader_a=OK, member_b=OK))
 # A list every caller may ask for, scoped to their project: B sees none of A's rows.
-LIST = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=OK), leak_check=True)
-# Project A's objects: B is told they do not exist.
-READ_A = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=S404))
-WRITE_A = Rule(_rule(admin=OK, member_a=OK, reader_a=S403, member_b=S404))
+LIST = Rule(
+    _rule(True, global_read=True, admin=OK, member_a=OK, reader_a=OK, member_b=OK),
+    leak_check=True,
+)
+# Project A's objects: B is refused them (Octavia's policy checks the object's project).
+READ_A = Rule(_rule(True, global_read=True, admin=OK, member_a=OK, reader_a=OK, member_b=S403))
+WRITE_A = Rule(_rule(write=True, admin=OK, member_a=OK, reader_a=S403, member_b=S403))
+# Project A's port (Neutron's answer): B is told it does not exist.
+PORT_A = Rule(_rule(True, global_read=True, admin=OK, member_a=OK, reader_a=OK, member_b=S404))
 # Creating in one's own project (B creates its own LB: allowed).
-CREATE = Rule(_rule(admin=OK, member_a=OK, reader_a=S403, member_b=OK))
-# Creating under project A's parent named in the body: B is told it does not exist.
-CREATE_UNDER_A = Rule(_rule(admin=OK, member_a=OK, reader_a=S403, member_b=S404))
+CREATE = Rule(_rule(write=True, admin=OK, member_a=OK, reader_a=S403, member_b=OK))
+# Creating under project A's parent named in the body: B is refused.
+CREATE_UNDER_A = Rule(_rule(write=True, admin=OK, member_a=OK, reader_a=S403, member_b=S403))
 # Quotas of project A: Octavia's policy refuses other projects (403), not 404.
-QUOTA_A = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=S403))
+QUOTA_A = Rule(_rule(True, global_read=True, admin=OK, member_a=OK, reader_a=OK, member_b=S403))
+# Project A's webhook (OpenHA's extension, not Octavia's): B is told it does not exist.
+HIDDEN_READ_A = Rule(
+    _rule(True, global_read=True, admin=OK, member_a=OK, reader_a=OK, member_b=S404)
+)
+HIDDEN_WRITE_A = Rule(_rule(write=True, admin=OK, member_a=OK, reader_a=S403, member_b=S404))
 OPERATOR = Rule(_rule(admin=OK, member_a=S403, reader_a=S403, member_b=S403))
 AGENT_ONLY = Rule({ident: S401 for ident in IDENTITIES} | {AGENT: OK})
 
@@ -178,7 +215,7 @@ POLICY: dict[str, Rule] = {
     "PUT /v2/subnets/{ident}/tags/{tag}": OPERATOR,
     "DELETE /v2/subnets/{ident}/tags/{tag}": OPERATOR,
     "GET /v2/ports": LIST,
-    "GET /v2/ports/{ident}": READ_A,
+    "GET /v2/ports/{ident}": PORT_A,
     "GET /v2/extensions": ANY_TOKEN,
     # Operators only.
     "GET /v2/octavia/amphorae": OPERATOR,
@@ -198,10 +235,10 @@ POLICY: dict[str, Rule] = {
     "GET /v2/events": LIST,
     "GET /v2/webhooks": LIST,
     "POST /v2/webhooks": CREATE,
-    "GET /v2/webhooks/{ident}": READ_A,
-    "PUT /v2/webhooks/{webhook_id}": WRITE_A,
-    "DELETE /v2/webhooks/{ident}": WRITE_A,
-    "GET /v2/webhooks/{webhook_id}/deliveries": READ_A,
+    "GET /v2/webhooks/{ident}": HIDDEN_READ_A,
+    "PUT /v2/webhooks/{webhook_id}": HIDDEN_WRITE_A,
+    "DELETE /v2/webhooks/{ident}": HIDDEN_WRITE_A,
+    "GET /v2/webhooks/{webhook_id}/deliveries": HIDDEN_READ_A,
     "GET /v2/manage/webhooks": OPERATOR,
     "POST /v2/manage/webhooks": OPERATOR,
     "GET /v2/manage/webhooks/{ident}": OPERATOR,
@@ -639,12 +676,20 @@ def _order(key: str) -> tuple[int, int, str]:
 
 
 @pytest.fixture
-def callers(http: TestClient, tokens: dict[str, str]) -> dict[str, Client]:
+def callers(
+    http: TestClient, tokens: dict[str, str], session_factory: sessionmaker[Session]
+) -> dict[str, Client]:
+    with transaction(session_factory) as s:
+        roles = {
+            ident: Client(http, create_token(s, project, [role]))
+            for ident, (project, role) in ROLE_TOKENS.items()
+        }
     return {
         ADMIN: Client(http, tokens["admin"]),
         MEMBER_A: Client(http, tokens["a"]),
         READER_A: Client(http, tokens["a_reader"]),
         MEMBER_B: Client(http, tokens["b"]),
+        **roles,
     }
 
 

@@ -125,3 +125,51 @@ def test_statuses_the_controller_does_not_decide_stay_as_created(
         body = _get(alice, path)
         assert (body["provisioning_status"], body["operating_status"]) == ("ACTIVE", "OFFLINE")
         assert body["updated_at"] is not None
+
+
+def test_updated_at_is_stamped_by_the_write_that_makes_objects_active(
+    alice: Client, subnet_id: str, settle: Any
+) -> None:
+    """Octavia answers `updated_at: null` while an object is PENDING_CREATE, and a time
+    once its controller made it ACTIVE (octavia-tempest-plugin parses it then)."""
+    lb = create_lb(alice, subnet_id)
+    assert lb["updated_at"] is None
+    listener = create_listener(alice, lb["id"], protocol_port=80)
+    pool = create_pool(alice, listener_id=listener["id"])
+    member = create_member(alice, pool["id"])
+    hm = create_hm(alice, pool["id"])
+    settle()
+    for path in (
+        f"/v2/lbaas/loadbalancers/{lb['id']}",
+        f"/v2/lbaas/listeners/{listener['id']}",
+        f"/v2/lbaas/pools/{pool['id']}",
+        f"/v2/lbaas/pools/{pool['id']}/members/{member['id']}",
+        f"/v2/lbaas/healthmonitors/{hm['id']}",
+    ):
+        body = _get(alice, path)
+        assert body["provisioning_status"] == "ACTIVE", path
+        assert body["updated_at"] is not None, path
+
+
+def test_lb_with_only_a_vip_network(
+    alice: Client, admin: Client, subnet_id: str, settle: Any
+) -> None:
+    network_id = _get(admin, f"/v2.0/subnets/{subnet_id}")["network_id"]
+    resp = alice.post("/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_network_id": network_id}})
+    assert resp.status_code == 201, resp.text
+    lb = resp.json()["loadbalancer"]
+    assert lb["vip_network_id"] == network_id
+    assert lb["vip_subnet_id"] == subnet_id
+    assert lb["vip_port_id"] and lb["vip_address"]
+    settle()
+    shown = _get(alice, f"/v2/lbaas/loadbalancers/{lb['id']}")
+    assert shown["provisioning_status"] == "ACTIVE"
+    assert shown["vip_port_id"] == lb["vip_port_id"]
+
+
+def test_provider_descriptions_have_no_commas(alice: Client) -> None:
+    """Tempest reads `enabled_provider_drivers` as name:description,… (a DictOpt)."""
+    providers = alice.get("/v2/lbaas/providers").json()["providers"]
+    assert providers
+    for provider in providers:
+        assert "," not in provider["description"], provider

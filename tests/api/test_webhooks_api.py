@@ -101,12 +101,13 @@ def test_tenants_see_and_touch_only_their_own_webhooks(
     assert alice.get(f"/v2/lbaas/webhooks/{operators['id']}").status_code == 404
     put = bob.put(f"/v2/lbaas/webhooks/{mine['id']}", {"webhook": {"enabled": False}})
     assert put.status_code == 404
-    # A subscription to another project's load balancer is refused as if it did not exist.
+    # A subscription to another project's load balancer is refused (Octavia's 403 for
+    # another project's object).
     lb_a = create_lb(alice, subnet_id)["id"]
     refused = bob.post(
         "/v2/lbaas/webhooks", {"webhook": {"url": "http://x/", "load_balancer_id": lb_a}}
     )
-    assert refused.status_code == 404
+    assert refused.status_code == 403
     assert (
         alice_reader.post("/v2/lbaas/webhooks", {"webhook": {"url": "http://x/"}}).status_code
         == 403

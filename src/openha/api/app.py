@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha import __version__, liveness
 from openha.api import agents, bodies, errors, idempotency, metrics, openapi, versions
+from openha.api.auth.keystone import KeystoneAuth
+from openha.api.policy import Policy
 from openha.api.requestmetrics import RequestMetrics
 from openha.db import make_engine, make_session_factory
 from openha.providers.base import ProviderContext
@@ -64,6 +66,8 @@ def bind(app: FastAPI, settings: Settings, session_factory: sessionmaker[Session
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.providers = ProviderRegistry(ProviderContext(settings, session_factory))
+    app.state.policy = Policy(settings.policy_file)
+    app.state.keystone = KeystoneAuth(settings) if settings.auth == "keystone" else None
     metrics.install(app, session_factory)
 
 

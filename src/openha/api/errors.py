@@ -57,6 +57,9 @@ def _message(text: str | None) -> str | None:
 class APIError(Exception):
     status_code = 500
     faultcode = "Server"
+    # An answer of another shape than WSME's fault (keystonemiddleware's 401), and headers.
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
@@ -170,6 +173,8 @@ def install(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         if isinstance(exc, RoutingError):
             return webob_fault(exc.status_code, exc.message)
+        if exc.body is not None:
+            return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
         return fault(exc.status_code, exc.message)
 
     @app.exception_handler(ipam.AddressError)

@@ -84,6 +84,18 @@ class Kind(Generic[Row]):
     def not_found(self, ident: str) -> NotFound:
         return NotFound(self.missing.format(label=self.label, id=ident))
 
+    def clause(self, ident: str) -> ColumnElement[bool]:
+        if self.match is not None:
+            return self.match(ident)
+        return inspect(self.model).primary_key[0] == ident  # type: ignore[no-any-return]
+
+    def missing_error(self, session: Session, ctx: RequestContext, ident: str) -> NotFound:
+        """The 404 of a row the caller did not find; 403 instead (raised) when it is
+        another project's and the route's rule refuses it that project (Octavia's answer)."""
+        if self.scope is None:
+            ctx.refuse_foreign(session, self.model, self.clause(ident))
+        return self.not_found(ident)
+
     def parent_id(self, request: Request) -> str | None:
         return request.path_params.get(self.parent.param) if self.parent else None
 
@@ -91,11 +103,7 @@ class Kind(Generic[Row]):
         self, session: Session, ctx: RequestContext, ident: str, parent_id: str | None = None
     ) -> Select[Any]:
         """The row `ident` as the caller sees it (404 when its parent is not visible)."""
-        if self.match is not None:
-            clause = self.match(ident)
-        else:
-            clause = inspect(self.model).primary_key[0] == ident
-        return self.within(session, ctx, self.select(ctx).where(clause), parent_id)
+        return self.within(session, ctx, self.select(ctx).where(self.clause(ident)), parent_id)
 
     def within(
         self, session: Session, ctx: RequestContext, stmt: Select[Any], parent_id: str | None
@@ -106,7 +114,7 @@ class Kind(Generic[Row]):
         assert parent_id is not None, f"{self.label} needs its {self.parent.param}"
         parent = self.parent.kind
         if not session.scalar(parent.query(session, ctx, parent_id).exists().select()):
-            raise parent.not_found(parent_id)
+            raise parent.missing_error(session, ctx, parent_id)
         return stmt.where(self.parent.column == parent_id)
 
     def find(
@@ -124,7 +132,7 @@ class Kind(Generic[Row]):
             stmt = stmt.execution_options(populate_existing=True)
         row: Row | None = session.scalars(stmt).first()
         if row is None:
-            raise self.not_found(ident)
+            raise self.missing_error(session, ctx, ident)
         return row
 
 

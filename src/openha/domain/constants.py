@@ -158,7 +158,15 @@ DELIVERY_FAILED: Final = "FAILED"  # gave up after the last attempt
 ROLE_ADMIN: Final = "admin"
 ROLE_MEMBER: Final = "member"
 ROLE_READER: Final = "reader"
-ROLES: Final = (ROLE_ADMIN, ROLE_MEMBER, ROLE_READER)
+# Octavia's advanced RBAC roles, honoured beside the three above (`openha.api.policy`).
+OCTAVIA_ROLES: Final = (
+    "load-balancer_admin",
+    "load-balancer_member",
+    "load-balancer_observer",
+    "load-balancer_global_observer",
+    "load-balancer_quota_admin",
+)
+ROLES: Final = (ROLE_ADMIN, ROLE_MEMBER, ROLE_READER, *OCTAVIA_ROLES)
 
 # Quota resources: API key -> model column
 QUOTA_RESOURCES: Final = (

@@ -72,6 +72,7 @@ def lock(session: Session, ctx: RequestContext, lb_id: str) -> LoadBalancer:
         ctx.visible(LoadBalancer).where(LoadBalancer.id == lb_id).with_for_update()
     )
     if lb is None:
+        ctx.refuse_foreign(session, LoadBalancer, LoadBalancer.id == lb_id)
         raise NotFound.resource(LB_LABEL, lb_id)
     return lb
 
@@ -89,7 +90,7 @@ def lb_of(
     column = LoadBalancer.id if model is LoadBalancer else model.load_balancer_id
     lb_id = session.scalar(kind.query(session, ctx, ident, parent_id).with_only_columns(column))
     if lb_id is None:
-        raise kind.not_found(ident)
+        raise kind.missing_error(session, ctx, ident)
     return str(lb_id)
 
 

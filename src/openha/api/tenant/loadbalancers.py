@@ -485,5 +485,5 @@ def loadbalancer_status(
         LOAD_BALANCERS.query(session, ctx, lb_id).options(*STATUS_TREE_LOADS)
     ).first()
     if lb is None:
-        raise LOAD_BALANCERS.not_found(lb_id)
+        raise LOAD_BALANCERS.missing_error(session, ctx, lb_id)
     return {"statuses": status_tree(lb)}

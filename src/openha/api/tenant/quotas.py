@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from openha.api import openapi
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
-from openha.api.errors import NotFound, PolicyForbidden
+from openha.api.errors import NotFound
 from openha.api.query import list_collection, requested_fields, select_fields
 from openha.api.types import StrictModel
 from openha.domain import constants as c
@@ -86,9 +86,9 @@ def _effective(request: Request, row: Quota | None) -> dict[str, int]:
     return values
 
 
-def _require_own_or_admin(ctx: RequestContext, project_id: str) -> None:
-    if not ctx.is_admin and project_id != ctx.project_id:
-        raise PolicyForbidden()
+def _authorize_project(ctx: RequestContext, project_id: str) -> None:
+    if project_id != ctx.project_id:
+        ctx.authorize(project_id)
 
 
 @router.get("", openapi_extra={"parameters": openapi.list_parameters(Quota)})
@@ -99,7 +99,7 @@ def list_quotas(
 ) -> dict[str, Any]:
     requested = request.query_params.get("project_id")
     if requested:
-        _require_own_or_admin(ctx, requested)
+        _authorize_project(ctx, requested)
     return list_collection(
         request,
         session,
@@ -124,7 +124,7 @@ def show_quota(
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
 ) -> dict[str, Any]:
-    _require_own_or_admin(ctx, project_id)
+    _authorize_project(ctx, project_id)
     body = _render(_effective(request, session.get(Quota, project_id)), project_id)
     return {"quota": select_fields(body, requested_fields(request))}
 
@@ -133,7 +133,7 @@ def show_quota(
 def show_project_defaults(
     project_id: str, request: Request, ctx: RequestContext = Depends(get_context)
 ) -> dict[str, Any]:
-    _require_own_or_admin(ctx, project_id)
+    _authorize_project(ctx, project_id)
     body = _render(_defaults(request), project_id)
     return {"quota": select_fields(body, requested_fields(request))}
 
