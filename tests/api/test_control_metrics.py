@@ -183,3 +183,25 @@ def test_failover_paused_is_the_controllers_verdict(
     reconciler._note_pause(None)
     reconciler.liveness.beat()
     assert _value(_scrape(admin), "openha_failover_paused") == 0
+
+
+def test_unmatched_paths_share_one_series(admin: Client, alice: Client) -> None:
+    for n in range(3):
+        assert alice.get(f"/no/such/path/{n}").status_code == 404
+    samples = _scrape(admin)
+    routes = {
+        dict(labels)["route"]
+        for name, labels in samples
+        if name == "openha_api_request_duration_seconds_count"
+    }
+    assert not [route for route in routes if "/no/such" in route]
+    assert (
+        _value(
+            samples,
+            "openha_api_request_duration_seconds_count",
+            method="GET",
+            route="unmatched",
+            status="4xx",
+        )
+        == 3
+    )

@@ -166,3 +166,15 @@ def test_each_event_lands_in_the_outbox_of_the_webhooks_hearing_it(
     assert PROJECT_A in {
         h["project_id"] for h in admin.get("/v2/manage/webhooks").json()["webhooks"]
     }
+
+
+def test_a_keyed_retry_creates_one_webhook(
+    alice: Client, session_factory: sessionmaker[Session]
+) -> None:
+    headers = {**alice.headers, "Idempotency-Key": "hook-1"}
+    body = {"webhook": {"url": "https://hooks.example.com/a"}}
+    first = alice.http.post("/v2/lbaas/webhooks", json=body, headers=headers)
+    again = alice.http.post("/v2/lbaas/webhooks", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert count(session_factory, Webhook) == 1
