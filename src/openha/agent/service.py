@@ -427,6 +427,10 @@ class AgentService:
 
     def _apply_locked(self, inst: _Instance, spec: InstanceSpec) -> tuple[bool, InstanceStatus]:
         inst.confirmed = True  # the controller pushed it: it is wanted
+        if inst.retiring:
+            # A migration replaced it: a push from a reconcile that began before the
+            # controller knew must not start its HAProxy or keepalived again.
+            return True, self._status(inst)
         if not inst.adopted:
             self._adopt_locked(inst)  # a push may come before the background adoption
         if inst.spec is not None:
