@@ -45,6 +45,8 @@ MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.manage.hosts",
     "openha.api.manage.events",
     "openha.api.manage.logs",
+    "openha.api.manage.operations",
+    "openha.api.manage.migrations",
 )
 
 
