@@ -377,6 +377,96 @@ def logs(
             return
 
 
+# --- operations: migrate, drain, undrain, follow -------------------------------------
+
+ApiUrl = Annotated[
+    str | None, typer.Option("--api-url", help="The OpenHA API. Default: clouds.yaml's.")
+]
+Token = Annotated[
+    str | None, typer.Option("--token", envvar="OS_TOKEN", help="A token. Default: clouds.yaml's.")
+]
+Wait = Annotated[bool, typer.Option("--wait", help="Follow the operation until it is over.")]
+
+
+def _operate(api_url: str | None, token: str | None, wait: bool, start: Any) -> None:
+    """Run `start(api)` (an action answering an operation), then show or follow it."""
+    from openha import opsclient
+
+    out = Console(soft_wrap=True, highlight=False)
+    try:
+        with opsclient.connect(_settings(), api_url, token) as api:
+            op = start(api)
+            if wait:
+                op = opsclient.follow(api, op["id"], out)
+            opsclient.show(op, out)
+    except opsclient.OpsError as exc:
+        raise _fail(str(exc)) from None
+    if op["state"] == "FAILED":
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate(
+    lb: Annotated[str, typer.Argument(help="The load balancer: its id or its name.")],
+    host: Annotated[str | None, typer.Option("--host", help="Target host (id or name).")] = None,
+    az: Annotated[str | None, typer.Option("--az", help="Or: any host of this zone.")] = None,
+    wait: Wait = False,
+    api_url: ApiUrl = None,
+    token: Token = None,
+) -> None:
+    """Move a load balancer to another host, make-before-break (no request lost)."""
+    from openha import opsclient
+
+    if (host is None) == (az is None):
+        raise _fail("give --host or --az", 2)
+    _operate(api_url, token, wait, lambda api: opsclient.migrate(api, lb, host, az))
+
+
+@app.command()
+def drain(
+    host: Annotated[str, typer.Argument(help="The host: its id or its name.")],
+    wait: Wait = False,
+    api_url: ApiUrl = None,
+    token: Token = None,
+) -> None:
+    """Move every load balancer off a host, a few at a time; it ends DRAINED."""
+    from openha import opsclient
+
+    _operate(
+        api_url, token, wait, lambda api: opsclient.host_action(api, host, "drain")["operation"]
+    )
+
+
+@app.command()
+def undrain(
+    host: Annotated[str, typer.Argument(help="The host: its id or its name.")],
+    api_url: ApiUrl = None,
+    token: Token = None,
+) -> None:
+    """Give a drained (or draining) host back to the scheduler."""
+    from openha import opsclient
+
+    try:
+        with opsclient.connect(_settings(), api_url, token) as api:
+            found = opsclient.host_action(api, host, "undrain")["host"]
+    except opsclient.OpsError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{found['name']}: {found['admin_state']}")
+
+
+@app.command()
+def operation(
+    op_id: Annotated[str, typer.Argument(help="The operation's id.")],
+    wait: Wait = False,
+    api_url: ApiUrl = None,
+    token: Token = None,
+) -> None:
+    """Show an operation (its steps, progress, error); --wait follows it to the end."""
+    from openha import opsclient
+
+    _operate(api_url, token, wait, lambda api: opsclient.operation(api, op_id))
+
+
 # --- chores ---------------------------------------------------------------------------
 
 
