@@ -62,12 +62,8 @@ def migrate(stack: Stack, lb_id: str, host: str) -> str:
 def healthy_pair(stack: Stack, lb_id: str) -> list[dict[str, Any]] | None:
     insts = instances(stack, lb_id)
     states = sorted(i["vrrp_state"] or "" for i in insts)
-    if len(insts) == 2 and all(i["haproxy_running"] for i in insts) and states == [
-        "BACKUP",
-        "MASTER",
-    ]:
-        return insts
-    return None
+    running = all(i["haproxy_running"] for i in insts)
+    return insts if len(insts) == 2 and running and states == ["BACKUP", "MASTER"] else None
 
 
 def test_migrate_single_loses_no_request(

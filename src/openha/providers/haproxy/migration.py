@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from openha import events
 from openha.db import transaction
@@ -36,7 +37,7 @@ from openha.domain.spec import LoadBalancerSpec
 from openha.models import Host, Instance, LoadBalancer
 from openha.providers.haproxy import agent_client, allocation, instance_spec
 from openha.providers.haproxy.agent_client import AgentError
-from openha.providers.haproxy.placement import NoHostAvailable, choose_host
+from openha.providers.haproxy.placement import NoHostAvailable, Placement, choose_host
 
 if TYPE_CHECKING:
     from openha.providers.haproxy.driver import HAProxyProvider
@@ -99,13 +100,15 @@ def _choose_moves(
     return Step.progressed("planned", f"{len(ids)} instance(s) to move", moves=ids, moved=[])
 
 
-def _instances(session: Any, lb_id: str) -> Any:
-    return session.scalars(
-        select(Instance).where(Instance.load_balancer_id == lb_id, Instance.migration.is_(None))
+def _instances(session: Session, lb_id: str) -> list[Instance]:
+    return list(
+        session.scalars(
+            select(Instance).where(Instance.load_balancer_id == lb_id, Instance.migration.is_(None))
+        )
     )
 
 
-def _target(session: Any, lb: LoadBalancer, params: dict[str, Any], avoid: list[str]) -> Host:
+def _target(session: Session, lb: LoadBalancer, params: dict[str, Any], avoid: list[str]) -> Host:
     """The host a new instance goes to: the one asked for, else the scheduler's choice."""
     hosts = {h.id: h for h in session.scalars(select(Host))}
     views = allocation.host_views(hosts.values())
@@ -140,7 +143,7 @@ def _stage(
     )
 
 
-def _placement(provider: HAProxyProvider, spec: LoadBalancerSpec, inst_id: str) -> Any:
+def _placement(provider: HAProxyProvider, spec: LoadBalancerSpec, inst_id: str) -> Placement:
     with transaction(provider.context.session_factory) as s:
         lb = s.get(LoadBalancer, spec.id)
         inst = s.get(Instance, inst_id)
