@@ -234,8 +234,14 @@ class HAProxyProvider(Provider):
         """
         with transaction(self.context.session_factory) as s:
             lb = s.get(LoadBalancer, load_balancer_id)
+            # A migration's staged and retiring instances are the operation's to remove.
             instances = list(
-                s.scalars(select(Instance).where(Instance.load_balancer_id == load_balancer_id))
+                s.scalars(
+                    select(Instance).where(
+                        Instance.load_balancer_id == load_balancer_id,
+                        Instance.migration.is_(None),
+                    )
+                )
             )
             if lb is None or not instances:
                 return

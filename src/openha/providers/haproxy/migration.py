@@ -210,6 +210,18 @@ def _switch(provider: HAProxyProvider, spec: LoadBalancerSpec, old_id: str, new_
     return Step.progressed("switched", f"instance {new_id} holds the VIP", phase="switched")
 
 
+def _pair_target(session: Session, lb: LoadBalancer, params: dict[str, Any]) -> str | None:
+    """Where a pair's rebuilt half goes: the host asked for while it holds no half yet,
+    else a host of the zone asked for, else wherever the scheduler puts it (a drain)."""
+    held = [i.host_id or "" for i in _instances(session, lb.id)]
+    if params.get("host") and params["host"] not in held:
+        return str(params["host"])
+    if params.get("availability_zone"):
+        zone_only = {"availability_zone": params["availability_zone"]}
+        return _target(session, lb, zone_only, held).id
+    return None
+
+
 def _retire(
     provider: HAProxyProvider,
     spec: LoadBalancerSpec,
@@ -226,8 +238,8 @@ def _retire(
             raise StepError("the instance to move is gone (deleted or failed over meanwhile)")
         host = s.get(Host, inst.host_id) if inst.host_id else None
         agent, up = provider._host_agent(host)
-        if pair and params.get("host"):
-            lb.failover_target_host_id = params["host"]
+        if pair:
+            lb.failover_target_host_id = _pair_target(s, lb, params)
     if agent is not None and up:  # else its host is down: no VIP, no connections to wait for
         agent_client.retire_instance(agent, inst_id)
     with transaction(provider.context.session_factory) as s:
