@@ -30,10 +30,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openha import events
+from openha.agent.protocol import VRRP_BACKUP, VRRP_MASTER
 from openha.db import transaction
 from openha.domain import constants as c
 from openha.domain.operations import Step, StepError
 from openha.domain.spec import LoadBalancerSpec
+from openha.domain.status import member_status
 from openha.models import Host, Instance, LoadBalancer
 from openha.providers.haproxy import agent_client, allocation, instance_spec
 from openha.providers.haproxy.agent_client import AgentError
@@ -92,7 +94,7 @@ def _choose_moves(
         from_host = params.get("from_host")
         moves = [i for i in rows if not from_host or i.host_id == from_host]
         # The VIP holder goes last: its peer is new (and checked) by then.
-        moves.sort(key=lambda i: (i.health or {}).get("vrrp_state") == "MASTER")
+        moves.sort(key=lambda i: (i.health or {}).get("vrrp_state") == VRRP_MASTER)
         ids = [i.id for i in moves]
         lb = s.get(LoadBalancer, spec.id)
         if lb is not None and ids:
@@ -179,9 +181,9 @@ def _check_ready(
 ) -> Step:
     new = _status(provider, data["new"]) or {}
     old = _status(provider, old_id) or {}
-    up = {m for m, state in (old.get("members") or {}).items() if state == "UP"}
+    up = {m for m, state in (old.get("members") or {}).items() if _up(state)}
     seen = new.get("members") or {}
-    lagging = sorted(m for m in up if seen.get(m) != "UP")
+    lagging = sorted(m for m in up if not _up(seen.get(m)))
     if new.get("haproxy_running") and not lagging:
         return Step.progressed("ready", "HAProxy serves and sees the members up", phase="ready")
     if time.time() > float(data.get("deadline") or 0):
@@ -191,6 +193,11 @@ def _check_ready(
             f" members not up yet: {len(lagging)}); it was removed, nothing else changed"
         )
     return Step.waiting(f"new instance not ready: {len(lagging)} member(s) not up yet")
+
+
+def _up(word: str | None) -> bool:
+    """HAProxy serves the member after its checks (what the old instance does too)."""
+    return member_status(word, admin_state_up=True, monitored=True) == c.ONLINE
 
 
 def _switch(provider: HAProxyProvider, spec: LoadBalancerSpec, old_id: str, new_id: str) -> Step:
@@ -293,7 +300,7 @@ def _pair_whole(provider: HAProxyProvider, spec: LoadBalancerSpec) -> bool:
     states = sorted(str((i.health or {}).get("vrrp_state")) for i in rows)
     return (
         len(rows) == 2
-        and states == [c.ROLE_BACKUP, c.ROLE_MASTER]
+        and states == [VRRP_BACKUP, VRRP_MASTER]
         and all((i.health or {}).get("haproxy_running") for i in rows)
         and all(i.applied_generation >= spec.generation for i in rows)
         and all(hosts[i.host_id].status == c.HOST_UP for i in rows if i.host_id in hosts)
