@@ -565,8 +565,7 @@ class AgentService:
                 inst.keepalived.stop()  # graceful: its priority-0 advert hands the VIP over
                 pids = inst.haproxy.processes()
                 retire.soft_stop(pids)
-                log.info("instance %s retiring: VIP released, %d haproxy draining",
-                         instance_id, len(pids))  # fmt: skip
+                log.info("instance %s retiring: %d haproxy draining", instance_id, len(pids))
             return self._status(inst)
 
     def delete(self, instance_id: str) -> None:

@@ -72,6 +72,8 @@ class ProviderContext:
 class Provider(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
+    # Whether `migrate_step` moves LBs between hosts (the API refuses a migrate otherwise).
+    can_migrate: ClassVar[bool] = False
     # Option values this provider refuses, by "<object>.<field>": checked by the API.
     unsupported: ClassVar[Mapping[str, frozenset[Any]]] = {}
 

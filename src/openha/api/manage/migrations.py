@@ -8,7 +8,7 @@ is the operation (202).
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -50,6 +50,7 @@ def check_host_can_take(session: Session, host: Host, lb_id: str) -> None:
 def migrate_loadbalancer(
     lb_id: str,
     body: MigrateBody,
+    request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_admin_context),
 ) -> JSONResponse:
@@ -60,7 +61,7 @@ def migrate_loadbalancer(
         raise NotFound(f"Load Balancer {lb_id} not found.")
     if lb.provisioning_status == c.PENDING_DELETE:
         raise Conflict(f"Load balancer {lb_id} is being deleted.")
-    if lb.provider != "haproxy":
+    if not request.app.state.providers.get(lb.provider).can_migrate:
         raise BadRequest(f"Provider '{lb.provider}' cannot migrate load balancers.")
     running = operations.open_operation(session, "migrate", lb_id)
     if running is not None:

@@ -55,6 +55,7 @@ class HAProxyProvider(Provider):
     reconciles at most; the others get "in progress" and come back shortly."""
 
     name = "haproxy"
+    can_migrate = True
     description = "HAProxy in network namespaces on OpenHA agent hosts (SINGLE or ACTIVE_STANDBY)."
     unsupported: ClassVar[Mapping[str, frozenset[Any]]] = {
         # HAProxy speaks neither UDP nor SCTP; TLS termination arrives with the TLS work.
