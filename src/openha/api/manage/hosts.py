@@ -16,6 +16,7 @@ from pydantic import AliasPath, Field
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, with_expression
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_admin_context, get_session
 from openha.api.errors import BadRequest, Conflict
 from openha.api.manage import operations
@@ -159,15 +160,16 @@ def drain_host(
     host_id: str,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_admin_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> JSONResponse:
     """The host takes no new instances; its LBs move away a few at a time (an operation)."""
     host = HOSTS.find(session, ctx, host_id)
     running = operations.open_operation(session, "drain", host.id)
     if running is not None:
-        return operations.accepted(session, ctx, running)  # asked twice: the same drain
+        return operations.accepted(session, ctx, running, keyed)  # asked twice: the same drain
     host.admin_state = c.HOST_DRAINING
     op = operations.start(session, ctx, "drain", "host", host.id, {})
-    return operations.accepted(session, ctx, op)
+    return operations.accepted(session, ctx, op, keyed)
 
 
 @hosts.post("/{host_id}/undrain")
@@ -175,6 +177,7 @@ def undrain_host(
     host_id: str,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_admin_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> dict[str, Any]:
     """Back in service: a drain under way stops (migrations already started finish)."""
     host = HOSTS.find(session, ctx, host_id)
@@ -192,7 +195,7 @@ def undrain_host(
     _wake_failed_lbs(session)
     session.flush()
     answer = HOSTS.show(session, ctx, host.id)
-    session.commit()
+    idempotency.commit(session, keyed, answer)
     return answer
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_admin_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound, quote_input
 from openha.api.manage import operations
@@ -53,6 +54,7 @@ def migrate_loadbalancer(
     request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_admin_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> JSONResponse:
     if (body.host is None) == (body.availability_zone is None):
         raise BadRequest("Give exactly one of host or availability_zone.")
@@ -93,4 +95,4 @@ def migrate_loadbalancer(
     ):
         raise Conflict(f"Load balancer {lb_id} has no instance yet: nothing to migrate.")
     op = operations.start(session, ctx, "migrate", "loadbalancer", lb_id, params)
-    return operations.accepted(session, ctx, op)
+    return operations.accepted(session, ctx, op, keyed)

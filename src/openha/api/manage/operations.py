@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_admin_context
 from openha.api.resources import Resource
 from openha.api.views import Timestamp, View
@@ -87,11 +88,14 @@ def start(
     return operations.start(session, kind, target_type, target_id, params, requester(ctx))
 
 
-def accepted(session: Session, ctx: RequestContext, op: Operation) -> JSONResponse:
-    """202 with the operation and where to follow it; commits."""
+def accepted(
+    session: Session, ctx: RequestContext, op: Operation, keyed: idempotency.Guard | None
+) -> JSONResponse:
+    """202 with the operation and where to follow it; commits (with the request's
+    Idempotency-Key, if it has one: a retry gets this answer and starts nothing)."""
     session.flush()
     body = OPERATIONS.show(session, ctx, op.id)
-    session.commit()
+    idempotency.commit(session, keyed, body)
     return JSONResponse(
         body, status_code=202, headers={"Location": f"/v2/manage/operations/{op.id}"}
     )
