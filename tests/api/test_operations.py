@@ -7,6 +7,7 @@ the data plane does is the integration tests' job (tests/integration/test_migrat
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,11 +15,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from rich.console import Console
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
 
-from openha import hosts
+from openha import hosts, opsclient
 from openha.api.app import create_app
+from openha.cli import app as cli_app
 from openha.controller import opkinds
 from openha.controller.operations import OperationContext, OperationRunner
 from openha.controller.reconciler import Reconciler
@@ -256,3 +260,23 @@ def test_an_operation_resumes_under_another_controller(fleet: Fleet) -> None:
         30,
     )
     assert fleet.hosts_of(lb) == [fleet.host_ids[target]]
+
+
+def test_the_cli_client_starts_and_follows_a_migration(
+    fleet: Fleet, tokens: dict[str, str]
+) -> None:
+    """`openha migrate --wait` as `opsclient` does it, on the API's own client."""
+    lb = fleet.lb()
+    (home,) = fleet.hosts_of(lb)
+    target = next(n for n, i in fleet.host_ids.items() if i != home)
+    api = fleet.http
+    api.headers["X-Auth-Token"] = tokens["admin"]
+    out = io.StringIO()
+    op = opsclient.migrate(api, lb, target, None)
+    done = opsclient.follow(api, op["id"], Console(file=out, width=200), interval=0.1)
+    assert done["state"] == c.OPERATION_SUCCEEDED
+    assert "switched" in out.getvalue() and "removed" in out.getvalue()
+    with pytest.raises(opsclient.OpsError, match="409"):
+        opsclient.migrate(api, lb, target, None)
+    result = CliRunner().invoke(cli_app, ["migrate", lb])
+    assert result.exit_code == 2 and "--host or --az" in result.output
