@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["create_to_first_byte", "member_change", "throughput", "failover", "density"]
+BENCHMARKS = [
+    "create_to_first_byte",
+    "member_change",
+    "throughput",
+    "failover",
+    "density",
+    "migrate",
+]
 EXTRA_ARGS = {"throughput": ["--explain"]}
 END = "<!-- figures:end -->"
 TIMEOUT = 600

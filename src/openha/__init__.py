@@ -2,7 +2,8 @@
 
 Dependencies point down. The layers, top to bottom (names under `openha.`):
 
-    entry points: cli, cli_alerts, allinone, demo, clouds, lab, diagnose, keystone_register
+    entry points: cli, cli_alerts, allinone, demo, clouds, lab, diagnose, keystone_register,
+        opsclient
     api: api
     controller: controller
     providers: providers

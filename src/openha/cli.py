@@ -382,24 +382,17 @@ def diagnose(
     lb: Annotated[str, typer.Argument(help="The load balancer: its id or its name.")],
     probe: Annotated[bool, typer.Option("--probe", help="Also probe every member now.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's answer.")] = False,
-    api_url: Annotated[
-        str | None, typer.Option("--api-url", help="Default: clouds.yaml's.")
-    ] = None,
-    token: Annotated[str | None, typer.Option("--token", envvar="OS_TOKEN")] = None,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Why a load balancer misbehaves: processes, HAProxy's view, config, plumbing, probe."""
     import json
 
     import httpx
 
-    from openha import clouds
     from openha import diagnose as view
 
-    found = clouds.read(_settings().state_dir / clouds.FILE_NAME)
-    url = api_url or (found[0] if found else clouds.endpoint_for_bind(_settings().api_bind))
-    secret = token or (found[1] if found else None)
-    if not secret:
-        raise _fail("no token: give --token (or OS_TOKEN), or start `openha up` first", 2)
+    url, secret = _api_access(_settings(), api_url, token)
     auth = {"X-Auth-Token": secret}
     try:
         with httpx.Client(base_url=url, headers=auth, timeout=30, trust_env=False) as api:
@@ -410,6 +403,90 @@ def diagnose(
         typer.echo(json.dumps(diag, indent=1))
     else:
         view.render(diag, Console(soft_wrap=False, highlight=False))
+
+
+# --- operations: migrate, drain, undrain, follow -------------------------------------
+
+Wait = Annotated[bool, typer.Option("--wait", help="Follow the operation until it is over.")]
+
+
+def _operate(api_url: str | None, token: str | None, wait: bool, start: Any) -> None:
+    """Run `start(api)` (an action answering an operation), then show or follow it."""
+    from openha import opsclient
+
+    out = Console(soft_wrap=True, highlight=False)
+    try:
+        with opsclient.connect(_settings(), api_url, token) as api:
+            op = start(api)
+            if wait:
+                op = opsclient.follow(api, op["id"], out)
+            opsclient.show(op, out)
+    except opsclient.OpsError as exc:
+        raise _fail(str(exc)) from None
+    if op["state"] == "FAILED":
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate(
+    lb: Annotated[str, typer.Argument(help="The load balancer: its id or its name.")],
+    host: Annotated[str | None, typer.Option("--host", help="Target host (id or name).")] = None,
+    az: Annotated[str | None, typer.Option("--az", help="Or: any host of this zone.")] = None,
+    wait: Wait = False,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Move a load balancer to another host, make-before-break (no request lost)."""
+    from openha import opsclient
+
+    if (host is None) == (az is None):
+        raise _fail("give --host or --az", 2)
+    _operate(api_url, token, wait, lambda api: opsclient.migrate(api, lb, host, az))
+
+
+@app.command()
+def drain(
+    host: Annotated[str, typer.Argument(help="The host: its id or its name.")],
+    wait: Wait = False,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Move every load balancer off a host, a few at a time; it ends DRAINED."""
+    from openha import opsclient
+
+    _operate(
+        api_url, token, wait, lambda api: opsclient.host_action(api, host, "drain")["operation"]
+    )
+
+
+@app.command()
+def undrain(
+    host: Annotated[str, typer.Argument(help="The host: its id or its name.")],
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Give a drained (or draining) host back to the scheduler."""
+    from openha import opsclient
+
+    try:
+        with opsclient.connect(_settings(), api_url, token) as api:
+            found = opsclient.host_action(api, host, "undrain")["host"]
+    except opsclient.OpsError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{found['name']}: {found['admin_state']}")
+
+
+@app.command()
+def operation(
+    op_id: Annotated[str, typer.Argument(help="The operation's id.")],
+    wait: Wait = False,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Show an operation (its steps, progress, error); --wait follows it to the end."""
+    from openha import opsclient
+
+    _operate(api_url, token, wait, lambda api: opsclient.operation(api, op_id))
 
 
 # --- chores ---------------------------------------------------------------------------

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     # Level-triggered safety net: how often the controller looks over the whole fleet
     # for LBs whose data plane lags though nobody asked for a pass.
     controller_resync_interval: float = 30.0
+    # Operations (`openha.controller.operations`): how many LBs a drain moves at once,
+    # and how long a migrated instance drains its connections before it is removed.
+    drain_concurrency: int = Field(default=4, ge=1, le=256)
+    migrate_drain_timeout: float = Field(default=10.0, ge=0, le=3600)
+    migrate_ready_timeout: float = Field(default=60.0, ge=1, le=3600)
     # APIs and controllers beat in the database this often; one silent for
     # `service_dead_after` is gone (its claims are taken over, hosts are not judged).
     service_beat_interval: float = 1.0

@@ -23,6 +23,7 @@ class FakeAgent:
     def __init__(self, delay: float = 0.0) -> None:
         self.applied: list[tuple[str, int]] = []
         self.deleted: list[str] = []
+        self.retired: list[str] = []
         self.spans: list[tuple[str, float, float]] = []
         self.most_at_once = 0
         self._at_once = 0
@@ -42,7 +43,18 @@ class FakeAgent:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
+                if self.path.startswith("/v1/instances/"):
+                    # Serving until retired (a retired one drained at once).
+                    inst = self.path.rsplit("/", 1)[-1]
+                    running = inst not in agent.retired and inst not in agent.deleted
+                    self._answer(200, {"instance_id": inst, "haproxy_running": running})
+                    return
                 self._answer(200, {"status": "ok"})
+
+            def do_POST(self) -> None:
+                inst = self.path.split("/")[3]
+                agent.retired.append(inst)
+                self._answer(200, {"instance_id": inst, "haproxy_running": False})
 
             def do_PUT(self) -> None:
                 spec = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -24,9 +24,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import hosts
+from openha.controller import operations
 from openha.credentials import create_token
 from openha.db import transaction
-from openha.models import Base, Instance
+from openha.models import Base, Instance, Operation
 from tests.api.factories import create_hm, create_lb, create_listener, create_member, create_pool
 from tests.conftest import PROJECT_A, PROJECT_B, Client
 
@@ -103,6 +104,8 @@ HIDDEN_READ_A = Rule(
 )
 HIDDEN_WRITE_A = Rule(_rule(write=True, admin=OK, member_a=OK, reader_a=S403, member_b=S404))
 OPERATOR = Rule(_rule(admin=OK, member_a=S403, reader_a=S403, member_b=S403))
+# An admin action this world's state refuses (a 4xx that must change nothing) or takes.
+OPERATOR_ACTION = Rule(_rule(admin=OK | {400, 409}, member_a=S403, reader_a=S403, member_b=S403))
 AGENT_ONLY = Rule({ident: S401 for ident in IDENTITIES} | {AGENT: OK})
 
 # Normalised "METHOD /v2/path" (the /v2.0 and /lbaas aliases folded in) -> rule.
@@ -246,6 +249,14 @@ POLICY: dict[str, Rule] = {
     "DELETE /v2/manage/webhooks/{ident}": OPERATOR,
     "GET /v2/manage/webhooks/{webhook_id}/deliveries": OPERATOR,
     "GET /v2/manage/prometheus/targets": OPERATOR,
+    # Operations: the one host of this world already runs the LB (migrate: 409) and
+    # the LB's instance keeps it from being deleted (409); both change nothing.
+    "GET /v2/manage/operations": OPERATOR,
+    "GET /v2/manage/operations/{ident}": OPERATOR,
+    "POST /v2/manage/loadbalancers/{lb_id}/migrate": OPERATOR_ACTION,
+    "POST /v2/manage/hosts/{host_id}/drain": OPERATOR,
+    "POST /v2/manage/hosts/{host_id}/undrain": OPERATOR,
+    "DELETE /v2/manage/hosts/{host_id}": OPERATOR_ACTION,
 }
 
 # Deletes run last, children before parents, the load balancer last of its tree.
@@ -270,6 +281,7 @@ DELETE_ORDER = (
     "/v2/networks/{ident}",
     "/v2/webhooks/{ident}",
     "/v2/manage/webhooks/{ident}",
+    "/v2/manage/hosts/{host_id}",
 )
 # PUTs that replace what other routes use come after the rest.
 PUT_LAST = ("/v2/pools/{pool_id}/members",)
@@ -477,6 +489,10 @@ class World:
             s.add(instance)
             s.flush()
             self.instance_id = instance.id
+            self.operation_id = operations.start(
+                s, "migrate", "loadbalancer", self.lb["id"], {}, "role-matrix"
+            ).id
+            s.get(Operation, self.operation_id).state = "SUCCEEDED"  # type: ignore[union-attr]
         with sessions() as s:
             port = s.scalar(select(Instance.port_id).where(Instance.id == self.instance_id))
         self.port_id = self.lb["vip_port_id"] or port
@@ -537,6 +553,7 @@ class World:
             "instances": self.instance_id,
             "hosts": self.host_id,
             "webhooks": (self.op_webhook if "/manage/" in template else self.webhook)["id"],
+            "operations": self.operation_id,
         }
         parts = template.split("/")
         for i, part in enumerate(parts):
@@ -553,6 +570,9 @@ class World:
         lb, listener = self.lb["id"], self.listener["id"]
         creates: dict[str, Callable[[], Any]] = {
             "/v2/loadbalancers": lambda: {"loadbalancer": {"vip_subnet_id": self.vip_subnet}},
+            "/v2/manage/loadbalancers/{lb_id}/migrate": lambda: {"host": self.host_id},
+            "/v2/manage/hosts/{host_id}/drain": lambda: None,
+            "/v2/manage/hosts/{host_id}/undrain": lambda: None,
             "/v2/listeners": lambda: {
                 "listener": {"loadbalancer_id": lb, "protocol": "HTTP", "protocol_port": 1000 + n}
             },

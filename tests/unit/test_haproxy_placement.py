@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import pytest
 
+from openha.domain import constants as c
 from openha.providers.haproxy.placement import (
     HostView,
     InstanceView,
@@ -57,6 +58,7 @@ def make(
         availability_zone=kw.pop("availability_zone", None),  # type: ignore[arg-type]
         failover_paused=kw.pop("failover_paused", None),  # type: ignore[arg-type]
         avoid_host_id=kw.pop("avoid_host_id", None),  # type: ignore[arg-type]
+        target_host_id=kw.pop("target_host_id", None),  # type: ignore[arg-type]
     )
     assert len(calls) <= 1, "the fleet's load is counted once at most"
     if all(step.keep for step in out.roles):
@@ -173,3 +175,27 @@ def test_zone_is_respected() -> None:
     assert started(make(SINGLE, [], availability_zone="az2")) == {"STANDALONE": "c"}
     with pytest.raises(NoHostAvailable, match="in availability zone az3"):
         make(SINGLE, [], availability_zone="az3")
+
+
+# --- a migration's target ----------------------------------------------------------------
+
+
+def test_a_migrations_target_takes_the_rebuilt_half() -> None:
+    """The BACKUP left for a migration: its replacement goes to the target, though another
+    host is less loaded, and the hint counts for that one instance only."""
+    current = [InstanceView("m", c.ROLE_MASTER, "a")]
+    hosts = [*HOSTS, host("e")]
+    p = make(PAIR, current, hosts, load={"a": 1, "b": 5}, target_host_id="b")
+    assert started(p) == {c.ROLE_BACKUP: "b"}
+    assert p.avoid_hint_used
+    p = make(PAIR, [], hosts, load={"a": 1, "b": 5}, target_host_id="b")
+    assert started(p)[c.ROLE_MASTER] == "b" and started(p)[c.ROLE_BACKUP] != "b"
+
+
+@pytest.mark.parametrize("target", ["d", "a", "nowhere", "full"])
+def test_a_target_that_cannot_take_it_is_passed_over(target: str) -> None:
+    """Disabled, already holding the other half, unknown or full: the scheduler chooses."""
+    current = [InstanceView("m", c.ROLE_MASTER, "a")]
+    hosts = [*HOSTS, host("full", capacity=1)]
+    p = make(PAIR, current, hosts, load={"full": 1}, target_host_id=target)
+    assert started(p) == {c.ROLE_BACKUP: "b"}

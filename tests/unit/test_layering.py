@@ -28,7 +28,9 @@ TABLE_LINE = re.compile(r"^    ([a-z][a-z ]*): ([a-z_]+(?:, [a-z_]+)*)$")
 
 
 def layer_table(doc: str) -> list[tuple[str, tuple[str, ...]]]:
-    """[(layer, (module prefixes...))], top layer first, as the docstring writes it."""
+    """[(layer, (module prefixes...))], top layer first, as the docstring writes it
+    (a long row goes on over lines indented deeper, after a comma)."""
+    doc = re.sub(r",\n {8}(?=[a-z])", ", ", doc)
     rows = [m.groups() for line in doc.splitlines() if (m := TABLE_LINE.match(line))]
     return [(name, tuple(f"{ROOT}.{n}" for n in names.split(", "))) for name, names in rows]
 

@@ -104,6 +104,14 @@ def create_app(service: AgentService) -> FastAPI:
             raise HTTPException(400, str(exc)) from exc
         return Response(status_code=204)
 
+    @app.post("/v1/instances/{instance_id}/retire", dependencies=auth)
+    def retire_instance(instance_id: str) -> InstanceStatus:
+        """A migration replaced it: VIP away, HAProxy soft-stopped (draining)."""
+        status = service.retire(instance_id)
+        if status is None:
+            raise HTTPException(404, "no such instance")
+        return status
+
     @app.get("/v1/instances", dependencies=auth, response_model=list[InstanceStatus])
     def list_instances() -> list[InstanceStatus]:
         return service.statuses()

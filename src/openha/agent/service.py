@@ -44,7 +44,7 @@ from pathlib import Path
 import httpx
 from pyroute2.netlink.exceptions import NetlinkError
 
-from openha.agent import faults, state
+from openha.agent import faults, retire, state
 from openha.agent.diagnostics import diagnose
 from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write
 from openha.agent.keepalived import KeepalivedError, KeepalivedInstance
@@ -115,6 +115,8 @@ class _Instance:
     # An apply was cut short while HAProxy was down: the namespace may not match the
     # spec, so it is plumbed again before HAProxy is started.
     replumb: bool = False
+    # A migration replaced it (`openha.agent.retire`): nothing is restarted any more.
+    retiring: bool = False
 
 
 def _network_changed(applied: InstanceSpec | None, wanted: InstanceSpec) -> bool:
@@ -444,6 +446,10 @@ class AgentService:
 
     def _apply_locked(self, inst: _Instance, spec: InstanceSpec) -> tuple[bool, InstanceStatus]:
         inst.confirmed = True  # the controller pushed it: it is wanted
+        if inst.retiring:
+            # A migration replaced it: a push from a reconcile that began before the
+            # controller knew must not start its HAProxy or keepalived again.
+            return True, self._status(inst)
         if not inst.adopted:
             self._adopt_locked(inst)  # a push may come before the background adoption
         if inst.spec is not None:
@@ -572,6 +578,29 @@ class AgentService:
             # script security, writable by root only.
             mode = 0o700 if content.startswith("#!") else 0o600
             atomic_write(inst.paths.files_dir / name, content, mode)
+
+    def retire(self, instance_id: str) -> InstanceStatus | None:
+        """Give the VIP away and soft-stop HAProxy (a migration replaced the instance);
+        safe to repeat; None for an instance this agent does not know."""
+        with self._lock:
+            inst = self._instances.get(instance_id)
+        if inst is None:
+            return None
+        with inst.lock:
+            spec = inst.spec
+            if spec is None or inst.deleted:
+                return None
+            if not inst.retiring:
+                (inst.paths.instance_dir / retire.MARKER).touch()
+                inst.retiring = True
+                self._unwatch(inst)
+                if namespace_exists(spec.namespace):
+                    retire.release_vip(spec)  # onto loopback first: flows keep landing
+                inst.keepalived.stop()  # graceful: its priority-0 advert hands the VIP over
+                pids = inst.haproxy.processes()
+                retire.soft_stop(pids)
+                log.info("instance %s retiring: %d haproxy draining", instance_id, len(pids))
+            return self._status(inst)
 
     def delete(self, instance_id: str) -> None:
         """Remove an instance and everything it made; safe to repeat."""
@@ -766,6 +795,8 @@ class AgentService:
         for inst in insts:
             if inst.spec is None or inst.deleted or not inst.adopted or not inst.confirmed:
                 continue
+            if inst.retiring:
+                continue
             watched = self.watcher.watched(f"{inst.instance_id}/haproxy") is not None and (
                 not inst.spec.keepalived_config
                 or self.watcher.watched(f"{inst.instance_id}/keepalived") is not None
@@ -792,6 +823,9 @@ class AgentService:
         spec = inst.spec
         if spec is None or inst.deleted or not inst.adopted or not inst.confirmed:
             return
+        if inst.retiring or (inst.paths.instance_dir / retire.MARKER).exists():
+            inst.retiring = True
+            return  # draining for good: its exit is expected
         if not namespace_exists(inst.namespace):
             log.warning("instance %s: namespace gone, re-plumbing", inst.instance_id)
             self._unwatch(inst)

@@ -54,6 +54,8 @@ MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.manage.logs",
     "openha.api.manage.diagnostics",
     "openha.api.manage.prometheus",
+    "openha.api.manage.operations",
+    "openha.api.manage.migrations",
 )
 
 

@@ -38,10 +38,11 @@ from sqlalchemy import ColumnElement, bindparam, case, delete, exists, not_, or_
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam, liveness
-from openha.controller import hostmonitor, retention, snapshot
+from openha.controller import hostmonitor, opkinds, retention, snapshot
 from openha.controller import stats as outcome
 from openha.controller.hostmonitor import HostMonitor
 from openha.controller.observer import Observer
+from openha.controller.operations import OperationContext, OperationRunner
 from openha.controller.stats import ReconcileStats
 from openha.controller.webhooks import Dispatcher
 from openha.db import ChangeWatch, reading, transaction
@@ -79,6 +80,8 @@ IN_PROGRESS_RECHECK = timedelta(seconds=0.5)
 HOUSEKEEPING_INTERVAL = 1.0
 # The longest an idle controller goes without looking at its queues.
 IDLE_POLL = 1.0
+# Admin operations (`openha.controller.operations`) are looked at this often.
+OPERATIONS_INTERVAL = 0.2
 
 # The work queue: LBs of the partial index `ix_load_balancers_due` whose backoff
 # expired, a fresh change (no backoff: NULL) first, which PostgreSQL does only when
@@ -128,6 +131,12 @@ class Reconciler:
         self.observer = Observer(settings, session_factory, providers)
         self.hosts = HostMonitor(settings, session_factory)
         self._next_purge = 0.0
+        self.operations = OperationRunner(
+            OperationContext(settings, session_factory, providers),
+            opkinds.KINDS,
+            self.owner,
+            workers=max(4, settings.drain_concurrency + 2),
+        )
         self._paused: str | None = None
         # LB id -> the hosts its instances were on when its reconcile started.
         self._inflight: dict[str, frozenset[str]] = {}
@@ -170,7 +179,14 @@ class Reconciler:
                 daemon=True,
                 name="webhooks",
             ),
+            threading.Thread(
+                target=self._every,
+                args=(stop, OPERATIONS_INTERVAL, self._advance_operations),
+                daemon=True,
+                name="operations",
+            ),
         ]
+        self.operations.start()
         for thread in loops:
             thread.start()
         try:
@@ -183,12 +199,17 @@ class Reconciler:
         finally:
             for thread in loops:
                 thread.join(timeout=10)
+            self.operations.stop()
             # Reconciles under way finish and release their claims; then we are gone.
             self._pool.shutdown(wait=True)
             self._pool = None
             self.liveness.stop()
             self._changes.close()
             self.observer.close()
+
+    def _advance_operations(self) -> None:
+        if self.liveness.alive:  # others may be taking our claims over
+            self.operations.advance_due()
 
     @staticmethod
     def _every(stop: threading.Event, interval: float, work: Callable[[], object]) -> None:

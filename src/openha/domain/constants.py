@@ -130,6 +130,24 @@ HOST_STATUSES: Final = (HOST_ENROLLED, HOST_UP, HOST_DOWN)
 HOST_ENABLED: Final = "ENABLED"
 HOST_DISABLED: Final = "DISABLED"  # serves what it has, gets nothing new
 HOST_ADMIN_STATES: Final = (HOST_ENABLED, HOST_DISABLED)
+# Set by a drain operation (not by PUT): its LBs move away, then it is empty.
+HOST_DRAINING: Final = "DRAINING"
+HOST_DRAINED: Final = "DRAINED"
+
+# Admin operations (`Operation.state`) and what an instance is doing in a migration.
+OPERATION_PENDING: Final = "PENDING"
+OPERATION_RUNNING: Final = "RUNNING"
+OPERATION_SUCCEEDED: Final = "SUCCEEDED"
+OPERATION_FAILED: Final = "FAILED"
+OPERATION_STATES: Final = (
+    OPERATION_PENDING,
+    OPERATION_RUNNING,
+    OPERATION_SUCCEEDED,
+    OPERATION_FAILED,
+)
+OPERATION_OPEN: Final = (OPERATION_PENDING, OPERATION_RUNNING)
+MIGRATION_STAGED: Final = "STAGED"  # built on its new host, not serving yet
+MIGRATION_RETIRING: Final = "RETIRING"  # gave its VIP away, draining, then removed
 
 # Instances: `Instance.status`, as the controller last saw the instance.
 INSTANCE_ALLOCATED: Final = "ALLOCATED"  # placed, nothing applied yet

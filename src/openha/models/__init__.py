@@ -274,6 +274,8 @@ class LoadBalancer(Base, Provisioned):
     # The host an instance just left by failover: its replacement avoids it when
     # another host can take it. Cleared once the replacement is placed.
     failover_left_host_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # A migration's host for the next instance placed (a failover's rebuild goes there).
+    failover_target_host_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # The controller's work queue lives in these rows (`due_for_reconcile`): besides a
@@ -508,6 +510,8 @@ class Instance(Base, Timestamps):
     # Marked for failover (by an admin, or by the provider once it chose this one):
     # the rebuild that follows takes this instance, whatever a push writes to `status`.
     failover_requested_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # In a migration (`c.MIGRATION_*`): placement leaves the instance to the operation.
+    migration: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     # Read-only, for the operator's views of an instance (Octavia's amphora).
     load_balancer: Mapped[LoadBalancer] = relationship(viewonly=True)
@@ -588,6 +592,31 @@ class IdempotencyKey(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class Operation(Base):
+    """An admin action (migrate, drain, ...): desired state the controller advances step
+    by step (`openha.controller.operations`); it outlives any process."""
+
+    __tablename__ = "operations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    target_type: Mapped[str] = mapped_column(String(32))  # loadbalancer | host
+    target_id: Mapped[str] = mapped_column(String(36), index=True)
+    state: Mapped[str] = mapped_column(String(16), default=c.OPERATION_PENDING, index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the kind's step function remembers between steps (instances built, ...).
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # [{"step": name, "at": ISO time, "detail": text}], oldest first.
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    requested_by: Mapped[str] = mapped_column(String(255), default="")
+    parent_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 class Event(Base):

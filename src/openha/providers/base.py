@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha.domain.observed import ObservedState
+from openha.domain.operations import Step, StepError
 from openha.domain.spec import LoadBalancerSpec
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ class ProviderContext:
 class Provider(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
+    # Whether `migrate_step` moves LBs between hosts (the API refuses a migrate otherwise).
+    can_migrate: ClassVar[bool] = False
     # Option values this provider refuses, by "<object>.<field>": checked by the API.
     unsupported: ClassVar[Mapping[str, frozenset[Any]]] = {}
 
@@ -127,6 +130,13 @@ class Provider(ABC):
 
     def failover(self, load_balancer_id: str) -> None:  # noqa: B027 - optional
         """Rebuild the LB's data plane (admin request); the default is a no-op."""
+
+    def migrate_step(
+        self, spec: LoadBalancerSpec, params: Mapping[str, Any], memory: Mapping[str, Any]
+    ) -> Step:
+        """One step of moving the LB's instances (`params`: `host`, `availability_zone`
+        or `from_host`); called again with `memory` updated until it says it is over."""
+        raise StepError(f"Provider '{self.name}' cannot migrate load balancers")
 
     def operator_router(self) -> APIRouter | None:
         """Extra admin-only routes mounted under /v2/manage/providers/<name>/."""

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
 from pydantic import AliasPath, Field
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, with_expression
 
 from openha import events
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_admin_context, get_session
-from openha.api.errors import BadRequest
+from openha.api.errors import BadRequest, Conflict
+from openha.api.manage import operations
 from openha.api.resources import Resource
 from openha.api.types import StrictModel
 from openha.api.views import Timestamp, View
 from openha.domain import constants as c
 from openha.domain.capacity import MAX_CAPACITY
-from openha.models import Host, Instance, LoadBalancer
+from openha.models import Host, Instance, LoadBalancer, Operation, utcnow
 
 
 class HostView(View):
@@ -146,17 +149,81 @@ def update_host(
         host.capacity = body.capacity
         capacity = body.capacity if body.capacity is not None else host.reported_capacity
     if host.admin_state == c.HOST_ENABLED and (before[0] != c.HOST_ENABLED or capacity > before[1]):
-        # Room appeared: LBs that failed for want of it should not sit out their backoff.
-        session.execute(
-            update(LoadBalancer)
-            .where(LoadBalancer.provisioning_status == c.ERROR)
-            .values(next_attempt_at=None)
-            .execution_options(synchronize_session=False)
-        )
+        _wake_failed_lbs(session)
     session.flush()
     answer = HOSTS.show(session, ctx, host.id)
     session.commit()
     return answer
+
+
+def _wake_failed_lbs(session: Session) -> None:
+    """Room appeared: LBs that failed for want of it should not sit out their backoff."""
+    session.execute(
+        update(LoadBalancer)
+        .where(LoadBalancer.provisioning_status == c.ERROR)
+        .values(next_attempt_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+@hosts.post("/{host_id}/drain", status_code=202)
+def drain_host(
+    host_id: str,
+    session: Session = Depends(get_session),
+    ctx: RequestContext = Depends(get_admin_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
+) -> JSONResponse:
+    """The host takes no new instances; its LBs move away a few at a time (an operation)."""
+    host = HOSTS.find(session, ctx, host_id)
+    running = operations.open_operation(session, "drain", host.id)
+    if running is not None:
+        return operations.accepted(session, ctx, running, keyed)  # asked twice: the same drain
+    host.admin_state = c.HOST_DRAINING
+    op = operations.start(session, ctx, "drain", "host", host.id, {})
+    return operations.accepted(session, ctx, op, keyed)
+
+
+@hosts.post("/{host_id}/undrain")
+def undrain_host(
+    host_id: str,
+    session: Session = Depends(get_session),
+    ctx: RequestContext = Depends(get_admin_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
+) -> dict[str, Any]:
+    """Back in service: a drain under way stops (migrations already started finish)."""
+    host = HOSTS.find(session, ctx, host_id)
+    host.admin_state = c.HOST_ENABLED
+    session.execute(
+        update(Operation)
+        .where(
+            Operation.kind == "drain",
+            Operation.target_id == host.id,
+            Operation.state.in_(c.OPERATION_OPEN),
+        )
+        .values(state=c.OPERATION_FAILED, error="cancelled by undrain", updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    _wake_failed_lbs(session)
+    session.flush()
+    answer = HOSTS.show(session, ctx, host.id)
+    idempotency.commit(session, keyed, answer)
+    return answer
+
+
+@hosts.delete("/{host_id}", status_code=204, response_class=Response)
+def delete_host(
+    host_id: str,
+    session: Session = Depends(get_session),
+    ctx: RequestContext = Depends(get_admin_context),
+) -> Response:
+    """Only an empty host goes (drain it first): nothing may point at a host that is gone."""
+    host = HOSTS.find(session, ctx, host_id)
+    count = session.scalar(select(func.count(Instance.id)).where(Instance.host_id == host.id))
+    if count:
+        raise Conflict(f"Host {host.name} runs {count} instance(s): drain it first.")
+    session.execute(delete(Host).where(Host.id == host.id))
+    session.commit()
+    return Response(status_code=204)
 
 
 router = APIRouter()

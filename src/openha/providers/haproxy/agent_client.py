@@ -94,6 +94,29 @@ def delete_instance(agent: AgentAddress, instance_id: str) -> None:
         raise AgentError(f"agent {agent.url} answered {resp.status_code}: {resp.text[:500]}")
 
 
+def retire_instance(agent: AgentAddress, instance_id: str) -> dict[str, Any] | None:
+    """Have the agent give the instance's VIP away and drain it; None if it has no such."""
+    return _call(agent, "POST", f"/v1/instances/{instance_id}/retire")
+
+
+def get_instance(agent: AgentAddress, instance_id: str) -> dict[str, Any] | None:
+    """The instance's status read now, or None if the agent has no such instance."""
+    return _call(agent, "GET", f"/v1/instances/{instance_id}")
+
+
+def _call(agent: AgentAddress, method: str, path: str) -> dict[str, Any] | None:
+    try:
+        with _client(agent) as client:
+            resp = client.request(method, path)
+    except httpx.HTTPError as exc:
+        raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
+    if resp.status_code == 404:
+        return None
+    if resp.status_code != 200:
+        raise AgentError(f"agent {agent.url} answered {resp.status_code}: {resp.text[:500]}")
+    return _json(resp)
+
+
 def answers(agent: AgentAddress, timeout: float) -> bool:
     """Whether the agent's process answers at all (`/v1/healthz`, no credential needed)."""
     try:

@@ -50,9 +50,14 @@ def place(
     lb = session.get(LoadBalancer, spec.id)
     assert lb is not None
     hosts = {h.id: h for h in session.scalars(select(Host))}
+    # A migration's staged and retiring instances are the operation's, not the plan's.
     rows = {
         i.id: i
-        for i in session.scalars(select(Instance).where(Instance.load_balancer_id == spec.id))
+        for i in session.scalars(
+            select(Instance).where(
+                Instance.load_balancer_id == spec.id, Instance.migration.is_(None)
+            )
+        )
     }
     roles = roles_for(spec.topology)
     decided = plan(
@@ -63,6 +68,7 @@ def place(
         availability_zone=host_zone(session, lb),
         failover_paused=failover_paused,
         avoid_host_id=lb.failover_left_host_id,
+        target_host_id=lb.failover_target_host_id,
     )
     # A new instance of an LB that had one (lost with its host, or failed over) is a rebuild.
     rebuild = bool(rows) or lb.failover_left_host_id is not None
@@ -88,46 +94,62 @@ def place(
             )
             forget(session, gone)
         assert step.start_on is not None
-        placed[step.role] = _start(session, lb, spec, step.role, step.start_on, rebuild)
+        placed[step.role] = start_instance(session, lb, spec, step.role, step.start_on, rebuild)
     if decided.avoid_hint_used:
         lb.failover_left_host_id = None
+        lb.failover_target_host_id = None
     vrid = hold_vrid(session, lb, spec) if len(roles) > 1 else 0
-    # VRRPv2's PASS travels in clear text: it only guards against cross-talk
-    # between pairs, so a value derived from the LB id is as good as any.
-    secret = hashlib.sha256(lb.id.encode()).hexdigest()[:8]
-    out = []
-    for role in roles:
-        inst = placed[role]
-        host = hosts[inst.host_id or ""]
-        out.append(
-            Placement(
-                instance_id=inst.id,
-                role=role,
-                host_id=host.id,
-                host_name=host.name,
-                management_url=host.management_url,
-                agent_secret=host.agent_secret,
-                agent_dir=str((host.report or {}).get("agent_dir", "")),
-                ip_address=inst.ip_address or "",
-                applied_generation=inst.applied_generation,
-                vrid=vrid,
-                vrrp_secret=secret,
-                member_legs=_member_legs(session, lb, inst, spec),
-            )
-        )
-    return out
+    return [
+        placement_of(session, lb, spec, placed[role], hosts[placed[role].host_id or ""], vrid)
+        for role in roles
+    ]
 
 
-def _start(
+def placement_of(
+    session: Session,
+    lb: LoadBalancer,
+    spec: LoadBalancerSpec,
+    inst: Instance,
+    host: Host,
+    vrid: int = 0,
+) -> Placement:
+    """Where `inst` runs, as its spec and push need it (its member legs ensured)."""
+    return Placement(
+        instance_id=inst.id,
+        role=inst.role,
+        host_id=host.id,
+        host_name=host.name,
+        management_url=host.management_url,
+        agent_secret=host.agent_secret,
+        agent_dir=str((host.report or {}).get("agent_dir", "")),
+        ip_address=inst.ip_address or "",
+        applied_generation=inst.applied_generation,
+        vrid=vrid,
+        # VRRPv2's PASS travels in clear text: it only guards against cross-talk
+        # between pairs, so a value derived from the LB id is as good as any.
+        vrrp_secret=hashlib.sha256(lb.id.encode()).hexdigest()[:8],
+        member_legs=_member_legs(session, lb, inst, spec),
+    )
+
+
+def start_instance(
     session: Session,
     lb: LoadBalancer,
     spec: LoadBalancerSpec,
     role: str,
     host: HostView,
     rebuild: bool = False,
+    *,
+    migration: str | None = None,
 ) -> Instance:
     """A new instance of `role` on `host`, with its address on the VIP subnet."""
-    inst = Instance(load_balancer_id=lb.id, host_id=host.id, role=role, status=c.INSTANCE_ALLOCATED)
+    inst = Instance(
+        load_balancer_id=lb.id,
+        host_id=host.id,
+        role=role,
+        status=c.INSTANCE_ALLOCATED,
+        migration=migration,
+    )
     session.add(inst)
     session.flush()
     subnet = session.get(Subnet, spec.vip_subnet.id)

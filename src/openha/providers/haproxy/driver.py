@@ -29,6 +29,7 @@ from openha.db import transaction
 from openha.domain import constants as c
 from openha.domain.logtargets import InvalidLogTargets, parse_targets
 from openha.domain.observed import ObservedState
+from openha.domain.operations import Step
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.domain.status import derive
 from openha.models import Host, Instance, LoadBalancer, VrrpRouterId, utcnow
@@ -39,7 +40,7 @@ from openha.providers.base import (
     ProviderContext,
     UnsupportedOption,
 )
-from openha.providers.haproxy import agent_client, allocation, instance_spec, plumbing
+from openha.providers.haproxy import agent_client, allocation, instance_spec, migration, plumbing
 from openha.providers.haproxy.agent_client import AgentAddress, AgentError, AgentRejected
 from openha.providers.haproxy.placement import NoCapacity, NoHostAvailable, Placement
 from openha.render.haproxy import ACCESS_LOG_MODES, RenderError
@@ -54,6 +55,7 @@ class HAProxyProvider(Provider):
     reconciles at most; the others get "in progress" and come back shortly."""
 
     name = "haproxy"
+    can_migrate = True
     description = "HAProxy in network namespaces on OpenHA agent hosts (SINGLE or ACTIVE_STANDBY)."
     unsupported: ClassVar[Mapping[str, frozenset[Any]]] = {
         # HAProxy speaks neither UDP nor SCTP; TLS termination arrives with the TLS work.
@@ -233,8 +235,14 @@ class HAProxyProvider(Provider):
         """
         with transaction(self.context.session_factory) as s:
             lb = s.get(LoadBalancer, load_balancer_id)
+            # A migration's staged and retiring instances are the operation's to remove.
             instances = list(
-                s.scalars(select(Instance).where(Instance.load_balancer_id == load_balancer_id))
+                s.scalars(
+                    select(Instance).where(
+                        Instance.load_balancer_id == load_balancer_id,
+                        Instance.migration.is_(None),
+                    )
+                )
             )
             if lb is None or not instances:
                 return
@@ -284,6 +292,11 @@ class HAProxyProvider(Provider):
             lb = s.get(LoadBalancer, load_balancer_id)
             if lb is not None and host_id:
                 lb.failover_left_host_id = host_id
+
+    def migrate_step(
+        self, spec: LoadBalancerSpec, params: Mapping[str, Any], memory: Mapping[str, Any]
+    ) -> Step:
+        return migration.step(self, spec, dict(params), dict(memory))
 
     # --- delete, observe ---------------------------------------------------------------
 

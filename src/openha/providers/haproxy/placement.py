@@ -152,6 +152,7 @@ def plan(
     availability_zone: str | None,
     failover_paused: str | None,
     avoid_host_id: str | None = None,
+    target_host_id: str | None = None,
 ) -> Plan:
     """Every role gets an instance on a healthy host; raise NoHostAvailable if one cannot.
 
@@ -160,7 +161,8 @@ def plan(
     over the fleet. `failover_paused` is the controller's circuit breaker: while it
     gives a reason, an instance whose host is down is not rebuilt elsewhere.
     `avoid_host_id` is the host an instance just left by failover: the first new
-    instance goes anywhere else if it can.
+    instance goes anywhere else if it can; `target_host_id` is where a migration
+    wants it, taken when that host can.
     """
     by_id = {h.id: h for h in hosts}
     counted: Mapping[str, int] | None = None
@@ -189,6 +191,7 @@ def plan(
         unload(inst)
     steps: list[RolePlan] = []
     avoid_hint = avoid_host_id
+    target_hint = target_host_id
     hint_used = False
     for role in roles:
         current_inst = by_role.get(role)
@@ -203,20 +206,37 @@ def plan(
             del by_role[role]
         others = [i.host_id for i in by_role.values() if i.host_id]
         left, avoid_hint, hint_used = avoid_hint, None, True
+        wanted, target_hint = target_hint, None
         zone = availability_zone
-        try:
-            chosen = choose_host(
-                by_id.values(),
-                current(),
-                availability_zone=zone,
-                avoid=[*others, *([left] if left else [])],
-            )
-        except NoHostAvailable:
-            if not left:
-                raise
-            chosen = choose_host(by_id.values(), current(), availability_zone=zone, avoid=others)
+        chosen = _on_target(by_id.get(wanted or ""), current(), zone, others)
+        if chosen is None:
+            try:
+                chosen = choose_host(
+                    by_id.values(),
+                    current(),
+                    availability_zone=zone,
+                    avoid=[*others, *([left] if left else [])],
+                )
+            except NoHostAvailable:
+                if not left:
+                    raise
+                chosen = choose_host(
+                    by_id.values(), current(), availability_zone=zone, avoid=others
+                )
         change[chosen.id] = change.get(chosen.id, 0) + 1
         # The new instance's host: the roles placed after it must avoid it too.
         by_role[role] = InstanceView(id="", role=role, host_id=chosen.id)
         steps.append(RolePlan(role, evict=current_inst, start_on=chosen))
     return Plan(drop=tuple(drop), roles=tuple(steps), avoid_hint_used=hint_used)
+
+
+def _on_target(
+    target: HostView | None, load: Mapping[str, int], zone: str | None, others: list[str]
+) -> HostView | None:
+    """A migration's target host, if it can take the instance; else None."""
+    if target is None or target.id in others:
+        return None
+    try:
+        return choose_host([target], load, availability_zone=zone)
+    except NoHostAvailable:
+        return None
