@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import __version__, liveness
-from openha.api import agents, bodies, errors, idempotency, metrics, openapi, versions
+from openha.api import agents, audit, bodies, errors, idempotency, metrics, openapi, versions
 from openha.db import make_engine, make_session_factory
 from openha.providers.base import ProviderContext
 from openha.providers.registry import ProviderRegistry
@@ -45,6 +45,8 @@ MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.manage.hosts",
     "openha.api.manage.events",
     "openha.api.manage.logs",
+    "openha.api.manage.audit",
+    "openha.api.manage.recovery",
 )
 
 
@@ -96,6 +98,7 @@ def create_app(
     errors.install(app)
     idempotency.install(app)
     app.add_middleware(bodies.UnicodeBodies)
+    app.add_middleware(audit.AuditTrail)  # outermost: refused bodies are recorded too
     # First: every agent heartbeats every second, and a request is matched against the
     # routes in order (hundreds of Octavia routes, mounted under /v2 and /v2.0, took
     # half of an idle heartbeat's time in the API).

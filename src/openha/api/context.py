@@ -24,12 +24,15 @@ from openha.models import Token, utcnow
 T = TypeVar("T")
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Where the authenticated caller is left in the request's scope.
+CALLER = "openha.caller"
 
 
 @dataclass(frozen=True)
 class RequestContext:
     project_id: str | None
     roles: frozenset[str]
+    token_id: str | None = None  # who, for the audit trail (None without tokens)
 
     @property
     def is_admin(self) -> bool:
@@ -94,7 +97,9 @@ def _authenticate(request: Request, session: Session) -> RequestContext:
     token = session.scalar(select(Token).where(Token.token_hash == hash_token(secret)))
     if token is None or (token.expires_at is not None and token.expires_at < utcnow()):
         raise Unauthorized("The token is invalid or has expired.")
-    return RequestContext(project_id=token.project_id, roles=frozenset(token.roles))
+    return RequestContext(
+        project_id=token.project_id, roles=frozenset(token.roles), token_id=token.id
+    )
 
 
 def get_context(
@@ -106,6 +111,7 @@ def get_context(
 
     `_token` only declares the credential in the API's description: it is read here."""
     ctx = _authenticate(request, session)
+    request.scope[CALLER] = ctx  # for the audit trail (`openha.api.audit`)
     if request.method not in READ_METHODS and not ctx.can_write:
         raise PolicyForbidden()
     return ctx

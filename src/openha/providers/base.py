@@ -58,6 +58,17 @@ class ApplyResult:
         return cls(done=False, error=error, no_capacity=True)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One thing an operator's action did (sync, reload, recover), for its report."""
+
+    action: str
+    ok: bool = True
+    detail: str = ""
+    instance_id: str | None = None
+    host: str | None = None
+
+
 class UnsupportedOption(ValueError):
     """The request is valid Octavia but this provider cannot honour it (a 400)."""
 
@@ -127,6 +138,27 @@ class Provider(ABC):
 
     def failover(self, load_balancer_id: str) -> None:  # noqa: B027 - optional
         """Rebuild the LB's data plane (admin request); the default is a no-op."""
+
+    # --- operators' repairs (`openha.controller.actions`) --------------------------------
+
+    def sync(self, spec: LoadBalancerSpec) -> list[Step]:
+        """Render `spec` again and push it to every placed instance even if it runs it
+        already, repairing drift (a file edited by hand, a namespace deleted)."""
+        return [Step("sync", detail=f"provider {self.name} has no data plane to sync")]
+
+    def reload(self, load_balancer_id: str) -> list[Step]:
+        """A hitless reload of every instance from the config it holds."""
+        return [Step("reload", detail=f"provider {self.name} has no data plane to reload")]
+
+    def render(self, session: Session, spec: LoadBalancerSpec, *, place: bool) -> dict[str, str]:
+        """The config files `spec` gives each instance, by "<role> <instance id> <file>",
+        in the caller's session (`place`: placing instances not placed yet, which the
+        caller's rollback undoes)."""
+        return {}
+
+    def running(self, load_balancer_id: str) -> dict[str, str | None]:
+        """The config files each instance has now (keys as `render`); None: unreachable."""
+        return {}
 
     def operator_router(self) -> APIRouter | None:
         """Extra admin-only routes mounted under /v2/manage/providers/<name>/."""

@@ -66,13 +66,15 @@ def _client(agent: AgentAddress, timeout: float | None = None) -> httpx.Client:
     )
 
 
-def put_instance(agent: AgentAddress, spec: InstanceSpec) -> dict[str, Any]:
+def put_instance(agent: AgentAddress, spec: InstanceSpec, *, force: bool = False) -> dict[str, Any]:
+    """Apply `spec`; `force` repairs drift even when the agent applied it already."""
     try:
         with _client(agent) as client:
             resp = client.put(
                 f"/v1/instances/{spec.instance_id}",
                 content=spec.model_dump_json(),
                 headers={"Content-Type": "application/json"},
+                params={"force": "true"} if force else None,
             )
     except httpx.HTTPError as exc:
         raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
@@ -118,6 +120,29 @@ def get_logs(
     try:
         with _client(agent, timeout) as client:
             resp = client.get(f"/v1/loadbalancers/{lb_id}/logs", params=params)
+    except httpx.HTTPError as exc:
+        raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
+    if resp.status_code != 200:
+        raise AgentError(f"agent {agent.url} answered {resp.status_code}: {resp.text[:500]}")
+    return _json(resp)
+
+
+def reload_instance(agent: AgentAddress, instance_id: str) -> dict[str, Any]:
+    """A hitless reload of one instance's HAProxy from its last applied config."""
+    return _call(agent, "POST", f"/v1/instances/{instance_id}/reload")
+
+
+def get_config(agent: AgentAddress, instance_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    """An instance's config files as its agent has them now."""
+    return _call(agent, "GET", f"/v1/instances/{instance_id}/config", timeout)
+
+
+def _call(
+    agent: AgentAddress, method: str, path: str, timeout: float | None = None
+) -> dict[str, Any]:
+    try:
+        with _client(agent, timeout) as client:
+            resp = client.request(method, path)
     except httpx.HTTPError as exc:
         raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
     if resp.status_code != 200:

@@ -90,12 +90,41 @@ def place(
     if decided.avoid_hint_used:
         lb.failover_left_host_id = None
     vrid = hold_vrid(session, lb, spec) if len(roles) > 1 else 0
+    return _placements(session, lb, spec, [placed[role] for role in roles], hosts, vrid)
+
+
+def current(session: Session, spec: LoadBalancerSpec) -> list[Placement]:
+    """Where the LB's instances are now, as `place` answers, but planning and writing
+    nothing: instances without a host are left out (an operator's sync or diff)."""
+    lb = session.get(LoadBalancer, spec.id)
+    assert lb is not None
+    rows = list(
+        session.scalars(
+            select(Instance)
+            .where(Instance.load_balancer_id == spec.id, Instance.host_id.is_not(None))
+            .order_by(Instance.role.desc())  # MASTER before BACKUP, as `roles_for`
+        )
+    )
+    wanted = [i.host_id for i in rows]
+    hosts = {h.id: h for h in session.scalars(select(Host).where(Host.id.in_(wanted)))}
+    vrid = session.scalar(select(VrrpRouterId.vrid).where(VrrpRouterId.load_balancer_id == lb.id))
+    return _placements(session, lb, spec, rows, hosts, int(vrid or 0))
+
+
+def _placements(
+    session: Session,
+    lb: LoadBalancer,
+    spec: LoadBalancerSpec,
+    instances: list[Instance],
+    hosts: dict[str, Host],
+    vrid: int,
+) -> list[Placement]:
     # VRRPv2's PASS travels in clear text: it only guards against cross-talk
     # between pairs, so a value derived from the LB id is as good as any.
     secret = hashlib.sha256(lb.id.encode()).hexdigest()[:8]
     out = []
-    for role in roles:
-        inst = placed[role]
+    for inst in instances:
+        role = inst.role
         host = hosts[inst.host_id or ""]
         out.append(
             Placement(
