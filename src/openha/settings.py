@@ -152,6 +152,13 @@ class Settings(BaseSettings):
     # a network partition must not turn into a rebuild storm.
     failover_max_down_fraction: float = 0.5
 
+    # Housekeeping (`controller.retention`): audit records and events older than this
+    # many days are removed (0 keeps them), this many rows per transaction, this often.
+    audit_retention_days: float = Field(default=90, ge=0)
+    event_retention_days: float = Field(default=30, ge=0)
+    retention_batch: int = Field(default=1000, ge=1, le=100_000)
+    retention_interval: float = Field(default=300.0, gt=0)
+
     # VRRP for ACTIVE_STANDBY pairs: v3 allows sub-second adverts (~0.6 s failover).
     vrrp_version: Literal[2, 3] = 3
     vrrp_advert_interval: float = 0.25

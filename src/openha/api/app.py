@@ -12,7 +12,17 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import __version__, liveness
-from openha.api import agents, audit, bodies, errors, idempotency, metrics, openapi, versions
+from openha.api import (
+    agents,
+    audit,
+    bodies,
+    dryrun,
+    errors,
+    idempotency,
+    metrics,
+    openapi,
+    versions,
+)
 from openha.db import make_engine, make_session_factory
 from openha.providers.base import ProviderContext
 from openha.providers.registry import ProviderRegistry
@@ -98,6 +108,7 @@ def create_app(
     errors.install(app)
     idempotency.install(app)
     app.add_middleware(bodies.UnicodeBodies)
+    app.add_middleware(dryrun.DryRunAnswers)
     app.add_middleware(audit.AuditTrail)  # outermost: refused bodies are recorded too
     # First: every agent heartbeats every second, and a request is matched against the
     # routes in order (hundreds of Octavia routes, mounted under /v2 and /v2.0, took

@@ -15,6 +15,7 @@ from fastapi import Depends, Request, Security
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from openha.api import dryrun
 from openha.api.errors import BadRequest, NotFound, PolicyForbidden, Unauthorized
 from openha.api.openapi import TOKEN
 from openha.credentials import hash_token
@@ -74,6 +75,9 @@ class RequestContext:
 
 def get_session(request: Request) -> Iterator[Session]:
     session: Session = request.app.state.session_factory()
+    dry = request.scope.get(dryrun.SCOPE_KEY)
+    if dry is not None:
+        dryrun.bind(session, dry)  # `?dry_run=true`: its commit renders and rolls back
     try:
         yield session
     finally:

@@ -38,7 +38,7 @@ from sqlalchemy import ColumnElement, bindparam, case, delete, exists, not_, or_
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam, liveness
-from openha.controller import hostmonitor, snapshot
+from openha.controller import hostmonitor, retention, snapshot
 from openha.controller.hostmonitor import HostMonitor
 from openha.controller.observer import Observer
 from openha.db import ChangeWatch, reading, transaction
@@ -127,6 +127,7 @@ class Reconciler:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._next_resync = 0.0
+        self._next_retention = 0.0
         # An idle pass asks the database only when something was committed, or once
         # per IDLE_POLL (backoffs expire without any commit).
         self._changes = ChangeWatch(session_factory)
@@ -304,6 +305,9 @@ class Reconciler:
             self._next_resync = time.monotonic() + self.settings.controller_resync_interval
             self.release_dead_controllers()
             self.resync(paused)
+        if time.monotonic() >= self._next_retention:
+            self._next_retention = time.monotonic() + self.settings.retention_interval
+            retention.purge_expired(self.settings, self.sessions)
 
     def _note_pause(self, reason: str | None) -> None:
         """Emit an event when the failover circuit breaker opens or closes."""

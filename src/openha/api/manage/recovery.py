@@ -26,7 +26,10 @@ router = APIRouter(prefix="/manage/loadbalancers", tags=["manage"])
 LB_LABEL = "Load Balancer"
 
 
-def _run(request: Request, lb_id: str, name: str) -> JSONResponse:
+def _run(request: Request, session: Session, lb_id: str, name: str) -> JSONResponse:
+    # The action works in transactions of its own (and calls agents meanwhile): the
+    # request's, which authenticated the caller, must not hold the database meanwhile.
+    session.rollback()
     action = {
         "sync": actions.sync,
         "reload": actions.reload,
@@ -47,33 +50,46 @@ def _run(request: Request, lb_id: str, name: str) -> JSONResponse:
 
 @router.post("/{lb_id}/sync", status_code=202, response_model=None)
 def sync(
-    lb_id: str, request: Request, _ctx: RequestContext = Depends(get_admin_context)
+    lb_id: str,
+    request: Request,
+    session: Session = Depends(get_session),
+    _ctx: RequestContext = Depends(get_admin_context),
 ) -> JSONResponse:
     """Re-render and re-push the LB's config to every instance, even unchanged."""
-    return _run(request, lb_id, "sync")
+    return _run(request, session, lb_id, "sync")
 
 
 @router.post("/{lb_id}/reload", status_code=202, response_model=None)
 def reload(
-    lb_id: str, request: Request, _ctx: RequestContext = Depends(get_admin_context)
+    lb_id: str,
+    request: Request,
+    session: Session = Depends(get_session),
+    _ctx: RequestContext = Depends(get_admin_context),
 ) -> JSONResponse:
     """Hitless reload of every instance's HAProxy."""
-    return _run(request, lb_id, "reload")
+    return _run(request, session, lb_id, "reload")
 
 
 @router.post("/{lb_id}/force-recover", status_code=202, response_model=None)
 def force_recover(
-    lb_id: str, request: Request, _ctx: RequestContext = Depends(get_admin_context)
+    lb_id: str,
+    request: Request,
+    session: Session = Depends(get_session),
+    _ctx: RequestContext = Depends(get_admin_context),
 ) -> JSONResponse:
     """Clear the error, rebuild lost instances, re-push the rest, step by step."""
-    return _run(request, lb_id, "force-recover")
+    return _run(request, session, lb_id, "force-recover")
 
 
 @router.get("/{lb_id}/diff", response_model=None)
 def diff(
-    lb_id: str, request: Request, _ctx: RequestContext = Depends(get_admin_context)
+    lb_id: str,
+    request: Request,
+    session: Session = Depends(get_session),
+    _ctx: RequestContext = Depends(get_admin_context),
 ) -> dict[str, Any]:
     """Unified diff: what each instance's agent has (a/) against the desired render (b/)."""
+    session.rollback()  # as `_run`: the action reads in sessions of its own
     try:
         return actions.diff(request.app.state.session_factory, request.app.state.providers, lb_id)
     except actions.NoSuchLoadBalancer:
