@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from openha import db
+from openha import cli_ops, db
 from openha.domain.constants import ROLES
 from openha.settings import Settings
 
@@ -424,6 +424,9 @@ def host_enroll(
         secret = hosts.enroll(session, name, availability_zone=az, capacity=capacity)
     typer.echo(secret)
 
+
+# Operators' repairs and backups (sync, reload, recover, diff, export, import, audit).
+cli_ops.register(app)
 
 if __name__ == "__main__":
     app()
