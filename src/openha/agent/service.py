@@ -81,6 +81,8 @@ from openha.settings import Settings
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
+# How an operator's reload that failed reads in an instance's last error.
+RELOAD_FAILED = "reload failed: "
 # The supervision pass looks at every instance at least this often, changed or not.
 FULL_PASS_INTERVAL = 30.0
 
@@ -614,9 +616,10 @@ class AgentService:
                 return None
             try:
                 inst.haproxy.reapply(inst.spec.haproxy_config)
-                inst.last_error = None
+                if (inst.last_error or "").startswith(RELOAD_FAILED):
+                    inst.last_error = None  # an apply's error stays: this fixed nothing of it
             except (HAProxyError, OSError) as exc:
-                inst.last_error = f"reload failed: {exc}"
+                inst.last_error = f"{RELOAD_FAILED}{exc}"
             finally:
                 self._watch(inst)
                 self._tell_keepalived(inst, inst.spec)
