@@ -2,7 +2,7 @@
 
 Dependencies point down. The layers, top to bottom (names under `openha.`):
 
-    entry points: cli, allinone, demo, clouds, lab
+    entry points: cli, cli_ops, allinone, demo, clouds, lab
     api: api
     controller: controller
     providers: providers

@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 
 from openha import clouds
+from openha.domain.constants import PENDING_DELETE
 from openha.settings import Settings
 
 EXPORT_FORMAT = 1
@@ -147,7 +148,7 @@ def register(app: typer.Typer) -> None:
         bodies = []
         with client(api_url, token) as api:
             for lb in all_pages(api, "/v2/lbaas/loadbalancers", "loadbalancers", params):
-                if lb["provisioning_status"] == "PENDING_DELETE":
+                if lb["provisioning_status"] == PENDING_DELETE:
                     continue
                 exported = checked(api.get(f"/v2/manage/loadbalancers/{lb['id']}/export"))
                 bodies.append(exported["loadbalancer"])

@@ -33,7 +33,8 @@ ANONYMOUS, INVALID, AGENT = "anonymous", "invalid_token", "agent"
 IDENTITIES = (ADMIN, MEMBER_A, READER_A, MEMBER_B, ANONYMOUS, INVALID, AGENT)
 OK = frozenset({200, 201, 202, 204})
 # Rows that change on their own (service heartbeats), not through a request.
-VOLATILE_TABLES = frozenset({"services"})
+# Beats, and the audit trail (every write is recorded, a refused one too).
+VOLATILE_TABLES = frozenset({"services", "audit_records"})
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,12 @@ POLICY: dict[str, Rule] = {
     "GET /v2/manage/instances/{ident}": OPERATOR,
     "GET /v2/manage/events": OPERATOR,
     "GET /v2/manage/loadbalancers/{lb_id}/logs": OPERATOR,
+    "POST /v2/manage/loadbalancers/{lb_id}/sync": OPERATOR,
+    "POST /v2/manage/loadbalancers/{lb_id}/reload": OPERATOR,
+    "POST /v2/manage/loadbalancers/{lb_id}/force-recover": OPERATOR,
+    "GET /v2/manage/loadbalancers/{lb_id}/diff": OPERATOR,
+    "GET /v2/manage/loadbalancers/{lb_id}/export": OPERATOR,
+    "GET /v2/manage/audit": OPERATOR,
 }
 
 # Deletes run last, children before parents, the load balancer last of its tree.
@@ -531,6 +538,10 @@ class World:
                 }
             },
             "/v2/agent/register": lambda: self.register_body,
+            # Operators' actions take no body.
+            "/v2/manage/loadbalancers/{lb_id}/sync": dict,
+            "/v2/manage/loadbalancers/{lb_id}/reload": dict,
+            "/v2/manage/loadbalancers/{lb_id}/force-recover": dict,
             "/v2/agent/heartbeat": lambda: {
                 "host_id": self.host_id,
                 "name": "matrix-host",

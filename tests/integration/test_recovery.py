@@ -109,7 +109,8 @@ def test_sync_repairs_a_hand_edited_config_under_a_client_loop(world: World) -> 
         assert servers(loop) == {"web1", "web2", "web3"}
         # An operator's hand edit: two servers commented out, then a reload by hand.
         text = config.read_text()
-        lines = [m.start() for m in re.finditer(r"^    server ", text, re.M)]
+        # (The members' servers, not the log ring's.)
+        lines = [m.start() for m in re.finditer(r"^    server (?!syslog )", text, re.M)]
         assert len(lines) == 3
         edited = text[: lines[1]] + "#" + text[lines[1] : lines[2]] + "#" + text[lines[2] :]
         config.write_text(edited)

@@ -64,6 +64,7 @@ AUDIT: Resource[AuditRecord] = Resource(
     view=AuditView,
     scope=lambda ctx: select(AuditRecord),
     reader=get_admin_context,
+    has_show=False,
     filters={
         "object_id": lambda values: or_(*(tag_clause(AuditRecord.object_ids, v) for v in values)),
         "since": lambda values: and_(*(AuditRecord.created_at >= _time(v) for v in values)),

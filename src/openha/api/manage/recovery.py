@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from openha.api import idempotency
 from openha.api.context import RequestContext, get_admin_context, get_session
 from openha.api.errors import NotFound
 from openha.api.manage.export import export_tree
@@ -26,7 +27,9 @@ router = APIRouter(prefix="/manage/loadbalancers", tags=["manage"])
 LB_LABEL = "Load Balancer"
 
 
-def _run(request: Request, session: Session, lb_id: str, name: str) -> JSONResponse:
+def _run(
+    request: Request, session: Session, keyed: idempotency.Guard | None, lb_id: str, name: str
+) -> JSONResponse:
     # The action works in transactions of its own (and calls agents meanwhile): the
     # request's, which authenticated the caller, must not hold the database meanwhile.
     session.rollback()
@@ -45,6 +48,8 @@ def _run(request: Request, session: Session, lb_id: str, name: str) -> JSONRespo
         "ok": all(step.ok for step in steps),
         "steps": [asdict(step) for step in steps],
     }
+    # A retry with the same Idempotency-Key gets this report again, and acts no more.
+    idempotency.commit(session, keyed, body)
     return JSONResponse(body, status_code=202)
 
 
@@ -54,9 +59,10 @@ def sync(
     request: Request,
     session: Session = Depends(get_session),
     _ctx: RequestContext = Depends(get_admin_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> JSONResponse:
     """Re-render and re-push the LB's config to every instance, even unchanged."""
-    return _run(request, session, lb_id, "sync")
+    return _run(request, session, keyed, lb_id, "sync")
 
 
 @router.post("/{lb_id}/reload", status_code=202, response_model=None)
@@ -65,9 +71,10 @@ def reload(
     request: Request,
     session: Session = Depends(get_session),
     _ctx: RequestContext = Depends(get_admin_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> JSONResponse:
     """Hitless reload of every instance's HAProxy."""
-    return _run(request, session, lb_id, "reload")
+    return _run(request, session, keyed, lb_id, "reload")
 
 
 @router.post("/{lb_id}/force-recover", status_code=202, response_model=None)
@@ -76,9 +83,10 @@ def force_recover(
     request: Request,
     session: Session = Depends(get_session),
     _ctx: RequestContext = Depends(get_admin_context),
+    keyed: idempotency.Guard | None = Depends(idempotency.guard),
 ) -> JSONResponse:
     """Clear the error, rebuild lost instances, re-push the rest, step by step."""
-    return _run(request, session, lb_id, "force-recover")
+    return _run(request, session, keyed, lb_id, "force-recover")
 
 
 @router.get("/{lb_id}/diff", response_model=None)
