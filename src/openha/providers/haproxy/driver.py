@@ -323,7 +323,7 @@ class HAProxyProvider(Provider):
                     .join(Host, Host.id == Instance.host_id)
                     .where(Instance.load_balancer_id == load_balancer_id)
                     .order_by(Instance.role.desc())
-                ).tuples()
+                )
             ]
         if not targets:
             return [Step("reload", False, "no instance is placed yet")]
@@ -369,7 +369,7 @@ class HAProxyProvider(Provider):
                     select(Instance, Host)
                     .join(Host, Host.id == Instance.host_id)
                     .where(Instance.load_balancer_id == load_balancer_id)
-                ).tuples()
+                )
             ]
         out: dict[str, str | None] = {}
         for inst_id, role, agent, reachable in targets:
