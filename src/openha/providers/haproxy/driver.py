@@ -294,7 +294,7 @@ class HAProxyProvider(Provider):
             placements = allocation.current(s, spec)
             up = {h.id for h in s.scalars(select(Host).where(Host.status == c.HOST_UP))}
         if not placements:
-            return [Step("sync", False, "no instance is placed yet: the controller places them")]
+            return [Step("sync", detail="no instance is placed yet: the controller places them")]
         try:
             specs = [
                 instance_spec.build(spec, p, placements, self.context.settings) for p in placements
