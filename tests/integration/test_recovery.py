@@ -141,6 +141,8 @@ def test_sync_repairs_a_hand_edited_config_under_a_client_loop(world: World) -> 
         assert drift["in_sync"] is False
         assert re.search(r"^-#    server ", drift["diff"], re.M), drift["diff"]
         assert re.search(r"^\+    server ", drift["diff"], re.M), drift["diff"]
+        shown = cli_run(stack, "diff", made["lb"]["name"] or lb_id)
+        assert shown.exit_code == 1 and drift["diff"] in shown.stdout, shown.output
 
         report = action(stack, lb_id, "sync")
         assert report["ok"], report
@@ -148,8 +150,10 @@ def test_sync_repairs_a_hand_edited_config_under_a_client_loop(world: World) -> 
         wait_for(lambda: servers(loop) == {"web1", "web2", "web3"}, 20, what="all three serving")
         assert config.read_text() == text
         assert diff(stack, lb_id)["in_sync"] is True
+        assert cli_run(stack, "diff", lb_id).exit_code == 0
         # A reload of every instance, hitless too.
-        assert action(stack, lb_id, "reload")["ok"]
+        reloaded = cli_run(stack, "reload", lb_id)
+        assert reloaded.exit_code == 0 and reloaded.stdout.startswith("ok"), reloaded.output
         loop.wait_requests(30)
     assert loop.failures == [], loop.failures[:5]
     assert loop.ok > 100
@@ -161,6 +165,8 @@ def test_sync_repairs_a_hand_edited_config_under_a_client_loop(world: World) -> 
         if r["roles"] == ["admin"]
     ]
     assert ("sync", 202, ["admin"]) in done and ("reload", 202, ["admin"]) in done
+    listed = cli_run(stack, "audit", "--object", lb_id, "--method", "POST")
+    assert listed.exit_code == 0 and f"/{lb_id}/sync by admin/" in listed.stdout, listed.output
 
 
 def test_sync_rebuilds_a_deleted_namespace(world: World) -> None:
