@@ -2,8 +2,8 @@
 
 Dependencies point down. The layers, top to bottom (names under `openha.`):
 
-    entry points: cli, cli_alerts, allinone, demo, clouds, lab, diagnose, keystone_register,
-        opsclient
+    entry points: cli, cli_alerts, cli_ops, allinone, demo, clouds, lab, diagnose,
+        keystone_register, opsclient
     api: api
     controller: controller
     providers: providers

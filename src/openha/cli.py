@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from openha import cli_alerts, db
+from openha import cli_alerts, cli_ops, db
 from openha.domain.constants import ROLES
 from openha.settings import Settings
 
@@ -573,6 +573,9 @@ def keystone_register(
     for key, value in made.items():
         typer.echo(f"{key}: {value}")
 
+
+# Operators' repairs and backups (sync, reload, recover, diff, export, import, audit).
+cli_ops.register(app)
 
 if __name__ == "__main__":
     app()

@@ -169,11 +169,13 @@ class Settings(BaseSettings):
     # a network partition must not turn into a rebuild storm.
     failover_max_down_fraction: float = 0.5
 
-    # Events and webhooks: events older than `event_retention_days` (0: never) are
-    # purged by the controller, `event_purge_batch` rows per transaction; a follower of
-    # the event stream is cut after `event_follow_max_seconds` at most.
-    event_retention_days: float = Field(default=30.0, ge=0)
-    event_purge_batch: int = Field(default=1000, ge=1, le=100_000)
+    # Housekeeping (`controller.retention`): audit records and events older than this
+    # many days are removed (0 keeps them), this many rows per transaction, this often.
+    audit_retention_days: float = Field(default=90, ge=0)
+    event_retention_days: float = Field(default=30, ge=0)
+    retention_batch: int = Field(default=1000, ge=1, le=100_000)
+    retention_interval: float = Field(default=300.0, gt=0)
+    # A follower of the event stream is cut after `event_follow_max_seconds` at most.
     event_follow_max_seconds: float = Field(default=3600.0, gt=0)
     # Deliveries: `webhook_workers` at once, each within `webhook_timeout`; a failed one
     # is tried again after webhook_retry_base * 2^(n-1) s (at most webhook_retry_max),

@@ -112,6 +112,8 @@ def test_heartbeat_reports_instances_and_orphans(
     with transaction(session_factory) as s:
         stored = s.get(Instance, inst_id)
         assert stored is not None and stored.health["members"] == {"m": "UP"}
+        (orphans,) = s.scalars(select(Event).where(Event.kind == "host.orphans_removed"))
+        assert orphans.host_id == host_id and orphans.details == {"instance_ids": ["not-ours"]}
     # The agent lost the instance: the controller must see it lagging and push again.
     http.post(
         "/v2/agent/heartbeat",

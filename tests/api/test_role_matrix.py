@@ -49,7 +49,8 @@ ROLE_TOKENS = {
 IDENTITIES = (ADMIN, MEMBER_A, READER_A, MEMBER_B, ANONYMOUS, INVALID, AGENT, *ROLE_TOKENS)
 OK = frozenset({200, 201, 202, 204})
 # Rows that change on their own (service heartbeats), not through a request.
-VOLATILE_TABLES = frozenset({"services"})
+# Beats, and the audit trail (every write is recorded, a refused one too).
+VOLATILE_TABLES = frozenset({"services", "audit_records"})
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,12 @@ POLICY: dict[str, Rule] = {
     "POST /v2/manage/hosts/{host_id}/drain": OPERATOR,
     "POST /v2/manage/hosts/{host_id}/undrain": OPERATOR,
     "DELETE /v2/manage/hosts/{host_id}": OPERATOR_ACTION,
+    "POST /v2/manage/loadbalancers/{lb_id}/sync": OPERATOR,
+    "POST /v2/manage/loadbalancers/{lb_id}/reload": OPERATOR,
+    "POST /v2/manage/loadbalancers/{lb_id}/force-recover": OPERATOR,
+    "GET /v2/manage/loadbalancers/{lb_id}/diff": OPERATOR,
+    "GET /v2/manage/loadbalancers/{lb_id}/export": OPERATOR,
+    "GET /v2/manage/audit": OPERATOR,
 }
 
 # Deletes run last, children before parents, the load balancer last of its tree.
@@ -626,6 +633,10 @@ class World:
             "/v2/webhooks": lambda: {"webhook": {"url": f"http://127.0.0.1:9/{n}"}},
             "/v2/manage/webhooks": lambda: {"webhook": {"url": f"http://127.0.0.1:9/{n}"}},
             "/v2/agent/register": lambda: self.register_body,
+            # Operators' actions take no body.
+            "/v2/manage/loadbalancers/{lb_id}/sync": dict,
+            "/v2/manage/loadbalancers/{lb_id}/reload": dict,
+            "/v2/manage/loadbalancers/{lb_id}/force-recover": dict,
             "/v2/agent/heartbeat": lambda: {
                 "host_id": self.host_id,
                 "name": "matrix-host",

@@ -83,11 +83,13 @@ def create_app(service: AgentService) -> FastAPI:
         }
 
     @app.put("/v1/instances/{instance_id}", dependencies=auth, response_model=InstanceStatus)
-    def put_instance(instance_id: str, spec: InstanceSpec) -> JSONResponse:
+    def put_instance(
+        instance_id: str, spec: InstanceSpec, force: bool = Query(False)
+    ) -> JSONResponse:
         if spec.instance_id != instance_id:
             raise HTTPException(400, "instance_id in the body differs from the URL")
         try:
-            ok, status = service.apply(spec)
+            ok, status = service.apply(spec, force=force)
         except StaleGeneration as exc:
             current = service.status(instance_id)
             body = current.model_dump(mode="json") if current else {}
@@ -131,6 +133,23 @@ def create_app(service: AgentService) -> FastAPI:
         if probe not in (None, "", "members"):
             raise HTTPException(400, "probe must be 'members'")
         found = service.diagnostics(instance_id, probe=probe == "members")
+        if found is None:
+            raise HTTPException(404, "no such instance")
+        return found
+
+    @app.post(
+        "/v1/instances/{instance_id}/reload", dependencies=auth, response_model=InstanceStatus
+    )
+    def reload_instance(instance_id: str) -> InstanceStatus:
+        status = service.reload(instance_id)
+        if status is None:
+            raise HTTPException(404, "no such instance")
+        return status
+
+    @app.get("/v1/instances/{instance_id}/config", dependencies=auth)
+    def get_config(instance_id: str) -> dict[str, object]:
+        """The instance's config files as they are now (for the operator's diff)."""
+        found = service.configs(instance_id)
         if found is None:
             raise HTTPException(404, "no such instance")
         return found

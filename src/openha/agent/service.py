@@ -82,6 +82,8 @@ from openha.settings import Settings
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
+# How an operator's reload that failed reads in an instance's last error.
+RELOAD_FAILED = "reload failed: "
 # The supervision pass looks at every instance at least this often, changed or not.
 FULL_PASS_INTERVAL = 30.0
 
@@ -429,11 +431,14 @@ class AgentService:
         except Exception:
             log.exception("instance %s: cannot register its logs", inst.instance_id)
 
-    def apply(self, spec: InstanceSpec) -> tuple[bool, InstanceStatus]:
+    def apply(self, spec: InstanceSpec, *, force: bool = False) -> tuple[bool, InstanceStatus]:
         """Apply `spec`; (True, status) when it is live, (False, status) when refused.
 
         On refusal the previous config keeps serving and `status.last_error` says why.
-        Raises StaleGeneration for a spec older than the applied one.
+        Raises StaleGeneration for a spec older than the applied one. `force` (an
+        operator's sync) repairs drift even when `spec` is the one applied: the
+        namespace is plumbed again (rebuilt with its processes if it was deleted),
+        the config files rewritten and HAProxy and keepalived reloaded.
         """
         if not spec.namespace.startswith(NAMESPACE_PREFIX) or len(spec.namespace) > 64:
             raise ValueError(f"namespace must start with {NAMESPACE_PREFIX!r}")
@@ -442,9 +447,11 @@ class AgentService:
             with inst.lock:
                 if inst.deleted:
                     continue  # deleted while we waited: start over with a fresh record
-                return self._apply_locked(inst, spec)
+                return self._apply_locked(inst, spec, force)
 
-    def _apply_locked(self, inst: _Instance, spec: InstanceSpec) -> tuple[bool, InstanceStatus]:
+    def _apply_locked(
+        self, inst: _Instance, spec: InstanceSpec, force: bool = False
+    ) -> tuple[bool, InstanceStatus]:
         inst.confirmed = True  # the controller pushed it: it is wanted
         if inst.retiring:
             # A migration replaced it: a push from a reconcile that began before the
@@ -457,20 +464,27 @@ class AgentService:
                 raise StaleGeneration(
                     f"generation {spec.generation} is older than applied {inst.spec.generation}"
                 )
-            if spec == inst.spec and inst.last_error is None and inst.haproxy.running():
+            if (
+                spec == inst.spec
+                and inst.last_error is None
+                and inst.haproxy.running()
+                and not force
+            ):
                 return True, self._status(inst)
             if spec.namespace != inst.namespace:
                 raise ValueError("an instance cannot change namespace; delete it first")
         inst.namespace = spec.namespace
         inst.desired_generation = spec.generation
         try:
-            return self._apply_spec(inst, spec)
+            return self._apply_spec(inst, spec, force)
         finally:
             inst.haproxy.finish()
             self._watch(inst)
             self._tell_keepalived(inst, inst.spec)
 
-    def _apply_spec(self, inst: _Instance, spec: InstanceSpec) -> tuple[bool, InstanceStatus]:
+    def _apply_spec(
+        self, inst: _Instance, spec: InstanceSpec, force: bool = False
+    ) -> tuple[bool, InstanceStatus]:
         steps = _Steps()
         try:
             inst.paths.check()
@@ -490,8 +504,15 @@ class AgentService:
             steps.done("checks")
             if error is not None:
                 return self._fail(inst, spec, error, steps)
+            if force and not namespace_exists(spec.namespace):
+                # Its processes serve a namespace nobody reaches any more: they go, and
+                # start again in the one plumbed below.
+                self._unwatch(inst)
+                inst.haproxy.stop()
+                inst.keepalived.stop()
             if (
-                inst.replumb
+                force
+                or inst.replumb
                 or _network_changed(inst.spec, spec)
                 or not namespace_exists(spec.namespace)
             ):
@@ -505,10 +526,17 @@ class AgentService:
                 )
             steps.done("network")
             self._register_logs(inst, spec)
-            result = inst.haproxy.apply(spec.haproxy_config, validated=True)
+            if force:
+                # Whatever the file or the running process say now (a hand edit, a
+                # reload by hand): the spec's config, loaded by a hitless reload.
+                inst.haproxy.reapply(spec.haproxy_config)
+                action = "forced reload"
+            else:
+                result = inst.haproxy.apply(spec.haproxy_config, validated=True)
+                if result.error:
+                    return self._fail(inst, spec, result.error, steps, result.action)
+                action = result.action
             steps.done("haproxy")
-            if result.error:
-                return self._fail(inst, spec, result.error, steps, result.action)
             # At once, not in the caller's `finally`: until then the watcher holds the
             # old process, whose draining exit would read as a crash, and the status
             # below would report the old pid.
@@ -516,7 +544,7 @@ class AgentService:
             if spec.keepalived_config:
                 # The track file exists before keepalived reads its config.
                 self._tell_keepalived(inst, spec)
-                inst.keepalived.apply(spec.keepalived_config, validated=True)
+                inst.keepalived.apply(spec.keepalived_config, force=force, validated=True)
             elif inst.keepalived.pid() is not None:
                 self.watcher.unwatch(f"{inst.instance_id}/keepalived")
                 inst.keepalived.stop()
@@ -525,7 +553,7 @@ class AgentService:
                 "instance %s: generation %d applied (%s) in %s",
                 inst.instance_id,
                 spec.generation,
-                result.action,
+                action,
                 steps,
             )
         except (
@@ -541,7 +569,7 @@ class AgentService:
         inst.spec = spec
         inst.last_error = None
         state.save_spec(inst.paths, spec)
-        inst.haproxy.history.applied(spec.generation, result.action, None, steps.elapsed())
+        inst.haproxy.history.applied(spec.generation, action, None, steps.elapsed())
         with contextlib.suppress(FileNotFoundError):
             inst.paths.rejected.unlink()
         status = self._status(inst)
@@ -638,6 +666,48 @@ class AgentService:
                     del self._instances[instance_id]
                 self._deleting.discard(instance_id)
         log.info("instance %s deleted", instance_id)
+
+    def reload(self, instance_id: str) -> InstanceStatus | None:
+        """A hitless reload of the instance's HAProxy from its last applied spec (None:
+        no such instance); a failed reload leaves the old process serving."""
+        with self._lock:
+            inst = self._instances.get(instance_id)
+        if inst is None or inst.spec is None:
+            return None
+        with inst.lock:
+            if inst.deleted or inst.spec is None:
+                return None
+            try:
+                inst.haproxy.reapply(inst.spec.haproxy_config)
+                if (inst.last_error or "").startswith(RELOAD_FAILED):
+                    inst.last_error = None  # an apply's error stays: this fixed nothing of it
+            except (HAProxyError, OSError) as exc:
+                inst.last_error = f"{RELOAD_FAILED}{exc}"
+            finally:
+                self._watch(inst)
+                self._tell_keepalived(inst, inst.spec)
+            return self._status(inst)
+
+    def configs(self, instance_id: str) -> dict[str, object] | None:
+        """What the instance's files say now, and whether its HAProxy loaded that file."""
+        with self._lock:
+            inst = self._instances.get(instance_id)
+        if inst is None:
+            return None
+        haproxy = inst.haproxy.current_config()
+        keepalived = None
+        with contextlib.suppress(OSError):
+            keepalived = inst.paths.keepalived_config.read_text()
+        known = inst.haproxy.known_config()
+        return {
+            "haproxy_config": haproxy,
+            "keepalived_config": keepalived,
+            "namespace_present": namespace_exists(inst.namespace),
+            "haproxy_running": inst.haproxy.running(),
+            # False when the file was changed after the serving process loaded it (or
+            # the process was started by hand): what runs is then not what it says.
+            "loaded_matches_file": known is not None and known == haproxy,
+        }
 
     # -- status -----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from openha import events, hosts
 from openha.agent.protocol import (
+    DELETED,
     HeartbeatReport,
     HeartbeatResponse,
     RegisterRequest,
@@ -253,9 +254,12 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
     counters: set[str] = set()
     repair: set[str] = set()
     seen: set[str] = set()
+    orphans: list[str] = []
     for status in report.instances:
         inst = rows.get(status.instance_id)
         if inst is None:
+            if status.state != DELETED:
+                orphans.append(status.instance_id)  # the answer below has it removed
             continue
         seen.add(inst.id)
         health = status.model_dump(mode="json")
@@ -280,6 +284,15 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
         observe.add(inst.load_balancer_id)
         repair.add(inst.load_balancer_id)
     _host_returns(session, host)
+    if orphans:
+        events.emit(
+            session,
+            "host.orphans_removed",
+            f"Host {host.name} runs {len(orphans)} instance(s) nobody wants: removing them",
+            severity=c.SEVERITY_WARNING,
+            host_id=host.id,
+            details={"instance_ids": sorted(orphans)[:100]},
+        )
     if report.log_delivery is not None:
         _log_delivery(session, host, report.log_delivery)
     if observe:

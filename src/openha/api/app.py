@@ -12,7 +12,17 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import __version__, liveness
-from openha.api import agents, bodies, errors, idempotency, metrics, openapi, versions
+from openha.api import (
+    agents,
+    audit,
+    bodies,
+    dryrun,
+    errors,
+    idempotency,
+    metrics,
+    openapi,
+    versions,
+)
 from openha.api.auth.keystone import KeystoneAuth
 from openha.api.policy import Policy
 from openha.api.requestmetrics import RequestMetrics
@@ -56,6 +66,8 @@ MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.manage.prometheus",
     "openha.api.manage.operations",
     "openha.api.manage.migrations",
+    "openha.api.manage.audit",
+    "openha.api.manage.recovery",
 )
 
 
@@ -110,6 +122,8 @@ def create_app(
     idempotency.install(app)
     app.add_middleware(bodies.UnicodeBodies)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(dryrun.DryRunAnswers)
+    app.add_middleware(audit.AuditTrail)  # outermost: refused bodies are recorded too
     # First: every agent heartbeats every second, and a request is matched against the
     # routes in order (hundreds of Octavia routes, mounted under /v2 and /v2.0, took
     # half of an idle heartbeat's time in the API).

@@ -19,6 +19,7 @@ from fastapi import Depends, Request, Security
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from openha.api import dryrun
 from openha.api.errors import BadRequest, NotFound, PolicyForbidden, Unauthorized
 from openha.api.openapi import TOKEN
 from openha.api.policy import Policy, rule_for
@@ -32,6 +33,8 @@ T = TypeVar("T")
 OCTAVIA_RULES = f"{API}:"
 # A project no caller belongs to: "may this caller act on anybody's objects?"
 _STRANGER = "\x00another-project"
+# Where the authenticated caller is left in the request's scope (for the audit trail).
+CALLER = "openha.caller"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Identity:
     project_id: str | None
     roles: frozenset[str]
     user_id: str | None = None
+    token_id: str | None = None  # OpenHA's own token (None with Keystone)
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,20 @@ class RequestContext:
     policy: Policy = field(repr=False, compare=False)
     user_id: str | None = None
     creds: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    token_id: str | None = None  # who, for the audit trail (None without OpenHA tokens)
 
     @classmethod
     def of(cls, identity: Identity, rule: str, policy: Policy) -> RequestContext:
         creds = policy.credentials(identity.project_id, identity.roles, identity.user_id)
-        return cls(identity.project_id, identity.roles, rule, policy, identity.user_id, creds)
+        return cls(
+            identity.project_id,
+            identity.roles,
+            rule,
+            policy,
+            identity.user_id,
+            creds,
+            identity.token_id,
+        )
 
     @property
     def is_admin(self) -> bool:
@@ -117,6 +130,9 @@ class RequestContext:
 
 def get_session(request: Request) -> Iterator[Session]:
     session: Session = request.app.state.session_factory()
+    dry = request.scope.get(dryrun.SCOPE_KEY)
+    if dry is not None:
+        dryrun.bind(session, dry)  # `?dry_run=true`: its commit renders and rolls back
     try:
         yield session
     finally:
@@ -143,7 +159,7 @@ def _authenticate(request: Request, session: Session) -> Identity:
     token = session.scalar(select(Token).where(Token.token_hash == hash_token(secret)))
     if token is None or (token.expires_at is not None and token.expires_at < utcnow()):
         raise Unauthorized("The token is invalid or has expired.")
-    return Identity(project_id=token.project_id, roles=frozenset(token.roles))
+    return Identity(project_id=token.project_id, roles=frozenset(token.roles), token_id=token.id)
 
 
 def _route_rule(request: Request) -> str:
@@ -165,6 +181,7 @@ def get_context(
     `_token` only declares the credential in the API's description: it is read here."""
     identity = _authenticate(request, session)
     ctx = RequestContext.of(identity, _route_rule(request), request.app.state.policy)
+    request.scope[CALLER] = ctx  # for the audit trail (`openha.api.audit`), refused or not
     if not ctx.allowed(ctx.project_id) and not ctx.sees_all:
         raise PolicyForbidden()
     return ctx

@@ -75,7 +75,7 @@ def _tag_values(request: Request, key: str) -> list[str]:
     return out
 
 
-def _tag_clause(column: InstrumentedAttribute[Any], tag: str) -> Any:
+def tag_clause(column: InstrumentedAttribute[Any], tag: str) -> Any:
     stored = TagList.encode_tag(tag)
     escaped = stored.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     # type_coerce: compare the stored ",a,b," text, not a TagList-encoded pattern.
@@ -197,13 +197,13 @@ def list_collection(
     tag_col = columns.get("tags")
     if tag_col is not None:
         if tags := _tag_values(request, "tags"):
-            stmt = stmt.where(and_(*[_tag_clause(tag_col, t) for t in tags]))
+            stmt = stmt.where(and_(*[tag_clause(tag_col, t) for t in tags]))
         if tags := _tag_values(request, "tags-any"):
-            stmt = stmt.where(or_(*[_tag_clause(tag_col, t) for t in tags]))
+            stmt = stmt.where(or_(*[tag_clause(tag_col, t) for t in tags]))
         if tags := _tag_values(request, "not-tags"):
-            stmt = stmt.where(not_(and_(*[_tag_clause(tag_col, t) for t in tags])))
+            stmt = stmt.where(not_(and_(*[tag_clause(tag_col, t) for t in tags])))
         if tags := _tag_values(request, "not-tags-any"):
-            stmt = stmt.where(not_(or_(*[_tag_clause(tag_col, t) for t in tags])))
+            stmt = stmt.where(not_(or_(*[tag_clause(tag_col, t) for t in tags])))
     elif any(k in params for k in ("tags", "tags-any")):
         stmt = stmt.where(false())
 

@@ -130,7 +130,6 @@ class Reconciler:
         self.liveness.report = self.stats.snapshot
         self.observer = Observer(settings, session_factory, providers)
         self.hosts = HostMonitor(settings, session_factory)
-        self._next_purge = 0.0
         self.operations = OperationRunner(
             OperationContext(settings, session_factory, providers),
             opkinds.KINDS,
@@ -143,6 +142,7 @@ class Reconciler:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._next_resync = 0.0
+        self._next_retention = 0.0
         # An idle pass asks the database only when something was committed, or once
         # per IDLE_POLL (backoffs expire without any commit).
         self._changes = ChangeWatch(session_factory)
@@ -337,13 +337,13 @@ class Reconciler:
         paused = seen.paused(self.settings, self.hosts.answering)
         self._note_pause(paused)
         self.renew_leases()
-        if time.monotonic() >= self._next_purge:
-            self._next_purge = time.monotonic() + retention.INTERVAL
-            retention.purge_events(self.settings, self.sessions)
         if time.monotonic() >= self._next_resync:
             self._next_resync = time.monotonic() + self.settings.controller_resync_interval
             self.release_dead_controllers()
             self.resync(paused)
+        if time.monotonic() >= self._next_retention:
+            self._next_retention = time.monotonic() + self.settings.retention_interval
+            retention.purge_expired(self.settings, self.sessions)
 
     def _note_pause(self, reason: str | None) -> None:
         """Emit an event when the failover circuit breaker opens or closes."""

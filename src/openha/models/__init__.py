@@ -740,3 +740,26 @@ TREE_MODELS: tuple[type[Provisioned], ...] = (
     L7Policy,
     L7Rule,
 )
+
+
+# --- audit trail -----------------------------------------------------------------------
+
+
+class AuditRecord(Base):
+    """One write through the API, whoever made it and however it ended (`api.audit`).
+
+    Never the body (it may hold secrets): its sha256. `object_ids` is stored as tags
+    are (",a,b,"), so "who touched this object?" is a portable LIKE."""
+
+    __tablename__ = "audit_records"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow_precise, index=True)
+    project_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the token's id
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(2048))
+    object_ids: Mapped[list[str]] = mapped_column(TagList, default=list)
+    body_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status_code: Mapped[int] = mapped_column(Integer)
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)

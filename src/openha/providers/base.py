@@ -59,6 +59,17 @@ class ApplyResult:
         return cls(done=False, error=error, no_capacity=True)
 
 
+@dataclass(frozen=True)
+class RepairStep:
+    """One thing an operator's action did (sync, reload, recover), for its report."""
+
+    action: str
+    ok: bool = True
+    detail: str = ""
+    instance_id: str | None = None
+    host: str | None = None
+
+
 class UnsupportedOption(ValueError):
     """The request is valid Octavia but this provider cannot honour it (a 400)."""
 
@@ -137,6 +148,27 @@ class Provider(ABC):
         """One step of moving the LB's instances (`params`: `host`, `availability_zone`
         or `from_host`); called again with `memory` updated until it says it is over."""
         raise StepError(f"Provider '{self.name}' cannot migrate load balancers")
+
+    # --- operators' repairs (`openha.controller.actions`) --------------------------------
+
+    def sync(self, spec: LoadBalancerSpec) -> list[RepairStep]:
+        """Render `spec` again and push it to every placed instance even if it runs it
+        already, repairing drift (a file edited by hand, a namespace deleted)."""
+        return [RepairStep("sync", detail=f"provider {self.name} has no data plane to sync")]
+
+    def reload(self, load_balancer_id: str) -> list[RepairStep]:
+        """A hitless reload of every instance from the config it holds."""
+        return [RepairStep("reload", detail=f"provider {self.name} has no data plane to reload")]
+
+    def render(self, session: Session, spec: LoadBalancerSpec, *, place: bool) -> dict[str, str]:
+        """The config files `spec` gives each instance, by "<role> <instance id> <file>",
+        in the caller's session (`place`: placing instances not placed yet, which the
+        caller's rollback undoes)."""
+        return {}
+
+    def running(self, load_balancer_id: str) -> dict[str, str | None]:
+        """The config files each instance has now (keys as `render`); None: unreachable."""
+        return {}
 
     def operator_router(self) -> APIRouter | None:
         """Extra admin-only routes mounted under /v2/manage/providers/<name>/."""

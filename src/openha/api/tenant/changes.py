@@ -35,6 +35,7 @@ from fastapi import Request
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from openha.api import dryrun
 from openha.api.context import RequestContext
 from openha.api.errors import Conflict, NotFound
 from openha.api.resources import Deleter, Kind, Resource
@@ -104,6 +105,7 @@ class Change:
         self.ctx = ctx
         self.lb = lb
         self._parents_of: dict[tuple[type, str], list[Provisioned]] = {}
+        dryrun.noted(session, lb.id, new=new)  # `?dry_run=true`: what it rendered before
         if new:
             # Nobody sees a new LB before the commit; its first generation is pending already.
             return

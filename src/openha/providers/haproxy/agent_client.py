@@ -66,13 +66,15 @@ def _client(agent: AgentAddress, timeout: float | None = None) -> httpx.Client:
     )
 
 
-def put_instance(agent: AgentAddress, spec: InstanceSpec) -> dict[str, Any]:
+def put_instance(agent: AgentAddress, spec: InstanceSpec, *, force: bool = False) -> dict[str, Any]:
+    """Apply `spec`; `force` repairs drift even when the agent applied it already."""
     try:
         with _client(agent) as client:
             resp = client.put(
                 f"/v1/instances/{spec.instance_id}",
                 content=spec.model_dump_json(),
                 headers={"Content-Type": "application/json"},
+                params={"force": "true"} if force else None,
             )
     except httpx.HTTPError as exc:
         raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
@@ -96,25 +98,12 @@ def delete_instance(agent: AgentAddress, instance_id: str) -> None:
 
 def retire_instance(agent: AgentAddress, instance_id: str) -> dict[str, Any] | None:
     """Have the agent give the instance's VIP away and drain it; None if it has no such."""
-    return _call(agent, "POST", f"/v1/instances/{instance_id}/retire")
+    return _call_or_none(agent, "POST", f"/v1/instances/{instance_id}/retire")
 
 
 def get_instance(agent: AgentAddress, instance_id: str) -> dict[str, Any] | None:
     """The instance's status read now, or None if the agent has no such instance."""
-    return _call(agent, "GET", f"/v1/instances/{instance_id}")
-
-
-def _call(agent: AgentAddress, method: str, path: str) -> dict[str, Any] | None:
-    try:
-        with _client(agent) as client:
-            resp = client.request(method, path)
-    except httpx.HTTPError as exc:
-        raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
-    if resp.status_code == 404:
-        return None
-    if resp.status_code != 200:
-        raise AgentError(f"agent {agent.url} answered {resp.status_code}: {resp.text[:500]}")
-    return _json(resp)
+    return _call_or_none(agent, "GET", f"/v1/instances/{instance_id}")
 
 
 def answers(agent: AgentAddress, timeout: float) -> bool:
@@ -153,11 +142,47 @@ def get_diagnostics(
 ) -> dict[str, Any]:
     """One instance's diagnostics, read live by its agent (see `agent.diagnostics`)."""
     params = {"probe": "members"} if probe else {}
+    return _call(agent, "GET", f"/v1/instances/{instance_id}/diagnostics", timeout, params)
+
+
+def reload_instance(agent: AgentAddress, instance_id: str) -> dict[str, Any]:
+    """A hitless reload of one instance's HAProxy from its last applied config."""
+    return _call(agent, "POST", f"/v1/instances/{instance_id}/reload")
+
+
+def get_config(agent: AgentAddress, instance_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    """An instance's config files as its agent has them now."""
+    return _call(agent, "GET", f"/v1/instances/{instance_id}/config", timeout)
+
+
+def _call(
+    agent: AgentAddress,
+    method: str,
+    path: str,
+    timeout: float | None = None,
+    params: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    found = _call_or_none(agent, method, path, timeout, params)
+    if found is None:
+        raise AgentError(f"agent {agent.url} has no {path}")
+    return found
+
+
+def _call_or_none(
+    agent: AgentAddress,
+    method: str,
+    path: str,
+    timeout: float | None = None,
+    params: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """The agent's JSON answer; None when it answers 404 (no such instance)."""
     try:
         with _client(agent, timeout) as client:
-            resp = client.get(f"/v1/instances/{instance_id}/diagnostics", params=params)
+            resp = client.request(method, path, params=params)
     except httpx.HTTPError as exc:
         raise AgentError(f"agent {agent.url} unreachable: {exc}") from exc
+    if resp.status_code == 404:
+        return None
     if resp.status_code != 200:
         raise AgentError(f"agent {agent.url} answered {resp.status_code}: {resp.text[:500]}")
     return _json(resp)

@@ -105,6 +105,27 @@ def place(
     ]
 
 
+def current(session: Session, spec: LoadBalancerSpec) -> list[Placement]:
+    """Where the LB's instances are now, as `place` answers, but planning and writing
+    nothing: instances without a host are left out (an operator's sync or diff)."""
+    lb = session.get(LoadBalancer, spec.id)
+    assert lb is not None
+    rows = list(
+        session.scalars(
+            select(Instance)
+            .where(Instance.load_balancer_id == spec.id, Instance.host_id.is_not(None))
+            .order_by(Instance.role.desc())  # MASTER before BACKUP, as `roles_for`
+        )
+    )
+    wanted = [i.host_id for i in rows]
+    hosts = {h.id: h for h in session.scalars(select(Host).where(Host.id.in_(wanted)))}
+    vrid = session.scalar(select(VrrpRouterId.vrid).where(VrrpRouterId.load_balancer_id == lb.id))
+    return [
+        placement_of(session, lb, spec, inst, hosts[inst.host_id or ""], int(vrid or 0))
+        for inst in rows
+    ]
+
+
 def placement_of(
     session: Session,
     lb: LoadBalancer,

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from openha import events, ipam
 from openha.agent.protocol import VRRP_MASTER
@@ -38,6 +39,7 @@ from openha.providers.base import (
     Capability,
     Provider,
     ProviderContext,
+    RepairStep,
     UnsupportedOption,
 )
 from openha.providers.haproxy import agent_client, allocation, instance_spec, migration, plumbing
@@ -185,10 +187,10 @@ class HAProxyProvider(Provider):
             taken.append(slot)
         return taken
 
-    def _push(self, placement: Placement, spec: InstanceSpec) -> str | None:
+    def _push(self, placement: Placement, spec: InstanceSpec, force: bool = False) -> str | None:
         agent = self._agent(placement.management_url, placement.agent_secret)
         try:
-            status = agent_client.put_instance(agent, spec)
+            status = agent_client.put_instance(agent, spec, force=force)
         except AgentRejected as exc:
             self._record(placement.instance_id, None, str(exc))
             return f"host {placement.host_name} rejected the configuration: {exc}"
@@ -297,6 +299,103 @@ class HAProxyProvider(Provider):
         self, spec: LoadBalancerSpec, params: Mapping[str, Any], memory: Mapping[str, Any]
     ) -> Step:
         return migration.step(self, spec, dict(params), dict(memory))
+
+    # --- operators' repairs -----------------------------------------------------------
+
+    def sync(self, spec: LoadBalancerSpec) -> list[RepairStep]:
+        with transaction(self.context.session_factory) as s:
+            placements = allocation.current(s, spec)
+            up = {h.id for h in s.scalars(select(Host).where(Host.status == c.HOST_UP))}
+        if not placements:
+            return [
+                RepairStep("sync", detail="no instance is placed yet: the controller places them")
+            ]
+        try:
+            specs = [
+                instance_spec.build(spec, p, placements, self.context.settings) for p in placements
+            ]
+        except (RenderError, plumbing.UnsupportedNetwork) as exc:
+            return [RepairStep("render", False, str(exc))]
+        rendered = f"generation {spec.generation} for {len(specs)} instance(s)"
+        steps = [RepairStep("render", detail=rendered)]
+        for placement, ispec in zip(placements, specs, strict=True):
+            where = {"instance_id": placement.instance_id, "host": placement.host_name}
+            if placement.host_id not in up:
+                steps.append(RepairStep("push", False, "its host is not up: fail it over", **where))
+                continue
+            error = self._push(placement, ispec, force=True)
+            steps.append(
+                RepairStep("push", error is None, error or "pushed and reloaded (forced)", **where)
+            )
+        return steps
+
+    def reload(self, load_balancer_id: str) -> list[RepairStep]:
+        with transaction(self.context.session_factory) as s:
+            targets = [
+                (inst.id, host.name, *self._host_agent(host))
+                for inst, host in s.execute(
+                    select(Instance, Host)
+                    .join(Host, Host.id == Instance.host_id)
+                    .where(Instance.load_balancer_id == load_balancer_id)
+                    .order_by(Instance.role.desc())
+                )
+            ]
+        if not targets:
+            return [RepairStep("reload", False, "no instance is placed yet")]
+        steps = []
+        for inst_id, host_name, agent, reachable in targets:
+            where = {"instance_id": inst_id, "host": host_name}
+            if agent is None or not reachable:
+                steps.append(RepairStep("reload", False, "its host is not up", **where))
+                continue
+            try:
+                status = agent_client.reload_instance(agent, inst_id)
+            except AgentError as exc:
+                steps.append(RepairStep("reload", False, str(exc), **where))
+                continue
+            error = status.get("last_error")
+            detail = f"haproxy {status.get('haproxy_pid')} serving"
+            steps.append(RepairStep("reload", not error, str(error or detail), **where))
+        return steps
+
+    def render(self, session: Session, spec: LoadBalancerSpec, *, place: bool) -> dict[str, str]:
+        placements = allocation.current(session, spec)
+        if place and not placements:
+            try:
+                with session.begin_nested():
+                    placements = allocation.place(session, spec, failover_paused=None)
+            except (NoHostAvailable, ipam.AddressError):
+                placements = []
+        specs = [
+            instance_spec.build(spec, p, placements, self.context.settings) for p in placements
+        ]
+        out: dict[str, str] = {}
+        for p, ispec in zip(placements, specs, strict=True):
+            out[f"{p.role} {p.instance_id} haproxy.cfg"] = ispec.haproxy_config
+            if ispec.keepalived_config:
+                out[f"{p.role} {p.instance_id} keepalived.conf"] = ispec.keepalived_config
+        return out
+
+    def running(self, load_balancer_id: str) -> dict[str, str | None]:
+        with transaction(self.context.session_factory) as s:
+            targets = [
+                (inst.id, inst.role, *self._host_agent(host))
+                for inst, host in s.execute(
+                    select(Instance, Host)
+                    .join(Host, Host.id == Instance.host_id)
+                    .where(Instance.load_balancer_id == load_balancer_id)
+                )
+            ]
+        out: dict[str, str | None] = {}
+        for inst_id, role, agent, reachable in targets:
+            found: dict[str, Any] = {}
+            if agent is not None and reachable:
+                with contextlib.suppress(AgentError):
+                    found = agent_client.get_config(agent, inst_id)
+            out[f"{role} {inst_id} haproxy.cfg"] = found.get("haproxy_config")
+            if found.get("keepalived_config") is not None:
+                out[f"{role} {inst_id} keepalived.conf"] = found["keepalived_config"]
+        return out
 
     # --- delete, observe ---------------------------------------------------------------
 
