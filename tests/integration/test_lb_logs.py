@@ -112,13 +112,13 @@ def test_a_line_is_queryable_within_a_second_and_followed(
         assert key in line
     assert len(line["request_id"]) > 10
 
-    # The operator's route reads the same; another project is told there is no such LB.
+    # The operator's route reads the same; another project is refused (Octavia's 403).
     admin_path = f"/v2/manage/loadbalancers/{lb['id']}/logs"
     assert logs(stack.admin, admin_path, limit=1) == logs(stack.tenant, tenant_path, limit=1)
     with transaction(stack.sessions) as s:
         other = create_token(s, "another-project", ["member"])
     with httpx.Client(base_url=stack.url, headers={"X-Auth-Token": other}) as stranger:
-        assert stranger.get(tenant_path).status_code == 404
+        assert stranger.get(tenant_path).status_code == 403
         assert stranger.get(admin_path).status_code == 403
     assert logs(stack.tenant, tenant_path, status="5xx") == []
 
