@@ -235,16 +235,14 @@ def _api_access(settings: Settings, api_url: str | None, token: str | None) -> t
     """The API's URL and a token: the options', else those `openha up` wrote to clouds.yaml."""
     from openha import clouds
 
-    found = clouds.read(settings.state_dir / clouds.FILE_NAME)
-    url = api_url or (found[0] if found else clouds.endpoint_for_bind(settings.api_bind))
-    secret = token or (found[1] if found else None)
+    url, secret = clouds.api_access(settings.state_dir, settings.api_bind, api_url, token)
     if not secret:
         raise _fail(
             f"no token: give --token (or OS_TOKEN), or start `openha up` first "
             f"(it writes {settings.state_dir / clouds.FILE_NAME})",
             2,
         )
-    return url.rstrip("/"), secret
+    return url, secret
 
 
 @app.command()

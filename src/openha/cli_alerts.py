@@ -45,13 +45,11 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 @contextmanager
 def _api(api_url: str | None, token: str | None) -> Iterator[httpx.Client]:
     settings = Settings()
-    found = clouds.read(settings.state_dir / clouds.FILE_NAME)
-    url = api_url or (found[0] if found else clouds.endpoint_for_bind(settings.api_bind))
-    secret = token or (found[1] if found else None)
+    url, secret = clouds.api_access(settings.state_dir, settings.api_bind, api_url, token)
     if not secret:
-        raise _fail("no token: give --token (or OS_TOKEN), or start `openha up` first", 2)
+        raise _fail(clouds.NO_TOKEN, 2)
     with httpx.Client(
-        base_url=url.rstrip("/"), headers={"X-Auth-Token": secret}, timeout=30, trust_env=False
+        base_url=url, headers={"X-Auth-Token": secret}, timeout=30, trust_env=False
     ) as client:
         try:
             yield client

@@ -40,14 +40,12 @@ LbArg = Annotated[str, typer.Argument(help="The load balancer: its id or its nam
 
 def client(api_url: str | None, token: str | None) -> httpx.Client:
     settings = Settings()
-    found = clouds.read(settings.state_dir / clouds.FILE_NAME)
-    url = api_url or (found[0] if found else clouds.endpoint_for_bind(settings.api_bind))
-    secret = token or (found[1] if found else None)
+    url, secret = clouds.api_access(settings.state_dir, settings.api_bind, api_url, token)
     if not secret:
-        err.print("no token: give --token (or OS_TOKEN), or start `openha up` first")
+        err.print(clouds.NO_TOKEN)
         raise typer.Exit(2)
     return httpx.Client(
-        base_url=url.rstrip("/"), headers={"X-Auth-Token": secret}, timeout=120, trust_env=False
+        base_url=url, headers={"X-Auth-Token": secret}, timeout=120, trust_env=False
     )
 
 

@@ -25,6 +25,19 @@ FILE_NAME = "clouds.yaml"
 REGION = "RegionOne"
 
 
+NO_TOKEN = "no token: give --token (or OS_TOKEN), or start `openha up` first"
+
+
+def api_access(
+    state_dir: Path, api_bind: str, api_url: str | None, token: str | None
+) -> tuple[str, str | None]:
+    """The API's URL and a token for a command: those given, else what `openha up`
+    wrote to <state_dir>/clouds.yaml (None: no token anywhere)."""
+    found = read(state_dir / FILE_NAME)
+    url = api_url or (found[0] if found else endpoint_for_bind(api_bind))
+    return url.rstrip("/"), token or (found[1] if found else None)
+
+
 def endpoint_for_bind(api_bind: str) -> str:
     """The URL a local client uses to reach an API bound to `host:port`."""
     host, _, port = api_bind.rpartition(":")

@@ -25,14 +25,10 @@ class OpsError(Exception):
 
 
 def connect(settings: Settings, api_url: str | None, token: str | None) -> httpx.Client:
-    found = clouds.read(settings.state_dir / clouds.FILE_NAME)
-    url = api_url or (found[0] if found else clouds.endpoint_for_bind(settings.api_bind))
-    secret = token or (found[1] if found else None)
+    url, secret = clouds.api_access(settings.state_dir, settings.api_bind, api_url, token)
     if not secret:
-        raise OpsError("no token: give --token (or OS_TOKEN), or start `openha up` first")
-    return httpx.Client(
-        base_url=url.rstrip("/"), headers={"X-Auth-Token": secret}, timeout=30, trust_env=False
-    )
+        raise OpsError(clouds.NO_TOKEN)
+    return httpx.Client(base_url=url, headers={"X-Auth-Token": secret}, timeout=30, trust_env=False)
 
 
 def _call(api: httpx.Client, method: str, path: str, **kw: Any) -> dict[str, Any]:
