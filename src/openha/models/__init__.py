@@ -194,6 +194,21 @@ class AvailabilityZone(Base):
     )
 
 
+class ProtectionProfile(Base, Timestamps):
+    """Per-source limits and guards against floods (`openha.domain.protection`).
+
+    `settings` holds a validated `ProtectionSettings` dump. A flavor names its default
+    profile in its flavor data (`protection_profile`, a name or id); an operator may
+    give one LB another (`LoadBalancer.protection_profile_id`).
+    """
+
+    __tablename__ = "protection_profiles"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 # --- networks without Neutron ----------------------------------------------------------
 
 
@@ -291,6 +306,16 @@ class LoadBalancer(Base, Provisioned):
     # A lease lets several controllers share the work without two reconciling one LB.
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    # Protection (issue 12): an operator's profile for this LB instead of its flavor's,
+    # and the profile of under-attack mode while it is on (its limits go to the maps).
+    protection_profile_id: Mapped[str | None] = mapped_column(
+        ForeignKey("protection_profiles.id"), nullable=True
+    )
+    under_attack_profile_id: Mapped[str | None] = mapped_column(
+        ForeignKey("protection_profiles.id"), nullable=True
+    )
+    under_attack_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     listeners: Mapped[list[Listener]] = relationship(
         back_populates="load_balancer", order_by="Listener.created_at"

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from openha.domain import constants as c
 from openha.domain import grammar
+from openha.domain.protection import ProtectionSettings
 from openha.domain.spec import (
     HealthMonitorSpec,
     L7PolicySpec,
@@ -44,6 +45,7 @@ from openha.domain.spec import (
     MemberSpec,
     PoolSpec,
 )
+from openha.render.protection import ProtectionFrame, ProtectionRenderError, frame
 
 __all__ = [
     "ACCESS_LOG_MODES",
@@ -202,6 +204,7 @@ class HAProxyPaths(BaseModel):
     log_socket: str  # unix datagram socket where the agent hears admin events (no traffic)
     syslog_socket: str  # unix stream socket of the host's rsyslogd: every line, to files
     state_dir: str  # server-state-file lives here
+    files_dir: str | None = None  # the spec's files (protection maps) live here
 
     @field_validator("stats_socket", "log_socket", "syslog_socket")
     @classmethod
@@ -215,6 +218,11 @@ class HAProxyPaths(BaseModel):
     @classmethod
     def _state_dir(cls, value: str) -> str:
         return _absolute_quotable_path(value)
+
+    @field_validator("files_dir")
+    @classmethod
+    def _files_dir(cls, value: str | None) -> str | None:
+        return None if value is None else _absolute_quotable_path(value)
 
     @property
     def server_state_file(self) -> str:
@@ -885,6 +893,7 @@ def render_haproxy(
     instance_id: str | None = None,
     log_ring_size: int = LOG_RING_SIZE,
     request_id_header: bool = False,
+    protection: ProtectionSettings | None = None,
 ) -> str:
     """Render the complete HAProxy configuration for one load balancer instance.
 
@@ -892,6 +901,11 @@ def render_haproxy(
     stick tables with the other instance. `maxconn` is the global connection limit,
     by default derived from the listeners (`instance_maxconn`), where an unlimited
     listener counts `listener_maxconn`. `nbthread` is HAProxy's thread count.
+
+    `protection` adds the frame of a protection profile (stick tables, per-source
+    rules reading their thresholds from map files under `paths.files_dir`; see
+    `openha.render.protection`) and its static guards (request head timeout, a cap
+    on every listener's client timeout).
 
     Raises `UnsupportedFeature` for objects this renderer cannot serve and
     `RenderError` for any value that fails its grammar; nothing is ever escaped.
@@ -908,6 +922,13 @@ def render_haproxy(
     if not 1 << 16 <= log_ring_size <= 1 << 28:
         raise RenderError(f"the log ring must hold 64 KiB to 256 MiB, got {log_ring_size}")
     frontends, backends = _views(spec, min(global_maxconn, listener_maxconn))
+    protect = _protection_frame(protection, paths)
+    if protect is not None and protect.timeout_client_max is not None:
+        cap = protect.timeout_client_max
+        # 0 is "no timeout" for a listener: the cap applies to it too.
+        frontends = [
+            replace(fe, timeout_client=min(fe.timeout_client or cap, cap)) for fe in frontends
+        ]
     who = instance_id or spec.id
     log_formats = {
         mode: access_log_format(mode, spec.id, who, spec.project_id) for mode in ("http", "tcp")
@@ -944,5 +965,20 @@ def render_haproxy(
             backends=backends,
             prometheus_path=PROMETHEUS_PATH,
             prometheus_scopes=PROMETHEUS_SCOPES,
+            protect=protect,
+            source_type="ipv6" if _ip(spec.vip_address, "vip_address").version == 6 else "ip",
         )
     )
+
+
+def _protection_frame(
+    protection: ProtectionSettings | None, paths: HAProxyPaths
+) -> ProtectionFrame | None:
+    if protection is None:
+        return None
+    if paths.files_dir is None:
+        raise RenderError("a protection profile needs the instance's files directory")
+    try:
+        return frame(protection, paths.files_dir)
+    except ProtectionRenderError as exc:
+        raise RenderError(str(exc)) from None
