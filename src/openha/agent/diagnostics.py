@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from openha.agent import kernelguard
 from openha.agent.haproxy import HAProxyInstance
 from openha.agent.keepalived import KeepalivedInstance
 from openha.agent.plumbing import read_plumbing
@@ -207,6 +208,10 @@ def diagnose(
             out["plumbing"] = {"error": f"{type(exc).__name__}: {exc}"}
         if out["plumbing"] is not None:
             out["plumbing"]["garp"] = _garp(spec, history, out["processes"].get("keepalived"))
+        try:
+            out["kernel"] = kernelguard.read(haproxy.namespace)
+        except Exception as exc:  # a namespace gone meanwhile: report, never fail
+            out["kernel"] = {"error": f"{type(exc).__name__}: {exc}"}
         if probing is not None:
             try:
                 out["probe"] = probing.result()

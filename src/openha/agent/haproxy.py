@@ -38,6 +38,7 @@ from openha.agent.history import InstanceHistory
 from openha.agent.netns import NamespaceExec, namespace_pids, run_in_namespace
 from openha.agent.paths import InstancePaths
 from openha.agent.procs import cmdline, pid_alive, pid_from_file
+from openha.agent.runtime_maps import MapUpdateError, replace_map
 from openha.domain.observed import ListenerCounters
 
 log = logging.getLogger(__name__)
@@ -617,6 +618,24 @@ class HAProxyInstance:
             self._restore(known if known is not None else previous)
             return ConfigOutcome("reload", str(exc))
         return ConfigOutcome("reload")
+
+    def replace_maps(self, names: list[str]) -> bool:
+        """Load the files `names` (in the spec's files directory) into the running maps.
+
+        True when every map took; False (logged) when HAProxy refused one or did not
+        answer: the caller reloads, and the new process reads the files.
+        """
+        for name in names:
+            path = self.paths.files_dir / name
+            try:
+                count = replace_map(self.runtime, str(path), path.read_text())
+            except (OSError, MapUpdateError) as exc:
+                log.warning("%s: map %s not replaced at runtime (%s)", self.namespace, name, exc)
+                return False
+            log.info("%s: map %s replaced at runtime (%d entries)", self.namespace, name, count)
+        if names:
+            self.history.count("map_update")
+        return True
 
     def _run_runtime(self, commands: list[str]) -> bool:
         for command in commands:

@@ -44,7 +44,7 @@ from pathlib import Path
 import httpx
 from pyroute2.netlink.exceptions import NetlinkError
 
-from openha.agent import faults, retire, state
+from openha.agent import faults, kernelguard, retire, state
 from openha.agent.diagnostics import diagnose
 from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write
 from openha.agent.keepalived import KeepalivedError, KeepalivedInstance
@@ -154,6 +154,10 @@ class _Steps:
     def __str__(self) -> str:
         parts = ", ".join(f"{step} {seconds:.2f}" for step, seconds in self.times)
         return f"{self.last - self.start:.2f} s ({parts})"
+
+
+# Spec files with this suffix are HAProxy maps: their content changes at run time.
+MAP_SUFFIX = ".map"
 
 
 def _safe_file_name(name: str) -> bool:
@@ -524,6 +528,8 @@ class AgentService:
                 remove_unused_bridges(
                     [i.bridge for i in inst.spec.interfaces if i.bridge not in kept]
                 )
+            # Per-namespace kernel guards (SYN cookies, accept queues): idempotent writes.
+            kernelguard.apply(spec.namespace)
             steps.done("network")
             self._register_logs(inst, spec)
             if force:
@@ -536,6 +542,10 @@ class AgentService:
                 if result.error:
                     return self._fail(inst, spec, result.error, steps, result.action)
                 action = result.action
+                if action in ("none", "runtime"):
+                    # The process kept running: maps whose file changed go in through the
+                    # runtime API (a new process would read the files itself).
+                    action = self._replace_maps(inst, spec, action)
             steps.done("haproxy")
             # At once, not in the caller's `finally`: until then the watcher holds the
             # old process, whose draining exit would read as a crash, and the status
@@ -594,6 +604,20 @@ class AgentService:
         with contextlib.suppress(OSError):
             state.save_status(inst.paths, status)
         return False, status
+
+    def _replace_maps(self, inst: _Instance, spec: InstanceSpec, action: str) -> str:
+        before = inst.spec.files if inst.spec is not None else {}
+        changed = [
+            name
+            for name, content in sorted(spec.files.items())
+            if name.endswith(MAP_SUFFIX) and before.get(name) != content
+        ]
+        if not changed:
+            return action
+        if inst.haproxy.replace_maps(changed):
+            return "runtime"
+        inst.haproxy.reapply(spec.haproxy_config)
+        return "reload"
 
     def _write_files(self, inst: _Instance, spec: InstanceSpec) -> None:
         if not spec.files:

@@ -7,6 +7,7 @@ pending changes are applied.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from openha.domain import constants as c
+from openha.domain.protection import ProtectionSettings, effective
 from openha.domain.spec import (
     HealthMonitorSpec,
     L7PolicySpec,
@@ -32,8 +34,12 @@ from openha.models import (
     LoadBalancer,
     Network,
     Pool,
+    ProtectionProfile,
     Subnet,
 )
+
+# The flavor data key naming a flavor's default protection profile (a name or an id).
+FLAVOR_PROTECTION_KEY = "protection_profile"
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -88,6 +94,45 @@ def flavor_data(session: Session, lb: LoadBalancer) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
+@dataclass(frozen=True)
+class Protection:
+    """Which protection profiles apply to a load balancer, and why."""
+
+    profile: ProtectionProfile | None  # the base profile
+    source: str | None  # "loadbalancer" (an operator's override) or "flavor"
+    under_attack: ProtectionProfile | None
+
+    def settings(self) -> tuple[ProtectionSettings | None, ProtectionSettings | None]:
+        """(the configuration's profile, the maps' profile): see `protection.effective`."""
+        return effective(_settings(self.profile), _settings(self.under_attack))
+
+
+def _settings(profile: ProtectionProfile | None) -> ProtectionSettings | None:
+    return ProtectionSettings.model_validate(profile.settings) if profile is not None else None
+
+
+def profile_named(session: Session, ref: str) -> ProtectionProfile | None:
+    """A protection profile by id, else by name."""
+    found = session.get(ProtectionProfile, ref)
+    if found is None:
+        found = session.scalar(select(ProtectionProfile).where(ProtectionProfile.name == ref))
+    return found
+
+
+def protection_of(session: Session, lb: LoadBalancer, flavor: dict[str, Any]) -> Protection:
+    under_attack = (
+        session.get(ProtectionProfile, lb.under_attack_profile_id)
+        if lb.under_attack_profile_id
+        else None
+    )
+    if lb.protection_profile_id:
+        own = session.get(ProtectionProfile, lb.protection_profile_id)
+        return Protection(own, "loadbalancer" if own else None, under_attack)
+    ref = flavor.get(FLAVOR_PROTECTION_KEY)
+    by_flavor = profile_named(session, ref) if isinstance(ref, str) and ref else None
+    return Protection(by_flavor, "flavor" if by_flavor else None, under_attack)
+
+
 def _listener(listener: Listener) -> ListenerSpec:
     policies = sorted(_live(listener.l7policies), key=lambda p: p.position)
     return spec_of(
@@ -134,6 +179,7 @@ def build(session: Session, lb_id: str) -> LoadBalancerSpec:
         if m.subnet_id and m.subnet_id != lb.vip_subnet_id
     }
     flavor = flavor_data(session, lb)
+    protection, runtime = protection_of(session, lb, flavor).settings()
     return spec_of(
         LoadBalancerSpec,
         lb,
@@ -144,4 +190,6 @@ def build(session: Session, lb_id: str) -> LoadBalancerSpec:
         pools=pools,
         member_subnets=[subnet_spec(session, s) for s in sorted(member_subnet_ids)],
         flavor=flavor,
+        protection=protection,
+        protection_runtime=runtime if runtime != protection else None,
     )

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from openha.domain import constants as c
 from openha.domain.logtargets import LogTarget
+from openha.domain.protection import ProtectionSettings
 
 
 class _Frozen(BaseModel):
@@ -127,6 +128,10 @@ class LoadBalancerSpec(_Frozen):
     pools: tuple[PoolSpec, ...] = ()
     member_subnets: tuple[SubnetSpec, ...] = ()
     flavor: dict[str, Any] = {}
+    # The protection profile the configuration is built from (the operator's for this
+    # LB, else its flavor's), and the one its maps hold (under attack: that profile's).
+    protection: ProtectionSettings | None = None
+    protection_runtime: ProtectionSettings | None = None
 
 
 # --- what an agent applies ---------------------------------------------------------------

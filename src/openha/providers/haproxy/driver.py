@@ -30,6 +30,7 @@ from openha.db import transaction
 from openha.domain import constants as c
 from openha.domain.logtargets import InvalidLogTargets, parse_targets
 from openha.domain.observed import ObservedState
+from openha.domain.protection import check_profile_name
 from openha.domain.operations import Step
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.domain.status import derive
@@ -88,6 +89,12 @@ class HAProxyProvider(Provider):
                 '"interval": seconds} (gzip\'d JSON lines per LB and interval).',
             ),
             Capability(
+                "protection_profile",
+                "The protection profile (name or id, /v2/manage/protection-profiles) of this "
+                "flavor's load balancers: per-source limits, slowloris guards, deny and allow "
+                "lists. An operator may give one load balancer another.",
+            ),
+            Capability(
                 "request_id_header",
                 "true: members get each HTTP request's id (the log lines' request_id) "
                 "as X-Request-Id.",
@@ -105,6 +112,12 @@ class HAProxyProvider(Provider):
             parse_targets(data.get("log_targets"))
         except InvalidLogTargets as exc:
             raise UnsupportedOption(str(exc)) from None
+        profile = data.get("protection_profile")
+        if profile is not None:
+            try:
+                check_profile_name(profile if isinstance(profile, str) else "")
+            except ValueError as exc:
+                raise UnsupportedOption(f"protection_profile {exc}") from None
         if not isinstance(data.get("request_id_header", False), bool):
             raise UnsupportedOption("request_id_header must be true or false")
         topology = data.get("loadbalancer_topology", c.TOPOLOGY_SINGLE)

@@ -24,6 +24,7 @@ from openha.render.keepalived import (
     render_keepalived,
     render_notify_script,
 )
+from openha.render.protection import map_files
 from openha.settings import Settings
 
 PEER_PORT = 1024  # HAProxy peers listen on the instance address, never on the VIP
@@ -36,6 +37,7 @@ def haproxy_paths(paths: InstancePaths, agent_dir: str) -> HAProxyPaths:
         log_socket=str(paths.log_socket),
         syslog_socket=str(log_paths(agent_dir).syslog_socket),
         state_dir=str(paths.state_dir),
+        files_dir=str(paths.files_dir),
     )
 
 
@@ -102,7 +104,11 @@ def build(
         instance_id=placement.instance_id,
         log_ring_size=settings.log_ring_size,
         request_id_header=bool(spec.flavor.get("request_id_header", False)),
+        protection=spec.protection,
     )
+    if spec.protection is not None:
+        # The thresholds and lists, replaced at run time when only they change.
+        files.update(map_files(spec.protection_runtime or spec.protection))
     return InstanceSpec(
         instance_id=placement.instance_id,
         load_balancer_id=spec.id,
