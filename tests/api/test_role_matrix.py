@@ -132,6 +132,7 @@ POLICY: dict[str, Rule] = {
     "GET /v2/loadbalancers/{lb_id}/stats": READ_A,
     "GET /v2/loadbalancers/{lb_id}/logs": READ_A,
     "GET /v2/loadbalancers/{lb_id}/diagnostics": READ_A,
+    "GET /v2/loadbalancers/{lb_id}/protection": READ_A,
     "GET /v2/loadbalancers/{lb_id}/status": READ_A,
     "GET /v2/loadbalancers/{lb_id}/statuses": READ_A,
     "PUT /v2/loadbalancers/{lb_id}/failover": OPERATOR,
@@ -264,10 +265,22 @@ POLICY: dict[str, Rule] = {
     "GET /v2/manage/loadbalancers/{lb_id}/diff": OPERATOR,
     "GET /v2/manage/loadbalancers/{lb_id}/export": OPERATOR,
     "GET /v2/manage/audit": OPERATOR,
+    # Protection (issue 12): profiles, an LB's override, under-attack mode, top talkers.
+    "GET /v2/manage/protection-profiles": OPERATOR,
+    "POST /v2/manage/protection-profiles": OPERATOR,
+    "GET /v2/manage/protection-profiles/{ident}": OPERATOR,
+    "PUT /v2/manage/protection-profiles/{profile_id}": OPERATOR,
+    "DELETE /v2/manage/protection-profiles/{profile_id}": OPERATOR_ACTION,
+    "GET /v2/manage/loadbalancers/{lb_id}/protection": OPERATOR,
+    "PUT /v2/manage/loadbalancers/{lb_id}/protection": OPERATOR,
+    "POST /v2/manage/loadbalancers/{lb_id}/protect": OPERATOR,
+    "DELETE /v2/manage/loadbalancers/{lb_id}/protect": OPERATOR,
+    "GET /v2/manage/loadbalancers/{lb_id}/top-talkers": OPERATOR,
 }
 
 # Deletes run last, children before parents, the load balancer last of its tree.
 DELETE_ORDER = (
+    "/v2/manage/loadbalancers/{lb_id}/protect",
     "/v2/l7policies/{l7policy_id}/rules/{ident}",
     "/v2/l7policies/{ident}",
     "/v2/pools/{pool_id}/members/{ident}",
@@ -289,6 +302,7 @@ DELETE_ORDER = (
     "/v2/webhooks/{ident}",
     "/v2/manage/webhooks/{ident}",
     "/v2/manage/hosts/{host_id}",
+    "/v2/manage/protection-profiles/{profile_id}",
 )
 # PUTs that replace what other routes use come after the rest.
 PUT_LAST = ("/v2/pools/{pool_id}/members",)
@@ -484,6 +498,13 @@ class World:
                 "network",
             )["id"],
         }
+        self.protection_profile = self._made(
+            admin.post(
+                "/v2/manage/protection-profiles",
+                {"protection_profile": {"name": "pp", "request_rate": 50}},
+            ),
+            "protection_profile",
+        )
         self.agent_secret = self._enroll(sessions)
         resp = http.post(
             "/v2/agent/register",
@@ -561,6 +582,7 @@ class World:
             "hosts": self.host_id,
             "webhooks": (self.op_webhook if "/manage/" in template else self.webhook)["id"],
             "operations": self.operation_id,
+            "protection-profiles": self.protection_profile["id"],
         }
         parts = template.split("/")
         for i, part in enumerate(parts):
@@ -632,6 +654,12 @@ class World:
             },
             "/v2/webhooks": lambda: {"webhook": {"url": f"http://127.0.0.1:9/{n}"}},
             "/v2/manage/webhooks": lambda: {"webhook": {"url": f"http://127.0.0.1:9/{n}"}},
+            "/v2/manage/protection-profiles": lambda: {
+                "protection_profile": {"name": f"pp{n}", "request_rate": 10 + n}
+            },
+            "/v2/manage/loadbalancers/{lb_id}/protect": lambda: {
+                "profile": self.protection_profile["id"]
+            },
             "/v2/agent/register": lambda: self.register_body,
             # Operators' actions take no body.
             "/v2/manage/loadbalancers/{lb_id}/sync": dict,
@@ -674,6 +702,10 @@ class World:
             "/v2/manage/hosts/{host_id}": {"host": {"capacity": 20 + n}},
             "/v2/webhooks/{webhook_id}": {"webhook": {"name": f"w{n}"}},
             "/v2/manage/webhooks/{webhook_id}": {"webhook": {"name": f"w{n}"}},
+            "/v2/manage/protection-profiles/{profile_id}": {
+                "protection_profile": {"request_rate": 20 + n}
+            },
+            "/v2/manage/loadbalancers/{lb_id}/protection": {"profile": "pp"},
         }
         if method == "POST":
             return creates[path]()

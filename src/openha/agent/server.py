@@ -137,6 +137,15 @@ def create_app(service: AgentService) -> FastAPI:
             raise HTTPException(404, "no such instance")
         return found
 
+    @app.get("/v1/instances/{instance_id}/top-talkers", dependencies=auth)
+    def get_top_talkers(
+        instance_id: str, limit: int = Query(20, ge=1, le=1000)
+    ) -> dict[str, object]:
+        found = service.top_talkers(instance_id, limit)
+        if found is None:
+            raise HTTPException(404, "no such instance")
+        return found
+
     @app.post(
         "/v1/instances/{instance_id}/reload", dependencies=auth, response_model=InstanceStatus
     )

@@ -44,7 +44,7 @@ from pathlib import Path
 import httpx
 from pyroute2.netlink.exceptions import NetlinkError
 
-from openha.agent import faults, kernelguard, retire, state
+from openha.agent import faults, kernelguard, retire, state, toptalkers
 from openha.agent.diagnostics import diagnose
 from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write
 from openha.agent.keepalived import KeepalivedError, KeepalivedInstance
@@ -755,6 +755,16 @@ class AgentService:
         if inst is None:
             return None
         return diagnose(self._status(inst), inst.spec, inst.haproxy, inst.keepalived, probe=probe)
+
+    def top_talkers(self, instance_id: str, limit: int) -> dict[str, object] | None:
+        """The instance's busiest sources (`openha.agent.toptalkers`); None if unknown."""
+        with self._lock:
+            inst = self._instances.get(instance_id)
+        if inst is None or inst.deleted:
+            return None
+        if not inst.haproxy.running():
+            return {"protected": False, "sources": [], "tracked": 0, "error": "not running"}
+        return toptalkers.top_talkers(inst.haproxy.runtime, limit)
 
     def _probe(self, inst: _Instance) -> Probe:
         """Read the instance's processes and HAProxy's stats: the costly part of a status."""

@@ -49,6 +49,7 @@ LBAAS_MODULES = (
     "openha.api.tenant.diagnostics",
     "openha.api.tenant.events",
     "openha.api.tenant.webhooks",
+    "openha.api.tenant.protection",
 )
 # Everything versioned is served under both /v2 and /v2.0, as Octavia does
 # (python-octaviaclient uses /v2.0).
@@ -68,6 +69,7 @@ MANAGE_MODULES: tuple[str, ...] = (
     "openha.api.manage.migrations",
     "openha.api.manage.audit",
     "openha.api.manage.recovery",
+    "openha.api.manage.protection",
 )
 
 

@@ -70,6 +70,7 @@ def _build_routes() -> dict[str, str]:
         f"GET {lb}/statuses": _octavia("loadbalancer", "get_status"),
         f"GET {lb}/logs": _octavia("loadbalancer", "get_one"),
         f"GET {lb}/diagnostics": _octavia("loadbalancer", "get_one"),
+        f"GET {lb}/protection": _octavia("loadbalancer", "get_one"),
         "GET /v2/events": d.EVENT_READ,
         "GET /v2/webhooks": d.WEBHOOK_READ,
         "GET /v2/webhooks/{ident}": d.WEBHOOK_READ,

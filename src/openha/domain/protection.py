@@ -97,7 +97,7 @@ def _unique_sorted(values: list[str]) -> list[str]:
 class PathLimit(BaseModel):
     """Requests per source per period to paths starting with `path_prefix`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     path_prefix: PathPrefix
     request_rate: Limit
@@ -109,7 +109,7 @@ class ProtectionSettings(BaseModel):
     A limit left out (None) is no limit. Rates are per source per `RATE_PERIOD_S`.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     max_connections: Limit | None = None  # concurrent connections per source
     connection_rate: Limit | None = None  # new connections per source per period

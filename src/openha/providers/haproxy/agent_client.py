@@ -145,6 +145,14 @@ def get_diagnostics(
     return _call(agent, "GET", f"/v1/instances/{instance_id}/diagnostics", timeout, params)
 
 
+def get_top_talkers(
+    agent: AgentAddress, instance_id: str, limit: int, timeout: float
+) -> dict[str, Any]:
+    """One instance's busiest sources, from its protection stick table."""
+    params = {"limit": str(limit)}
+    return _call(agent, "GET", f"/v1/instances/{instance_id}/top-talkers", timeout, params)
+
+
 def reload_instance(agent: AgentAddress, instance_id: str) -> dict[str, Any]:
     """A hitless reload of one instance's HAProxy from its last applied config."""
     return _call(agent, "POST", f"/v1/instances/{instance_id}/reload")

@@ -30,8 +30,8 @@ from openha.db import transaction
 from openha.domain import constants as c
 from openha.domain.logtargets import InvalidLogTargets, parse_targets
 from openha.domain.observed import ObservedState
-from openha.domain.protection import check_profile_name
 from openha.domain.operations import Step
+from openha.domain.protection import check_profile_name
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.domain.status import derive
 from openha.models import Host, Instance, LoadBalancer, VrrpRouterId, utcnow

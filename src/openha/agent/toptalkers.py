@@ -1,0 +1,63 @@
+"""The sources an instance sees most of, read from the protection stick table (`show table`).
+
+One `show table openha_protect` answers every tracked source with its counters:
+`0x…: key=192.0.2.7 use=0 exp=59960 shard=0 gpc0=4 gpc0_rate(10000)=4
+conn_rate(10000)=9 conn_cur=1 http_req_rate(10000)=9 http_err_rate(10000)=0`.
+Rates are per the table's period (the profile's `RATE_PERIOD_S`); `gpc0` counts the
+source's limit trips, so a source whose trip rate is not zero is being limited now.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from openha.render.protection import SOURCE_TABLE
+
+_ENTRY = re.compile(r"^0x[0-9a-f]+:\s+key=(?P<key>\S+)\s+(?P<rest>.*)$")
+_FIELD = re.compile(r"(?P<name>[a-z_0-9]+)(?:\((?P<period>\d+)\))?=(?P<value>-?\d+)")
+
+# The stick-table columns reported, under the names the API answers with.
+COLUMNS = {
+    "conn_cur": "connections",
+    "conn_rate": "connection_rate",
+    "http_req_rate": "request_rate",
+    "http_err_rate": "error_rate",
+    "gpc0": "limited_total",
+    "gpc0_rate": "limited_rate",
+}
+
+
+def parse_show_table(text: str) -> list[dict[str, Any]]:
+    """Every entry of a `show table` answer: source and counters (missing ones are 0)."""
+    out = []
+    for line in text.splitlines():
+        found = _ENTRY.match(line.strip())
+        if not found:
+            continue
+        entry: dict[str, Any] = {"source": found["key"], **dict.fromkeys(COLUMNS.values(), 0)}
+        for field in _FIELD.finditer(found["rest"]):
+            name = COLUMNS.get(field["name"])
+            if name is not None:
+                entry[name] = int(field["value"])
+        entry["limited"] = entry["limited_rate"] > 0
+        out.append(entry)
+    return out
+
+
+def rank(entries: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The `limit` busiest sources: by request rate, then connection rate, then connections."""
+    return sorted(
+        entries,
+        key=lambda e: (-e["request_rate"], -e["connection_rate"], -e["connections"], e["source"]),
+    )[:limit]
+
+
+def top_talkers(runtime: Callable[[str], str], limit: int) -> dict[str, Any]:
+    """This instance's busiest sources; `protected` is False when it has no table."""
+    answer = runtime(f"show table {SOURCE_TABLE}")
+    if not answer.lstrip().startswith("# table:"):
+        return {"protected": False, "sources": [], "tracked": 0}
+    entries = parse_show_table(answer)
+    return {"protected": True, "sources": rank(entries, limit), "tracked": len(entries)}
