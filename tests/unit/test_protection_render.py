@@ -1,0 +1,314 @@
+"""Protection profiles rendered: map files, the HAProxy frame, and a real HAProxy enforcing them.
+
+The frame must not depend on the limits' values (under-attack mode changes only the
+maps, so no reload), must pass `haproxy -c` without a warning in every shape (HTTP,
+TCP, IPv6, a pair's peers), and a real HAProxy must throttle, refuse and exempt as
+the maps say, the maps being replaced through the runtime API with the same process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from openha.agent.haproxy import cli_command, runtime_changes
+from openha.agent.runtime_maps import chunks, replace_map
+from openha.agent.toptalkers import parse_show_table, top_talkers
+from openha.domain import constants as c
+from openha.domain.protection import UNLIMITED, PathLimit, ProtectionSettings
+from openha.domain.spec import LoadBalancerSpec
+from openha.providers.haproxy import instance_spec
+from openha.render.haproxy import HAProxyPaths, PeerSpec, PeersSpec, RenderError, render_haproxy
+from openha.render.protection import (
+    ALLOW_MAP,
+    DENY_MAP,
+    LIMITS_MAP,
+    PATHS_MAP,
+    ProtectionRenderError,
+    map_files,
+)
+from openha.settings import Settings
+from tests.unit.test_haproxy_instance_spec import lb_spec, placed
+from tests.unit.test_render_haproxy import (
+    HAPROXY,
+    VIP6,
+    assert_valid,
+    http_lb,
+    listener,
+    loadbalancer,
+    member,
+    pool,
+)
+
+PROFILE = ProtectionSettings(
+    max_connections=20,
+    connection_rate=200,
+    request_rate=50,
+    error_rate=30,
+    timeout_http_request=5000,
+    timeout_client_max=30000,
+    max_header_bytes=8192,
+    max_header_count=50,
+    deny=["198.51.100.0/24"],
+    allow=["192.0.2.1"],
+    path_limits=[
+        PathLimit(path_prefix="/l", request_rate=9),
+        PathLimit(path_prefix="/login", request_rate=5),
+    ],
+)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ohp")
+    (path / "server-state").write_text("1\n")
+    (path / "files").mkdir()
+    return path
+
+
+def haproxy_paths(workdir: Path) -> HAProxyPaths:
+    return HAProxyPaths(
+        stats_socket=str(workdir / "stats.sock"),
+        log_socket=str(workdir / "log.sock"),
+        syslog_socket=str(workdir / "syslog.sock"),
+        state_dir=str(workdir),
+        files_dir=str(workdir / "files"),
+    )
+
+
+def write_maps(workdir: Path, settings: ProtectionSettings | None) -> None:
+    for name, content in map_files(settings).items():
+        (workdir / "files" / name).write_text(content)
+
+
+# --- map files -----------------------------------------------------------------------------
+
+
+def test_map_files_hold_every_threshold_and_list() -> None:
+    files = map_files(PROFILE)
+    limits = dict(line.split() for line in files[LIMITS_MAP].splitlines())
+    assert limits == {
+        "conn_cur": "20",
+        "conn_rate": "200",
+        "req_rate": "50",
+        "err_rate": "30",
+        "hdr_bytes": "8192",
+        "hdr_count": "50",
+        "action": "1",
+        "retry_after": "10",
+        "p0": "9",
+        "p1": "5",
+    }
+    assert files[DENY_MAP] == "198.51.100.0/24 1\n"
+    assert files[ALLOW_MAP] == "192.0.2.1/32 1\n"
+    # The longest prefix first: HAProxy's map_beg answers the first match in file order.
+    assert files[PATHS_MAP] == "/login p1\n/l p0\n"
+    unlimited = dict(
+        line.split() for line in map_files(ProtectionSettings())[LIMITS_MAP].splitlines()
+    )
+    assert unlimited["req_rate"] == str(UNLIMITED)
+    assert map_files(None) == dict.fromkeys((LIMITS_MAP, DENY_MAP, ALLOW_MAP, PATHS_MAP), "")
+
+
+@pytest.mark.parametrize("prefix", ["/a b", "/a\nb", "/a'b", '/a"b', "/a#b", "x", "/a\\b"])
+def test_a_path_prefix_that_escaped_validation_is_still_refused(prefix: str) -> None:
+    with pytest.raises(ValidationError):
+        PathLimit(path_prefix=prefix, request_rate=1)
+    smuggled = ProtectionSettings.model_construct(
+        path_limits=[PathLimit.model_construct(path_prefix=prefix, request_rate=1)],
+        deny=[],
+        allow=[],
+    )
+    with pytest.raises(ProtectionRenderError):
+        map_files(smuggled)
+
+
+def test_a_cidr_that_escaped_validation_is_still_refused() -> None:
+    smuggled = ProtectionSettings.model_construct(deny=["10.0.0.0/8\nx"], allow=[], path_limits=[])
+    with pytest.raises(ProtectionRenderError):
+        map_files(smuggled)
+
+
+# --- the frame -----------------------------------------------------------------------------
+
+
+def test_the_frame_passes_haproxy_check_in_every_shape(workdir: Path) -> None:
+    paths = haproxy_paths(workdir)
+    write_maps(workdir, PROFILE)
+    spec = http_lb()
+    tcp = listener("TCP", protocol_port=81, default_pool_id=spec.pools[0].id)
+    spec = spec.model_copy(update={"listeners": (*spec.listeners, tcp)})
+    peers = PeersSpec(
+        local_peer="a",
+        peers=(
+            PeerSpec(name="a", address="10.0.0.2", port=1024),
+            PeerSpec(name="b", address="10.0.0.3", port=1024),
+        ),
+    )
+    cfg = render_haproxy(spec, paths, peers=peers, protection=PROFILE)
+    assert_valid(cfg, workdir)
+    assert "stick-table type ip size 100k expire 60s store conn_cur" in cfg
+    # Both tables are shared with the other instance of the pair.
+    assert cfg.count(" peers openha_peers\n") == 2
+    assert "timeout http-request 5000" in cfg
+    assert cfg.count("timeout client 30000") == 2  # the listeners' 50000 capped
+    # No threshold is written in the configuration: all come from the limits map.
+    assert " 50\n" not in cfg and "gt 50" not in cfg
+    p6 = pool(members=(member(address="2001:db8::10"),))
+    v6 = loadbalancer((listener(default_pool_id=p6.id),), (p6,), vip=VIP6)
+    cfg6 = render_haproxy(v6, paths, protection=PROFILE)
+    assert "stick-table type ipv6" in cfg6
+    assert_valid(cfg6, workdir)
+    assert "openha_protect" not in render_haproxy(spec, paths)
+
+
+def test_a_profile_needs_the_files_directory(workdir: Path) -> None:
+    paths = haproxy_paths(workdir).model_copy(update={"files_dir": None})
+    with pytest.raises(RenderError):
+        render_haproxy(http_lb(), paths, protection=PROFILE)
+
+
+def test_under_attack_changes_the_maps_not_the_configuration() -> None:
+    """What makes under-attack mode a runtime change: the agent sees the same config
+    (but its generation comment) and different map files."""
+    attack = ProtectionSettings(request_rate=2, action="tarpit", deny=["203.0.113.0/24"])
+    base = lb_spec(c.TOPOLOGY_SINGLE).model_copy(update={"protection": PROFILE})
+    attacked = base.model_copy(update={"protection_runtime": attack, "generation": 8})
+    only = placed(c.ROLE_STANDALONE, "198.51.100.20")
+    before = instance_spec.build(base, only, [only], Settings())
+    after = instance_spec.build(attacked, only, [only], Settings())
+    assert runtime_changes(before.haproxy_config, after.haproxy_config) == []
+    assert before.files[LIMITS_MAP] != after.files[LIMITS_MAP]
+    assert after.files[DENY_MAP] == "203.0.113.0/24 1\n"
+    plain = instance_spec.build(lb_spec(c.TOPOLOGY_SINGLE), only, [only], Settings())
+    assert LIMITS_MAP not in plain.files
+
+
+def test_chunks_stay_under_the_cli_buffer() -> None:
+    content = "".join(f"10.{i // 256}.{i % 256}.0/24 1\n" for i in range(3000))
+    parts = chunks(content, 8000)
+    assert all(len(part) <= 8000 for part in parts)
+    assert "".join(parts) == content
+
+
+def test_parse_show_table() -> None:
+    text = (
+        "# table: openha_protect, type: ip, size:102400, used:2\n"
+        "0x55bfd259bde8: key=127.0.0.1 use=0 exp=59960 gpc0=4 gpc0_rate(10000)=4 "
+        "conn_rate(10000)=9 conn_cur=1 http_req_rate(10000)=9 http_err_rate(10000)=0\n"
+        "0x55bfd259bdf0: key=10.0.0.9 use=0 exp=100 gpc0=0 gpc0_rate(10000)=0 "
+        "conn_rate(10000)=1 conn_cur=0 http_req_rate(10000)=1 http_err_rate(10000)=0\n"
+    )
+    rows = parse_show_table(text)
+    assert rows[0] == {
+        "source": "127.0.0.1",
+        "connections": 1,
+        "connection_rate": 9,
+        "request_rate": 9,
+        "error_rate": 0,
+        "limited_total": 4,
+        "limited_rate": 4,
+        "limited": True,
+    }
+    assert rows[1]["limited"] is False
+    answer = top_talkers(lambda _cmd: text, 1)
+    assert answer["tracked"] == 2 and [r["source"] for r in answer["sources"]] == ["127.0.0.1"]
+    assert top_talkers(lambda _cmd: "No such table: openha_protect\n", 5)["protected"] is False
+
+
+# --- a real HAProxy --------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(cfg: str, workdir: Path, port: int) -> Iterator[int]:
+    """HAProxy as a daemon on `cfg` (the agent's way); yields its pid."""
+    if not Path(HAPROXY).exists():
+        pytest.skip("haproxy is not installed")
+    path = workdir / f"live-{uuid.uuid4()}.cfg"
+    pid_file = workdir / "haproxy.pid"
+    path.write_text(cfg)
+    subprocess.run([HAPROXY, "-D", "-p", str(pid_file), "-f", str(path)], check=True, timeout=20)
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 15)
+
+
+def get(port: int, path: str = "/") -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}
+
+
+def test_real_haproxy_limits_and_takes_new_maps_without_a_reload(workdir: Path) -> None:
+    """A PROMETHEUS listener answers by itself (no member needed): 5 requests per period
+    pass, the 6th gets 429 with Retry-After; new maps through the runtime API lift the
+    limit, deny the client at connection, then exempt it, all in the same process."""
+    port = _free_port()
+    spec = loadbalancer((listener("PROMETHEUS", protocol_port=port),), (), vip="127.0.0.1")
+    strict = ProtectionSettings(request_rate=5, retry_after=7)
+    write_maps(workdir, strict)
+    paths = haproxy_paths(workdir)
+    cfg = render_haproxy(spec, paths, protection=strict)
+    files = workdir / "files"
+    run = lambda command: cli_command(Path(paths.stats_socket), command)  # noqa: E731
+    with serving(cfg, workdir, port) as pid:
+        # The readiness probe's empty connection counted as a request: start afresh.
+        run("clear table openha_protect")
+        codes = [get(port, "/metrics")[0] for _ in range(6)]
+        assert codes == [200] * 5 + [429]
+        status, headers = get(port, "/metrics")
+        assert status == 429 and headers.get("retry-after") == "7"
+        table = top_talkers(run, 5)
+        assert table["sources"][0]["source"] == "127.0.0.1"
+        assert table["sources"][0]["limited"] is True
+
+        def replace(settings: ProtectionSettings) -> None:
+            for name, content in map_files(settings).items():
+                (files / name).write_text(content)
+                replace_map(run, str(files / name), content)
+
+        replace(ProtectionSettings(request_rate=1000))
+        assert get(port, "/metrics")[0] == 200
+        replace(ProtectionSettings(request_rate=1000, deny=["127.0.0.0/8"]))
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        # Allow-listed: never limited, even with a limit of one request.
+        replace(ProtectionSettings(request_rate=1, allow=["127.0.0.1"]))
+        assert [get(port, "/metrics")[0] for _ in range(5)] == [200] * 5
+        # Thousands of entries go in a few payloads.
+        many: list[Any] = [f"10.{i // 256}.{i % 256}.0/24" for i in range(3000)]
+        replace(ProtectionSettings(request_rate=1, allow=["127.0.0.1"], deny=many))
+        assert "entry_cnt=3000" in run("show map")
+        assert get(port, "/metrics")[0] == 200
+        # The same process served it all.
+        assert int((workdir / "haproxy.pid").read_text().split()[0]) == pid
+        os.kill(pid, 0)
