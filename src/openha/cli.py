@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from openha import cli_alerts, cli_ops, db
+from openha import cli_alerts, cli_ops, cli_protect, db
 from openha.domain.constants import ROLES
 from openha.settings import Settings
 
@@ -574,6 +574,7 @@ def keystone_register(
 
 # Operators' repairs and backups (sync, reload, recover, diff, export, import, audit).
 cli_ops.register(app)
+cli_protect.register(app)
 
 if __name__ == "__main__":
     app()

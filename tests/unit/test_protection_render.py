@@ -28,7 +28,6 @@ from openha.agent.runtime_maps import chunks, replace_map
 from openha.agent.toptalkers import parse_show_table, top_talkers
 from openha.domain import constants as c
 from openha.domain.protection import UNLIMITED, PathLimit, ProtectionSettings
-from openha.domain.spec import LoadBalancerSpec
 from openha.providers.haproxy import instance_spec
 from openha.render.haproxy import HAProxyPaths, PeerSpec, PeersSpec, RenderError, render_haproxy
 from openha.render.protection import (
