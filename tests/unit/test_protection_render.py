@@ -24,10 +24,12 @@ import pytest
 from pydantic import ValidationError
 
 from openha.agent.haproxy import cli_command, runtime_changes
+from openha.agent.metrics import InstancesCollector
 from openha.agent.runtime_maps import chunks, replace_map
 from openha.agent.toptalkers import parse_show_table, top_talkers
 from openha.domain import constants as c
 from openha.domain.protection import UNLIMITED, PathLimit, ProtectionSettings
+from openha.domain.spec import InstanceSpec
 from openha.providers.haproxy import instance_spec
 from openha.render.haproxy import HAProxyPaths, PeerSpec, PeersSpec, RenderError, render_haproxy
 from openha.render.protection import (
@@ -289,6 +291,29 @@ def test_real_haproxy_limits_and_takes_new_maps_without_a_reload(workdir: Path) 
         table = top_talkers(run, 5)
         assert table["sources"][0]["source"] == "127.0.0.1"
         assert table["sources"][0]["limited"] is True
+        # Every trip is counted for the instance's metrics, in the scrape's one round trip.
+        instance = InstanceSpec(
+            instance_id="i1",
+            load_balancer_id="lb1",
+            project_id="p1",
+            generation=1,
+            namespace="ohi-test",
+            interfaces=(),
+            vip_address="127.0.0.1",
+            haproxy_config=cfg,
+            files=map_files(strict),
+        )
+        families = {
+            f.name: f
+            for f in InstancesCollector(lambda: [(instance, Path(paths.stats_socket))]).collect()
+        }
+        samples = {
+            s.labels["kind"]: s.value
+            for s in families["openha_protection_limit_trips"].samples
+            if s.name.endswith("_total")
+        }
+        assert samples == {"conn": 0, "req": 2, "hdr": 0}
+        assert any(s.value == 1 for s in families["haproxy_up"].samples)
 
         def replace(settings: ProtectionSettings) -> None:
             for name, content in map_files(settings).items():

@@ -13,14 +13,19 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from openha.agent.haproxy import cli_command
 from openha.agent.promstats import InstanceMetrics, split_answers
+from openha.agent.toptalkers import parse_trips
 from openha.domain.spec import InstanceSpec
+from openha.render.protection import LIMITS_MAP, TRIPS_TABLE
 
 COMMAND = "show info;show stat"
+# Protected instances also answer their limit trips in the same round trip.
+PROTECTED_COMMAND = f"{COMMAND};show table {TRIPS_TABLE}"
+TRIP_KINDS = ("conn", "req", "hdr")
 
 
 class InstancesCollector(Collector):
@@ -33,20 +38,37 @@ class InstancesCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
         metrics = InstanceMetrics()
+        trips = CounterMetricFamily(
+            "openha_protection_limit_trips",
+            "Times a source went over a protection limit on this instance "
+            "(kind: conn = connection limits, req = request limits, hdr = header limits)",
+            labels=["project_id", "loadbalancer_id", "instance_id", "kind"],
+        )
         failed = 0
         for spec, socket_path in self.sources():
             labels = (spec.project_id, spec.load_balancer_id, spec.instance_id)
+            protected = LIMITS_MAP in spec.files
             try:
-                answer = cli_command(socket_path, COMMAND, self.timeout)
+                answer = cli_command(
+                    socket_path, PROTECTED_COMMAND if protected else COMMAND, self.timeout
+                )
             except OSError:
                 answer = ""
             info, stat = split_answers(answer)
+            if protected:
+                # HAProxy ends each answer with a blank line: the table's comes last.
+                stat, _, table = stat.lstrip("\n").partition("\n\n")
+                if "Uptime_sec" in info:
+                    counted = parse_trips(table)
+                    for kind in TRIP_KINDS:
+                        trips.add_metric([*labels, kind], counted.get(kind, 0))
             up = "Uptime_sec" in info
             failed += not up
             metrics.add_up(labels, up, spec.role)
             if up:
                 metrics.add(labels, info, stat)
         yield from metrics.families()
+        yield trips
         yield GaugeMetricFamily(
             "openha_agent_scrape_failed_instances",
             "Instances whose HAProxy did not answer this scrape",

@@ -46,6 +46,17 @@ def parse_show_table(text: str) -> list[dict[str, Any]]:
     return out
 
 
+def parse_trips(text: str) -> dict[str, int]:
+    """The trips table (`show table openha_protect_trips`): limit kind -> trips so far."""
+    trips = {}
+    for line in text.splitlines():
+        found = _ENTRY.match(line.strip())
+        if found:
+            counter = re.search(r"\bgpc0=(\d+)", found["rest"])
+            trips[found["key"]] = int(counter.group(1)) if counter else 0
+    return trips
+
+
 def rank(entries: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """The `limit` busiest sources: by request rate, then connection rate, then connections."""
     return sorted(

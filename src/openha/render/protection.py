@@ -37,6 +37,10 @@ MAP_FILES = (LIMITS_MAP, DENY_MAP, ALLOW_MAP, PATHS_MAP)
 # shared by every listener of the load balancer and by the peers of a pair).
 SOURCE_TABLE = "openha_protect"
 PATH_TABLE = "openha_protect_paths"
+# Per kind of limit (conn, req, hdr), how many times this instance tripped it: a
+# counter for metrics, kept a day after the last trip.
+TRIPS_TABLE = "openha_protect_trips"
+TRIPS_EXPIRE = "24h"
 TABLE_SIZE = "100k"
 # An idle source's counters go after this; longer than the rate period so a source
 # pausing between bursts keeps its history.
@@ -118,6 +122,8 @@ class ProtectionFrame:
     paths_map: str
     source_table: str
     path_table: str
+    trips_table: str
+    trips_expire: str
     table_size: str
     table_expire: str
     rate_period: str
@@ -141,6 +147,8 @@ def frame(settings: ProtectionSettings, files_dir: str) -> ProtectionFrame:
         paths_map=f"{base}/{PATHS_MAP}",
         source_table=SOURCE_TABLE,
         path_table=PATH_TABLE,
+        trips_table=TRIPS_TABLE,
+        trips_expire=TRIPS_EXPIRE,
         table_size=TABLE_SIZE,
         table_expire=TABLE_EXPIRE,
         rate_period=f"{RATE_PERIOD_S}s",
