@@ -2,7 +2,7 @@
 
 Dependencies point down. The layers, top to bottom (names under `openha.`):
 
-    entry points: cli, cli_alerts, cli_ops, allinone, demo, clouds, lab, diagnose,
+    entry points: cli, cli_alerts, cli_ops, cli_protect, allinone, demo, clouds, lab, diagnose,
         keystone_register, opsclient
     api: api
     controller: controller

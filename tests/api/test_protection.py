@@ -10,8 +10,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from openha import hosts
+from openha.api import limittrips
 from openha.controller import snapshot
-from openha.models import Event, LoadBalancer, ProtectionProfile
+from openha.db import transaction
+from openha.models import Event, Instance, LoadBalancer, ProtectionProfile
 from tests.api.factories import create_lb
 from tests.conftest import Client
 
@@ -218,3 +221,61 @@ def test_a_flavor_names_the_default_profile(
     assert generation(session_factory, lb["id"]) == gen + 1
     renamed = admin.put(f"{PROFILES}/{profile['id']}", {"protection_profile": {"name": "other"}})
     assert renamed.status_code == 409
+
+
+def test_limit_trips_reported_by_heartbeats_are_rate_limited_events(
+    http: Any, alice: Client, subnet_id: str, session_factory: sessionmaker[Session]
+) -> None:
+    """A rise in an instance's trips is an event, one per LB per interval however many
+    beats say it; trips are counters, not state: they queue no observation."""
+    with transaction(session_factory) as s:
+        secret = hosts.enroll(s, "trip-host", "az1")
+    auth = {"Authorization": f"Bearer {secret}"}
+    host_id = http.post(
+        "/v2/agent/register",
+        headers=auth,
+        json={"name": "trip-host", "management_url": "http://127.0.0.1:1", "agent_secret": "s"},
+    ).json()["host_id"]
+    lb = create_lb(alice, subnet_id)
+    with transaction(session_factory) as s:
+        inst = Instance(load_balancer_id=lb["id"], host_id=host_id, applied_generation=1)
+        s.add(inst)
+        s.flush()
+        inst_id = inst.id
+
+    def beat(trips: int | None) -> None:
+        status = {"instance_id": inst_id, "applied_generation": 1, "haproxy_running": True}
+        resp = http.post(
+            "/v2/agent/heartbeat",
+            headers=auth,
+            json={
+                "host_id": host_id,
+                "name": "trip-host",
+                "instances": [{**status, "limit_trips": trips}],
+            },
+        )
+        assert resp.status_code == 200, resp.text
+
+    def tripped() -> list[Event]:
+        with session_factory() as s:
+            return list(
+                s.scalars(select(Event).where(Event.kind == limittrips.KIND).order_by(Event.id))
+            )
+
+    beat(0)
+    with session_factory() as s:
+        lb_row = s.get(LoadBalancer, lb["id"])
+        assert lb_row is not None
+        health_generation = lb_row.health_generation
+    assert tripped() == []
+    beat(40)
+    beat(90)
+    beat(150)
+    events_ = tripped()
+    assert len(events_) == 1
+    assert events_[0].load_balancer_id == lb["id"] and events_[0].details["trips"] == 40
+    with session_factory() as s:
+        lb_row = s.get(LoadBalancer, lb["id"])
+        assert lb_row is not None and lb_row.health_generation == health_generation
+    assert limittrips.gained({"limit_trips": 5}, {"limit_trips": 150}) == 5  # a new process
+    assert limittrips.gained({"limit_trips": 5}, {}) == 0  # the first report is a baseline

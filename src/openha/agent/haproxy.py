@@ -39,7 +39,9 @@ from openha.agent.netns import NamespaceExec, namespace_pids, run_in_namespace
 from openha.agent.paths import InstancePaths
 from openha.agent.procs import cmdline, pid_alive, pid_from_file
 from openha.agent.runtime_maps import MapUpdateError, replace_map
+from openha.agent.toptalkers import parse_trips
 from openha.domain.observed import ListenerCounters
+from openha.render.protection import TRIPS_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ class StatSummary:
     listeners: dict[str, ListenerCounters] = field(default_factory=dict)
     members: dict[str, str] = field(default_factory=dict)
     pools: dict[str, str] = field(default_factory=dict)
+    limit_trips: int | None = None  # protected instances: trips of every kind
 
 
 def normalize_status(status: str) -> str:
@@ -375,8 +378,14 @@ class HAProxyInstance:
     def runtime(self, command: str, timeout: float = 5.0) -> str:
         return cli_command(self.paths.stats_socket, command, timeout)
 
-    def stats(self) -> StatSummary:
-        return parse_show_stat(self.runtime("show stat"))
+    def stats(self, trips: bool = False) -> StatSummary:
+        """`show stat`, and with `trips` the protection trips table, in one round trip."""
+        if not trips:
+            return parse_show_stat(self.runtime("show stat"))
+        stat, _, table = self.runtime(f"show stat;show table {TRIPS_TABLE}").partition("\n\n")
+        summary = parse_show_stat(stat)
+        summary.limit_trips = sum(parse_trips(table).values())
+        return summary
 
     def processes(self) -> list[int]:
         """Every live process of this instance: the serving one and any still draining."""

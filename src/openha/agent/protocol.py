@@ -45,6 +45,8 @@ class InstanceStatus(BaseModel):
     # member id → "UP" | "DOWN" | "MAINT" | "DRAIN" | "NO_CHECK" | "NOLB"
     members: dict[str, str] = Field(default_factory=dict)
     pools: dict[str, str] = Field(default_factory=dict)  # pool id → "UP" | "DOWN"
+    # Protected instances: how many times sources went over a limit (this process).
+    limit_trips: Annotated[int, Field(ge=0)] | None = None
 
 
 class RegisterRequest(BaseModel):

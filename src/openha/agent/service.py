@@ -77,6 +77,7 @@ from openha.agent.protocol import (
 from openha.agent.report import Probe, Reporter, fd_limit, memory_bytes, vrrp_mark
 from openha.agent.watch import ExitWatcher
 from openha.domain.spec import InstanceSpec
+from openha.render.protection import LIMITS_MAP
 from openha.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -774,7 +775,8 @@ class AgentService:
         stats = None
         if pid is not None:
             try:
-                stats = inst.haproxy.stats()
+                protected = inst.spec is not None and LIMITS_MAP in inst.spec.files
+                stats = inst.haproxy.stats(trips=protected)
             except (OSError, HAProxyError) as exc:
                 log.debug("stats of %s unavailable: %s", inst.instance_id, exc)
         return Probe(pid, stats, self._vrrp_state(inst))
@@ -811,6 +813,7 @@ class AgentService:
                 probe.stats.members,
                 probe.stats.pools,
             )
+            status.limit_trips = probe.stats.limit_trips
         return status
 
     def _mark(self, inst: _Instance) -> Hashable:

@@ -33,6 +33,7 @@ from openha.agent.protocol import (
     RegisterRequest,
     RegisterResponse,
 )
+from openha.api import limittrips
 from openha.api.context import get_session
 from openha.api.errors import Forbidden, Unauthorized
 from openha.api.openapi import AGENT_BEARER
@@ -151,7 +152,7 @@ def _store_counters(session: Session, lb_ids: Iterable[str]) -> None:
 
 
 def _state(health: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in health.items() if k != COUNTERS}
+    return {k: v for k, v in health.items() if k not in (COUNTERS, limittrips.TRIPS)}
 
 
 def _dropped(view: dict[str, Any] | None) -> dict[str, int]:
@@ -255,6 +256,7 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
     repair: set[str] = set()
     seen: set[str] = set()
     orphans: list[str] = []
+    trips: dict[str, int] = {}
     for status in report.instances:
         inst = rows.get(status.instance_id)
         if inst is None:
@@ -270,6 +272,8 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
             observe.add(inst.load_balancer_id)
         if health.get(COUNTERS) != old.get(COUNTERS):
             counters.add(inst.load_balancer_id)
+        if rise := limittrips.gained(health, old):
+            trips[inst.load_balancer_id] = trips.get(inst.load_balancer_id, 0) + rise
         # The agent's word wins: a lower generation means it lost state and needs a re-push.
         if status.applied_generation < inst.applied_generation:
             repair.add(inst.load_balancer_id)
@@ -307,6 +311,8 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
     if counters:
         session.flush()
         _store_counters(session, counters)
+    if trips:
+        limittrips.record(session, trips)
     _mark_alive(host)
     session.commit()
     if report.wanted_version is not None and report.wanted_version == host.placement_version:
