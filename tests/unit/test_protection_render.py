@@ -336,3 +336,85 @@ def test_real_haproxy_limits_and_takes_new_maps_without_a_reload(workdir: Path) 
         # The same process served it all.
         assert int((workdir / "haproxy.pid").read_text().split()[0]) == pid
         os.kill(pid, 0)
+
+
+def test_counters_are_shared_by_a_pair_and_survive_a_reload(tmp_path: Path) -> None:
+    """Two HAProxy processes of a pair, peers on localhost: what one counts, the other
+    holds (a failover keeps an attacker's counters), and a reload of the first hands
+    its table to the new process (so does a reload)."""
+    if not Path(HAPROXY).exists():
+        pytest.skip("haproxy is not installed")
+    strict = ProtectionSettings(request_rate=5)
+    peer_ports = (_free_port(), _free_port())
+    peers = tuple(
+        PeerSpec(name=name, address="127.0.0.1", port=port)
+        for name, port in zip(("a", "b"), peer_ports, strict=True)
+    )
+    sides = {}
+    for name in ("a", "b"):
+        work = tmp_path / name
+        (work / "files").mkdir(parents=True)
+        (work / "server-state").write_text("1\n")
+        write_maps(work, strict)
+        port = _free_port()
+        spec = loadbalancer((listener("PROMETHEUS", protocol_port=port),), (), vip="127.0.0.1")
+        paths = haproxy_paths(work)
+        cfg = render_haproxy(
+            spec, paths, peers=PeersSpec(local_peer=name, peers=peers), protection=strict
+        )
+        sides[name] = (work, port, paths, cfg)
+
+    def table(paths: HAProxyPaths) -> dict[str, Any]:
+        rows = parse_show_table(cli_command(Path(paths.stats_socket), "show table openha_protect"))
+        return {row["source"]: row for row in rows}
+
+    work_a, port_a, paths_a, cfg_a = sides["a"]
+    work_b, port_b, paths_b, cfg_b = sides["b"]
+    with serving(cfg_b, work_b, port_b), serving(cfg_a, work_a, port_a) as pid_a:
+        codes = [get(port_a, "/metrics")[0] for _ in range(8)]
+        assert codes.count(429) >= 2, codes
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            seen = table(paths_b).get("127.0.0.1")
+            if seen and seen["request_rate"] >= 6 and seen["limited"]:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the peer never got the counters: {table(paths_b)}")
+        # A reload as the agent does it: a new process takes the sockets and the table.
+        config = work_a / "live-reload.cfg"
+        config.write_text(cfg_a)
+        pid_file = work_a / "haproxy.pid"
+        subprocess.run(
+            [
+                HAPROXY,
+                "-D",
+                "-p",
+                str(pid_file),
+                "-f",
+                str(config),
+                "-x",
+                paths_a.stats_socket,
+                "-sf",
+                str(pid_a),
+            ],
+            check=True,
+            timeout=20,
+        )
+        new_pid = int(pid_file.read_text().split()[0])
+        try:
+            assert new_pid != pid_a
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    kept = table(paths_a).get("127.0.0.1")
+                    if kept and kept["request_rate"] >= 6:
+                        break
+                time.sleep(0.1)
+            else:
+                pytest.fail("the reloaded process lost the counters")
+            # Still limited: the source is over its limit in the new process too.
+            assert get(port_a, "/metrics")[0] == 429
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(new_pid, 15)
