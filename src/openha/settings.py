@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     # a network partition must not turn into a rebuild storm.
     failover_max_down_fraction: float = 0.5
 
+    # Certificate store (`openha.certstore`): Fernet keys (urlsafe base64 of 32 bytes).
+    # The first seals new payloads, every one opens; to rotate, put a new key first and
+    # run `openha certstore reseal`. Empty: a key made on first use in <state_dir>/certstore.key.
+    certstore_keys: list[str] = Field(default_factory=list)
+
     # VRRP for ACTIVE_STANDBY pairs: v3 allows sub-second adverts (~0.6 s failover).
     vrrp_version: Literal[2, 3] = 3
     vrrp_advert_interval: float = 0.25

@@ -12,7 +12,16 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import __version__, liveness
-from openha.api import agents, bodies, errors, idempotency, metrics, openapi, versions
+from openha.api import (
+    agents,
+    bodies,
+    errors,
+    idempotency,
+    keymanager,
+    metrics,
+    openapi,
+    versions,
+)
 from openha.db import make_engine, make_session_factory
 from openha.providers.base import ProviderContext
 from openha.providers.registry import ProviderRegistry
@@ -102,6 +111,7 @@ def create_app(
     app.include_router(agents.router, prefix="/v2", responses=openapi.ERRORS)
     app.include_router(versions.router)
     app.include_router(metrics.router)
+    app.include_router(keymanager.router)
 
     lbaas = APIRouter()
     for name in LBAAS_MODULES:

@@ -1,0 +1,58 @@
+"""certificate store: Barbican-style secrets (payloads sealed at rest) and containers
+
+Revision ID: 0008
+Revises: 0004
+Create Date: 2026-12-01 09:30:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0008"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _common() -> list[sa.Column[object]]:
+    return [
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("project_id", sa.String(length=255), nullable=False),
+        sa.Column("creator_id", sa.String(length=255), nullable=True),
+        sa.Column("name", sa.String(length=255), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), nullable=True),
+    ]
+
+
+def upgrade() -> None:
+    op.create_table(
+        "certstore_secrets",
+        *_common(),
+        sa.Column("secret_type", sa.String(length=32), nullable=False),
+        sa.Column("algorithm", sa.String(length=255), nullable=True),
+        sa.Column("bit_length", sa.Integer(), nullable=True),
+        sa.Column("mode", sa.String(length=255), nullable=True),
+        sa.Column("expiration", sa.DateTime(), nullable=True),
+        sa.Column("payload_content_type", sa.String(length=255), nullable=True),
+        sa.Column("sealed_payload", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_certstore_secrets")),
+    )
+    op.create_index(op.f("ix_certstore_secrets_project_id"), "certstore_secrets", ["project_id"])
+    op.create_table(
+        "certstore_containers",
+        *_common(),
+        sa.Column("type", sa.String(length=32), nullable=False),
+        sa.Column("secret_refs", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_certstore_containers")),
+    )
+    op.create_index(
+        op.f("ix_certstore_containers_project_id"), "certstore_containers", ["project_id"]
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("certstore_containers")
+    op.drop_table("certstore_secrets")
