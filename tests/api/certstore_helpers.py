@@ -6,7 +6,7 @@ import base64
 from typing import Any
 
 from tests.conftest import Client
-from tests.tlscerts import Issued
+from tests.tlscerts import Issued, issue, make_ca, make_crl
 
 V1 = "/key-manager/v1"
 
@@ -53,3 +53,15 @@ def store_server_cert(
     if passphrase:
         parts["private_key_passphrase"] = store_secret(client, passphrase.decode(), "pass")
     return store_container(client, parts)
+
+
+def tls_refs(client: Client) -> dict[str, str]:
+    """A default and two SNI certificate containers, a client CA and its CRL, stored."""
+    ca = make_ca()
+    return {
+        "default": store_server_cert(client, issue(ca, "default.example", ("default.example",))),
+        "sni1": store_server_cert(client, issue(ca, "one.example", ("one.example",))),
+        "sni2": store_server_cert(client, issue(ca, "two.example", ("two.example",))),
+        "ca": store_secret(client, ca.cert_pem, "ca"),
+        "crl": store_secret(client, make_crl(ca), "crl"),
+    }
