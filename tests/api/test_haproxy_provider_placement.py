@@ -119,12 +119,11 @@ def test_haproxy_provider_refuses_what_it_cannot_serve(alice: Any, subnet_id: st
                     "loadbalancer_id": lb["id"],
                     "protocol": protocol,
                     "protocol_port": 443,
-                    "default_tls_container_ref": "ref" if protocol == "TERMINATED_HTTPS" else None,
                 }
             },
         )
 
-    for protocol in ("UDP", "SCTP", "TERMINATED_HTTPS"):
+    for protocol in ("UDP", "SCTP"):
         resp = listener(protocol)
         assert resp.status_code == 400, resp.text
         assert "Provider 'haproxy' does not support a requested option" in resp.text

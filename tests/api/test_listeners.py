@@ -246,19 +246,19 @@ def test_full_tls_listener_on_noop(alice: Client, subnet_id: str) -> None:
     assert resp.status_code == 400
 
 
-def test_haproxy_provider_refuses_tls_termination(alice: Client, subnet_id: str) -> None:
+def test_haproxy_provider_serves_tls_termination(alice: Client, subnet_id: str) -> None:
     lb = create_lb(alice, subnet_id, provider="haproxy")
+    refs = tls_refs(alice)
     resp = _post(
         alice,
         {
             "loadbalancer_id": lb["id"],
             "protocol": "TERMINATED_HTTPS",
             "protocol_port": 443,
-            "default_tls_container_ref": "cert",
+            "default_tls_container_ref": refs["default"],
         },
     )
-    assert resp.status_code == 400
-    assert "does not support" in resp.json()["faultstring"]
+    assert resp.status_code == 201, resp.text
     resp = _post(alice, {"loadbalancer_id": lb["id"], "protocol": "UDP", "protocol_port": 53})
     assert resp.status_code == 400
     assert "listener protocol UDP" in resp.json()["faultstring"]

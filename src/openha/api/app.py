@@ -111,7 +111,7 @@ def create_app(
     app.include_router(agents.router, prefix="/v2", responses=openapi.ERRORS)
     app.include_router(versions.router)
     app.include_router(metrics.router)
-    app.include_router(keymanager.router)
+    app.include_router(keymanager.router, responses=openapi.ERRORS)
 
     lbaas = APIRouter()
     for name in LBAAS_MODULES:

@@ -38,6 +38,7 @@ from sqlalchemy import ColumnElement, bindparam, case, delete, exists, not_, or_
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam, liveness
+from openha.certstore.sealing import Sealer
 from openha.controller import hostmonitor, snapshot
 from openha.controller.hostmonitor import HostMonitor
 from openha.controller.observer import Observer
@@ -112,6 +113,8 @@ class Reconciler:
         self.settings = settings
         self.sessions = session_factory
         self.providers = providers
+        # Opens the certificate store's payloads for the trees it applies.
+        self.sealer = Sealer.from_settings(settings)
         self.liveness = liveness.Beater(
             session_factory,
             liveness.KIND_CONTROLLER,
@@ -444,7 +447,7 @@ class Reconciler:
             paused = hostmonitor.failover_pause_reason(self.settings, s)
             if paused and not (deleting or failover) and _waits_for_failover(s, lb):
                 return  # only a lost host to rebuild from, and failover is paused
-            spec = None if deleting else snapshot.build(s, lb_id)
+            spec = None if deleting else snapshot.build(s, lb_id, self.sealer)
         # Provider calls happen outside any transaction: they may take seconds.
         if deleting:
             if provider.delete(lb_id):

@@ -57,7 +57,7 @@ class HAProxyProvider(Provider):
     description = "HAProxy in network namespaces on OpenHA agent hosts (SINGLE or ACTIVE_STANDBY)."
     unsupported: ClassVar[Mapping[str, frozenset[Any]]] = {
         # HAProxy speaks neither UDP nor SCTP; TLS termination arrives with the TLS work.
-        "listener.protocol": frozenset({"UDP", "SCTP", "PROMETHEUS", "TERMINATED_HTTPS"}),
+        "listener.protocol": frozenset({"UDP", "SCTP", "PROMETHEUS"}),
         "pool.protocol": frozenset({"UDP", "SCTP"}),
         "pool.lb_algorithm": frozenset({"SOURCE_IP_PORT"}),
         "healthmonitor.type": frozenset({"UDP-CONNECT", "SCTP"}),
