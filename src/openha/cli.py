@@ -44,6 +44,8 @@ token_app = typer.Typer(help="API tokens (Keystone stand-ins).", no_args_is_help
 host_app = typer.Typer(help="Agent hosts.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(host_app, name="host")
+certstore_app = typer.Typer(help="The embedded certificate store.", no_args_is_help=True)
+app.add_typer(certstore_app, name="certstore")
 
 err_console = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("openha.cli")
@@ -422,3 +424,19 @@ def host_enroll(
 
 if __name__ == "__main__":
     app()
+
+
+@certstore_app.command("reseal")
+def certstore_reseal() -> None:
+    """Seal every stored payload again with the first of `certstore_keys` (key rotation:
+    put the new key first, run this, then drop the old key)."""
+    from openha.certstore.sealing import Sealer, SealError
+    from openha.certstore.store import reseal_all
+
+    settings = _settings()
+    try:
+        with db.transaction(_sessions(settings)) as session:
+            count = reseal_all(session, Sealer.from_settings(settings))
+    except (SealError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"resealed {count} payloads")

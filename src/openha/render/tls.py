@@ -23,13 +23,13 @@ import re
 from dataclasses import dataclass
 
 from openha.domain import constants as c
+from openha.domain import grammar
 from openha.domain.spec import CertificateSpec, ListenerSpec, LoadBalancerSpec, PoolSpec
 
 TLS_LISTENER = "TERMINATED_HTTPS"
 # What crt-list lines and file names may hold: a path HAProxy reads as one word.
 _PATH = re.compile(r"/[A-Za-z0-9_./-]+")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-_CIPHER = re.compile(r"[A-Za-z0-9_\-+!@=.]+")
 # OpenSSL's TLS 1.3 cipher suites: these go to `ciphersuites`, the rest to `ciphers`.
 TLS13_CIPHERS = frozenset(
     {
@@ -113,10 +113,10 @@ def _dir(files_dir: str | None) -> str:
 def protocols(
     ciphers: str | None, versions: tuple[str, ...] | None, alpn: tuple[str, ...] | None
 ) -> Protocols:
-    names = [n for n in (ciphers or "").split(":") if n]
-    for name in names:
-        if not _CIPHER.fullmatch(name):
-            raise TlsError(f"{name!r} is not an OpenSSL cipher name")
+    try:
+        names = [n for n in grammar.check_ciphers(ciphers).split(":") if n] if ciphers else []
+    except ValueError as exc:
+        raise TlsError(f"tls_ciphers {ciphers!r}: {exc}") from None
     if versions is not None and any(v not in c.TLS_VERSIONS for v in versions):
         raise TlsError("unknown TLS version")
     if alpn is not None and any(p not in _ALPN for p in alpn):
