@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     # The first seals new payloads, every one opens; to rotate, put a new key first and
     # run `openha certstore reseal`. Empty: a key made on first use in <state_dir>/certstore.key.
     certstore_keys: list[str] = Field(default_factory=list)
+    # A `certificate.expiring` event this many days before a listener's certificate expires.
+    certificate_warning_days: int = Field(default=30, ge=0, le=3650)
 
     # VRRP for ACTIVE_STANDBY pairs: v3 allows sub-second adverts (~0.6 s failover).
     vrrp_version: Literal[2, 3] = 3

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,3 +290,75 @@ def test_reencryption_verifies_members(world: World) -> None:
         (instance,) = world.stack.agents[0].instance_dirs()
         backend = (instance / "haproxy.cfg").read_text().split("\nbackend ", 1)[1]
         raise AssertionError(f"codes {codes[-5:]}, backend:\n{backend}") from None
+
+
+def _handshake_serial(vip: str, name: str, cafile: str) -> int:
+    """One full TLS handshake and request from inside the namespace: the served serial."""
+    import socket
+    import ssl
+
+    from cryptography import x509
+
+    context = ssl.create_default_context(cafile=cafile)
+    with (
+        socket.create_connection((vip, 443), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=name) as tls,
+    ):
+        tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+        answer = tls.recv(64)
+        if not answer.startswith(b"HTTP/1.1 200"):
+            raise OSError(f"unexpected answer {answer!r}")
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return int(x509.load_der_x509_certificate(der).serial_number)
+
+
+def test_rotation_keeps_the_worker_and_loses_nothing(world: World) -> None:
+    lb, li, _ = https_lb(world, world.web)
+    vip = lb["vip_address"]
+    wait_serving(world, vip)
+    ca = world.file("ca.pem", world.ca.cert_pem)
+    (instance,) = world.stack.agents[0].instance_dirs()
+    pid = (instance / "haproxy.pid").read_text().split()[0]
+    old_serial = world.client.run(_handshake_serial, vip, "default.example", ca)
+    new_cert = issue(world.ca, "default.example", ("default.example",))
+    new_ref = world.container(new_cert)
+
+    failures: list[str] = []
+    handshakes = [0]
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                world.client.run(_handshake_serial, vip, "default.example", ca)
+                handshakes[0] += 1
+            except Exception as exc:  # every failure counts, whatever it is
+                failures.append(repr(exc))
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: handshakes[0] >= 20, 20, 0.05, what="handshakes before")
+        update(
+            world.stack, f"listeners/{li['id']}", "listener", {"default_tls_container_ref": new_ref}
+        )
+        world.stack.wait_active(lb["id"])
+        wait_for(
+            lambda: (
+                world.client.run(_handshake_serial, vip, "default.example", ca)
+                == new_cert.cert.serial_number
+            ),
+            20,
+            0.1,
+            what="the new certificate served",
+        )
+        seen = handshakes[0]
+        wait_for(lambda: handshakes[0] >= seen + 20, 20, 0.05, what="handshakes after")
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert old_serial != new_cert.cert.serial_number
+    assert failures == []
+    # Same worker: the certificate went in through the runtime API, not a reload.
+    assert (instance / "haproxy.pid").read_text().split()[0] == pid

@@ -9,16 +9,20 @@ material.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from openha import events
 from openha.certstore import material
 from openha.certstore.material import RefError
 from openha.certstore.sealing import Sealer
+from openha.domain import constants as c
 from openha.domain.certificates import CertificateError, ServerCertificate
-from openha.domain.spec import CertificateSpec
-from openha.models import Listener, Pool
+from openha.domain.spec import CertificateSpec, LoadBalancerSpec
+from openha.models import CertificateExpiry, Listener, LoadBalancer, Pool, utcnow
 
 TLS_LISTENER = "TERMINATED_HTTPS"
 
@@ -72,3 +76,69 @@ def pool_tls(session: Session, sealer: Sealer, pool: Pool) -> dict[str, Any]:
     except (RefError, CertificateError) as exc:
         return {"tls_problem": _problem(ref, exc)}
     return out
+
+
+# --- expiry ---------------------------------------------------------------------------------
+
+
+def record_expiry(session: Session, lb: LoadBalancer, spec: LoadBalancerSpec) -> None:
+    """Remember when each TLS listener's earliest certificate expires (for events, metrics)."""
+    soonest = {
+        li.id: min(cert.not_after for cert in li.tls_certificates if cert.not_after)
+        for li in spec.listeners
+        if any(cert.not_after for cert in li.tls_certificates)
+    }
+    rows = {
+        row.listener_id: row
+        for row in session.scalars(
+            select(CertificateExpiry).where(CertificateExpiry.load_balancer_id == lb.id)
+        )
+    }
+    for listener_id, row in rows.items():
+        if listener_id not in soonest:
+            session.delete(row)
+    for listener_id, not_after in soonest.items():
+        known = rows.get(listener_id)
+        if known is None:
+            known = CertificateExpiry(
+                listener_id=listener_id, load_balancer_id=lb.id, project_id=lb.project_id
+            )
+            session.add(known)
+        if known.not_after != not_after:
+            known.not_after = not_after
+            known.warned = ""  # a new certificate: tell about it again when its time comes
+
+
+def check_expiry(session: Session, warning_days: int, now: datetime | None = None) -> int:
+    """Emit `certificate.expiring` / `certificate.expired` once per certificate and state."""
+    now = now or utcnow()
+    due = session.scalars(
+        select(CertificateExpiry).where(
+            CertificateExpiry.not_after <= now + timedelta(days=warning_days)
+        )
+    ).all()
+    count = 0
+    for row in due:
+        state = "expired" if row.not_after <= now else "expiring"
+        if row.warned == state:
+            continue
+        row.warned = state
+        lb = session.get(LoadBalancer, row.load_balancer_id)
+        days = (row.not_after - now).total_seconds() / 86400
+        if state == "expired":
+            message = f"listener {row.listener_id}: its certificate expired on {row.not_after}"
+        else:
+            message = (
+                f"listener {row.listener_id}: its certificate expires on {row.not_after}"
+                f" (in {days:.0f} days)"
+            )
+        events.emit(
+            session,
+            f"certificate.{state}",
+            message,
+            severity=c.SEVERITY_ERROR if state == "expired" else c.SEVERITY_WARNING,
+            lb=lb,
+            details={"listener_id": row.listener_id, "not_after": row.not_after.isoformat()},
+        )
+        count += 1
+    return count

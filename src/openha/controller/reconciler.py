@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam, liveness
 from openha.certstore.sealing import Sealer
-from openha.controller import hostmonitor, snapshot
+from openha.controller import certificates, hostmonitor, snapshot
 from openha.controller.hostmonitor import HostMonitor
 from openha.controller.observer import Observer
 from openha.db import ChangeWatch, reading, transaction
@@ -307,6 +307,8 @@ class Reconciler:
             self._next_resync = time.monotonic() + self.settings.controller_resync_interval
             self.release_dead_controllers()
             self.resync(paused)
+            with transaction(self.sessions) as s:
+                certificates.check_expiry(s, self.settings.certificate_warning_days)
 
     def _note_pause(self, reason: str | None) -> None:
         """Emit an event when the failover circuit breaker opens or closes."""
@@ -448,6 +450,8 @@ class Reconciler:
             if paused and not (deleting or failover) and _waits_for_failover(s, lb):
                 return  # only a lost host to rebuild from, and failover is paused
             spec = None if deleting else snapshot.build(s, lb_id, self.sealer)
+            if spec is not None:
+                certificates.record_expiry(s, lb, spec)
         # Provider calls happen outside any transaction: they may take seconds.
         if deleting:
             if provider.delete(lb_id):

@@ -631,6 +631,18 @@ class StoredContainer(Base, Timestamps):
     secret_refs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
 
 
+class CertificateExpiry(Base):
+    """When a TLS listener's first certificate expires, as the controller last applied it."""
+
+    __tablename__ = "certificate_expiry"
+    listener_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    load_balancer_id: Mapped[str] = mapped_column(String(36), index=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    not_after: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # The last event told about it: "" (none), "expiring" or "expired".
+    warned: Mapped[str] = mapped_column(String(16), default="")
+
+
 def due_for_reconcile() -> ColumnElement[bool]:
     """LBs the controller must look at (backoff aside): the work queue's predicate.
 

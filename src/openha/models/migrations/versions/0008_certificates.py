@@ -1,4 +1,5 @@
-"""certificate store: Barbican-style secrets (payloads sealed at rest) and containers
+"""certificate store: Barbican-style secrets (payloads sealed at rest) and containers,
+and when each TLS listener's certificate expires
 
 Revision ID: 0008
 Revises: 0004
@@ -51,8 +52,22 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_certstore_containers_project_id"), "certstore_containers", ["project_id"]
     )
+    op.create_table(
+        "certificate_expiry",
+        sa.Column("listener_id", sa.String(length=36), nullable=False),
+        sa.Column("load_balancer_id", sa.String(length=36), nullable=False),
+        sa.Column("project_id", sa.String(length=255), nullable=False),
+        sa.Column("not_after", sa.DateTime(), nullable=False),
+        sa.Column("warned", sa.String(length=16), nullable=False),
+        sa.PrimaryKeyConstraint("listener_id", name=op.f("pk_certificate_expiry")),
+    )
+    op.create_index(
+        op.f("ix_certificate_expiry_load_balancer_id"), "certificate_expiry", ["load_balancer_id"]
+    )
+    op.create_index(op.f("ix_certificate_expiry_not_after"), "certificate_expiry", ["not_after"])
 
 
 def downgrade() -> None:
+    op.drop_table("certificate_expiry")
     op.drop_table("certstore_containers")
     op.drop_table("certstore_secrets")
