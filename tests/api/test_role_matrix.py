@@ -66,6 +66,11 @@ CREATE_UNDER_A = Rule(_rule(admin=OK, member_a=OK, reader_a=S403, member_b=S404)
 # Quotas of project A: Octavia's policy refuses other projects (403), not 404.
 QUOTA_A = Rule(_rule(admin=OK, member_a=OK, reader_a=OK, member_b=S403))
 OPERATOR = Rule(_rule(admin=OK, member_a=S403, reader_a=S403, member_b=S403))
+# A secret's payload is given once (409 after) and the matrix sends none (413): whoever
+# may write gets past the policy, whatever the body says.
+PAYLOAD_ONCE = Rule(
+    _rule(admin=OK | {409, 413}, member_a=OK | {409, 413}, reader_a=S403, member_b=S404)
+)
 AGENT_ONLY = Rule({ident: S401 for ident in IDENTITIES} | {AGENT: OK})
 
 # Normalised "METHOD /v2/path" (the /v2.0 and /lbaas aliases folded in) -> rule.
@@ -192,6 +197,18 @@ POLICY: dict[str, Rule] = {
     "GET /v2/manage/instances/{ident}": OPERATOR,
     "GET /v2/manage/events": OPERATOR,
     "GET /v2/manage/loadbalancers/{lb_id}/logs": OPERATOR,
+    # The certificate store (Barbican v1), scoped by project like the rest.
+    "GET /key-manager": PUBLIC,
+    "POST /key-manager/v1/secrets": CREATE,
+    "GET /key-manager/v1/secrets": LIST,
+    "GET /key-manager/v1/secrets/{secret_id}": READ_A,
+    "GET /key-manager/v1/secrets/{secret_id}/payload": READ_A,
+    "PUT /key-manager/v1/secrets/{secret_id}": PAYLOAD_ONCE,
+    "DELETE /key-manager/v1/secrets/{secret_id}": WRITE_A,
+    "POST /key-manager/v1/containers": CREATE,
+    "GET /key-manager/v1/containers": LIST,
+    "GET /key-manager/v1/containers/{container_id}": READ_A,
+    "DELETE /key-manager/v1/containers/{container_id}": WRITE_A,
 }
 
 # Deletes run last, children before parents, the load balancer last of its tree.
@@ -214,12 +231,16 @@ DELETE_ORDER = (
     "/v2/subnets/{ident}/tags",
     "/v2/subnets/{ident}",
     "/v2/networks/{ident}",
+    "/key-manager/v1/containers/{container_id}",
+    "/key-manager/v1/secrets/{secret_id}",
 )
 # PUTs that replace what other routes use come after the rest.
 PUT_LAST = ("/v2/pools/{pool_id}/members",)
 
 
 def normalise(path: str) -> str:
+    if path.startswith("/key-manager"):
+        return path.rstrip("/")  # Barbican's clients add a slash to some paths
     path = "/v2" + path.removeprefix("/v2.0") if path.startswith("/v2.0") else path
     return path.replace("/v2/lbaas/", "/v2/", 1)
 
@@ -371,6 +392,17 @@ class World:
             "subnet",
         )
         self.vip_subnet = subnet_id
+        self.secret_id = self._made(
+            alice.post(
+                "/key-manager/v1/secrets/",
+                {"name": "a", "payload": "a", "payload_content_type": "text/plain"},
+            ),
+            "secret_ref",
+        ).rsplit("/", 1)[-1]
+        self.container_id = self._made(
+            alice.post("/key-manager/v1/containers/", {"type": "generic", "name": "a"}),
+            "container_ref",
+        ).rsplit("/", 1)[-1]
         # What the creates hang new rows on, so that the deletes above can go.
         self.kept = {
             "flavorprofile": self._made(
@@ -438,7 +470,13 @@ class World:
     def a_ids(self) -> list[str]:
         """Ids of project A's objects, which project B must never read."""
         objects = (self.lb, self.listener, self.pool, self.spare_pool, self.member, self.hm)
-        return [o["id"] for o in objects] + [self.policy["id"], self.rule["id"], self.port_id]
+        return [o["id"] for o in objects] + [
+            self.policy["id"],
+            self.rule["id"],
+            self.port_id,
+            self.secret_id,
+            self.container_id,
+        ]
 
     def concrete(self, template: str) -> str:
         """A path to call: each `{param}` is project A's (or the operator's) object of the
@@ -464,6 +502,8 @@ class World:
             "amphorae": self.instance_id,
             "instances": self.instance_id,
             "hosts": self.host_id,
+            "secrets": self.secret_id,
+            "containers": self.container_id,
         }
         parts = template.split("/")
         for i, part in enumerate(parts):
@@ -531,6 +571,12 @@ class World:
                 }
             },
             "/v2/agent/register": lambda: self.register_body,
+            "/key-manager/v1/secrets": lambda: {
+                "name": f"s{n}",
+                "payload": f"p{n}",
+                "payload_content_type": "text/plain",
+            },
+            "/key-manager/v1/containers": lambda: {"type": "generic", "name": f"c{n}"},
             "/v2/agent/heartbeat": lambda: {
                 "host_id": self.host_id,
                 "name": "matrix-host",
