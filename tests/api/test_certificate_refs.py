@@ -13,7 +13,7 @@ from tests.api.certstore_helpers import (
 )
 from tests.api.factories import create_lb, create_listener, create_pool
 from tests.conftest import Client
-from tests.tlscerts import issue, make_ca
+from tests.tlscerts import issue, make_ca, make_crl
 
 HTTPS = {"protocol": "TERMINATED_HTTPS", "protocol_port": 443}
 
@@ -132,3 +132,33 @@ def test_pool_references(alice: Client, bob: Client, subnet_id: str) -> None:
     resp = alice.put(url, {"pool": {"crl_container_ref": refs["ca"]}})
     assert resp.status_code == 400
     assert "not a PEM or DER X.509 CRL" in resp.json()["faultstring"]
+
+
+def test_a_crl_must_come_from_the_client_ca(alice: Client, subnet_id: str) -> None:
+    lb = create_lb(alice, subnet_id)
+    refs = tls_refs(alice)
+    other_crl = store_secret(alice, make_crl(make_ca("someone else")), "crl")
+    resp = _listener(
+        alice,
+        lb["id"],
+        default_tls_container_ref=refs["default"],
+        client_authentication="MANDATORY",
+        client_ca_tls_container_ref=refs["ca"],
+        client_crl_container_ref=other_crl,
+    )
+    assert resp.status_code == 400
+    assert "CRL specified is not valid" in resp.json()["faultstring"]
+
+
+def test_hostile_tls_options_are_refused(alice: Client, subnet_id: str) -> None:
+    lb = create_lb(alice, subnet_id)
+    refs = tls_refs(alice)
+    for fields in (
+        {"tls_ciphers": "AES128-SHA crt /etc/shadow"},
+        {"tls_ciphers": "AES'\nbind :1"},
+        {"tls_versions": ["TLSv1.2\n"]},
+        {"alpn_protocols": ["h2 crt /x"]},
+        {"client_authentication": "REQUIRED"},
+    ):
+        resp = _listener(alice, lb["id"], default_tls_container_ref=refs["default"], **fields)
+        assert resp.status_code == 400, (fields, resp.text)

@@ -19,16 +19,16 @@ from openha.api.errors import BadRequest, quote_input
 from openha.api.keymanager import sealer
 from openha.certstore import material
 from openha.certstore.material import RefError
-from openha.domain.certificates import CertificateError
+from openha.domain.certificates import CertificateError, crl_signed_by
 from openha.models import Listener, Pool
 
 Loader = Callable[..., Any]
 
 
-def _check(request: Request, session: Session, ctx: RequestContext, load: Loader, ref: str) -> None:
+def _check(request: Request, session: Session, ctx: RequestContext, load: Loader, ref: str) -> Any:
     scope = None if ctx.is_admin else ctx.project_id
     try:
-        load(session, sealer(request), ref, scope)
+        return load(session, sealer(request), ref, scope)
     except RefError:
         raise BadRequest(f"Could not retrieve certificate: {quote_input(ref)}") from None
     except CertificateError as exc:
@@ -37,24 +37,34 @@ def _check(request: Request, session: Session, ctx: RequestContext, load: Loader
         ) from None
 
 
+def _check_ca_and_crl(
+    request: Request, session: Session, ctx: RequestContext, ca_ref: str | None, crl_ref: str | None
+) -> None:
+    ca = _check(request, session, ctx, material.ca_certificates, ca_ref)[0] if ca_ref else None
+    crl = _check(request, session, ctx, material.revocation_list, crl_ref) if crl_ref else None
+    if ca and crl and not crl_signed_by(crl, ca):
+        raise BadRequest(
+            "Validation failure: The CRL specified is not valid for client certificate "
+            "authority reference supplied."
+        )
+
+
 def check_listener(
     request: Request, session: Session, ctx: RequestContext, listener: Listener
 ) -> None:
     for ref in [listener.default_tls_container_ref, *(listener.sni_container_refs or [])]:
         if ref:
             _check(request, session, ctx, material.server_certificate, ref)
-    if listener.client_ca_tls_container_ref:
-        _check(
-            request, session, ctx, material.ca_certificates, listener.client_ca_tls_container_ref
-        )
-    if listener.client_crl_container_ref:
-        _check(request, session, ctx, material.revocation_list, listener.client_crl_container_ref)
+    _check_ca_and_crl(
+        request,
+        session,
+        ctx,
+        listener.client_ca_tls_container_ref,
+        listener.client_crl_container_ref,
+    )
 
 
 def check_pool(request: Request, session: Session, ctx: RequestContext, pool: Pool) -> None:
     if pool.tls_container_ref:
         _check(request, session, ctx, material.server_certificate, pool.tls_container_ref)
-    if pool.ca_tls_container_ref:
-        _check(request, session, ctx, material.ca_certificates, pool.ca_tls_container_ref)
-    if pool.crl_container_ref:
-        _check(request, session, ctx, material.revocation_list, pool.crl_container_ref)
+    _check_ca_and_crl(request, session, ctx, pool.ca_tls_container_ref, pool.crl_container_ref)

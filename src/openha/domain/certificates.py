@@ -189,6 +189,18 @@ def ca_bundle(data: bytes | str) -> tuple[str, datetime]:
     return "".join(_pem(c) for c in certs), min(_not_after(c) for c in certs)
 
 
+def crl_signed_by(crl_pem: str, ca_pem: str) -> bool:
+    """Whether one of the CA certificates signed the revocation list (Octavia checks it)."""
+    crl = x509.load_pem_x509_crl(crl_pem.encode())
+    for ca in x509.load_pem_x509_certificates(ca_pem.encode()):
+        try:
+            if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
 def revocation_list(data: bytes | str) -> str:
     """A certificate revocation list, as PEM."""
     raw = _bytes(data, "revocation list")
