@@ -144,10 +144,12 @@ def openha_lb(
         "flavor_id": flavor_id,
         "listeners": [
             {
+                "name": "https",
                 "protocol": "TERMINATED_HTTPS",
                 "protocol_port": 443,
                 "default_tls_container_ref": ref,
                 "default_pool": {
+                    "name": "pool",
                     "protocol": "HTTP",
                     "lb_algorithm": "ROUND_ROBIN",
                     "members": [{"address": b.ip, "protocol_port": b.port} for b in backends],
