@@ -227,7 +227,8 @@ def test_mandatory_client_authentication_with_crl(world: World) -> None:
     good_cert = world.file("good.pem", good.cert_pem + good.key_pem())
     ok = wait_serving(world, vip, "--cert", good_cert)
     seen = body_of(ok)["headers"]
-    assert seen["x-ssl-client-cn"] == '"alice-client"'
+    # HAProxy's set-header does not apply the %{+Q} quoting: the bare name arrives.
+    assert seen["x-ssl-client-cn"] == "alice-client"
     assert seen["x-ssl-client-has-cert"] == "1"
     # No certificate: the handshake is refused.
     assert curl(world, vip, NAMES[0]).returncode != 0

@@ -276,9 +276,12 @@ def runtime_changes(old: str, new: str) -> list[str] | None:
     return commands
 
 
-# A changed certificate, CA or CRL file: HAProxy's runtime API swaps what it loaded from
-# that path (`set ssl …` opens a transaction, `commit ssl …` applies it) without a reload.
-_SSL_KINDS = (("-ca.pem", "ca-file"), ("-crl.pem", "crl-file"), (".pem", "cert"))
+# A changed certificate file: HAProxy's runtime API swaps what it loaded from that path
+# (`set ssl cert` opens a transaction, `commit ssl cert` applies it) without a reload.
+# A changed CA or CRL reloads: HAProxy resumes cached TLS sessions without verifying
+# the peer again, so only a new process (no session cache) enforces the new CA or CRL
+# at once (a member no longer trusted kept answering through resumed sessions).
+_RELOAD_SUFFIXES = (".crt-list", "-ca.pem", "-crl.pem")
 _RUNTIME_PATH = re.compile(r"/[A-Za-z0-9_./-]+")
 
 
@@ -287,24 +290,23 @@ def tls_runtime_changes(changed_files: Mapping[str, str] | None) -> list[str] | 
 
     `changed_files` maps the absolute paths of files whose content changed to that
     content; None says a file is new (nothing loaded it yet). A changed crt-list (an
-    SNI certificate added or removed) needs a reload too. Other files (scripts) are
-    not HAProxy's.
+    SNI certificate added or removed), CA or CRL needs a reload too. Other files
+    (scripts) are not HAProxy's.
     """
     if changed_files is None:
         return None
     commands: list[str] = []
     for path, content in sorted(changed_files.items()):
-        if path.endswith(".crt-list"):
+        if path.endswith(_RELOAD_SUFFIXES):
             return None
-        kind = next((k for suffix, k in _SSL_KINDS if path.endswith(suffix)), None)
-        if kind is None:
+        if not path.endswith(".pem"):
             continue
         if not _RUNTIME_PATH.fullmatch(path):
             return None
         body = content if content.endswith("\n") else content + "\n"
         # The payload ends at an empty line: the one `cli_command` adds after it.
-        commands.append(f"set ssl {kind} {path} <<\n{body}")
-        commands.append(f"commit ssl {kind} {path}")
+        commands.append(f"set ssl cert {path} <<\n{body}")
+        commands.append(f"commit ssl cert {path}")
     return commands
 
 
