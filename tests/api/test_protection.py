@@ -150,7 +150,7 @@ def test_an_lb_override_under_attack_mode_and_the_tenants_view(
     assert generation(session_factory, lb["id"]) == gen + 2
     # Desired state: the controller's snapshot renders the maps from the attack profile.
     with session_factory() as s:
-        spec = snapshot.build(s, lb["id"])
+        spec = snapshot.build(s, lb["id"], None)
     assert spec.protection is not None and spec.protection.request_rate == 100
     assert spec.protection_runtime is not None and spec.protection_runtime.request_rate == 5
     # Repeating changes nothing; deleting a profile in use is refused.
@@ -162,7 +162,7 @@ def test_an_lb_override_under_attack_mode_and_the_tenants_view(
     assert off.status_code == 200 and off.json()["protection"]["under_attack"] is False
     assert generation(session_factory, lb["id"]) == gen + 3
     with session_factory() as s:
-        assert snapshot.build(s, lb["id"]).protection_runtime is None
+        assert snapshot.build(s, lb["id"], None).protection_runtime is None
         kinds = list(
             s.scalars(
                 select(Event.kind).where(Event.load_balancer_id == lb["id"]).order_by(Event.id)
@@ -212,7 +212,7 @@ def test_a_flavor_names_the_default_profile(
     seen = alice.get(f"/v2/lbaas/loadbalancers/{lb['id']}/protection").json()["protection"]
     assert seen["source"] == "flavor" and seen["profile"]["id"] == profile["id"]
     with session_factory() as s:
-        spec = snapshot.build(s, lb["id"])
+        spec = snapshot.build(s, lb["id"], None)
     assert spec.protection is not None and spec.protection.connection_rate == 30
     # A flavor's default cannot be deleted; a change to it is pushed to its LBs.
     assert admin.delete(f"{PROFILES}/{profile['id']}").status_code == 409

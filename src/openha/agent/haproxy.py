@@ -30,6 +30,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,9 +281,63 @@ def runtime_changes(old: str, new: str) -> list[str] | None:
     return commands
 
 
-def runtime_answer_ok(answer: str) -> bool:
+# A changed certificate file: HAProxy's runtime API swaps what it loaded from that path
+# (`set ssl cert` opens a transaction, `commit ssl cert` applies it) without a reload.
+# A changed CA or CRL reloads: HAProxy resumes cached TLS sessions without verifying
+# the peer again, so only a new process (no session cache) enforces the new CA or CRL
+# at once (a member no longer trusted kept answering through resumed sessions).
+_RELOAD_SUFFIXES = (".crt-list", "-ca.pem", "-crl.pem")
+_RUNTIME_PATH = re.compile(r"/[A-Za-z0-9_./-]+")
+
+
+# Spec files with this suffix are HAProxy maps (protection thresholds and lists): a
+# change goes in through the runtime API (`replace_maps`), no reload.
+MAP_SUFFIX = ".map"
+
+
+def changed_maps(changed_files: Mapping[str, str] | None) -> dict[str, str]:
+    """The map files among the changed ones (path -> content)."""
+    return {p: c for p, c in (changed_files or {}).items() if p.endswith(MAP_SUFFIX)}
+
+
+def tls_runtime_changes(changed_files: Mapping[str, str] | None) -> list[str] | None:
+    """Runtime API commands loading changed certificate files, or None if a reload is needed.
+
+    `changed_files` maps the absolute paths of files whose content changed to that
+    content; None says a file is new (nothing loaded it yet). A changed crt-list (an
+    SNI certificate added or removed), CA or CRL needs a reload too. Other files
+    (scripts) are not HAProxy's.
+    """
+    if changed_files is None:
+        return None
+    commands: list[str] = []
+    for path, content in sorted(changed_files.items()):
+        if path.endswith(_RELOAD_SUFFIXES):
+            return None
+        if not path.endswith(".pem"):
+            continue
+        if not _RUNTIME_PATH.fullmatch(path):
+            return None
+        body = content if content.endswith("\n") else content + "\n"
+        # The payload ends at an empty line: the one `cli_command` adds after it.
+        commands.append(f"set ssl cert {path} <<\n{body}")
+        commands.append(f"commit ssl cert {path}")
+    return commands
+
+
+def describe_command(command: str) -> str:
+    """What a log line may say about a runtime command: never its payload (keys)."""
+    return command.split("\n", 1)[0].removesuffix(" <<")
+
+
+def runtime_answer_ok(answer: str, command: str = "") -> bool:
     """The runtime API answers nothing on success, or a note about what it changed."""
     text = answer.strip()
+    lower = text.lower()
+    if command.startswith("set ssl "):
+        return "transaction" in lower and "error" not in lower
+    if command.startswith("commit ssl "):
+        return "success" in lower and "error" not in lower
     return not text or "changed" in text or "no need to change" in text
 
 
@@ -586,17 +641,32 @@ class HAProxyInstance:
         self.write_config(config)
         return self.start()
 
-    def apply(self, config: str, validated: bool = False) -> ConfigOutcome:
+    def apply(
+        self,
+        config: str,
+        validated: bool = False,
+        changed_files: Mapping[str, str] | None = None,
+    ) -> ConfigOutcome:
         """Make `config` the running config; on any failure the old one keeps serving.
 
         `validated` says `validate(config)` just succeeded (the candidate file is in place).
-        The caller ends the apply with `finish()`.
+        `changed_files` are the spec's files whose content changed (path -> content; None
+        when one is new): changed certificates go through the runtime API when the
+        configuration allows it. The caller ends the apply with `finish()`.
         """
         running = self.running()
         known = self.known_config()
         if running and known == config:
             self.write_config(config)
-            return ConfigOutcome("none")
+            if not changed_maps(changed_files):
+                return ConfigOutcome("none")
+            if self.replace_maps(changed_maps(changed_files)):
+                return ConfigOutcome("runtime")
+            try:  # the new process reads the files
+                self.reload()
+            except (HAProxyError, OSError) as exc:
+                return ConfigOutcome("reload", str(exc))
+            return ConfigOutcome("reload")
         if not (validated and self._is_candidate(config)):
             error = self.validate(config)
             if error:
@@ -616,7 +686,15 @@ class HAProxyInstance:
                 return ConfigOutcome("start", str(exc))
         pid = self.pid()
         commands = runtime_changes(known, config) if known is not None else None
-        if pid is not None and commands is not None and self._run_runtime(commands):
+        if commands is not None:
+            tls_commands = tls_runtime_changes(changed_files)
+            commands = None if tls_commands is None else commands + tls_commands
+        if (
+            pid is not None
+            and commands is not None
+            and self._run_runtime(commands)
+            and self.replace_maps(changed_maps(changed_files))
+        ):
             faults.crash_point(faults.HAPROXY_CHANGES_SENT)
             self.record_loaded(pid, config)
             self.history.count("runtime_update")
@@ -628,33 +706,33 @@ class HAProxyInstance:
             return ConfigOutcome("reload", str(exc))
         return ConfigOutcome("reload")
 
-    def replace_maps(self, names: list[str]) -> bool:
-        """Load the files `names` (in the spec's files directory) into the running maps.
+    def replace_maps(self, maps: Mapping[str, str]) -> bool:
+        """Load changed map files (path -> content) into the running process's maps.
 
         True when every map took; False (logged) when HAProxy refused one or did not
         answer: the caller reloads, and the new process reads the files.
         """
-        for name in names:
-            path = self.paths.files_dir / name
+        for path, content in sorted(maps.items()):
             try:
-                count = replace_map(self.runtime, str(path), path.read_text())
+                count = replace_map(self.runtime, path, content)
             except (OSError, MapUpdateError) as exc:
-                log.warning("%s: map %s not replaced at runtime (%s)", self.namespace, name, exc)
+                log.warning("%s: map %s not replaced at runtime (%s)", self.namespace, path, exc)
                 return False
-            log.info("%s: map %s replaced at runtime (%d entries)", self.namespace, name, count)
-        if names:
+            log.info("%s: map %s replaced at runtime (%d entries)", self.namespace, path, count)
+        if maps:
             self.history.count("map_update")
         return True
 
     def _run_runtime(self, commands: list[str]) -> bool:
         for command in commands:
+            what = describe_command(command)
             try:
                 answer = self.runtime(command)
             except OSError as exc:
-                log.warning("runtime command %r failed (%s); reloading instead", command, exc)
+                log.warning("runtime command %r failed (%s); reloading instead", what, exc)
                 return False
-            if not runtime_answer_ok(answer):
-                log.info("runtime command %r refused (%s); reloading", command, answer.strip())
+            if not runtime_answer_ok(answer, command):
+                log.info("runtime command %r refused (%s); reloading", what, answer.strip()[:200])
                 return False
         return True
 
