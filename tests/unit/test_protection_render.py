@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from openha.agent.haproxy import cli_command, runtime_changes
+from openha.agent.haproxy import changed_maps, cli_command, runtime_changes, tls_runtime_changes
 from openha.agent.metrics import InstancesCollector
 from openha.agent.runtime_maps import chunks, replace_map
 from openha.agent.toptalkers import parse_show_table, top_talkers
@@ -418,3 +418,12 @@ def test_counters_are_shared_by_a_pair_and_survive_a_reload(tmp_path: Path) -> N
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(new_pid, 15)
+
+
+def test_changed_map_files_go_to_the_runtime_api_not_a_reload() -> None:
+    """A changed map file is no reason to reload (the certificates' runtime path leaves
+    it alone), and only map files are replaced as maps."""
+    changed = {"/x/files/protect-limits.map": "req_rate 5\n", "/x/files/notify.sh": "#!/bin/sh\n"}
+    assert changed_maps(changed) == {"/x/files/protect-limits.map": "req_rate 5\n"}
+    assert changed_maps(None) == {}
+    assert tls_runtime_changes(changed) == []
