@@ -427,3 +427,34 @@ def test_changed_map_files_go_to_the_runtime_api_not_a_reload() -> None:
     assert changed_maps(changed) == {"/x/files/protect-limits.map": "req_rate 5\n"}
     assert changed_maps(None) == {}
     assert tls_runtime_changes(changed) == []
+
+
+def test_openha_top_renders_the_merged_answer() -> None:
+    from rich.console import Console
+
+    from openha.api.toptalkers import merge
+    from openha.cli_protect import talkers_table
+
+    a = {"sources": [{"source": "10.0.0.9", "request_rate": 50, "limited": True}]}
+    b = {
+        "sources": [
+            {"source": "10.0.0.9", "request_rate": 70, "connections": 2},
+            {"source": "10.0.0.1", "request_rate": 3},
+        ]
+    }
+    rows = merge([a, b], 10)
+    # A pair's two tables hold the same source: the larger counter, never the sum.
+    assert [(r["source"], r["request_rate"], r["limited"]) for r in rows] == [
+        ("10.0.0.9", 70, True),
+        ("10.0.0.1", 3, False),
+    ]
+    answer = {
+        "rate_period": 10,
+        "sources": rows,
+        "instances": [{"instance_id": "abcdef123", "protected": True, "tracked": 2}],
+        "errors": {"fedcba987": "agent unreachable"},
+    }
+    console = Console(record=True, width=120)
+    console.print(talkers_table(answer, "web"))
+    text = console.export_text()
+    assert "10.0.0.9" in text and "yes" in text and "agent unreachable" in text
