@@ -129,9 +129,9 @@ def snapshots(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     built: list[str] = []
     original = snapshot.build
 
-    def counted(session: Session, lb_id: str) -> Any:
+    def counted(session: Session, lb_id: str, sealer: Any) -> Any:
         built.append(lb_id)
-        return original(session, lb_id)
+        return original(session, lb_id, sealer)
 
     monkeypatch.setattr(snapshot, "build", counted)
     return built

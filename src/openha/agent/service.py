@@ -784,7 +784,7 @@ class AgentService:
         if pid is not None:
             try:
                 protected = inst.spec is not None and LIMITS_MAP in inst.spec.files
-                stats = inst.haproxy.stats(trips=protected)
+                stats = inst.haproxy.stats(trips=True) if protected else inst.haproxy.stats()
             except (OSError, HAProxyError) as exc:
                 log.debug("stats of %s unavailable: %s", inst.instance_id, exc)
         return Probe(pid, stats, self._vrrp_state(inst))
