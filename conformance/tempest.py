@@ -47,9 +47,10 @@ def keystone_auth(ks: Keystone, cache_time: int = 300) -> dict[str, str]:
     }
 
 
-def vip_network(base: str, token: str) -> tuple[str, str]:
-    """A shared network and subnet for every project's VIPs and members."""
-    headers = {"X-Auth-Token": token}
+def vip_network(base: str, token: str, headers: dict[str, str] | None = None) -> tuple[str, str]:
+    """A shared network and subnet for every project's VIPs and members (`headers`:
+    an admin's, in place of a token)."""
+    headers = headers or {"X-Auth-Token": token}
     net = httpx.post(
         f"{base}/v2.0/networks",
         json={
@@ -63,7 +64,8 @@ def vip_network(base: str, token: str) -> tuple[str, str]:
         headers=headers,
         timeout=30,
     )
-    net.raise_for_status()
+    if net.status_code != 201:
+        raise RuntimeError(f"network: {net.status_code} {net.text}")
     network_id = net.json()["network"]["id"]
     sub = httpx.post(
         f"{base}/v2.0/subnets",
@@ -78,7 +80,8 @@ def vip_network(base: str, token: str) -> tuple[str, str]:
         headers=headers,
         timeout=30,
     )
-    sub.raise_for_status()
+    if sub.status_code != 201:
+        raise RuntimeError(f"subnet: {sub.status_code} {sub.text}")
     return network_id, sub.json()["subnet"]["id"]
 
 
