@@ -141,7 +141,7 @@ class Keystone:
         # the mode stays with the file.
         with contextlib.closing(sqlite3.connect(self.db)) as db:
             db.execute("PRAGMA journal_mode=WAL")
-        self._serve()
+        self.serve()
 
     @contextlib.contextmanager
     def sibling(self, token_expiration: int) -> Iterator[Keystone]:
@@ -150,7 +150,7 @@ class Keystone:
         other = Keystone(self.dir, token_expiration, name=f"keystone-{token_expiration}s")
         try:
             other._write_conf()
-            other._serve()
+            other.serve()
             yield other
         finally:
             other.stop()
@@ -186,7 +186,8 @@ class Keystone:
             )
         )
 
-    def _serve(self) -> None:
+    def serve(self) -> None:
+        """Start the server (again, after `stop()`: same port, same database)."""
         out = self.server_log.open("wb")
         self.process = subprocess.Popen(
             [str(VENV / "bin" / "python"), "-c", _SERVE],

@@ -193,17 +193,10 @@ def run_tempest(
     return counts, text, finished
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--regex", default="octavia_tempest_plugin.tests.api.v2")
-    parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument(
-        "--deadline", type=float, default=None, help="stop tempest after this many seconds"
-    )
-    args = parser.parse_args()
-
-    workdir = Path(tempfile.mkdtemp(prefix="openha-tempest-"))
+def run(
+    workdir: Path, regex: str, concurrency: int = 2, deadline: float | None = None
+) -> tuple[dict[str, int], str, bool]:
+    """Keystone, OpenHA registered in it, then tempest (`run_tempest`), in `workdir`."""
     openha: servers.Server | None = None
     try:
         with Keystone.started(workdir / "keystone") as ks:
@@ -222,16 +215,35 @@ def main() -> None:
             admin = KeystoneClient(ks.url, "admin", ks.admin_password, "admin", "Default")
             network_id, _ = vip_network(openha.base, admin.token)
             found = discovered(openha.base, admin.token)
+            admin.close()
             (workdir / "tempest.conf").write_text(tempest_conf(ks, network_id, found))
-            counts, out, finished = run_tempest(
-                workdir, args.regex, args.concurrency, args.deadline
-            )
+            return run_tempest(workdir, regex, concurrency, deadline)
     finally:
         if openha is not None:
             openha.stop()
+
+
+def failed_tests(out: str) -> list[str]:
+    return sorted({name for name, result in RESULT.findall(out) if result == "FAILED"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--regex", default="octavia_tempest_plugin.tests.api.v2")
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--deadline", type=float, default=None, help="stop tempest after this many seconds"
+    )
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="openha-tempest-"))
+    try:
+        counts, out, finished = run(workdir, args.regex, args.concurrency, args.deadline)
+    finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    for name in sorted({name for name, result in RESULT.findall(out) if result == "FAILED"}):
+    for name in failed_tests(out):
         print(f"FAILED {name}")
     partial = "" if finished else f" (stopped after {args.deadline:.0f} s: tests done by then)"
     print(

@@ -237,3 +237,27 @@ def test_expired_token_is_refused(cloud: Cloud) -> None:
         time.sleep(4)
         resp = httpx.get(f"{cloud.base}{LB}", headers=headers, timeout=30)
     assert resp.status_code == 401, resp.text
+
+
+def test_keystone_out_of_reach_is_503_as_in_octavia(cloud: Cloud) -> None:
+    """keystonemiddleware's own answer while it cannot validate a token (Octavia's
+    API gives the same); once Keystone is back, the same token works."""
+    token = cloud.token("member")  # not yet seen by OpenHA, so not in its cache
+    headers = {"X-Auth-Token": token, "Accept": "application/json"}
+    cloud.ks.stop()
+    try:
+        resp = httpx.get(f"{cloud.base}{LB}", headers=headers, timeout=60)
+        assert resp.status_code == 503, resp.text
+        assert "The Keystone service is temporarily unavailable." in resp.text
+        refused = httpx.post(
+            f"{cloud.base}{LB}",
+            json={"loadbalancer": {"name": "not-made", "vip_subnet_id": cloud.subnet_id}},
+            headers=headers,
+            timeout=60,
+        )
+        assert refused.status_code == 503, refused.text
+    finally:
+        cloud.ks.serve()
+    listed = httpx.get(f"{cloud.base}{LB}", headers=headers, timeout=30)
+    assert listed.status_code == 200, listed.text
+    assert "not-made" not in {lb["name"] for lb in listed.json()["loadbalancers"]}
