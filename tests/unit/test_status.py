@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
@@ -131,7 +130,7 @@ def test_a_pool_no_listener_uses_is_offline() -> None:
 
 def test_the_noop_provider_reports_a_pool_no_listener_uses_offline() -> None:
     used = lb((M1,))
-    unused = dataclasses.replace(used, listeners=())
+    unused = used.model_copy(update={"listeners": ()})
     provider = NoopProvider.__new__(NoopProvider)  # observe reads nothing of its context
     assert provider.observe(used).pools["p"] == "ONLINE"
     assert provider.observe(used).members["m1"] == "ONLINE"
