@@ -106,6 +106,9 @@ class Agent:
 
     def start(self) -> Agent:
         self.spawn()
+        return self.wait_up()
+
+    def wait_up(self) -> Agent:
         wait_for(lambda: self.host_status() == "UP", 30, what=f"agent {self.name} up")
         return self
 
@@ -314,6 +317,15 @@ class Stack:
         agent = Agent(self, name or f"{self.lab.prefix}h{len(self.agents)}", zone, env)
         self.agents.append(agent)
         return agent.start()
+
+    def add_agents(self, count: int) -> list[Agent]:
+        """`count` hosts started together (an agent's imports alone take a second of
+        CPU), each of which must come up."""
+        agents = [Agent(self, f"{self.lab.prefix}h{len(self.agents) + i}") for i in range(count)]
+        self.agents += agents
+        for agent in agents:
+            agent.spawn()
+        return [agent.wait_up() for agent in agents]
 
     # --- tenant helpers --------------------------------------------------------------
 

@@ -44,8 +44,7 @@ def world() -> Iterator[tuple[Stack, Lab, ClientNamespace]]:
     with Lab() as lab:
         stack = Stack(lab, host_down_after=30.0)
         try:
-            stack.add_agent()
-            stack.add_agent()
+            stack.add_agents(2)
             yield stack, lab, ClientNamespace(lab)
         finally:
             stack.stop_controller.set()

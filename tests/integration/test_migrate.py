@@ -29,8 +29,7 @@ def stack(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("OPENHA_DRAIN_CONCURRENCY", "2")
     stack = Stack(lab, host_down_after=5.0)
     try:
-        for _ in range(3):
-            stack.add_agent()
+        stack.add_agents(3)
         yield stack
     finally:
         stack.close()
