@@ -46,6 +46,7 @@ DATA_PLANE_LANES: dict[str, tuple[str, ...]] = {
         "tests/integration/test_demo.py",
         "tests/integration/test_member_subnets.py",
         "tests/integration/test_lb_traffic.py",
+        "tests/integration/test_lb_tls.py",
     ),
     "data-plane-2": (
         "tests/integration/test_agent_faults.py",
