@@ -218,7 +218,7 @@ def test_sni_default_headers_h2_and_files(world: World) -> None:
     diff = world.stack.admin.get(f"/v2/manage/loadbalancers/{lb['id']}/diff").json()
     assert diff["in_sync"] is True, diff
     assert sorted((instance / "files").glob(f"{li['id']}-*.pem")) == pems
-    assert curl(world, vip, NAMES[2]).returncode == 0
+    assert curl(world, vip, NAMES[1]).returncode == 0
 
 
 def test_mandatory_client_authentication_with_crl(world: World) -> None:
