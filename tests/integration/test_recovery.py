@@ -94,7 +94,7 @@ def action(stack: Stack, lb_id: str, name: str) -> dict[str, Any]:
     return dict(wait_for(over, 60, what=f"{name} of {lb_id} over"))
 
 
-def done(op: dict[str, Any]) -> list[dict[str, Any]]:
+def repaired(op: dict[str, Any]) -> list[dict[str, Any]]:
     """What the repair did, step by step (the operation's bookkeeping aside)."""
     return [s for s in op["steps"] if "ok" in s]
 
@@ -158,7 +158,7 @@ def test_sync_repairs_a_hand_edited_config_under_a_client_loop(world: World) -> 
 
         report = action(stack, lb_id, "sync")
         assert report["state"] == "SUCCEEDED", report
-        assert [s["step"] for s in done(report)] == ["render", "push"]
+        assert [s["step"] for s in repaired(report)] == ["render", "push"]
         wait_for(lambda: servers(loop) == {"web1", "web2", "web3"}, 20, what="all three serving")
         assert config.read_text() == text
         assert diff(stack, lb_id)["in_sync"] is True
@@ -217,9 +217,9 @@ def test_force_recover_heals_an_lb_in_error_whose_haproxy_was_killed(world: Worl
 
     report = action(stack, lb_id, "force-recover")
     assert report["state"] == "SUCCEEDED", report
-    steps = [s["step"] for s in done(report)]
+    steps = [s["step"] for s in repaired(report)]
     assert steps == ["clear_error", "render", "push", "reconcile"], steps
-    assert "operator test: broken" in done(report)[0]["detail"]
+    assert "operator test: broken" in repaired(report)[0]["detail"]
     stack.wait_active(lb_id)
     wait_answers(world.client, url)
     assert set(served_by(world.client, url, 9)) == {"web1", "web2", "web3"}
