@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events
+from openha.certstore.sealing import Sealer
 from openha.controller import snapshot
 from openha.controller.operations import OperationContext, OperationView, StepFunction
 from openha.db import transaction
@@ -65,6 +66,11 @@ def _entry(step: RepairStep) -> dict[str, Any]:
     return entry
 
 
+def _sealer(providers: ProviderRegistry) -> Sealer:
+    """Opens the certificates a pushed or compared config needs (see `snapshot.build`)."""
+    return Sealer.from_settings(providers.context.settings)
+
+
 def _lb(session: Session, lb_id: str, *, lock: bool = False) -> LoadBalancer:
     stmt = select(LoadBalancer).where(LoadBalancer.id == lb_id)
     lb = session.scalar(stmt.with_for_update() if lock else stmt)
@@ -104,7 +110,7 @@ def sync(
         if refused := _deleting(lb, "sync"):
             return refused
         provider = providers.get(lb.provider)
-        spec = snapshot.build(s, lb_id)
+        spec = snapshot.build(s, lb_id, _sealer(providers))
     steps = provider.sync(spec)
     _note(sessions, lb_id, "loadbalancer.synced", steps)
     return steps
@@ -162,7 +168,7 @@ def force_recover(
                 )
             )
         provider = providers.get(lb.provider)
-        spec = snapshot.build(s, lb_id)
+        spec = snapshot.build(s, lb_id, _sealer(providers))
     steps += provider.sync(spec)
     steps.append(RepairStep("reconcile", detail="the controller applies and settles the tree"))
     _note(sessions, lb_id, "loadbalancer.force_recovered", steps)
@@ -177,7 +183,8 @@ def rendered(
     lb = session.get(LoadBalancer, lb_id)
     if lb is None or lb.provisioning_status == c.PENDING_DELETE:
         return {}
-    return providers.get(lb.provider).render(session, snapshot.build(session, lb_id), place=place)
+    spec = snapshot.build(session, lb_id, _sealer(providers))
+    return providers.get(lb.provider).render(session, spec, place=place)
 
 
 def diff(

@@ -16,7 +16,14 @@ from openha.domain.logtargets import parse_targets
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec
 from openha.providers.haproxy import plumbing
 from openha.providers.haproxy.placement import Placement
-from openha.render.haproxy import HAProxyPaths, PeerSpec, PeersSpec, render_haproxy
+from openha.render import tls
+from openha.render.haproxy import (
+    HAProxyPaths,
+    PeerSpec,
+    PeersSpec,
+    RenderError,
+    render_haproxy,
+)
 from openha.render.keepalived import (
     BACKUP_PRIORITY,
     MASTER_PRIORITY,
@@ -36,6 +43,7 @@ def haproxy_paths(paths: InstancePaths, agent_dir: str) -> HAProxyPaths:
         log_socket=str(paths.log_socket),
         syslog_socket=str(log_paths(agent_dir).syslog_socket),
         state_dir=str(paths.state_dir),
+        files_dir=str(paths.files_dir),
     )
 
 
@@ -92,9 +100,14 @@ def build(
             )
         )
     access_log = spec.flavor.get("access_log", settings.default_access_log)
+    hpaths = haproxy_paths(paths, placement.agent_dir)
+    try:
+        files |= tls.instance_files(spec, str(paths.files_dir))
+    except tls.TlsError as exc:
+        raise RenderError(str(exc)) from None
     config = render_haproxy(
         spec,
-        haproxy_paths(paths, placement.agent_dir),
+        hpaths,
         peers=peers,
         access_log=access_log,
         nbthread=settings.haproxy_nbthread,
