@@ -10,9 +10,10 @@ per test a load balancer over backends of its own:
   renders it;
 - a broken LB: a member killed shows DOWN in HAProxy's checks and refused in the
   probe;
-- a reload that fails after `haproxy -c` passed (a listener whose port is taken in the
-  namespace): the last good config serves a steady client loop on, and the answer and
-  the events give the error and the diff of the refused config against the last good one;
+- a config that passes `haproxy -c` but cannot run (a listener whose port is taken in
+  the namespace): the last good config serves a steady client loop on, and the answer
+  and the events give the error and the diff of the refused config against the last
+  good one;
 - an agent that does not answer: the answer says so and falls back to the last
   heartbeat.
 """
@@ -189,11 +190,15 @@ def test_a_broken_lb(world: tuple[Stack, Lab, ClientNamespace]) -> None:
     assert {m["member_id"]: m["status"] for m in view["members"]}[dead["id"]] == "DOWN"
 
 
-def test_a_reload_that_fails_after_the_check(world: tuple[Stack, Lab, ClientNamespace]) -> None:
-    """`haproxy -c` passes, the real reload does not: something else holds the port of
-    a new listener in the namespace, so the new worker cannot bind it. The last good
-    config serves on (every request of a steady loop answered, before, during and
-    after), and the answer and the events say what was refused and why."""
+def test_a_config_that_passes_the_check_but_cannot_bind(
+    world: tuple[Stack, Lab, ClientNamespace],
+) -> None:
+    """`haproxy -c` passes (it binds nothing), yet the new config cannot run: something
+    else holds the port of a new listener in the namespace. The agent's bind probe,
+    after the check and before any process starts, refuses it: the serving HAProxy is
+    never touched, the last good config serves on (every request of a steady loop
+    answered, before, during and after), and the answer and the events say what was
+    refused and why."""
     stack, lab, client = world
     web = [BackendServer(lab, f"dr{i}") for i in (1, 2)]
     made = http_lb(stack, web)
@@ -224,9 +229,10 @@ def test_a_reload_that_fails_after_the_check(world: tuple[Stack, Lab, ClientName
             assert last["ok"] is False and str(SQUATTED_PORT) in last["error"], last
             assert last["generation"] == live["desired_generation"]
             haproxy = live["processes"]["haproxy"]
-            # The check passed: HAProxy itself refused the reload, and serves on.
-            assert haproxy["failed_reloads"] > before["failed_reloads"], haproxy
+            # Refused before any process started: the serving one was not even reloaded.
             assert haproxy["running"] and haproxy["pid"] == before["pid"], (before, haproxy)
+            assert haproxy["reloads"] == before["reloads"], (before, haproxy)
+            assert haproxy["failed_reloads"] == before["failed_reloads"], (before, haproxy)
             config = live["config"]
             assert f"frontend {listener['id']}" not in config["haproxy"]  # the last good one
             assert f"frontend {listener['id']}" in config["rejected"]
