@@ -127,6 +127,9 @@ class Agent:
             "OPENHA_HOST_NAME": self.name,
             "OPENHA_AVAILABILITY_ZONE": self.zone,
             "OPENHA_HEARTBEAT_INTERVAL": "0.5",
+            # Short, so that what tests delete while an agent is away goes soon
+            # (test_agent_lifecycle covers the grace itself).
+            "OPENHA_ORPHAN_GRACE_SECONDS": "3",
             "OPENHA_AGENT_NEIGHBOUR_TABLE": "0",  # leave the host's kernel limits alone
             # Die with the test run even if it is killed before its teardown runs.
             "OPENHA_PARENT_PID": str(os.getpid()),
