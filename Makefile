@@ -31,11 +31,11 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/openha up
 
-# Three workers, even on two cores: two run the data-plane tests in two lanes (each lane
-# in order; they mostly wait on timers, processes and the wire), the third the CPU-bound
-# unit and API tests, which the others join once their lane is done (tests/conftest.py).
+# Two workers, one per core: each runs one lane of the data-plane tests in order, then
+# joins the unit and API tests (tests/conftest.py groups them). A third worker would
+# overcommit the cores and stretch the tests that measure time on the wire.
 test: setup $(KEYSTONE_STAMP)
-	$(PY) -m pytest -q -n 3 --dist loadgroup tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 test-unit: setup
 	$(PY) -m pytest -q -n 2 tests/unit tests/api

@@ -84,11 +84,10 @@ def data_plane_lane(module: str) -> str:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), each data-plane lane
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), each data-plane lane
     is one group that a single worker runs in order; the groups go out first (the
-    scheduler hands out its biggest units first), the third worker takes the unit and
-    API tests (units of one test each, the slow ones first), and the lanes' workers
-    join it as they finish."""
+    scheduler hands out its biggest units first), and each worker takes the unit and
+    API tests (units of one test each, the slow ones first) once its lane is done."""
     lanes: dict[str, list[pytest.Item]] = {lane: [] for lane in DATA_PLANE_LANES}
     rest: list[pytest.Item] = []
     for item in items:
