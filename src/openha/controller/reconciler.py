@@ -177,7 +177,7 @@ class Reconciler:
             ),
             # Webhook deliveries: a slow receiver never holds a reconcile back.
             threading.Thread(
-                target=Dispatcher(self.settings, self.sessions).run,
+                target=Dispatcher(self.settings, self.sessions, self.stats.deliveries).run,
                 args=(stop,),
                 daemon=True,
                 name="webhooks",
