@@ -31,8 +31,9 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/openha up
 
-# Two workers: one runs the data-plane tests in order, the other the unit and API tests
-# (tests/conftest.py groups them).
+# Two workers, one per core: each runs one lane of the data-plane tests in order, then
+# joins the unit and API tests (tests/conftest.py groups them). A third worker would
+# overcommit the cores and stretch the tests that measure time on the wire.
 test: setup $(KEYSTONE_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 

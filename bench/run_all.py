@@ -23,6 +23,7 @@ BENCHMARKS = [
     "failover",
     "density",
     "migrate",
+    "policy",
 ]
 EXTRA_ARGS = {"throughput": ["--explain"]}
 END = "<!-- figures:end -->"

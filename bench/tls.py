@@ -204,7 +204,8 @@ class _Remove:
 
 def wrk(namespace: str, url: str, seconds: int, conns: int, close: bool) -> tuple[float, int]:
     """requests/s and errors (connect, read, write, timeout, non-2xx) of one wrk run."""
-    cmd = ["ip", "netns", "exec", namespace, "wrk", "-t2", f"-c{conns}", f"-d{seconds}s"]
+    threads = min(2, conns)  # wrk refuses fewer connections than threads
+    cmd = ["ip", "netns", "exec", namespace, "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s"]
     if close:
         cmd += ["-H", "Connection: close"]
     out = subprocess.run(

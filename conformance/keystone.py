@@ -1,10 +1,12 @@
 """A real Keystone for the tests and `make conformance`, in a temporary directory.
 
 Keystone from PyPI lives in its own virtualenv (`.venv-keystone`, made by
-`make keystone-venv`: its pins differ from OpenHA's): SQLite, fernet tokens,
-`keystone-manage db_sync`, `fernet_setup`, `credential_setup` and `bootstrap`,
-then its WSGI application served by wsgiref (threaded) on a free loopback port.
-`Keystone.stop()` ends the server; the directory goes with the caller's temp dir.
+`make keystone-venv`: its pins differ from OpenHA's): a SQLite file of the run's
+own (write-ahead log, no fsync: a test database), fernet tokens, its in-memory
+cache, `keystone-manage db_sync`, `fernet_setup`, `credential_setup` and
+`bootstrap`, then its WSGI application served by wsgiref, one request at a time,
+on a free loopback port. `Keystone.stop()` ends the server; the directory goes
+with the caller's temp dir.
 
     with Keystone.started(tmp_path) as ks:
         ks.url            # http://127.0.0.1:<port>/v3
@@ -17,6 +19,7 @@ import base64
 import contextlib
 import os
 import socket
+import sqlite3
 import subprocess
 import textwrap
 import time
@@ -31,7 +34,8 @@ ADMIN_PASSWORD = "keystone-admin-secret"
 
 # keystone's WSGI application under the standard library's server: enough for tests,
 # and nothing more to install. One request at a time: concurrent writes to SQLite
-# fail with "database is locked" (tempest creates and deletes users in parallel).
+# fail with "database is locked" (tempest creates and deletes users in parallel);
+# with its cache each takes tens of milliseconds.
 _SERVE = textwrap.dedent(
     """
     import os
@@ -73,6 +77,7 @@ class Keystone:
         self.admin_password = ADMIN_PASSWORD
         self.token_expiration = token_expiration
         self.conf = directory / f"{name}.conf"
+        self.db = directory / "keystone.db"
         self.log = directory / f"{name}.log"
         self.server_log = directory / f"{name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -132,7 +137,11 @@ class Keystone:
                 "--bootstrap-region-id", "RegionOne",
             ],
         )  # fmt: skip
-        self._serve()
+        # Readers never wait for a writer (the e2e tests' sibling server reads it too);
+        # the mode stays with the file.
+        with contextlib.closing(sqlite3.connect(self.db)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        self.serve()
 
     @contextlib.contextmanager
     def sibling(self, token_expiration: int) -> Iterator[Keystone]:
@@ -141,7 +150,7 @@ class Keystone:
         other = Keystone(self.dir, token_expiration, name=f"keystone-{token_expiration}s")
         try:
             other._write_conf()
-            other._serve()
+            other.serve()
             yield other
         finally:
             other.stop()
@@ -153,7 +162,9 @@ class Keystone:
                 [DEFAULT]
                 log_file = {self.log}
                 [database]
-                connection = sqlite:///{self.dir / "keystone.db"}
+                connection = sqlite:///{self.db}
+                # A test database: no fsync per commit.
+                sqlite_synchronous = false
                 [token]
                 provider = fernet
                 expiration = {self.token_expiration}
@@ -162,7 +173,12 @@ class Keystone:
                 [credential]
                 key_repository = {self.dir / "credential-keys"}
                 [cache]
-                enabled = false
+                # As Keystone is deployed (devstack's memcached): without it every token
+                # validation reads every role assignment again, hundreds of queries that
+                # took seconds once tempest had made its users. One process serves every
+                # request (a sibling server only issues tokens), so memory is coherent.
+                enabled = true
+                backend = dogpile.cache.memory
                 [identity]
                 # The fewest bcrypt rounds: every password check costs little (tests only).
                 password_hash_rounds = 4
@@ -170,7 +186,8 @@ class Keystone:
             )
         )
 
-    def _serve(self) -> None:
+    def serve(self) -> None:
+        """Start the server (again, after `stop()`: same port, same database)."""
         out = self.server_log.open("wb")
         self.process = subprocess.Popen(
             [str(VENV / "bin" / "python"), "-c", _SERVE],

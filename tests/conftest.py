@@ -26,20 +26,79 @@ PROJECT_B = "22222222222222222222222222222222"
 
 
 # Tests that drive real processes, namespaces and traffic, with deadlines measured in
-# seconds: they run one at a time.
+# seconds: they run one module at a time in their lane (below).
 DATA_PLANE_MARKERS = ("integration", "e2e")
+
+# Data-plane lanes: each is one xdist group, run in order on one worker while the other
+# lane runs on the other worker. Modules of different lanes share nothing but the CPU:
+# every name is unique (lab prefixes, temporary directories), every port is a free one,
+# no test changes host-wide settings (agents run with OPENHA_AGENT_NEIGHBOUR_TABLE=0) or
+# purges what it did not make. The lanes are balanced by the modules' measured durations
+# (`pytest --durations`); a module not listed here runs in the last lane.
+DATA_PLANE_LANES: dict[str, tuple[str, ...]] = {
+    "data-plane-1": (
+        "tests/e2e/test_keystone.py",
+        "tests/e2e/test_openstack_cli.py",
+        "tests/e2e/test_openstacksdk.py",  # shares the session's `openha` with the CLI's
+        "tests/e2e/test_allinone.py",
+        "tests/integration/test_ha.py",
+        "tests/integration/test_migrate.py",
+        "tests/integration/test_demo.py",
+        "tests/integration/test_member_subnets.py",
+        "tests/integration/test_lb_traffic.py",
+        "tests/integration/test_lb_tls.py",
+    ),
+    "data-plane-2": (
+        "tests/integration/test_agent_faults.py",
+        "tests/integration/test_agent_lifecycle.py",
+        "tests/integration/test_agent_network.py",
+        "tests/integration/test_agent_tls.py",
+        "tests/integration/test_agent_traffic.py",
+        "tests/integration/test_chaos.py",
+        "tests/integration/test_diagnostics.py",
+        "tests/integration/test_events_webhooks.py",
+        "tests/integration/test_lb_logs.py",
+        "tests/integration/test_lb_resilience.py",
+        "tests/integration/test_lb_wire.py",
+        "tests/integration/test_prometheus.py",
+        "tests/integration/test_recovery.py",
+    ),
+}
+# Unit and API tests that take tens of seconds start first, so that none of them is
+# what the last worker still runs once everything else is done.
+SLOW_FIRST = (
+    "tests/api/test_role_matrix.py",
+    "tests/api/test_fuzz.py",
+    "tests/api/test_fleet_cost.py",
+    "tests/api/test_controller_fleet.py",
+)
+
+
+def data_plane_lane(module: str) -> str:
+    """The lane (xdist group) of a data-plane test module, given by its path."""
+    for lane, modules in DATA_PLANE_LANES.items():
+        if module in modules:
+            return lane
+    return list(DATA_PLANE_LANES)[-1]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), the data-plane tests
-    form one group that a single worker runs, in order and first, while the others take
-    the unit and API tests (which share nothing but the CPU)."""
-    data_plane = [i for i in items if any(m in i.keywords for m in DATA_PLANE_MARKERS)]
-    rest = [i for i in items if not any(m in i.keywords for m in DATA_PLANE_MARKERS)]
-    for item in data_plane:
-        item.add_marker(pytest.mark.xdist_group("data-plane"))
-    items[:] = data_plane + rest
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), each data-plane lane
+    is one group that a single worker runs in order; the groups go out first (the
+    scheduler hands out its biggest units first), and each worker takes the unit and
+    API tests (units of one test each, the slow ones first) once its lane is done."""
+    lanes: dict[str, list[pytest.Item]] = {lane: [] for lane in DATA_PLANE_LANES}
+    rest: list[pytest.Item] = []
+    for item in items:
+        if any(m in item.keywords for m in DATA_PLANE_MARKERS):
+            lane = data_plane_lane(item.nodeid.split("::", 1)[0])
+            item.add_marker(pytest.mark.xdist_group(lane))
+            lanes[lane].append(item)
+        else:
+            rest.append(item)
+    rest.sort(key=lambda i: not i.nodeid.startswith(SLOW_FIRST))  # stable: order kept
+    items[:] = [item for lane in lanes.values() for item in lane] + rest
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from openha import clouds
+from openha import clouds, opsclient
 from openha.domain.constants import PENDING_DELETE
 from openha.settings import Settings
 
@@ -89,16 +89,17 @@ def all_pages(api: httpx.Client, path: str, key: str, params: dict[str, Any]) ->
 
 
 def _action(name: str, lb: str, api_url: str | None, token: str | None) -> None:
-    with client(api_url, token) as api:
-        lb_id = lb_id_of(api, lb)
-        report = checked(api.post(f"/v2/manage/loadbalancers/{lb_id}/{name}"), 202)
-    for step in report["steps"]:
-        mark = "ok  " if step["ok"] else "FAIL"
-        where = " ".join(
-            f"{k}={step[k]}" for k in ("instance_id", "host") if step.get(k) is not None
-        )
-        typer.echo(f"{mark} {step['action']:<12} {where} {step['detail']}".rstrip())
-    if not report["ok"]:
+    """Start the repair (an operation) and follow it to its end, step by step."""
+    out = Console(soft_wrap=True, highlight=False)
+    try:
+        with opsclient.connect(Settings(), api_url, token) as api:
+            op = opsclient.repair(api, lb, name)
+            op = opsclient.follow(api, op["id"], out, interval=0.3)
+    except opsclient.OpsError as exc:
+        err.print(str(exc))
+        raise typer.Exit(1) from None
+    if op["state"] == "FAILED":
+        err.print(f"{name} failed: {op['error']}")
         raise typer.Exit(1)
 
 

@@ -1,4 +1,4 @@
-"""What `openha migrate|drain|undrain|operation` do: call the operator API, show operations.
+"""What `openha migrate|drain|undrain|operation|sync|reload|recover` do: operations.
 
 A thin client over `/v2/manage` for the CLI: it resolves names, starts an action
 (202 and an operation), and shows or follows the operation with rich.
@@ -58,6 +58,12 @@ def migrate(api: httpx.Client, lb: str, host: str | None, zone: str | None) -> d
     return dict(_call(api, "POST", path, json=body)["operation"])
 
 
+def repair(api: httpx.Client, lb: str, kind: str) -> dict[str, Any]:
+    """Start `sync`, `reload` or `force-recover` of a load balancer: its operation."""
+    path = f"/v2/manage/loadbalancers/{lb_id(api, lb)}/{kind}"
+    return dict(_call(api, "POST", path)["operation"])
+
+
 def host_action(api: httpx.Client, host: str, action: str) -> dict[str, Any]:
     return _call(api, "POST", f"/v2/manage/hosts/{host}/{action}")
 
@@ -74,7 +80,8 @@ def follow(
     while True:
         op = operation(api, op_id)
         for step in op["steps"][shown:]:
-            console.print(f"{step['at']}  {step['step']:<10} {step.get('detail', '')}")
+            mark = "FAIL " if step.get("ok") is False else ""
+            console.print(f"{step['at']}  {mark}{step['step']:<10} {step.get('detail', '')}")
         shown = len(op["steps"])
         if op["state"] in FINAL:
             return op

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     # and file descriptors the agent reports (`openha.domain.capacity`).
     host_capacity: int | None = Field(default=None, ge=0, le=1_000_000)
     heartbeat_interval: float = 1.0
+    # An instance the API does not want (an orphan) is removed only once it has been
+    # unwanted this long, unless the API shows its load balancer running elsewhere: a
+    # database restored from a backup, or a control plane reading stale data, must
+    # not wipe live traffic. 0 removes orphans at once.
+    orphan_grace_seconds: float = Field(default=300.0, ge=0)
     # What heartbeats carry besides changes: every instance's counters and process
     # state once per `stats_interval`, and its whole status (changed or not) once per
     # `report_resync_interval`, both spread over the heartbeats.

@@ -78,7 +78,11 @@ def test_manage_routes_need_admin(alice: Client) -> None:
 
 
 def test_heartbeat_reports_instances_and_orphans(
-    http: Any, alice: Client, subnet_id: str, session_factory: sessionmaker[Session]
+    http: Any,
+    alice: Client,
+    admin: Client,
+    subnet_id: str,
+    session_factory: sessionmaker[Session],
 ) -> None:
     secret = enroll(session_factory, "lb-host-2")
     host_id = register(http, secret, "lb-host-2")
@@ -105,16 +109,43 @@ def test_heartbeat_reports_instances_and_orphans(
                     "members": {"m": "UP"},
                 },
                 {"instance_id": "not-ours", "applied_generation": 3},
+                # Its LB runs (applied) on this host: another instance took over.
+                {"instance_id": "replaced", "load_balancer_id": lb["id"], "applied_generation": 1},
             ],
         },
     )
     assert beat.json()["wanted_instance_ids"] == [inst_id]
+    assert beat.json()["superseded_instance_ids"] == ["replaced"]
     with transaction(session_factory) as s:
         stored = s.get(Instance, inst_id)
         assert stored is not None and stored.health["members"] == {"m": "UP"}
-        (orphans,) = s.scalars(select(Event).where(Event.kind == "host.orphans_removed"))
-        assert orphans.host_id == host_id and orphans.details == {"instance_ids": ["not-ours"]}
+        (found,) = s.scalars(select(Event).where(Event.kind == "host.orphans_found"))
+        assert found.host_id == host_id and found.severity == "WARNING"
+        assert found.details == {
+            "instance_ids": ["not-ours", "replaced"],
+            "load_balancer_ids": ["", lb["id"]],
+            "superseded": ["replaced"],
+        }
+    # The operator sees them with the host, since when and for which LB.
+    shown = admin.get(f"/v2/manage/hosts/{host_id}").json()["host"]["orphans"]
+    assert set(shown) == {"not-ours", "replaced"}
+    assert shown["replaced"]["load_balancer_id"] == lb["id"] and shown["replaced"]["since"]
+    # The same orphans again: nothing new is written, no second event.
+    again = http.post(
+        "/v2/agent/heartbeat",
+        headers=auth,
+        json={
+            "host_id": host_id,
+            "name": "lb-host-2",
+            "full": False,
+            "instances": [{"instance_id": "not-ours", "applied_generation": 3}],
+        },
+    )
+    assert again.json()["superseded_instance_ids"] == ["replaced"]
+    with transaction(session_factory) as s:
+        assert len(list(s.scalars(select(Event).where(Event.kind.like("host.orphans%"))))) == 1
     # The agent lost the instance: the controller must see it lagging and push again.
+    # (And the orphans are gone: removed.)
     http.post(
         "/v2/agent/heartbeat",
         headers=auth,
@@ -123,6 +154,9 @@ def test_heartbeat_reports_instances_and_orphans(
     with transaction(session_factory) as s:
         stored = s.get(Instance, inst_id)
         assert stored is not None and stored.applied_generation == 0
+        (removed,) = s.scalars(select(Event).where(Event.kind == "host.orphans_removed"))
+        assert removed.details == {"instance_ids": ["not-ours", "replaced"]}
+    assert admin.get(f"/v2/manage/hosts/{host_id}").json()["host"]["orphans"] == {}
 
 
 def api_listening_since(session_factory: sessionmaker[Session], seconds_ago: float) -> None:

@@ -3,6 +3,7 @@ both of Octavia's role sets, and the rules listed for `oslopolicy-sample-generat
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,22 @@ def test_sample_generator_lists_the_rules() -> None:
         "openha:manage",
     ):
         assert f'#"{name}":' in done.stdout, name
+
+
+def test_remembered_decisions_follow_an_edited_policy_file(tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.yaml"
+    rule = "os_load-balancer_api:loadbalancer:get_all"
+    policy_file.write_text(f'"{rule}": "role:member"\n')
+    policy = Policy(policy_file)
+    policy.RULES_CHECK_SECONDS = 0  # look at the file on every decision
+    member = policy.credentials(PROJECT_A, ["member"], "u1")
+    assert policy.allowed(rule, PROJECT_A, member)
+    assert policy.allowed(rule, PROJECT_A, member)  # remembered
+    policy_file.write_text(f'"{rule}": "role:admin"\n')
+    # oslo.policy reloads on a changed modification time: make it differ for sure.
+    stat = policy_file.stat()
+    os.utime(policy_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert not policy.allowed(rule, PROJECT_A, member)
+    # Decisions are per credentials and target: another project's is refused.
+    assert not policy.allowed("os_load-balancer_api:loadbalancer:get_one", PROJECT_B, member)
+    assert Policy(remember=False).allowed(rule, PROJECT_A, member)  # the default rule

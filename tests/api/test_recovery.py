@@ -17,9 +17,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from openha import hosts
 from openha.api.app import create_app
 from openha.controller import retention
+from openha.controller.operations import OperationContext, OperationRunner
+from openha.controller.opkinds import KINDS
 from openha.db import transaction
 from openha.domain import constants as c
-from openha.models import AuditRecord, Event, Instance, Listener, LoadBalancer, Member, utcnow
+from openha.models import (
+    AuditRecord,
+    Event,
+    Instance,
+    Listener,
+    LoadBalancer,
+    Member,
+    Operation,
+    utcnow,
+)
 from openha.settings import Settings
 from tests.api.factories import create_lb, create_listener
 from tests.api.fakeagents import FakeAgent
@@ -294,17 +305,76 @@ def test_force_recover_clears_an_error_and_the_controller_settles_the_lb(
         lb.next_attempt_at = utcnow() + timedelta(hours=1)  # a long backoff
     resp = admin.post(f"/v2/manage/loadbalancers/{lb_id}/force-recover", {})
     assert resp.status_code == 202, resp.text
-    report = resp.json()
-    assert report["action"] == "force-recover"
-    assert report["steps"][0]["action"] == "clear_error"
-    assert "it broke" in report["steps"][0]["detail"]
+    location = resp.headers["Location"]
+    assert resp.json()["operation"]["kind"] == "force-recover"
+    assert location == f"/v2/manage/operations/{resp.json()['operation']['id']}"
+    op = finished(admin, location)
+    assert op["state"] == "SUCCEEDED", op
+    done = [s for s in op["steps"] if "ok" in s]
+    assert done[0]["step"] == "clear_error" and done[0]["ok"], done
+    assert "it broke" in done[0]["detail"]
+    assert [s["step"] for s in op["steps"]][-1] == "done"
     wait_for(lambda: status() == c.ACTIVE)
     with transaction(session_factory) as s:
         kinds = list(s.scalars(select(Event.kind).where(Event.load_balancer_id == lb_id)))
     assert "loadbalancer.force_recovered" in kinds
     synced = admin.post(f"/v2/manage/loadbalancers/{lb_id}/sync", {})
-    assert synced.status_code == 202 and synced.json()["steps"]
+    assert synced.status_code == 202, synced.text
+    assert finished(admin, synced.headers["Location"])["state"] == "SUCCEEDED"
+    listed = admin.get("/v2/manage/operations", params={"target_id": lb_id}).json()["operations"]
+    assert {o["kind"] for o in listed} == {"force-recover", "sync"}
+    # Each request is in the audit trail with the LB and the operation it started.
+    with transaction(session_factory) as s:
+        records = list(s.scalars(select(AuditRecord).where(AuditRecord.path.contains("/sync"))))
+    assert [r.object_ids for r in records] == [[lb_id, synced.json()["operation"]["id"]]]
     assert admin.get(f"/v2/manage/loadbalancers/{lb_id}/diff").json()["in_sync"] is True
+
+
+def test_a_repair_is_an_operation_that_outlives_its_controller(
+    alice: Client, admin: Client, subnet_id: str, app: Any, settings: Settings,
+    session_factory: sessionmaker[Session],
+) -> None:  # fmt: skip
+    """No controller runs: the request is a PENDING operation, a repeat joins it, a
+    deleted LB is refused; a controller that dies holding it leaves it to the next."""
+    lb_id = create_lb(alice, subnet_id)["id"]
+    first = admin.post(f"/v2/manage/loadbalancers/{lb_id}/sync", {})
+    assert first.status_code == 202, first.text
+    op = first.json()["operation"]
+    assert (op["kind"], op["state"], op["target_id"]) == ("sync", "PENDING", lb_id)
+    again = admin.post(f"/v2/manage/loadbalancers/{lb_id}/sync", {})
+    assert again.status_code == 202 and again.json()["operation"]["id"] == op["id"]
+    other = admin.post(f"/v2/manage/loadbalancers/{lb_id}/reload", {}).json()["operation"]
+    assert other["id"] != op["id"] and other["kind"] == "reload"
+
+    # A controller claimed the sync and died before writing anything down.
+    with transaction(session_factory) as s:
+        row = s.get(Operation, op["id"])
+        assert row is not None
+        row.lease_owner, row.lease_until = "dead-controller", utcnow() - timedelta(seconds=1)
+    runner = OperationRunner(
+        OperationContext(settings, session_factory, app.state.providers), KINDS, "next"
+    )
+    assert runner.advance_due() == 2
+    for started in (op, other):
+        shown = admin.get(f"/v2/manage/operations/{started['id']}").json()["operation"]
+        assert shown["state"] == "SUCCEEDED", shown
+        assert [s["step"] for s in shown["steps"]][-1] == "done"
+        assert any(s.get("ok") for s in shown["steps"]), shown["steps"]
+
+    with transaction(session_factory) as s:
+        lb = s.get(LoadBalancer, lb_id)
+        assert lb is not None
+        lb.provisioning_status = c.PENDING_DELETE
+    refused = admin.post(f"/v2/manage/loadbalancers/{lb_id}/force-recover", {})
+    assert refused.status_code == 409, refused.text
+
+
+def finished(admin: Client, location: str) -> dict[str, Any]:
+    def over() -> dict[str, Any] | None:
+        op = admin.get(location).json()["operation"]
+        return dict(op) if op["state"] in ("SUCCEEDED", "FAILED") else None
+
+    return dict(wait_for(over))
 
 
 def test_old_audit_records_and_events_are_purged_in_batches(

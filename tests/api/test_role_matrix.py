@@ -287,6 +287,7 @@ POLICY: dict[str, Rule] = {
     "GET /v2/manage/loadbalancers/{lb_id}/top-talkers": OPERATOR,
     # The certificate store (Barbican v1), scoped by project like the rest.
     "GET /key-manager": PUBLIC,
+    "GET /key-manager/v1": PUBLIC,
     "POST /key-manager/v1/secrets": CREATE,
     "GET /key-manager/v1/secrets": SECRET_LIST,
     "GET /key-manager/v1/secrets/{secret_id}": SECRET_READ_A,

@@ -61,6 +61,8 @@ def test_members_are_no_monitor_unless_their_pool_has_one(
     assert early["operating_status"] == disabled["operating_status"] == "NO_MONITOR"
     settle()
     assert _statuses(alice, f"{members}/{early['id']}") == ("ACTIVE", "NO_MONITOR")
+    # Disabled: OFFLINE in the write that makes it ACTIVE (HAProxy holds it in MAINT).
+    assert _statuses(alice, f"{members}/{disabled['id']}") == ("ACTIVE", "OFFLINE")
 
     hm = create_hm(alice, pool["id"])
     assert hm["operating_status"] == "OFFLINE"

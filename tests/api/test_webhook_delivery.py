@@ -13,12 +13,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events
 from openha.controller import retention
 from openha.controller import webhooks as dispatch
+from openha.controller.reconciler import Reconciler
 from openha.controller.webhooks import Dispatcher
 from openha.db import make_engine, make_session_factory, transaction
 from openha.domain.webhooks import verify
@@ -312,3 +314,55 @@ def test_two_controllers_never_claim_one_delivery_on_postgresql(
     postgres_url: str, settings: Settings, receiver: Receiver
 ) -> None:
     _claims_are_disjoint(make_session_factory(make_engine(postgres_url)), settings, receiver.url)
+
+
+def test_delivery_metrics_count_outcomes_latency_and_the_queue(
+    admin: Client,
+    alice: Client,
+    subnet_id: str,
+    app: Any,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    receiver: Receiver,
+) -> None:
+    """One delivered, one retried then given up on: the controller's counters and
+    latency histogram (published with its beat), and the outbox's depth and lag."""
+    tight = fast(settings, webhook_max_attempts=2)
+    lb_id = create_lb(alice, subnet_id)["id"]
+    hook_id = subscribe(alice, receiver.url, kinds=["loadbalancer.apply_failed"])
+    controller = Reconciler(tight, session_factory, app.state.providers)
+    d = Dispatcher(tight, session_factory, controller.stats.deliveries)
+    emit(session_factory, lb_id)
+    queued = scrape(admin)
+    assert queued[("openha_webhook_queue_length", (("state", "ready"),))] == 1
+    assert queued[("openha_webhook_queue_lag_seconds", ())] >= 0
+    try:
+        drain(d, lambda: receiver.received)
+        receiver.stop()
+        emit(session_factory, lb_id, "again")
+        drain(d, lambda: any(x["status"] == "FAILED" for x in deliveries(alice, hook_id)))
+    finally:
+        d.close()
+    controller.liveness.beat()  # publishes its counters, as every beat does
+    after = scrape(admin)
+    owner = (("controller", controller.owner),)
+    for outcome in ("delivered", "retried", "failed"):
+        key = ("openha_webhook_deliveries_total", (*owner, ("outcome", outcome)))
+        assert after[key] == 1, (outcome, after.get(key))
+    assert after[("openha_webhook_delivery_duration_seconds_count", owner)] == 3
+    inf = ("openha_webhook_delivery_duration_seconds_bucket", (*owner, ("le", "+Inf")))
+    assert after[inf] == 3
+    assert after[("openha_webhook_delivery_duration_seconds_sum", owner)] > 0
+    assert after[("openha_webhook_queue_length", (("state", "ready"),))] == 0
+    assert after[("openha_webhook_queue_length", (("state", "waiting"),))] == 0
+    assert after[("openha_webhook_queue_lag_seconds", ())] == 0
+
+
+def scrape(admin: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    resp = admin.get("/metrics")
+    assert resp.status_code == 200, resp.text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(resp.text)
+        for s in family.samples
+    }

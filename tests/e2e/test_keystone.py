@@ -6,7 +6,9 @@ controller in Keystone mode, registered as Octavia is, and real clients.
 - each role of both of Octavia's role sets gets what Octavia's policy gives it, call
   by call (the table below; `tests/api/test_role_matrix.py` covers every route with
   the same policy engine in token mode);
-- missing, invalid, revoked and expired tokens are 401s with keystonemiddleware's body.
+- missing, invalid, revoked and expired tokens are 401s with keystonemiddleware's body,
+  and Keystone out of reach its 503;
+- an operator's policy file, edited while OpenHA runs, overrides a rule.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Cloud:
     subnet_id: str
     lb_id: str
     dir: Path
+    policy: Path  # OpenHA's OPENHA_POLICY_FILE, empty: Octavia's defaults
 
     def token(self, who: str) -> str:
         project, _ = USERS[who]
@@ -74,8 +77,11 @@ class Cloud:
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     state = tmp_path_factory.mktemp("keystone-e2e")
+    policy = state / "policy.yaml"
+    policy.write_text("{}\n")
     with harness.Keystone.started(state / "keystone") as ks:
-        openha = servers.start_openha(state, keystone_auth(ks, cache_time=CACHE_SECONDS))
+        auth = keystone_auth(ks, cache_time=CACHE_SECONDS) | {"OPENHA_POLICY_FILE": str(policy)}
+        openha = servers.start_openha(state, auth)
         try:
             servers.wait_ready(openha)
             register(
@@ -108,7 +114,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
                 timeout=30,
             )
             assert resp.status_code == 201, resp.text
-            yield Cloud(ks, openha.base, admin, subnet_id, resp.json()["loadbalancer"]["id"], state)
+            lb_id = resp.json()["loadbalancer"]["id"]
+            yield Cloud(ks, openha.base, admin, subnet_id, lb_id, state, policy)
         finally:
             openha.stop()
 
@@ -272,3 +279,51 @@ def test_expired_token_is_refused(cloud: Cloud) -> None:
         time.sleep(4)
         resp = httpx.get(f"{cloud.base}{LB}", headers=headers, timeout=30)
     assert resp.status_code == 401, resp.text
+
+
+def test_keystone_out_of_reach_is_503_as_in_octavia(cloud: Cloud) -> None:
+    """keystonemiddleware's own answer while it cannot validate a token (Octavia's
+    API gives the same); once Keystone is back, the same token works."""
+    token = cloud.token("member")  # not yet seen by OpenHA, so not in its cache
+    headers = {"X-Auth-Token": token, "Accept": "application/json"}
+    cloud.ks.stop()
+    try:
+        resp = httpx.get(f"{cloud.base}{LB}", headers=headers, timeout=60)
+        assert resp.status_code == 503, resp.text
+        assert "The Keystone service is temporarily unavailable." in resp.text
+        refused = httpx.post(
+            f"{cloud.base}{LB}",
+            json={"loadbalancer": {"name": "not-made", "vip_subnet_id": cloud.subnet_id}},
+            headers=headers,
+            timeout=60,
+        )
+        assert refused.status_code == 503, refused.text
+    finally:
+        cloud.ks.serve()
+    listed = httpx.get(f"{cloud.base}{LB}", headers=headers, timeout=30)
+    assert listed.status_code == 200, listed.text
+    assert "not-made" not in {lb["name"] for lb in listed.json()["loadbalancers"]}
+
+
+def _policy_says(cloud: Cloud, text: str, who: str, expected: int) -> None:
+    """Write the policy file, then wait for `who`'s list to answer `expected` (OpenHA
+    looks at the file once a second)."""
+    cloud.policy.write_text(text)
+    stat = cloud.policy.stat()  # a modification time that differs for sure
+    os.utime(cloud.policy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    deadline = time.monotonic() + 10
+    while (status := cloud.call(who, "GET", LB).status_code) != expected:
+        assert time.monotonic() < deadline, f"{who}: {status}, not {expected}"
+        time.sleep(0.2)
+
+
+def test_an_operators_policy_file_overrides_a_rule(cloud: Cloud) -> None:
+    rule = "os_load-balancer_api:loadbalancer:get_all"
+    assert cloud.call("reader", "GET", LB).status_code == 200
+    try:
+        _policy_says(cloud, f'"{rule}": "role:admin"\n', "reader", 403)
+        assert cloud.call("admin", "GET", LB).status_code == 200
+        # The rules the file does not name keep Octavia's defaults.
+        assert cloud.call("reader", "GET", f"{LB}/{cloud.lb_id}").status_code == 200
+    finally:
+        _policy_says(cloud, "{}\n", "reader", 200)

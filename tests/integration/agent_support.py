@@ -142,10 +142,13 @@ class AgentHarness:
         agent_dir: Path,
         api_url: str = "http://127.0.0.1:9",
         heartbeat_interval: float = 0.2,
+        orphan_grace: float = 0.0,
     ) -> None:
         self.agent_dir = agent_dir
         self.api_url = api_url
         self.heartbeat_interval = heartbeat_interval
+        # These tests are about what removal does; the grace has a test of its own.
+        self.orphan_grace = orphan_grace
         self.service: AgentService | None = None
         self.client: TestClient | None = None
 
@@ -157,6 +160,7 @@ class AgentHarness:
             agent_token="enrol-token",
             host_name="test-host",
             heartbeat_interval=self.heartbeat_interval,
+            orphan_grace_seconds=self.orphan_grace,
         )
 
     def start(self) -> AgentHarness:
@@ -218,6 +222,7 @@ class AgentProcess:
             "OPENHA_AGENT_TOKEN": "enrol-token",
             "OPENHA_HOST_NAME": "proc-host",
             "OPENHA_HEARTBEAT_INTERVAL": "0.2",
+            "OPENHA_ORPHAN_GRACE_SECONDS": "0",
             # Tests leave the host's kernel limits alone (bench/density.py does not).
             "OPENHA_AGENT_NEIGHBOUR_TABLE": "0",
             **self.extra_env,
@@ -284,6 +289,7 @@ class FakeAPI:
         self.registrations: list[RegisterRequest] = []
         self.heartbeats: list[HeartbeatReport] = []
         self.wanted: list[str] | None = None
+        self.superseded: list[str] = []
         app = FastAPI()
 
         @app.post("/v2/agent/register")
@@ -294,7 +300,9 @@ class FakeAPI:
         @app.post("/v2/agent/heartbeat")
         def heartbeat(report: HeartbeatReport) -> HeartbeatResponse:
             self.heartbeats.append(report)
-            return HeartbeatResponse(wanted_instance_ids=self.wanted)
+            return HeartbeatResponse(
+                wanted_instance_ids=self.wanted, superseded_instance_ids=self.superseded
+            )
 
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")

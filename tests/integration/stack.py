@@ -106,6 +106,9 @@ class Agent:
 
     def start(self) -> Agent:
         self.spawn()
+        return self.wait_up()
+
+    def wait_up(self) -> Agent:
         wait_for(lambda: self.host_status() == "UP", 30, what=f"agent {self.name} up")
         return self
 
@@ -124,6 +127,9 @@ class Agent:
             "OPENHA_HOST_NAME": self.name,
             "OPENHA_AVAILABILITY_ZONE": self.zone,
             "OPENHA_HEARTBEAT_INTERVAL": "0.5",
+            # Short, so that what tests delete while an agent is away goes soon
+            # (test_agent_lifecycle covers the grace itself).
+            "OPENHA_ORPHAN_GRACE_SECONDS": "3",
             "OPENHA_AGENT_NEIGHBOUR_TABLE": "0",  # leave the host's kernel limits alone
             # Die with the test run even if it is killed before its teardown runs.
             "OPENHA_PARENT_PID": str(os.getpid()),
@@ -314,6 +320,15 @@ class Stack:
         agent = Agent(self, name or f"{self.lab.prefix}h{len(self.agents)}", zone, env)
         self.agents.append(agent)
         return agent.start()
+
+    def add_agents(self, count: int) -> list[Agent]:
+        """`count` hosts started together (an agent's imports alone take a second of
+        CPU), each of which must come up."""
+        agents = [Agent(self, f"{self.lab.prefix}h{len(self.agents) + i}") for i in range(count)]
+        self.agents += agents
+        for agent in agents:
+            agent.spawn()
+        return [agent.wait_up() for agent in agents]
 
     # --- tenant helpers --------------------------------------------------------------
 

@@ -109,14 +109,22 @@ def test_auth_and_healthz(agent: AgentHarness) -> None:
     assert secret_file.stat().st_mode & 0o777 == 0o600
 
 
-def test_heartbeat_registers_and_removes_orphans(
+def test_heartbeat_registers_and_removes_orphans_after_their_grace(
     lab: Lab, agent_dir: Path, fake_api: FakeAPI, lb: LBConfig
 ) -> None:
-    agent = AgentHarness(agent_dir, api_url=fake_api.url).start()
-    try:
-        wait_for(lambda: fake_api.heartbeats, timeout=5)
-        reg = fake_api.registrations[0]
-        assert reg.agent_secret == agent.service.secret and reg.agent_dir == str(agent_dir)
+    """An orphan (the API does not want it) keeps running through its grace period, and
+    is kept if the API wants it again meanwhile (a restored database, a stale read);
+    once the period is over, or at once when the API says another instance took over,
+    it is removed."""
+    grace = 4.0
+    agent = AgentHarness(agent_dir, api_url=fake_api.url, orphan_grace=grace).start()
+    ns = namespace_name(lb.instance_id)
+    paths = instance_paths(agent_dir, lb.instance_id)
+
+    def running() -> bool:
+        return namespace_exists(ns) and agent.api.get("/v1/instances").json() != []
+
+    def serving() -> None:
         fake_api.wanted = [lb.instance_id]
         assert agent.put(lb.spec(lab, agent_dir, 1)).status_code == 200
         wait_for(
@@ -127,12 +135,38 @@ def test_heartbeat_registers_and_removes_orphans(
             ),
             timeout=5,
         )
-        assert namespace_exists(namespace_name(lb.instance_id))
-        fake_api.wanted = []  # the API rebuilt it elsewhere: an orphan here
+        assert running()
+
+    try:
+        wait_for(lambda: fake_api.heartbeats, timeout=5)
+        reg = fake_api.registrations[0]
+        assert reg.agent_secret == agent.service.secret and reg.agent_dir == str(agent_dir)
+        serving()
+        pid = int(paths.pid_file.read_text())
+
+        fake_api.wanted = []  # e.g. a database restored from before it was made
+        time.sleep(grace / 2)
+        assert running() and pid_alive(pid), "removed before its grace period was over"
+        fake_api.wanted = [lb.instance_id]  # the database caught up: wanted after all
+        time.sleep(1.0)
+        fake_api.wanted = []
+        time.sleep(grace / 2 + 0.5)  # over the grace counted from the first time
+        assert running() and pid_alive(pid), "the grace period restarts once wanted again"
+        unwanted = time.monotonic()
         # The namespace goes before the agent forgets the instance: wait for both.
-        wait_for(lambda: not namespace_exists(namespace_name(lb.instance_id)), timeout=5)
+        wait_for(lambda: not namespace_exists(ns), timeout=grace + 5)
         wait_for(lambda: agent.api.get("/v1/instances").json() == [], timeout=5)
-        assert not instance_paths(agent_dir, lb.instance_id).instance_dir.exists()
+        assert time.monotonic() - unwanted > grace / 2 - 1.0
+        assert not paths.instance_dir.exists()
+
+        # Another instance of its LB took over (rebuilt elsewhere): no grace.
+        serving()
+        fake_api.superseded = [lb.instance_id]
+        fake_api.wanted = []
+        unwanted = time.monotonic()
+        wait_for(lambda: not namespace_exists(ns), timeout=grace)
+        assert time.monotonic() - unwanted < grace - 1.0
+        wait_for(lambda: agent.api.get("/v1/instances").json() == [], timeout=5)
     finally:
         agent.stop()
 

@@ -9,21 +9,25 @@ per test a load balancer over backends of its own:
   second; the tenant gets its subset only, other projects nothing, `openha diagnose`
   renders it;
 - a broken LB: a member killed shows DOWN in HAProxy's checks and refused in the
-  probe; a listener whose port is taken in the namespace fails the apply, and the
-  answer gives the error and the diff of the refused config against the last good one;
+  probe;
+- a config that passes `haproxy -c` but cannot run (a listener whose port is taken in
+  the namespace): the last good config serves a steady client loop on, and the answer
+  and the events give the error and the diff of the refused config against the last
+  good one;
 - an agent that does not answer: the answer says so and falls back to the last
   heartbeat.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from lbhelpers import flavor, http_lb, remove, wait_answers
+from lbhelpers import TrafficLoop, flavor, http_lb, remove, wait_answers
 from stack import Stack, wait_for
 from typer.testing import CliRunner
 
@@ -44,8 +48,7 @@ def world() -> Iterator[tuple[Stack, Lab, ClientNamespace]]:
     with Lab() as lab:
         stack = Stack(lab, host_down_after=30.0)
         try:
-            stack.add_agent()
-            stack.add_agent()
+            stack.add_agents(2)
             yield stack, lab, ClientNamespace(lab)
         finally:
             stack.stop_controller.set()
@@ -185,8 +188,23 @@ def test_a_broken_lb(world: tuple[Stack, Lab, ClientNamespace]) -> None:
     (view,) = tenant["instances"]
     assert {m["member_id"]: m["status"] for m in view["members"]}[dead["id"]] == "DOWN"
 
-    # A listener whose port something else holds in the namespace: the apply fails,
-    # the last good config serves on, and the answer says what was refused and why.
+
+def test_a_config_that_passes_the_check_but_cannot_bind(
+    world: tuple[Stack, Lab, ClientNamespace],
+) -> None:
+    """`haproxy -c` passes (it binds nothing), yet the new config cannot run: something
+    else holds the port of a new listener in the namespace. The agent's bind probe,
+    after the check and before any process starts, refuses it: the serving HAProxy is
+    never touched, the last good config serves on (every request of a steady loop
+    answered, before, during and after), and the answer and the events say what was
+    refused and why."""
+    stack, lab, client = world
+    web = [BackendServer(lab, f"dr{i}") for i in (1, 2)]
+    made = http_lb(stack, web)
+    lb_id, vip = made["lb"]["id"], made["lb"]["vip_address"]
+    url = f"http://{vip}/"
+    wait_answers(client, url)
+    before = live_of(stack, lb_id)["processes"]["haproxy"]
     (inst,) = stack.admin.get("/v2/manage/instances", params={"load_balancer_id": lb_id}).json()[
         "instances"
     ]
@@ -194,31 +212,50 @@ def test_a_broken_lb(world: tuple[Stack, Lab, ClientNamespace]) -> None:
         namespace_name(inst["id"]), lambda: socket.create_server((vip, SQUATTED_PORT))
     )
     try:
-        listener = stack.create(
-            "listeners",
-            "listener",
-            {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": SQUATTED_PORT},
-        )
-        wait_for(lambda: stack.lb(lb_id)["provisioning_status"] == "ERROR", 30, what="ERROR")
-        live = live_of(stack, lb_id)
-        assert live["state"] == "ERROR" and str(SQUATTED_PORT) in live["last_error"]
-        assert live["desired_generation"] > live["applied_generation"]
-        last = live["last_apply"]
-        assert last["ok"] is False and str(SQUATTED_PORT) in last["error"], last
-        assert last["generation"] == live["desired_generation"]
-        config = live["config"]
-        assert f"frontend {listener['id']}" not in config["haproxy"]  # the last good one
-        assert f"frontend {listener['id']}" in config["rejected"]
-        assert f"+frontend {listener['id']}" in config["diff"], config["diff"]
-        assert f"+    bind {vip}:{SQUATTED_PORT}" in config["diff"], config["diff"]
-        assert client.request(url).status == 200  # the last good config still serves
-        remove(stack, f"listeners/{listener['id']}")
-        stack.wait_active(lb_id)
+        with TrafficLoop(client, url) as loop:
+            loop.wait_requests(30)
+            listener = stack.create(
+                "listeners",
+                "listener",
+                {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": SQUATTED_PORT},
+            )
+            wait_for(lambda: stack.lb(lb_id)["provisioning_status"] == "ERROR", 30, what="ERROR")
+            live = live_of(stack, lb_id)
+            loop.wait_requests(50)  # the last good config serves on while it is refused
+            assert live["state"] == "ERROR" and str(SQUATTED_PORT) in live["last_error"]
+            assert live["desired_generation"] > live["applied_generation"]
+            last = live["last_apply"]
+            assert last["ok"] is False and str(SQUATTED_PORT) in last["error"], last
+            assert last["generation"] == live["desired_generation"]
+            haproxy = live["processes"]["haproxy"]
+            # Refused before any process started: the serving one was not even reloaded.
+            assert haproxy["running"] and haproxy["pid"] == before["pid"], (before, haproxy)
+            assert haproxy["reloads"] == before["reloads"], (before, haproxy)
+            assert haproxy["failed_reloads"] == before["failed_reloads"], (before, haproxy)
+            config = live["config"]
+            assert f"frontend {listener['id']}" not in config["haproxy"]  # the last good one
+            assert f"frontend {listener['id']}" in config["rejected"]
+            assert f"+frontend {listener['id']}" in config["diff"], config["diff"]
+            assert f"+    bind {vip}:{SQUATTED_PORT}" in config["diff"], config["diff"]
+            failed = stack.admin.get(
+                "/v2/manage/events",
+                params={"load_balancer_id": lb_id, "kind": "loadbalancer.apply_failed"},
+            ).json()["events"]
+            assert failed and failed[0]["severity"] == "ERROR", failed
+            assert str(SQUATTED_PORT) in json.dumps(failed[0]), failed[0]
+            remove(stack, f"listeners/{listener['id']}")
+            stack.wait_active(lb_id)
+            loop.wait_requests(30)
     finally:
         squatter.close()
+    assert loop.failures == [], f"{len(loop.failures)} of {loop.ok} failed: {loop.failures[:5]}"
     live = live_of(stack, lb_id)
     assert live["last_apply"]["ok"] and live["last_error"] is None
     assert live["config"]["rejected"] is None and live["config"]["diff"] == ""
+    recovered = stack.admin.get(
+        "/v2/manage/events", params={"load_balancer_id": lb_id, "kind": "loadbalancer.recovered"}
+    ).json()["events"]
+    assert recovered, "the recovery must be an event too"
 
 
 def test_an_unreachable_agent_falls_back_to_the_last_heartbeat(

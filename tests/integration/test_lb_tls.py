@@ -215,10 +215,21 @@ def test_sni_default_headers_h2_and_files(world: World) -> None:
     # tree without them would leave HAProxy's files stale-marked and removed).
     resp = world.stack.admin.post(f"/v2/manage/loadbalancers/{lb['id']}/sync")
     assert resp.status_code == 202, resp.text
+    location = resp.headers["Location"]  # the sync is an operation the controller runs
+    synced = wait_for(
+        lambda: (
+            (op := world.stack.admin.get(location).json()["operation"])["state"]
+            in ("SUCCEEDED", "FAILED")
+            and op
+        ),
+        30,
+        what="the sync over",
+    )
+    assert synced["state"] == "SUCCEEDED", synced
     diff = world.stack.admin.get(f"/v2/manage/loadbalancers/{lb['id']}/diff").json()
     assert diff["in_sync"] is True, diff
     assert sorted((instance / "files").glob(f"{li['id']}-*.pem")) == pems
-    assert curl(world, vip, NAMES[2]).returncode == 0
+    assert curl(world, vip, NAMES[1]).returncode == 0
 
 
 def test_mandatory_client_authentication_with_crl(world: World) -> None:

@@ -29,8 +29,7 @@ def stack(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("OPENHA_DRAIN_CONCURRENCY", "2")
     stack = Stack(lab, host_down_after=5.0)
     try:
-        for _ in range(3):
-            stack.add_agent()
+        stack.add_agents(3)
         yield stack
     finally:
         stack.close()
@@ -176,3 +175,55 @@ def test_a_migration_resumes_after_a_controller_restart(
     assert op["state"] == "SUCCEEDED", op
     assert loop.failures == [], f"{len(loop.failures)} of {loop.ok} failed: {loop.failures[:5]}"
     assert hosts_of(stack, lb["id"]) == {target.host_id}
+
+
+def test_drain_of_a_host_carrying_halves_of_pairs(
+    stack: Stack, lab: Lab, backends: list[BackendServer]
+) -> None:
+    """Two pairs and a SINGLE; the host with the most of them is drained: each pair is
+    rebuilt on the hosts left (one half at a time), whole again, and every VIP answers
+    a steady client loop throughout."""
+    ha = flavor(stack, "pair", {"loadbalancer_topology": "ACTIVE_STANDBY"})
+    pairs = [http_lb(stack, backends, lb={"flavor_id": ha}, hm=False)["lb"] for _ in range(2)]
+    single = http_lb(stack, backends, hm=False)["lb"]
+    lbs = [*pairs, single]
+    for lb in pairs:
+        wait_for(lambda lb=lb: healthy_pair(stack, lb["id"]), 30, what="a healthy pair")
+    counts: dict[str, int] = {}
+    for lb in lbs:
+        for h in hosts_of(stack, lb["id"]):
+            counts[h] = counts.get(h, 0) + 1
+    busiest = max(counts, key=lambda h: counts[h])
+    assert any(busiest in hosts_of(stack, lb["id"]) for lb in pairs)
+    drained = next(a for a in stack.agents if a.host_id == busiest)
+    client = ClientNamespace(lab)
+    loops = [TrafficLoop(client, f"http://{lb['vip_address']}/", pause=0.02) for lb in lbs]
+    for loop in loops:
+        loop.start()
+    try:
+        for loop in loops:
+            loop.wait_requests(20)
+        resp = stack.admin.post(f"/v2/manage/hosts/{busiest}/drain")
+        assert resp.status_code == 202, resp.text
+        op = finished(stack, resp.headers["Location"], timeout=180)
+        after = {
+            lb["id"]: wait_for(
+                lambda lb=lb: healthy_pair(stack, lb["id"]), 30, what="the pair whole again"
+            )
+            for lb in pairs
+        }
+        for loop in loops:
+            loop.wait_requests(20)
+    finally:
+        for loop in loops:
+            loop.stop()
+    assert op["state"] == "SUCCEEDED", op
+    lost = {lb["id"]: loop.failures for lb, loop in zip(lbs, loops, strict=True) if loop.failures}
+    assert lost == {}, lost
+    for lb_id, insts in after.items():
+        assert busiest not in {i["host_id"] for i in insts}, (lb_id, insts)
+        assert stack.lb(lb_id)["provisioning_status"] == "ACTIVE"
+    assert busiest not in hosts_of(stack, single["id"])
+    host = stack.admin.get(f"/v2/manage/hosts/{busiest}").json()["host"]
+    assert (host["admin_state"], host["instance_count"]) == ("DRAINED", 0)
+    assert drained.instance_dirs() == []

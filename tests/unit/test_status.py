@@ -14,6 +14,7 @@ from openha.domain.spec import (
     SubnetSpec,
 )
 from openha.domain.status import derive, member_status
+from openha.providers.noop import NoopProvider
 
 SUBNET = SubnetSpec(id="s", cidr="10.0.0.0/24", network_id="n")
 
@@ -124,3 +125,15 @@ def test_a_pool_no_listener_uses_is_offline() -> None:
     )
     state = derive(spec, {"m1": "UP"}, True)
     assert (state.pools["p"], state.pools["q"], state.pools["r"]) == ("ONLINE", "OFFLINE", "ONLINE")
+
+
+def test_the_noop_provider_reports_a_pool_no_listener_uses_offline() -> None:
+    used = lb((M1,))
+    unused = used.model_copy(update={"listeners": ()})
+    provider = NoopProvider.__new__(NoopProvider)  # observe reads nothing of its context
+    assert provider.observe(used).pools["p"] == "ONLINE"
+    assert provider.observe(used).members["m1"] == "ONLINE"
+    state = provider.observe(unused)
+    assert state.pools["p"] == "OFFLINE"
+    assert state.members["m1"] == "OFFLINE"  # its monitor never checks it
+    assert state.health_monitors["h"] == "ONLINE"

@@ -91,11 +91,14 @@ class HeartbeatReport(BaseModel):
 
 
 class HeartbeatResponse(BaseModel):
-    # When a list is given, instances the agent runs that are not in it are orphans
-    # and get removed. None means "no opinion" (e.g. the API could not tell, or the
-    # list did not change since `wanted_version`).
+    # When a list is given, instances the agent runs that are not in it are orphans,
+    # removed after the host's grace period. None means "no opinion" (e.g. the API
+    # could not tell, or the list did not change since `wanted_version`).
     wanted_instance_ids: list[str] | None = None
     wanted_version: int | None = None
+    # Orphans whose load balancer runs elsewhere (rebuilt or migrated while this host
+    # was away): removed at once, without the grace period (their VIP is in use).
+    superseded_instance_ids: list[str] = Field(default_factory=list)
 
 
 class LogsResponse(BaseModel):

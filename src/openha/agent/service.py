@@ -18,7 +18,9 @@ while different instances proceed in parallel. Background work:
   of a dead HAProxy from the agent (`_tell_keepalived`: a track file, no check
   process), and from `agent.keeper` while the agent is away;
 - heartbeat: registers with the API, then reports status every `heartbeat_interval`
-  and removes orphans the API no longer wants. The API being down only delays
+  and removes orphans the API no longer wants, once they have been unwanted for
+  `orphan_grace_seconds` (at once when the API shows their LB running elsewhere):
+  a restored database or a stale read does not wipe live traffic. The API being down only delays
   reports: the data plane never waits for the control plane, and no error ends the loop.
 - logs: HAProxy's lines go to the agent's own rsyslogd (`agent.logpipe`), started
   and adopted like a data plane process; the agent only closes, removes and ships
@@ -179,6 +181,8 @@ class AgentService:
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPoolExecutor | None = None
         self._deleting: set[str] = set()  # orphans whose removal is queued
+        # Orphans kept through their grace period: since when (monotonic) unwanted.
+        self._unwanted_since: dict[str, float] = {}
         # Set by whatever may leave an instance needing supervision (see supervise_once).
         self._look = threading.Event()
         self._look.set()
@@ -1049,11 +1053,13 @@ class AgentService:
         return answer
 
     def handle_heartbeat_response(self, answer: HeartbeatResponse, sent_at: float) -> list[str]:
-        """Confirm the wanted instances, remove the others (orphans).
+        """Confirm the wanted instances, remove the others (orphans) once their grace
+        period is over, or at once when the API says another instance took over.
 
         Instances added after the report was sent are kept. A confirmed instance whose
         data plane is down (found stopped at start, or its namespace lost) is brought
-        back at once.
+        back at once. An orphan kept through its grace period is left as it is: still
+        serving if it runs, never restarted or rebuilt (it is not confirmed).
         """
         if answer.wanted_instance_ids is None:
             return []
@@ -1069,14 +1075,34 @@ class AgentService:
                     self._submit(self._supervise_instance, inst)
         orphans = [i for i in insts if i.instance_id not in wanted and i.added_at < sent_at]
         orphans = [i for i in orphans if not i.deleted]
+        superseded = set(answer.superseded_instance_ids)
+        grace = self.settings.orphan_grace_seconds
+        now = time.monotonic()
+        due = []
+        with self._lock:
+            since = {i.instance_id: self._unwanted_since.get(i.instance_id) for i in orphans}
+            self._unwanted_since = {k: v if v is not None else now for k, v in since.items()}
         for orphan in orphans:
+            first = since[orphan.instance_id]
+            if orphan.instance_id in superseded or now - (first or now) >= grace:
+                due.append(orphan)
+            elif first is None:
+                log.warning(
+                    "instance %s is not wanted by the API: removed in %.0f s unless wanted again",
+                    orphan.instance_id,
+                    grace,
+                )
+        for orphan in due:
             with self._lock:
                 if orphan.instance_id in self._deleting:
                     continue
                 self._deleting.add(orphan.instance_id)
-            log.warning("instance %s is not wanted by the API: removing it", orphan.instance_id)
+            why = "another instance took over" if orphan.instance_id in superseded else "unwanted"
+            log.warning(
+                "instance %s is not wanted by the API (%s): removing it", orphan.instance_id, why
+            )
             self._submit(self._remove_orphan, orphan)
-        return [orphan.instance_id for orphan in orphans]
+        return [orphan.instance_id for orphan in due]
 
     def _remove_orphan(self, inst: _Instance) -> None:
         try:

@@ -11,6 +11,12 @@ it had applied. The answer tells the agent which instances the controller still
 wants there, when that changed (`Host.placement_version`), so a host that
 returns after being declared dead removes what was rebuilt elsewhere.
 
+Instances an agent runs that no row explains (orphans) are kept in the host's
+report (`orphans`: load balancer, first seen) and shown with the host; each set
+that appears or goes is an event. The agent removes an orphan only after its grace
+period (`orphan_grace_seconds`), unless the answer names it superseded: another
+instance of its load balancer runs, applied, on a host that is up.
+
 Rows are written in one order, load balancers, then instances, then the host,
 as the controller's placement does: two transactions never wait on each other
 in opposite orders (PostgreSQL would abort one).
@@ -47,6 +53,8 @@ router = APIRouter(prefix="/agent", tags=["agent"])
 
 # Parts of a reported status that are traffic counters, not state.
 COUNTERS = "listeners"
+# Orphans the host's report keeps (an agent gone wrong must not bloat the row).
+MAX_ORPHANS_KEPT = 1000
 
 
 def agent_host(
@@ -255,13 +263,13 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
     counters: set[str] = set()
     repair: set[str] = set()
     seen: set[str] = set()
-    orphans: list[str] = []
+    orphans: dict[str, str] = {}  # instance id -> its load balancer's id
     trips: dict[str, int] = {}
     for status in report.instances:
         inst = rows.get(status.instance_id)
         if inst is None:
             if status.state != DELETED:
-                orphans.append(status.instance_id)  # the answer below has it removed
+                orphans[status.instance_id] = status.load_balancer_id
             continue
         seen.add(inst.id)
         health = status.model_dump(mode="json")
@@ -288,15 +296,7 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
         observe.add(inst.load_balancer_id)
         repair.add(inst.load_balancer_id)
     _host_returns(session, host)
-    if orphans:
-        events.emit(
-            session,
-            "host.orphans_removed",
-            f"Host {host.name} runs {len(orphans)} instance(s) nobody wants: removing them",
-            severity=c.SEVERITY_WARNING,
-            host_id=host.id,
-            details={"instance_ids": sorted(orphans)[:100]},
-        )
+    superseded = _track_orphans(session, host, report, set(rows), orphans)
     if report.log_delivery is not None:
         _log_delivery(session, host, report.log_delivery)
     if observe:
@@ -318,4 +318,97 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
     if report.wanted_version is not None and report.wanted_version == host.placement_version:
         return HeartbeatResponse(wanted_version=host.placement_version)
     wanted = list(rows) if report.full else list(session.scalars(select(Instance.id).where(mine)))
-    return HeartbeatResponse(wanted_instance_ids=wanted, wanted_version=host.placement_version)
+    return HeartbeatResponse(
+        wanted_instance_ids=wanted,
+        wanted_version=host.placement_version,
+        superseded_instance_ids=superseded,
+    )
+
+
+def _track_orphans(
+    session: Session,
+    host: Host,
+    report: HeartbeatReport,
+    known_here: set[str],
+    reported: dict[str, str],
+) -> list[str]:
+    """Keep the host's orphans up to date from this report (`reported`: the orphans it
+    shows, by load balancer); an event for those that appear and those that go. The
+    answer: the orphans another instance of their LB has taken over (`_superseded`)."""
+    before: dict[str, dict[str, str]] = dict((host.report or {}).get("orphans") or {})
+    now: dict[str, dict[str, str]] = {} if report.full else dict(before)
+    wanted_again = {i for i in known_here if i in before}
+    for inst_id in [*report.gone, *(s.instance_id for s in report.instances)]:
+        now.pop(inst_id, None)
+    for inst_id, lb_id in reported.items():
+        now[inst_id] = before.get(inst_id) or {"load_balancer_id": lb_id, "since": _stamp()}
+    if now and not report.full:  # a row may explain one now that this report did not show
+        placed = select(Instance.id).where(Instance.host_id == host.id, Instance.id.in_(now))
+        for inst_id in session.scalars(placed):
+            now.pop(inst_id, None)
+            wanted_again.add(inst_id)
+    now = dict(sorted(now.items())[:MAX_ORPHANS_KEPT])
+    superseded = _superseded(session, now) if now else []
+    if now == before:
+        return superseded
+    host.report = {**(host.report or {}), "orphans": now}
+    found = sorted(set(now) - set(before))
+    if found:
+        events.emit(
+            session,
+            "host.orphans_found",
+            f"Host {host.name} runs {len(found)} instance(s) no load balancer wants: removed "
+            "after the grace period, at once where another instance took over",
+            severity=c.SEVERITY_WARNING,
+            host_id=host.id,
+            details={
+                "instance_ids": found[:100],
+                "load_balancer_ids": sorted({now[i]["load_balancer_id"] for i in found})[:100],
+                "superseded": [i for i in found if i in superseded][:100],
+            },
+        )
+    gone = sorted(set(before) - set(now) - wanted_again)
+    if gone:
+        events.emit(
+            session,
+            "host.orphans_removed",
+            f"Host {host.name} removed {len(gone)} instance(s) nobody wanted",
+            host_id=host.id,
+            details={"instance_ids": gone[:100]},
+        )
+    reclaimed = sorted(set(before) & wanted_again)
+    if reclaimed:
+        events.emit(
+            session,
+            "host.orphans_reclaimed",
+            f"Host {host.name}: {len(reclaimed)} instance(s) kept as orphans are wanted again",
+            host_id=host.id,
+            details={"instance_ids": reclaimed[:100]},
+        )
+    return superseded
+
+
+def _superseded(session: Session, orphans: dict[str, dict[str, str]]) -> list[str]:
+    """The orphans whose load balancer runs another instance, applied, on a host that is
+    up: removing them at once loses nothing, and keeping them would put its VIP twice
+    on the wire."""
+    lb_ids = {o["load_balancer_id"] for o in orphans.values() if o.get("load_balancer_id")}
+    if not lb_ids:
+        return []
+    running = set(
+        session.scalars(
+            select(Instance.load_balancer_id)
+            .join(Host, Host.id == Instance.host_id)
+            .where(
+                Instance.load_balancer_id.in_(lb_ids),
+                Instance.id.not_in(list(orphans)),
+                Instance.applied_generation > 0,
+                Host.status == HOST_UP,
+            )
+        )
+    )
+    return sorted(i for i, o in orphans.items() if o.get("load_balancer_id") in running)
+
+
+def _stamp() -> str:
+    return utcnow_precise().replace(microsecond=0).isoformat() + "Z"

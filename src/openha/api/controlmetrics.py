@@ -1,8 +1,10 @@
 """Control-plane metrics read from the database at scrape time.
 
 The work queue, how far the data plane lags behind, failing applies, the failover
-circuit breaker, each host's liveness and log delivery, and the counters every
-controller publishes with its liveness beat (`openha.controller.stats`). Labels
+circuit breaker, each host's liveness and log delivery, the webhook outbox (its
+depth and how old its oldest delivery is), and the counters every controller
+publishes with its liveness beat (`openha.controller.stats`: reconciles and webhook
+delivery attempts, by outcome, with their durations). Labels
 are bounded by the fleet: host ids and names, delivery targets, controller ids
 of processes alive now; never a load balancer, a route parameter or free text.
 """
@@ -25,7 +27,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha import liveness
 from openha.db import transaction
-from openha.models import Host, LoadBalancer, Service, due_for_reconcile, utcnow
+from openha.domain import constants as c
+from openha.models import (
+    Host,
+    LoadBalancer,
+    Service,
+    Webhook,
+    WebhookDelivery,
+    due_for_reconcile,
+    utcnow,
+    utcnow_precise,
+)
 from openha.settings import Settings
 
 
@@ -38,6 +50,7 @@ class ControlPlaneCollector(Collector):
         with transaction(self.sessions) as s:
             now = utcnow()
             yield from self._queue(s, now)
+            yield from _webhook_outbox(s)
             hosts = list(
                 s.execute(
                     select(
@@ -113,6 +126,36 @@ class ControlPlaneCollector(Collector):
         yield age
 
 
+def _webhook_outbox(s: Session) -> Iterator[Metric]:
+    """Deliveries waiting in the outbox for enabled webhooks (a disabled one's wait for
+    an operator, not for the controller): due now, or waiting out a backoff or an
+    attempt under way; and the age of the oldest."""
+    now = utcnow_precise()
+    due = WebhookDelivery.next_attempt_at <= now
+    ready, waiting, oldest = s.execute(
+        select(
+            func.count().filter(due),
+            func.count().filter(~due),
+            func.min(WebhookDelivery.created_at),
+        )
+        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+        .where(WebhookDelivery.status == c.DELIVERY_PENDING, Webhook.enabled)
+    ).one()
+    queue = GaugeMetricFamily(
+        "openha_webhook_queue_length",
+        "Webhook deliveries not delivered yet: due now, or waiting (backoff, attempt under way)",
+        labels=["state"],
+    )
+    queue.add_metric(["ready"], ready)
+    queue.add_metric(["waiting"], waiting)
+    yield queue
+    yield GaugeMetricFamily(
+        "openha_webhook_queue_lag_seconds",
+        "Age of the oldest webhook delivery not delivered yet, 0 when none waits",
+        value=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+    )
+
+
 def _log_delivery(hosts: list[Any]) -> Iterator[Metric]:
     """Each host's log delivery, as its agent last reported it (`LogPipeline.delivery`)."""
     labels = ["host_id", "host", "target", "type"]
@@ -164,6 +207,17 @@ def _controllers(services: list[Any]) -> Iterator[Metric]:
         "How long a reconcile pass over one load balancer took",
         labels=["controller"],
     )
+    deliveries = CounterMetricFamily(
+        "openha_webhook_deliveries",
+        "Webhook delivery attempts by outcome: delivered, retried (failed, tried again "
+        "after a backoff), failed (failed for the last time)",
+        labels=["controller", "outcome"],
+    )
+    delivery_seconds = HistogramMetricFamily(
+        "openha_webhook_delivery_duration_seconds",
+        "How long a webhook delivery attempt took (until the receiver answered or failed)",
+        labels=["controller"],
+    )
     paused = 0
     for service_id, published in services:
         if not isinstance(published, dict):
@@ -171,18 +225,28 @@ def _controllers(services: list[Any]) -> Iterator[Metric]:
         paused |= published.get("failover_paused") is True
         for name, count in (published.get("reconciles") or {}).items():
             runs.add_metric([service_id, str(name)], _num(count))
-        histogram = published.get("reconcile_seconds") or {}
-        buckets = [(_le(bound), _num(n)) for bound, n in histogram.get("buckets") or []]
-        count = _num(histogram.get("count"))
-        seconds.add_metric(
-            [service_id], [*buckets, ("+Inf", count)], sum_value=_num(histogram.get("sum"))
-        )
+        _histogram(seconds, service_id, published.get("reconcile_seconds"))
+        for name, count in (published.get("webhook_deliveries") or {}).items():
+            deliveries.add_metric([service_id, str(name)], _num(count))
+        _histogram(delivery_seconds, service_id, published.get("webhook_delivery_seconds"))
     yield runs
     yield seconds
+    yield deliveries
+    yield delivery_seconds
     yield GaugeMetricFamily(
         "openha_failover_paused",
         "1 while a controller holds automatic failover (too many hosts down at once)",
         value=paused,
+    )
+
+
+def _histogram(family: HistogramMetricFamily, service_id: str, published: Any) -> None:
+    """Add one controller's histogram as published (`stats.Histogram.snapshot`)."""
+    histogram = published if isinstance(published, dict) else {}
+    buckets = [(_le(bound), _num(n)) for bound, n in histogram.get("buckets") or []]
+    count = _num(histogram.get("count"))
+    family.add_metric(
+        [service_id], [*buckets, ("+Inf", count)], sum_value=_num(histogram.get("sum"))
     )
 
 

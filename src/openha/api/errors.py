@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -57,8 +57,9 @@ def _message(text: str | None) -> str | None:
 class APIError(Exception):
     status_code = 500
     faultcode = "Server"
-    # An answer of another shape than WSME's fault (keystonemiddleware's 401), and headers.
-    body: dict[str, Any] | None = None
+    # An answer made elsewhere (keystonemiddleware's 401 and 503), replayed as it is
+    # with its headers (which give its content type) instead of WSME's fault.
+    raw: bytes | None = None
     headers: dict[str, str] | None = None
 
     def __init__(self, message: str, status_code: int | None = None) -> None:
@@ -170,11 +171,11 @@ def describe_validation_error(errors: list[Any], body: Any = None) -> str:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    async def _api_error(_: Request, exc: APIError) -> Response:
         if isinstance(exc, RoutingError):
             return webob_fault(exc.status_code, exc.message)
-        if exc.body is not None:
-            return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
+        if exc.raw is not None:
+            return Response(exc.raw, status_code=exc.status_code, headers=exc.headers)
         return fault(exc.status_code, exc.message)
 
     @app.exception_handler(ipam.AddressError)

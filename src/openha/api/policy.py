@@ -17,6 +17,8 @@ object's project once the route found it (another project's object: 403).
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -178,9 +180,23 @@ class IsAdminCheck(oslo_policy.Check):
 
 
 class Policy:
-    """The rules and their enforcer; `policy_file` is an operator's Octavia policy.yaml."""
+    """The rules and their enforcer; `policy_file` is an operator's Octavia policy.yaml.
 
-    def __init__(self, policy_file: Path | None = None) -> None:
+    A decision depends on nothing but the rules, the rule's name, the target and the
+    credentials, and oslo.policy spends about a millisecond on each of Octavia's rules
+    (every check of the tree inspects its own signature, every call looks its files up
+    again): decisions are remembered until the rules change. oslo.policy reloads the
+    file when it changes; whether it did is looked at once every `RULES_CHECK_SECONDS`
+    (an edit takes effect within that, as it does in Octavia on the next request).
+    `remember=False` asks oslo.policy every time (the benchmark's baseline,
+    `bench/policy.py`).
+    """
+
+    RULES_CHECK_SECONDS = 1.0
+    # Decisions kept at most (each a few hundred bytes): beyond, they start afresh.
+    MAX_DECISIONS = 20_000
+
+    def __init__(self, policy_file: Path | None = None, remember: bool = True) -> None:
         conf = cfg.ConfigOpts()
         conf([], project="openha", default_config_files=[], default_config_dirs=[])
         # What Octavia ships: the keystone default roles, and the deprecated
@@ -194,6 +210,56 @@ class Policy:
         self.enforcer.suppress_deprecation_warnings = True
         self.enforcer.register_defaults(list(d.list_rules()))
         self.enforcer.load_rules()
+        self.remember = remember
+        self._decisions: dict[tuple[Any, ...], bool] = {}
+        self._rules_seen = self._rules_now()
+        self._rules_checked = time.monotonic()
+        self._check_lock = threading.Lock()
+
+    def _rules_now(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((name, str(check)) for name, check in self.enforcer.rules.items()))
+
+    def _decisions_now(self) -> dict[tuple[Any, ...], bool]:
+        """The decisions that still hold: forgotten once the rules changed."""
+        now = time.monotonic()
+        if now - self._rules_checked >= self.RULES_CHECK_SECONDS and self._check_lock.acquire(
+            blocking=False
+        ):
+            try:
+                self._rules_checked = now
+                self.enforcer.load_rules()
+                rules = self._rules_now()
+                if rules != self._rules_seen:
+                    self._rules_seen = rules
+                    # A new dict: a decision still being made under the old rules
+                    # lands in the old one.
+                    self._decisions = {}
+            finally:
+                self._check_lock.release()
+        if len(self._decisions) >= self.MAX_DECISIONS:
+            self._decisions = {}
+        return self._decisions
+
+    def _decide(
+        self, rule: str, target: dict[str, Any], creds: dict[str, Any], registered: bool
+    ) -> bool:
+        """oslo.policy's decision (`registered`: the rule must be one of ours, as
+        `authorize` demands), remembered under everything it depends on."""
+        if not self.remember:
+            return self._ask(rule, target, creds, registered)
+        key = (rule, registered, _frozen(target), _frozen(creds))
+        decisions = self._decisions_now()
+        found = decisions.get(key)
+        if found is None:
+            found = decisions[key] = self._ask(rule, target, creds, registered)
+        return found
+
+    def _ask(
+        self, rule: str, target: dict[str, Any], creds: dict[str, Any], registered: bool
+    ) -> bool:
+        if registered:
+            return bool(self.enforcer.authorize(rule, target, creds, do_raise=False))
+        return bool(self.enforcer.enforce(rule, target, creds))
 
     def credentials(
         self, project_id: str | None, roles: Iterable[str], user_id: str | None
@@ -204,7 +270,7 @@ class Policy:
             "user_id": user_id,
             "is_admin": False,
         }
-        creds["is_admin"] = bool(self.enforcer.enforce("context_is_admin", creds, creds))
+        creds["is_admin"] = self._decide("context_is_admin", dict(creds), creds, False)
         return creds
 
     def global_rule(self, rule: str) -> str | None:
@@ -213,6 +279,12 @@ class Policy:
         return wide if wide in self.enforcer.registered_rules else None
 
     def allowed(self, rule: str, project_id: str | None, creds: dict[str, Any]) -> bool:
-        return bool(
-            self.enforcer.authorize(rule, {"project_id": project_id}, creds, do_raise=False)
-        )
+        return self._decide(rule, {"project_id": project_id}, creds, True)
+
+
+def _frozen(values: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """`values` as a key: every item, lists (roles) as tuples."""
+    return tuple(
+        (name, tuple(value) if isinstance(value, list) else value)
+        for name, value in sorted(values.items())
+    )

@@ -1,15 +1,20 @@
 """Operators' repairs of one load balancer: sync, reload, force-recover, diff.
 
 Each action is one function of (sessions, providers, lb id), idempotent and safe to
-repeat, returning the steps it took (`providers.base.RepairStep`). The API runs them at
-once for `POST /v2/manage/loadbalancers/{id}/{sync,reload,force-recover}`; an
-operations runner may run the same functions later and record their steps. What
-they leave to the reconcile loop (placing and rebuilding instances, settling
-statuses) they ask for through the LB's row, as every other change does.
+repeat, returning the steps it took (`providers.base.RepairStep`). Each is an
+operation kind (`as_kind`, registered in `openha.controller.opkinds`): the API
+answers `POST /v2/manage/loadbalancers/{id}/{sync,reload,force-recover}` with an
+operation, and the controller runs the action once, writes each of its steps down
+on the operation, and ends it SUCCEEDED, or FAILED when a step failed. A controller
+that dies meanwhile leaves the operation to another, which runs the action again:
+safe, since it is idempotent. What the actions leave to the reconcile loop (placing
+and rebuilding instances, settling statuses) they ask for through the LB's row, as
+every other change does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -19,16 +24,46 @@ from sqlalchemy.orm import Session, sessionmaker
 from openha import events
 from openha.certstore.sealing import Sealer
 from openha.controller import snapshot
+from openha.controller.operations import OperationContext, OperationView, StepFunction
 from openha.db import transaction
 from openha.domain import constants as c
 from openha.domain.configdiff import unified
+from openha.domain.operations import Step, StepError
 from openha.models import Host, Instance, LoadBalancer, utcnow
 from openha.providers.base import RepairStep
 from openha.providers.registry import ProviderRegistry
 
+RepairAction = Callable[[sessionmaker[Session], ProviderRegistry, str], list[RepairStep]]
+
 
 class NoSuchLoadBalancer(LookupError):
     """The load balancer does not exist (the API answers 404)."""
+
+
+def as_kind(action: RepairAction) -> StepFunction:
+    """The operation kind that runs `action` on the operation's load balancer once."""
+
+    def step(ctx: OperationContext, op: OperationView) -> Step:
+        try:
+            steps = action(ctx.sessions, ctx.providers, op.target_id)
+        except NoSuchLoadBalancer:
+            raise StepError("the load balancer was deleted") from None
+        report = tuple(_entry(s) for s in steps)
+        failed = [s for s in steps if not s.ok]
+        if failed:
+            return Step.failed(
+                "; ".join(f"{s.action}: {s.detail}" for s in failed)[:2000], report=report
+            )
+        return Step.succeeded(f"{len(steps)} step(s) done", report=report)
+
+    step.__name__ = step.__qualname__ = f"{action.__name__}_step"
+    return step
+
+
+def _entry(step: RepairStep) -> dict[str, Any]:
+    entry: dict[str, Any] = {"step": step.action, "ok": step.ok, "detail": step.detail}
+    entry.update({k: v for k in ("instance_id", "host") if (v := getattr(step, k)) is not None})
+    return entry
 
 
 def _sealer(providers: ProviderRegistry) -> Sealer:

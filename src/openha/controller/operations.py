@@ -196,8 +196,10 @@ class OperationRunner:
             if retry_error and retries + 1 >= MAX_RETRIES:
                 step = Step.failed(f"gave up after {MAX_RETRIES} failed attempts: {retry_error}")
             if step.outcome != "waiting":
-                entry = {"step": step.name, "at": utcnow().isoformat(), "detail": step.detail}
-                op.steps = [*(op.steps or []), entry][-MAX_STEPS_KEPT:]
+                at = utcnow().isoformat()
+                done = [{"detail": "", **entry, "at": at} for entry in step.report]
+                entry = {"step": step.name, "at": at, "detail": step.detail}
+                op.steps = [*(op.steps or []), *done, entry][-MAX_STEPS_KEPT:]
             if step.outcome == "failed":
                 op.state, op.error = c.OPERATION_FAILED, step.detail
             elif step.outcome == "succeeded":

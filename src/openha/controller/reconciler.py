@@ -177,7 +177,7 @@ class Reconciler:
             ),
             # Webhook deliveries: a slow receiver never holds a reconcile back.
             threading.Thread(
-                target=Dispatcher(self.settings, self.sessions).run,
+                target=Dispatcher(self.settings, self.sessions, self.stats.deliveries).run,
                 args=(stop,),
                 daemon=True,
                 name="webhooks",
@@ -580,6 +580,14 @@ class Reconciler:
                 if model in BY_ADMIN_STATE:
                     settled["operating_status"] = case(
                         (model.admin_state_up, c.ONLINE), else_=c.OFFLINE
+                    )
+                elif model is Member:
+                    # A disabled member is OFFLINE for good (HAProxy holds it in MAINT,
+                    # `domain.status.member_status`): said in this write, not by the
+                    # first observation a moment after ACTIVE (the plugin's member list
+                    # compares what it saw at ACTIVE with what it lists next).
+                    settled["operating_status"] = case(
+                        (model.admin_state_up, model.operating_status), else_=c.OFFLINE
                     )
                 s.execute(
                     update(model)

@@ -1,4 +1,4 @@
-"""The controller's own counters: reconciles by outcome and how long they took.
+"""The controller's own counters: reconciles and webhook deliveries, and how long they took.
 
 The controller has no HTTP server: these ride its liveness beat into its
 `services` row (`snapshot`, plain JSON), and the API's `/metrics` serves them per
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 # Seconds: a member change is a runtime command (milliseconds), a new LB plumbs a
@@ -23,40 +24,64 @@ SKIPPED = "skipped"  # gone meanwhile, or waiting for the failover circuit break
 ERROR = "error"  # an internal error (recorded as a failure too)
 OUTCOMES = (APPLIED, FAILED, REQUEUED, DELETED, SKIPPED, ERROR)
 
+# What one webhook delivery attempt ended with.
+DELIVERED = "delivered"  # the receiver answered 2xx
+RETRIED = "retried"  # it failed and is tried again after a backoff
+GAVE_UP = "failed"  # it failed for the last time (`webhook_max_attempts`)
+DELIVERY_OUTCOMES = (DELIVERED, RETRIED, GAVE_UP)
+
+
+class Histogram:
+    """Counts by outcome and a histogram of durations; thread-safe, JSON snapshots."""
+
+    def __init__(self, outcomes: Sequence[str], buckets: Sequence[float] = BUCKETS) -> None:
+        self._lock = threading.Lock()
+        self._bounds = tuple(buckets)
+        self._outcomes = dict.fromkeys(outcomes, 0)
+        self._buckets = [0] * len(self._bounds)
+        self._count = 0
+        self._sum = 0.0
+
+    def observe(self, outcome: str, seconds: float) -> None:
+        with self._lock:
+            self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
+            index = bisect.bisect_left(self._bounds, seconds)
+            if index < len(self._bounds):
+                self._buckets[index] += 1
+            self._count += 1
+            self._sum += seconds
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, Any]]:
+        """(counts by outcome, {"buckets": [[bound, cumulative count]...], "count", "sum"})."""
+        with self._lock:
+            cumulative, running = [], 0
+            for bound, count in zip(self._bounds, self._buckets, strict=True):
+                running += count
+                cumulative.append([bound, running])
+            histogram = {"buckets": cumulative, "count": self._count, "sum": round(self._sum, 6)}
+            return dict(self._outcomes), histogram
+
 
 class ReconcileStats:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._outcomes = dict.fromkeys(OUTCOMES, 0)
-        self._buckets = [0] * len(BUCKETS)
-        self._count = 0
-        self._sum = 0.0
+        self._reconciles = Histogram(OUTCOMES)
+        # Webhook delivery attempts (`openha.controller.webhooks.Dispatcher`).
+        self.deliveries = Histogram(DELIVERY_OUTCOMES)
         # This controller's failover circuit breaker (set by the reconciler): it alone
         # knows which silent hosts' agents still answer.
         self.failover_paused = False
 
     def observe(self, outcome: str, seconds: float) -> None:
-        with self._lock:
-            self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
-            index = bisect.bisect_left(BUCKETS, seconds)
-            if index < len(BUCKETS):
-                self._buckets[index] += 1
-            self._count += 1
-            self._sum += seconds
+        self._reconciles.observe(outcome, seconds)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON for the services row: outcomes, and cumulative histogram buckets."""
-        with self._lock:
-            cumulative, running = [], 0
-            for bound, count in zip(BUCKETS, self._buckets, strict=True):
-                running += count
-                cumulative.append([bound, running])
-            return {
-                "failover_paused": self.failover_paused,
-                "reconciles": dict(self._outcomes),
-                "reconcile_seconds": {
-                    "buckets": cumulative,
-                    "count": self._count,
-                    "sum": round(self._sum, 6),
-                },
-            }
+        reconciles, seconds = self._reconciles.snapshot()
+        deliveries, delivery_seconds = self.deliveries.snapshot()
+        return {
+            "failover_paused": self.failover_paused,
+            "reconciles": reconciles,
+            "reconcile_seconds": seconds,
+            "webhook_deliveries": deliveries,
+            "webhook_delivery_seconds": delivery_seconds,
+        }

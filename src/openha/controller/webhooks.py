@@ -31,6 +31,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import __version__, events
+from openha.controller.stats import DELIVERED, DELIVERY_OUTCOMES, GAVE_UP, RETRIED, Histogram
 from openha.db import ChangeWatch, transaction
 from openha.domain import constants as c
 from openha.domain.webhooks import (
@@ -64,9 +65,16 @@ class Attempt:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        stats: Histogram | None = None,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
+        # Each attempt's outcome and duration (the controller publishes them).
+        self.stats = stats if stats is not None else Histogram(DELIVERY_OUTCOMES)
         self._changes = ChangeWatch(sessions)
         self._inflight: set[int] = set()
         self._lock = threading.Lock()
@@ -154,7 +162,9 @@ class Dispatcher:
     def _attempt(self, attempt: Attempt) -> None:
         try:
             status, error, took = self.send(attempt)
-            self.record(attempt, status, error, took)
+            outcome = self.record(attempt, status, error, took)
+            if outcome is not None:
+                self.stats.observe(outcome, took)
         except Exception:
             log.exception("webhook delivery %s failed", attempt.delivery_id)
         finally:
@@ -182,13 +192,17 @@ class Dispatcher:
         error = None if 200 <= status < 300 else f"HTTP {status}"
         return status, error, time.monotonic() - started
 
-    def record(self, attempt: Attempt, status: int | None, error: str | None, took: float) -> None:
+    def record(
+        self, attempt: Attempt, status: int | None, error: str | None, took: float
+    ) -> str | None:
+        """Write the attempt down; what it ended with (`stats.DELIVERY_OUTCOMES`), None
+        when the delivery was settled elsewhere meanwhile."""
         settings = self.settings
         now = utcnow_precise()
         with transaction(self.sessions) as s:
             row = s.get(WebhookDelivery, attempt.delivery_id)
             if row is None or row.status != c.DELIVERY_PENDING:
-                return  # purged, or settled by another controller meanwhile
+                return None  # purged, or settled by another controller meanwhile
             row.attempts += 1
             row.last_attempt_at = now
             row.response_status = status
@@ -202,9 +216,11 @@ class Dispatcher:
                     .values(consecutive_failures=0)
                     .execution_options(synchronize_session=False)
                 )
-                return
+                return DELIVERED
+            outcome = RETRIED
             if row.attempts >= settings.webhook_max_attempts:
                 row.status = c.DELIVERY_FAILED
+                outcome = GAVE_UP
             else:
                 base, ceiling = settings.webhook_retry_base, settings.webhook_retry_max
                 wait = backoff(row.attempts, base, ceiling)
@@ -221,7 +237,7 @@ class Dispatcher:
                 .execution_options(populate_existing=True)
             )
             if hook is None or not hook.enabled:
-                return
+                return outcome
             if hook.consecutive_failures >= settings.webhook_disable_after:
                 hook.enabled = False
                 hook.disabled_reason = (
@@ -236,3 +252,4 @@ class Dispatcher:
                     resource=("webhook", hook.id),
                     details={"url": hook.url, "failures": hook.consecutive_failures},
                 )
+            return outcome

@@ -23,6 +23,9 @@ class Step:
     data: dict[str, Any] = field(default_factory=dict)
     # Seconds before the next call.
     delay: float = 0.0
+    # What the step did, one record each (`{"step", "detail", ...}`), written down
+    # before the step itself: an action that does several things in one call.
+    report: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def progressed(cls, name: str, detail: str = "", **data: Any) -> Step:
@@ -33,12 +36,14 @@ class Step:
         return cls("waiting", "", detail, data, delay)
 
     @classmethod
-    def succeeded(cls, detail: str = "", **data: Any) -> Step:
-        return cls("succeeded", "done", detail, data)
+    def succeeded(
+        cls, detail: str = "", report: tuple[dict[str, Any], ...] = (), **data: Any
+    ) -> Step:
+        return cls("succeeded", "done", detail, data, report=report)
 
     @classmethod
-    def failed(cls, error: str) -> Step:
-        return cls("failed", "failed", error)
+    def failed(cls, error: str, report: tuple[dict[str, Any], ...] = ()) -> Step:
+        return cls("failed", "failed", error, report=report)
 
 
 class StepError(Exception):

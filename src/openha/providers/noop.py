@@ -35,8 +35,15 @@ class NoopProvider(Provider):
                 state.l7policies[policy.id] = up(policy.admin_state_up)
                 for rule in policy.rules:
                     state.l7rules[rule.id] = up(rule.admin_state_up)
+        # As a data plane would report them (`domain.status.derive`): a pool no listener
+        # sends traffic to is never reported, so it stays OFFLINE, and so do the members
+        # its monitor would check.
+        used = {listener.default_pool_id for listener in spec.listeners} | {
+            policy.redirect_pool_id for listener in spec.listeners for policy in listener.l7policies
+        }
         for pool in spec.pools:
-            state.pools[pool.id] = up(pool.admin_state_up)
+            live = pool.id in used
+            state.pools[pool.id] = up(pool.admin_state_up) if live else c.OFFLINE
             hm = pool.health_monitor
             if hm is not None:
                 state.health_monitors[hm.id] = up(hm.admin_state_up)
@@ -46,5 +53,5 @@ class NoopProvider(Provider):
                 elif hm is None or not hm.admin_state_up:
                     state.members[member.id] = c.NO_MONITOR
                 else:
-                    state.members[member.id] = up(True)
+                    state.members[member.id] = up(True) if live else c.OFFLINE
         return state

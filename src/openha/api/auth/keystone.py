@@ -1,11 +1,11 @@
 """Keystone mode: tokens validated by keystonemiddleware's `auth_token`, as Octavia does.
 
 keystonemiddleware is WSGI middleware; OpenHA's API is ASGI. `KeystoneAuth` runs
-`auth_token` on a WSGI environ made of the request's headers, with
-``delay_auth_decision`` so that it always hands the request on, and reads the
-``X-Identity-Status``, ``X-Project-Id``, ``X-Roles`` and ``X-User-Id`` headers it
-sets (it removes any a client sent). Token caching, revocation checks and the
-service user's own token are keystonemiddleware's.
+`auth_token` on a WSGI environ made of the request's headers: when it hands the
+request on, the ``X-Project-Id``, ``X-Roles`` and ``X-User-Id`` headers it set (it
+removes any a client sent) make the identity; when it answers on its own (401, or
+503 with Keystone out of reach) its answer is the API's. Token caching, revocation
+checks and the service user's own token are keystonemiddleware's.
 """
 
 from __future__ import annotations
@@ -26,23 +26,17 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
-class TokenRejected(APIError):
-    """A missing or invalid token: answered with keystonemiddleware's own 401 (what a
-    client of Octavia sees), pointing at Keystone."""
+class MiddlewareAnswer(APIError):
+    """What `auth_token` answered on its own, replayed byte for byte as Octavia's API
+    pipeline passes it on: 401 with its JSON body and ``WWW-Authenticate`` for a missing
+    or invalid token, 503 "The Keystone service is temporarily unavailable." when
+    Keystone cannot be reached to validate one."""
 
-    status_code = 401
-
-    def __init__(self, auth_url: str) -> None:
-        super().__init__("The request you have made requires authentication.")
-        self.headers = {"WWW-Authenticate": f'Keystone uri="{auth_url}"'}
-        self.body = {"error": {"code": 401, "title": "Unauthorized", "message": self.message}}
-
-
-class KeystoneUnavailable(APIError):
-    status_code = 503
-
-    def __init__(self) -> None:
-        super().__init__("The identity service cannot be reached to validate the token.")
+    def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        code, _, reason = status.partition(" ")
+        super().__init__(reason, int(code))
+        self.raw = body
+        self.headers = {name: value for name, value in headers if name.lower() != "content-length"}
 
 
 def middleware_options(settings: Settings) -> dict[str, Any]:
@@ -57,7 +51,9 @@ def middleware_options(settings: Settings) -> dict[str, Any]:
         "user_domain_name": settings.keystone_user_domain_name,
         "project_domain_name": settings.keystone_project_domain_name,
         "token_cache_time": settings.keystone_token_cache_time,
-        "delay_auth_decision": True,
+        # auth_token decides, as in Octavia's pipeline: a missing or invalid token is its
+        # 401, Keystone out of reach its 503 (deferring would turn that into a 401 too).
+        "delay_auth_decision": False,
         "include_service_catalog": False,
         "service_type": "load-balancer",
         "log_name": "openha.keystone",
@@ -68,25 +64,26 @@ class KeystoneAuth:
     def __init__(self, settings: Settings) -> None:
         if not settings.keystone_auth_url:
             raise ValueError("auth = keystone needs keystone_auth_url")
-        self.auth_url = settings.keystone_auth_url
         self._protocol = auth_token.AuthProtocol(_accept, middleware_options(settings))
 
     def authenticate(self, headers: Mapping[str, str]) -> Identity:
         environ = _environ(headers)
-        answer: list[str] = []
+        answer: list[tuple[str, list[tuple[str, str]]]] = []
 
-        def start_response(status: str, _headers: list[tuple[str, str]], *_: Any) -> None:
-            answer.append(status)
+        def start_response(status: str, headers: list[tuple[str, str]], *_: Any) -> None:
+            answer.append((status, headers))
 
         body: Iterable[bytes] = self._protocol(environ, start_response)
-        if hasattr(body, "close"):
-            body.close()
+        try:
+            content = b"".join(body)
+        finally:
+            if hasattr(body, "close"):
+                body.close()
         if environ.get("openha.accepted") is None:
-            # auth_token answered on its own: Keystone unreachable (503), or worse.
-            log.warning("keystonemiddleware refused the request: %s", answer)
-            raise KeystoneUnavailable()
-        if environ.get("HTTP_X_IDENTITY_STATUS") != "Confirmed":
-            raise TokenRejected(self.auth_url)
+            status, answer_headers = answer[-1]
+            if not status.startswith("401"):
+                log.warning("keystonemiddleware answered %s: %s", status, content[:200])
+            raise MiddlewareAnswer(status, answer_headers, content)
         roles = environ.get("HTTP_X_ROLES", "")
         return Identity(
             project_id=environ.get("HTTP_X_PROJECT_ID") or None,

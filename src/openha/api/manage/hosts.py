@@ -47,6 +47,11 @@ class HostView(View):
     log_delivery: dict[str, Any] | None = Field(
         None, validation_alias=AliasPath("report", "log_delivery")
     )
+    # Instances the agent runs that no load balancer wants, by id: their load balancer
+    # and since when (removed after the host's grace period, `orphan_grace_seconds`).
+    orphans: dict[str, Any] = Field(
+        default_factory=dict, validation_alias=AliasPath("report", "orphans")
+    )
     created_at: Timestamp
     updated_at: Timestamp
 

@@ -1,14 +1,16 @@
 """/v2/manage/loadbalancers/{id}/…: an operator's repairs and backups of one load balancer.
 
-- `POST …/sync`, `…/reload`, `…/force-recover`: run the action of
-  `openha.controller.actions` and answer 202 with the steps it took.
+- `POST …/sync`, `…/reload`, `…/force-recover`: one route each, one handler for all:
+  202 with an operation (`openha.api.manage.operations`) the controller runs
+  (`openha.controller.actions`); a request while the same repair of the LB is not
+  over yet joins that one.
 - `GET …/diff`: what each instance has against what the database renders.
 - `GET …/export`: the fully populated create body that rebuilds the tree.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -18,75 +20,54 @@ from sqlalchemy.orm import Session, selectinload
 
 from openha.api import idempotency
 from openha.api.context import RequestContext, get_admin_context, get_session
-from openha.api.errors import NotFound
+from openha.api.errors import Conflict, NotFound
+from openha.api.manage import operations
 from openha.api.manage.export import export_tree
 from openha.controller import actions
+from openha.domain import constants as c
 from openha.models import L7Policy, Listener, LoadBalancer, Pool
 
 router = APIRouter(prefix="/manage/loadbalancers", tags=["manage"])
 LB_LABEL = "Load Balancer"
 
-
-def _run(
-    request: Request, session: Session, keyed: idempotency.Guard | None, lb_id: str, name: str
-) -> JSONResponse:
-    # The action works in transactions of its own (and calls agents meanwhile): the
-    # request's, which authenticated the caller, must not hold the database meanwhile.
-    session.rollback()
-    action = {
-        "sync": actions.sync,
-        "reload": actions.reload,
-        "force-recover": actions.force_recover,
-    }[name]
-    try:
-        steps = action(request.app.state.session_factory, request.app.state.providers, lb_id)
-    except actions.NoSuchLoadBalancer:
-        raise NotFound.resource(LB_LABEL, lb_id) from None
-    body = {
-        "action": name,
-        "load_balancer_id": lb_id,
-        "ok": all(step.ok for step in steps),
-        "steps": [asdict(step) for step in steps],
-    }
-    # A retry with the same Idempotency-Key gets this report again, and acts no more.
-    idempotency.commit(session, keyed, body)
-    return JSONResponse(body, status_code=202)
+# The repairs, by operation kind (`openha.controller.opkinds`), and what each does.
+REPAIRS = {
+    "sync": "Re-render and re-push the LB's config to every instance, even unchanged.",
+    "reload": "Hitless reload of every instance's HAProxy.",
+    "force-recover": "Clear the error, rebuild lost instances, re-push the rest, step by step.",
+}
 
 
-@router.post("/{lb_id}/sync", status_code=202, response_model=None)
-def sync(
-    lb_id: str,
-    request: Request,
-    session: Session = Depends(get_session),
-    _ctx: RequestContext = Depends(get_admin_context),
-    keyed: idempotency.Guard | None = Depends(idempotency.guard),
-) -> JSONResponse:
-    """Re-render and re-push the LB's config to every instance, even unchanged."""
-    return _run(request, session, keyed, lb_id, "sync")
+def _repair(kind: str) -> Callable[..., JSONResponse]:
+    def start_repair(
+        lb_id: str,
+        session: Session = Depends(get_session),
+        ctx: RequestContext = Depends(get_admin_context),
+        keyed: idempotency.Guard | None = Depends(idempotency.guard),
+    ) -> JSONResponse:
+        lb = session.get(LoadBalancer, lb_id)
+        if lb is None:
+            raise NotFound.resource(LB_LABEL, lb_id)
+        if lb.provisioning_status == c.PENDING_DELETE:
+            raise Conflict(f"Load balancer {lb_id} is being deleted.")
+        op = operations.open_operation(session, kind, lb_id)
+        if op is None:
+            op = operations.start(session, ctx, kind, "loadbalancer", lb_id, {})
+        return operations.accepted(session, ctx, op, keyed)
+
+    start_repair.__name__ = f"{kind.replace('-', '_')}_loadbalancer"
+    return start_repair
 
 
-@router.post("/{lb_id}/reload", status_code=202, response_model=None)
-def reload(
-    lb_id: str,
-    request: Request,
-    session: Session = Depends(get_session),
-    _ctx: RequestContext = Depends(get_admin_context),
-    keyed: idempotency.Guard | None = Depends(idempotency.guard),
-) -> JSONResponse:
-    """Hitless reload of every instance's HAProxy."""
-    return _run(request, session, keyed, lb_id, "reload")
-
-
-@router.post("/{lb_id}/force-recover", status_code=202, response_model=None)
-def force_recover(
-    lb_id: str,
-    request: Request,
-    session: Session = Depends(get_session),
-    _ctx: RequestContext = Depends(get_admin_context),
-    keyed: idempotency.Guard | None = Depends(idempotency.guard),
-) -> JSONResponse:
-    """Clear the error, rebuild lost instances, re-push the rest, step by step."""
-    return _run(request, session, keyed, lb_id, "force-recover")
+for _kind, _doc in REPAIRS.items():
+    router.add_api_route(
+        f"/{{lb_id}}/{_kind}",
+        _repair(_kind),
+        methods=["POST"],
+        status_code=202,
+        response_model=None,
+        description=_doc,
+    )
 
 
 @router.get("/{lb_id}/diff", response_model=None)
@@ -97,7 +78,7 @@ def diff(
     _ctx: RequestContext = Depends(get_admin_context),
 ) -> dict[str, Any]:
     """Unified diff: what each instance's agent has (a/) against the desired render (b/)."""
-    session.rollback()  # as `_run`: the action reads in sessions of its own
+    session.rollback()  # the action reads in sessions of its own
     try:
         return actions.diff(request.app.state.session_factory, request.app.state.providers, lb_id)
     except actions.NoSuchLoadBalancer:
