@@ -22,6 +22,7 @@ from openha.agent.haproxy import atomic_write, summarize_errors
 from openha.agent.netns import NamespaceExec
 from openha.agent.paths import InstancePaths
 from openha.agent.procs import pid_alive, pid_from_file
+from openha.agent.sandbox import InstanceSandbox
 
 KEEPALIVED_BIN = shutil.which("keepalived") or "/usr/sbin/keepalived"
 
@@ -31,9 +32,14 @@ class KeepalivedError(Exception):
 
 
 class KeepalivedInstance:
-    def __init__(self, paths: InstancePaths, namespace: str) -> None:
+    def __init__(
+        self, paths: InstancePaths, namespace: str, sandbox: InstanceSandbox | None = None
+    ) -> None:
         self.paths = paths
         self.namespace = namespace
+        # keepalived needs its network capabilities; the sandbox gives it the
+        # instance's cgroup (its scripts run as the host's unprivileged script user).
+        self.sandbox = sandbox
 
     def pid(self) -> int | None:
         return pid_from_file(self.paths.keepalived_pid, self.paths.keepalived_config)
@@ -104,13 +110,19 @@ class KeepalivedInstance:
             "-r",
             str(self.paths.vrrp_pid),
         ]
-        with NamespaceExec(self.namespace) as nsexec:
+        with contextlib.ExitStack() as stack:
+            nsexec = stack.enter_context(NamespaceExec(self.namespace))
+            preexec = (
+                stack.enter_context(self.sandbox.spawn(nsexec, caps=None))
+                if self.sandbox is not None
+                else nsexec
+            )
             proc = subprocess.run(
                 cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                preexec_fn=nsexec,
+                preexec_fn=preexec,
                 cwd=self.paths.instance_dir,
                 timeout=30,
             )
