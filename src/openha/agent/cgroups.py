@@ -147,6 +147,15 @@ def _read(path: Path) -> str:
         return ""
 
 
+def _mount_of(path: Path) -> Path | None:
+    """The cgroup mount holding `path` (a recorded group, read without `detect`)."""
+    best: Path | None = None
+    for mount in detect().mounts.values():
+        if path.is_relative_to(mount) and (best is None or len(mount.parts) > len(best.parts)):
+            best = mount
+    return best
+
+
 def _write(path: Path, value: str) -> None:
     with open(path, "w") as fh:
         fh.write(value)
@@ -208,12 +217,12 @@ class InstanceCgroup:
         return seen
 
     def path(self) -> str:
-        """The group's path within its hierarchy (the same in every v1 hierarchy)."""
-        for name, path in self.dirs.items():
-            mount = self.hierarchy.mounts.get(name)
-            if mount is not None:
-                return "/" + str(path.relative_to(mount))
-        return str(next(iter(self.dirs.values()), ""))
+        """The group's path within its hierarchy (the memory one's on v1: a v1 parent
+        may differ per hierarchy)."""
+        for name in ("unified", "memory", *self.dirs):
+            if name in self.dirs and (rel := self._relative(name)) is not None:
+                return rel
+        return ""
 
     def exists(self) -> bool:
         return bool(self.dirs) and all(p.is_dir() for p in self.distinct())
@@ -336,10 +345,16 @@ class InstanceCgroup:
             groups = own_groups(Path(f"/proc/{pid}/cgroup").read_text())
         except OSError:
             return False
-        if not self.hierarchy.mounts:
+        if not self.dirs:
             return False
-        wanted = self.path()
-        return all(groups.get(name) == wanted for name in self.dirs)
+        return all(groups.get(name) == self._relative(name) for name in self.dirs)
+
+    def _relative(self, name: str) -> str | None:
+        """The group's path inside hierarchy `name` (as /proc/<pid>/cgroup says it)."""
+        mount = self.hierarchy.mounts.get(name) or _mount_of(self.dirs[name])
+        if mount is None:
+            return None
+        return "/" + str(self.dirs[name].relative_to(mount))
 
     # -- reading --
 

@@ -664,13 +664,16 @@ class AgentService:
     def _write_files(self, inst: _Instance, spec: InstanceSpec) -> None:
         if not spec.files:
             return
-        inst.paths.files_dir.mkdir(exist_ok=True, mode=0o700)
+        # Traversable, not listable: keepalived's script user runs the notify script here.
+        inst.paths.files_dir.mkdir(exist_ok=True, mode=0o711)
+        inst.paths.files_dir.chmod(0o711)
         for name, content in spec.files.items():
             if not _safe_file_name(name):
                 raise ValueError(f"invalid file name {name!r}")
-            # Scripts (keepalived's health check) must be executable, and for keepalived's
-            # script security, writable by root only.
-            mode = 0o700 if content.startswith("#!") else 0o600
+            # Scripts (keepalived's notify script) run as the unprivileged script user:
+            # readable and executable by it, and for keepalived's script security,
+            # writable by root only. Anything else is the instance's secret: 0600.
+            mode = 0o755 if content.startswith("#!") else 0o600
             atomic_write(inst.paths.files_dir / name, content, mode)
 
     def retire(self, instance_id: str) -> InstanceStatus | None:
