@@ -8,7 +8,7 @@ Dependencies point down. The layers, top to bottom (names under `openha.`):
     controller: controller
     providers: providers
     data plane: agent, render
-    neutral: db, settings, events, credentials, ipam, hosts, liveness
+    neutral: db, settings, events, credentials, ipam, hosts, liveness, certstore
     models: models
     domain: domain
 

@@ -49,6 +49,8 @@ app.command()(cli_alerts.events)
 app.add_typer(cli_alerts.webhook_app, name="webhook")
 keystone_app = typer.Typer(help="Keystone (auth = keystone).", no_args_is_help=True)
 app.add_typer(keystone_app, name="keystone")
+certstore_app = typer.Typer(help="The embedded certificate store.", no_args_is_help=True)
+app.add_typer(certstore_app, name="certstore")
 
 err_console = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("openha.cli")
@@ -577,3 +579,19 @@ cli_ops.register(app)
 
 if __name__ == "__main__":
     app()
+
+
+@certstore_app.command("reseal")
+def certstore_reseal() -> None:
+    """Seal every stored payload again with the first of `certstore_keys` (key rotation:
+    put the new key first, run this, then drop the old key)."""
+    from openha.certstore.sealing import Sealer, SealError
+    from openha.certstore.store import reseal_all
+
+    settings = _settings()
+    try:
+        with db.transaction(_sessions(settings)) as session:
+            count = reseal_all(session, Sealer.from_settings(settings))
+    except (SealError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"resealed {count} payloads")

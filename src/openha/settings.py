@@ -198,6 +198,12 @@ class Settings(BaseSettings):
     webhook_retry_max: float = Field(default=600.0, gt=0)
     webhook_max_attempts: int = Field(default=12, ge=1)
     webhook_disable_after: int = Field(default=20, ge=1)
+    # Certificate store (`openha.certstore`): Fernet keys (urlsafe base64 of 32 bytes).
+    # The first seals new payloads, every one opens; to rotate, put a new key first and
+    # run `openha certstore reseal`. Empty: a key made on first use in <state_dir>/certstore.key.
+    certstore_keys: list[str] = Field(default_factory=list)
+    # A `certificate.expiring` event this many days before a listener's certificate expires.
+    certificate_warning_days: int = Field(default=30, ge=0, le=3650)
 
     # VRRP for ACTIVE_STANDBY pairs: v3 allows sub-second adverts (~0.6 s failover).
     vrrp_version: Literal[2, 3] = 3

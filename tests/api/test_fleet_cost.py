@@ -246,7 +246,7 @@ class Host:
             assert lb is not None
             member = s.scalar(select(Member).where(Member.load_balancer_id == lb_id))
             assert member is not None
-            spec = snapshot.build(s, lb_id)
+            spec = snapshot.build(s, lb_id, None)
             inst = Instance(
                 load_balancer_id=lb_id,
                 host_id=self.service.host_id,

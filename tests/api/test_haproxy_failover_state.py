@@ -110,7 +110,7 @@ def test_the_host_left_by_failover_is_avoided_by_the_next_controller(
     # Another controller (or this one restarted) applies: the replacement goes to h3,
     # not back to h1 which the least-loaded rule alone would pick (h1 now runs nothing).
     with transaction(session_factory) as s:
-        spec = build(s, made["lb"])
+        spec = build(s, made["lb"], None)
     result = fresh_driver(settings, session_factory).apply(spec, failover_paused=None)
     assert result.error and "unreachable" in result.error  # placed, but no agent to take it
     after = instances(session_factory, made["lb"])
@@ -191,7 +191,7 @@ def test_the_serving_peer_learns_of_its_new_partner_before_the_partner_starts(
             assert dead is not None
             dead.status = c.HOST_DOWN
         with transaction(session_factory) as s:
-            spec = build(s, made["lb"])
+            spec = build(s, made["lb"], None)
         result = fresh_driver(settings, session_factory).apply(spec, failover_paused=None)
         assert result.done, result.error
         spans = {inst: (start, end) for inst, start, end in agent.spans}

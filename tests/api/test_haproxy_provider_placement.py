@@ -34,17 +34,17 @@ def test_vrrp_ids_are_unique_per_segment_and_run_out_clearly(
         subnet = s.get(Subnet, subnet_id)
         assert subnet is not None
         first = make_lb(s, subnet)
-        spec = build(s, first.id)
+        spec = build(s, first.id, None)
         vrid = allocation.hold_vrid(s, first, spec)
         assert vrid == 1
         assert allocation.hold_vrid(s, first, spec) == 1  # held, not allocated twice
         for _ in range(254):
             lb = make_lb(s, subnet)
-            allocation.hold_vrid(s, lb, build(s, lb.id))
+            allocation.hold_vrid(s, lb, build(s, lb.id, None))
         assert s.query(VrrpRouterId).count() == 255
         last = make_lb(s, subnet)
         with pytest.raises(NoHostAvailable, match="All 255 VRRP router ids are in use"):
-            allocation.hold_vrid(s, last, build(s, last.id))
+            allocation.hold_vrid(s, last, build(s, last.id, None))
 
 
 def test_zone_comes_from_the_profile_or_the_zone_name(
@@ -119,12 +119,11 @@ def test_haproxy_provider_refuses_what_it_cannot_serve(alice: Any, subnet_id: st
                     "loadbalancer_id": lb["id"],
                     "protocol": protocol,
                     "protocol_port": 443,
-                    "default_tls_container_ref": "ref" if protocol == "TERMINATED_HTTPS" else None,
                 }
             },
         )
 
-    for protocol in ("UDP", "SCTP", "TERMINATED_HTTPS"):
+    for protocol in ("UDP", "SCTP"):
         resp = listener(protocol)
         assert resp.status_code == 400, resp.text
         assert "Provider 'haproxy' does not support a requested option" in resp.text

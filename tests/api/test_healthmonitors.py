@@ -292,7 +292,7 @@ def test_a_new_monitor_while_the_old_one_is_deleted(
     again = {"pool_id": pool["id"], "type": "TCP", "delay": 5, "timeout": 3, "max_retries": 3}
     assert _post(alice, again).status_code == 409  # a live monitor is still one
     with session_factory() as s:
-        (built,) = snapshot.build(s, lb_id).pools
+        (built,) = snapshot.build(s, lb_id, None).pools
     assert built.health_monitor is not None and built.health_monitor.id == new["id"]
     reconciler = Reconciler(settings, session_factory, app.state.providers)
     reconciler.liveness.beat()

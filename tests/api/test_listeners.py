@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from openha.controller import snapshot
 from openha.db import transaction
 from openha.models import L7Policy, L7Rule, ListenerStats, Quota
+from tests.api.certstore_helpers import tls_refs
 from tests.api.factories import (
     POLICY_REFUSED,
     create_lb,
@@ -208,22 +209,23 @@ def test_mandatory_fields(alice: Client, subnet_id: str) -> None:
 
 def test_full_tls_listener_on_noop(alice: Client, subnet_id: str) -> None:
     lb = create_lb(alice, subnet_id)
+    refs = tls_refs(alice)
     li = create_listener(
         alice,
         lb["id"],
         protocol="TERMINATED_HTTPS",
         protocol_port=443,
-        default_tls_container_ref="https://kms.example/v1/containers/abc",
-        sni_container_refs=["sni-1", "sni-2", "sni-1"],
-        client_ca_tls_container_ref="ca",
+        default_tls_container_ref=refs["default"],
+        sni_container_refs=[refs["sni1"], refs["sni2"], refs["sni1"]],
+        client_ca_tls_container_ref=refs["ca"],
         client_authentication="OPTIONAL",
-        client_crl_container_ref="crl",
+        client_crl_container_ref=refs["crl"],
         insert_headers={"X-SSL-Client-DN": "true", "X-Forwarded-Proto": "True"},
         hsts_max_age=31536000,
         hsts_include_subdomains=True,
         allowed_cidrs=["192.0.2.7/24", "192.0.2.0/24", "203.0.113.0/24"],
     )
-    assert li["sni_container_refs"] == ["sni-1", "sni-2"]
+    assert li["sni_container_refs"] == [refs["sni1"], refs["sni2"]]
     assert li["tls_versions"] == ["TLSv1.2", "TLSv1.3"]
     assert li["alpn_protocols"] == ["h2", "http/1.1", "http/1.0"]
     assert li["tls_ciphers"]
@@ -245,19 +247,19 @@ def test_full_tls_listener_on_noop(alice: Client, subnet_id: str) -> None:
     assert resp.status_code == 400
 
 
-def test_haproxy_provider_refuses_tls_termination(alice: Client, subnet_id: str) -> None:
+def test_haproxy_provider_serves_tls_termination(alice: Client, subnet_id: str) -> None:
     lb = create_lb(alice, subnet_id, provider="haproxy")
+    refs = tls_refs(alice)
     resp = _post(
         alice,
         {
             "loadbalancer_id": lb["id"],
             "protocol": "TERMINATED_HTTPS",
             "protocol_port": 443,
-            "default_tls_container_ref": "cert",
+            "default_tls_container_ref": refs["default"],
         },
     )
-    assert resp.status_code == 400
-    assert "does not support" in resp.json()["faultstring"]
+    assert resp.status_code == 201, resp.text
     resp = _post(alice, {"loadbalancer_id": lb["id"], "protocol": "UDP", "protocol_port": 53})
     assert resp.status_code == 400
     assert "listener protocol UDP" in resp.json()["faultstring"]
@@ -458,7 +460,7 @@ def test_delete_marks_pending_delete(
     assert alice.get(f"/v2/lbaas/listeners/{li['id']}").status_code == 404
     with session_factory() as s:
         assert s.get(L7Policy, ids[0]) is None and s.get(L7Rule, ids[1]) is None
-        spec = snapshot.build(s, lb["id"])
+        spec = snapshot.build(s, lb["id"], None)
     assert [listener.id for listener in spec.listeners] == [new["id"]]
     # A live listener on the port still refuses another one.
     resp = _post(alice, {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80})

@@ -193,7 +193,7 @@ def test_readd_while_deletion_pending(
     with session_factory() as s:
         statuses = {m.id: m.provisioning_status for m in s.query(Member)}
         assert statuses == {old["id"]: "PENDING_DELETE", new["id"]: "PENDING_CREATE"}
-        spec = snapshot.build(s, pool["loadbalancers"][0]["id"])
+        spec = snapshot.build(s, pool["loadbalancers"][0]["id"], None)
     members = [m.id for p in spec.pools for m in p.members]
     assert members == [new["id"]]
     # A live duplicate is still one.

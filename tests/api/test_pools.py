@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openha.db import transaction
 from openha.models import HealthMonitor, L7Policy, L7Rule, Member, Quota
+from tests.api.certstore_helpers import tls_refs
 from tests.api.factories import (
     POLICY_REFUSED,
     create_hm,
@@ -253,13 +254,14 @@ def test_create_validation(alice: Client, subnet_id: str) -> None:
 
 def test_session_persistence_and_tls(alice: Client, subnet_id: str) -> None:
     lb = create_lb(alice, subnet_id)
+    refs = tls_refs(alice)
     pool = create_pool(
         alice,
         lb["id"],
         session_persistence={"type": "APP_COOKIE", "cookie_name": "JSESSIONID"},
         tls_enabled=True,
-        ca_tls_container_ref="ca",
-        crl_container_ref="crl",
+        ca_tls_container_ref=refs["ca"],
+        crl_container_ref=refs["crl"],
     )
     assert pool["session_persistence"] == {
         "type": "APP_COOKIE",

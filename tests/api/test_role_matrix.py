@@ -103,10 +103,19 @@ QUOTA_A = Rule(_rule(True, global_read=True, admin=OK, member_a=OK, reader_a=OK,
 HIDDEN_READ_A = Rule(
     _rule(True, global_read=True, admin=OK, member_a=OK, reader_a=OK, member_b=S404)
 )
+# Project A's secrets: no global observer reads another project's private keys.
+SECRET_LIST = Rule(_rule(True, admin=OK, member_a=OK, reader_a=OK, member_b=OK), leak_check=True)
+SECRET_READ_A = Rule(_rule(True, admin=OK, member_a=OK, reader_a=OK, member_b=S404))
 HIDDEN_WRITE_A = Rule(_rule(write=True, admin=OK, member_a=OK, reader_a=S403, member_b=S404))
 OPERATOR = Rule(_rule(admin=OK, member_a=S403, reader_a=S403, member_b=S403))
 # An admin action this world's state refuses (a 4xx that must change nothing) or takes.
 OPERATOR_ACTION = Rule(_rule(admin=OK | {400, 409}, member_a=S403, reader_a=S403, member_b=S403))
+# A secret's payload is given once (409 after) and the matrix sends none (413): whoever
+# may write gets past the policy, whatever the body says.
+PAYLOAD_ONCE = Rule(
+    _rule(write=True, admin=OK | {409, 413}, member_a=OK | {409, 413}, reader_a=S403, member_b=S404)
+    | {LB_MEMBER_A: OK | {409, 413}}
+)
 AGENT_ONLY = Rule({ident: S401 for ident in IDENTITIES} | {AGENT: OK})
 
 # Normalised "METHOD /v2/path" (the /v2.0 and /lbaas aliases folded in) -> rule.
@@ -264,6 +273,18 @@ POLICY: dict[str, Rule] = {
     "GET /v2/manage/loadbalancers/{lb_id}/diff": OPERATOR,
     "GET /v2/manage/loadbalancers/{lb_id}/export": OPERATOR,
     "GET /v2/manage/audit": OPERATOR,
+    # The certificate store (Barbican v1), scoped by project like the rest.
+    "GET /key-manager": PUBLIC,
+    "POST /key-manager/v1/secrets": CREATE,
+    "GET /key-manager/v1/secrets": SECRET_LIST,
+    "GET /key-manager/v1/secrets/{secret_id}": SECRET_READ_A,
+    "GET /key-manager/v1/secrets/{secret_id}/payload": SECRET_READ_A,
+    "PUT /key-manager/v1/secrets/{secret_id}": PAYLOAD_ONCE,
+    "DELETE /key-manager/v1/secrets/{secret_id}": HIDDEN_WRITE_A,
+    "POST /key-manager/v1/containers": CREATE,
+    "GET /key-manager/v1/containers": SECRET_LIST,
+    "GET /key-manager/v1/containers/{container_id}": SECRET_READ_A,
+    "DELETE /key-manager/v1/containers/{container_id}": HIDDEN_WRITE_A,
 }
 
 # Deletes run last, children before parents, the load balancer last of its tree.
@@ -289,12 +310,16 @@ DELETE_ORDER = (
     "/v2/webhooks/{ident}",
     "/v2/manage/webhooks/{ident}",
     "/v2/manage/hosts/{host_id}",
+    "/key-manager/v1/containers/{container_id}",
+    "/key-manager/v1/secrets/{secret_id}",
 )
 # PUTs that replace what other routes use come after the rest.
 PUT_LAST = ("/v2/pools/{pool_id}/members",)
 
 
 def normalise(path: str) -> str:
+    if path.startswith("/key-manager"):
+        return path.rstrip("/")  # Barbican's clients add a slash to some paths
     path = "/v2" + path.removeprefix("/v2.0") if path.startswith("/v2.0") else path
     return path.replace("/v2/lbaas/", "/v2/", 1)
 
@@ -454,6 +479,17 @@ class World:
             admin.post("/v2/manage/webhooks", {"webhook": {"url": "http://127.0.0.1:9/o"}}),
             "webhook",
         )
+        self.secret_id = self._made(
+            alice.post(
+                "/key-manager/v1/secrets/",
+                {"name": "a", "payload": "a", "payload_content_type": "text/plain"},
+            ),
+            "secret_ref",
+        ).rsplit("/", 1)[-1]
+        self.container_id = self._made(
+            alice.post("/key-manager/v1/containers/", {"type": "generic", "name": "a"}),
+            "container_ref",
+        ).rsplit("/", 1)[-1]
         # What the creates hang new rows on, so that the deletes above can go.
         self.kept = {
             "flavorprofile": self._made(
@@ -533,7 +569,13 @@ class World:
             self.hm,
             self.webhook,
         )
-        return [o["id"] for o in objects] + [self.policy["id"], self.rule["id"], self.port_id]
+        return [o["id"] for o in objects] + [
+            self.policy["id"],
+            self.rule["id"],
+            self.port_id,
+            self.secret_id,
+            self.container_id,
+        ]
 
     def concrete(self, template: str) -> str:
         """A path to call: each `{param}` is project A's (or the operator's) object of the
@@ -561,6 +603,8 @@ class World:
             "hosts": self.host_id,
             "webhooks": (self.op_webhook if "/manage/" in template else self.webhook)["id"],
             "operations": self.operation_id,
+            "secrets": self.secret_id,
+            "containers": self.container_id,
         }
         parts = template.split("/")
         for i, part in enumerate(parts):
@@ -637,6 +681,12 @@ class World:
             "/v2/manage/loadbalancers/{lb_id}/sync": dict,
             "/v2/manage/loadbalancers/{lb_id}/reload": dict,
             "/v2/manage/loadbalancers/{lb_id}/force-recover": dict,
+            "/key-manager/v1/secrets": lambda: {
+                "name": f"s{n}",
+                "payload": f"p{n}",
+                "payload_content_type": "text/plain",
+            },
+            "/key-manager/v1/containers": lambda: {"type": "generic", "name": f"c{n}"},
             "/v2/agent/heartbeat": lambda: {
                 "host_id": self.host_id,
                 "name": "matrix-host",

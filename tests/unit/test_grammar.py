@@ -34,6 +34,7 @@ HOSTILE = [
         g.check_url_path,
         g.check_url,
         g.check_expected_codes,
+        g.check_ciphers,
     ],
 )
 def test_hostile_values_are_refused(check: Callable[[str], str], value: str) -> None:
@@ -148,3 +149,11 @@ def test_regexes_haproxy_cannot_compile_are_refused(pattern: str) -> None:
 
 def test_pcre_only_syntax_is_accepted() -> None:
     assert g.check_regex("^[[:digit:]]+$") == "^[[:digit:]]+$"
+
+
+def test_cipher_lists() -> None:
+    default = "ECDHE-ECDSA-AES256-GCM-SHA384:TLS_AES_256_GCM_SHA384:!aNULL:+SHA1:@STRENGTH"
+    assert g.check_ciphers(default) == default
+    for bad in ("AES128-SHA crt /etc/shadow", "A'B", "A;B", ""):
+        with pytest.raises(ValueError):
+            g.check_ciphers(bad)

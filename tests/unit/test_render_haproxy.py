@@ -270,7 +270,7 @@ def test_protocol_pairs(
     assert server.endswith(f"weight 1{proxy}")
 
 
-@pytest.mark.parametrize("protocol", ["TERMINATED_HTTPS", "UDP", "SCTP"])
+@pytest.mark.parametrize("protocol", ["UDP", "SCTP"])
 @pytest.mark.parametrize("enabled", [True, False])
 def test_unsupported_listener_protocols(protocol: str, enabled: bool, paths: HAProxyPaths) -> None:
     spec = loadbalancer((listener(protocol, admin_state_up=enabled),))

@@ -30,7 +30,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,9 +278,53 @@ def runtime_changes(old: str, new: str) -> list[str] | None:
     return commands
 
 
-def runtime_answer_ok(answer: str) -> bool:
+# A changed certificate file: HAProxy's runtime API swaps what it loaded from that path
+# (`set ssl cert` opens a transaction, `commit ssl cert` applies it) without a reload.
+# A changed CA or CRL reloads: HAProxy resumes cached TLS sessions without verifying
+# the peer again, so only a new process (no session cache) enforces the new CA or CRL
+# at once (a member no longer trusted kept answering through resumed sessions).
+_RELOAD_SUFFIXES = (".crt-list", "-ca.pem", "-crl.pem")
+_RUNTIME_PATH = re.compile(r"/[A-Za-z0-9_./-]+")
+
+
+def tls_runtime_changes(changed_files: Mapping[str, str] | None) -> list[str] | None:
+    """Runtime API commands loading changed certificate files, or None if a reload is needed.
+
+    `changed_files` maps the absolute paths of files whose content changed to that
+    content; None says a file is new (nothing loaded it yet). A changed crt-list (an
+    SNI certificate added or removed), CA or CRL needs a reload too. Other files
+    (scripts) are not HAProxy's.
+    """
+    if changed_files is None:
+        return None
+    commands: list[str] = []
+    for path, content in sorted(changed_files.items()):
+        if path.endswith(_RELOAD_SUFFIXES):
+            return None
+        if not path.endswith(".pem"):
+            continue
+        if not _RUNTIME_PATH.fullmatch(path):
+            return None
+        body = content if content.endswith("\n") else content + "\n"
+        # The payload ends at an empty line: the one `cli_command` adds after it.
+        commands.append(f"set ssl cert {path} <<\n{body}")
+        commands.append(f"commit ssl cert {path}")
+    return commands
+
+
+def describe_command(command: str) -> str:
+    """What a log line may say about a runtime command: never its payload (keys)."""
+    return command.split("\n", 1)[0].removesuffix(" <<")
+
+
+def runtime_answer_ok(answer: str, command: str = "") -> bool:
     """The runtime API answers nothing on success, or a note about what it changed."""
     text = answer.strip()
+    lower = text.lower()
+    if command.startswith("set ssl "):
+        return "transaction" in lower and "error" not in lower
+    if command.startswith("commit ssl "):
+        return "success" in lower and "error" not in lower
     return not text or "changed" in text or "no need to change" in text
 
 
@@ -600,11 +644,18 @@ class HAProxyInstance:
         self.write_config(config)
         return self.start()
 
-    def apply(self, config: str, validated: bool = False) -> ConfigOutcome:
+    def apply(
+        self,
+        config: str,
+        validated: bool = False,
+        changed_files: Mapping[str, str] | None = None,
+    ) -> ConfigOutcome:
         """Make `config` the running config; on any failure the old one keeps serving.
 
         `validated` says `validate(config)` just succeeded (the candidate file is in place).
-        The caller ends the apply with `finish()`.
+        `changed_files` are the spec's files whose content changed (path -> content; None
+        when one is new): changed certificates go through the runtime API when the
+        configuration allows it. The caller ends the apply with `finish()`.
         """
         running = self.running()
         known = self.known_config()
@@ -630,6 +681,9 @@ class HAProxyInstance:
                 return ConfigOutcome("start", str(exc))
         pid = self.pid()
         commands = runtime_changes(known, config) if known is not None else None
+        if commands is not None:
+            tls_commands = tls_runtime_changes(changed_files)
+            commands = None if tls_commands is None else commands + tls_commands
         if pid is not None and commands is not None and self._run_runtime(commands):
             faults.crash_point(faults.HAPROXY_CHANGES_SENT)
             self.record_loaded(pid, config)
@@ -644,13 +698,14 @@ class HAProxyInstance:
 
     def _run_runtime(self, commands: list[str]) -> bool:
         for command in commands:
+            what = describe_command(command)
             try:
                 answer = self.runtime(command)
             except OSError as exc:
-                log.warning("runtime command %r failed (%s); reloading instead", command, exc)
+                log.warning("runtime command %r failed (%s); reloading instead", what, exc)
                 return False
-            if not runtime_answer_ok(answer):
-                log.info("runtime command %r refused (%s); reloading", command, answer.strip())
+            if not runtime_answer_ok(answer, command):
+                log.info("runtime command %r refused (%s); reloading", what, answer.strip()[:200])
                 return False
         return True
 

@@ -560,7 +560,7 @@ class AgentService:
             inst.haproxy.write_candidate(spec.haproxy_config)
             # The spec's files (notify scripts, later certificates) are referenced by the
             # configs, so they must exist for validation; nothing running reads them yet.
-            self._write_files(inst, spec)
+            changed_files = self._write_files(inst, spec)
             # Validate before touching anything else, so a bad spec leaves the running
             # instance as it was.
             error = inst.haproxy.validate(spec.haproxy_config)
@@ -597,7 +597,9 @@ class AgentService:
                 inst.haproxy.reapply(spec.haproxy_config)
                 action = "forced reload"
             else:
-                result = inst.haproxy.apply(spec.haproxy_config, validated=True)
+                result = inst.haproxy.apply(
+                    spec.haproxy_config, validated=True, changed_files=changed_files
+                )
                 if result.error:
                     return self._fail(inst, spec, result.error, steps, result.action)
                 action = result.action
@@ -634,6 +636,7 @@ class AgentService:
             return self._fail(inst, spec, f"{type(exc).__name__}: {exc}", steps)
         inst.spec = spec
         inst.last_error = None
+        self._remove_stale_files(inst, spec)
         state.save_spec(inst.paths, spec)
         inst.haproxy.history.applied(spec.generation, action, None, steps.elapsed())
         with contextlib.suppress(FileNotFoundError):
@@ -661,20 +664,47 @@ class AgentService:
             state.save_status(inst.paths, status)
         return False, status
 
-    def _write_files(self, inst: _Instance, spec: InstanceSpec) -> None:
+    def _write_files(self, inst: _Instance, spec: InstanceSpec) -> dict[str, str] | None:
+        """Write the spec's files; those whose content changed (path -> content), for
+        HAProxy's runtime API, or None when one is new (only a reload loads it)."""
         if not spec.files:
-            return
+            return {}
         # Traversable, not listable: keepalived's script user runs the notify script here.
         inst.paths.files_dir.mkdir(exist_ok=True, mode=0o711)
         inst.paths.files_dir.chmod(0o711)
+        changed: dict[str, str] | None = {}
         for name, content in spec.files.items():
             if not _safe_file_name(name):
-                raise ValueError(f"invalid file name {name!r}")
-            # Scripts (keepalived's notify script) run as the unprivileged script user:
-            # readable and executable by it, and for keepalived's script security,
-            # writable by root only. Anything else is the instance's secret: 0600.
-            mode = 0o755 if content.startswith("#!") else 0o600
-            atomic_write(inst.paths.files_dir / name, content, mode)
+                raise ValueError("invalid file name in the spec")  # never quote: may be a key
+            path = inst.paths.files_dir / name
+            try:
+                before: str | None = path.read_text()
+            except (FileNotFoundError, UnicodeDecodeError):
+                before = None
+            if before == content:
+                continue
+            if changed is not None:
+                changed = None if before is None else {**changed, str(path): content}
+            if content.startswith("#!"):
+                # Scripts (keepalived's notify script) run as the unprivileged script
+                # user: readable and executable by it, and for keepalived's script
+                # security, writable by root only.
+                atomic_write(path, content, 0o755)
+            else:
+                # Certificates and keys: readable by the instance's uid alone (HAProxy
+                # reads them as root before it drops to that uid; nothing else may).
+                atomic_write(path, content, 0o600)
+                inst.sandbox.own_file(path)
+        return changed
+
+    def _remove_stale_files(self, inst: _Instance, spec: InstanceSpec) -> None:
+        """Once applied, files the spec no longer names (a removed listener's keys) go."""
+        if not inst.paths.files_dir.is_dir():
+            return
+        for path in inst.paths.files_dir.iterdir():
+            if path.name not in spec.files and not path.name.startswith("."):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def retire(self, instance_id: str) -> InstanceStatus | None:
         """Give the VIP away and soft-stop HAProxy (a migration replaced the instance);

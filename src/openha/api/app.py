@@ -19,6 +19,7 @@ from openha.api import (
     dryrun,
     errors,
     idempotency,
+    keymanager,
     metrics,
     openapi,
     versions,
@@ -130,6 +131,7 @@ def create_app(
     app.include_router(agents.router, prefix="/v2", responses=openapi.ERRORS)
     app.include_router(versions.router)
     app.include_router(metrics.router)
+    app.include_router(keymanager.router, responses=openapi.ERRORS)
 
     lbaas = APIRouter()
     for name in LBAAS_MODULES:

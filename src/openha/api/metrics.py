@@ -32,7 +32,7 @@ from openha.api.openapi import SCRAPE_BEARER, TOKEN
 from openha.api.requestmetrics import request_histogram
 from openha.db import transaction
 from openha.domain import constants as c
-from openha.models import Host, Instance, ListenerStats, LoadBalancer
+from openha.models import CertificateExpiry, Host, Instance, ListenerStats, LoadBalancer, utcnow
 
 router = APIRouter(tags=["metrics"])
 
@@ -137,6 +137,17 @@ class DatabaseCollector(Collector):
                 active.add_metric(key, stats.active_connections)
             yield from families.values()
             yield active
+
+            expiry = GaugeMetricFamily(
+                "openha_listener_certificate_expiry_days",
+                "Days until the listener's earliest certificate expires (negative: expired)",
+                labels=labels,
+            )
+            now = utcnow()
+            for row in s.scalars(select(CertificateExpiry)):
+                days = (row.not_after - now).total_seconds() / 86400
+                expiry.add_metric([row.project_id, row.load_balancer_id, row.listener_id], days)
+            yield expiry
 
 
 def scraper(

@@ -113,6 +113,18 @@ def _build_routes() -> dict[str, str]:
         "DELETE /v2/octavia/amphorae/{ident}": _octavia("amphora", "delete"),
         "GET /metrics": d.MANAGE,
     }
+    for kind, ident in (("secrets", "secret_id"), ("containers", "container_id")):
+        one = f"/key-manager/v1/{kind}/{{{ident}}}"
+        routes |= {
+            f"GET /key-manager/v1/{kind}": d.SECRET_READ,
+            f"POST /key-manager/v1/{kind}": d.SECRET_WRITE,
+            f"GET {one}": d.SECRET_READ,
+            f"DELETE {one}": d.SECRET_WRITE,
+        }
+    routes |= {
+        "GET /key-manager/v1/secrets/{secret_id}/payload": d.SECRET_READ,
+        "PUT /key-manager/v1/secrets/{secret_id}": d.SECRET_WRITE,
+    }
     for kind in ("networks", "subnets", "ports", "extensions"):
         routes[f"GET /v2/{kind}"] = d.NETWORK_READ
         routes[f"GET /v2/{kind}/{{ident}}"] = d.NETWORK_READ
@@ -127,6 +139,8 @@ def normalise(method: str, path: str) -> str:
     """ "METHOD /v2/<path>" with the /v2.0 and /v2/lbaas aliases folded into /v2."""
     if path.startswith("/v2.0"):
         path = "/v2" + path.removeprefix("/v2.0")
+    if len(path) > 1:
+        path = path.rstrip("/")  # Barbican's clients post to ".../secrets/"
     return f"{method} " + path.replace("/v2/lbaas/", "/v2/", 1)
 
 

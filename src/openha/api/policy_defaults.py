@@ -26,6 +26,11 @@ READ_QUOTA = "rule:load-balancer:read-quota"
 READ_QUOTA_GLOBAL = "rule:load-balancer:read-quota-global"
 WRITE_QUOTA = "rule:load-balancer:write-quota"
 MEMBER_READ = f"{READ} or rule:service"
+# A project's own objects only: no global observer reads another's private keys.
+OWN_READ = (
+    "rule:load-balancer:observer_and_owner or rule:load-balancer:member_and_owner"
+    " or rule:load-balancer:admin"
+)
 # OpenHA's own: the operator API (/v2/manage/*) and its Neutron-like networks.
 MANAGE = "openha:manage"
 NETWORK_READ = "openha:network:read"
@@ -34,6 +39,10 @@ NETWORK_WRITE = "openha:network:write"
 EVENT_READ = "openha:event:read"
 WEBHOOK_READ = "openha:webhook:read"
 WEBHOOK_WRITE = "openha:webhook:write"
+# The embedded certificate store (/key-manager/v1): whoever may build a project's load
+# balancers may store and read the certificates its TLS listeners name.
+SECRET_READ = "openha:secret:read"
+SECRET_WRITE = "openha:secret:write"
 
 _SCOPE = ["project"]
 _DEPRECATED_REASON = (
@@ -409,6 +418,18 @@ OPENHA = [
         check_str=WRITE,
         description="Create, change and remove a project's webhooks",
         operations=[{"method": "POST", "path": "/v2/lbaas/webhooks"}],
+    ),
+    policy.DocumentedRuleDefault(
+        name=SECRET_READ,
+        check_str=OWN_READ,
+        description="List and read a project's secrets and containers in the certificate store",
+        operations=[{"method": "GET", "path": "/key-manager/v1/secrets"}],
+    ),
+    policy.DocumentedRuleDefault(
+        name=SECRET_WRITE,
+        check_str=WRITE,
+        description="Store and remove a project's secrets and containers",
+        operations=[{"method": "POST", "path": "/key-manager/v1/secrets"}],
     ),
     policy.DocumentedRuleDefault(
         name=NETWORK_WRITE,

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from openha.api.errors import BadRequest
 from openha.domain import constants as c
+from openha.domain import grammar
 
 
 class StrictModel(BaseModel):
@@ -73,15 +74,7 @@ Timeout = Annotated[int, Field(ge=0, le=c.MAX_TIMEOUT)]
 
 # --- TLS --------------------------------------------------------------------------------
 
-# OpenSSL cipher strings: names joined by ':' with the list operators (!, +, -, @=).
-_CIPHERS = re.compile(r"^[A-Za-z0-9_\-+!@=.:,]+$")
 _CONTAINER_REF = re.compile(r"^[\x21-\x7e]+$")
-
-
-def _check_ciphers(value: str) -> str:
-    if not _CIPHERS.match(value):
-        raise ValueError("must be an OpenSSL cipher string (letters, digits and _-+!@=.:,)")
-    return value
 
 
 def _check_container_ref(value: str) -> str:
@@ -106,7 +99,9 @@ DEFAULT_POOL_ALPN = ("http/1.1", "http/1.0")
 ContainerRef = Annotated[
     str, Field(min_length=1, max_length=255), AfterValidator(_check_container_ref)
 ]
-TlsCiphers = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_check_ciphers)]
+TlsCiphers = Annotated[
+    str, Field(min_length=1, max_length=2048), AfterValidator(grammar.check_ciphers)
+]
 TlsVersion = Annotated[str, one_of(c.TLS_VERSIONS)]
 AlpnProtocol = Annotated[str, one_of(ALPN_PROTOCOLS)]
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events
+from openha.certstore.sealing import Sealer
 from openha.controller import snapshot
 from openha.db import transaction
 from openha.domain import constants as c
@@ -28,6 +29,11 @@ from openha.providers.registry import ProviderRegistry
 
 class NoSuchLoadBalancer(LookupError):
     """The load balancer does not exist (the API answers 404)."""
+
+
+def _sealer(providers: ProviderRegistry) -> Sealer:
+    """Opens the certificates a pushed or compared config needs (see `snapshot.build`)."""
+    return Sealer.from_settings(providers.context.settings)
 
 
 def _lb(session: Session, lb_id: str, *, lock: bool = False) -> LoadBalancer:
@@ -69,7 +75,7 @@ def sync(
         if refused := _deleting(lb, "sync"):
             return refused
         provider = providers.get(lb.provider)
-        spec = snapshot.build(s, lb_id)
+        spec = snapshot.build(s, lb_id, _sealer(providers))
     steps = provider.sync(spec)
     _note(sessions, lb_id, "loadbalancer.synced", steps)
     return steps
@@ -127,7 +133,7 @@ def force_recover(
                 )
             )
         provider = providers.get(lb.provider)
-        spec = snapshot.build(s, lb_id)
+        spec = snapshot.build(s, lb_id, _sealer(providers))
     steps += provider.sync(spec)
     steps.append(RepairStep("reconcile", detail="the controller applies and settles the tree"))
     _note(sessions, lb_id, "loadbalancer.force_recovered", steps)
@@ -142,7 +148,8 @@ def rendered(
     lb = session.get(LoadBalancer, lb_id)
     if lb is None or lb.provisioning_status == c.PENDING_DELETE:
         return {}
-    return providers.get(lb.provider).render(session, snapshot.build(session, lb_id), place=place)
+    spec = snapshot.build(session, lb_id, _sealer(providers))
+    return providers.get(lb.provider).render(session, spec, place=place)
 
 
 def diff(

@@ -95,7 +95,7 @@ class Observer:
             # Nothing applied yet, or on its way out: nothing to observe.
             idle = lb.provisioning_status == c.PENDING_DELETE or lb.applied_generation <= 0
             provider = self.providers.get(lb.provider)
-            spec = None if idle else snapshot.build(s, lb_id)
+            spec = None if idle else snapshot.build(s, lb_id, None)
         state = provider.observe(spec) if spec is not None else None
         self.store(lb_id, generation, state)
 

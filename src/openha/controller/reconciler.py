@@ -38,7 +38,8 @@ from sqlalchemy import ColumnElement, bindparam, case, delete, exists, not_, or_
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam, liveness
-from openha.controller import hostmonitor, opkinds, retention, snapshot
+from openha.certstore.sealing import Sealer
+from openha.controller import certificates, hostmonitor, opkinds, retention, snapshot
 from openha.controller import stats as outcome
 from openha.controller.hostmonitor import HostMonitor
 from openha.controller.observer import Observer
@@ -119,6 +120,8 @@ class Reconciler:
         self.settings = settings
         self.sessions = session_factory
         self.providers = providers
+        # Opens the certificate store's payloads for the trees it applies.
+        self.sealer = Sealer.from_settings(settings)
         self.liveness = liveness.Beater(
             session_factory,
             liveness.KIND_CONTROLLER,
@@ -341,6 +344,8 @@ class Reconciler:
             self._next_resync = time.monotonic() + self.settings.controller_resync_interval
             self.release_dead_controllers()
             self.resync(paused)
+            with transaction(self.sessions) as s:
+                certificates.check_expiry(s, self.settings.certificate_warning_days)
         if time.monotonic() >= self._next_retention:
             self._next_retention = time.monotonic() + self.settings.retention_interval
             retention.purge_expired(self.settings, self.sessions)
@@ -486,7 +491,9 @@ class Reconciler:
             paused = self.hosts.pause_reason(s)
             if paused and not (deleting or failover) and _waits_for_failover(s, lb):
                 return outcome.SKIPPED  # only a lost host to rebuild from, failover paused
-            spec = None if deleting else snapshot.build(s, lb_id)
+            spec = None if deleting else snapshot.build(s, lb_id, self.sealer)
+            if spec is not None:
+                certificates.record_expiry(s, lb, spec)
             if not deleting and (failover or _has_lost(s, lb_id)):
                 _failover_started(s, lb, "requested by an admin" if failover else "host lost")
         # Provider calls happen outside any transaction: they may take seconds.

@@ -13,6 +13,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from openha.certstore.sealing import Sealer
+from openha.controller import certificates
 from openha.domain import constants as c
 from openha.domain.spec import (
     HealthMonitorSpec,
@@ -88,11 +90,13 @@ def flavor_data(session: Session, lb: LoadBalancer) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
-def _listener(listener: Listener) -> ListenerSpec:
+def _listener(session: Session, sealer: Sealer | None, listener: Listener) -> ListenerSpec:
     policies = sorted(_live(listener.l7policies), key=lambda p: p.position)
+    tls = certificates.listener_tls(session, sealer, listener) if sealer else {}
     return spec_of(
         ListenerSpec,
         listener,
+        **tls,
         insert_headers=listener.insert_headers or {},
         allowed_cidrs=listener.allowed_cidrs or None,
         l7policies=[
@@ -102,18 +106,24 @@ def _listener(listener: Listener) -> ListenerSpec:
     )
 
 
-def _pool(pool: Pool) -> PoolSpec:
+def _pool(session: Session, sealer: Sealer | None, pool: Pool) -> PoolSpec:
     monitors = _live([pool.health_monitor] if pool.health_monitor is not None else [])
+    tls = certificates.pool_tls(session, sealer, pool) if sealer else {}
     return spec_of(
         PoolSpec,
         pool,
+        **tls,
         session_persistence=pool.session_persistence or None,
         members=[spec_of(MemberSpec, m) for m in _live(pool.members)],
         health_monitor=spec_of(HealthMonitorSpec, monitors[0]) if monitors else None,
     )
 
 
-def build(session: Session, lb_id: str) -> LoadBalancerSpec:
+def build(session: Session, lb_id: str, sealer: Sealer | None) -> LoadBalancerSpec:
+    """The desired tree of `lb_id`; with `sealer`, the certificates its references name
+    are read into it. Whatever pushes or compares configs needs them (without, a TLS
+    listener's files would be missing, and removed from the instances as stale); only
+    the observer, which reads statuses, passes None."""
     lb = session.scalar(
         select(LoadBalancer)
         .where(LoadBalancer.id == lb_id)
@@ -126,7 +136,7 @@ def build(session: Session, lb_id: str) -> LoadBalancerSpec:
         )
     )
     assert lb is not None and lb.vip_subnet_id and lb.vip_address
-    pools = [_pool(pool) for pool in _live(lb.pools)]
+    pools = [_pool(session, sealer, pool) for pool in _live(lb.pools)]
     member_subnet_ids = {
         m.subnet_id
         for pool in pools
@@ -140,7 +150,7 @@ def build(session: Session, lb_id: str) -> LoadBalancerSpec:
         generation=lb.desired_generation,
         topology=str(flavor.get("loadbalancer_topology", c.TOPOLOGY_SINGLE)),
         vip_subnet=subnet_spec(session, lb.vip_subnet_id),
-        listeners=[_listener(li) for li in _live(lb.listeners)],
+        listeners=[_listener(session, sealer, li) for li in _live(lb.listeners)],
         pools=pools,
         member_subnets=[subnet_spec(session, s) for s in sorted(member_subnet_ids)],
         flavor=flavor,

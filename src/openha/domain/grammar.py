@@ -162,6 +162,17 @@ def check_expected_codes(value: str) -> str:
     return value
 
 
+# OpenSSL cipher strings: names joined by ':' with the list operators (!, +, -, @=).
+_CIPHERS = re.compile(r"[A-Za-z0-9_\-+!@=.:,]+")
+
+
+def check_ciphers(value: str) -> str:
+    """A TLS cipher list (listeners' and pools' tls_ciphers), written as one word."""
+    if not _CIPHERS.fullmatch(value):
+        raise ValueError("must be an OpenSSL cipher string (letters, digits and _-+!@=.:,)")
+    return value
+
+
 def check_tag(value: str) -> str:
     """Tags are never written into a config: any text up to 255 characters, commas and
     the empty string included (Octavia's StringType(max_length=255))."""

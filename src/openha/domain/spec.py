@@ -8,6 +8,7 @@ Only validated values ever get here.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -54,6 +55,14 @@ class HealthMonitorSpec(_Frozen):
     admin_state_up: bool = True
 
 
+class CertificateSpec(_Frozen):
+    """A server or client certificate with its chain and key: secret, shipped as a file."""
+
+    pem: str  # certificate, intermediates, unencrypted key (`domain.certificates`)
+    names: tuple[str, ...] = ()
+    not_after: datetime | None = None
+
+
 class PoolSpec(_Frozen):
     id: str
     protocol: str
@@ -61,6 +70,15 @@ class PoolSpec(_Frozen):
     admin_state_up: bool = True
     session_persistence: SessionPersistenceSpec | None = None
     tls_enabled: bool = False
+    tls_ciphers: str | None = None
+    tls_versions: tuple[str, ...] | None = None
+    alpn_protocols: tuple[str, ...] | None = None
+    # Read from the certificate store by the controller (PEM); None when not set.
+    tls_certificate: CertificateSpec | None = None
+    ca_certificates: str | None = None
+    revocation_list: str | None = None
+    # Why the references above could not be read (the apply fails with it), if they could not.
+    tls_problem: str | None = None
     members: tuple[MemberSpec, ...] = ()
     health_monitor: HealthMonitorSpec | None = None
 
@@ -101,6 +119,19 @@ class ListenerSpec(_Frozen):
     timeout_tcp_inspect: int = 0
     allowed_cidrs: tuple[str, ...] | None = None
     l7policies: tuple[L7PolicySpec, ...] = ()
+    # TERMINATED_HTTPS: certificates (default first, then SNI) read from the certificate
+    # store by the controller, the client CA and CRL as PEM, and the listener's options.
+    tls_certificates: tuple[CertificateSpec, ...] = ()
+    client_authentication: str = "NONE"
+    client_ca_certificates: str | None = None
+    client_revocation_list: str | None = None
+    tls_problem: str | None = None
+    tls_ciphers: str | None = None
+    tls_versions: tuple[str, ...] | None = None
+    alpn_protocols: tuple[str, ...] | None = None
+    hsts_max_age: int | None = None
+    hsts_include_subdomains: bool = False
+    hsts_preload: bool = False
 
 
 class SubnetSpec(_Frozen):

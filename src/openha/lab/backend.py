@@ -10,7 +10,10 @@ With `--proxy-protocol`, a PROXY v1 or v2 header is accepted (optional) on each
 connection. With `--set-cookie NAME` (http), a response to a request that carries
 no NAME cookie sets one, `NAME=<server>-<random>`, like an application opening a
 session (for APP_COOKIE persistence). Never resolves names (an isolated namespace has
-no DNS: getfqdn would hang). Prints `ready` on stdout once listening.
+no DNS: getfqdn would hang). With `--tls-cert PEM` (certificate and key in one file)
+it speaks TLS, and with `--tls-client-ca PEM` it also requires a client certificate
+signed by that CA (for re-encryption tests); the http JSON then names the client
+certificate's subject as `tls_client`. Prints `ready` on stdout once listening.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import ssl
 import struct
 import sys
 from typing import Any
@@ -143,6 +147,7 @@ class Backend:
         reader = Stream(raw)
         peer = writer.get_extra_info("peername")
         client = f"{peer[0]}:{peer[1]}" if peer else None
+        tls_client = _subject(writer.get_extra_info("peercert"))
         try:
             proxy = await read_proxy_header(reader) if self.proxy_protocol else None
             if self.kind == "echo":
@@ -154,7 +159,7 @@ class Backend:
                 writer.write(json.dumps(facts).encode() + b"\n")
                 await writer.drain()
             else:
-                await self.http(reader, writer, client, proxy)
+                await self.http(reader, writer, client, proxy, tls_client)
         except (
             asyncio.IncompleteReadError,
             ConnectionError,
@@ -171,6 +176,7 @@ class Backend:
         writer: asyncio.StreamWriter,
         client: str | None,
         proxy: dict[str, Any] | None,
+        tls_client: str | None = None,
     ) -> None:
         while True:
             try:
@@ -197,6 +203,7 @@ class Backend:
                     "client": client,
                     "proxy": proxy,
                     "body_length": len(body),
+                    "tls_client": tls_client,
                     "requests": self.requests,
                 }
             ).encode()
@@ -214,10 +221,32 @@ class Backend:
                 return
 
 
+def _subject(cert: Any) -> str | None:
+    if not cert:
+        return None
+    return ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn)
+
+
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.tls_cert:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.tls_cert)
+    if args.tls_client_ca:
+        context.load_verify_locations(args.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 async def serve(args: argparse.Namespace) -> None:
     backend = Backend(args.name, args.kind, args.proxy_protocol, args.set_cookie)
     server = await asyncio.start_server(
-        backend.handle, host=args.ip, port=args.port, reuse_address=True, limit=MAX_HEADER
+        backend.handle,
+        host=args.ip,
+        port=args.port,
+        reuse_address=True,
+        limit=MAX_HEADER,
+        ssl=_tls_context(args),
     )
     print("ready", flush=True)
     async with server:
@@ -232,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kind", choices=("http", "tcp", "echo"), default="http")
     parser.add_argument("--proxy-protocol", action="store_true")
     parser.add_argument("--set-cookie", metavar="NAME", help="open sessions with this cookie")
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS: certificate and key")
+    parser.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates")
     args = parser.parse_args(argv)
     try:
         asyncio.run(serve(args))

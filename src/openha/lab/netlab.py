@@ -191,6 +191,8 @@ class BackendServer:
         kind: str = "http",
         proxy_protocol: bool = False,
         set_cookie: str | None = None,
+        tls_cert: str | None = None,
+        tls_client_ca: str | None = None,
     ) -> None:
         self.lab = lab
         self.name = name
@@ -199,6 +201,8 @@ class BackendServer:
         self.kind = kind
         self.proxy_protocol = proxy_protocol
         self.set_cookie = set_cookie  # http: open a session with this cookie (see backend)
+        self.tls_cert = tls_cert  # a PEM file (certificate and key): serve TLS
+        self.tls_client_ca = tls_client_ca  # a PEM file: require client certificates
         self.namespace = lab.add_namespace(name, self.ip)
         self.proc: subprocess.Popen[bytes] | None = None
         lab.on_close(self)
@@ -219,6 +223,10 @@ class BackendServer:
             cmd.append("--proxy-protocol")
         if self.set_cookie:
             cmd += ["--set-cookie", self.set_cookie]
+        if self.tls_cert:
+            cmd += ["--tls-cert", self.tls_cert]
+        if self.tls_client_ca:
+            cmd += ["--tls-client-ca", self.tls_client_ca]
         with NamespaceExec(self.namespace) as nsexec:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, preexec_fn=nsexec

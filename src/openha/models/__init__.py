@@ -682,6 +682,47 @@ class WebhookDelivery(Base):
     event: Mapped[Event] = relationship()
 
 
+# --- certificate store (Barbican v1 subset): payloads sealed with the operator's key -----
+
+
+class StoredSecret(Base, Timestamps):
+    __tablename__ = "certstore_secrets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    creator_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    secret_type: Mapped[str] = mapped_column(String(32), default="opaque")
+    algorithm: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    bit_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    mode: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    expiration: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    payload_content_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sealed_payload: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class StoredContainer(Base, Timestamps):
+    __tablename__ = "certstore_containers"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    creator_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    type: Mapped[str] = mapped_column(String(32), default="generic")
+    # [{"name": "certificate", "secret_id": "<uuid>"}, ...]
+    secret_refs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+
+
+class CertificateExpiry(Base):
+    """When a TLS listener's first certificate expires, as the controller last applied it."""
+
+    __tablename__ = "certificate_expiry"
+    listener_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    load_balancer_id: Mapped[str] = mapped_column(String(36), index=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    not_after: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # The last event told about it: "" (none), "expiring" or "expired".
+    warned: Mapped[str] = mapped_column(String(16), default="")
+
+
 def due_for_reconcile() -> ColumnElement[bool]:
     """LBs the controller must look at (backoff aside): the work queue's predicate.
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -44,6 +44,7 @@ from openha.domain.spec import (
     MemberSpec,
     PoolSpec,
 )
+from openha.render import tls
 
 __all__ = [
     "ACCESS_LOG_MODES",
@@ -150,8 +151,9 @@ _LISTENER_MODES: dict[str, Literal["http", "tcp"]] = {
     "HTTPS": "tcp",
     "TCP": "tcp",
     "PROMETHEUS": "http",
+    tls.TLS_LISTENER: "http",
 }
-_UNSUPPORTED_LISTENERS = ("TERMINATED_HTTPS", "UDP", "SCTP")
+_UNSUPPORTED_LISTENERS = ("UDP", "SCTP")
 # A PROMETHEUS listener answers `GET /metrics` with HAProxy's exporter (Octavia serves
 # its own proxy of it there). The instance's HAProxy runs this LB alone, and the
 # query is replaced by these scopes, so a scraper reads this LB's listeners, pools and
@@ -210,6 +212,9 @@ class HAProxyPaths(BaseModel):
     log_socket: str  # unix datagram socket where the agent hears admin events (no traffic)
     syslog_socket: str  # unix stream socket of the host's rsyslogd: every line, to files
     state_dir: str  # server-state-file lives here (read before the chroot)
+    # The spec's files: certificates, crt-lists (read before the chroot; 0600, the
+    # instance's uid's).
+    files_dir: str | None = None
 
     @field_validator("stats_socket", "log_socket", "syslog_socket")
     @classmethod
@@ -497,6 +502,7 @@ class Frontend:
     switches: tuple[Policy, ...]
     default_backend: str | None
     prometheus: bool = False
+    tls: tls.BindTls | None = None
 
 
 @dataclass(frozen=True)
@@ -538,7 +544,7 @@ class Backend:
     cookie_name: str | None
     check: Check | None
     proxy_protocol: str | None
-    tls: bool
+    tls: tls.ServerTls | None
     servers: tuple[Server, ...]
 
 
@@ -637,6 +643,7 @@ def _frontend(
     lb_enabled: bool,
     maxconn: int,
     backends: set[str],
+    files_dir: str | None = None,
 ) -> tuple[Frontend, list[str]]:
     """The frontend of an enabled listener, and the backends it uses (default first)."""
     mode = _LISTENER_MODES[listener.protocol]
@@ -665,6 +672,9 @@ def _frontend(
 
     headers = {k: _enabled(v) for k, v in listener.insert_headers.items()}
     http = mode == "http"
+    bind_tls = None
+    if listener.protocol == tls.TLS_LISTENER:
+        bind_tls = _tls(tls.bind_tls, listener, files_dir)
     cidrs = tuple(
         dict.fromkeys(
             _checked(grammar.check_cidr, cidr, "allowed_cidr")
@@ -685,7 +695,11 @@ def _frontend(
         allowed_cidrs=cidrs,
         forwarded_for=http and headers.get("X-Forwarded-For", False),
         forwarded_port=http and headers.get("X-Forwarded-Port", False),
-        forwarded_proto="http" if http and headers.get("X-Forwarded-Proto", False) else None,
+        forwarded_proto=(
+            ("https" if bind_tls else "http")
+            if http and headers.get("X-Forwarded-Proto", False)
+            else None
+        ),
         acls=tuple(acls.values()),
         # HAProxy evaluates http-request rules, then redirects, then use_backend, which
         # is exactly Octavia's documented precedence (REJECT, then redirects, then
@@ -696,6 +710,7 @@ def _frontend(
         switches=switches,
         default_backend=ident(default) if default else None,
         prometheus=prometheus,
+        tls=bind_tls,
     )
     return frontend, used
 
@@ -761,8 +776,19 @@ def _server(member: MemberSpec) -> Server:
     )
 
 
+def _tls(build: Callable[..., object], obj: object, files_dir: str | None) -> Any:
+    try:
+        return build(obj, files_dir)
+    except tls.TlsError as exc:
+        raise RenderError(str(exc)) from None
+
+
 def _backend(
-    pool: PoolSpec, owner: ListenerSpec, http: bool, stick_type: Literal["ip", "ipv6"]
+    pool: PoolSpec,
+    owner: ListenerSpec,
+    http: bool,
+    stick_type: Literal["ip", "ipv6"],
+    files_dir: str | None = None,
 ) -> Backend:
     if pool.lb_algorithm == "SOURCE_IP_PORT":
         raise UnsupportedFeature(f"pool {pool.id}: SOURCE_IP_PORT needs the OVN provider")
@@ -793,7 +819,7 @@ def _backend(
         cookie_name=cookie_name,
         check=_check(pool.health_monitor),
         proxy_protocol=_PROXY_PROTOCOL.get(pool.protocol),
-        tls=pool.tls_enabled,
+        tls=_tls(tls.server_tls, pool, files_dir),
         servers=tuple(_server(member) for member in pool.members),
     )
 
@@ -831,7 +857,9 @@ def instance_maxconn(
     return max(1, min(MAXCONN_CAP, total or listener_maxconn))
 
 
-def _views(spec: LoadBalancerSpec, maxconn: int) -> tuple[list[Frontend], list[Backend]]:
+def _views(
+    spec: LoadBalancerSpec, maxconn: int, files_dir: str | None = None
+) -> tuple[list[Frontend], list[Backend]]:
     _refuse_unsupported(spec)
     pools = {pool.id: pool for pool in spec.pools if pool.admin_state_up}
     vip = _ip(spec.vip_address, "vip_address")
@@ -842,7 +870,7 @@ def _views(spec: LoadBalancerSpec, maxconn: int) -> tuple[list[Frontend], list[B
         if not listener.admin_state_up:  # Octavia does not render disabled listeners
             continue
         frontend, used = _frontend(
-            listener, spec.vip_address, spec.admin_state_up, maxconn, set(pools)
+            listener, spec.vip_address, spec.admin_state_up, maxconn, set(pools), files_dir
         )
         frontends.append(frontend)
         for pool_id in used:
@@ -857,7 +885,7 @@ def _views(spec: LoadBalancerSpec, maxconn: int) -> tuple[list[Frontend], list[B
         owner = next((lst for lst, is_default in listeners if is_default), listeners[0][0])
         http = any(_LISTENER_MODES[lst.protocol] == "http" for lst, _ in listeners)
         stick_type: Literal["ip", "ipv6"] = "ipv6" if vip.version == 6 else "ip"
-        backends.append(_backend(pool, owner, http, stick_type))
+        backends.append(_backend(pool, owner, http, stick_type, files_dir))
     return frontends, backends
 
 
@@ -915,7 +943,7 @@ def render_haproxy(
         raise RenderError(f"maxconn must be positive, got {global_maxconn}")
     if not 1 << 16 <= log_ring_size <= 1 << 28:
         raise RenderError(f"the log ring must hold 64 KiB to 256 MiB, got {log_ring_size}")
-    frontends, backends = _views(spec, min(global_maxconn, listener_maxconn))
+    frontends, backends = _views(spec, min(global_maxconn, listener_maxconn), paths.files_dir)
     who = instance_id or spec.id
     log_formats = {
         mode: access_log_format(mode, spec.id, who, spec.project_id) for mode in ("http", "tcp")

@@ -16,7 +16,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from openha.api import idempotency
+from openha.api import certrefs, idempotency
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound, quote_input
 from openha.api.resources import Resource
@@ -322,6 +322,7 @@ def add_listener(request: Request, change: Change, body: ListenerCreate) -> List
         },
     )
     _validate(change.session, lb, listener)
+    certrefs.check_listener(request, change.session, change.ctx, listener)
     _take_port(change, listener)
     common.check_quota(request, change.session, lb.project_id, "listener")
     change.session.add(listener)
@@ -355,6 +356,7 @@ def create_listener(
 def update_listener(
     listener_id: str,
     payload: ListenerUpdateBody,
+    request: Request,
     session: Session = Depends(get_session),
     ctx: RequestContext = Depends(get_context),
 ) -> dict[str, Any]:
@@ -365,6 +367,7 @@ def update_listener(
             value = _dedup(value) or (None if key == "allowed_cidrs" else [])
         setattr(listener, key, value)
     _validate(session, change.lb, listener)
+    certrefs.check_listener(request, session, ctx, listener)
     change.updated(listener)
     session.flush()
     answer = LISTENERS.show(session, ctx, listener_id)

@@ -16,7 +16,7 @@ from pydantic import AliasPath, Field, SerializerFunctionWrapHandler, model_seri
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from openha.api import idempotency
+from openha.api import certrefs, idempotency
 from openha.api.context import RequestContext, get_context, get_session
 from openha.api.errors import BadRequest, Conflict
 from openha.api.resources import RelatedIds, Resource
@@ -284,6 +284,7 @@ def add_pool(
         **with_defaults(values, Pool),
     )
     _validate(request, lb, pool)
+    certrefs.check_pool(request, change.session, change.ctx, pool)
     if listener is not None:
         if listener.load_balancer_id != lb.id:
             raise BadRequest(
@@ -345,6 +346,7 @@ def update_pool(
             value = _merge_persistence(pool.session_persistence, update.session_persistence)
         setattr(pool, key, value)
     _validate(request, change.lb, pool)
+    certrefs.check_pool(request, session, ctx, pool)
     change.updated(pool)
     session.flush()
     answer = POOLS.show(session, ctx, pool_id)

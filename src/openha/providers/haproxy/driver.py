@@ -69,8 +69,8 @@ class HAProxyProvider(Provider):
     can_migrate = True
     description = "HAProxy in network namespaces on OpenHA agent hosts (SINGLE or ACTIVE_STANDBY)."
     unsupported: ClassVar[Mapping[str, frozenset[Any]]] = {
-        # HAProxy speaks neither UDP nor SCTP; TLS termination arrives with the TLS work.
-        "listener.protocol": frozenset({"UDP", "SCTP", "TERMINATED_HTTPS"}),
+        # HAProxy speaks neither UDP nor SCTP.
+        "listener.protocol": frozenset({"UDP", "SCTP"}),
         "pool.protocol": frozenset({"UDP", "SCTP"}),
         "pool.lb_algorithm": frozenset({"SOURCE_IP_PORT"}),
         "healthmonitor.type": frozenset({"UDP-CONNECT", "SCTP"}),

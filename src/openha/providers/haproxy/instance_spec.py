@@ -22,7 +22,14 @@ from openha.domain.logtargets import parse_targets
 from openha.domain.spec import InstanceSpec, LoadBalancerSpec, ResourceSpec
 from openha.providers.haproxy import plumbing
 from openha.providers.haproxy.placement import Placement
-from openha.render.haproxy import HAProxyPaths, PeerSpec, PeersSpec, render_haproxy
+from openha.render import tls
+from openha.render.haproxy import (
+    HAProxyPaths,
+    PeerSpec,
+    PeersSpec,
+    RenderError,
+    render_haproxy,
+)
 from openha.render.keepalived import (
     BACKUP_PRIORITY,
     MASTER_PRIORITY,
@@ -46,6 +53,7 @@ def haproxy_paths(paths: InstancePaths) -> HAProxyPaths:
         log_socket=CHROOT_LOG_SOCKET,
         syslog_socket=CHROOT_SYSLOG_SOCKET,
         state_dir=str(paths.state_dir),
+        files_dir=str(paths.files_dir),
     )
 
 
@@ -102,9 +110,14 @@ def build(
             )
         )
     access_log = spec.flavor.get("access_log", settings.default_access_log)
+    hpaths = haproxy_paths(paths)
+    try:
+        files |= tls.instance_files(spec, str(paths.files_dir))
+    except tls.TlsError as exc:
+        raise RenderError(str(exc)) from None
     config = render_haproxy(
         spec,
-        haproxy_paths(paths),
+        hpaths,
         peers=peers,
         access_log=access_log,
         nbthread=settings.haproxy_nbthread,
