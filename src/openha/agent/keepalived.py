@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,20 @@ KEEPALIVED_BIN = shutil.which("keepalived") or "/usr/sbin/keepalived"
 
 class KeepalivedError(Exception):
     pass
+
+
+_SCRIPT_USER = re.compile(r"^(\s*script_user)\s.*$", re.MULTILINE)
+
+
+def checkable(config: str) -> str:
+    """`config` as `keepalived -t` can check it.
+
+    keepalived 2.2's config test kills itself (SIGTERM, no message) whenever a script is
+    configured with a `script_user` other than root, while the daemon runs the very same
+    config and its scripts as that user: the test reads the config with root there,
+    everything else unchanged.
+    """
+    return _SCRIPT_USER.sub(r"\1 root", config)
 
 
 class KeepalivedInstance:
@@ -62,7 +77,7 @@ class KeepalivedInstance:
 
     def validate(self, config: str) -> str | None:
         with tempfile.NamedTemporaryFile("w", dir=self.paths.instance_dir, suffix=".conf") as fh:
-            fh.write(config)
+            fh.write(checkable(config))
             fh.flush()
             proc = subprocess.run(
                 [KEEPALIVED_BIN, "-t", "-f", fh.name],

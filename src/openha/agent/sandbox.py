@@ -37,6 +37,7 @@ import logging
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import zlib
 from dataclasses import dataclass, field
@@ -186,6 +187,15 @@ class SandboxHost:
         problems = []
         if (problem := ensure_user()) is not None:
             problems.append(problem)
+        # keepalived's script user must reach each pair's notify script below here.
+        for level in [agent_dir.absolute(), *agent_dir.absolute().parents][1:]:
+            with contextlib.suppress(OSError):
+                if not level.stat().st_mode & stat.S_IXOTH:
+                    problems.append(
+                        f"{SCRIPT_USER} cannot enter {level}: keepalived notify scripts of "
+                        "pairs on this host will not run (let others traverse it: o+x)"
+                    )
+                    break
         if cgroup_parent:
             parent = dict.fromkeys(hierarchy.mounts, cgroup_parent)
         elif hierarchy.mode == "v1":
