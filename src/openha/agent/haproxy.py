@@ -9,6 +9,11 @@ through its stats socket (`-x`, `expose-fd listeners`) and then tells it to fini
 its connections and leave (`-sf`): no connection is refused, and a config that
 cannot start leaves the old process serving, with HAProxy's own error as the reason.
 
+Every process starts in the instance's cgroup with a cut bounding set and the
+instance's uid in its environment; the config's own `chroot`, `uid` and `gid` lock it
+in once its sockets are bound (`agent.sandbox`). The agent, not a privileged master,
+starts each successor.
+
 Changes that touch only server address/weight/admin state go through the runtime API
 instead, with no new process. Either way the agent records what the serving process
 loaded (`InstancePaths.loaded`: its pid and config text) only once the start, reload

@@ -24,6 +24,9 @@ while different instances proceed in parallel. Background work:
   and adopted like a data plane process; the agent only closes, removes and ships
   files and reads them to answer queries. Admin events also come straight to the
   agent (`agent.logs`), so a member going down is reported at once.
+- sandbox: every instance's processes start in its cgroup, as its own uid in its chroot
+  (`agent.sandbox`); what cannot be applied is in the instance's status
+  (`sandbox_error`), which the API turns into an event.
 Stopping the service stops this work and the log collector, never HAProxy or rsyslogd.
 """
 
