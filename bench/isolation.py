@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from density import instance_spec, pick_subnet
+from density import answers, instance_spec, pick_subnet
 from harness import (
     AgentProcess,
     FakeAPI,
@@ -146,7 +146,7 @@ def main() -> None:
                 api.wanted = [a.instance_id, b.instance_id]
                 url_a, url_b = f"http://{a.vip_address}/", f"http://{b.vip_address}/"
                 generation = 1
-                rows, ratios = [], {}
+                rows = []
                 modes = {
                     "no quota (weights only)": ResourceSpec(cpu_weight=100),
                     f"quota {args.cpu_max:g} core each": ResourceSpec(
@@ -158,7 +158,7 @@ def main() -> None:
                         put(agent, walls(spec, generation, res))
                     generation += 1
                     for url in (url_a, url_b):
-                        wait_for(lambda url=url: client.request(url).status == 200, timeout=30)
+                        wait_for(lambda url=url: answers(client, url), timeout=30)
                     idle_p99, busy_p99, idle_rps, busy_rps, a_rps = [], [], [], [], []
                     for _ in range(args.rounds):
                         idle, busy, flood = measure(b_client, a_client, url_a, url_b, args.seconds)
@@ -174,7 +174,6 @@ def main() -> None:
                         f"{med(busy_rps):,.0f}", f"{med(busy_rps) / med(idle_rps):.2f}",
                         f"{med(a_rps):,.0f}",
                     ])  # fmt: skip
-                    ratios[mode] = med(busy_p99) / med(idle_p99)
                 print_table(
                     f"B under a flood of A (medians of {args.rounds} rounds of {args.seconds} s)",
                     [
@@ -200,7 +199,7 @@ def main() -> None:
                 samples = probe.samples(since, url_b)
                 failed = sum(1 for s in samples if not s.ok)
                 kills = oom_kills(agent, a) - kills_before
-                wait_for(lambda: client.request(url_a).status == 200, timeout=30)
+                wait_for(lambda: answers(client, url_a), timeout=30)
                 print_table(
                     "A runs away (memory_max_mb 16, 2,000 half-sent requests held)",
                     ["figure", "value"],
