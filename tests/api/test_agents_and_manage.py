@@ -294,6 +294,14 @@ def test_a_wall_that_cannot_be_raised_is_an_event_and_its_repair_too(
 
     beat(None)
     assert kinds() == []
+    # A full report says again how the host walls instances in (a cgroup mode may change).
+    v2 = {"cgroup": {"mode": "v2", "detail": "cgroup v2 at /sys/fs/cgroup"}, "problems": []}
+    full = {"host_id": host_id, "name": "lb-host-walls", "full": True, "sandbox": v2}
+    full["instances"] = [{"instance_id": inst_id, "applied_generation": 1}]
+    assert http.post("/v2/agent/heartbeat", headers=auth, json=full).status_code == 200
+    with transaction(session_factory) as s:
+        host = s.get(Host, host_id)
+        assert host is not None and host.report["sandbox"] == v2
     problem = (
         "memory max '268435456' not applied (/sys/fs/cgroup/memory/x): Device or resource busy"
     )

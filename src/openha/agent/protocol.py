@@ -91,6 +91,8 @@ class HeartbeatReport(BaseModel):
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
     # The host's log delivery state (`LogPipeline.delivery`), when it changed.
     log_delivery: dict[str, Any] | None = None
+    # How the host walls instances in (as at registration), in full reports only.
+    sandbox: dict[str, Any] | None = None
 
 
 class HeartbeatResponse(BaseModel):

@@ -1094,6 +1094,8 @@ class AgentService:
             load_average=os.getloadavg(),
         )
         report.log_delivery = self.logpipe.due_report()
+        if report.full:
+            report.sandbox = self.sandbox.describe()
         resp = client.post(
             f"{self.settings.agent_api_url.rstrip('/')}/v2/agent/heartbeat",
             json=report.model_dump(mode="json"),

@@ -325,6 +325,8 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
         )
     if report.log_delivery is not None:
         _log_delivery(session, host, report.log_delivery)
+    if report.sandbox is not None and report.sandbox != (host.report or {}).get("sandbox"):
+        host.report = {**(host.report or {}), "sandbox": report.sandbox}
     if observe:
         _observe(session, list(observe))
     if repair:
