@@ -548,6 +548,10 @@ def keystone_register(
     network: Annotated[
         bool, typer.Option(help="Also the cloud's `network` service (clouds without Neutron).")
     ] = False,
+    key_manager: Annotated[
+        bool,
+        typer.Option(help="Also the cloud's `key-manager` service (clouds without Barbican)."),
+    ] = False,
 ) -> None:
     """Create the `load-balancer` service, its endpoints, Octavia's roles and the
     service user of `OPENHA_KEYSTONE_USERNAME` / `OPENHA_KEYSTONE_PASSWORD`."""
@@ -568,6 +572,7 @@ def keystone_register(
             service_password=settings.keystone_password,
             service_project_name=settings.keystone_project_name,
             network=network,
+            key_manager=key_manager,
         )
     )
     for key, value in made.items():

@@ -35,6 +35,9 @@ class Registration:
     # Also list OpenHA as the cloud's `network` service (its Neutron-like networks), for
     # clouds without Neutron: clients look networks and subnets up there.
     network: bool = False
+    # Also list OpenHA's certificate store (`<endpoint>/key-manager`) as the cloud's
+    # `key-manager` service, for clouds without Barbican: `openstack secret …` finds it.
+    key_manager: bool = False
 
 
 class KeystoneError(RuntimeError):
@@ -143,17 +146,20 @@ def register(reg: Registration) -> dict[str, str]:
         regions = ks.call("GET", "/regions")["regions"]
         if reg.region not in {r["id"] for r in regions}:
             ks.call("POST", "/regions", {"region": {"id": reg.region}})
-        services = [(SERVICE_TYPE, reg.service_name)]
+        base = reg.endpoint.rstrip("/")
+        services = [(SERVICE_TYPE, reg.service_name, base)]
         if reg.network:
-            services.append(("network", f"{reg.service_name}-networks"))
-        ids = [_service(ks, reg, kind, name) for kind, name in services]
+            services.append(("network", f"{reg.service_name}-networks", base))
+        if reg.key_manager:
+            services.append(("key-manager", f"{reg.service_name}-certstore", f"{base}/key-manager"))
+        ids = [_service(ks, reg, kind, name, url) for kind, name, url in services]
         return {"service_id": ids[0], "user_id": user, "project_id": project}
     finally:
         ks.close()
 
 
-def _service(ks: Keystone, reg: Registration, kind: str, name: str) -> str:
-    """The service of type `kind` and its three endpoints at `reg.endpoint`."""
+def _service(ks: Keystone, reg: Registration, kind: str, name: str, url: str) -> str:
+    """The service of type `kind` and its three endpoints at `url`."""
     service = ks.ensure(
         "services", "service", {"type": kind, "name": name, "enabled": True}, type=kind
     )
@@ -162,12 +168,12 @@ def _service(ks: Keystone, reg: Registration, kind: str, name: str) -> str:
         body = {
             "service_id": service,
             "interface": interface,
-            "url": reg.endpoint,
+            "url": url,
             "region_id": reg.region,
             "enabled": True,
         }
         if found is None:
             ks.call("POST", "/endpoints", {"endpoint": body})
-        elif found["url"] != reg.endpoint:
+        elif found["url"] != url:
             ks.call("PATCH", f"/endpoints/{found['id']}", {"endpoint": body})
     return service

@@ -11,6 +11,7 @@ controller in Keystone mode, registered as Octavia is, and real clients.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ from conformance.tempest import SERVICE_PASSWORD, keystone_auth, vip_network
 
 from openha.keystone_register import Keystone as KeystoneClient
 from openha.keystone_register import Registration, register
+from tests.tlscerts import issue, make_ca
 
 pytestmark = [
     pytest.mark.e2e,
@@ -85,6 +87,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
                     service_password=SERVICE_PASSWORD,
                     # No Neutron here: clients find subnets at OpenHA's networks API.
                     network=True,
+                    key_manager=True,
                 )
             )
             admin = KeystoneClient(ks.url, "admin", ks.admin_password, "admin", "Default")
@@ -149,6 +152,38 @@ def test_openstack_cli_with_password_auth(cloud: Cloud) -> None:
     assert made["name"] == "cli-lb"
     listed = {lb["name"] for lb in openstack("loadbalancer", "list")}
     assert {"cli-lb", "demo-lb"} <= listed
+
+    # TLS as Octavia's cookbook does it, with the stock `openstack secret` commands (the
+    # catalogue's key-manager is OpenHA's certificate store): a PKCS#12 secret, and a
+    # certificate container of PEM secrets, each named by a TERMINATED_HTTPS listener.
+    ca = make_ca()
+    p12 = issue(ca, "p12.example", ("p12.example",)).pkcs12()
+    stored = openstack(
+        "secret", "store", "--name", "tls-p12", "-t", "application/octet-stream",
+        "-e", "base64", "--payload", base64.b64encode(p12).decode(),
+    )  # fmt: skip
+    p12_ref = stored["Secret href"]
+    leaf = issue(ca, "pem.example", ("pem.example",))
+    refs = {
+        part: openstack(
+            "secret", "store", "--name", f"tls-{part}", "-t", "text/plain", "--payload", pem,
+        )["Secret href"]
+        for part, pem in (("certificate", leaf.cert_pem), ("private_key", leaf.key_pem()))
+    }  # fmt: skip
+    container = openstack(
+        "secret", "container", "create", "--name", "tls-pem", "--type", "certificate",
+        *(arg for part, ref in refs.items() for arg in ("--secret", f"{part}={ref}")),
+    )  # fmt: skip
+    listener = openstack(
+        "loadbalancer", "listener", "create", made["id"], "--name", "https", "--protocol",
+        "TERMINATED_HTTPS", "--protocol-port", "443", "--default-tls-container-ref", p12_ref,
+        "--sni-container-refs", container["Container href"],
+    )  # fmt: skip
+    assert listener["default_tls_container_ref"] == p12_ref
+    assert listener["sni_container_refs"] == [container["Container href"]]
+    # Another project's member is told the secret does not exist.
+    other = cloud.call("other_member", "GET", f"/key-manager/v1/secrets/{p12_ref.rsplit('/')[-1]}")
+    assert other.status_code == 404, other.text
 
 
 OK = (200, 201, 202, 204)

@@ -211,6 +211,14 @@ def test_sni_default_headers_h2_and_files(world: World) -> None:
     config = (instance / "haproxy.cfg").read_text()
     assert "PRIVATE KEY" not in config
     assert "PRIVATE KEY" in pems[0].read_text()
+    # An operator's sync pushes the whole tree again: the certificates go with it (a
+    # tree without them would leave HAProxy's files stale-marked and removed).
+    resp = world.stack.admin.post(f"/v2/manage/loadbalancers/{lb['id']}/sync")
+    assert resp.status_code == 202, resp.text
+    diff = world.stack.admin.get(f"/v2/manage/loadbalancers/{lb['id']}/diff").json()
+    assert diff["in_sync"] is True, diff
+    assert sorted((instance / "files").glob(f"{li['id']}-*.pem")) == pems
+    assert curl(world, vip, NAMES[2]).returncode == 0
 
 
 def test_mandatory_client_authentication_with_crl(world: World) -> None:

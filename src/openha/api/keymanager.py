@@ -124,27 +124,30 @@ def _decode(payload: str, content_type: str, encoding: str | None) -> bytes:
 # --- versions ---------------------------------------------------------------------------
 
 
+def _v1_version(request: Request) -> dict[str, Any]:
+    return {
+        "id": "v1",
+        # "stable": barbicanclient then speaks microversion 1.0.
+        "status": "stable",
+        "links": [{"rel": "self", "href": f"{_v1(request)}/"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.key-manager-v1+json"}
+        ],
+    }
+
+
 @router.get("", include_in_schema=False)
 @router.get("/")
 def key_manager_versions(request: Request) -> dict[str, Any]:
-    return {
-        "versions": {
-            "values": [
-                {
-                    "id": "v1",
-                    # "stable": barbicanclient then speaks microversion 1.0.
-                    "status": "stable",
-                    "links": [{"rel": "self", "href": f"{_v1(request)}/"}],
-                    "media-types": [
-                        {
-                            "base": "application/json",
-                            "type": "application/vnd.openstack.key-manager-v1+json",
-                        }
-                    ],
-                }
-            ]
-        }
-    }
+    return {"versions": {"values": [_v1_version(request)]}}
+
+
+# Found through the catalogue (`openstack secret …`), keystoneauth follows the version
+# document to v1's own link and asks it which microversions it speaks.
+@router.get("/v1", include_in_schema=False)
+@router.get("/v1/")
+def key_manager_v1(request: Request) -> dict[str, Any]:
+    return {"version": _v1_version(request)}
 
 
 # --- secrets ----------------------------------------------------------------------------
