@@ -121,7 +121,7 @@ def instance_spec(lab: Lab, agent_dir: Path, ip: str, backend: FastBackend) -> I
     settings = Settings()
     config = render_haproxy(
         lb,
-        haproxy_paths(instance_paths(agent_dir, instance_id), str(agent_dir)),
+        haproxy_paths(instance_paths(agent_dir, instance_id)),
         nbthread=settings.haproxy_nbthread,
         listener_maxconn=settings.haproxy_default_maxconn,
         instance_id=instance_id,

@@ -166,6 +166,17 @@ class Settings(BaseSettings):
     log_targets: list[dict[str, Any]] = Field(default_factory=list)
     # HAProxy threads per instance: fixed, never the host's core count (a 64-core host
     # must not give each of a thousand load balancers 64 threads). See bench/density.py.
+    # The sandbox of every instance (`agent.sandbox`): uids from a range no passwd entry
+    # uses, recorded host-wide; cgroups below `sandbox_cgroup_parent` (empty: see
+    # `agent.cgroups`); default limits for flavors that set none (None: no limit).
+    sandbox_uid_base: int = Field(default=1_000_000_000, ge=65536, le=2_000_000_000)
+    sandbox_uid_count: int = Field(default=1_000_000, ge=16, le=100_000_000)
+    sandbox_uid_registry: Path = Path("/var/lib/openha/lb-uids")
+    sandbox_cgroup_parent: str = Field(default="", pattern=r"^(/[A-Za-z0-9_.-]+)*/?$")
+    sandbox_cpu_weight: int = Field(default=100, ge=1, le=10_000)
+    sandbox_cpu_max: float | None = Field(default=None, ge=0.01, le=1024)
+    sandbox_memory_max_mb: int | None = Field(default=2048, ge=16, le=1 << 20)
+    sandbox_pids_max: int | None = Field(default=1024, ge=16, le=4_194_304)
     haproxy_nbthread: int = Field(default=1, ge=1, le=64)
     # Connections a listener with connection_limit -1 (unlimited) may hold; an
     # instance's global maxconn is the sum over its listeners, within the FD limit.

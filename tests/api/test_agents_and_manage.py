@@ -286,3 +286,65 @@ def test_metrics_exposition(admin: Client, alice: Client, subnet_id: str) -> Non
         'openha_load_balancers{operating_status="OFFLINE",provider="noop",'
         'provisioning_status="PENDING_CREATE"} 1.0' in body
     )
+
+
+def test_a_wall_that_cannot_be_raised_is_an_event_and_its_repair_too(
+    http: Any, alice: Client, subnet_id: str, session_factory: sessionmaker[Session]
+) -> None:
+    secret = enroll(session_factory, "lb-host-walls")
+    auth = {"Authorization": f"Bearer {secret}"}
+    sandbox = {"cgroup": {"mode": "v1", "detail": "cgroup v1 controllers cpu"}, "problems": []}
+    resp = http.post(
+        "/v2/agent/register",
+        headers=auth,
+        json={
+            "name": "lb-host-walls",
+            "management_url": "http://127.0.0.1:1",
+            "agent_secret": "s3cret",
+            "sandbox": sandbox,
+        },
+    )
+    host_id = resp.json()["host_id"]
+    lb = alice.post(
+        "/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_subnet_id": subnet_id}}
+    ).json()["loadbalancer"]
+    with transaction(session_factory) as s:
+        host = s.get(Host, host_id)
+        assert host is not None and host.report["sandbox"] == sandbox
+        inst = Instance(load_balancer_id=lb["id"], host_id=host_id, applied_generation=1)
+        s.add(inst)
+        s.flush()
+        inst_id = inst.id
+
+    def beat(error: str | None) -> None:
+        status = {"instance_id": inst_id, "applied_generation": 1, "sandbox_error": error}
+        body = {"host_id": host_id, "name": "lb-host-walls", "instances": [status]}
+        assert http.post("/v2/agent/heartbeat", headers=auth, json=body).status_code == 200
+
+    def kinds() -> list[str]:
+        with transaction(session_factory) as s:
+            rows = s.scalars(select(Event).where(Event.instance_id == inst_id).order_by(Event.id))
+            return [e.kind for e in rows]
+
+    beat(None)
+    assert kinds() == []
+    # A full report says again how the host walls instances in (a cgroup mode may change).
+    v2 = {"cgroup": {"mode": "v2", "detail": "cgroup v2 at /sys/fs/cgroup"}, "problems": []}
+    full = {"host_id": host_id, "name": "lb-host-walls", "full": True, "sandbox": v2}
+    full["instances"] = [{"instance_id": inst_id, "applied_generation": 1}]
+    assert http.post("/v2/agent/heartbeat", headers=auth, json=full).status_code == 200
+    with transaction(session_factory) as s:
+        host = s.get(Host, host_id)
+        assert host is not None and host.report["sandbox"] == v2
+    problem = (
+        "memory max '268435456' not applied (/sys/fs/cgroup/memory/x): Device or resource busy"
+    )
+    beat(problem)
+    beat(problem)  # said once, not at every heartbeat
+    assert kinds() == ["instance.sandbox_degraded"]
+    with transaction(session_factory) as s:
+        (event,) = s.scalars(select(Event).where(Event.kind == "instance.sandbox_degraded"))
+        assert event.load_balancer_id == lb["id"] and event.severity == "WARNING"
+        assert problem in event.message
+    beat(None)
+    assert kinds() == ["instance.sandbox_degraded", "instance.sandbox_restored"]

@@ -262,3 +262,25 @@ def test_disabled_or_unknown_flavor_is_400(admin: Client, alice: Client, subnet_
         )
         assert resp.status_code == 400, resp.text
     assert alice.get("/v2/lbaas/loadbalancers").json()["loadbalancers"] == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"cpu_weight": 0}, {"cpu_max": "half"}, {"memory_max_mb": 1.5}, {"pids_max": True}],
+)
+def test_bad_resource_walls_are_400_and_change_nothing(admin: Client, data: dict[str, Any]) -> None:
+    body = {"name": "walls", "provider_name": "haproxy", "flavor_data": json.dumps(data)}
+    resp = admin.post("/v2/lbaas/flavorprofiles", {"flavorprofile": body})
+    assert resp.status_code == 400, resp.text
+    assert next(iter(data)) in resp.json()["faultstring"]
+    assert admin.get("/v2/lbaas/flavorprofiles").json()["flavorprofiles"] == []
+
+
+def test_resource_walls_are_accepted_and_advertised(admin: Client) -> None:
+    data = {"cpu_weight": 200, "cpu_max": 1.5, "memory_max_mb": 512, "pids_max": 256}
+    body = {"name": "walls", "provider_name": "haproxy", "flavor_data": json.dumps(data)}
+    resp = admin.post("/v2/lbaas/flavorprofiles", {"flavorprofile": body})
+    assert resp.status_code == 201, resp.text
+    caps = admin.get("/v2/lbaas/providers/haproxy/flavor_capabilities").json()
+    names = {c["name"] for c in caps["flavor_capabilities"]}
+    assert {"cpu_weight", "cpu_max", "memory_max_mb", "pids_max"} <= names

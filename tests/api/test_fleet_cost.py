@@ -33,6 +33,7 @@ from openha.agent.haproxy import StatSummary
 from openha.agent.hostlimits import raise_inotify_instances
 from openha.agent.logstore import QUIET_AFTER, LogStore
 from openha.agent.paths import instance_paths
+from openha.agent.sandbox import InstanceSandbox
 from openha.agent.service import FULL_PASS_INTERVAL, AgentService, _Instance
 from openha.controller import snapshot
 from openha.controller.reconciler import Reconciler
@@ -260,7 +261,8 @@ class Host:
             lb.provider = "haproxy"
         fake = FakeHAProxy(spec.listeners[0].id, member.id)
         paths = instance_paths(self.settings.agent_dir, instance_id)  # type: ignore[arg-type]
-        record = _Instance(instance_id, paths, f"ohi-{instance_id[:8]}", fake, None)  # type: ignore[arg-type]
+        sandbox = InstanceSandbox(self.service.sandbox, paths, instance_id)
+        record = _Instance(instance_id, paths, f"ohi-{instance_id[:8]}", fake, None, sandbox)  # type: ignore[arg-type]
         record.spec = InstanceSpec(
             instance_id=instance_id,
             load_balancer_id=lb_id,
@@ -417,7 +419,8 @@ def test_idle_supervision_passes_look_at_no_instance(
     for n in range(10):
         instance_id = f"00000000-0000-4000-8000-{n:012d}"
         paths = instance_paths(short_dir / "agent", instance_id)
-        record = _Instance(instance_id, paths, f"ohi-{n}", FakeHAProxy("l", "m"), None)  # type: ignore[arg-type]
+        sandbox = InstanceSandbox(service.sandbox, paths, instance_id)
+        record = _Instance(instance_id, paths, f"ohi-{n}", FakeHAProxy("l", "m"), None, sandbox)  # type: ignore[arg-type]
         record.spec = InstanceSpec(
             instance_id=instance_id,
             load_balancer_id="lb",

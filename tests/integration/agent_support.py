@@ -21,7 +21,12 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from openha.agent.paths import instance_paths, log_paths, namespace_name
+from openha.agent.paths import (
+    CHROOT_LOG_SOCKET,
+    CHROOT_SYSLOG_SOCKET,
+    instance_paths,
+    namespace_name,
+)
 from openha.agent.protocol import HeartbeatReport, HeartbeatResponse, RegisterRequest
 from openha.agent.server import create_app
 from openha.agent.service import AgentService
@@ -83,16 +88,20 @@ class LBConfig:
         lines = [
             "global",
             "    maxconn 2000",
+            # Sandboxed as rendered configs are: chroot, the instance's uid (agent.sandbox).
+            f"    chroot {paths.chroot_dir}",
+            '    uid "${OPENHA_LB_UID}"',
+            '    gid "${OPENHA_LB_GID}"',
             f"    stats socket {paths.stats_socket} mode 600 level admin expose-fd listeners",
             f"    log ring@{LOG_RING} len 8192 local0",
-            f"    log {paths.log_socket} len 8192 local0 notice",
+            f"    log {CHROOT_LOG_SOCKET} len 8192 local0 notice",
             f"    log-tag lb-{self.lb_id}",
             *[f"    {line}" for line in self.extra_global],
             f"ring {LOG_RING}",
             "    format rfc3164",
             "    maxlen 8192",
             "    size 262144",
-            f"    server syslog unix@{log_paths(agent_dir).syslog_socket} log-proto octet-count",
+            f"    server syslog unix@{CHROOT_SYSLOG_SOCKET} log-proto octet-count",
             "defaults",
             "    mode http",
             "    log global",

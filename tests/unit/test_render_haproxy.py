@@ -13,6 +13,7 @@ import contextlib
 import http.server
 import itertools
 import json
+import os
 import re
 import socket
 import subprocess
@@ -42,6 +43,8 @@ from openha.domain.spec import (
 from openha.render.haproxy import (
     DEFAULT_LISTENER_MAXCONN,
     MAXCONN_CAP,
+    SANDBOX_GID_ENV,
+    SANDBOX_UID_ENV,
     HAProxyPaths,
     PeerSpec,
     PeersSpec,
@@ -57,6 +60,8 @@ from openha.render.haproxy import (
 )
 
 HAPROXY = "/usr/sbin/haproxy"
+# The agent gives the instance's uid and gid through the environment (agent.sandbox).
+SANDBOX_ENV = {**os.environ, SANDBOX_UID_ENV: "1000000007", SANDBOX_GID_ENV: "1000000007"}
 VIP4 = "10.0.0.5"
 VIP6 = "2001:db8::5"
 
@@ -145,8 +150,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def paths(workdir: Path) -> HAProxyPaths:
+    (workdir / "root").mkdir(exist_ok=True)
     return HAProxyPaths(
         stats_socket=str(workdir / "stats.sock"),
+        chroot=str(workdir / "root"),
         log_socket=str(workdir / "log.sock"),
         syslog_socket=str(workdir / "syslog.sock"),
         state_dir=str(workdir),
@@ -159,7 +166,11 @@ def haproxy_check(cfg: str, workdir: Path) -> subprocess.CompletedProcess[str]:
     path = workdir / f"{uid()}.cfg"
     path.write_text(cfg)
     return subprocess.run(
-        [HAPROXY, "-c", "-f", str(path)], capture_output=True, text=True, timeout=30
+        [HAPROXY, "-c", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=SANDBOX_ENV,
     )
 
 
@@ -1143,11 +1154,14 @@ def test_harmless_characters_stay_inside_strong_quotes(paths: HAProxyPaths, work
         {"syslog_socket": "/tmp/s'.sock"},
         {"state_dir": "/var/lib/../../etc"},
         {"state_dir": "/tmp/\x00"},
+        {"chroot": "relative"},
+        {"chroot": "/tmp/r'oot"},
     ],
 )
 def test_hostile_paths_are_refused(kw: dict[str, str]) -> None:
     fields = {
         "stats_socket": "/run/s.sock",
+        "chroot": "/run/root",
         "log_socket": "/run/l.sock",
         "syslog_socket": "/run/y.sock",
         "state_dir": "/run",
@@ -1235,7 +1249,10 @@ def _serving(cfg: str, port: int, workdir: Path) -> Iterator[None]:
     path = workdir / f"live-{uid()}.cfg"
     path.write_text(cfg)
     proc = subprocess.Popen(
-        [HAPROXY, "-db", "-f", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [HAPROXY, "-db", "-f", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=SANDBOX_ENV,
     )
     try:
         for _ in range(100):

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from openha.agent.keepalived import checkable
 from openha.render.haproxy import RenderError
-from openha.render.keepalived import VrrpSpec, render_keepalived, render_notify_script
+from openha.render.keepalived import (
+    SCRIPT_USER,
+    VrrpSpec,
+    render_keepalived,
+    render_notify_script,
+)
 
 LB = "5b6c7d8e-1111-2222-3333-444455556666"
 INSTANCE = "9a8b7c6d-1111-2222-3333-444455556666"
@@ -19,7 +25,7 @@ INSTANCE = "9a8b7c6d-1111-2222-3333-444455556666"
 def spec(tmp_path: Path, **kw: object) -> VrrpSpec:
     script = tmp_path / "vrrp_notify.sh"
     script.write_text(render_notify_script(str(tmp_path / "vrrp_state")))
-    script.chmod(0o700)
+    script.chmod(0o755)  # as the agent writes it: its script user runs it
     base = VrrpSpec(
         lb_id=LB,
         instance_id=INSTANCE,
@@ -43,8 +49,12 @@ def test_config_passes_keepalived_check(tmp_path: Path, version: int) -> None:
     cfg = render_keepalived(
         spec(tmp_path, vrrp_version=version, advert_int=advert, auth_pass="s3cret")
     )
+    # Scripts run unprivileged; `keepalived -t` is given root there (see `checkable`).
+    assert f"script_user {SCRIPT_USER}\n" in cfg
+    checked = checkable(cfg)
+    assert checked.replace("script_user root\n", f"script_user {SCRIPT_USER}\n") == cfg
     path = tmp_path / "keepalived.conf"
-    path.write_text(cfg)
+    path.write_text(checkable(cfg))
     proc = subprocess.run(["keepalived", "-t", "-f", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "nopreempt" in cfg and "virtual_router_id 42" in cfg
@@ -86,7 +96,7 @@ def test_notify_script_writes_this_instances_state_file(tmp_path: Path) -> None:
     state = tmp_path / "vrrp_state"
     script = tmp_path / "notify.sh"
     script.write_text(render_notify_script(str(state)))
-    script.chmod(0o700)
+    script.chmod(0o755)  # as the agent writes it: its script user runs it
     for args, expected in ((["INSTANCE", "lb", "MASTER", "100"], "MASTER\n"),
                            (["INSTANCE", "lb", "STOP", "100"], "MASTER\n"),
                            (["INSTANCE", "lb", "FAULT", "0"], "FAULT\n")):  # fmt: skip

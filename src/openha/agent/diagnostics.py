@@ -10,6 +10,8 @@ otherwise ssh in and `ip netns exec` for.
 - the config HAProxy runs, redacted, and the unified diff to a config it refused
   (`agent.redact`);
 - the namespace's plumbing and the last gratuitous ARP (`agent.plumbing`);
+- the sandbox: uid, chroot, cgroup, limits, usage against them, what could not be
+  applied, and each process's ids, capabilities, root and groups (`agent.sandbox`);
 - on demand, the active probe of every member (`agent.probe`).
 Nothing here takes the instance's lock: an apply may run for seconds, and diagnostics
 are most wanted exactly then. Each part that fails says why in its place; the rest
@@ -30,6 +32,7 @@ from openha.agent.haproxy import HAProxyInstance
 from openha.agent.keepalived import KeepalivedInstance
 from openha.agent.plumbing import read_plumbing
 from openha.agent.probe import probe_targets, run_probe
+from openha.agent.procs import confinement
 from openha.agent.protocol import InstanceStatus
 from openha.agent.redact import config_diff, redact_config
 from openha.agent.runtime_answers import (
@@ -55,6 +58,15 @@ def process_uptime(pid: int) -> float | None:
         return None
     # Field 22 of stat (starttime, in clock ticks since boot); the tail starts at field 3.
     return round(boot - int(fields[19]) / _CLK_TCK, 1)
+
+
+def sandbox_view(haproxy: HAProxyInstance, keepalived: KeepalivedInstance) -> dict[str, Any]:
+    """The instance's uid, chroot, cgroup, limits and usage, and how each of its
+    processes is actually confined (read from /proc)."""
+    view: dict[str, Any] = haproxy.sandbox.describe() if haproxy.sandbox is not None else {}
+    pids = sorted(set(haproxy.processes()) | set(filter(None, [keepalived.pid()])))
+    view["processes"] = {str(pid): confinement(pid) for pid in pids}
+    return view
 
 
 def _mtime(path: Path) -> float | None:
@@ -202,6 +214,7 @@ def diagnose(
         }
         if spec is not None and spec.keepalived_config:
             out["processes"]["keepalived"] = keepalived_processes(keepalived)
+        out["sandbox"] = sandbox_view(haproxy, keepalived)
         try:
             out["plumbing"] = plumbing.result() if plumbing else None
         except Exception as exc:  # netlink errors come in many types: report, never fail

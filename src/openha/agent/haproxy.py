@@ -9,6 +9,11 @@ through its stats socket (`-x`, `expose-fd listeners`) and then tells it to fini
 its connections and leave (`-sf`): no connection is refused, and a config that
 cannot start leaves the old process serving, with HAProxy's own error as the reason.
 
+Every process starts in the instance's cgroup with a cut bounding set and the
+instance's uid in its environment; the config's own `chroot`, `uid` and `gid` lock it
+in once its sockets are bound (`agent.sandbox`). The agent, not a privileged master,
+starts each successor.
+
 Changes that touch only server address/weight/admin state go through the runtime API
 instead, with no new process. Either way the agent records what the serving process
 loaded (`InstancePaths.loaded`: its pid and config text) only once the start, reload
@@ -30,7 +35,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +46,7 @@ from openha.agent.paths import InstancePaths
 from openha.agent.procs import cmdline, pid_alive, pid_from_file
 from openha.agent.runtime_maps import MapUpdateError, replace_map
 from openha.agent.toptalkers import parse_trips
+from openha.agent.sandbox import HAPROXY_CAPS, InstanceSandbox
 from openha.domain.observed import ListenerCounters
 from openha.render.protection import TRIPS_TABLE
 
@@ -409,9 +415,14 @@ class Loaded:
 class HAProxyInstance:
     """The HAProxy of one instance, running inside its namespace."""
 
-    def __init__(self, paths: InstancePaths, namespace: str) -> None:
+    def __init__(
+        self, paths: InstancePaths, namespace: str, sandbox: InstanceSandbox | None = None
+    ) -> None:
         self.paths = paths
         self.namespace = namespace
+        # Its uid and cgroup (`agent.sandbox`); None only in tests of this class alone,
+        # where the config's uid/gid come from the caller's environment.
+        self.sandbox = sandbox
         # What the serving process runs, as far as this agent knows for sure; None
         # when unknown (nothing recorded yet in this run, or adoption found doubt).
         self.loaded: Loaded | None = None
@@ -500,12 +511,24 @@ class HAProxyInstance:
             capture_output=True,
             text=True,
             timeout=60,
+            env=self._env(),
         )
         if proc.returncode == 0:
             return None
         # Name the file as the operator knows it, not the temporary candidate.
         output = (proc.stdout + proc.stderr).replace(str(self.paths.candidate), "haproxy.cfg")
         return summarize_errors(output)
+
+    def _env(self) -> dict[str, str] | None:
+        return self.sandbox.env() if self.sandbox is not None else None
+
+    def _spawn(
+        self, nsexec: NamespaceExec
+    ) -> contextlib.AbstractContextManager[Callable[[], None]]:
+        """The child's preexec: namespace, then cgroup and capability bounding set."""
+        if self.sandbox is None:
+            return contextlib.nullcontext(nsexec)
+        return self.sandbox.spawn(nsexec, caps=HAPROXY_CAPS)
 
     def _is_candidate(self, config: str) -> bool:
         try:
@@ -529,16 +552,21 @@ class HAProxyInstance:
                 cmd += ["-x", str(self.paths.stats_socket)]
             cmd += ["-sf", *map(str, takeover)]
         # stderr to a file, not a pipe: the daemon could hold a pipe open.
-        with NamespaceExec(self.namespace) as nsexec, tempfile.TemporaryFile("w+") as err:
+        with (
+            NamespaceExec(self.namespace) as nsexec,
+            self._spawn(nsexec) as preexec,
+            tempfile.TemporaryFile("w+") as err,
+        ):
             try:
                 proc = subprocess.run(
                     cmd,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=err,
-                    preexec_fn=nsexec,
+                    preexec_fn=preexec,
                     cwd=self.paths.instance_dir,
                     timeout=START_TIMEOUT,
+                    env=self._env(),
                 )
             except subprocess.TimeoutExpired:
                 raise HAProxyError(f"haproxy did not start within {START_TIMEOUT:.0f} s") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from openha.agent.haproxy import atomic_write, summarize_errors
 from openha.agent.netns import NamespaceExec
 from openha.agent.paths import InstancePaths
 from openha.agent.procs import pid_alive, pid_from_file
+from openha.agent.sandbox import InstanceSandbox
 
 KEEPALIVED_BIN = shutil.which("keepalived") or "/usr/sbin/keepalived"
 
@@ -30,10 +32,29 @@ class KeepalivedError(Exception):
     pass
 
 
+_SCRIPT_USER = re.compile(r"^(\s*script_user)\s.*$", re.MULTILINE)
+
+
+def checkable(config: str) -> str:
+    """`config` as `keepalived -t` can check it.
+
+    keepalived 2.2's config test kills itself (SIGTERM, no message) whenever a script is
+    configured with a `script_user` other than root, while the daemon runs the very same
+    config and its scripts as that user: the test reads the config with root there,
+    everything else unchanged.
+    """
+    return _SCRIPT_USER.sub(r"\1 root", config)
+
+
 class KeepalivedInstance:
-    def __init__(self, paths: InstancePaths, namespace: str) -> None:
+    def __init__(
+        self, paths: InstancePaths, namespace: str, sandbox: InstanceSandbox | None = None
+    ) -> None:
         self.paths = paths
         self.namespace = namespace
+        # keepalived needs its network capabilities; the sandbox gives it the
+        # instance's cgroup (its scripts run as the host's unprivileged script user).
+        self.sandbox = sandbox
 
     def pid(self) -> int | None:
         return pid_from_file(self.paths.keepalived_pid, self.paths.keepalived_config)
@@ -56,7 +77,7 @@ class KeepalivedInstance:
 
     def validate(self, config: str) -> str | None:
         with tempfile.NamedTemporaryFile("w", dir=self.paths.instance_dir, suffix=".conf") as fh:
-            fh.write(config)
+            fh.write(checkable(config))
             fh.flush()
             proc = subprocess.run(
                 [KEEPALIVED_BIN, "-t", "-f", fh.name],
@@ -104,13 +125,19 @@ class KeepalivedInstance:
             "-r",
             str(self.paths.vrrp_pid),
         ]
-        with NamespaceExec(self.namespace) as nsexec:
+        with contextlib.ExitStack() as stack:
+            nsexec = stack.enter_context(NamespaceExec(self.namespace))
+            preexec = (
+                stack.enter_context(self.sandbox.spawn(nsexec, caps=None))
+                if self.sandbox is not None
+                else nsexec
+            )
             proc = subprocess.run(
                 cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                preexec_fn=nsexec,
+                preexec_fn=preexec,
                 cwd=self.paths.instance_dir,
                 timeout=30,
             )

@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,9 @@ class LogPipeline:
         self.last_error: str | None = None
         self.started = False
         self.forwards: list[Forward] = []  # the collectors of the running configuration
+        # Called once rsyslogd runs anew (a new socket): the agent renews each chroot's
+        # link to it (`agent.sandbox`).
+        self.on_restart: Callable[[], None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -195,6 +199,8 @@ class LogPipeline:
                 return
             if changed_table and not restarted:
                 self.syslogd.hup()
+            if restarted and self.on_restart is not None:
+                self.on_restart()
 
     # -- the janitor ------------------------------------------------------------------
 

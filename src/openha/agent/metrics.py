@@ -1,4 +1,5 @@
-"""The agent's `/metrics`: every instance's HAProxy counters, read when scraped.
+"""The agent's `/metrics`: every instance's HAProxy counters and cgroup usage, read
+when scraped.
 
 Nothing is polled: a scrape asks each instance's stats socket `show info;show stat`
 (one round trip) and translates the answers (`openha.agent.promstats`). An idle
@@ -18,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from openha.agent.haproxy import cli_command
 from openha.agent.promstats import InstanceMetrics, split_answers
+from openha.agent.sandbox import InstanceSandbox
 from openha.agent.toptalkers import parse_trips
 from openha.domain.spec import InstanceSpec
 from openha.render.protection import LIMITS_MAP, TRIPS_TABLE
@@ -79,3 +81,43 @@ class InstancesCollector(Collector):
             "Time this scrape took to read every instance",
             value=time.perf_counter() - started,
         )
+
+
+class SandboxCollector(Collector):
+    """Each instance's cgroup usage against its limits, read from the cgroupfs when scraped."""
+
+    def __init__(self, sources: Callable[[], list[tuple[InstanceSpec, InstanceSandbox]]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        names = ["project_id", "load_balancer_id", "instance_id"]
+        cpu = CounterMetricFamily(
+            "openha_instance_cpu_seconds", "CPU time used by the instance's processes", labels=names
+        )
+        gauges = {
+            "memory_bytes": ("openha_instance_memory_bytes", "Memory the instance's cgroup uses"),
+            "memory_max_bytes": ("openha_instance_memory_limit_bytes", "Its memory limit"),
+            "pids": ("openha_instance_tasks", "Tasks (threads) in the instance's cgroup"),
+            "pids_max": ("openha_instance_tasks_limit", "Its task limit"),
+            "oom_kills": ("openha_instance_oom_kills", "Processes its memory limit killed"),
+        }
+        families = {
+            key: GaugeMetricFamily(name, doc, labels=names) for key, (name, doc) in gauges.items()
+        }
+        degraded = GaugeMetricFamily(
+            "openha_instance_sandbox_degraded",
+            "1 when a limit or wall of the instance could not be applied",
+            labels=names,
+        )
+        for spec, sandbox in self.sources():
+            labels = [spec.project_id, spec.load_balancer_id, spec.instance_id]
+            usage = sandbox.usage().as_dict()
+            if usage["cpu_seconds"] is not None:
+                cpu.add_metric(labels, float(usage["cpu_seconds"]))
+            for key, family in families.items():
+                if usage[key] is not None:
+                    family.add_metric(labels, float(usage[key]))  # type: ignore[arg-type]
+            degraded.add_metric(labels, 1.0 if sandbox.problems else 0.0)
+        yield cpu
+        yield from families.values()
+        yield degraded

@@ -15,6 +15,10 @@ from pathlib import Path
 # sun_path is 108 bytes including the terminating NUL; HAProxy and Python share that limit.
 UNIX_PATH_MAX = 107
 NAMESPACE_PREFIX = "ohi-"
+# HAProxy chroots to `InstancePaths.chroot_dir` (see `agent.sandbox`): the two sockets
+# it still reaches afterwards are named in its config as seen from inside.
+CHROOT_LOG_SOCKET = "/log.sock"
+CHROOT_SYSLOG_SOCKET = "/syslog.sock"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -34,7 +38,12 @@ class InstancePaths:
     # once its start, reload or runtime commands took.
     loaded: Path
     stats_socket: Path  # runtime API of the serving process; passes listeners on reload
-    log_socket: Path  # datagram socket where the agent hears admin events
+    # HAProxy's chroot: empty but for the two sockets below, root-owned.
+    chroot_dir: Path
+    # Datagram socket where the agent hears admin events (inside the chroot, owned by
+    # the instance's uid).
+    log_socket: Path
+    chroot_syslog_socket: Path  # a hard link to the host rsyslogd's socket
     state_dir: Path  # HAProxy server-state files and the like
     spec_file: Path  # last applied InstanceSpec (JSON)
     deleting: Path  # present once a delete began: a restarted agent finishes it
@@ -43,6 +52,7 @@ class InstancePaths:
     keepalived_config: Path
     keepalived_pid: Path
     vrrp_pid: Path
+    vrrp_dir: Path  # the one place keepalived's unprivileged notify script writes
     vrrp_state_file: Path  # keepalived notify scripts write MASTER/BACKUP/FAULT here
     # keepalived's track file: the agent writes 1 when HAProxy died, 0 when it serves.
     haproxy_down: Path
@@ -71,7 +81,9 @@ def instance_paths(agent_dir: Path | str, instance_id: str) -> InstancePaths:
         next_pid_file=base / "haproxy.pid.next",
         loaded=base / "haproxy.loaded.json",
         stats_socket=base / "stats.sock",
-        log_socket=base / "log.sock",
+        chroot_dir=base / "root",
+        log_socket=base / "root" / CHROOT_LOG_SOCKET.lstrip("/"),
+        chroot_syslog_socket=base / "root" / CHROOT_SYSLOG_SOCKET.lstrip("/"),
         state_dir=base / "state",
         spec_file=base / "spec.json",
         deleting=base / "deleting",
@@ -80,7 +92,8 @@ def instance_paths(agent_dir: Path | str, instance_id: str) -> InstancePaths:
         keepalived_config=base / "keepalived.conf",
         keepalived_pid=base / "keepalived.pid",
         vrrp_pid=base / "vrrp.pid",
-        vrrp_state_file=base / "vrrp_state",
+        vrrp_dir=base / "vrrp",
+        vrrp_state_file=base / "vrrp" / "state",
         haproxy_down=base / "haproxy.down",
         history=base / "history.json",
         rejected=base / "haproxy.cfg.rejected",

@@ -54,3 +54,23 @@ def pid_from_file(pid_file: Path, config: Path) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return pid if pid_alive(pid) and str(config) in cmdline(pid) else None
+
+
+def confinement(pid: int) -> dict[str, object] | None:
+    """How `pid` is walled in, from /proc: its ids, effective capabilities (hex), root
+    directory and cgroups; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        root = os.readlink(f"/proc/{pid}/root")
+        with open(f"/proc/{pid}/cgroup") as fh:
+            groups = sorted({line.strip().split(":", 2)[2] for line in fh if line.count(":") >= 2})
+    except (OSError, ValueError):
+        return None
+    return {
+        "uid": int(fields["Uid"].split()[1]),  # effective
+        "gid": int(fields["Gid"].split()[1]),
+        "cap_eff": fields["CapEff"].strip(),
+        "root": root,
+        "cgroups": groups,
+    }

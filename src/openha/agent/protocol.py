@@ -41,6 +41,8 @@ class InstanceStatus(BaseModel):
     haproxy_running: bool = False
     haproxy_pid: Annotated[int, Field(ge=0, le=MAX_INT32)] | None = None  # the master's pid
     vrrp_state: str | None = None  # VRRP_MASTER | VRRP_BACKUP | "FAULT" | None (SINGLE)
+    # What of the instance's sandbox could not be applied (a limit, its cgroup), if any.
+    sandbox_error: str | None = Field(default=None, max_length=4000)
     listeners: dict[str, ListenerCounters] = Field(default_factory=dict)
     # member id → "UP" | "DOWN" | "MAINT" | "DRAIN" | "NO_CHECK" | "NOLB"
     members: dict[str, str] = Field(default_factory=dict)
@@ -62,6 +64,9 @@ class RegisterRequest(BaseModel):
     version: str = ""
     # Where this agent keeps instances: the controller renders socket paths under it.
     agent_dir: str = ""
+    # How this host walls its instances in: cgroup version and mounts, uid range,
+    # problems (`agent.sandbox.SandboxHost.describe`).
+    sandbox: dict[str, Any] = Field(default_factory=dict)
 
 
 class RegisterResponse(BaseModel):
@@ -88,6 +93,8 @@ class HeartbeatReport(BaseModel):
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
     # The host's log delivery state (`LogPipeline.delivery`), when it changed.
     log_delivery: dict[str, Any] | None = None
+    # How the host walls instances in (as at registration), in full reports only.
+    sandbox: dict[str, Any] | None = None
 
 
 class HeartbeatResponse(BaseModel):

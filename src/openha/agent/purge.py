@@ -1,9 +1,10 @@
 """Remove everything OpenHA made on a host: namespaces, processes, links, files.
 
-With an agent directory, only that agent's instances (and its directory) go; with
-`everything=True`, every `ohi-*` namespace and the processes inside it, every
-`ohv*` veth, and every bridge/VLAN link carrying the `openha:managed` alias, whichever
-agent made them. Used by `openha purge`, the demo's cleanup and tests.
+With an agent directory, only that agent's instances (their cgroups and uids too)
+and its directory go; with `everything=True`, every `ohi-*` namespace and the
+processes inside it, every `ohv*` veth, and every bridge/VLAN link carrying the
+`openha:managed` alias, whichever agent made them. Used by `openha purge`, the demo's
+cleanup and tests.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
-from openha.agent import keeper, state
+from openha.agent import keeper, sandbox, state
 from openha.agent.netns import (
     MANAGED_ALIAS,
     VETH_PREFIX,
@@ -81,6 +82,8 @@ def purge(agent_dir: Path | None, everything: bool = False) -> list[str]:
             if ns:
                 delete_network(ns)
                 removed.append(ns)
+            for problem in sandbox.purge_instance(paths):
+                log.error("cgroup left behind: %s", problem)
             shutil.rmtree(paths.instance_dir, ignore_errors=True)
         # The agent's rsyslogd, its queues and every load balancer's log files.
         logs = log_paths(agent_dir)

@@ -31,7 +31,7 @@ from openha.agent.hostlimits import (
     raise_netdev_backlog,
 )
 from openha.agent.logstore import LogQuery, valid_lb_id
-from openha.agent.metrics import InstancesCollector
+from openha.agent.metrics import InstancesCollector, SandboxCollector
 from openha.agent.protocol import InstanceStatus, LogsResponse
 from openha.agent.service import AgentService, StaleGeneration
 from openha.domain.spec import InstanceSpec
@@ -54,6 +54,7 @@ def create_app(service: AgentService) -> FastAPI:
     auth = [Depends(authenticated)]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(InstancesCollector(service.metric_sources))
+    registry.register(SandboxCollector(service.sandbox_sources))
 
     def scraper(request: Request) -> None:
         """The deployment's scrape credential (`metrics_token`) also reads /metrics."""

@@ -26,6 +26,9 @@ while different instances proceed in parallel. Background work:
   and adopted like a data plane process; the agent only closes, removes and ships
   files and reads them to answer queries. Admin events also come straight to the
   agent (`agent.logs`), so a member going down is reported at once.
+- sandbox: every instance's processes start in its cgroup, as its own uid in its chroot
+  (`agent.sandbox`); what cannot be applied is in the instance's status
+  (`sandbox_error`), which the API turns into an event.
 Stopping the service stops this work and the log collector, never HAProxy or rsyslogd.
 """
 
@@ -46,7 +49,7 @@ from pathlib import Path
 import httpx
 from pyroute2.netlink.exceptions import NetlinkError
 
-from openha.agent import faults, kernelguard, retire, state, toptalkers
+from openha.agent import cgroups, faults, kernelguard, retire, state, toptalkers
 from openha.agent.diagnostics import diagnose
 from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write
 from openha.agent.keepalived import KeepalivedError, KeepalivedInstance
@@ -77,6 +80,7 @@ from openha.agent.protocol import (
     RegisterResponse,
 )
 from openha.agent.report import Probe, Reporter, fd_limit, memory_bytes, vrrp_mark
+from openha.agent.sandbox import InstanceSandbox, SandboxHost, UidRegistry
 from openha.agent.watch import ExitWatcher
 from openha.domain.spec import InstanceSpec
 from openha.render.protection import LIMITS_MAP
@@ -102,6 +106,7 @@ class _Instance:
     namespace: str
     haproxy: HAProxyInstance
     keepalived: KeepalivedInstance
+    sandbox: InstanceSandbox
     spec: InstanceSpec | None = None  # last applied
     desired_generation: int = 0
     last_error: str | None = None
@@ -174,6 +179,16 @@ class AgentService:
         self.host_id: str | None = state.load_agent_info(self.agent_dir).get("host_id")
         self.logs = LogCollector()
         self.logpipe = LogPipeline(settings, self.agent_dir)
+        self.sandbox = SandboxHost.for_agent(
+            self.agent_dir,
+            cgroups.detect(),
+            UidRegistry(
+                settings.sandbox_uid_registry, settings.sandbox_uid_base, settings.sandbox_uid_count
+            ),
+            settings.sandbox_cgroup_parent,
+        )
+        # A new rsyslogd listens on a new socket: each chroot's link to it is renewed.
+        self.logpipe.on_restart = self._link_syslog_everywhere
         self.watcher = ExitWatcher(self._exited)
         self._instances: dict[str, _Instance] = {}
         self._lock = threading.Lock()
@@ -304,6 +319,10 @@ class AgentService:
         inst.adopted = True
         spec = inst.spec
         assert spec is not None
+        try:
+            self._sandbox_locked(inst, spec)
+        except OSError as exc:
+            log.error("instance %s: cannot prepare its sandbox: %s", inst.instance_id, exc)
         self._register_logs(inst, spec)
         cut_short = inst.paths.candidate.exists()
         try:
@@ -326,6 +345,9 @@ class AgentService:
                 )
             elif inst.haproxy.adopt(spec.haproxy_config):
                 log.info("instance %s: adopted haproxy %d", inst.instance_id, pid)
+                # Started before its group existed (an older agent): moved in now.
+                inst.sandbox.adopt([pid, *filter(None, [inst.keepalived.pid()])])
+                self._check_walls(inst)
             else:
                 log.warning(
                     "instance %s: unsure what haproxy %d runs (an apply was cut short?); "
@@ -355,6 +377,41 @@ class AgentService:
         """Converge the instance's namespace to `spec`, noting a VIP announcement."""
         if apply_network(spec).garp_sent:
             inst.haproxy.history.garp_sent(spec.vip_address, spec.vip_interface)
+
+    def _limits(self, spec: InstanceSpec) -> cgroups.Limits:
+        """The flavor's walls, the host's defaults where it sets none."""
+        res, cfg = spec.resources, self.settings
+        return cgroups.Limits(
+            cpu_weight=res.cpu_weight or cfg.sandbox_cpu_weight,
+            cpu_max=res.cpu_max or cfg.sandbox_cpu_max,
+            memory_max_mb=res.memory_max_mb or cfg.sandbox_memory_max_mb,
+            pids_max=res.pids_max or cfg.sandbox_pids_max,
+        )
+
+    def _sandbox_locked(self, inst: _Instance, spec: InstanceSpec) -> None:
+        """The instance's uid, chroot and cgroup as `spec` wants (idempotent, cheap)."""
+        inst.sandbox.prepare(self._limits(spec))
+        self._link_syslog(inst)
+
+    def _link_syslog(self, inst: _Instance) -> None:
+        try:
+            inst.sandbox.link_syslog(self.logpipe.paths.syslog_socket)
+        except OSError as exc:
+            log.error("instance %s: no log socket in its chroot: %s", inst.instance_id, exc)
+
+    def _link_syslog_everywhere(self) -> None:
+        with self._lock:
+            insts = [i for i in self._instances.values() if not i.deleted]
+        for inst in insts:
+            self._link_syslog(inst)
+
+    def _check_walls(self, inst: _Instance) -> None:
+        """Note a serving process that is not in its cgroup (reported, never ignored)."""
+        pid = inst.haproxy.pid()
+        problems = [p for p in inst.sandbox.problems if "not in its cgroup" not in p]
+        if pid is not None:
+            problems += inst.sandbox.check(pid)
+        inst.sandbox.problems = problems
 
     def _watch(self, inst: _Instance) -> None:
         """Have the exit watcher report the instance's processes (after any start or reload)."""
@@ -396,12 +453,14 @@ class AgentService:
             if inst is None:
                 paths = instance_paths(self.agent_dir, instance_id)
                 ns = namespace or namespace_name(instance_id)
+                sandbox = InstanceSandbox(self.sandbox, paths, instance_id)
                 inst = _Instance(
                     instance_id,
                     paths,
                     ns,
-                    HAProxyInstance(paths, ns),
-                    KeepalivedInstance(paths, ns),
+                    HAProxyInstance(paths, ns, sandbox),
+                    KeepalivedInstance(paths, ns, sandbox),
+                    sandbox,
                 )
                 self._instances[instance_id] = inst
             return inst
@@ -424,6 +483,12 @@ class AgentService:
             if inst.spec is not None and not inst.deleted
         ]
 
+    def sandbox_sources(self) -> list[tuple[InstanceSpec, InstanceSandbox]]:
+        """Each applied instance's spec and sandbox, for `/metrics`."""
+        with self._lock:
+            insts = list(self._instances.values())
+        return [(i.spec, i.sandbox) for i in insts if i.spec is not None and not i.deleted]
+
     def adopting(self) -> int:
         """How many instances found at start are still waiting to be adopted."""
         with self._lock:
@@ -431,6 +496,9 @@ class AgentService:
 
     def _register_logs(self, inst: _Instance, spec: InstanceSpec) -> None:
         self.logs.add(inst.instance_id, inst.paths.log_socket)
+        with contextlib.suppress(OSError):
+            # The chrooted process writes it as the instance's uid.
+            inst.sandbox.own_socket(inst.paths.log_socket)
         try:
             self.logpipe.register(spec)
         except Exception:
@@ -493,8 +561,8 @@ class AgentService:
         steps = _Steps()
         try:
             inst.paths.check()
-            inst.paths.instance_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            inst.paths.state_dir.mkdir(exist_ok=True)
+            self._sandbox_locked(inst, spec)
+            inst.paths.state_dir.mkdir(exist_ok=True, mode=0o700)
             # The candidate goes first and is removed last (`finish`): found after a
             # crash, it says this apply was cut short and what runs is in doubt.
             inst.haproxy.write_candidate(spec.haproxy_config)
@@ -551,6 +619,7 @@ class AgentService:
                     return self._fail(inst, spec, result.error, steps, result.action)
                 action = result.action
             steps.done("haproxy")
+            self._check_walls(inst)
             # At once, not in the caller's `finally`: until then the watcher holds the
             # old process, whose draining exit would read as a crash, and the status
             # below would report the old pid.
@@ -615,7 +684,9 @@ class AgentService:
         HAProxy's runtime API, or None when one is new (only a reload loads it)."""
         if not spec.files:
             return {}
-        inst.paths.files_dir.mkdir(exist_ok=True, mode=0o700)
+        # Traversable, not listable: keepalived's script user runs the notify script here.
+        inst.paths.files_dir.mkdir(exist_ok=True, mode=0o711)
+        inst.paths.files_dir.chmod(0o711)
         changed: dict[str, str] | None = {}
         for name, content in spec.files.items():
             if not _safe_file_name(name):
@@ -629,10 +700,16 @@ class AgentService:
                 continue
             if changed is not None:
                 changed = None if before is None else {**changed, str(path): content}
-            # Scripts (keepalived's health check) must be executable, and for keepalived's
-            # script security, writable by root only; certificates and keys are 0600.
-            mode = 0o700 if content.startswith("#!") else 0o600
-            atomic_write(path, content, mode)
+            if content.startswith("#!"):
+                # Scripts (keepalived's notify script) run as the unprivileged script
+                # user: readable and executable by it, and for keepalived's script
+                # security, writable by root only.
+                atomic_write(path, content, 0o755)
+            else:
+                # Certificates and keys: readable by the instance's uid alone (HAProxy
+                # reads them as root before it drops to that uid; nothing else may).
+                atomic_write(path, content, 0o600)
+                inst.sandbox.own_file(path)
         return changed
 
     def _remove_stale_files(self, inst: _Instance, spec: InstanceSpec) -> None:
@@ -696,6 +773,8 @@ class AgentService:
                 self.logpipe.release(spec.load_balancer_id, instance_id)
             bridges = [iface.bridge for iface in spec.interfaces] if spec else []
             delete_network(inst.namespace, bridges)
+            for problem in inst.sandbox.remove():
+                log.error("instance %s: cgroup left behind: %s", instance_id, problem)
             shutil.rmtree(paths.instance_dir, ignore_errors=True)
             inst.deleted = True
             with self._lock:
@@ -807,6 +886,7 @@ class AgentService:
             haproxy_pid=pid,
             last_error=inst.last_error,
             vrrp_state=probe.vrrp_state,
+            sandbox_error="; ".join(inst.sandbox.problems)[:4000] or None,
         )
         if inst.deleted:
             status.state = DELETED
@@ -841,6 +921,7 @@ class AgentService:
             inst.confirmed,
             inst.adopted,
             vrrp,
+            tuple(inst.sandbox.problems),
         )
 
     def _vrrp_state(self, inst: _Instance) -> str | None:
@@ -959,6 +1040,7 @@ class AgentService:
             log.warning("instance %s: haproxy is not running, starting it", inst.instance_id)
             pid = inst.haproxy.restart(spec.haproxy_config)
             log.info("instance %s: haproxy %d serving", inst.instance_id, pid)
+            self._check_walls(inst)
         self._tell_keepalived(inst, spec)
         if spec.keepalived_config and inst.keepalived.pid() is None:
             inst.keepalived.start()
@@ -996,6 +1078,7 @@ class AgentService:
             agent_secret=self.secret,
             version=AGENT_VERSION,
             agent_dir=str(self.agent_dir),
+            sandbox=self.sandbox.describe(),
         )
         resp = client.post(
             f"{self.settings.agent_api_url.rstrip('/')}/v2/agent/register",
@@ -1035,6 +1118,8 @@ class AgentService:
             load_average=os.getloadavg(),
         )
         report.log_delivery = self.logpipe.due_report()
+        if report.full:
+            report.sandbox = self.sandbox.describe()
         resp = client.post(
             f"{self.settings.agent_api_url.rstrip('/')}/v2/agent/heartbeat",
             json=report.model_dump(mode="json"),

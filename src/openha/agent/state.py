@@ -30,8 +30,12 @@ AGENT_FILE = "agent.json"
 
 
 def ensure_agent_dir(agent_dir: Path) -> None:
+    # Traversable, not listable: keepalived's unprivileged script user must reach each
+    # instance's notify script and vrrp/ directory; everything else in here is root's
+    # alone by its own mode (`agent.sandbox`).
     (agent_dir / "instances").mkdir(parents=True, exist_ok=True)
-    agent_dir.chmod(0o700)
+    (agent_dir / "instances").chmod(0o711)
+    agent_dir.chmod(0o711)
 
 
 def load_or_create_secret(agent_dir: Path) -> str:

@@ -222,6 +222,7 @@ def register(
         "agent_dir": body.agent_dir,
         "memory_bytes": body.memory_bytes,
         "fd_limit": body.fd_limit,
+        "sandbox": body.sandbox,
     }
     _mark_alive(host)
     session.commit()
@@ -244,6 +245,34 @@ def heartbeat(
         session.rollback()
         session.close()
     return Response(answer.model_dump_json(), media_type="application/json")
+
+
+def _sandbox_event(
+    session: Session, host: Host, inst: Instance, before: str | None, now: str | None
+) -> None:
+    """A wall the agent could not raise (a limit, a cgroup) is an event, and so is its repair."""
+    if now == before:
+        return
+    if now:
+        events.emit(
+            session,
+            "instance.sandbox_degraded",
+            f"Instance {inst.id} on host {host.name}: {now}",
+            severity=c.SEVERITY_WARNING,
+            host_id=host.id,
+            instance_id=inst.id,
+            lb=session.get(LoadBalancer, inst.load_balancer_id),
+            details={"problems": now},
+        )
+    elif before:
+        events.emit(
+            session,
+            "instance.sandbox_restored",
+            f"Instance {inst.id} on host {host.name}: every resource limit applies",
+            host_id=host.id,
+            instance_id=inst.id,
+            lb=session.get(LoadBalancer, inst.load_balancer_id),
+        )
 
 
 def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> HeartbeatResponse:
@@ -285,6 +314,7 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
         # The agent's word wins: a lower generation means it lost state and needs a re-push.
         if status.applied_generation < inst.applied_generation:
             repair.add(inst.load_balancer_id)
+        _sandbox_event(session, host, inst, old.get("sandbox_error"), status.sandbox_error)
         changes.append((inst, health, status.applied_generation))
     gone_ids = (set(rows) - seen) if report.full else set(report.gone)
     for inst_id in gone_ids:
@@ -299,6 +329,8 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
     superseded = _track_orphans(session, host, report, set(rows), orphans)
     if report.log_delivery is not None:
         _log_delivery(session, host, report.log_delivery)
+    if report.sandbox is not None and report.sandbox != (host.report or {}).get("sandbox"):
+        host.report = {**(host.report or {}), "sandbox": report.sandbox}
     if observe:
         _observe(session, list(observe))
     if repair:

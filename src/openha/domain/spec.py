@@ -181,6 +181,15 @@ class InterfaceSpec(_Frozen):
     gateway: str | None = None  # default route via this interface when set
 
 
+class ResourceSpec(_Frozen):
+    """An instance's resource walls from its flavor; None: the host's default."""
+
+    cpu_weight: int | None = None
+    cpu_max: float | None = None  # cores
+    memory_max_mb: int | None = None
+    pids_max: int | None = None
+
+
 class InstanceSpec(_Frozen):
     instance_id: str
     load_balancer_id: str
@@ -199,3 +208,4 @@ class InstanceSpec(_Frozen):
     # Where this instance's access logs are delivered besides the host's disk (the
     # flavor's `log_targets`; the agent adds the deployment's own).
     log_targets: tuple[LogTarget, ...] = ()
+    resources: ResourceSpec = ResourceSpec()

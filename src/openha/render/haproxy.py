@@ -197,16 +197,26 @@ def _absolute_quotable_path(value: str) -> str:
     return value
 
 
+# The agent gives each instance's HAProxy its uid and gid through these (`agent.sandbox`):
+# the controller cannot know them, and the config stays the same on every host.
+SANDBOX_UID_ENV = "OPENHA_LB_UID"
+SANDBOX_GID_ENV = "OPENHA_LB_GID"
+
+
 class HAProxyPaths(BaseModel):
     """Where the instance's HAProxy finds the agent's sockets and its state directory."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     stats_socket: str  # runtime API (admin level), also passes listeners on reload
+    chroot: str  # where HAProxy locks itself in once started (an empty directory)
+    # Both reached after the chroot, so named as seen from inside it:
     log_socket: str  # unix datagram socket where the agent hears admin events (no traffic)
     syslog_socket: str  # unix stream socket of the host's rsyslogd: every line, to files
-    state_dir: str  # server-state-file lives here
-    files_dir: str | None = None  # the spec's files: certificates, crt-lists, maps (0600)
+    state_dir: str  # server-state-file lives here (read before the chroot)
+    # The spec's files: certificates, crt-lists, maps (read before the chroot; 0600, the
+    # instance's uid's).
+    files_dir: str | None = None
 
     @field_validator("stats_socket", "log_socket", "syslog_socket")
     @classmethod
@@ -216,7 +226,7 @@ class HAProxyPaths(BaseModel):
             raise ValueError(f"unix socket paths are limited to {_SUN_PATH_MAX} bytes")
         return value
 
-    @field_validator("state_dir")
+    @field_validator("state_dir", "chroot")
     @classmethod
     def _state_dir(cls, value: str) -> str:
         return _absolute_quotable_path(value)

@@ -33,6 +33,9 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MASTER_PRIORITY: Final = 100
 BACKUP_PRIORITY: Final = 90
 
+# The host user keepalived runs check and notify scripts as (`agent.sandbox` creates it).
+SCRIPT_USER = "openha-lb"
+
 _TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -98,6 +101,7 @@ def render_keepalived(spec: VrrpSpec) -> str:
         lb_id=_check(_NAME, spec.lb_id, "load balancer id"),
         instance_id=_check(_NAME, spec.instance_id, "instance id"),
         router_name=f"ohi-{short}",
+        script_user=SCRIPT_USER,
         instance_name=f"lb_{_check(_NAME, spec.lb_id.replace('-', ''), 'name')[:16]}",
         vrrp_version=spec.vrrp_version,
         track_file=_check(_PATH, spec.track_file, "track file"),

@@ -190,7 +190,9 @@ ruleset(name="oh_haproxy") {{
     }}{lookup}
 }}
 
-input(type="imptcp" path={_s(layout.socket)} unlink="on" fileCreateMode="0600"
+# Writable by all: each instance's HAProxy, chrooted as its own uid, reaches it through
+# a hard link in its chroot; this directory is root's alone (agent.sandbox).
+input(type="imptcp" path={_s(layout.socket)} unlink="on" fileCreateMode="0666"
       ruleset="oh_haproxy" supportOctetCountedFraming="on")
 
 # rsyslogd's own messages.

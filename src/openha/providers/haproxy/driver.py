@@ -52,6 +52,15 @@ from openha.render.haproxy import ACCESS_LOG_MODES, RenderError
 _SILENT: dict[str, Any] = {"haproxy_running": False, "vrrp_state": None, "members": {}}
 
 
+# Each resource key of a flavor profile: its bounds and the JSON types it takes.
+RESOURCE_BOUNDS: dict[str, tuple[float, float, type | tuple[type, ...]]] = {
+    "cpu_weight": (1, 10_000, int),
+    "cpu_max": (0.01, 1024, (int, float)),
+    "memory_max_mb": (16, 1 << 20, int),
+    "pids_max": (16, 4_194_304, int),
+}
+
+
 class HAProxyProvider(Provider):
     """See the module docstring. Calls to one host's agent are bounded
     (`controller_workers_per_host` at once), so a hung agent holds that many
@@ -88,6 +97,12 @@ class HAProxyProvider(Provider):
                 '"endpoint": "https://host[:port]", "bucket": B, "region": R, '
                 '"interval": seconds} (gzip\'d JSON lines per LB and interval).',
             ),
+            Capability("cpu_weight", "CPU weight of each instance, 1-10000 (host default 100)."),
+            Capability(
+                "cpu_max", "CPU quota of each instance in cores, e.g. 0.5 (none by default)."
+            ),
+            Capability("memory_max_mb", "Memory limit of each instance in MiB, 16-1048576."),
+            Capability("pids_max", "Task (process and thread) limit of each instance, 16-4194304."),
             Capability(
                 "protection_profile",
                 "The protection profile (name or id, /v2/manage/protection-profiles) of this "
@@ -120,6 +135,14 @@ class HAProxyProvider(Provider):
                 raise UnsupportedOption(f"protection_profile {exc}") from None
         if not isinstance(data.get("request_id_header", False), bool):
             raise UnsupportedOption("request_id_header must be true or false")
+        for key, (low, high, kinds) in RESOURCE_BOUNDS.items():
+            value = data.get(key)
+            if value is None:
+                continue
+            ok = isinstance(value, kinds) and not isinstance(value, bool)
+            if not (ok and low <= float(value) <= high):
+                what = "an integer" if kinds is int else "a number"
+                raise UnsupportedOption(f"{key} must be {what} from {low:g} to {high:g}")
         topology = data.get("loadbalancer_topology", c.TOPOLOGY_SINGLE)
         if topology not in (c.TOPOLOGY_SINGLE, c.TOPOLOGY_ACTIVE_STANDBY):
             raise UnsupportedOption(

@@ -10,10 +10,16 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from openha.agent.paths import InstancePaths, instance_paths, log_paths, namespace_name
+from openha.agent.paths import (
+    CHROOT_LOG_SOCKET,
+    CHROOT_SYSLOG_SOCKET,
+    InstancePaths,
+    instance_paths,
+    namespace_name,
+)
 from openha.domain import constants as c
 from openha.domain.logtargets import parse_targets
-from openha.domain.spec import InstanceSpec, LoadBalancerSpec
+from openha.domain.spec import InstanceSpec, LoadBalancerSpec, ResourceSpec
 from openha.providers.haproxy import plumbing
 from openha.providers.haproxy.placement import Placement
 from openha.render import tls
@@ -36,13 +42,17 @@ from openha.settings import Settings
 
 PEER_PORT = 1024  # HAProxy peers listen on the instance address, never on the VIP
 NOTIFY_SCRIPT = "vrrp_notify.sh"
+# Flavor profile keys of an instance's resource walls (checked by the driver's
+# validate_flavor; the agent's settings give the defaults).
+RESOURCE_KEYS = ("cpu_weight", "cpu_max", "memory_max_mb", "pids_max")
 
 
-def haproxy_paths(paths: InstancePaths, agent_dir: str) -> HAProxyPaths:
+def haproxy_paths(paths: InstancePaths) -> HAProxyPaths:
     return HAProxyPaths(
         stats_socket=str(paths.stats_socket),
-        log_socket=str(paths.log_socket),
-        syslog_socket=str(log_paths(agent_dir).syslog_socket),
+        chroot=str(paths.chroot_dir),
+        log_socket=CHROOT_LOG_SOCKET,
+        syslog_socket=CHROOT_SYSLOG_SOCKET,
         state_dir=str(paths.state_dir),
         files_dir=str(paths.files_dir),
     )
@@ -101,7 +111,7 @@ def build(
             )
         )
     access_log = spec.flavor.get("access_log", settings.default_access_log)
-    hpaths = haproxy_paths(paths, placement.agent_dir)
+    hpaths = haproxy_paths(paths)
     try:
         files |= tls.instance_files(spec, str(paths.files_dir))
     except tls.TlsError as exc:
@@ -136,4 +146,5 @@ def build(
         keepalived_config=keepalived,
         files=files,
         log_targets=parse_targets(spec.flavor.get("log_targets")),
+        resources=ResourceSpec(**{k: spec.flavor[k] for k in RESOURCE_KEYS if k in spec.flavor}),
     )

@@ -1,0 +1,226 @@
+"""Benchmark: noisy neighbours. Does a flood against one load balancer hurt another?
+
+Two SINGLE load balancers of the same flavor, A and B, on one agent host (a real
+`openha agent` process, the product's renderer, each with a fast backend of its own).
+From a client namespace of its own, B gets a light closed-loop load (`wrk -t1 -c4`):
+- idle: B alone;
+- flood: the same, while a second client namespace floods A (`wrk -t1 -c200`, bounded
+  by its duration and one client thread).
+It runs twice: with the flavor's walls (`cpu_weight` equal, `cpu_max` per instance,
+the default memory and task limits) and, as the baseline in the same run, with no CPU
+quota (equal weights only). Printed: B's p99 latency and req/s idle and under flood,
+the ratios flood/idle (targets: p99 within 2x, req/s within 10 % of its share, i.e.
+of B alone under its quota), A's req/s.
+
+Then a runaway: A's memory limit drops to its minimum (`memory_max_mb` 16) and a client
+holds 2,000 connections to A with half-sent requests (a buffer each); the kernel's OOM
+killer stops A inside its group, the agent restarts it, and B keeps answering: printed
+are A's OOM kills (from its cgroup), whether A's process changed, B's pid unchanged and
+B's failed requests during the episode (probe every 5 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from density import answers, instance_spec, pick_subnet
+from harness import (
+    AgentProcess,
+    FakeAPI,
+    FastBackend,
+    Probe,
+    _raise_on_sigterm,
+    machine_line,
+    print_table,
+    require_root,
+    wait_for,
+)
+from throughput import WrkResult, wrk
+
+from openha.agent.haproxy import HAProxyInstance
+from openha.agent.netns import NamespaceExec
+from openha.agent.paths import instance_paths
+from openha.agent.purge import purge
+from openha.domain.spec import InstanceSpec, ResourceSpec
+from openha.lab import ClientNamespace, Lab
+
+
+def put(agent: AgentProcess, spec: InstanceSpec) -> None:
+    resp = agent.put(spec)
+    if resp.status_code != 200:
+        raise RuntimeError(f"{spec.instance_id}: {resp.status_code} {resp.text[:300]}")
+
+
+def walls(spec: InstanceSpec, generation: int, resources: ResourceSpec) -> InstanceSpec:
+    return spec.model_copy(update={"generation": generation, "resources": resources})
+
+
+def sandbox_view(agent: AgentProcess, spec: InstanceSpec) -> dict[str, Any]:
+    """The agent's diagnostics of the instance's sandbox: uid, cgroup, limits, usage."""
+    with agent.client() as api:
+        resp = api.get(f"/v1/instances/{spec.instance_id}/diagnostics")
+    return dict(resp.json().get("sandbox") or {})
+
+
+def oom_kills(agent: AgentProcess, spec: InstanceSpec) -> int:
+    return int((sandbox_view(agent, spec).get("usage") or {}).get("oom_kills") or 0)
+
+
+def measure(
+    b_client: str, a_client: str, url_a: str, url_b: str, seconds: int
+) -> tuple[WrkResult, WrkResult, WrkResult]:
+    """B alone, then B while A is flooded: (B idle, B under flood, A's flood)."""
+    idle = wrk(b_client, url_b, seconds, 1, 4)
+    results: dict[str, WrkResult] = {}
+
+    def flood() -> None:
+        results["a"] = wrk(a_client, url_a, seconds + 2, 1, 200)
+
+    thread = threading.Thread(target=flood)
+    thread.start()
+    time.sleep(1.0)  # the flood is under way
+    busy = wrk(b_client, url_b, seconds, 1, 4)
+    thread.join()
+    return idle, busy, results["a"]
+
+
+def hold_half_requests(namespace: str, vip: str, count: int, seconds: float) -> int:
+    """`count` connections to A, each with a request cut mid-header, held `seconds`."""
+    socks: list[socket.socket] = []
+    with NamespaceExec(namespace) as nsexec:
+        done = threading.Event()
+        opened = [0]
+
+        def run() -> None:
+            nsexec()  # this thread's network namespace (setns is per thread)
+            body = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"x" * 8000
+            for _ in range(count):
+                try:
+                    s = socket.create_connection((vip, 80), timeout=1)
+                    s.sendall(body)
+                    socks.append(s)
+                    opened[0] += 1
+                except OSError:
+                    time.sleep(0.01)
+            done.wait(seconds)
+            for s in socks:
+                with contextlib.suppress(OSError):
+                    s.close()
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join(seconds + 60)
+        done.set()
+    return opened[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=8, help="each wrk run (default 8)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per mode (default 2)")
+    parser.add_argument("--cpu-max", type=float, default=0.5, help="each LB's quota in cores")
+    args = parser.parse_args()
+    require_root()
+    _raise_on_sigterm()
+    print(f"# isolation ({machine_line()})\n")
+    agent_dir = Path(tempfile.mkdtemp(prefix="ohi-b-", dir="/tmp"))
+    try:
+        with Lab(subnet=str(pick_subnet(16))) as lab, FakeAPI() as api:
+            backends = [FastBackend(lab, f"web{i}", threads=2) for i in (1, 2)]
+            a_client = lab.add_namespace("flood", lab.allocate_ip())
+            b_client = lab.add_namespace("steady", lab.allocate_ip())
+            client = ClientNamespace(lab)
+            agent = AgentProcess(agent_dir, api_url=api.url)
+            try:
+                agent.spawn()
+                a, b = (instance_spec(lab, agent_dir, lab.allocate_ip(), be) for be in backends)
+                api.wanted = [a.instance_id, b.instance_id]
+                url_a, url_b = f"http://{a.vip_address}/", f"http://{b.vip_address}/"
+                generation = 1
+                rows = []
+                modes = {
+                    "no quota (weights only)": ResourceSpec(cpu_weight=100),
+                    f"quota {args.cpu_max:g} core each": ResourceSpec(
+                        cpu_weight=100, cpu_max=args.cpu_max
+                    ),
+                }
+                for mode, res in modes.items():
+                    for spec in (a, b):
+                        put(agent, walls(spec, generation, res))
+                    generation += 1
+                    for url in (url_a, url_b):
+                        wait_for(lambda url=url: answers(client, url), timeout=30)
+                    idle_p99, busy_p99, idle_rps, busy_rps, a_rps = [], [], [], [], []
+                    for _ in range(args.rounds):
+                        idle, busy, flood = measure(b_client, a_client, url_a, url_b, args.seconds)
+                        idle_p99.append(idle.p99_ms)
+                        busy_p99.append(busy.p99_ms)
+                        idle_rps.append(idle.rps)
+                        busy_rps.append(busy.rps)
+                        a_rps.append(flood.rps)
+                    med = statistics.median
+                    rows.append([
+                        mode, f"{med(idle_p99):.2f}", f"{med(busy_p99):.2f}",
+                        f"{med(busy_p99) / med(idle_p99):.2f}", f"{med(idle_rps):,.0f}",
+                        f"{med(busy_rps):,.0f}", f"{med(busy_rps) / med(idle_rps):.2f}",
+                        f"{med(a_rps):,.0f}",
+                    ])  # fmt: skip
+                print_table(
+                    f"B under a flood of A (medians of {args.rounds} rounds of {args.seconds} s)",
+                    [
+                        "walls", "B p99 idle ms", "B p99 flood ms", "p99 ratio (<= 2)",
+                        "B req/s idle", "B req/s flood", "req/s ratio (>= 0.9)", "A req/s",
+                    ],
+                    rows,
+                )  # fmt: skip
+
+                # The runaway: A's memory limit at its minimum, then held connections.
+                probe = Probe(lab)
+                put(agent, walls(a, generation, ResourceSpec(memory_max_mb=16)))
+                put(agent, walls(b, generation, ResourceSpec()))
+                a_proc = HAProxyInstance(instance_paths(agent_dir, a.instance_id), a.namespace)
+                b_proc = HAProxyInstance(instance_paths(agent_dir, b.instance_id), b.namespace)
+                a_pid, b_pid = a_proc.pid(), b_proc.pid()
+                kills_before = oom_kills(agent, a)
+                probe.target(url_b)
+                since = time.monotonic()
+                held = hold_half_requests(a_client, a.vip_address, 2000, 5.0)
+                time.sleep(2.0)
+                probe.target(None)
+                samples = probe.samples(since, url_b)
+                failed = sum(1 for s in samples if not s.ok)
+                kills = oom_kills(agent, a) - kills_before
+                wait_for(lambda: answers(client, url_a), timeout=30)
+                print_table(
+                    "A runs away (memory_max_mb 16, 2,000 half-sent requests held)",
+                    ["figure", "value"],
+                    [
+                        ["connections A accepted", held],
+                        ["OOM kills in A's group", kills],
+                        ["A's process replaced", a_proc.pid() != a_pid],
+                        ["A serves again", True],
+                        ["B's process unchanged", b_proc.pid() == b_pid],
+                        ["B probe requests / failed", f"{len(samples)} / {failed}"],
+                    ],
+                )
+                sandbox = sandbox_view(agent, b)
+                print(f"B's sandbox: uid {sandbox.get('uid')}, cgroup {sandbox.get('cgroup')} "
+                      f"({sandbox.get('cgroup_mode')})")  # fmt: skip
+            finally:
+                agent.stop()
+    finally:
+        purge(agent_dir)
+        shutil.rmtree(agent_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Agent integration: every instance's data plane in its sandbox, checked from /proc.
+
+Real HAProxy processes in real namespaces: their uid, gid, root directory and
+capabilities as the kernel reports them, their cgroup and its limits as the cgroupfs
+holds them, across reloads, an agent restart and `purge`. Traffic and logs must keep
+flowing through all of it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+from agent_support import AgentHarness, LBConfig, Member, wait_for
+
+from openha.agent import cgroups
+from openha.agent.haproxy import HAProxyInstance
+from openha.agent.paths import instance_paths, namespace_name
+from openha.agent.procs import confinement
+from openha.agent.purge import purge
+from openha.agent.sandbox import RECORD
+from openha.domain.spec import ResourceSpec
+from openha.lab import ClientNamespace, Lab
+
+pytestmark = pytest.mark.integration
+
+HIERARCHY = cgroups.detect()
+
+
+def haproxy_of(agent_dir: Path, lb: LBConfig) -> HAProxyInstance:
+    return HAProxyInstance(
+        instance_paths(agent_dir, lb.instance_id), namespace_name(lb.instance_id)
+    )
+
+
+def group_of(agent: AgentHarness, lb: LBConfig) -> cgroups.InstanceCgroup:
+    assert agent.service is not None
+    sources = agent.service.sandbox_sources()
+    return next(s.cgroup for spec, s in sources if spec.instance_id == lb.instance_id)
+
+
+def assert_confined(pid: int, agent_dir: Path, lb: LBConfig) -> dict[str, object]:
+    facts = confinement(pid)
+    assert facts is not None, f"process {pid} is gone"
+    paths = instance_paths(agent_dir, lb.instance_id)
+    assert facts["uid"] != 0 and facts["gid"] == facts["uid"], facts
+    assert facts["root"] == str(paths.chroot_dir), facts
+    assert int(str(facts["cap_eff"]), 16) == 0, facts  # no capability left at all
+    return facts
+
+
+def v1_limits(group: cgroups.InstanceCgroup) -> dict[str, str]:
+    def read(controller: str, name: str) -> str:
+        return (group.dirs[controller] / name).read_text().strip()
+
+    return {
+        "shares": read("cpu", "cpu.shares"),
+        "quota": read("cpu", "cpu.cfs_quota_us"),
+        "memory": read("memory", "memory.limit_in_bytes"),
+        "pids": read("pids", "pids.max"),
+    }
+
+
+@pytest.mark.skipif(HIERARCHY.mode == "none", reason="no cgroup hierarchy on this host")
+def test_haproxy_runs_unprivileged_chrooted_and_walled_in(
+    lab: Lab, agent: AgentHarness, client: ClientNamespace, lb: LBConfig
+) -> None:
+    resources = ResourceSpec(cpu_weight=50, cpu_max=0.5, memory_max_mb=256, pids_max=64)
+    resp = agent.put(lb.spec(lab, agent.agent_dir, 1, resources=resources))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["sandbox_error"] is None
+    proc = haproxy_of(agent.agent_dir, lb)
+    pid = proc.pid()
+    assert pid is not None
+    facts = assert_confined(pid, agent.agent_dir, lb)
+    group = group_of(agent, lb)
+    assert group.holds(pid) and pid in group.pids()
+    if HIERARCHY.mode == "v1":
+        assert v1_limits(group) == {
+            "shares": "512",
+            "quota": "50000",
+            "memory": str(256 << 20),
+            "pids": "64",
+        }
+    else:
+        unified = group.dirs["unified"]
+        assert (unified / "cpu.weight").read_text().strip() == "50"
+        assert (unified / "memory.max").read_text().strip() == str(256 << 20)
+
+    # Traffic, and its access log through the chroot's link to rsyslogd.
+    assert client.request(f"http://{lb.vip}/before").status == 200
+    url = f"/v1/loadbalancers/{lb.lb_id}/logs"
+
+    def logged(path: str) -> bool:
+        records = agent.api.get(url, params={"limit": 50}).json()["records"]
+        return any(r["path"] == path for r in records)
+
+    wait_for(lambda: logged("/before"), timeout=5)
+
+    # A reload (new config): the successor is confined the same way, in the same group,
+    # and the log keeps flowing; the flavor's new limits are written.
+    lb.extra_frontend = ["http-response set-header X-Gen 2"]
+    bigger = ResourceSpec(cpu_weight=200, memory_max_mb=512, pids_max=128)
+    resp = agent.put(lb.spec(lab, agent.agent_dir, 2, resources=bigger))
+    assert resp.status_code == 200, resp.text
+    new_pid = proc.pid()
+    assert new_pid is not None and new_pid != pid
+    assert assert_confined(new_pid, agent.agent_dir, lb)["uid"] == facts["uid"]
+    assert group.holds(new_pid)
+    if HIERARCHY.mode == "v1":
+        assert v1_limits(group) == {
+            "shares": "2048",
+            "quota": "-1",
+            "memory": str(512 << 20),
+            "pids": "128",
+        }
+    assert client.request(f"http://{lb.vip}/after").headers["x-gen"] == "2"
+    wait_for(lambda: logged("/after"), timeout=5)
+
+    diag = agent.api.get(f"/v1/instances/{lb.instance_id}/diagnostics").json()
+    sandbox = diag["sandbox"]
+    assert sandbox["uid"] == facts["uid"] and sandbox["cgroup_mode"] == HIERARCHY.mode
+    assert sandbox["limits"]["memory_max_mb"] == 512
+    assert sandbox["usage"]["memory_bytes"] > 0 and sandbox["usage"]["pids"] >= 1
+    assert sandbox["processes"][str(new_pid)]["root"] == str(instance_paths(
+        agent.agent_dir, lb.instance_id).chroot_dir)  # fmt: skip
+    metrics = agent.api.get("/metrics").text
+    assert f'openha_instance_memory_limit_bytes{{project_id="{lb.project_id}"' in metrics
+
+    # The files: the instance directory is traversable, not listable; its own files
+    # are root's alone; the chroot is empty but for its two sockets.
+    paths = instance_paths(agent.agent_dir, lb.instance_id)
+    assert stat.S_IMODE(paths.instance_dir.stat().st_mode) == 0o711
+    assert stat.S_IMODE(paths.config.stat().st_mode) == 0o600
+    assert stat.S_IMODE((paths.instance_dir / RECORD).stat().st_mode) == 0o600
+    assert sorted(os.listdir(paths.chroot_dir)) == ["log.sock", "syslog.sock"]
+    assert paths.log_socket.stat().st_uid == facts["uid"]
+
+    # Admin events still reach the agent through the chroot: a member going down.
+    assert agent.service is not None
+    agent.service.logs.take_state_changes()
+    lb.check = True
+    lb.members.append(Member(str(uuid.uuid4()), lab.allocate_ip()))
+    assert agent.put(lb.spec(lab, agent.agent_dir, 3, resources=bigger)).status_code == 200
+    wait_for(lambda: lb.instance_id in agent.service.logs.take_state_changes(), timeout=10)  # type: ignore[union-attr]
+
+
+def test_instances_get_distinct_uids_and_survive_an_agent_restart(
+    lab: Lab, agent: AgentHarness, client: ClientNamespace, lb: LBConfig
+) -> None:
+    other = LBConfig(
+        instance_id=str(uuid.uuid4()),
+        vip=lab.allocate_ip(),
+        instance_ip=lab.allocate_ip(),
+        members=[Member(m.id, m.address) for m in lb.members],
+    )
+    assert agent.put(lb.spec(lab, agent.agent_dir, 1)).status_code == 200
+    assert agent.put(other.spec(lab, agent.agent_dir, 1)).status_code == 200
+    pids = [haproxy_of(agent.agent_dir, x).pid() for x in (lb, other)]
+    assert None not in pids
+    uids = [
+        assert_confined(p, agent.agent_dir, x)["uid"]
+        for p, x in zip(pids, (lb, other), strict=True)
+        if p is not None
+    ]
+    assert uids[0] != uids[1]  # one cannot signal the other
+    group = group_of(agent, lb)
+    agent.restart()
+    # Adopted, not restarted: the same process, still in its group, no sandbox error.
+    status = agent.status(lb.instance_id)
+    assert status["haproxy_pid"] == pids[0] and status["sandbox_error"] is None
+    assert group.holds(pids[0])  # type: ignore[arg-type]
+    assert group_of(agent, lb).dirs == group.dirs
+    assert client.request(f"http://{lb.vip}/").status == 200
+    # A reload after adoption lands in the same group with the same uid.
+    lb.extra_frontend = ["http-response set-header X-Gen 2"]
+    assert agent.put(lb.spec(lab, agent.agent_dir, 2)).status_code == 200
+    new_pid = haproxy_of(agent.agent_dir, lb).pid()
+    assert new_pid is not None and group.holds(new_pid)
+    assert assert_confined(new_pid, agent.agent_dir, lb)["uid"] == uids[0]
+
+
+@pytest.mark.skipif(HIERARCHY.mode != "v1", reason="v1's quota hierarchy check")
+def test_a_limit_that_cannot_be_applied_is_reported(
+    lab: Lab, agent: AgentHarness, client: ClientNamespace, lb: LBConfig
+) -> None:
+    """A CPU quota above the parent's (v1 refuses it): the instance serves, and says so."""
+    assert agent.put(lb.spec(lab, agent.agent_dir, 1)).status_code == 200
+    group = group_of(agent, lb)
+    agent_level = group.dirs["cpu"].parent
+    (agent_level / "cpu.cfs_quota_us").write_text("20000")  # 0.2 cores for the whole agent
+    try:
+        lb.extra_frontend = ["http-response set-header X-Gen 2"]
+        resp = agent.put(lb.spec(lab, agent.agent_dir, 2, resources=ResourceSpec(cpu_max=1.0)))
+        assert resp.status_code == 200, resp.text
+        error = resp.json()["sandbox_error"]
+        assert error and "cpu quota" in error, resp.json()
+        assert client.request(f"http://{lb.vip}/").headers["x-gen"] == "2"
+        diag = agent.api.get(f"/v1/instances/{lb.instance_id}/diagnostics").json()
+        assert any("cpu quota" in p for p in diag["sandbox"]["problems"])
+        assert "openha_instance_sandbox_degraded{" in agent.api.get("/metrics").text
+    finally:
+        (agent_level / "cpu.cfs_quota_us").write_text("-1")
+    # Once the parent allows it, the next apply clears the report.
+    lb.extra_frontend = ["http-response set-header X-Gen 3"]
+    resp = agent.put(lb.spec(lab, agent.agent_dir, 3, resources=ResourceSpec(cpu_max=1.0)))
+    assert resp.json()["sandbox_error"] is None
+
+
+@pytest.mark.skipif(HIERARCHY.mode == "none", reason="no cgroup hierarchy on this host")
+def test_delete_and_purge_leave_no_cgroup_and_no_uid_behind(
+    lab: Lab, agent: AgentHarness, lb: LBConfig
+) -> None:
+    other = LBConfig(
+        instance_id=str(uuid.uuid4()),
+        vip=lab.allocate_ip(),
+        instance_ip=lab.allocate_ip(),
+        members=[Member(m.id, m.address) for m in lb.members],
+    )
+    registry = agent.settings().sandbox_uid_registry
+    assert agent.put(lb.spec(lab, agent.agent_dir, 1)).status_code == 200
+    assert agent.put(other.spec(lab, agent.agent_dir, 1)).status_code == 200
+    groups = [group_of(agent, x) for x in (lb, other)]
+    sandboxes = {spec.instance_id: s for spec, s in agent.service.sandbox_sources()}  # type: ignore[union-attr]
+    uids = [sandboxes[x.instance_id].uid for x in (lb, other)]
+    assert all(g.exists() for g in groups)
+    assert all((registry / str(u)).exists() for u in uids)
+    # Delete through the agent: its group and uid go with it.
+    assert agent.api.delete(f"/v1/instances/{lb.instance_id}").status_code in (200, 204)
+    assert not any(p.exists() for p in groups[0].dirs.values())
+    assert not (registry / str(uids[0])).exists()
+    # Purge with the agent stopped (as `openha purge` runs): the rest goes too.
+    agent.stop()
+    purge(agent.agent_dir)
+    assert not any(p.exists() for p in groups[1].dirs.values())
+    assert not any(p.parent.exists() for p in groups[1].dirs.values())  # the agent's level
+    assert not (registry / str(uids[1])).exists()
