@@ -45,8 +45,8 @@ from openha.agent.netns import NamespaceExec, namespace_pids, run_in_namespace
 from openha.agent.paths import InstancePaths
 from openha.agent.procs import cmdline, pid_alive, pid_from_file
 from openha.agent.runtime_maps import MapUpdateError, replace_map
-from openha.agent.toptalkers import parse_trips
 from openha.agent.sandbox import HAPROXY_CAPS, InstanceSandbox
+from openha.agent.toptalkers import parse_trips
 from openha.domain.observed import ListenerCounters
 from openha.render.protection import TRIPS_TABLE
 
