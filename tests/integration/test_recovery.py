@@ -26,9 +26,11 @@ from typer.testing import CliRunner
 from openha import cli
 from openha.agent.netns import namespace_exists
 from openha.agent.paths import instance_paths, namespace_name
+from openha.agent.sandbox import RECORD
 from openha.db import transaction
 from openha.lab import BackendServer, ClientNamespace, Lab
 from openha.models import Instance, LoadBalancer
+from openha.render.haproxy import SANDBOX_GID_ENV, SANDBOX_UID_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +130,8 @@ def test_sync_repairs_a_hand_edited_config_under_a_client_loop(world: World) -> 
         config.write_text(edited)
         ns = namespace_name(directory.name)
         old = int((directory / "haproxy.pid").read_text())
+        # As the agent starts it: the config's uid and gid lines read the instance's uid.
+        uid = str(json.loads((directory / RECORD).read_text())["uid"])
         subprocess.run(
             [
                 "ip",
@@ -147,6 +151,7 @@ def test_sync_repairs_a_hand_edited_config_under_a_client_loop(world: World) -> 
             ],
             check=True,
             cwd=directory,
+            env={**os.environ, SANDBOX_UID_ENV: uid, SANDBOX_GID_ENV: uid},
         )
         wait_for(lambda: len(servers(loop)) == 1, 20, what="the hand-edited config serving")
         drift = diff(stack, lb_id)

@@ -44,6 +44,7 @@ from openha.settings import Settings
 from tests.unit.test_haproxy_instance_spec import lb_spec, placed
 from tests.unit.test_render_haproxy import (
     HAPROXY,
+    SANDBOX_ENV,
     VIP6,
     assert_valid,
     http_lb,
@@ -80,8 +81,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def haproxy_paths(workdir: Path) -> HAProxyPaths:
+    (workdir / "root").mkdir(exist_ok=True)  # the sandbox's chroot (agent.sandbox)
     return HAProxyPaths(
         stats_socket=str(workdir / "stats.sock"),
+        chroot=str(workdir / "root"),
         log_socket=str(workdir / "log.sock"),
         syslog_socket=str(workdir / "syslog.sock"),
         state_dir=str(workdir),
@@ -246,7 +249,12 @@ def serving(cfg: str, workdir: Path, port: int) -> Iterator[int]:
     path = workdir / f"live-{uuid.uuid4()}.cfg"
     pid_file = workdir / "haproxy.pid"
     path.write_text(cfg)
-    subprocess.run([HAPROXY, "-D", "-p", str(pid_file), "-f", str(path)], check=True, timeout=20)
+    subprocess.run(
+        [HAPROXY, "-D", "-p", str(pid_file), "-f", str(path)],
+        check=True,
+        timeout=20,
+        env=SANDBOX_ENV,
+    )
     pid = int(pid_file.read_text().split()[0])
     try:
         for _ in range(100):
@@ -400,6 +408,7 @@ def test_counters_are_shared_by_a_pair_and_survive_a_reload(tmp_path: Path) -> N
             ],
             check=True,
             timeout=20,
+            env=SANDBOX_ENV,
         )
         new_pid = int(pid_file.read_text().split()[0])
         try:

@@ -308,12 +308,6 @@ class InstanceSandbox:
         os.link(syslog_socket, tmp)
         os.replace(tmp, target)
 
-    def own_file(self, path: Path) -> None:
-        """A secret of the instance (a certificate): its uid alone reads it (root too)."""
-        if self.uid is not None:
-            os.chown(path, self.uid, self.uid)
-        os.chmod(path, 0o600)
-
     def spawn(self, namespace_exec: object, *, caps: dict[str, int] | None) -> Spawn:
         return Spawn(namespace_exec, self.cgroup if self.cgroup.exists() else None, caps)
 

@@ -706,10 +706,12 @@ class AgentService:
                 # security, writable by root only.
                 atomic_write(path, content, 0o755)
             else:
-                # Certificates and keys: readable by the instance's uid alone (HAProxy
-                # reads them as root before it drops to that uid; nothing else may).
+                # Certificates, keys and maps: root's alone. HAProxy reads them before
+                # it chroots and drops to the instance's uid, and that uid never needs
+                # them again (runtime updates come over the stats socket). Not the
+                # instance's uid either: HAProxy starts without CAP_DAC_OVERRIDE, so a
+                # file of another owner would be unreadable to it.
                 atomic_write(path, content, 0o600)
-                inst.sandbox.own_file(path)
         return changed
 
     def _remove_stale_files(self, inst: _Instance, spec: InstanceSpec) -> None:
