@@ -209,6 +209,8 @@ def pair_flavor(stack: ProcStack) -> str:
 def world(agents: int, pairs: bool) -> Iterator[World]:
     """Lab, backends, client and the process stack; all removed afterwards, even on failure."""
     root = Path(tempfile.mkdtemp(prefix="ohchaos-", dir="/tmp"))
+    # Traversable (not listable) for keepalived's unprivileged script user.
+    root.chmod(0o711)
     with Lab() as lab:
         stack = ProcStack(lab, root)
         try:

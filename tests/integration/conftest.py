@@ -41,6 +41,8 @@ def lab() -> Iterator[Lab]:
 def agent_dir() -> Iterator[Path]:
     # Short and under /tmp: unix socket paths must stay under 108 bytes.
     path = Path(tempfile.mkdtemp(prefix="oha-", dir="/tmp"))
+    # Traversable (not listable) for keepalived's unprivileged script user.
+    path.chmod(0o711)
     try:
         yield path
     finally:

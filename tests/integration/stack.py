@@ -244,6 +244,8 @@ class Stack:
         self.lab = lab
         # Short and under /tmp: unix socket paths must stay under 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="ohs-", dir="/tmp"))
+        # Traversable (not listable) for keepalived's unprivileged script user.
+        self.root.chmod(0o711)
         self.settings = Settings(
             state_dir=self.root / "api",
             database_url=f"sqlite:///{self.root / 'openha.db'}",

@@ -128,7 +128,14 @@ def test_haproxy_runs_unprivileged_chrooted_and_walled_in(
     assert sandbox["processes"][str(new_pid)]["root"] == str(instance_paths(
         agent.agent_dir, lb.instance_id).chroot_dir)  # fmt: skip
     metrics = agent.api.get("/metrics").text
-    assert f'openha_instance_memory_limit_bytes{{project_id="{lb.project_id}"' in metrics
+    limit = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("openha_instance_memory_limit_bytes{")
+        and f'loadbalancer_id="{lb.lb_id}"' in line
+        and f'project_id="{lb.project_id}"' in line
+    ]
+    assert len(limit) == 1 and float(limit[0].rsplit(" ", 1)[1]) == 512 << 20, metrics
 
     # The files: the instance directory is traversable, not listable; its own files
     # are root's alone; the chroot is empty but for its two sockets.
@@ -143,8 +150,9 @@ def test_haproxy_runs_unprivileged_chrooted_and_walled_in(
     assert agent.service is not None
     agent.service.logs.take_state_changes()
     lb.check = True
-    lb.members.append(Member(str(uuid.uuid4()), lab.allocate_ip()))
-    assert agent.put(lb.spec(lab, agent.agent_dir, 3, resources=bigger)).status_code == 200
+    lb.members.append(Member(str(uuid.uuid4()), f"{lab.allocate_ip()}:80"))  # nobody answers
+    resp = agent.put(lb.spec(lab, agent.agent_dir, 3, resources=bigger))
+    assert resp.status_code == 200, resp.text
     wait_for(lambda: lb.instance_id in agent.service.logs.take_state_changes(), timeout=10)  # type: ignore[union-attr]
 
 

@@ -55,6 +55,8 @@ def prefix() -> Iterator[str]:
 def state_dir(stack: Stack, prefix: str) -> Iterator[Path]:
     """An `openha up`-like state directory whose clouds.yaml points at the Stack."""
     path = Path(tempfile.mkdtemp(prefix="ohd-", dir="/tmp"))
+    # Traversable (not listable) for keepalived's unprivileged script user.
+    path.chmod(0o711)
     clouds.write(path / clouds.FILE_NAME, stack.url, stack.admin.headers["X-Auth-Token"])
     try:
         yield path

@@ -40,6 +40,8 @@ class Prometheus:
     def __init__(self, stack: Stack) -> None:
         assert PROMETHEUS is not None
         self.dir = Path(tempfile.mkdtemp(prefix="ohprom-", dir="/tmp"))
+        # Traversable (not listable) for keepalived's unprivileged script user.
+        self.dir.chmod(0o711)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         token = self.dir / "token"

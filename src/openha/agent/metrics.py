@@ -90,7 +90,7 @@ class SandboxCollector(Collector):
         self.sources = sources
 
     def collect(self) -> Iterator[Metric]:
-        names = ["project_id", "load_balancer_id", "instance_id"]
+        names = ["project_id", "loadbalancer_id", "instance_id"]  # as the others here
         cpu = CounterMetricFamily(
             "openha_instance_cpu_seconds", "CPU time used by the instance's processes", labels=names
         )
