@@ -177,8 +177,10 @@ def run_tempest(
     `deadline` seconds (if not, the counts are those of the tests done by then)."""
     tempest = str(VENV / "bin" / "tempest")
     home = workdir / "tempest"
-    # A workspace name of its own: tempest keeps a registry of them in ~/.tempest.
-    init = [tempest, "init", "--name", workdir.name, str(home)]
+    # Its own workspace registry: tempest's default (~/.tempest) refuses a name it holds
+    # already, and pytest's directory names repeat from one run to the next.
+    registry = workdir / "workspace.yaml"
+    init = [tempest, "init", "--workspace-path", str(registry), "--name", workdir.name, str(home)]
     subprocess.run(init, check=True, capture_output=True)
     (home / "etc" / "tempest.conf").write_text((workdir / "tempest.conf").read_text())
     log = workdir / "tempest-run.log"

@@ -120,7 +120,9 @@ def check_expiry(session: Session, warning_days: int, now: datetime | None = Non
     count = 0
     for row in due:
         state = "expired" if row.not_after <= now else "expiring"
-        if row.warned == state:
+        # Told already; and an expired certificate stays so until it is replaced (a
+        # clock stepped back must not announce it as expiring again).
+        if row.warned in (state, "expired"):
             continue
         row.warned = state
         lb = session.get(LoadBalancer, row.load_balancer_id)
