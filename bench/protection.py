@@ -243,7 +243,14 @@ def run(args: argparse.Namespace) -> None:
             ["LB", "req/s", "p99 ms", "errors"],
             rows,
         )
-        print(f"ratio protected / none: {ratio:.3f} (target >= {TARGET_RATIO})\n")
+        per_round = ", ".join(
+            f"{p.rps / n.rps:.3f}"
+            for p, n in zip(results["protected"], results["none"], strict=True)
+        )
+        print(
+            f"ratio protected / none: {ratio:.3f} (target >= {TARGET_RATIO}); "
+            f"per round: {per_round}\n"
+        )
 
         # Under a flood: a strict profile by under-attack mode, a flooder and a polite client.
         probe = Probe(lab, "polite", interval=POLITE_INTERVAL, timeout=2.0)
