@@ -371,6 +371,54 @@ def test_a_flooder_waits_out_the_tarpit_for_its_429(workdir: Path) -> None:
         assert TARPIT_TIMEOUT_MS / 1000 - 0.5 < held < TARPIT_TIMEOUT_MS / 1000 + 2.5, held
 
 
+def _raw(port: int, head: bytes, timeout: float = 3) -> bytes:
+    """What HAProxy answers `head` with (b"" if it closed without a word)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head)
+        try:
+            return sock.recv(128)
+        except ConnectionResetError:
+            return b""
+
+
+def test_header_guards_path_limits_and_reject_on_a_real_haproxy(workdir: Path) -> None:
+    """The other verdicts of the frame, each once: too many header fields or bytes (431),
+    a path's own limit (429 on that path only), and the reject action (reset)."""
+    port = _free_port()
+    spec = loadbalancer((listener("PROMETHEUS", protocol_port=port),), (), vip="127.0.0.1")
+    settings = ProtectionSettings(
+        request_rate=100,
+        max_header_count=6,
+        max_header_bytes=512,
+        path_limits=[PathLimit(path_prefix="/login", request_rate=2)],
+    )
+    write_maps(workdir, settings)
+    paths = haproxy_paths(workdir)
+    cfg = render_haproxy(spec, paths, protection=settings)
+    run = lambda command: cli_command(Path(paths.stats_socket), command)  # noqa: E731
+    with serving(cfg, workdir, port):
+        run("clear table openha_protect")
+        fields = b"".join(b"X-%d: 1\r\n" % i for i in range(8))
+        assert _raw(port, b"GET /metrics HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n").startswith(
+            b"HTTP/1.1 431"
+        )
+        big = b"X-Big: " + b"a" * 600 + b"\r\n"
+        assert _raw(port, b"GET /metrics HTTP/1.1\r\nHost: a\r\n" + big + b"\r\n").startswith(
+            b"HTTP/1.1 431"
+        )
+        assert get(port, "/metrics")[0] == 200
+        logins = [get(port, "/login")[0] for _ in range(3)]
+        assert 429 not in logins[:2] and logins[2] == 429, logins
+        assert get(port, "/metrics")[0] == 200  # the path's limit is the path's
+        # The reject action: a source over its limit is reset, not answered.
+        reject = ProtectionSettings(request_rate=1, action="reject")
+        for name, content in map_files(reject).items():
+            replace_map(run, str(workdir / "files" / name), content)
+        run("clear table openha_protect")
+        assert get(port, "/metrics")[0] == 200
+        assert _raw(port, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n") == b""
+
+
 def test_counters_are_shared_by_a_pair_and_survive_a_reload(tmp_path: Path) -> None:
     """Two HAProxy processes of a pair, peers on localhost: what one counts, the other
     holds (a failover keeps an attacker's counters), and a reload of the first hands
