@@ -253,6 +253,8 @@ def run(args: argparse.Namespace) -> None:
         )
 
         # Under a flood: a strict profile by under-attack mode, a flooder and a polite client.
+        if not args.flood_actions:
+            return
         probe = Probe(lab, "polite", interval=POLITE_INTERVAL, timeout=2.0)
         rows = []
         with tempfile.TemporaryDirectory(prefix="ohb-flood-") as tmp:
@@ -293,7 +295,9 @@ def main() -> None:
         "--flood-limit", type=int, default=300, help="requests per source per 10 s (polite: ~200)"
     )
     parser.add_argument("--flood-max", type=int, default=400_000, help="answers, at most")
-    parser.add_argument("--flood-actions", default="429,tarpit", help="under-attack actions")
+    parser.add_argument(
+        "--flood-actions", default="429,tarpit", help="under-attack actions ('': no flood)"
+    )
     args = parser.parse_args()
     require_root()
     run(args)
