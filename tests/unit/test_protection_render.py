@@ -466,7 +466,10 @@ def test_counters_are_shared_by_a_pair_and_survive_a_reload(tmp_path: Path) -> N
         for paths in (paths_a, paths_b):
             cli_command(Path(paths.stats_socket), "clear table openha_protect")
         codes = [get(port_a, "/metrics")[0] for _ in range(8)]
-        assert codes == [200] * 5 + [429] * 3, codes
+        # 5 pass and the rest are limited; one count may come from an update b sent
+        # before its table was cleared and a took after its own was.
+        passed = codes.count(200)
+        assert passed in (4, 5) and codes == [200] * passed + [429] * (8 - passed), codes
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             seen = table(paths_b).get("127.0.0.1")
