@@ -18,7 +18,6 @@ from openha.domain import constants as c
 from openha.domain.logtargets import LogTarget
 from openha.domain.protection import ProtectionSettings
 
-
 # A PEM private key of any kind (PKCS#8, RSA, EC, encrypted): what must never travel
 # in clear nor rest on a persistent disk.
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
