@@ -378,7 +378,6 @@ def test_counters_are_shared_by_a_pair_and_survive_a_reload(tmp_path: Path) -> N
 
     work_a, port_a, paths_a, cfg_a = sides["a"]
     work_b, port_b, paths_b, cfg_b = sides["b"]
-
     def connected(paths: HAProxyPaths) -> bool:
         return "last_status=ESTA" in cli_command(Path(paths.stats_socket), "show peers")
 
