@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     agent_tls_cert: Path | None = None
     agent_tls_key: Path | None = None
     agent_ca_file: Path | None = None
+    # Where the agent keeps certificate keys, on a tmpfs it mounts there when the
+    # directory is on a disk; unset: /run/openha/keys/<a digest of agent_dir>.
+    agent_keys_dir: Path | None = None
     host_name: str = Field(default_factory=lambda: os.uname().nodename)
     availability_zone: str = ""
     # Instances this host may run; unset, the control plane derives it from the memory
