@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     # How long a validated token is trusted before Keystone is asked again (revocations
     # show after at most this long): keystonemiddleware's token_cache_time.
     keystone_token_cache_time: int = Field(default=300, ge=-1)
+    # Where listeners' and pools' certificate references are read: OpenHA's own store
+    # (`local`) or the cloud's Barbican (`barbican`: as the service user above, its
+    # endpoint from the catalogue unless barbican_endpoint names it).
+    key_manager: Literal["local", "barbican"] = "local"
+    barbican_endpoint: str = ""
+    barbican_interface: str = "public"
+    barbican_region: str = ""
     # A scrape credential for /metrics (`Authorization: Bearer <it>`, what Prometheus'
     # `authorization.credentials_file` sends), so a scraper needs no admin token.
     metrics_token: str = ""
