@@ -16,8 +16,11 @@ KEYSTONE_PACKAGES := 'keystone>=27,<31' 'tempest>=40,<48' 'octavia-tempest-plugi
   'python-openstackclient>=6,<11' 'python-octaviaclient>=3,<4' 'barbican-tempest-plugin>=4,<5'
 # Named after the package list: a venv made from an older list is completed.
 KEYSTONE_STAMP := $(KEYSTONE_VENV)/.installed-$(shell echo "$(KEYSTONE_PACKAGES)" | md5sum | cut -c1-8)
+# A real Barbican (simple_crypto, SQLite) for the key_manager = barbican test.
+BARBICAN_VENV ?= .venv-barbican
+BARBICAN_STAMP := $(BARBICAN_VENV)/.installed
 
-.PHONY: setup run test test-unit fuzz lint format bench clean migration conformance conformance-octavia keystone-venv soak
+.PHONY: setup run test test-unit fuzz lint format bench clean migration conformance conformance-octavia keystone-venv barbican-venv soak
 
 setup: $(STAMP)
 
@@ -39,7 +42,7 @@ run: setup
 # Two workers, one per core: each runs one lane of the data-plane tests in order, then
 # joins the unit and API tests (tests/conftest.py groups them). A third worker would
 # overcommit the cores and stretch the tests that measure time on the wire.
-test: setup $(KEYSTONE_STAMP)
+test: setup $(KEYSTONE_STAMP) $(BARBICAN_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 test-unit: setup
@@ -74,6 +77,13 @@ $(KEYSTONE_STAMP):
 	$(KEYSTONE_VENV)/bin/python -m pip install -q $(KEYSTONE_PACKAGES)
 	touch $(KEYSTONE_STAMP)
 
+barbican-venv: $(BARBICAN_STAMP)
+$(BARBICAN_STAMP):
+	test -x $(BARBICAN_VENV)/bin/python || $(PYTHON) -m venv $(BARBICAN_VENV)
+	$(BARBICAN_VENV)/bin/python -m pip install -q -U pip
+	$(BARBICAN_VENV)/bin/python -m pip install -q 'barbican>=20,<24'
+	touch $(BARBICAN_STAMP)
+
 # Not part of `make test`: octavia-tempest-plugin's API tests against OpenHA in Keystone
 # mode behind a real Keystone (conformance/tempest.py), then the request-by-request
 # comparison with Octavia 19 (conformance-octavia).
@@ -104,4 +114,4 @@ migration: setup
 	  message='$(or $(MSG),schema change)', autogenerate=True)"
 
 clean:
-	rm -rf $(VENV) $(OCTAVIA_VENV) $(KEYSTONE_VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OCTAVIA_VENV) $(KEYSTONE_VENV) $(BARBICAN_VENV) var .pytest_cache .ruff_cache
