@@ -427,7 +427,8 @@ def test_keys_after_an_agent_restart_and_a_reboot(world: World) -> None:
     subprocess.run(["umount", "-l", str(keys)], check=True)
     assert mount_of(keys) != (str(keys), "tmpfs")
     agent.revive()
-    assert mount_of(keys) == (str(keys), "tmpfs")  # mounted again at start
+    # Mounted again by the agent's start (the host may still read UP: not waited for).
+    wait_for(lambda: mount_of(keys) == (str(keys), "tmpfs"), 20, what="the keys' tmpfs")
     wait_serving(world, vip)
     # (The same instance, or its replacement if the host was declared down meanwhile.)
     wait_for(lambda: len(agent.instance_dirs()) == 1, 20, what="one instance")
