@@ -152,6 +152,17 @@ def test_an_agent_that_lost_the_keys_waits_for_the_controller(tmp_path: Path) ->
         other = AgentService(settings)
         inst = other._load(INSTANCE)
         assert inst is not None and inst.spec == spec
+
+        # An older agent's spec and files held the key in clear: moved to the tmpfs.
+        service.keys.remove(INSTANCE)
+        (paths.files_dir / "l1-0.pem").unlink()
+        (paths.files_dir / "l1-0.pem").write_text(spec.files["l1-0.pem"])
+        state.save_spec(paths, spec)
+        inst = AgentService(settings)._load(INSTANCE)
+        assert inst is not None and inst.spec == spec
+        assert "PRIVATE KEY" not in paths.spec_file.read_text()
+        assert service.keys.linked(INSTANCE, paths.files_dir / "l1-0.pem")
+        assert (paths.files_dir / "l1-0.pem").read_text() == spec.files["l1-0.pem"]
     finally:
         release(tmp_path / "agent-keys")
 

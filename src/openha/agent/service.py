@@ -311,6 +311,7 @@ class AgentService:
                 self._instance(instance_id, spec.namespace)
                 return None
             spec = restored
+            self._keys_off_disk(paths, spec)
         if paths.deleting.exists():
             # A delete was cut short: finish it (the controller asked for it).
             inst = self._instance(instance_id, spec.namespace if spec else None)
@@ -334,6 +335,21 @@ class AgentService:
                 inst.desired_generation = saved.desired_generation
                 inst.last_error = saved.last_error
         return inst
+
+    def _keys_off_disk(self, paths: InstancePaths, spec: InstanceSpec) -> None:
+        """Keys an older agent left in plain files and in the spec on disk: to the tmpfs
+        (HAProxy loaded them already; the configuration's paths stay the same)."""
+        names = spec.key_files()
+        if not names or not paths.spec_file.exists():
+            return
+        if "PRIVATE KEY" not in paths.spec_file.read_text(errors="replace"):
+            return
+        self._prepare_keys()
+        if self._keys_problem is not None:
+            return
+        for name in names:
+            self.keys.place(spec.instance_id, paths.files_dir / name, spec.files[name])
+        state.save_spec(paths, keyfiles.redacted(spec))
 
     def _adopt(self, inst: _Instance) -> None:
         with inst.lock:
