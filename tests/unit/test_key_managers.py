@@ -37,3 +37,35 @@ def test_barbican_needs_the_service_user(tmp_path: Path) -> None:
     with pytest.raises(RefError):
         manager.source(None, None).parts("not-a-reference")  # type: ignore[arg-type]
     manager.grant(None, "0b5e1a4c-6f0e-4a55-8f3e-0d9c1f2a3b4c")  # no token: nothing asked
+
+
+def test_a_first_read_finds_the_endpoint_without_waiting_on_itself(tmp_path: Path) -> None:
+    """Making the service user's client looks the endpoint up in the catalogue (which
+    needs the session): it must fail fast when Keystone is away, never hang."""
+    import threading
+
+    from openha.settings import Settings
+
+    manager = BarbicanKeyManager(
+        Settings(
+            state_dir=tmp_path,
+            key_manager="barbican",
+            keystone_auth_url="http://127.0.0.1:9/v3",  # nothing listens
+            keystone_password="pw",
+        )
+    )
+    outcome: list[str] = []
+
+    def read() -> None:
+        try:
+            manager.source(None, None).parts(  # type: ignore[arg-type]
+                "http://127.0.0.1:9/v1/secrets/0b5e1a4c-6f0e-4a55-8f3e-0d9c1f2a3b4c"
+            )
+        except RefError:
+            outcome.append("refused")
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive()
+    assert outcome == ["refused"]

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Every call to Keystone or Barbican: the API checks references inside its request
+# (a database transaction is open), so a Barbican that hangs must cost seconds only.
+TIMEOUT = 10.0
+
 
 def _bytes(value: str | bytes | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
@@ -65,7 +69,7 @@ class BarbicanKeyManager:
                     user_domain_name=cfg.keystone_user_domain_name,
                     project_domain_name=cfg.keystone_project_domain_name,
                 )
-                self._session = ks_session.Session(auth=auth)
+                self._session = ks_session.Session(auth=auth, timeout=TIMEOUT)
             return self._session
 
     def endpoint(self) -> str:
@@ -83,11 +87,13 @@ class BarbicanKeyManager:
 
     def client(self) -> Any:
         """python-barbicanclient as the service user."""
-        session = self._service_session()
-        with self._lock:
-            if self._client is None:
-                self._client = barbican_client.Client(session=session, endpoint=self.endpoint())
-            return self._client
+        if self._client is None:
+            # Outside the lock: finding the endpoint takes it (for the session).
+            made = barbican_client.Client(session=self._service_session(), endpoint=self.endpoint())
+            with self._lock:
+                if self._client is None:
+                    self._client = made
+        return self._client
 
     def source(self, session: Session, project_id: str | None) -> Source:
         # Barbican scopes by its own rules (owner project, ACLs): the service user reads
@@ -103,12 +109,14 @@ class BarbicanKeyManager:
             service_user = self._service_session().get_user_id()
             endpoint = self.endpoint()
             user = barbican_client.Client(
-                session=ks_session.Session(auth=token_endpoint.Token(endpoint, user_token)),
+                session=ks_session.Session(
+                    auth=token_endpoint.Token(endpoint, user_token), timeout=TIMEOUT
+                ),
                 endpoint=endpoint,
             )
             refs = [ref]
-            kind = parse_ref(ref)
-            if kind is not None and kind.kind in (None, "containers"):
+            parsed = parse_ref(ref)
+            if parsed is not None and parsed.kind in (None, "containers"):
                 try:
                     container = user.containers.get(ref)
                     refs += [secret.secret_ref for secret in container.secrets.values()]
