@@ -101,6 +101,10 @@ def test_key_files_are_linked_from_the_instance_and_root_only(keys: Path, tmp_pa
     assert sorted(p.name for p in (keys / INSTANCE).iterdir()) == ["l1-0.pem"]
     store.remove(INSTANCE)
     assert not (keys / INSTANCE).exists()
+    store.place(INSTANCE, link, "PEM 3\n")
+    store.place("other", files / "other.pem", "PEM 4\n")
+    store.prune_instances({INSTANCE})
+    assert sorted(p.name for p in keys.iterdir()) == [INSTANCE]
 
 
 def test_the_spec_on_disk_holds_a_mark_and_the_tmpfs_gives_the_key_back(

@@ -153,6 +153,13 @@ class KeyFiles:
                 with contextlib.suppress(OSError):
                     path.unlink()
 
+    def prune_instances(self, keep: set[str]) -> None:
+        """Remove the key directories of instances not in `keep`."""
+        if self.keys_dir.is_dir():
+            for path in self.keys_dir.iterdir():
+                if path.is_dir() and path.name not in keep:
+                    shutil.rmtree(path, ignore_errors=True)
+
     def remove(self, instance_id: str) -> None:
         shutil.rmtree(self.instance_dir(instance_id), ignore_errors=True)
 

@@ -243,7 +243,11 @@ class AgentService:
             max_workers=max(1, self.settings.agent_parallelism), thread_name_prefix="agent-work"
         )
         found: list[_Instance] = []
-        for instance_id in state.instance_ids(self.agent_dir):
+        on_disk = state.instance_ids(self.agent_dir)
+        # Keys of instances whose directory went without this agent (a wiped state
+        # directory, a stray reaped) have nothing left to serve.
+        self.keys.prune_instances(set(on_disk))
+        for instance_id in on_disk:
             try:
                 inst = self._load(instance_id)
             except Exception:
