@@ -106,6 +106,13 @@ def release(keys_dir: Path) -> None:
     if found is not None and found[0] == str(keys_dir.absolute()):
         subprocess.run(["umount", "-l", str(keys_dir)], capture_output=True, check=False)
     shutil.rmtree(keys_dir, ignore_errors=True)
+    if keys_dir.parent == KEYS_ROOT:
+        # The shared parents too, once no agent's directory is left in them.
+        for parent in (KEYS_ROOT, KEYS_ROOT.parent):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
 
 class KeyFiles:
