@@ -200,3 +200,24 @@ def test_references_the_tenant_cannot_read_are_refused(cloud: Cloud) -> None:
         )
     # Bob's secret was not opened to OpenHA by Alice's attempt.
     assert bob.acls.get(bobs_ref).get("read").users == []
+
+    # Bob opens it to OpenHA for a listener of his own; Alice still cannot use it,
+    # though OpenHA's service user could now read it (as in Octavia: the grant decides).
+    bobs_lb = cloud.post(
+        "bob", "/v2/lbaas/loadbalancers", {"loadbalancer": {"vip_subnet_id": cloud.subnet_id}}
+    )
+    assert bobs_lb.status_code == 201, bobs_lb.text
+    listener = {
+        "loadbalancer_id": bobs_lb.json()["loadbalancer"]["id"],
+        "protocol": "TERMINATED_HTTPS",
+        "protocol_port": 443,
+        "default_tls_container_ref": bobs_ref,
+    }
+    assert cloud.post("bob", "/v2/lbaas/listeners", {"listener": listener}).status_code == 201
+    assert bob.acls.get(bobs_ref).get("read").users != []
+    resp = cloud.post(
+        "alice",
+        "/v2/lbaas/listeners",
+        {"listener": {**listener, "loadbalancer_id": lb_id, "protocol_port": 8443}},
+    )
+    assert resp.status_code == 400, resp.text

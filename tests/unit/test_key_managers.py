@@ -36,7 +36,9 @@ def test_barbican_needs_the_service_user(tmp_path: Path) -> None:
     # A reference that names nothing Barbican could hold is refused without a call.
     with pytest.raises(RefError):
         manager.source(None, None).parts("not-a-reference")  # type: ignore[arg-type]
-    manager.grant(None, "0b5e1a4c-6f0e-4a55-8f3e-0d9c1f2a3b4c")  # no token: nothing asked
+    with pytest.raises(RefError):  # no tenant token: nothing can be granted
+        manager.grant(None, "0b5e1a4c-6f0e-4a55-8f3e-0d9c1f2a3b4c")
+    manager.grant(None, "not-a-reference")  # refused by the read, not here
 
 
 def test_a_first_read_finds_the_endpoint_without_waiting_on_itself(tmp_path: Path) -> None:

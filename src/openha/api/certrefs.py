@@ -43,9 +43,9 @@ def key_manager(request: Request) -> KeyManager:
 def _check(request: Request, session: Session, ctx: RequestContext, load: Loader, ref: str) -> Any:
     scope = None if ctx.is_admin else ctx.project_id
     keys = key_manager(request)
-    # Barbican: the tenant's token lets OpenHA's service user read it (Octavia's ACLs).
-    keys.grant(request.headers.get("x-auth-token"), ref)
     try:
+        # Barbican: the tenant's token lets OpenHA's service user read it (Octavia's ACLs).
+        keys.grant(request.headers.get("x-auth-token"), ref)
         return load(keys.source(session, scope), ref)
     except RefError:
         raise BadRequest(f"Could not retrieve certificate: {quote_input(ref)}") from None

@@ -8,8 +8,9 @@ comes from the Keystone catalogue (`key-manager`, `OPENHA_BARBICAN_INTERFACE`,
 Octavia's API (`_validate_tls_refs` → `set_acls`), when a tenant gives a reference
 the API first grants the service user read access to it with the tenant's own
 token (a Barbican ACL on the reference and, for a container, on each of its
-secrets), then reads it as the service user: a reference the tenant cannot read
-cannot be granted, and reads as a 400. The controller reads as the service user.
+secrets), then reads it as the service user: a reference the tenant cannot grant
+is a 400, even one the service user may read already for another project. The
+controller reads as the service user.
 A container's parts, or a secret's payload (a PKCS#12 bundle, a CA, a CRL), are
 what `openha.certstore.material` checks, as for the embedded store.
 """
@@ -102,9 +103,13 @@ class BarbicanKeyManager:
 
     def grant(self, user_token: str | None, ref: str) -> None:
         """Octavia's `set_acls`: the service user may read `ref` (and a container's
-        secrets), granted with the tenant's token. Failures are left to the read."""
-        if not user_token or parse_ref(ref) is None:
-            return
+        secrets), granted with the tenant's token; RefError when the tenant cannot grant
+        it. As in Octavia, that refuses the reference: the service user may read it
+        already (another project granted it), and must not serve it to this one."""
+        if parse_ref(ref) is None:
+            return  # refused by the read
+        if not user_token:
+            raise RefError(f"Could not retrieve certificate: {ref}")
         try:
             service_user = self._service_session().get_user_id()
             endpoint = self.endpoint()
@@ -129,8 +134,8 @@ class BarbicanKeyManager:
                     read.users.append(service_user)
                     acl.submit()
         except Exception as exc:
-            # As in Octavia: whether the reference can be read decides, not the grant.
             log.info("could not grant OpenHA read access to %s: %s", ref, type(exc).__name__)
+            raise RefError(f"Could not retrieve certificate: {ref}") from None
 
 
 class BarbicanSource:

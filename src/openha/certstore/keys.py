@@ -30,7 +30,8 @@ class KeyManager(Protocol):
 
     def grant(self, user_token: str | None, ref: str) -> None:
         """Let OpenHA's service user read `ref` on behalf of the token's owner (Barbican's
-        ACLs, as Octavia sets them when a reference is given); nothing for the local store."""
+        ACLs, as Octavia sets them when a reference is given; RefError when the owner
+        cannot); nothing for the local store."""
         ...
 
 
