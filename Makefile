@@ -10,11 +10,17 @@ OCTAVIA_VENV ?= .venv-octavia
 OCTAVIA_STAMP := $(OCTAVIA_VENV)/.installed
 # Keystone, tempest and octavia-tempest-plugin pin their own dependencies: a venv of their own.
 KEYSTONE_VENV ?= .venv-keystone
-KEYSTONE_STAMP := $(KEYSTONE_VENV)/.installed
+# barbican-tempest-plugin declares `[service_available] barbican`, without which the
+# octavia plugin skips its TERMINATED_HTTPS tests (OpenHA's certificate store is the Barbican).
 KEYSTONE_PACKAGES := 'keystone>=27,<31' 'tempest>=40,<48' 'octavia-tempest-plugin>=2.8,<4' \
-  'python-openstackclient>=6,<11' 'python-octaviaclient>=3,<4'
+  'python-openstackclient>=6,<11' 'python-octaviaclient>=3,<4' 'barbican-tempest-plugin>=4,<5'
+# Named after the package list: a venv made from an older list is completed.
+KEYSTONE_STAMP := $(KEYSTONE_VENV)/.installed-$(shell echo "$(KEYSTONE_PACKAGES)" | md5sum | cut -c1-8)
+# A real Barbican (simple_crypto, SQLite) for the key_manager = barbican test.
+BARBICAN_VENV ?= .venv-barbican
+BARBICAN_STAMP := $(BARBICAN_VENV)/.installed
 
-.PHONY: setup run test test-unit fuzz lint format bench clean migration conformance conformance-octavia keystone-venv soak
+.PHONY: setup run test test-unit fuzz lint format bench clean migration conformance conformance-octavia keystone-venv barbican-venv soak
 
 setup: $(STAMP)
 
@@ -36,7 +42,7 @@ run: setup
 # Two workers, one per core: each runs one lane of the data-plane tests in order, then
 # joins the unit and API tests (tests/conftest.py groups them). A third worker would
 # overcommit the cores and stretch the tests that measure time on the wire.
-test: setup $(KEYSTONE_STAMP)
+test: setup $(KEYSTONE_STAMP) $(BARBICAN_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=30 tests
 
 test-unit: setup
@@ -71,6 +77,13 @@ $(KEYSTONE_STAMP):
 	$(KEYSTONE_VENV)/bin/python -m pip install -q $(KEYSTONE_PACKAGES)
 	touch $(KEYSTONE_STAMP)
 
+barbican-venv: $(BARBICAN_STAMP)
+$(BARBICAN_STAMP):
+	test -x $(BARBICAN_VENV)/bin/python || $(PYTHON) -m venv $(BARBICAN_VENV)
+	$(BARBICAN_VENV)/bin/python -m pip install -q -U pip
+	$(BARBICAN_VENV)/bin/python -m pip install -q 'barbican>=20,<24'
+	touch $(BARBICAN_STAMP)
+
 # Not part of `make test`: octavia-tempest-plugin's API tests against OpenHA in Keystone
 # mode behind a real Keystone (conformance/tempest.py), then the request-by-request
 # comparison with Octavia 19 (conformance-octavia).
@@ -101,4 +114,4 @@ migration: setup
 	  message='$(or $(MSG),schema change)', autogenerate=True)"
 
 clean:
-	rm -rf $(VENV) $(OCTAVIA_VENV) $(KEYSTONE_VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OCTAVIA_VENV) $(KEYSTONE_VENV) $(BARBICAN_VENV) var .pytest_cache .ruff_cache

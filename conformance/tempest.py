@@ -1,9 +1,11 @@
 """`make conformance`: octavia-tempest-plugin's API tests against OpenHA behind Keystone.
 
 A real Keystone (`conformance.keystone`), OpenHA in Keystone mode with the noop
-provider (`openha up --no-agent`), registered as the `load-balancer` service and as
+provider (`openha up --no-agent`), registered as the `load-balancer` service, as
 the `network` service (its Neutron-like networks: the plugin's live network mode
-looks the network of `test_network_override` up there), a shared network and
+looks the network of `test_network_override` up there) and as the `key-manager`
+service (its certificate store: the TERMINATED_HTTPS tests store their PKCS#12
+bundles, CAs and CRLs there with python-barbicanclient), a shared network and
 subnet for VIPs, then `tempest run` with RBAC type `keystone_default_roles`.
 Prints the pass, fail and skip counts (and the failed tests); everything runs in
 a temporary directory that `--keep` leaves for a look.
@@ -15,7 +17,7 @@ Nova and no Neutron (OpenHA's own integration tests send real traffic). Skipped
 by the plugin itself, as configured here: the amphora tests (the amphora provider
 only), availability zones (`[load_balancer] availability_zone` unset: the plugin's
 zone profiles carry the amphora driver's `management_network`, which no OpenHA
-provider takes), TERMINATED_HTTPS (no Barbican), IPv6 (`test_with_ipv6 = false`:
+provider takes), IPv6 (`test_with_ipv6 = false`:
 the shared network has one IPv4 subnet).
 
     python -m conformance.tempest [--regex octavia_tempest_plugin.tests.api.v2] [--keep]
@@ -145,6 +147,7 @@ def tempest_conf(ks: Keystone, network_id: str, found: dict[str, str]) -> str:
         glance = true
         cinder = false
         swift = false
+        barbican = true
         [network]
         project_networks_reachable = true
         [load_balancer]
@@ -222,6 +225,9 @@ def run(
                     endpoint=openha.base,
                     service_password=SERVICE_PASSWORD,
                     network=True,
+                    # The plugin's TERMINATED_HTTPS tests store their certificates with
+                    # python-barbicanclient, which finds the store in the catalogue.
+                    key_manager=True,
                 )
             )
             admin = KeystoneClient(ks.url, "admin", ks.admin_password, "admin", "Default")

@@ -38,6 +38,7 @@ DATA_PLANE_MARKERS = ("integration", "e2e")
 DATA_PLANE_LANES: dict[str, tuple[str, ...]] = {
     "data-plane-1": (
         "tests/e2e/test_keystone.py",
+        "tests/e2e/test_barbican.py",
         "tests/e2e/test_openstack_cli.py",
         "tests/e2e/test_openstacksdk.py",  # shares the session's `openha` with the CLI's
         "tests/e2e/test_allinone.py",

@@ -213,7 +213,7 @@ def purge(
         raise _fail(f"purge is not available in this installation: {exc}") from None
     settings = _settings()
     assert settings.agent_dir is not None
-    removed = purge_agent(settings.agent_dir, everything)
+    removed = purge_agent(settings.agent_dir, everything, settings.agent_keys_dir)
     err_console.print(
         f"removed {len(removed)} namespace(s){': ' if removed else ''}" + ", ".join(removed)
     )

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     # How long a validated token is trusted before Keystone is asked again (revocations
     # show after at most this long): keystonemiddleware's token_cache_time.
     keystone_token_cache_time: int = Field(default=300, ge=-1)
+    # Where listeners' and pools' certificate references are read: OpenHA's own store
+    # (`local`) or the cloud's Barbican (`barbican`: as the service user above, its
+    # endpoint from the catalogue unless barbican_endpoint names it).
+    key_manager: Literal["local", "barbican"] = "local"
+    barbican_endpoint: str = ""
+    barbican_interface: str = "public"
+    barbican_region: str = ""
     # A scrape credential for /metrics (`Authorization: Bearer <it>`, what Prometheus'
     # `authorization.credentials_file` sends), so a scraper needs no admin token.
     metrics_token: str = ""
@@ -113,6 +120,9 @@ class Settings(BaseSettings):
     agent_tls_cert: Path | None = None
     agent_tls_key: Path | None = None
     agent_ca_file: Path | None = None
+    # Where the agent keeps certificate keys, on a tmpfs it mounts there when the
+    # directory is on a disk; unset: /run/openha/keys/<a digest of agent_dir>.
+    agent_keys_dir: Path | None = None
     host_name: str = Field(default_factory=lambda: os.uname().nodename)
     availability_zone: str = ""
     # Instances this host may run; unset, the control plane derives it from the memory

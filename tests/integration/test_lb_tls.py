@@ -6,8 +6,10 @@ and `openssl s_client`, run inside a lab client namespace: SNI picks the certifi
 for each name and the default otherwise, h2 is negotiated, HSTS and the
 X-Forwarded-Proto / X-SSL-* headers arrive, MANDATORY client authentication refuses
 a client without a certificate and one the CRL revokes, and a pool re-encrypts to a
-TLS member it verifies (and refuses one its CA did not sign). Certificate files on
-the host are 0600 inside the instance directory and go with it.
+TLS member it verifies (and refuses one its CA did not sign). Certificates with their
+keys live on the agent's tmpfs (0600, root's), linked from the instance directory,
+never in its spec on disk, and go with it; an agent restart adopts HAProxy as it
+runs, and after a reboot (the tmpfs emptied) the controller sends them again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ from lbhelpers import delete_lb, update
 from stack import Stack, wait_for
 from tests.tlscerts import Issued, issue, make_ca, make_crl
 
+from openha.agent.keyfiles import default_keys_dir, mount_of
 from openha.lab import BackendServer, ClientNamespace, Lab
 
 pytestmark = pytest.mark.integration
@@ -94,8 +98,10 @@ def _delete_lbs(world: World) -> Iterator[None]:
     stack = world.stack
     for lb in stack.tenant.get("/v2/lbaas/loadbalancers").json()["loadbalancers"]:
         delete_lb(stack, lb["id"])
-    # Certificate files went with their instance.
+    # Certificate files went with their instance, from the disk and from the tmpfs.
     assert stack.agents[0].instance_dirs() == []
+    keys = default_keys_dir(stack.agents[0].dir)
+    assert not keys.exists() or list(keys.iterdir()) == []
 
 
 def https_lb(world: World, backend: BackendServer, pool: dict[str, Any] | None = None,
@@ -203,14 +209,25 @@ def test_sni_default_headers_h2_and_files(world: World) -> None:
     assert h2.returncode == 0 and h2.stdout.endswith("2"), h2.stdout
     h1 = curl(world, vip, NAMES[1], "--http1.1", "-o", "/dev/null", "-w", "%{http_version}")
     assert h1.stdout.endswith("1.1"), h1.stdout
-    # Keys live in the instance's files directory only, readable by root alone.
+    # Keys live on the agent's tmpfs, readable by root alone, linked from the instance's
+    # files directory (the path the configuration names); nowhere on its disk.
     (instance,) = world.stack.agents[0].instance_dirs()
     pems = sorted((instance / "files").glob(f"{li['id']}-*.pem"))
     assert len(pems) == 3
-    assert all(p.stat().st_mode & 0o777 == 0o600 for p in pems)
-    config = (instance / "haproxy.cfg").read_text()
-    assert "PRIVATE KEY" not in config
-    assert "PRIVATE KEY" in pems[0].read_text()
+    keys = default_keys_dir(world.stack.agents[0].dir) / instance.name
+    for pem in pems:
+        assert pem.is_symlink()
+        real = pem.resolve()
+        assert real.parent == keys
+        found = mount_of(real)
+        assert found is not None and found[1] == "tmpfs", found
+        st = real.stat()
+        assert (st.st_mode & 0o777, st.st_uid) == (0o600, 0)
+        assert "PRIVATE KEY" in real.read_text()
+    assert keys.stat().st_mode & 0o777 == 0o700
+    for path in instance.rglob("*"):
+        if path.is_file() and not path.is_symlink() and not path.is_socket():
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
     # An operator's sync pushes the whole tree again: the certificates go with it (a
     # tree without them would leave HAProxy's files stale-marked and removed).
     resp = world.stack.admin.post(f"/v2/manage/loadbalancers/{lb['id']}/sync")
@@ -382,3 +399,42 @@ def test_rotation_keeps_the_worker_and_loses_nothing(world: World) -> None:
     assert failures == []
     # Same worker: the certificate went in through the runtime API, not a reload.
     assert (instance / "haproxy.pid").read_text().split()[0] == pid
+
+
+def test_keys_after_an_agent_restart_and_a_reboot(world: World) -> None:
+    """Restarted, the agent adopts HAProxy with the keys it loaded (nothing pushed, the
+    same process); rebooted (the tmpfs emptied), it waits for the controller, which
+    sends the keys again, and HAProxy serves with them."""
+    lb, li, _ = https_lb(world, world.web)
+    vip = lb["vip_address"]
+    wait_serving(world, vip)
+    agent = world.stack.agents[0]
+    (instance,) = agent.instance_dirs()
+    pid = (instance / "haproxy.pid").read_text().split()[0]
+    keys = default_keys_dir(agent.dir)
+    assert mount_of(keys) == (str(keys), "tmpfs")
+    agent.stop()
+    since = time.time()
+    agent.start()
+    wait_for(lambda: agent.heartbeat_after(since), 10, what="a heartbeat")
+    assert curl(world, vip, NAMES[0]).returncode == 0
+    assert (instance / "haproxy.pid").read_text().split()[0] == pid
+    log = (world.stack.root / f"{agent.name}.log").read_text()
+    assert "certificate keys are gone" not in log
+
+    # The machine dies; it boots with its disk but an empty tmpfs.
+    agent.kill_host()
+    subprocess.run(["umount", "-l", str(keys)], check=True)
+    assert mount_of(keys) != (str(keys), "tmpfs")
+    agent.revive()
+    # Mounted again by the agent's start (the host may still read UP: not waited for).
+    wait_for(lambda: mount_of(keys) == (str(keys), "tmpfs"), 20, what="the keys' tmpfs")
+    wait_serving(world, vip)
+    # (The same instance, or its replacement if the host was declared down meanwhile.)
+    wait_for(lambda: len(agent.instance_dirs()) == 1, 20, what="one instance")
+    (instance,) = agent.instance_dirs()
+    assert (instance / "haproxy.pid").read_text().split()[0] != pid
+    pems = sorted((instance / "files").glob(f"{li['id']}-*.pem"))
+    assert len(pems) == 3 and all(p.resolve().parent == keys / instance.name for p in pems)
+    log = (world.stack.root / f"{agent.name}.log").read_text()
+    assert "certificate keys are gone" in log

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
-from openha.agent import keeper, sandbox, state
+from openha.agent import keeper, keyfiles, sandbox, state
 from openha.agent.netns import (
     MANAGED_ALIAS,
     VETH_PREFIX,
@@ -51,14 +51,18 @@ def _pids_from(pid_file: Path) -> list[int]:
     return [pid] if pid_alive(pid) else []
 
 
-def purge(agent_dir: Path | None, everything: bool = False) -> list[str]:
+def purge(
+    agent_dir: Path | None, everything: bool = False, keys_dir: Path | None = None
+) -> list[str]:
     """Remove what OpenHA made; returns the namespaces removed.
 
     With `agent_dir`: that agent's instances (processes, namespaces, links, instance
     directories), its rsyslogd and every log file; its identity (secret, host id)
     stays unless `everything`.
     With `everything`: also the whole agent directory and every `ohi-*` namespace,
-    `ohv*` veth and managed bridge on the host.
+    `ohv*` veth and managed bridge on the host. The agent's certificate keys (its
+    tmpfs, `keys_dir` when it is not the default) go with its instances; with
+    `everything`, every agent's.
     """
     removed: list[str] = []
     bridges: list[str] = []
@@ -85,6 +89,7 @@ def purge(agent_dir: Path | None, everything: bool = False) -> list[str]:
             for problem in sandbox.purge_instance(paths):
                 log.error("cgroup left behind: %s", problem)
             shutil.rmtree(paths.instance_dir, ignore_errors=True)
+        keyfiles.release(keys_dir or keyfiles.default_keys_dir(agent_dir))
         # The agent's rsyslogd, its queues and every load balancer's log files.
         logs = log_paths(agent_dir)
         Syslogd(logs.syslog_dir).stop()
@@ -93,6 +98,9 @@ def purge(agent_dir: Path | None, everything: bool = False) -> list[str]:
         if everything:
             shutil.rmtree(agent_dir, ignore_errors=True)
     if everything:
+        if keyfiles.KEYS_ROOT.is_dir():
+            for found in keyfiles.KEYS_ROOT.iterdir():
+                keyfiles.release(found)
         for ns in netns.listnetns():
             if ns.startswith(NAMESPACE_PREFIX):
                 _kill(namespace_pids(ns))

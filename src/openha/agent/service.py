@@ -49,7 +49,7 @@ from pathlib import Path
 import httpx
 from pyroute2.netlink.exceptions import NetlinkError
 
-from openha.agent import cgroups, faults, kernelguard, retire, state, toptalkers
+from openha.agent import cgroups, faults, kernelguard, keyfiles, retire, state, toptalkers
 from openha.agent.diagnostics import diagnose
 from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write
 from openha.agent.keepalived import KeepalivedError, KeepalivedInstance
@@ -177,6 +177,12 @@ class AgentService:
         self.supervise_interval = supervise_interval
         state.ensure_agent_dir(self.agent_dir)
         self.secret = state.load_or_create_secret(self.agent_dir)
+        self.keys = keyfiles.KeyFiles(
+            settings.agent_keys_dir or keyfiles.default_keys_dir(self.agent_dir)
+        )
+        # Why keys cannot be kept off the disk here, once that was tried (None: they can).
+        self._keys_problem: str | None = None
+        self._keys_ready = False
         self.host_id: str | None = state.load_agent_info(self.agent_dir).get("host_id")
         self.logs = LogCollector()
         self.logpipe = LogPipeline(settings, self.agent_dir)
@@ -223,6 +229,9 @@ class AgentService:
 
     def start(self, *, heartbeat: bool = True) -> None:
         """Know every instance on disk, start the loops at once, adopt in the background."""
+        # Before any HAProxy starts: one started before a tmpfs is mounted may not see it
+        # (a host whose mounts do not propagate into the namespaces `ip netns exec` makes).
+        self._prepare_keys()
         self.logs.start()
         try:
             self.logpipe.start()
@@ -234,7 +243,11 @@ class AgentService:
             max_workers=max(1, self.settings.agent_parallelism), thread_name_prefix="agent-work"
         )
         found: list[_Instance] = []
-        for instance_id in state.instance_ids(self.agent_dir):
+        on_disk = state.instance_ids(self.agent_dir)
+        # Keys of instances whose directory went without this agent (a wiped state
+        # directory, a stray reaped) have nothing left to serve.
+        self.keys.prune_instances(set(on_disk))
+        for instance_id in on_disk:
             try:
                 inst = self._load(instance_id)
             except Exception:
@@ -264,6 +277,18 @@ class AgentService:
         self.logs.stop()
         self.logpipe.stop()
 
+    def _prepare_keys(self) -> None:
+        """The keys directory on a tmpfs (`agent.keyfiles`), once; a failure is kept and
+        refuses every spec with keys, which never go to a persistent disk instead."""
+        if self._keys_ready:
+            return
+        self._keys_ready = True
+        try:
+            keyfiles.prepare(self.keys.keys_dir)
+        except OSError as exc:
+            self._keys_problem = str(exc)
+            log.error("certificate keys cannot be accepted: %s", exc)
+
     def _submit(self, fn: Callable[[_Instance], None], inst: _Instance) -> None:
         """Run `fn(inst)` in the bounded pool; errors are logged, never lost."""
         pool = self._pool
@@ -283,6 +308,20 @@ class AgentService:
         """The record of an instance found on disk; nothing is touched yet."""
         paths = instance_paths(self.agent_dir, instance_id)
         spec = state.load_spec(paths)
+        if spec is not None and not paths.deleting.exists():
+            restored = self.keys.restore(spec)
+            if restored is None:
+                # The tmpfs lost its keys (a reboot): known, never applied, as below, so
+                # the controller pushes it again, keys and all.
+                log.warning(
+                    "instance %s: its certificate keys are gone (host rebooted?); "
+                    "waiting for the controller to send them again",
+                    instance_id,
+                )
+                self._instance(instance_id, spec.namespace)
+                return None
+            spec = restored
+            self._keys_off_disk(paths, spec)
         if paths.deleting.exists():
             # A delete was cut short: finish it (the controller asked for it).
             inst = self._instance(instance_id, spec.namespace if spec else None)
@@ -306,6 +345,21 @@ class AgentService:
                 inst.desired_generation = saved.desired_generation
                 inst.last_error = saved.last_error
         return inst
+
+    def _keys_off_disk(self, paths: InstancePaths, spec: InstanceSpec) -> None:
+        """Keys an older agent left in plain files and in the spec on disk: to the tmpfs
+        (HAProxy loaded them already; the configuration's paths stay the same)."""
+        names = spec.key_files()
+        if not names or not paths.spec_file.exists():
+            return
+        if "PRIVATE KEY" not in paths.spec_file.read_text(errors="replace"):
+            return
+        self._prepare_keys()
+        if self._keys_problem is not None:
+            return
+        for name in names:
+            self.keys.place(spec.instance_id, paths.files_dir / name, spec.files[name])
+        state.save_spec(paths, keyfiles.redacted(spec))
 
     def _adopt(self, inst: _Instance) -> None:
         with inst.lock:
@@ -658,7 +712,7 @@ class AgentService:
         inst.spec = spec
         inst.last_error = None
         self._remove_stale_files(inst, spec)
-        state.save_spec(inst.paths, spec)
+        state.save_spec(inst.paths, keyfiles.redacted(spec))
         inst.haproxy.history.applied(spec.generation, action, None, steps.elapsed())
         with contextlib.suppress(FileNotFoundError):
             inst.paths.rejected.unlink()
@@ -694,6 +748,11 @@ class AgentService:
         inst.paths.files_dir.mkdir(exist_ok=True, mode=0o711)
         inst.paths.files_dir.chmod(0o711)
         changed: dict[str, str] | None = {}
+        keys = set(spec.key_files())
+        if keys:
+            self._prepare_keys()
+            if self._keys_problem is not None:
+                raise keyfiles.KeyStoreError(self._keys_problem)
         for name, content in spec.files.items():
             if not _safe_file_name(name):
                 raise ValueError("invalid file name in the spec")  # never quote: may be a key
@@ -702,11 +761,14 @@ class AgentService:
                 before: str | None = path.read_text()
             except (FileNotFoundError, UnicodeDecodeError):
                 before = None
-            if before == content:
-                continue
+            if before == content and (name not in keys or self.keys.linked(inst.instance_id, path)):
+                continue  # (a key in a plain file, an older agent's, moves to the tmpfs)
             if changed is not None:
                 changed = None if before is None else {**changed, str(path): content}
-            if content.startswith("#!"):
+            if name in keys:
+                # On the tmpfs, linked from here: the configuration names this path.
+                self.keys.place(inst.instance_id, path, content)
+            elif content.startswith("#!"):
                 # Scripts (keepalived's notify script) run as the unprivileged script
                 # user: readable and executable by it, and for keepalived's script
                 # security, writable by root only.
@@ -728,6 +790,7 @@ class AgentService:
             if path.name not in spec.files and not path.name.startswith("."):
                 with contextlib.suppress(OSError):
                     path.unlink()
+        self.keys.prune(inst.instance_id, set(spec.key_files()))
 
     def retire(self, instance_id: str) -> InstanceStatus | None:
         """Give the VIP away and soft-stop HAProxy (a migration replaced the instance);
@@ -784,6 +847,7 @@ class AgentService:
             for problem in inst.sandbox.remove():
                 log.error("instance %s: cgroup left behind: %s", instance_id, problem)
             shutil.rmtree(paths.instance_dir, ignore_errors=True)
+            self.keys.remove(instance_id)
             inst.deleted = True
             with self._lock:
                 if self._instances.get(instance_id) is inst:

@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 from openha.api.context import RequestContext
 from openha.api.errors import BadRequest, quote_input
 from openha.api.keymanager import sealer
+from openha.certstore import keys as key_managers
 from openha.certstore import material
+from openha.certstore.keys import KeyManager, LocalKeyManager
 from openha.certstore.material import RefError
 from openha.domain.certificates import CertificateError, crl_signed_by
 from openha.models import Listener, Pool
@@ -25,10 +27,26 @@ from openha.models import Listener, Pool
 Loader = Callable[..., Any]
 
 
+def key_manager(request: Request) -> KeyManager:
+    """The app's key manager (made once per settings): the embedded store with the
+    app's sealer, or Barbican (`OPENHA_KEY_MANAGER`)."""
+    settings = request.app.state.settings
+    found: KeyManager | None = getattr(request.app.state, "key_manager", None)
+    if found is None or request.app.state.key_manager_settings is not settings:
+        local = settings.key_manager == key_managers.LOCAL
+        found = LocalKeyManager(sealer(request)) if local else key_managers.from_settings(settings)
+        request.app.state.key_manager = found
+        request.app.state.key_manager_settings = settings
+    return found
+
+
 def _check(request: Request, session: Session, ctx: RequestContext, load: Loader, ref: str) -> Any:
     scope = None if ctx.is_admin else ctx.project_id
+    keys = key_manager(request)
     try:
-        return load(session, sealer(request), ref, scope)
+        # Barbican: the tenant's token lets OpenHA's service user read it (Octavia's ACLs).
+        keys.grant(request.headers.get("x-auth-token"), ref)
+        return load(keys.source(session, scope), ref)
     except RefError:
         raise BadRequest(f"Could not retrieve certificate: {quote_input(ref)}") from None
     except CertificateError as exc:

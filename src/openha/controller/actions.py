@@ -22,7 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events
-from openha.certstore.sealing import Sealer
+from openha.certstore import keys as key_managers
+from openha.certstore.keys import KeyManager
 from openha.controller import snapshot
 from openha.controller.operations import OperationContext, OperationView, StepFunction
 from openha.db import transaction
@@ -66,9 +67,9 @@ def _entry(step: RepairStep) -> dict[str, Any]:
     return entry
 
 
-def _sealer(providers: ProviderRegistry) -> Sealer:
-    """Opens the certificates a pushed or compared config needs (see `snapshot.build`)."""
-    return Sealer.from_settings(providers.context.settings)
+def _keys(providers: ProviderRegistry) -> KeyManager:
+    """Reads the certificates a pushed or compared config needs (see `snapshot.build`)."""
+    return key_managers.from_settings(providers.context.settings)
 
 
 def _lb(session: Session, lb_id: str, *, lock: bool = False) -> LoadBalancer:
@@ -110,7 +111,7 @@ def sync(
         if refused := _deleting(lb, "sync"):
             return refused
         provider = providers.get(lb.provider)
-        spec = snapshot.build(s, lb_id, _sealer(providers))
+        spec = snapshot.build(s, lb_id, _keys(providers))
     steps = provider.sync(spec)
     _note(sessions, lb_id, "loadbalancer.synced", steps)
     return steps
@@ -168,7 +169,7 @@ def force_recover(
                 )
             )
         provider = providers.get(lb.provider)
-        spec = snapshot.build(s, lb_id, _sealer(providers))
+        spec = snapshot.build(s, lb_id, _keys(providers))
     steps += provider.sync(spec)
     steps.append(RepairStep("reconcile", detail="the controller applies and settles the tree"))
     _note(sessions, lb_id, "loadbalancer.force_recovered", steps)
@@ -183,7 +184,7 @@ def rendered(
     lb = session.get(LoadBalancer, lb_id)
     if lb is None or lb.provisioning_status == c.PENDING_DELETE:
         return {}
-    spec = snapshot.build(session, lb_id, _sealer(providers))
+    spec = snapshot.build(session, lb_id, _keys(providers))
     return providers.get(lb.provider).render(session, spec, place=place)
 
 

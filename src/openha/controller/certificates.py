@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from openha import events
 from openha.certstore import material
+from openha.certstore.keys import KeyManager
 from openha.certstore.material import RefError
-from openha.certstore.sealing import Sealer
 from openha.domain import constants as c
 from openha.domain.certificates import CertificateError, ServerCertificate
 from openha.domain.spec import CertificateSpec, LoadBalancerSpec
@@ -35,44 +35,46 @@ def _problem(ref: str, exc: Exception) -> str:
     return f"certificate reference {ref}: {exc}"
 
 
-def listener_tls(session: Session, sealer: Sealer, listener: Listener) -> dict[str, Any]:
+def listener_tls(session: Session, keys: KeyManager, listener: Listener) -> dict[str, Any]:
     """The TLS fields of a listener's spec (nothing for a listener that does not terminate)."""
     if listener.protocol != TLS_LISTENER:
         return {}
+    source = keys.source(session, None)
     out: dict[str, Any] = {}
     refs = [listener.default_tls_container_ref, *(listener.sni_container_refs or [])]
     certs: list[CertificateSpec] = []
     try:
         for ref in dict.fromkeys(r for r in refs if r):
-            certs.append(_spec(material.server_certificate(session, sealer, ref, None)))
+            certs.append(_spec(material.server_certificate(source, ref)))
         if listener.client_ca_tls_container_ref:
             ref = listener.client_ca_tls_container_ref
-            out["client_ca_certificates"] = material.ca_certificates(session, sealer, ref, None)[0]
+            out["client_ca_certificates"] = material.ca_certificates(source, ref)[0]
         if listener.client_crl_container_ref:
             ref = listener.client_crl_container_ref
-            out["client_revocation_list"] = material.revocation_list(session, sealer, ref, None)
+            out["client_revocation_list"] = material.revocation_list(source, ref)
     except (RefError, CertificateError) as exc:
         return {"tls_problem": _problem(ref, exc)}
     out["tls_certificates"] = certs
     return out
 
 
-def pool_tls(session: Session, sealer: Sealer, pool: Pool) -> dict[str, Any]:
+def pool_tls(session: Session, keys: KeyManager, pool: Pool) -> dict[str, Any]:
     """The TLS material of a pool's spec (only for a pool speaking TLS to its members)."""
     if not pool.tls_enabled:
         return {}
+    source = keys.source(session, None)
     out: dict[str, Any] = {}
     ref = ""
     try:
         if pool.tls_container_ref:
             ref = pool.tls_container_ref
-            out["tls_certificate"] = _spec(material.server_certificate(session, sealer, ref, None))
+            out["tls_certificate"] = _spec(material.server_certificate(source, ref))
         if pool.ca_tls_container_ref:
             ref = pool.ca_tls_container_ref
-            out["ca_certificates"] = material.ca_certificates(session, sealer, ref, None)[0]
+            out["ca_certificates"] = material.ca_certificates(source, ref)[0]
         if pool.crl_container_ref:
             ref = pool.crl_container_ref
-            out["revocation_list"] = material.revocation_list(session, sealer, ref, None)
+            out["revocation_list"] = material.revocation_list(source, ref)
     except (RefError, CertificateError) as exc:
         return {"tls_problem": _problem(ref, exc)}
     return out

@@ -6,7 +6,7 @@ LB's desired tree as it is now and the operation's memory, one step at a time.
 
 from __future__ import annotations
 
-from openha.certstore.sealing import Sealer
+from openha.certstore import keys as key_managers
 from openha.controller import snapshot
 from openha.controller.operations import OperationContext, OperationView
 from openha.db import transaction
@@ -23,5 +23,5 @@ def step(ctx: OperationContext, op: OperationView) -> Step:
                 return Step.succeeded("the load balancer was deleted: nothing left to move")
             raise StepError("the load balancer was deleted")
         provider = ctx.providers.get(lb.provider)
-        spec = snapshot.build(s, lb.id, Sealer.from_settings(ctx.settings))
+        spec = snapshot.build(s, lb.id, key_managers.from_settings(ctx.settings))
     return provider.migrate_step(spec, op.params, op.data)

@@ -38,7 +38,7 @@ from sqlalchemy import ColumnElement, bindparam, case, delete, exists, not_, or_
 from sqlalchemy.orm import Session, sessionmaker
 
 from openha import events, ipam, liveness
-from openha.certstore.sealing import Sealer
+from openha.certstore import keys as key_managers
 from openha.controller import certificates, hostmonitor, opkinds, retention, snapshot
 from openha.controller import stats as outcome
 from openha.controller.hostmonitor import HostMonitor
@@ -121,7 +121,7 @@ class Reconciler:
         self.sessions = session_factory
         self.providers = providers
         # Opens the certificate store's payloads for the trees it applies.
-        self.sealer = Sealer.from_settings(settings)
+        self.keys = key_managers.from_settings(settings)
         self.liveness = liveness.Beater(
             session_factory,
             liveness.KIND_CONTROLLER,
@@ -491,7 +491,7 @@ class Reconciler:
             paused = self.hosts.pause_reason(s)
             if paused and not (deleting or failover) and _waits_for_failover(s, lb):
                 return outcome.SKIPPED  # only a lost host to rebuild from, failover paused
-            spec = None if deleting else snapshot.build(s, lb_id, self.sealer)
+            spec = None if deleting else snapshot.build(s, lb_id, self.keys)
             if spec is not None:
                 certificates.record_expiry(s, lb, spec)
             if not deleting and (failover or _has_lost(s, lb_id)):

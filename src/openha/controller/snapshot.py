@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from openha.certstore.sealing import Sealer
+from openha.certstore.keys import KeyManager
 from openha.controller import certificates
 from openha.domain import constants as c
 from openha.domain.protection import ProtectionSettings, effective
@@ -135,9 +135,9 @@ def protection_of(session: Session, lb: LoadBalancer, flavor: dict[str, Any]) ->
     return Protection(by_flavor, "flavor" if by_flavor else None, under_attack)
 
 
-def _listener(session: Session, sealer: Sealer | None, listener: Listener) -> ListenerSpec:
+def _listener(session: Session, keys: KeyManager | None, listener: Listener) -> ListenerSpec:
     policies = sorted(_live(listener.l7policies), key=lambda p: p.position)
-    tls = certificates.listener_tls(session, sealer, listener) if sealer else {}
+    tls = certificates.listener_tls(session, keys, listener) if keys else {}
     return spec_of(
         ListenerSpec,
         listener,
@@ -151,9 +151,9 @@ def _listener(session: Session, sealer: Sealer | None, listener: Listener) -> Li
     )
 
 
-def _pool(session: Session, sealer: Sealer | None, pool: Pool) -> PoolSpec:
+def _pool(session: Session, keys: KeyManager | None, pool: Pool) -> PoolSpec:
     monitors = _live([pool.health_monitor] if pool.health_monitor is not None else [])
-    tls = certificates.pool_tls(session, sealer, pool) if sealer else {}
+    tls = certificates.pool_tls(session, keys, pool) if keys else {}
     return spec_of(
         PoolSpec,
         pool,
@@ -164,8 +164,8 @@ def _pool(session: Session, sealer: Sealer | None, pool: Pool) -> PoolSpec:
     )
 
 
-def build(session: Session, lb_id: str, sealer: Sealer | None) -> LoadBalancerSpec:
-    """The desired tree of `lb_id`; with `sealer`, the certificates its references name
+def build(session: Session, lb_id: str, keys: KeyManager | None) -> LoadBalancerSpec:
+    """The desired tree of `lb_id`; with `keys`, the certificates its references name
     are read into it. Whatever pushes or compares configs needs them (without, a TLS
     listener's files would be missing, and removed from the instances as stale); only
     the observer, which reads statuses, passes None."""
@@ -181,7 +181,7 @@ def build(session: Session, lb_id: str, sealer: Sealer | None) -> LoadBalancerSp
         )
     )
     assert lb is not None and lb.vip_subnet_id and lb.vip_address
-    pools = [_pool(session, sealer, pool) for pool in _live(lb.pools)]
+    pools = [_pool(session, keys, pool) for pool in _live(lb.pools)]
     member_subnet_ids = {
         m.subnet_id
         for pool in pools
@@ -196,7 +196,7 @@ def build(session: Session, lb_id: str, sealer: Sealer | None) -> LoadBalancerSp
         generation=lb.desired_generation,
         topology=str(flavor.get("loadbalancer_topology", c.TOPOLOGY_SINGLE)),
         vip_subnet=subnet_spec(session, lb.vip_subnet_id),
-        listeners=[_listener(session, sealer, li) for li in _live(lb.listeners)],
+        listeners=[_listener(session, keys, li) for li in _live(lb.listeners)],
         pools=pools,
         member_subnets=[subnet_spec(session, s) for s in sorted(member_subnet_ids)],
         flavor=flavor,

@@ -8,6 +8,7 @@ Only validated values ever get here.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,14 @@ from pydantic import BaseModel, ConfigDict
 from openha.domain import constants as c
 from openha.domain.logtargets import LogTarget
 from openha.domain.protection import ProtectionSettings
+
+# A PEM private key of any kind (PKCS#8, RSA, EC, encrypted): what must never travel
+# in clear nor rest on a persistent disk.
+_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+
+
+def holds_private_key(content: str) -> bool:
+    return _PRIVATE_KEY.search(content) is not None
 
 
 class _Frozen(BaseModel):
@@ -209,3 +218,7 @@ class InstanceSpec(_Frozen):
     # flavor's `log_targets`; the agent adds the deployment's own).
     log_targets: tuple[LogTarget, ...] = ()
     resources: ResourceSpec = ResourceSpec()
+
+    def key_files(self) -> tuple[str, ...]:
+        """The names of the files that hold a private key (certificates with their keys)."""
+        return tuple(sorted(n for n, content in self.files.items() if holds_private_key(content)))

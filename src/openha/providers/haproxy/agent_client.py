@@ -7,9 +7,11 @@ costs the reconciles of its own host that long, and never more.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -33,6 +35,31 @@ class AgentAddress:
 def address(settings: Settings, url: str, secret: str) -> AgentAddress:
     ca = settings.agent_ca_file
     return AgentAddress(url, secret, str(ca) if ca else True, settings.agent_timeout)
+
+
+def key_refusal(url: str) -> str | None:
+    """Why certificate keys may not be sent to the agent at `url`, or None when they may.
+
+    Keys travel only over TLS, or to an agent on this machine's loopback (the
+    all-in-one, the tests' stacks): never in clear across a network. Only literal
+    loopback addresses and `localhost` count; any other name could resolve anywhere.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return None
+    host = (parts.hostname or "").lower()
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"certificate keys go to an agent only over TLS or on a loopback address, and "
+        f"this agent is at {url}: give the agent OPENHA_AGENT_TLS_CERT and "
+        f"OPENHA_AGENT_TLS_KEY (and the controller OPENHA_AGENT_CA_FILE)"
+    )
 
 
 class AgentError(Exception):

@@ -242,6 +242,12 @@ class HAProxyProvider(Provider):
 
     def _push(self, placement: Placement, spec: InstanceSpec, force: bool = False) -> str | None:
         agent = self._agent(placement.management_url, placement.agent_secret)
+        refusal = agent_client.key_refusal(agent.url) if spec.key_files() else None
+        if refusal is not None:
+            # Refused here, before anything is sent: the apply fails with the reason.
+            error = f"host {placement.host_name}: {refusal}"
+            self._record(placement.instance_id, None, error, event="instance.keys_withheld")
+            return error
         try:
             status = agent_client.put_instance(agent, spec, force=force)
         except AgentRejected as exc:
@@ -255,11 +261,29 @@ class HAProxyProvider(Provider):
         )
         return None
 
-    def _record(self, instance_id: str, generation: int | None, error: str | None) -> None:
+    def _record(
+        self,
+        instance_id: str,
+        generation: int | None,
+        error: str | None,
+        event: str | None = None,
+    ) -> None:
+        """Note an instance's apply outcome; `event`: emit one of that kind when the error
+        is new for the instance (not at every retry of the same refusal)."""
         with transaction(self.context.session_factory) as s:
             inst = s.get(Instance, instance_id)
             if inst is None:
                 return
+            if event is not None and error and inst.last_error != error[:4000]:
+                events.emit(
+                    s,
+                    event,
+                    error,
+                    severity=c.SEVERITY_ERROR,
+                    lb=s.get(LoadBalancer, inst.load_balancer_id),
+                    instance_id=inst.id,
+                    host_id=inst.host_id,
+                )
             if generation is not None:
                 inst.applied_generation = generation
                 inst.status = c.INSTANCE_ACTIVE
