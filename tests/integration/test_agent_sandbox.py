@@ -9,6 +9,7 @@ flowing through all of it.
 from __future__ import annotations
 
 import os
+import subprocess
 import stat
 import uuid
 from pathlib import Path
@@ -246,3 +247,33 @@ def test_delete_and_purge_leave_no_cgroup_and_no_uid_behind(
     assert not any(p.exists() for p in groups[1].dirs.values())
     assert not any(p.parent.exists() for p in groups[1].dirs.values())  # the agent's level
     assert not (registry / str(uids[1])).exists()
+
+
+def agent_group_dirs(agent_dir: Path) -> list[str]:
+    """Every directory of the host's cgroup trees that belongs to this agent's key."""
+    key = cgroups.agent_key(agent_dir)
+    found = subprocess.run(
+        ["find", "/sys/fs/cgroup", "-maxdepth", "5", "-type", "d", "-name", "openha*"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    return [f"{top}/{key}" for top in found if (Path(top) / key).is_dir()]
+
+
+@pytest.mark.skipif(HIERARCHY.mode == "none", reason="no cgroup hierarchy on this host")
+def test_a_stopped_agent_leaves_no_empty_cgroup_level(
+    lab: Lab, agent: AgentHarness, client: ClientNamespace, lb: LBConfig
+) -> None:
+    assert agent.put(lb.spec(lab, agent.agent_dir, 1)).status_code == 200
+    group = group_of(agent, lb)
+    pid = haproxy_of(agent.agent_dir, lb).pid()
+    assert pid is not None and agent_group_dirs(agent.agent_dir)
+    # Stopped with its HAProxy serving (for the next agent to adopt): the level stays.
+    agent.stop()
+    assert group.exists() and group.holds(pid)
+    assert client.request(f"http://{lb.vip}/").status == 200
+    agent.start()
+    assert agent.api.delete(f"/v1/instances/{lb.instance_id}").status_code in (200, 204)
+    agent.stop()
+    assert agent_group_dirs(agent.agent_dir) == []

@@ -21,6 +21,7 @@ from openha.render.rsyslog import (
     Forward,
     RsyslogLayout,
     RsyslogRenderError,
+    inputs_table,
     lookup_table,
     render_rsyslog,
 )
@@ -146,11 +147,13 @@ def test_log_targets_are_refused_unless_strictly_valid(targets: object) -> None:
 
 def test_rsyslog_config_holds_only_checked_values(tmp_path: Path) -> None:
     (t,) = parse_targets([{"type": "syslog", "host": "LOG.example.com", "protocol": "tls"}])
-    layout = RsyslogLayout(*(str(tmp_path / n) for n in ("s", "w", "l", "st", "lk", "o")))
+    layout = RsyslogLayout(*(str(tmp_path / n) for n in ("s", "w", "l", "st", "lk", "o", "in", "ij")))
     text = render_rsyslog(layout, [Forward(t, 1 << 20, "/etc/ssl/certs/ca.pem")])
     assert 'target="log.example.com"' in text and 'StreamDriver="ossl"' in text
     assert f'if $.oh_t contains ",{t.id}," then' in text
-    bad = RsyslogLayout(*(str(tmp_path / n) for n in ('s"', "w", "l", "st", "lk", "o")))
+    bad = RsyslogLayout(
+        *(str(tmp_path / n) for n in ('s"', "w", "l", "st", "lk", "o", "in", "ij"))
+    )
     with pytest.raises(RsyslogRenderError):
         render_rsyslog(bad, [])
 
@@ -164,9 +167,12 @@ def test_rsyslogd_accepts_the_rendered_configuration(tmp_path: Path) -> None:
             {"type": "syslog", "host": "logs.example.com", "port": 6514, "protocol": "tls"},
         ]
     )
-    layout = RsyslogLayout(*(str(tmp_path / n) for n in ("in.sock", "w", "l", "s", "lk", "o")))
+    names = ("in.sock", "w", "l", "s", "lk", "o", "in", "ij")
+    layout = RsyslogLayout(*(str(tmp_path / n) for n in names))
     (tmp_path / "w").mkdir()
+    (tmp_path / "in").mkdir()
     (tmp_path / "lk").write_text(lookup_table({str(uuid.uuid4()): [targets[0].id]}))
+    (tmp_path / "ij").write_text(inputs_table({0: str(uuid.uuid4())}))
     conf = tmp_path / "rsyslog.conf"
     conf.write_text(
         render_rsyslog(layout, [Forward(t, 1 << 20, "/etc/ssl/certs/x.pem") for t in targets])

@@ -16,7 +16,7 @@ from openha.agent.cgroups import (
     parse_mounts,
 )
 from openha.agent.procs import confinement
-from openha.agent.sandbox import UidRegistry
+from openha.agent.sandbox import SandboxHost, UidRegistry
 from openha.providers.base import UnsupportedOption
 from openha.providers.haproxy.driver import HAProxyProvider
 from openha.render.haproxy import SANDBOX_GID_ENV, SANDBOX_UID_ENV
@@ -148,6 +148,31 @@ def test_v1_limits_on_a_fake_tree(tmp_path: Path) -> None:
     usage = group.usage()
     assert usage.cpu_seconds == 2.5 and usage.memory_bytes == 4096
     assert usage.memory_max_bytes is None and usage.oom_kills == 2
+
+
+def test_a_stopping_agent_removes_its_emptied_levels_only(tmp_path: Path) -> None:
+    mounts = {c: tmp_path / c for c in ("cpu", "cpuacct", "memory", "pids")}
+    hierarchy = parse_mounts("".join(f"cgroup {p} cgroup rw,{c} 0 0\n" for c, p in mounts.items()))
+    parent = {"cpu": "/", "cpuacct": "/", "memory": "/jobs/7", "pids": "/"}
+    host = SandboxHost(hierarchy, parent, "agent1", UidRegistry(tmp_path / "uids", 1000, 8), None)
+    mine = InstanceCgroup.for_instance(hierarchy, parent, "agent1", "inst")
+    other = InstanceCgroup.for_instance(hierarchy, parent, "agent2", "inst")
+    for group in (mine, other):
+        for path in group.distinct():
+            path.mkdir(parents=True)  # a fake tree: the groups without their files
+    host.remove_empty_levels()  # an instance still there (left serving): nothing goes
+    assert all(p.is_dir() for p in mine.distinct())
+    for path in mine.distinct():
+        path.rmdir()
+    host.remove_empty_levels()
+    assert not any(p.parent.exists() for p in mine.distinct())
+    # Another agent's level, and so the `openha` level holding it, stay.
+    assert all(p.is_dir() for p in other.distinct())
+    for path in other.distinct():
+        path.rmdir()
+    SandboxHost(hierarchy, parent, "agent2", host.registry, None).remove_empty_levels()
+    assert not (mounts["memory"] / "jobs/7/openha").exists()
+    assert not (mounts["cpu"] / "openha").exists() and (mounts["memory"] / "jobs/7").is_dir()
 
 
 def test_v1_missing_controllers_are_reported_not_ignored(tmp_path: Path) -> None:

@@ -191,12 +191,8 @@ class InstanceCgroup:
         cls, hierarchy: Hierarchy, parent: dict[str, str], agent: str, instance_id: str
     ) -> InstanceCgroup:
         """The group of `instance_id` under `parent` (controller -> path in its hierarchy)."""
-        dirs = {}
-        for name, mount in hierarchy.mounts.items():
-            base = parent.get(name, "/").strip("/")
-            rel = "/".join(p for p in (base, "openha", agent, instance_id) if p)
-            dirs[name] = mount / rel
-        return cls(hierarchy, dirs)
+        levels = agent_levels(hierarchy, parent, agent)
+        return cls(hierarchy, {name: level / instance_id for name, level in levels.items()})
 
     @classmethod
     def from_record(cls, record: dict[str, object]) -> InstanceCgroup:
@@ -237,10 +233,18 @@ class InstanceCgroup:
         if self.hierarchy.mode == "v2":
             problems += self._enable_v2()
         for path in self.distinct():
-            try:
-                path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                problems.append(f"cannot create cgroup {path}: {exc.strerror}")
+            for attempt in range(3):
+                try:
+                    path.mkdir(parents=True, exist_ok=True)
+                    break
+                except FileNotFoundError:
+                    # Another agent of the host removed the emptied `openha` level
+                    # between our two mkdirs (`remove_levels`): make it again.
+                    if attempt == 2:
+                        problems.append(f"cannot create cgroup {path}: it keeps vanishing")
+                except OSError as exc:
+                    problems.append(f"cannot create cgroup {path}: {exc.strerror}")
+                    break
         if problems:
             return problems
         if self.hierarchy.mode == "v2":
@@ -406,9 +410,25 @@ class InstanceCgroup:
         return left
 
 
+def agent_levels(hierarchy: Hierarchy, parent: dict[str, str], agent: str) -> dict[str, Path]:
+    """An agent's level in each hierarchy: `<mount>/<parent>/openha/<agent key>`."""
+    levels = {}
+    for name, mount in hierarchy.mounts.items():
+        base = parent.get(name, "/").strip("/")
+        levels[name] = mount / "/".join(p for p in (base, "openha", agent) if p)
+    return levels
+
+
+def remove_levels(levels: list[Path]) -> None:
+    """Remove agents' `openha/<agent key>` levels and the `openha` level above, each only
+    when empty: the kernel refuses to remove a group that still has a child group or a
+    process (EBUSY), so a level still holding instances is left as it is."""
+    for level in levels:
+        for path in (level, level.parent):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
 def remove_agent_levels(group: InstanceCgroup) -> None:
     """Remove the emptied `openha/<agent key>` levels above an instance's group."""
-    for path in group.distinct():
-        for level in (path.parent, path.parent.parent):
-            with contextlib.suppress(OSError):
-                level.rmdir()
+    remove_levels([path.parent for path in group.distinct()])

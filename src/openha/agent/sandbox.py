@@ -16,8 +16,10 @@ privileged master: the agent starts the next process (root, with a bounding set 
 to what binding and dropping need), which takes the listeners over the stats socket
 (root-owned, bound before the drop) and tells the old one to leave. After the drop,
 only two paths are reached, both inside the chroot: the agent's admin-event socket
-(`log.sock`, owned by the instance's uid) and a hard link to the host rsyslogd's
-socket (`syslog.sock`), renewed whenever rsyslogd makes a new one.
+(`log.sock`, owned by the instance's uid) and a hard link to the instance's own input
+of the host rsyslogd (`syslog.sock`, owned by its uid: whatever is written there is
+filed under its load balancer, see `render.rsyslog`), renewed whenever rsyslogd makes
+a new one.
 
 keepalived needs the network capabilities and keeps them; its notify script runs as
 the host's `openha-lb` user (`script_user`, `enable_script_security`) and may write
@@ -49,8 +51,10 @@ from openha.agent.cgroups import (
     Limits,
     Usage,
     agent_key,
+    agent_levels,
     own_groups,
     remove_agent_levels,
+    remove_levels,
 )
 from openha.agent.paths import InstancePaths
 from openha.render.haproxy import SANDBOX_GID_ENV, SANDBOX_UID_ENV
@@ -209,6 +213,12 @@ class SandboxHost:
             parent = dict.fromkeys(hierarchy.mounts, "/")
         return cls(hierarchy, parent, agent_key(agent_dir), registry, user_ids(), problems)
 
+    def remove_empty_levels(self) -> None:
+        """Remove this agent's level of groups where it holds no instance (an agent that
+        stops leaves nothing behind; one whose HAProxies keep serving keeps their groups)."""
+        levels = agent_levels(self.hierarchy, self.parent, self.agent)
+        remove_levels(list(dict.fromkeys(levels.values())))
+
     def describe(self) -> dict[str, object]:
         return {
             "cgroup": self.hierarchy.describe(),
@@ -293,15 +303,22 @@ class InstanceSandbox:
             os.chmod(path, 0o600)
 
     def link_syslog(self, syslog_socket: Path) -> None:
-        """(Re)make the chroot's hard link to the host rsyslogd's socket."""
+        """(Re)make the chroot's hard link to the instance's own rsyslogd input, and give
+        that socket to the instance's uid alone: nothing else may write lines that are
+        filed under its load balancer."""
         target = self.paths.chroot_syslog_socket
-        if not self.paths.chroot_dir.is_dir():
+        if not self.paths.chroot_dir.is_dir() or self.uid is None:
             return
         try:
-            if target.exists() and os.stat(target).st_ino == os.stat(syslog_socket).st_ino:
-                return
+            st = os.stat(syslog_socket)
         except FileNotFoundError:
             return  # rsyslogd not listening yet: linked when it is
+        if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (self.uid, self.uid, 0o600):
+            os.chown(syslog_socket, self.uid, self.uid)
+            os.chmod(syslog_socket, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(target).st_ino == st.st_ino:
+                return
         tmp = target.with_name(f".{target.name}.new")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
