@@ -147,13 +147,12 @@ def test_log_targets_are_refused_unless_strictly_valid(targets: object) -> None:
 
 def test_rsyslog_config_holds_only_checked_values(tmp_path: Path) -> None:
     (t,) = parse_targets([{"type": "syslog", "host": "LOG.example.com", "protocol": "tls"}])
-    layout = RsyslogLayout(*(str(tmp_path / n) for n in ("s", "w", "l", "st", "lk", "o", "in", "ij")))
+    names = ("s", "w", "l", "st", "lk", "o", "in", "ij")
+    layout = RsyslogLayout(*(str(tmp_path / n) for n in names))
     text = render_rsyslog(layout, [Forward(t, 1 << 20, "/etc/ssl/certs/ca.pem")])
     assert 'target="log.example.com"' in text and 'StreamDriver="ossl"' in text
     assert f'if $.oh_t contains ",{t.id}," then' in text
-    bad = RsyslogLayout(
-        *(str(tmp_path / n) for n in ('s"', "w", "l", "st", "lk", "o", "in", "ij"))
-    )
+    bad = RsyslogLayout(*(str(tmp_path / n) for n in ('s"', "w", "l", "st", "lk", "o", "in", "ij")))
     with pytest.raises(RsyslogRenderError):
         render_rsyslog(bad, [])
 

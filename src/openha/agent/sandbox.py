@@ -21,9 +21,10 @@ of the host rsyslogd (`syslog.sock`, owned by its uid: whatever is written there
 filed under its load balancer, see `render.rsyslog`), renewed whenever rsyslogd makes
 a new one.
 
-keepalived needs the network capabilities and keeps them; its notify script runs as
-the host's `openha-lb` user (`script_user`, `enable_script_security`) and may write
-only the instance's `vrrp/` directory.
+keepalived runs as root with its bounding set cut to what VRRP needs
+(`KEEPALIVED_CAPS`); its notify script runs as the host's `openha-lb` user
+(`script_user`, `enable_script_security`) with no capability, and may write only the
+instance's `vrrp/` directory.
 
 Resource walls are `agent.cgroups`; every process of the instance is placed in its
 group between fork and exec (`Spawn`), so it and whatever it forks start inside.
@@ -74,6 +75,19 @@ HAPROXY_CAPS = {
     "CAP_NET_BIND_SERVICE": 10,
     "CAP_SYS_CHROOT": 18,
     "CAP_SYS_RESOURCE": 24,
+}
+# What keepalived's VRRP process needs, all it keeps: raw VRRP sockets and the VIP's
+# address and routes (NET_RAW, NET_ADMIN, inside the instance's namespace), and
+# running its notify script as the host's script user (SETUID, SETGID) and stopping
+# that script should it outlive its timeout (KILL: it runs as another uid). No
+# DAC_OVERRIDE, SYS_ADMIN, SYS_MODULE, SYS_PTRACE, ...: a taken keepalived cannot
+# read another instance's files, load modules or enter other namespaces.
+KEEPALIVED_CAPS = {
+    "CAP_KILL": 5,
+    "CAP_SETGID": 6,
+    "CAP_SETUID": 7,
+    "CAP_NET_ADMIN": 12,
+    "CAP_NET_RAW": 13,
 }
 
 
