@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from openha.agent.logpipe import LogPipeline
 from openha.agent.logstore import LogQuery, LogStore
+from openha.agent.paths import namespace_name
 from openha.domain.logtargets import InvalidLogTargets, parse_targets
+from openha.domain.spec import InstanceSpec
 from openha.render.rsyslog import (
     Forward,
     RsyslogLayout,
@@ -25,6 +28,7 @@ from openha.render.rsyslog import (
     lookup_table,
     render_rsyslog,
 )
+from openha.settings import Settings
 
 
 def store(tmp_path: Path, **kw: int | float) -> LogStore:
@@ -193,3 +197,44 @@ def test_shipping_looks_only_at_load_balancers_with_an_object_store(tmp_path: Pa
     again.register(shipped, "p1", "i2", [])  # its flavor dropped the store
     again.register(plain, "p1", "i1", s3)
     assert again.shipped_ids() == [plain]
+
+
+def test_each_instance_gets_an_input_of_its_own_kept_across_restarts(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, agent_dir=tmp_path / "agent")
+    pipeline = LogPipeline(settings, tmp_path / "agent")  # not started: no rsyslogd
+
+    def spec(lb_id: str) -> InstanceSpec:
+        instance_id = str(uuid.uuid4())
+        return InstanceSpec(
+            instance_id=instance_id,
+            load_balancer_id=lb_id,
+            project_id="p",
+            generation=1,
+            namespace=namespace_name(instance_id),
+            interfaces=(),
+            vip_address="192.0.2.1",
+            haproxy_config="",
+        )
+
+    lb_a, lb_b = str(uuid.uuid4()), str(uuid.uuid4())
+    a, a2, b = spec(lb_a), spec(lb_a), spec(lb_b)
+    for s in (a, a2, b):
+        pipeline.register(s)
+    pipeline.register(a)  # again (an adoption): the same input
+    sockets = [pipeline.input_socket(s.instance_id) for s in (a, a2, b)]
+    assert len(set(sockets)) == 3 and None not in sockets
+    assert pipeline.input_socket(str(uuid.uuid4())) is None
+    # What rsyslogd files by: each input's LB, two instances of one LB included.
+    table = json.loads(inputs_table({slot: lb for slot, lb in pipeline.slots.values()}))
+    assert sorted(e["value"] for e in table["table"]) == sorted([lb_a, lb_a, lb_b])
+    # A released input is free for the next instance; a new agent finds the same inputs.
+    pipeline.release(lb_a, a2.instance_id)
+    c = spec(lb_b)
+    pipeline.register(c)
+    assert pipeline.input_socket(c.instance_id) == sockets[1]
+    again = LogPipeline(settings, tmp_path / "agent")
+    assert again.slots == pipeline.slots
+    again.keep_only({a.instance_id})
+    assert list(again.slots) == [a.instance_id]
+    with pytest.raises(RsyslogRenderError):
+        inputs_table({0: "../../etc"})
