@@ -175,6 +175,33 @@ def test_a_stopping_agent_removes_its_emptied_levels_only(tmp_path: Path) -> Non
     assert not (mounts["cpu"] / "openha").exists() and (mounts["memory"] / "jobs/7").is_dir()
 
 
+def test_levels_weigh_as_the_instances_they_hold(tmp_path: Path) -> None:
+    """Left at the default, all of a host's load balancers together would weigh one
+    task next to the host's other processes: each level weighs the sum below it."""
+    mounts = {c: tmp_path / c for c in ("cpu", "cpuacct", "memory", "pids")}
+    hierarchy = parse_mounts("".join(f"cgroup {p} cgroup rw,{c} 0 0\n" for c, p in mounts.items()))
+    parent = dict.fromkeys(mounts, "/")
+    host = SandboxHost(hierarchy, parent, "agent1", UidRegistry(tmp_path / "uids", 1000, 8), None)
+    for instance, weight in (("i1", 50), ("i2", 200)):
+        group = InstanceCgroup.for_instance(hierarchy, parent, "agent1", instance)
+        assert group.create(Limits(cpu_weight=weight)) == []
+    other = InstanceCgroup.for_instance(hierarchy, parent, "agent2", "i3")
+    assert other.create(Limits()) == []  # another agent's level, its shares unset (default)
+    assert host.balance() == []
+    cpu = mounts["cpu"] / "openha"
+    assert (cpu / "agent1" / "cpu.shares").read_text() == str(512 + 2048)
+    assert (cpu / "cpu.shares").read_text() == str(512 + 2048 + 1024)
+    # v2: cpu.weight, bounded by 10000.
+    root = fake_v2(tmp_path)
+    v2 = parse_mounts(f"cgroup2 {root} cgroup2 rw 0 0\n")
+    host2 = SandboxHost(v2, {"unified": "/"}, "a", host.registry, None)
+    for instance in ("i1", "i2"):
+        group = InstanceCgroup.for_instance(v2, {"unified": "/"}, "a", instance)
+        assert group.create(Limits(cpu_weight=6000)) == []
+    assert host2.balance() == []
+    assert (root / "openha" / "a" / "cpu.weight").read_text() == "10000"
+
+
 def test_v1_missing_controllers_are_reported_not_ignored(tmp_path: Path) -> None:
     hierarchy = parse_mounts(f"cgroup {tmp_path / 'cpu'} cgroup rw,cpu 0 0\n")
     group = InstanceCgroup.for_instance(hierarchy, {}, "a", "i")

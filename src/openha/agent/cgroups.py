@@ -419,6 +419,46 @@ def agent_levels(hierarchy: Hierarchy, parent: dict[str, str], agent: str) -> di
     return levels
 
 
+# The CPU weight file of each layout, its default and its bounds.
+_WEIGHTS = {
+    "v1": ("cpu", "cpu.shares", 1024, 2, 262144),
+    "v2": ("unified", "cpu.weight", 100, 1, 10000),
+}
+
+
+def balance_levels(hierarchy: Hierarchy, levels: dict[str, Path]) -> list[str]:
+    """Weigh an agent's level, and the `openha` level above it, as the sum of what they
+    hold; the problems, as text.
+
+    The kernel shares CPU between siblings by weight: left at the default, the whole
+    `openha` subtree would weigh as much as one process beside it (a client, a backend,
+    rsyslogd), so every load balancer of the host together would get the CPU of one
+    task whenever the host is busy, and an instance's own weight would mean nothing
+    outside the subtree. Summed up, each instance competes with the host's other tasks
+    by its own weight, as if it sat beside them.
+    """
+    if hierarchy.mode not in _WEIGHTS:
+        return []
+    name, file, default, low, high = _WEIGHTS[hierarchy.mode]
+    level = levels.get(name)
+    if level is None:
+        return []
+    problems = []
+    for path in (level, level.parent):
+        try:
+            children = [c for c in path.iterdir() if c.is_dir()]
+        except OSError:
+            continue  # not made yet, or removed meanwhile
+        total = sum(_int(_read(c / file)) or default for c in children) or default
+        value = str(min(high, max(low, total)))
+        try:
+            if _read(path / file).strip() != value:
+                _write(path / file, value)
+        except OSError as exc:
+            problems.append(f"cpu weight {value!r} not applied ({path}): {exc.strerror}")
+    return problems
+
+
 def remove_levels(levels: list[Path]) -> None:
     """Remove agents' `openha/<agent key>` levels and the `openha` level above, each only
     when empty: the kernel refuses to remove a group that still has a child group or a

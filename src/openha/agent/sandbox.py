@@ -42,6 +42,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ from openha.agent.cgroups import (
     Usage,
     agent_key,
     agent_levels,
+    balance_levels,
     own_groups,
     remove_agent_levels,
     remove_levels,
@@ -193,6 +195,7 @@ class SandboxHost:
     registry: UidRegistry
     script_ids: tuple[int, int] | None
     problems: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def for_agent(
@@ -226,6 +229,14 @@ class SandboxHost:
         else:
             parent = dict.fromkeys(hierarchy.mounts, "/")
         return cls(hierarchy, parent, agent_key(agent_dir), registry, user_ids(), problems)
+
+    def balance(self) -> list[str]:
+        """This agent's level and the one above weighed as the sum of their instances
+        (`cgroups.balance_levels`), after an instance came, changed or went."""
+        with self._lock:
+            return balance_levels(
+                self.hierarchy, agent_levels(self.hierarchy, self.parent, self.agent)
+            )
 
     def remove_empty_levels(self) -> None:
         """Remove this agent's level of groups where it holds no instance (an agent that
@@ -304,6 +315,7 @@ class InstanceSandbox:
         os.chmod(paths.vrrp_dir, 0o700)
         self.limits = limits
         problems = list(self.host.problems) + self.cgroup.create(limits)
+        problems += self.host.balance()
         self.problems = problems
         self._save()
         for problem in problems:
@@ -375,6 +387,7 @@ class InstanceSandbox:
     def remove(self) -> list[str]:
         """Delete the cgroup and give the uid back (the processes are gone)."""
         left = self.cgroup.remove()
+        self.host.balance()
         if self.uid is not None:
             self.host.registry.release(self.uid, self.paths.instance_dir)
         return left
