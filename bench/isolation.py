@@ -5,7 +5,9 @@ Two SINGLE load balancers of the same flavor, A and B, on one agent host (a real
 From a client namespace of its own, B gets a light closed-loop load (`wrk -t1 -c4`):
 - idle: B alone;
 - flood: the same, while a second client namespace floods A (`wrk -t1 -c200`, bounded
-  by its duration and one client thread).
+  by its duration, one client thread and a CPU quota of its own, `--flood-cpu`: on two
+  cores the flood's client is a tenant of the machine too, and unbounded it would take
+  B's client's CPU, not B's; the flood still saturates A, whose CPU use is printed).
 It runs twice: with the flavor's walls (`cpu_weight` equal, `cpu_max` per instance,
 the default memory and task limits) and, as the baseline in the same run, with no CPU
 quota (equal weights only). Printed: B's p99 latency and req/s idle and under flood,
@@ -23,12 +25,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import socket
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +49,9 @@ from harness import (
     require_root,
     wait_for,
 )
-from throughput import WrkResult, wrk
+from throughput import WrkResult, parse_wrk, wrk
 
+from openha.agent import cgroups
 from openha.agent.haproxy import HAProxyInstance
 from openha.agent.netns import NamespaceExec
 from openha.agent.paths import instance_paths
@@ -75,22 +81,64 @@ def oom_kills(agent: AgentProcess, spec: InstanceSpec) -> int:
     return int((sandbox_view(agent, spec).get("usage") or {}).get("oom_kills") or 0)
 
 
+class Bounded:
+    """A cgroup of the benchmark's own, with a CPU quota, that the flood's client runs in."""
+
+    def __init__(self, cores: float) -> None:
+        mount = cgroups.detect().mounts.get("cpu") or cgroups.detect().mounts.get("unified")
+        if mount is None:
+            raise RuntimeError("no cpu cgroup controller to bound the flood with")
+        self.dir = mount / f"ohbench-flood-{os.getpid()}"
+        self.dir.mkdir(exist_ok=True)
+        quota = round(cores * cgroups.CFS_PERIOD_US)
+        if (self.dir / "cpu.max").exists():
+            (self.dir / "cpu.max").write_text(f"{quota} {cgroups.CFS_PERIOD_US}")
+        else:
+            (self.dir / "cpu.cfs_period_us").write_text(str(cgroups.CFS_PERIOD_US))
+            (self.dir / "cpu.cfs_quota_us").write_text(str(quota))
+
+    def wrk(self, namespace: str, url: str, seconds: int, threads: int, conns: int) -> WrkResult:
+        cmd = (
+            f"echo $$ > {self.dir}/cgroup.procs && exec ip netns exec {namespace} wrk "
+            f"-t{threads} -c{conns} -d{seconds}s --latency {url}"
+        )
+        out = subprocess.run(
+            ["sh", "-c", cmd], check=True, capture_output=True, text=True, timeout=seconds + 30
+        )
+        return parse_wrk(out.stdout)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
+
 def measure(
-    b_client: str, a_client: str, url_a: str, url_b: str, seconds: int
-) -> tuple[WrkResult, WrkResult, WrkResult]:
-    """B alone, then B while A is flooded: (B idle, B under flood, A's flood)."""
+    b_client: str,
+    a_client: str,
+    url_a: str,
+    url_b: str,
+    seconds: int,
+    bound: Bounded,
+    cpu: Callable[[], tuple[float, float]],
+) -> tuple[WrkResult, WrkResult, WrkResult, tuple[float, float, float]]:
+    """B alone, then B while A is flooded: (B idle, B under flood, A's flood, cores used
+    by B idle, by B and by A under the flood); `cpu` reads A's and B's CPU seconds."""
+    (_, b0), start = cpu(), time.monotonic()
     idle = wrk(b_client, url_b, seconds, 1, 4)
+    b_idle = (cpu()[1] - b0) / (time.monotonic() - start)
     results: dict[str, WrkResult] = {}
 
     def flood() -> None:
-        results["a"] = wrk(a_client, url_a, seconds + 2, 1, 200)
+        results["a"] = bound.wrk(a_client, url_a, seconds + 2, 1, 200)
 
     thread = threading.Thread(target=flood)
     thread.start()
     time.sleep(1.0)  # the flood is under way
+    (a0, b0), since = cpu(), time.monotonic()
     busy = wrk(b_client, url_b, seconds, 1, 4)
+    (a1, b1), took = cpu(), time.monotonic() - since
     thread.join()
-    return idle, busy, results["a"]
+    return idle, busy, results["a"], (b_idle, (b1 - b0) / took, (a1 - a0) / took)
 
 
 def hold_half_requests(namespace: str, vip: str, count: int, seconds: float) -> int:
@@ -128,6 +176,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8, help="each wrk run (default 8)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per mode (default 2)")
     parser.add_argument("--cpu-max", type=float, default=0.5, help="each LB's quota in cores")
+    parser.add_argument(
+        "--flood-cpu", type=float, default=0.5, help="the flood client's CPU quota in cores"
+    )
     args = parser.parse_args()
     require_root()
     _raise_on_sigterm()
@@ -140,6 +191,7 @@ def main() -> None:
             b_client = lab.add_namespace("steady", lab.allocate_ip())
             client = ClientNamespace(lab)
             agent = AgentProcess(agent_dir, api_url=api.url)
+            bound = Bounded(args.flood_cpu)
             try:
                 agent.spawn()
                 a, b = (instance_spec(lab, agent_dir, lab.allocate_ip(), be) for be in backends)
@@ -160,25 +212,39 @@ def main() -> None:
                     for url in (url_a, url_b):
                         wait_for(lambda url=url: answers(client, url), timeout=30)
                     idle_p99, busy_p99, idle_rps, busy_rps, a_rps = [], [], [], [], []
+                    cores: list[tuple[float, float, float]] = []
+
+                    def used() -> tuple[float, float]:
+                        def seconds(x: InstanceSpec) -> float:
+                            return float(sandbox_view(agent, x)["usage"]["cpu_seconds"] or 0)
+
+                        return seconds(a), seconds(b)
+
                     for _ in range(args.rounds):
-                        idle, busy, flood = measure(b_client, a_client, url_a, url_b, args.seconds)
+                        idle, busy, flood, spent = measure(
+                            b_client, a_client, url_a, url_b, args.seconds, bound, used
+                        )
                         idle_p99.append(idle.p99_ms)
                         busy_p99.append(busy.p99_ms)
                         idle_rps.append(idle.rps)
                         busy_rps.append(busy.rps)
                         a_rps.append(flood.rps)
+                        cores.append(spent)
                     med = statistics.median
                     rows.append([
                         mode, f"{med(idle_p99):.2f}", f"{med(busy_p99):.2f}",
                         f"{med(busy_p99) / med(idle_p99):.2f}", f"{med(idle_rps):,.0f}",
                         f"{med(busy_rps):,.0f}", f"{med(busy_rps) / med(idle_rps):.2f}",
                         f"{med(a_rps):,.0f}",
+                        " / ".join(f"{med(c[i] for c in cores):.2f}" for i in range(3)),
                     ])  # fmt: skip
                 print_table(
-                    f"B under a flood of A (medians of {args.rounds} rounds of {args.seconds} s)",
+                    f"B under a flood of A (medians of {args.rounds} rounds of {args.seconds} s; "
+                    f"the flood's client bounded to {args.flood_cpu:g} core)",
                     [
                         "walls", "B p99 idle ms", "B p99 flood ms", "p99 ratio (<= 2)",
                         "B req/s idle", "B req/s flood", "req/s ratio (>= 0.9)", "A req/s",
+                        "cores: B idle / B flood / A flood",
                     ],
                     rows,
                 )  # fmt: skip
@@ -217,6 +283,7 @@ def main() -> None:
                       f"({sandbox.get('cgroup_mode')})")  # fmt: skip
             finally:
                 agent.stop()
+                bound.close()
     finally:
         purge(agent_dir)
         shutil.rmtree(agent_dir, ignore_errors=True)
