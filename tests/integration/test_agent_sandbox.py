@@ -63,6 +63,7 @@ def v1_limits(group: cgroups.InstanceCgroup) -> dict[str, str]:
 
     return {
         "shares": read("cpu", "cpu.shares"),
+        "period": read("cpu", "cpu.cfs_period_us"),
         "quota": read("cpu", "cpu.cfs_quota_us"),
         "memory": read("memory", "memory.limit_in_bytes"),
         "pids": read("pids", "pids.max"),
@@ -86,7 +87,8 @@ def test_haproxy_runs_unprivileged_chrooted_and_walled_in(
     if HIERARCHY.mode == "v1":
         assert v1_limits(group) == {
             "shares": "512",
-            "quota": "50000",
+            "period": "20000",
+            "quota": "10000",
             "memory": str(256 << 20),
             "pids": "64",
         }
@@ -118,6 +120,7 @@ def test_haproxy_runs_unprivileged_chrooted_and_walled_in(
     if HIERARCHY.mode == "v1":
         assert v1_limits(group) == {
             "shares": "2048",
+            "period": "20000",
             "quota": "-1",
             "memory": str(512 << 20),
             "pids": "128",

@@ -83,7 +83,7 @@ def test_v2_limits_usage_and_removal_on_a_fake_tree(tmp_path: Path) -> None:
     read = {n: (leaf / n).read_text() for n in ("cpu.weight", "cpu.max", "memory.max", "pids.max")}
     assert read == {
         "cpu.weight": "50",
-        "cpu.max": "50000 100000",
+        "cpu.max": "10000 20000",
         "memory.max": str(256 << 20),
         "pids.max": "64",
     }
@@ -93,7 +93,7 @@ def test_v2_limits_usage_and_removal_on_a_fake_tree(tmp_path: Path) -> None:
     assert not (leaf / "cgroup.subtree_control").exists()
     # No quota, no limits: v2 spells them "max".
     assert group.create(Limits()) == []
-    assert (leaf / "cpu.max").read_text() == "max 100000"
+    assert (leaf / "cpu.max").read_text() == "max 20000"
     assert (leaf / "memory.max").read_text() == "max"
     # Usage as the kernel writes it.
     (leaf / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\n")
@@ -135,7 +135,7 @@ def test_v1_limits_on_a_fake_tree(tmp_path: Path) -> None:
     assert group.create(Limits(cpu_weight=50, cpu_max=2, memory_max_mb=64, pids_max=32)) == []
     cpu = group.dirs["cpu"]
     assert (cpu / "cpu.shares").read_text() == "512"
-    assert (cpu / "cpu.cfs_quota_us").read_text() == "200000"
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "40000"
     assert (group.dirs["memory"] / "memory.limit_in_bytes").read_text() == str(64 << 20)
     assert (group.dirs["pids"] / "pids.max").read_text() == "32"
     assert group.create(Limits()) == []
