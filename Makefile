@@ -37,7 +37,7 @@ run: setup
 # joins the unit and API tests (tests/conftest.py groups them). A third worker would
 # overcommit the cores and stretch the tests that measure time on the wire.
 test: setup $(KEYSTONE_STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=30 tests
 
 test-unit: setup
 	$(PY) -m pytest -q -n 2 tests/unit tests/api

@@ -175,6 +175,61 @@ class HAProxyProcess:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+HAND_CFG = """\
+global
+    maxconn {maxconn}
+{global_extra}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 50s
+    timeout server 50s
+{defaults_extra}
+frontend fe
+    bind {bind}
+{frontend_extra}
+    default_backend be
+backend be
+    balance roundrobin
+{servers}
+"""
+
+
+def hand_config(
+    bind: str,
+    backends: Sequence[FastBackend],
+    *,
+    maxconn: int,
+    nbthread: int | None = None,
+    global_extra: str = "",
+    defaults_extra: str = "",
+    frontend_extra: str = "",
+) -> str:
+    """The minimal haproxy.cfg a person would write in front of `backends`: the baseline
+    OpenHA's listeners are measured against (the extras add what a contender compares,
+    such as logging or TLS, written the same way by hand)."""
+    threads = f"    nbthread {nbthread}" if nbthread else ""
+    cfg = HAND_CFG.format(
+        maxconn=maxconn,
+        global_extra="\n".join(part for part in (threads, global_extra) if part),
+        defaults_extra=defaults_extra,
+        bind=bind,
+        frontend_extra=frontend_extra,
+        servers="\n".join(f"    server {b.name} {b.address}" for b in backends),
+    )
+    return "\n".join(line for line in cfg.splitlines() if line) + "\n"
+
+
+class RemoveDir:
+    """A lab closer that removes a benchmark's scratch directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 FAST_BACKEND_CFG = """\
 global
     maxconn 4000

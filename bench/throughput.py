@@ -41,7 +41,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import tempfile
@@ -56,8 +55,10 @@ from harness import (
     FastBackend,
     HAProxyProcess,
     Lab,
+    RemoveDir,
     Stack,
     bench_stack,
+    hand_config,
     machine_line,
     print_table,
     require_root,
@@ -77,25 +78,6 @@ from openha.render.haproxy import (
 
 TARGET_RATIO = 0.97
 
-BASELINE_CFG = """\
-global
-    maxconn {maxconn}
-{nbthread}
-{global_logs}
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 50s
-    timeout server 50s
-{defaults_logs}
-frontend fe
-    bind {ip}:80
-{frontend_logs}
-    default_backend be
-backend be
-    balance roundrobin
-{servers}
-"""
 # What `baseline-logs` adds: the lines OpenHA's default flavor logs, the same way.
 GLOBAL_LOGS = """\
     stats socket {workdir}/stats.sock mode 600 level admin
@@ -274,16 +256,15 @@ def baseline(
     """
     ip = lab.allocate_ip()
     ns = lab.add_namespace("baselog" if logs_to else "base", ip)
-    servers = "\n".join(f"    server {b.name} {b.address}" for b in backends)
-    parts = {"global_logs": "", "defaults_logs": "", "frontend_logs": ""}
+    parts = {"global_extra": "", "defaults_extra": "", "frontend_extra": ""}
     lb_id = None
     workdir = ""
     if logs_to is not None:
         lb_id = str(uuid.uuid4())
         workdir = tempfile.mkdtemp(prefix="ohb-baselog-", dir="/tmp")
-        lab.on_close(_Remove(workdir))
+        lab.on_close(RemoveDir(workdir))
         parts = {
-            "global_logs": GLOBAL_LOGS.format(
+            "global_extra": GLOBAL_LOGS.format(
                 workdir=workdir,
                 ring=LOG_RING,
                 length=LOG_LINE_LENGTH,
@@ -291,17 +272,15 @@ def baseline(
                 ring_size=LOG_RING_SIZE,
                 socket=log_paths(logs_to).syslog_socket,
             ),
-            "defaults_logs": DEFAULTS_LOGS,
-            "frontend_logs": FRONTEND_LOGS.format(
+            "defaults_extra": DEFAULTS_LOGS,
+            "frontend_extra": FRONTEND_LOGS.format(
                 log_format=access_log_format("http", lb_id, lb_id, "baseline"),
                 unique_id_format=UNIQUE_ID_FORMAT,
             ),
         }
-    threads = f"    nbthread {nbthread}" if nbthread else ""
-    cfg = BASELINE_CFG.format(
-        maxconn=DEFAULT_LISTENER_MAXCONN, ip=ip, servers=servers, nbthread=threads, **parts
+    cfg = hand_config(
+        f"{ip}:80", backends, maxconn=DEFAULT_LISTENER_MAXCONN, nbthread=nbthread, **parts
     )
-    cfg = "\n".join(line for line in cfg.splitlines() if line) + "\n"
     proc = HAProxyProcess(ns, cfg, "baselog" if logs_to else "base", 80)
     lab.on_close(proc)
     return proc, ip, (lb_id, Path(workdir) / "stats.sock") if lb_id else None
@@ -396,14 +375,6 @@ def normalized(config: str) -> str:
     return re.sub(r"/tmp/\S+/", "<dir>/", config)
 
 
-class _Remove:
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def close(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
 # contender -> access_log
 OPENHA = {"openha": "all", "openha-errors": "errors", "openha-none": "none"}
 
@@ -449,7 +420,7 @@ def run(args: argparse.Namespace) -> None:
                 ip = lab.allocate_ip()
                 ns = lab.add_namespace(name.replace("openha-", "")[:8], ip)
                 workdir = tempfile.mkdtemp(prefix=f"ohb-{name}-", dir="/tmp")
-                lab.on_close(_Remove(workdir))
+                lab.on_close(RemoveDir(workdir))
                 vip = lbs[source]["vip_address"]
                 cfg = by_hand(rendered[source], vip, ip, workdir, keep_logging=keep)
                 proc = HAProxyProcess(ns, cfg, name, 80)
@@ -457,7 +428,7 @@ def run(args: argparse.Namespace) -> None:
                 by_hand_procs[name] = proc
                 urls[name] = f"http://{ip}/"
         seq = Path(tempfile.mkdtemp(prefix="ohb-wrk-", dir="/tmp")) / "seq.lua"
-        lab.on_close(_Remove(str(seq.parent)))
+        lab.on_close(RemoveDir(str(seq.parent)))
         seq.write_text(linecheck.SEQ_SCRIPT)
         # The contenders whose every request is a line: the sequence check follows them.
         logged = {

@@ -37,8 +37,10 @@ from harness import (
     FastBackend,
     HAProxyProcess,
     Lab,
+    RemoveDir,
     Stack,
     bench_stack,
+    hand_config,
     machine_line,
     print_table,
     require_root,
@@ -50,23 +52,6 @@ from openha.settings import Settings
 
 TARGET_RATIO = 0.97
 NAME = "bench.example"
-
-BASELINE_CFG = """\
-global
-    maxconn {maxconn}
-    nbthread {nbthread}
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 50s
-    timeout server 50s
-frontend fe
-    bind {ip}:{port}{tls}
-    default_backend be
-backend be
-    balance roundrobin
-{servers}
-"""
 
 
 def certificate(kind: str) -> tuple[str, str]:
@@ -177,29 +162,13 @@ def baseline(
         path.write_text(pem)
         path.chmod(0o600)
         tls = f" ssl crt {path} alpn h2,http/1.1"
-    servers = "\n".join(f"    server {b.name} {b.address}" for b in backends)
-    cfg = BASELINE_CFG.format(
-        maxconn=DEFAULT_LISTENER_MAXCONN,
-        nbthread=nbthread,
-        ip=ip,
-        port=port,
-        tls=tls,
-        servers=servers,
+    cfg = hand_config(
+        f"{ip}:{port}{tls}", backends, maxconn=DEFAULT_LISTENER_MAXCONN, nbthread=nbthread
     )
     proc = HAProxyProcess(ns, cfg, name, port)
     lab.on_close(proc)
-    lab.on_close(_Remove(workdir))
+    lab.on_close(RemoveDir(workdir))
     return proc, ip
-
-
-class _Remove:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def close(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def wrk(namespace: str, url: str, seconds: int, conns: int, close: bool) -> tuple[float, int]:

@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     # database restored from a backup, or a control plane reading stale data, must
     # not wipe live traffic. 0 removes orphans at once.
     orphan_grace_seconds: float = Field(default=300.0, ge=0)
+    # Namespaces and processes no instance directory on the host explains (strays,
+    # `agent.strays`): looked for this often, removed once unexplained this long.
+    stray_scan_interval: float = Field(default=60.0, gt=0)
+    stray_grace_seconds: float = Field(default=300.0, ge=0)
     # What heartbeats carry besides changes: every instance's counters and process
     # state once per `stats_interval`, and its whole status (changed or not) once per
     # `report_resync_interval`, both spread over the heartbeats.

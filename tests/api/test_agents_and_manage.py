@@ -159,6 +159,49 @@ def test_heartbeat_reports_instances_and_orphans(
     assert admin.get(f"/v2/manage/hosts/{host_id}").json()["host"]["orphans"] == {}
 
 
+def test_heartbeat_reports_strays_and_their_removal(
+    http: Any, admin: Client, session_factory: sessionmaker[Session]
+) -> None:
+    secret = enroll(session_factory, "lb-host-s")
+    host_id = register(http, secret, "lb-host-s")
+    auth = {"Authorization": f"Bearer {secret}"}
+    stray = {
+        "kind": "namespace",
+        "name": "ohi-0123",
+        "reason": "its instance directory /x is gone",
+        "pids": [42],
+        "since": "2026-12-01T10:00:00Z",
+    }
+
+    def beat(strays: dict[str, Any] | None) -> None:
+        body = {"host_id": host_id, "name": "lb-host-s", "full": False, "strays": strays}
+        assert http.post("/v2/agent/heartbeat", headers=auth, json=body).status_code == 200
+
+    def kinds() -> list[str]:
+        with transaction(session_factory) as s:
+            return [e.kind for e in s.scalars(select(Event).where(Event.host_id == host_id))]
+
+    beat({"current": [stray], "reaped": []})
+    assert admin.get(f"/v2/manage/hosts/{host_id}").json()["host"]["strays"] == [stray]
+    assert kinds().count("host.strays_found") == 1
+    beat(None)  # nothing changed: nothing said, nothing forgotten
+    beat({"current": [stray], "reaped": []})  # the same stray: no second event
+    assert kinds().count("host.strays_found") == 1
+    assert admin.get(f"/v2/manage/hosts/{host_id}").json()["host"]["strays"] == [stray]
+    beat({"current": [], "reaped": [stray | {"problems": []}]})
+    with transaction(session_factory) as s:
+        (removed,) = s.scalars(select(Event).where(Event.kind == "host.strays_removed"))
+        assert removed.severity == "INFO" and removed.details["strays"][0]["name"] == "ohi-0123"
+    assert admin.get(f"/v2/manage/hosts/{host_id}").json()["host"]["strays"] == []
+    # What could not be removed is a warning.
+    beat({"current": [], "reaped": [stray | {"problems": ["pid 42 survived SIGKILL"]}]})
+    with transaction(session_factory) as s:
+        last = s.scalars(
+            select(Event).where(Event.kind == "host.strays_removed").order_by(Event.id.desc())
+        ).first()
+        assert last is not None and last.severity == "WARNING"
+
+
 def api_listening_since(session_factory: sessionmaker[Session], seconds_ago: float) -> None:
     """An API up for `seconds_ago` seconds and beating (what `openha api` records)."""
     with transaction(session_factory) as s:

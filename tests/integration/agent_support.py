@@ -152,12 +152,16 @@ class AgentHarness:
         api_url: str = "http://127.0.0.1:9",
         heartbeat_interval: float = 0.2,
         orphan_grace: float = 0.0,
+        stray_grace: float = 300.0,
+        stray_scan_interval: float = 60.0,
     ) -> None:
         self.agent_dir = agent_dir
         self.api_url = api_url
         self.heartbeat_interval = heartbeat_interval
         # These tests are about what removal does; the grace has a test of its own.
         self.orphan_grace = orphan_grace
+        self.stray_grace = stray_grace
+        self.stray_scan_interval = stray_scan_interval
         self.service: AgentService | None = None
         self.client: TestClient | None = None
 
@@ -170,6 +174,8 @@ class AgentHarness:
             host_name="test-host",
             heartbeat_interval=self.heartbeat_interval,
             orphan_grace_seconds=self.orphan_grace,
+            stray_grace_seconds=self.stray_grace,
+            stray_scan_interval=self.stray_scan_interval,
         )
 
     def start(self) -> AgentHarness:

@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from agent_support import AgentHarness, AgentProcess, FakeAPI, LBConfig, Member, wait_for
+from agent_support import (
+    AgentHarness,
+    AgentProcess,
+    FakeAPI,
+    LBConfig,
+    Member,
+    free_port,
+    wait_for,
+)
 from pyroute2 import IPRoute
 
-from openha.agent.haproxy import HAProxyInstance
-from openha.agent.netns import namespace_exists, owned_host_links
+from openha.agent.cgroups import detect, own_groups
+from openha.agent.haproxy import HAPROXY_BIN, HAProxyInstance
+from openha.agent.netns import (
+    ensure_namespace,
+    namespace_exists,
+    namespace_owner,
+    owned_host_links,
+    remove_namespace,
+)
 from openha.agent.paths import instance_paths, namespace_name
 from openha.agent.procs import pid_alive
 from openha.agent.protocol import HeartbeatResponse
+from openha.agent.purge import purge
 from openha.agent.service import AgentService
 from openha.lab import BackendServer, ClientNamespace, Lab
 
@@ -246,3 +267,116 @@ def test_agent_process_survives_sigterm_and_adopts(
         assert (status["haproxy_pid"], status["state"]) == (serving, "ACTIVE")
     finally:
         agent.stop()
+
+
+HAND_CONFIG = """global
+    log stderr local0 emerg
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend hand
+    bind 127.0.0.1:{port}
+    http-request return status 200
+"""
+
+
+def test_strays_are_reported_then_reaped_and_other_agents_instances_kept(
+    lab: Lab, agent_dir: Path, fake_api: FakeAPI, lb: LBConfig, tmp_path: Path
+) -> None:
+    """Issue 11: leftovers no instance directory explains (an agent's instance whose
+    directory was wiped while it ran, an unmarked `ohi-*` namespace, a HAProxy running
+    a gone instance's config) are reported by an agent that does not own them, kept
+    through the grace period, then removed; a namespace another agent's existing
+    instance directory owns is never touched."""
+    grace = 3.0
+    # The wiped instance: made by an agent that is then stopped (its HAProxy runs on).
+    owner = AgentHarness(agent_dir).start()
+    try:
+        assert owner.put(lb.spec(lab, agent_dir, 1)).status_code == 200
+    finally:
+        owner.stop()
+    wiped_ns = namespace_name(lb.instance_id)
+    wiped_paths = instance_paths(agent_dir, lb.instance_id)
+    wiped_pid = int(wiped_paths.pid_file.read_text().split()[0])
+    assert pid_alive(wiped_pid) and namespace_owner(wiped_ns) == str(wiped_paths.instance_dir)
+    wiped_groups = [
+        mount / path.lstrip("/")
+        for controller, path in own_groups(Path(f"/proc/{wiped_pid}/cgroup").read_text()).items()
+        if "/openha/" in path and (mount := detect().mounts.get(controller))
+    ]
+    assert wiped_groups, "the sandbox put the instance in its cgroups"
+    shutil.rmtree(wiped_paths.instance_dir)
+    # Another agent's instance (its directory exists), and one no one marked.
+    kept_ns, unmarked_ns = namespace_name(str(uuid.uuid4())), namespace_name(str(uuid.uuid4()))
+    kept_dir = tmp_path / "instances" / "other"
+    kept_dir.mkdir(parents=True)
+    hand_dir = tmp_path / "instances" / str(uuid.uuid4())
+    hand_dir.mkdir(parents=True)
+    hand_pid = 0
+    watcher_dir = Path(tempfile.mkdtemp(prefix="oha-", dir="/tmp"))
+    watcher = AgentHarness(
+        watcher_dir, api_url=fake_api.url, stray_grace=grace, stray_scan_interval=0.3
+    )
+    try:
+        ensure_namespace(kept_ns, str(kept_dir))
+        ensure_namespace(unmarked_ns)
+        config = hand_dir / "haproxy.cfg"
+        config.write_text(HAND_CONFIG.format(port=free_port()))
+        pid_file = tmp_path / "hand.pid"
+        subprocess.run([HAPROXY_BIN, "-D", "-p", str(pid_file), "-f", str(config)], check=True)
+        hand_pid = int(pid_file.read_text().split()[0])
+        shutil.rmtree(hand_dir)
+
+        watcher.start()
+        expected = {
+            ("namespace", wiped_ns),
+            ("namespace", unmarked_ns),
+            ("process", f"haproxy[{hand_pid}]"),
+        }
+
+        def reported() -> dict[tuple[str, str], dict[str, object]]:
+            views = [h.strays for h in fake_api.heartbeats if h.strays is not None]
+            return {(s["kind"], s["name"]): s for s in (views[-1]["current"] if views else [])}
+
+        current = wait_for(lambda: (r := reported()) and expected <= set(r) and r, timeout=10)
+        seen_at = time.monotonic()
+        assert ("namespace", kept_ns) not in current
+        assert wiped_pid in current[("namespace", wiped_ns)]["pids"]
+        # Through the grace period, nothing is touched.
+        time.sleep(grace / 2)
+        assert namespace_exists(wiped_ns) and pid_alive(wiped_pid) and pid_alive(hand_pid)
+        assert namespace_exists(unmarked_ns)
+
+        wait_for(
+            lambda: not namespace_exists(wiped_ns) and not namespace_exists(unmarked_ns),
+            timeout=grace + 10,
+        )
+        assert time.monotonic() - seen_at > grace / 2
+        wait_for(lambda: not pid_alive(wiped_pid) and not pid_alive(hand_pid), timeout=10)
+        reaped = wait_for(
+            lambda: (
+                {
+                    (r["kind"], r["name"])
+                    for h in fake_api.heartbeats
+                    if h.strays is not None
+                    for r in h.strays["reaped"]
+                }
+                >= expected
+            ),
+            timeout=5,
+        )
+        assert reaped
+        assert namespace_exists(kept_ns)
+        assert not reported().keys() & expected
+        assert not [g for g in wiped_groups if g.exists()], "its emptied cgroups went too"
+    finally:
+        watcher.stop()
+        for ns in (kept_ns, unmarked_ns, wiped_ns):
+            remove_namespace(ns)
+        for pid in (wiped_pid, hand_pid):
+            if pid and pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        purge(watcher_dir)
+        shutil.rmtree(watcher_dir, ignore_errors=True)

@@ -194,6 +194,12 @@ def test_pair_survives_master_host_loss_and_does_not_flap_back(
     assert whole_after < 30
     events = stack.admin.get("/v2/manage/events", params={"kind": "host.down"}).json()["events"]
     assert [e["host_id"] for e in events] == [dead.host_id]
+    # The survivor checked the members throughout: a failover is not a member outage.
+    flashes = stack.admin.get(
+        "/v2/manage/events",
+        params={"load_balancer_id": lb["id"], "kind": "member.operating_status"},
+    ).json()["events"]
+    assert [e for e in flashes if e["details"].get("to") != "ONLINE"] == [], flashes
 
     # The old master boots again: it must not take the VIP back, and drops its stale instance.
     with ClientLoop(client, url) as loop:

@@ -40,6 +40,8 @@ from openha.domain.spec import InstanceSpec, InterfaceSpec
 log = logging.getLogger(__name__)
 
 MANAGED_ALIAS = "openha:managed"
+# An instance namespace's loopback carries `openha:instance:<instance directory>`.
+OWNER_ALIAS_PREFIX = "openha:instance:"
 VETH_PREFIX = "ohv"
 IFNAMSIZ = 15
 NETNS_DIR = "/var/run/netns"
@@ -59,13 +61,15 @@ def namespace_exists(name: str) -> bool:
     return bool(name) and "/" not in name and os.path.exists(os.path.join(NETNS_DIR, name))
 
 
-def ensure_namespace(name: str) -> bool:
+def ensure_namespace(name: str, owner: str | None = None) -> bool:
     """Create namespace `name` unless it exists; True when created.
 
     As `ip netns add` does, minus the fork pyroute2's `netns.create` makes (a fork of
     an agent carrying a thousand instances costs more than the namespace): a
     throwaway thread unshares its network namespace and bind-mounts it under
-    /var/run/netns, which keeps the namespace after the thread is gone.
+    /var/run/netns, which keeps the namespace after the thread is gone. With `owner`
+    (an instance directory) the namespace is marked as its own before it gets a name,
+    so no one ever sees it unmarked (see `namespace_owner`).
     """
     if namespace_exists(name):
         return False
@@ -74,10 +78,47 @@ def ensure_namespace(name: str) -> bool:
         if _libc().unshare(CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"unshare: {os.strerror(err)}", name)
+        if owner is not None:
+            with IPRoute() as ipr:  # opened by this thread: inside the new namespace
+                _mark_loopback(ipr, owner)
         netns.attach(name, "thread-self")
 
     _in_thread(f"netns-new-{name}", unshare_and_attach)
     return True
+
+
+def owner_alias(owner: str) -> str:
+    """The loopback ifalias naming the instance directory a namespace belongs to."""
+    return f"{OWNER_ALIAS_PREFIX}{owner}"
+
+
+def _mark_loopback(ipr: IPRoute, owner: str) -> None:
+    lo = ipr.link_lookup(ifname="lo")[0]
+    if _alias(ipr, lo) != owner_alias(owner):
+        ipr.link("set", index=lo, ifalias=owner_alias(owner))
+
+
+def mark_namespace(name: str, owner: str) -> None:
+    """Mark namespace `name` as instance directory `owner`'s (made before marks existed)."""
+    with ns_iproute(name) as nsr:
+        _mark_loopback(nsr, owner)
+
+
+def namespace_owner(name: str) -> str | None:
+    """The instance directory namespace `name` names as its owner (None: unmarked or gone).
+
+    Several agents may share a host (labs, tests, a migration), and namespaces are
+    host-wide: the mark is how any of them tells another agent's instance from a stray.
+    """
+    try:
+        with ns_iproute(name) as nsr:
+            lo = nsr.link_lookup(ifname="lo")
+            alias = _alias(nsr, lo[0]) if lo else None
+    except (OSError, NetlinkError):
+        return None
+    if alias is None or not alias.startswith(OWNER_ALIAS_PREFIX):
+        return None
+    return alias.removeprefix(OWNER_ALIAS_PREFIX)
 
 
 def remove_namespace(name: str) -> None:
@@ -371,10 +412,11 @@ class NetworkResult:
     garp_sent: bool = False  # a gratuitous ARP announced the VIP (diagnostics record it)
 
 
-def apply_network(spec: InstanceSpec) -> NetworkResult:
-    """Make the namespace of `spec` look exactly like its interfaces say."""
+def apply_network(spec: InstanceSpec, owner: str) -> NetworkResult:
+    """Make the namespace of `spec` look exactly like its interfaces say; `owner` is the
+    instance directory the namespace is marked with (`namespace_owner`)."""
     try:
-        return _apply_network(spec)
+        return _apply_network(spec, owner)
     except NetlinkError as exc:
         # e.g. EOPNOTSUPP for a VLAN on a kernel without 8021q: the caller reports it.
         raise NetworkError(f"netlink refused a change: {exc}") from exc
@@ -396,12 +438,12 @@ def _instance_tag(ipr: IPRoute, namespace: str) -> str:
     return tag or str(free)
 
 
-def _apply_network(spec: InstanceSpec) -> NetworkResult:
+def _apply_network(spec: InstanceSpec, owner_dir: str) -> NetworkResult:
     for iface in spec.interfaces:
         _check_ifname(iface.name)
     if len(spec.interfaces) > MAX_LEGS:
         raise NetworkError(f"an instance has at most {MAX_LEGS} interfaces")
-    result = NetworkResult(created_namespace=ensure_namespace(spec.namespace))
+    result = NetworkResult(created_namespace=ensure_namespace(spec.namespace, owner_dir))
     owner = veth_owner(spec.namespace)
     wanted_inside = {iface.name for iface in spec.interfaces}
     vip_ip = _addr_key(_vip_cidr(spec.vip_address))[0]
@@ -412,6 +454,7 @@ def _apply_network(spec: InstanceSpec) -> NetworkResult:
         lo = nsr.link_lookup(ifname="lo")[0]
         if nsr.get_links(lo)[0].get("state") != "up":
             nsr.link("set", index=lo, state="up")
+        _mark_loopback(nsr, owner_dir)  # namespaces made before marks existed get theirs
         tag = _instance_tag(ipr, spec.namespace)
         # Legs a previous spec had beyond this one's go first, so names can be reused.
         # Legs are numbered from 0 without gaps: look names up, never dump every link

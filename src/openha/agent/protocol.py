@@ -95,6 +95,9 @@ class HeartbeatReport(BaseModel):
     log_delivery: dict[str, Any] | None = None
     # How the host walls instances in (as at registration), in full reports only.
     sandbox: dict[str, Any] | None = None
+    # Leftovers no instance directory explains (`agent.strays`), when that changed:
+    # {"current": [stray, ...], "reaped": [stray removed since the last report, ...]}.
+    strays: dict[str, Any] | None = None
 
 
 class HeartbeatResponse(BaseModel):

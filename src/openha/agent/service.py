@@ -81,6 +81,7 @@ from openha.agent.protocol import (
 )
 from openha.agent.report import Probe, Reporter, fd_limit, memory_bytes, vrrp_mark
 from openha.agent.sandbox import InstanceSandbox, SandboxHost, UidRegistry
+from openha.agent.strays import StrayWatch
 from openha.agent.watch import ExitWatcher
 from openha.domain.spec import InstanceSpec
 from openha.render.protection import LIMITS_MAP
@@ -207,6 +208,11 @@ class AgentService:
         self.supervision_looks = 0  # instances the supervision passes looked at
         self.registered = threading.Event()
         self.last_heartbeat: HeartbeatResponse | None = None
+        self.strays = StrayWatch(
+            self._own_namespaces,
+            grace=settings.stray_grace_seconds,
+            interval=settings.stray_scan_interval,
+        )
         self.reporter = Reporter(
             interval=settings.heartbeat_interval,
             stats_interval=settings.stats_interval,
@@ -378,7 +384,7 @@ class AgentService:
 
     def _plumb(self, inst: _Instance, spec: InstanceSpec) -> None:
         """Converge the instance's namespace to `spec`, noting a VIP announcement."""
-        if apply_network(spec).garp_sent:
+        if apply_network(spec, str(inst.paths.instance_dir)).garp_sent:
             inst.haproxy.history.garp_sent(spec.vip_address, spec.vip_interface)
 
     def _limits(self, spec: InstanceSpec) -> cgroups.Limits:
@@ -1127,6 +1133,7 @@ class AgentService:
             load_average=os.getloadavg(),
         )
         report.log_delivery = self.logpipe.due_report()
+        report.strays = self.strays.due_report()
         if report.full:
             report.sandbox = self.sandbox.describe()
         resp = client.post(
@@ -1142,9 +1149,23 @@ class AgentService:
         self.reporter.acknowledge(report, statuses, marks, answer)
         if report.log_delivery is not None:
             self.logpipe.reported(report.log_delivery)
+        if report.strays is not None:
+            self.strays.reported(report.strays)
         self.last_heartbeat = answer
         self.handle_heartbeat_response(answer, sent_at)
+        if self.strays.due():
+            threading.Thread(target=self._look_for_strays, name="strays", daemon=True).start()
         return answer
+
+    def _look_for_strays(self) -> None:
+        try:
+            self.strays.run_pass()
+        except Exception:
+            log.exception("looking for strays failed")
+
+    def _own_namespaces(self) -> dict[str, str]:
+        with self._lock:
+            return {i.namespace: str(i.paths.instance_dir) for i in self._instances.values()}
 
     def handle_heartbeat_response(self, answer: HeartbeatResponse, sent_at: float) -> list[str]:
         """Confirm the wanted instances, remove the others (orphans) once their grace

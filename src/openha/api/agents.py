@@ -197,6 +197,37 @@ def _log_delivery(session: Session, host: Host, view: dict[str, Any]) -> None:
     host.report = {**(host.report or {}), "log_delivery": view}
 
 
+def _strays(session: Session, host: Host, view: dict[str, Any]) -> None:
+    """Keep the host's strays (`agent.strays`); new ones and removed ones are events."""
+    before = {(s["kind"], s["name"]) for s in (host.report or {}).get("strays") or []}
+    current = view.get("current") or []
+    found = [s for s in current if (s["kind"], s["name"]) not in before]
+    if found:
+        events.emit(
+            session,
+            "host.strays_found",
+            f"Host {host.name} holds {len(found)} leftover(s) no instance explains "
+            "(namespaces or processes of gone instance directories): removed after the "
+            "grace period",
+            severity=c.SEVERITY_WARNING,
+            host_id=host.id,
+            details={"strays": found[:100]},
+        )
+    reaped = view.get("reaped") or []
+    if reaped:
+        failed = [r for r in reaped if r.get("problems")]
+        events.emit(
+            session,
+            "host.strays_removed",
+            f"Host {host.name} removed {len(reaped)} leftover(s) no instance explained"
+            + (f"; {len(failed)} not completely" if failed else ""),
+            severity=c.SEVERITY_WARNING if failed else c.SEVERITY_INFO,
+            host_id=host.id,
+            details={"strays": reaped[:100]},
+        )
+    host.report = {**(host.report or {}), "strays": current}
+
+
 @router.post("/register")
 def register(
     body: RegisterRequest,
@@ -329,6 +360,8 @@ def _heartbeat(report: HeartbeatReport, session: Session, host: Host) -> Heartbe
     superseded = _track_orphans(session, host, report, set(rows), orphans)
     if report.log_delivery is not None:
         _log_delivery(session, host, report.log_delivery)
+    if report.strays is not None:
+        _strays(session, host, report.strays)
     if report.sandbox is not None and report.sandbox != (host.report or {}).get("sandbox"):
         host.report = {**(host.report or {}), "sandbox": report.sandbox}
     if observe:

@@ -52,6 +52,11 @@ class HostView(View):
     orphans: dict[str, Any] = Field(
         default_factory=dict, validation_alias=AliasPath("report", "orphans")
     )
+    # Leftovers no instance directory on the host explains (namespaces, processes):
+    # kind, name, why, pids, since when (removed after `stray_grace_seconds`).
+    strays: list[dict[str, Any]] = Field(
+        default_factory=list, validation_alias=AliasPath("report", "strays")
+    )
     created_at: Timestamp
     updated_at: Timestamp
 

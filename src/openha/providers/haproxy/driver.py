@@ -52,6 +52,23 @@ from openha.render.haproxy import ACCESS_LOG_MODES, RenderError
 _SILENT: dict[str, Any] = {"haproxy_running": False, "vrrp_state": None, "members": {}}
 
 
+def serving_view(healths: list[dict[str, Any]]) -> dict[str, Any]:
+    """The instance whose view of the members decides their states: a running HAProxy
+    first, the VRRP master among those (or an instance outside a pair), else any.
+
+    Running comes first: the master of a host just declared down reports no VRRP state
+    and no members, and judging by it would flash every member OFFLINE and every pool
+    ERROR during a failover while the survivor, still reported BACKUP, checks them all.
+    """
+    return min(
+        healths,
+        key=lambda h: (
+            not h.get("haproxy_running"),
+            h.get("vrrp_state") not in (None, VRRP_MASTER),
+        ),
+    )
+
+
 # Each resource key of a flavor profile: its bounds and the JSON types it takes.
 RESOURCE_BOUNDS: dict[str, tuple[float, float, type | tuple[type, ...]]] = {
     "cpu_weight": (1, 10_000, int),
@@ -482,14 +499,6 @@ class HAProxyProvider(Provider):
         reported = [h for h in healths if h and int(h.get("applied_generation") or 0) > 0]
         if not reported:
             return None
-        # The serving instance's view decides member states: the VRRP master (or the
-        # only instance), else any running one.
-        reported.sort(
-            key=lambda h: (
-                h.get("vrrp_state") not in (None, VRRP_MASTER),
-                not h.get("haproxy_running"),
-            )
-        )
-        primary = reported[0]
+        primary = serving_view(reported)
         running = any(h.get("haproxy_running") for h in reported)
         return derive(spec, primary.get("members") or {}, running)
