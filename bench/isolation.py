@@ -5,9 +5,14 @@ Two SINGLE load balancers of the same flavor, A and B, on one agent host (a real
 From a client namespace of its own, B gets a light closed-loop load (`wrk -t1 -c4`):
 - idle: B alone;
 - flood: the same, while a second client namespace floods A (`wrk -t1 -c200`, bounded
-  by its duration, one client thread and a CPU quota of its own, `--flood-cpu`: on two
-  cores the flood's client is a tenant of the machine too, and unbounded it would take
-  B's client's CPU, not B's; the flood still saturates A, whose CPU use is printed).
+  by its duration and one client thread).
+Each tenant's outside world, its client and its member, runs in a cgroup of the
+benchmark's own with a CPU quota (`--world-cpu`, the same idle and under the flood),
+standing for the machines they would be elsewhere: on two cores, unbounded, A's
+client and member would take the CPU of B's client and member, and B's throughput
+would measure the benchmark's machinery, not the LB host's walls. Only the LB host's
+part is shared: the HAProxies (whose cores are printed: A's at its quota shows the
+flood saturates it), rsyslogd, the agent, the kernel.
 It runs twice: with the flavor's walls (`cpu_weight` equal, `cpu_max` per instance,
 the default memory and task limits) and, as the baseline in the same run, with no CPU
 quota (equal weights only). Printed: B's p99 latency and req/s idle and under flood,
@@ -49,7 +54,7 @@ from harness import (
     require_root,
     wait_for,
 )
-from throughput import WrkResult, parse_wrk, wrk
+from throughput import WrkResult, parse_wrk
 
 from openha.agent import cgroups
 from openha.agent.haproxy import HAProxyInstance
@@ -82,13 +87,13 @@ def oom_kills(agent: AgentProcess, spec: InstanceSpec) -> int:
 
 
 class Bounded:
-    """A cgroup of the benchmark's own, with a CPU quota, that the flood's client runs in."""
+    """A cgroup of the benchmark's own, with a CPU quota: one tenant's client and member."""
 
-    def __init__(self, cores: float) -> None:
+    def __init__(self, name: str, cores: float) -> None:
         mount = cgroups.detect().mounts.get("cpu") or cgroups.detect().mounts.get("unified")
         if mount is None:
-            raise RuntimeError("no cpu cgroup controller to bound the flood with")
-        self.dir = mount / f"ohbench-flood-{os.getpid()}"
+            raise RuntimeError("no cpu cgroup controller to bound the clients with")
+        self.dir = mount / f"ohbench-{name}-{os.getpid()}"
         self.dir.mkdir(exist_ok=True)
         quota = round(cores * cgroups.CFS_PERIOD_US)
         if (self.dir / "cpu.max").exists():
@@ -107,6 +112,9 @@ class Bounded:
         )
         return parse_wrk(out.stdout)
 
+    def adopt(self, pid: int) -> None:
+        (self.dir / "cgroup.procs").write_text(str(pid))
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.dir.rmdir()
@@ -118,24 +126,25 @@ def measure(
     url_a: str,
     url_b: str,
     seconds: int,
-    bound: Bounded,
+    worlds: tuple[Bounded, Bounded],
     cpu: Callable[[], tuple[float, float]],
 ) -> tuple[WrkResult, WrkResult, WrkResult, tuple[float, float, float]]:
     """B alone, then B while A is flooded: (B idle, B under flood, A's flood, cores used
     by B idle, by B and by A under the flood); `cpu` reads A's and B's CPU seconds."""
+    world_a, world_b = worlds
     (_, b0), start = cpu(), time.monotonic()
-    idle = wrk(b_client, url_b, seconds, 1, 4)
+    idle = world_b.wrk(b_client, url_b, seconds, 1, 4)
     b_idle = (cpu()[1] - b0) / (time.monotonic() - start)
     results: dict[str, WrkResult] = {}
 
     def flood() -> None:
-        results["a"] = bound.wrk(a_client, url_a, seconds + 2, 1, 200)
+        results["a"] = world_a.wrk(a_client, url_a, seconds + 2, 1, 200)
 
     thread = threading.Thread(target=flood)
     thread.start()
     time.sleep(1.0)  # the flood is under way
     (a0, b0), since = cpu(), time.monotonic()
-    busy = wrk(b_client, url_b, seconds, 1, 4)
+    busy = world_b.wrk(b_client, url_b, seconds, 1, 4)
     (a1, b1), took = cpu(), time.monotonic() - since
     thread.join()
     return idle, busy, results["a"], (b_idle, (b1 - b0) / took, (a1 - a0) / took)
@@ -177,7 +186,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds per mode (default 2)")
     parser.add_argument("--cpu-max", type=float, default=0.5, help="each LB's quota in cores")
     parser.add_argument(
-        "--flood-cpu", type=float, default=0.5, help="the flood client's CPU quota in cores"
+        "--world-cpu",
+        type=float,
+        default=0.6,
+        help="CPU quota (cores) of each tenant's client and member together",
     )
     args = parser.parse_args()
     require_root()
@@ -191,7 +203,9 @@ def main() -> None:
             b_client = lab.add_namespace("steady", lab.allocate_ip())
             client = ClientNamespace(lab)
             agent = AgentProcess(agent_dir, api_url=api.url)
-            bound = Bounded(args.flood_cpu)
+            worlds = (Bounded("a", args.world_cpu), Bounded("b", args.world_cpu))
+            for world, backend in zip(worlds, backends, strict=True):
+                world.adopt(backend.haproxy.proc.pid)
             try:
                 agent.spawn()
                 a, b = (instance_spec(lab, agent_dir, lab.allocate_ip(), be) for be in backends)
@@ -222,7 +236,7 @@ def main() -> None:
 
                     for _ in range(args.rounds):
                         idle, busy, flood, spent = measure(
-                            b_client, a_client, url_a, url_b, args.seconds, bound, used
+                            b_client, a_client, url_a, url_b, args.seconds, worlds, used
                         )
                         idle_p99.append(idle.p99_ms)
                         busy_p99.append(busy.p99_ms)
@@ -240,7 +254,7 @@ def main() -> None:
                     ])  # fmt: skip
                 print_table(
                     f"B under a flood of A (medians of {args.rounds} rounds of {args.seconds} s; "
-                    f"the flood's client bounded to {args.flood_cpu:g} core)",
+                    f"each tenant's client and member bounded to {args.world_cpu:g} core)",
                     [
                         "walls", "B p99 idle ms", "B p99 flood ms", "p99 ratio (<= 2)",
                         "B req/s idle", "B req/s flood", "req/s ratio (>= 0.9)", "A req/s",
@@ -283,7 +297,10 @@ def main() -> None:
                       f"({sandbox.get('cgroup_mode')})")  # fmt: skip
             finally:
                 agent.stop()
-                bound.close()
+                for backend in backends:  # a group holding a process cannot be removed
+                    backend.close()
+                for world in worlds:
+                    world.close()
     finally:
         purge(agent_dir)
         shutil.rmtree(agent_dir, ignore_errors=True)
