@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument(
         "--world-cpu",
         type=float,
-        default=0.4,
+        default=0.6,
         help="CPU quota (cores) of each tenant's client and member together",
     )
     args = parser.parse_args()
