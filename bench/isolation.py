@@ -17,7 +17,7 @@ It runs twice: with the flavor's walls (`cpu_weight` equal, `cpu_max` per instan
 the default memory and task limits) and, as the baseline in the same run, with no CPU
 quota (equal weights only). Printed: B's p99 latency and req/s idle and under flood,
 the ratios flood/idle (targets: p99 within 2x, req/s within 10 % of its share, i.e.
-of B alone under its quota), A's req/s.
+of B alone under its quota), A's req/s, and the cores B's and A's HAProxies used.
 
 Then a runaway: A's memory limit drops to its minimum (`memory_max_mb` 16) and a client
 holds 2,000 connections to A with half-sent requests (a buffer each); the kernel's OOM
