@@ -24,6 +24,7 @@ BENCHMARKS = [
     "density",
     "migrate",
     "policy",
+    "protection",
 ]
 EXTRA_ARGS = {"throughput": ["--explain"]}
 END = "<!-- figures:end -->"

@@ -14,7 +14,14 @@ from openha import hosts
 from openha.api import limittrips
 from openha.controller import snapshot
 from openha.db import transaction
-from openha.models import Event, Instance, LoadBalancer, ProtectionProfile
+from openha.models import (
+    Event,
+    Flavor,
+    FlavorProfile,
+    Instance,
+    LoadBalancer,
+    ProtectionProfile,
+)
 from tests.api.factories import create_lb
 from tests.conftest import Client
 
@@ -279,3 +286,118 @@ def test_limit_trips_reported_by_heartbeats_are_rate_limited_events(
         assert lb_row is not None and lb_row.health_generation == health_generation
     assert limittrips.gained({"limit_trips": 5}, {"limit_trips": 150}) == 5  # a new process
     assert limittrips.gained({"limit_trips": 5}, {}) == 0  # the first report is a baseline
+
+
+def flavor_profile(admin: Client, name: str, data: dict[str, Any]) -> Any:
+    return admin.post(
+        "/v2/lbaas/flavorprofiles",
+        {
+            "flavorprofile": {
+                "name": name,
+                "provider_name": "haproxy",
+                "flavor_data": json.dumps(data),
+            }
+        },
+    )
+
+
+def flavor_profile_rows(sessions: sessionmaker[Session]) -> list[tuple[str, str]]:
+    with sessions() as s:
+        return [
+            (p.name, p.flavor_data)
+            for p in s.scalars(select(FlavorProfile).order_by(FlavorProfile.id))
+        ]
+
+
+def test_a_flavor_profile_cannot_name_a_missing_profile(
+    admin: Client, session_factory: sessionmaker[Session]
+) -> None:
+    """Naming no profile would silently mean no protection: a 400 that changes nothing."""
+    made = make_profile(admin, "real")
+    dangling = flavor_profile(admin, "dangling", {"protection_profile": "ghost"})
+    assert dangling.status_code == 400, dangling.text
+    assert "ghost" in dangling.json()["faultstring"]
+    assert "Protection Profile" in dangling.json()["faultstring"]
+    assert flavor_profile_rows(session_factory) == []
+
+    by_name = flavor_profile(admin, "by-name", {"protection_profile": "real"})
+    by_id = flavor_profile(admin, "by-id", {"protection_profile": made["id"]})
+    assert by_name.status_code == 201 and by_id.status_code == 201, by_name.text + by_id.text
+    before = flavor_profile_rows(session_factory)
+    url = f"/v2/lbaas/flavorprofiles/{by_name.json()['flavorprofile']['id']}"
+    ghost = json.dumps({"protection_profile": "ghost"})
+    changed = admin.put(url, {"flavorprofile": {"flavor_data": ghost}})
+    assert changed.status_code == 400, changed.text
+    assert "ghost" in changed.json()["faultstring"]
+    assert flavor_profile_rows(session_factory) == before
+    fine = admin.put(url, {"flavorprofile": {"flavor_data": json.dumps({"access_log": "none"})}})
+    assert fine.status_code == 200, fine.text
+
+
+def test_a_dangling_reference_from_older_data_is_refused_at_flavor_and_lb_create(
+    admin: Client, alice: Client, subnet_id: str, session_factory: sessionmaker[Session]
+) -> None:
+    """Flavor data written before references were checked (or by hand) may name no
+    profile: a flavor cannot be made from it, and a load balancer cannot use it."""
+    make_profile(admin, "soon-gone")
+    fp = flavor_profile(admin, "older", {"protection_profile": "soon-gone"}).json()["flavorprofile"]
+    flavor = admin.post(
+        "/v2/lbaas/flavors", {"flavor": {"name": "older", "flavor_profile_id": fp["id"]}}
+    )
+    assert flavor.status_code == 201, flavor.text
+    with transaction(session_factory) as s:  # what a row from before the check looks like
+        row = s.get(FlavorProfile, fp["id"])
+        assert row is not None
+        row.flavor_data = json.dumps({"protection_profile": "gone"})
+    again = admin.post(
+        "/v2/lbaas/flavors", {"flavor": {"name": "again", "flavor_profile_id": fp["id"]}}
+    )
+    assert again.status_code == 400, again.text
+    assert "gone" in again.json()["faultstring"]
+    lb = alice.post(
+        "/v2/lbaas/loadbalancers",
+        {"loadbalancer": {"vip_subnet_id": subnet_id, "flavor_id": flavor.json()["flavor"]["id"]}},
+    )
+    assert lb.status_code == 400, lb.text
+    assert "gone" in lb.json()["faultstring"]
+    with session_factory() as s:
+        assert s.scalars(select(LoadBalancer)).first() is None
+        assert [f.name for f in s.scalars(select(Flavor))] == ["older"]
+
+
+def test_deleting_a_profile_in_use_is_a_409_naming_its_users(
+    admin: Client, alice: Client, subnet_id: str, session_factory: sessionmaker[Session]
+) -> None:
+    used = make_profile(admin, "used")
+    url = f"{PROFILES}/{used['id']}"
+    # Named by id by a flavor profile no flavor uses yet: still a user.
+    fp = flavor_profile(admin, "by-id", {"protection_profile": used["id"]}).json()["flavorprofile"]
+    refused = admin.delete(url)
+    assert refused.status_code == 409, refused.text
+    assert fp["id"] in refused.json()["faultstring"]
+    flavor = admin.post(
+        "/v2/lbaas/flavors", {"flavor": {"name": "f", "flavor_profile_id": fp["id"]}}
+    ).json()["flavor"]
+    refused = admin.delete(url)
+    assert refused.status_code == 409
+    assert fp["id"] in refused.json()["faultstring"]
+    assert flavor["id"] in refused.json()["faultstring"]
+
+    # Free the flavor profile; an LB's override and under-attack mode are users too.
+    admin.delete(f"/v2/lbaas/flavors/{flavor['id']}")
+    freed = admin.put(
+        f"/v2/lbaas/flavorprofiles/{fp['id']}", {"flavorprofile": {"flavor_data": "{}"}}
+    )
+    assert freed.status_code == 200, freed.text
+    lb = create_lb(alice, subnet_id)
+    admin.post(f"/v2/manage/loadbalancers/{lb['id']}/protect", {"profile": "used"})
+    refused = admin.delete(url)
+    assert refused.status_code == 409
+    message = refused.json()["faultstring"]
+    assert lb["id"] in message and fp["id"] not in message
+    admin.delete(f"/v2/manage/loadbalancers/{lb['id']}/protect")
+    admin.put(f"/v2/manage/loadbalancers/{lb['id']}/protection", {"profile": used["id"]})
+    assert lb["id"] in admin.delete(url).json()["faultstring"]
+    assert rows(session_factory)[0][0] == "used"  # nothing changed by the refusals
+    admin.put(f"/v2/manage/loadbalancers/{lb['id']}/protection", {"profile": None})
+    assert admin.delete(url).status_code == 204

@@ -1,5 +1,6 @@
 """Protection profiles on the wire: floods throttled, slow clients cut, lists enforced,
-under-attack mode applied at run time by the same HAProxy process.
+under-attack mode applied at run time by the same HAProxy process, and an attacker's
+counters kept by an ACTIVE_STANDBY pair across a real failover.
 
 Every client is a namespace of the lab (so each has a source address of its own);
 every flood is bounded in count and time and goes only to the VIP the test made.
@@ -15,11 +16,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lbhelpers import http_lb
+from lbhelpers import flavor, http_lb
 from stack import Stack, wait_for
+from test_ha import agent_of, instances, master
 
+from openha.agent.haproxy import cli_command
+from openha.agent.paths import instance_paths
+from openha.agent.toptalkers import parse_show_table
 from openha.lab import BackendServer, ClientNamespace, Lab
 from openha.models import Instance, LoadBalancer
+from openha.render.protection import SOURCE_TABLE
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +41,17 @@ def stack(lab: Lab) -> Iterator[Stack]:
     stack = Stack(lab)
     try:
         stack.add_agent()
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture
+def pair_stack(lab: Lab) -> Iterator[Stack]:
+    """Two hosts, room for one ACTIVE_STANDBY pair."""
+    stack = Stack(lab)
+    try:
+        stack.add_agents(2)
         yield stack
     finally:
         stack.close()
@@ -227,3 +244,100 @@ def test_profiles_throttle_floods_cut_slow_clients_and_switch_at_runtime(
         ]
     ]
     assert "loadbalancer.under_attack" in kinds and "loadbalancer.under_attack_cleared" in kinds
+
+
+def _runtime(stack: Stack, instance: dict[str, Any], command: str) -> str:
+    """A runtime API command on `instance`'s HAProxy ('' if it does not answer)."""
+    agent = agent_of(stack, instance["host_id"])
+    try:
+        return cli_command(instance_paths(agent.dir, instance["id"]).stats_socket, command)
+    except OSError:
+        return ""
+
+
+def _entry(stack: Stack, instance: dict[str, Any], source: str) -> dict[str, Any] | None:
+    rows = parse_show_table(_runtime(stack, instance, f"show table {SOURCE_TABLE}"))
+    return next((row for row in rows if row["source"] == source), None)
+
+
+def _first_answer(host: str, deadline: float) -> tuple[str, float]:
+    """Ask the VIP until something answers: (the status, seconds waited)."""
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, 80), timeout=0.3) as sock:
+                sock.settimeout(2)
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
+                head = sock.recv(64)
+            if head.startswith(b"HTTP/"):
+                return head.split(b" ")[1].decode(), time.monotonic() - started
+        except OSError:
+            time.sleep(0.05)
+    return "none", time.monotonic() - started
+
+
+def test_an_attackers_counters_survive_a_failover_of_the_pair(
+    pair_stack: Stack, lab: Lab, backends: list[BackendServer]
+) -> None:
+    """A source limited through the MASTER is still limited by the BACKUP that takes the
+    VIP when the MASTER's host dies: its first answer there is a 429, and the survivor's
+    top talkers show its counters (the pair shares the table through HAProxy peers)."""
+    stack = pair_stack
+    profile(stack, "pair-base", request_rate=REQUEST_RATE)
+    made = http_lb(
+        stack,
+        backends[:2],
+        hm=False,
+        lb={"flavor_id": flavor(stack, "pair", {"loadbalancer_topology": "ACTIVE_STANDBY"})},
+    )
+    lb_id, vip = made["lb"]["id"], made["lb"]["vip_address"]
+    put = stack.admin.put(
+        f"/v2/manage/loadbalancers/{lb_id}/protection", json={"profile": "pair-base"}
+    )
+    assert put.status_code == 200, put.text
+    applied(stack, lb_id)
+    probe = ClientNamespace(lab, "probe")
+    wait_for(lambda: probe.request(f"http://{vip}/", timeout=2).status == 200, 20, what="VIP")
+    before = master(stack, lb_id)
+    (backup,) = [i for i in instances(stack, lb_id) if i["id"] != before["id"]]
+    # Peers reconnect every few seconds: until both ends are connected, what the MASTER
+    # counts reaches nobody (and an older entry could be taught back to it).
+    wait_for(
+        lambda: all(
+            "last_status=ESTA" in _runtime(stack, i, "show peers") for i in (before, backup)
+        ),
+        20,
+        what="the pair's peers connected",
+    )
+
+    attacker = ClientNamespace(lab, "attacker")
+    seen = attacker.run(_flood, vip, 120, time.monotonic() + 15, timeout=45)
+    assert seen["429"] >= 120 - 3 * REQUEST_RATE, seen
+    # What the MASTER counted reaches the BACKUP within moments (peers push updates).
+    wait_for(
+        lambda: (
+            (e := _entry(stack, backup, attacker.ip)) is not None
+            and e["request_rate"] > REQUEST_RATE
+        ),
+        5,
+        what="the BACKUP holding the attacker's counters (shared through the pair's peers)",
+    )
+
+    agent_of(stack, before["host_id"]).kill_host()
+    status, waited = attacker.run(_first_answer, vip, time.monotonic() + 20, timeout=40)
+    assert status == "429", f"first answer after the failover: {status} after {waited:.1f} s"
+    wait_for(
+        lambda: any(
+            i["id"] == backup["id"] and i["vrrp_state"] == "MASTER" for i in instances(stack, lb_id)
+        ),
+        20,
+        what="the BACKUP reported MASTER",
+    )
+    # Not only the attacker's: a polite source still gets through the new MASTER.
+    assert probe.request(f"http://{vip}/", timeout=3).status == 200
+
+    talkers = stack.admin.get(f"/v2/manage/loadbalancers/{lb_id}/top-talkers").json()
+    assert [i["instance_id"] for i in talkers["instances"]] == [backup["id"]], talkers
+    top = talkers["sources"][0]
+    assert top["source"] == attacker.ip and top["limited"] is True, talkers
+    assert top["request_rate"] > REQUEST_RATE, talkers

@@ -35,8 +35,10 @@ from openha.render.haproxy import HAProxyPaths, PeerSpec, PeersSpec, RenderError
 from openha.render.protection import (
     ALLOW_MAP,
     DENY_MAP,
+    FLOOD_FACTOR,
     LIMITS_MAP,
     PATHS_MAP,
+    TARPIT_TIMEOUT_MS,
     ProtectionRenderError,
     map_files,
 )
@@ -269,9 +271,9 @@ def serving(cfg: str, workdir: Path, port: int) -> Iterator[int]:
             os.kill(pid, 15)
 
 
-def get(port: int, path: str = "/") -> tuple[int, dict[str, str]]:
+def get(port: int, path: str = "/", timeout: float = 5) -> tuple[int, dict[str, str]]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
             return resp.status, dict(resp.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}
@@ -346,6 +348,77 @@ def test_real_haproxy_limits_and_takes_new_maps_without_a_reload(workdir: Path) 
         os.kill(pid, 0)
 
 
+def test_a_flooder_waits_out_the_tarpit_for_its_429(workdir: Path) -> None:
+    """With the 429 action, a source over its limit is told at once; one at
+    FLOOD_FACTOR times its limit ignores Retry-After: its 429 comes after the tarpit,
+    so a flooder cannot make HAProxy's thread build answers as fast as it asks."""
+    port = _free_port()
+    spec = loadbalancer((listener("PROMETHEUS", protocol_port=port),), (), vip="127.0.0.1")
+    strict = ProtectionSettings(request_rate=2, retry_after=7)
+    write_maps(workdir, strict)
+    paths = haproxy_paths(workdir)
+    cfg = render_haproxy(spec, paths, protection=strict)
+    with serving(cfg, workdir, port):
+        cli_command(Path(paths.stats_socket), "clear table openha_protect")
+        codes = [get(port, "/metrics", timeout=1)[0] for _ in range(2 * FLOOD_FACTOR)]
+        assert codes == [200] * 2 + [429] * (2 * FLOOD_FACTOR - 2)
+        with pytest.raises((TimeoutError, urllib.error.URLError)):
+            get(port, "/metrics", timeout=1)  # held
+        started = time.monotonic()
+        status, headers = get(port, "/metrics", timeout=TARPIT_TIMEOUT_MS / 1000 + 3)
+        held = time.monotonic() - started
+        assert status == 429 and headers.get("retry-after") == "7"
+        assert TARPIT_TIMEOUT_MS / 1000 - 0.5 < held < TARPIT_TIMEOUT_MS / 1000 + 2.5, held
+
+
+def _raw(port: int, head: bytes, timeout: float = 3) -> bytes:
+    """What HAProxy answers `head` with (b"" if it closed without a word)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head)
+        try:
+            return sock.recv(128)
+        except ConnectionResetError:
+            return b""
+
+
+def test_header_guards_path_limits_and_reject_on_a_real_haproxy(workdir: Path) -> None:
+    """The other verdicts of the frame, each once: too many header fields or bytes (431),
+    a path's own limit (429 on that path only), and the reject action (reset)."""
+    port = _free_port()
+    spec = loadbalancer((listener("PROMETHEUS", protocol_port=port),), (), vip="127.0.0.1")
+    settings = ProtectionSettings(
+        request_rate=100,
+        max_header_count=6,
+        max_header_bytes=512,
+        path_limits=[PathLimit(path_prefix="/login", request_rate=2)],
+    )
+    write_maps(workdir, settings)
+    paths = haproxy_paths(workdir)
+    cfg = render_haproxy(spec, paths, protection=settings)
+    run = lambda command: cli_command(Path(paths.stats_socket), command)  # noqa: E731
+    with serving(cfg, workdir, port):
+        run("clear table openha_protect")
+        fields = b"".join(b"X-%d: 1\r\n" % i for i in range(8))
+        assert _raw(port, b"GET /metrics HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n").startswith(
+            b"HTTP/1.1 431"
+        )
+        big = b"X-Big: " + b"a" * 600 + b"\r\n"
+        assert _raw(port, b"GET /metrics HTTP/1.1\r\nHost: a\r\n" + big + b"\r\n").startswith(
+            b"HTTP/1.1 431"
+        )
+        assert get(port, "/metrics")[0] == 200
+        logins = [get(port, "/login")[0] for _ in range(3)]
+        assert 429 not in logins[:2] and logins[2] == 429, logins
+        assert get(port, "/metrics")[0] == 200  # the path's limit is the path's
+        # The reject action: a source over its limit is reset, not answered.
+        reject = ProtectionSettings(request_rate=1, action="reject")
+        for name, content in map_files(reject).items():
+            replace_map(run, str(workdir / "files" / name), content)
+        run("clear table openha_protect")
+        assert get(port, "/metrics")[0] == 200
+        assert _raw(port, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n") == b""
+
+
 def test_counters_are_shared_by_a_pair_and_survive_a_reload(tmp_path: Path) -> None:
     """Two HAProxy processes of a pair, peers on localhost: what one counts, the other
     holds (a failover keeps an attacker's counters), and a reload of the first hands
@@ -378,6 +451,7 @@ def test_counters_are_shared_by_a_pair_and_survive_a_reload(tmp_path: Path) -> N
 
     work_a, port_a, paths_a, cfg_a = sides["a"]
     work_b, port_b, paths_b, cfg_b = sides["b"]
+
     def connected(paths: HAProxyPaths) -> bool:
         return "last_status=ESTA" in cli_command(Path(paths.stats_socket), "show peers")
 

@@ -125,7 +125,8 @@ class ProtectionSettings(BaseModel):
     # What a source over a limit gets: a 429 with Retry-After, a tarpit (held, then
     # 429), a silent drop (the connection vanishes, nothing sent), or a reset.
     # Connection-level limits (max_connections, connection_rate) come before any HTTP:
-    # they reject (or silently drop) the connection.
+    # they reject (or silently drop) the connection. A source at ten times its request
+    # limit gets the tarpit before its 429 whatever the action (`render.protection`).
     action: Action = "429"
     retry_after: Annotated[int, Field(ge=1, le=3600)] = RATE_PERIOD_S
     deny: Annotated[

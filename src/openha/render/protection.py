@@ -46,6 +46,9 @@ TABLE_SIZE = "100k"
 # pausing between bursts keeps its history.
 TABLE_EXPIRE = f"{RATE_PERIOD_S * 6}s"
 TARPIT_TIMEOUT_MS = 5000
+# A source sending this many times its request limit is a flooder: it gets the tarpit
+# (then its 429) whatever the action, so that answering it costs next to nothing.
+FLOOD_FACTOR = 10
 # The largest path-table key: an IPv6 address, ':' and a path limit id.
 PATH_KEY_LENGTH = 64
 
@@ -130,6 +133,7 @@ class ProtectionFrame:
     path_key_length: int
     unlimited: int
     tarpit_timeout: int
+    flood_factor: int
     retry_after_default: int
     timeout_http_request: int | None
     timeout_client_max: int | None
@@ -155,6 +159,7 @@ def frame(settings: ProtectionSettings, files_dir: str) -> ProtectionFrame:
         path_key_length=PATH_KEY_LENGTH,
         unlimited=UNLIMITED,
         tarpit_timeout=TARPIT_TIMEOUT_MS,
+        flood_factor=FLOOD_FACTOR,
         retry_after_default=RATE_PERIOD_S,
         timeout_http_request=settings.timeout_http_request,
         timeout_client_max=settings.timeout_client_max,

@@ -1,9 +1,10 @@
 """/v2/manage/protection-profiles and an LB's protection: profiles, override, under-attack mode.
 
 - `/v2/manage/protection-profiles`: CRUD of named profiles (`openha.domain.protection`).
-  A profile in use (by a flavor's `protection_profile`, an LB's override or its
-  under-attack mode) cannot be deleted (409); a change to one is pushed to every
-  load balancer using it.
+  A profile in use (by a flavor profile's `protection_profile`, an LB's override or
+  its under-attack mode) cannot be deleted (409 naming its users,
+  `openha.api.protectionrefs`); a change to one is pushed to every load balancer
+  using it.
 - `GET|PUT /v2/manage/loadbalancers/{id}/protection`: what applies to an LB, and an
   operator's profile for it instead of its flavor's (`{"profile": null}` goes back).
 - `POST|DELETE /v2/manage/loadbalancers/{id}/protect`: under-attack mode. The
@@ -19,23 +20,21 @@ numbers, normalised CIDRs and grammar-checked path prefixes.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openha import events
-from openha.api import idempotency, toptalkers
+from openha.api import idempotency, protectionrefs, toptalkers
 from openha.api.context import RequestContext, get_admin_context, get_session
 from openha.api.errors import BadRequest, Conflict, NotFound
 from openha.api.resources import Resource
 from openha.api.tenant import changes
 from openha.api.views import Timestamp, View
 from openha.controller.snapshot import (
-    FLAVOR_PROTECTION_KEY,
     flavor_data,
     profile_named,
     protection_of,
@@ -49,7 +48,7 @@ from openha.domain.protection import (
     ProfileName,
     ProtectionSettings,
 )
-from openha.models import Flavor, FlavorProfile, LoadBalancer, ProtectionProfile, utcnow
+from openha.models import LoadBalancer, ProtectionProfile, utcnow
 
 LABEL = "Protection Profile"
 LB_LABEL = "Load Balancer"
@@ -175,36 +174,6 @@ def _referenced(session: Session, ref: str) -> ProtectionProfile:
     return found
 
 
-def _flavors_naming(session: Session, profile: ProtectionProfile) -> list[str]:
-    """Ids of the flavors whose profile data names `profile` (by name or id)."""
-    names = {profile.id, profile.name}
-    profiles = []
-    for row in session.scalars(select(FlavorProfile)):
-        try:
-            data = json.loads(row.flavor_data or "{}")
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get(FLAVOR_PROTECTION_KEY) in names:
-            profiles.append(row.id)
-    if not profiles:
-        return []
-    return list(session.scalars(select(Flavor.id).where(Flavor.flavor_profile_id.in_(profiles))))
-
-
-def _users(session: Session, profile: ProtectionProfile) -> ColumnElement[bool]:
-    """The load balancers `profile` applies to, as a WHERE clause."""
-    clauses = [
-        LoadBalancer.protection_profile_id == profile.id,
-        LoadBalancer.under_attack_profile_id == profile.id,
-    ]
-    flavors = _flavors_naming(session, profile)
-    if flavors:
-        clauses.append(
-            LoadBalancer.flavor_id.in_(flavors) & LoadBalancer.protection_profile_id.is_(None)
-        )
-    return or_(*clauses)
-
-
 def _name_free(session: Session, name: str, but: str | None = None) -> None:
     clash = session.scalar(select(ProtectionProfile.id).where(ProtectionProfile.name == name))
     if clash is not None and clash != but:
@@ -251,28 +220,23 @@ def update_profile(
     fields = ProfileFields.model_validate(merged)  # a refusal is a 400, nothing changed
     _name_free(session, fields.name, but=profile.id)
     old_name = profile.name
-    users = _users(session, profile)  # before a rename: flavors name it by its old name
+    # Before a rename: flavor data names it by its old name.
+    users = protectionrefs.applies_to(session, profile)
+    if fields.name != old_name:
+        naming = protectionrefs.flavor_profiles_naming(session, {old_name})
+        if naming:
+            raise Conflict(
+                f"{LABEL} {old_name} is named by flavor profiles {', '.join(naming)}: "
+                "change their flavor_data before renaming it."
+            )
     profile.name = fields.name
     profile.description = fields.description
     profile.settings = ProtectionSettings.model_validate(
         fields.model_dump(exclude={"name", "description"})
     ).model_dump()
-    if fields.name != old_name and _flavors_naming_name(session, old_name):
-        raise Conflict(f"Flavors name {LABEL} {old_name}: change them before renaming it.")
     changes.reapply(session, users)
     session.commit()
     return {"protection_profile": profile_view(profile)}
-
-
-def _flavors_naming_name(session: Session, name: str) -> bool:
-    for row in session.scalars(select(FlavorProfile.flavor_data)):
-        try:
-            data = json.loads(row or "{}")
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get(FLAVOR_PROTECTION_KEY) == name:
-            return True
-    return False
 
 
 @router.delete("/protection-profiles/{profile_id}", status_code=204)
@@ -284,20 +248,9 @@ def delete_profile(
     profile = session.get(ProtectionProfile, profile_id)
     if profile is None:
         raise NotFound.resource(LABEL, profile_id)
-    if _flavors_naming(session, profile) or _flavors_naming_name(session, profile.name):
-        raise Conflict(f"{LABEL} {profile_id} is a flavor's default.")
-    in_use = session.scalar(
-        select(LoadBalancer.id)
-        .where(
-            or_(
-                LoadBalancer.protection_profile_id == profile.id,
-                LoadBalancer.under_attack_profile_id == profile.id,
-            )
-        )
-        .limit(1)
-    )
-    if in_use is not None:
-        raise Conflict(f"{LABEL} {profile_id} is in use by load balancer {in_use}.")
+    users = protectionrefs.users(session, profile)
+    if users:
+        raise Conflict(f"{LABEL} {profile_id} is in use by {users.describe()}.")
     session.delete(profile)
     session.commit()
     return Response(status_code=204)

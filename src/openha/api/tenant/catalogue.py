@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, create_model
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from openha.api import idempotency
+from openha.api import idempotency, protectionrefs
 from openha.api.context import RequestContext, get_admin_context, get_session
 from openha.api.errors import BadRequest, Conflict
 from openha.api.resources import Resource, removing
@@ -46,6 +46,8 @@ ZoneName = Annotated[FreeText, Field(min_length=1)]
 M = TypeVar("M", bound=BaseModel)
 # Picks the provider's check of a profile's data (validate_flavor, ...).
 DataCheck = Callable[[Provider], Callable[[Mapping[str, Any]], None]]
+# Checks what a profile's data names in the database (raises BadRequest).
+RefCheck = Callable[[Session, Mapping[str, Any]], None]
 
 
 def parse_profile_data(raw: str, option: str) -> dict[str, Any]:
@@ -77,18 +79,22 @@ class Catalogue:
     profile_ref: str  # the entry's column naming its profile
     data: str  # the profile's column of provider-specific settings
     data_check: DataCheck
+    refs_check: RefCheck | None = None  # whatever else than the provider the data names
     used_by: Callable[[Any], ColumnElement[bool]]  # the load balancers using an entry
 
     # --- rules ------------------------------------------------------------------------
 
-    def check_data(self, request: Request, provider_name: str, raw: str) -> None:
-        """400 unless the data parses and the (installed) provider accepts it."""
+    def check_data(self, request: Request, session: Session, provider_name: str, raw: str) -> None:
+        """400 unless the data parses, the (installed) provider accepts it and what it
+        names exists."""
         data = parse_profile_data(raw, self.data)
         provider = enabled_provider(request, provider_name)
         try:
             self.data_check(provider)(data)
         except UnsupportedOption as exc:
             raise BadRequest(str(exc)) from None
+        if self.refs_check is not None:
+            self.refs_check(session, data)
 
     def _entries_using(self, session: Session, profile: Any) -> int:
         column = getattr(self.entry, self.profile_ref)
@@ -225,7 +231,7 @@ class Catalogue:
             keyed: idempotency.Guard | None = Depends(idempotency.guard),
         ) -> dict[str, Any]:
             body = profile_create.model_validate(payload).model_dump()[self.profile_singular]
-            self.check_data(request, body["provider_name"], body[self.data])
+            self.check_data(request, session, body["provider_name"], body[self.data])
             profile = self.profile(**body)
             session.add(profile)
             session.flush()
@@ -250,6 +256,7 @@ class Catalogue:
                 self._refuse_profile_in_use(session, profile)
                 self.check_data(
                     request,
+                    session,
                     given.get("provider_name", profile.provider_name),
                     given.get(self.data, getattr(profile, self.data)),
                 )
@@ -273,8 +280,12 @@ class Catalogue:
         ) -> dict[str, Any]:
             body = entry_create.model_validate(payload).model_dump()[self.entry_singular]
             profile_id = body[self.profile_ref]
-            if session.get(self.profile, profile_id) is None:
+            profile = session.get(self.profile, profile_id)
+            if profile is None:
                 raise BadRequest(f"{profile_id} is not a valid option for {self.profile_ref}")
+            # Data stored before its references were checked may name what is gone.
+            if self.refs_check is not None:
+                self.refs_check(session, parse_profile_data(getattr(profile, self.data), self.data))
             self._refuse_duplicate(session, body["name"])
             entry = self.entry(**with_defaults(body, self.entry))
             session.add(entry)
@@ -325,6 +336,7 @@ FLAVORS = Catalogue(
     profile_ref="flavor_profile_id",
     data="flavor_data",
     data_check=lambda provider: provider.validate_flavor,
+    refs_check=protectionrefs.check_flavor_data,
     used_by=lambda flavor: LoadBalancer.flavor_id == flavor.id,
 )
 AVAILABILITY_ZONES = Catalogue(

@@ -13,13 +13,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from openha import events, ipam
-from openha.api import idempotency
+from openha.api import idempotency, protectionrefs
 from openha.api.context import RequestContext, get_admin_context, get_context, get_session
 from openha.api.errors import BadRequest
 from openha.api.logquery import LogParams, log_params, respond
 from openha.api.networks import visible_networks, visible_subnets
 from openha.api.resources import RelatedIds, Resource
 from openha.api.tenant import changes, common
+from openha.api.tenant.catalogue import parse_profile_data
 from openha.api.tenant.changes import Change
 from openha.api.tenant.graph import create_graph
 from openha.api.tenant.healthmonitors import HealthMonitorView
@@ -197,6 +198,10 @@ def _resolve_provider_and_flavor(
             )
         profile = session.get(FlavorProfile, flavor.flavor_profile_id)
         assert profile is not None
+        # Checked when the profile was written; data from before then may dangle.
+        protectionrefs.check_flavor_data(
+            session, parse_profile_data(profile.flavor_data, "flavor_data")
+        )
         if provider and provider != profile.provider_name:
             raise BadRequest(
                 f"Flavor '{body.flavor_id}' is not compatible with provider '{provider}'."
