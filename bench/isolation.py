@@ -6,11 +6,18 @@ From a client namespace of its own, B gets a light closed-loop load (`wrk -t1 -c
 - idle: B alone;
 - flood: the same, while a second client namespace floods A (`wrk -t1 -c200`, bounded
   by its duration and one client thread).
+Each tenant's outside world, its client and its member, runs in a cgroup of the
+benchmark's own with a CPU quota (`--world-cpu`, the same idle and under the flood),
+standing for the machines they would be elsewhere: on two cores, unbounded, A's
+client and member would take the CPU of B's client and member, and B's throughput
+would measure the benchmark's machinery, not the LB host's walls. Only the LB host's
+part is shared: the HAProxies (whose cores are printed: A's at its quota shows the
+flood saturates it), rsyslogd, the agent, the kernel.
 It runs twice: with the flavor's walls (`cpu_weight` equal, `cpu_max` per instance,
 the default memory and task limits) and, as the baseline in the same run, with no CPU
 quota (equal weights only). Printed: B's p99 latency and req/s idle and under flood,
 the ratios flood/idle (targets: p99 within 2x, req/s within 10 % of its share, i.e.
-of B alone under its quota), A's req/s.
+of B alone under its quota), A's req/s, and the cores B's and A's HAProxies used.
 
 Then a runaway: A's memory limit drops to its minimum (`memory_max_mb` 16) and a client
 holds 2,000 connections to A with half-sent requests (a buffer each); the kernel's OOM
@@ -23,12 +30,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import socket
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +54,9 @@ from harness import (
     require_root,
     wait_for,
 )
-from throughput import WrkResult, wrk
+from throughput import WrkResult, parse_wrk
 
+from openha.agent import cgroups
 from openha.agent.haproxy import HAProxyInstance
 from openha.agent.netns import NamespaceExec
 from openha.agent.paths import instance_paths
@@ -75,22 +86,68 @@ def oom_kills(agent: AgentProcess, spec: InstanceSpec) -> int:
     return int((sandbox_view(agent, spec).get("usage") or {}).get("oom_kills") or 0)
 
 
+class Bounded:
+    """A cgroup of the benchmark's own, with a CPU quota: one tenant's client and member."""
+
+    def __init__(self, name: str, cores: float) -> None:
+        mount = cgroups.detect().mounts.get("cpu") or cgroups.detect().mounts.get("unified")
+        if mount is None:
+            raise RuntimeError("no cpu cgroup controller to bound the clients with")
+        self.dir = mount / f"ohbench-{name}-{os.getpid()}"
+        self.dir.mkdir(exist_ok=True)
+        quota = round(cores * cgroups.CFS_PERIOD_US)
+        if (self.dir / "cpu.max").exists():
+            (self.dir / "cpu.max").write_text(f"{quota} {cgroups.CFS_PERIOD_US}")
+        else:
+            (self.dir / "cpu.cfs_period_us").write_text(str(cgroups.CFS_PERIOD_US))
+            (self.dir / "cpu.cfs_quota_us").write_text(str(quota))
+
+    def wrk(self, namespace: str, url: str, seconds: int, threads: int, conns: int) -> WrkResult:
+        cmd = (
+            f"echo $$ > {self.dir}/cgroup.procs && exec ip netns exec {namespace} wrk "
+            f"-t{threads} -c{conns} -d{seconds}s --latency {url}"
+        )
+        out = subprocess.run(
+            ["sh", "-c", cmd], check=True, capture_output=True, text=True, timeout=seconds + 30
+        )
+        return parse_wrk(out.stdout)
+
+    def adopt(self, pid: int) -> None:
+        (self.dir / "cgroup.procs").write_text(str(pid))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
+
 def measure(
-    b_client: str, a_client: str, url_a: str, url_b: str, seconds: int
-) -> tuple[WrkResult, WrkResult, WrkResult]:
-    """B alone, then B while A is flooded: (B idle, B under flood, A's flood)."""
-    idle = wrk(b_client, url_b, seconds, 1, 4)
+    b_client: str,
+    a_client: str,
+    url_a: str,
+    url_b: str,
+    seconds: int,
+    worlds: tuple[Bounded, Bounded],
+    cpu: Callable[[], tuple[float, float]],
+) -> tuple[WrkResult, WrkResult, WrkResult, tuple[float, float, float]]:
+    """B alone, then B while A is flooded: (B idle, B under flood, A's flood, cores used
+    by B idle, by B and by A under the flood); `cpu` reads A's and B's CPU seconds."""
+    world_a, world_b = worlds
+    (_, b0), start = cpu(), time.monotonic()
+    idle = world_b.wrk(b_client, url_b, seconds, 1, 4)
+    b_idle = (cpu()[1] - b0) / (time.monotonic() - start)
     results: dict[str, WrkResult] = {}
 
     def flood() -> None:
-        results["a"] = wrk(a_client, url_a, seconds + 2, 1, 200)
+        results["a"] = world_a.wrk(a_client, url_a, seconds + 2, 1, 200)
 
     thread = threading.Thread(target=flood)
     thread.start()
     time.sleep(1.0)  # the flood is under way
-    busy = wrk(b_client, url_b, seconds, 1, 4)
+    (a0, b0), since = cpu(), time.monotonic()
+    busy = world_b.wrk(b_client, url_b, seconds, 1, 4)
+    (a1, b1), took = cpu(), time.monotonic() - since
     thread.join()
-    return idle, busy, results["a"]
+    return idle, busy, results["a"], (b_idle, (b1 - b0) / took, (a1 - a0) / took)
 
 
 def hold_half_requests(namespace: str, vip: str, count: int, seconds: float) -> int:
@@ -128,6 +185,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8, help="each wrk run (default 8)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per mode (default 2)")
     parser.add_argument("--cpu-max", type=float, default=0.5, help="each LB's quota in cores")
+    parser.add_argument(
+        "--world-cpu",
+        type=float,
+        default=0.6,
+        help="CPU quota (cores) of each tenant's client and member together",
+    )
     args = parser.parse_args()
     require_root()
     _raise_on_sigterm()
@@ -140,6 +203,9 @@ def main() -> None:
             b_client = lab.add_namespace("steady", lab.allocate_ip())
             client = ClientNamespace(lab)
             agent = AgentProcess(agent_dir, api_url=api.url)
+            worlds = (Bounded("a", args.world_cpu), Bounded("b", args.world_cpu))
+            for world, backend in zip(worlds, backends, strict=True):
+                world.adopt(backend.haproxy.proc.pid)
             try:
                 agent.spawn()
                 a, b = (instance_spec(lab, agent_dir, lab.allocate_ip(), be) for be in backends)
@@ -160,25 +226,39 @@ def main() -> None:
                     for url in (url_a, url_b):
                         wait_for(lambda url=url: answers(client, url), timeout=30)
                     idle_p99, busy_p99, idle_rps, busy_rps, a_rps = [], [], [], [], []
+                    cores: list[tuple[float, float, float]] = []
+
+                    def used() -> tuple[float, float]:
+                        def seconds(x: InstanceSpec) -> float:
+                            return float(sandbox_view(agent, x)["usage"]["cpu_seconds"] or 0)
+
+                        return seconds(a), seconds(b)
+
                     for _ in range(args.rounds):
-                        idle, busy, flood = measure(b_client, a_client, url_a, url_b, args.seconds)
+                        idle, busy, flood, spent = measure(
+                            b_client, a_client, url_a, url_b, args.seconds, worlds, used
+                        )
                         idle_p99.append(idle.p99_ms)
                         busy_p99.append(busy.p99_ms)
                         idle_rps.append(idle.rps)
                         busy_rps.append(busy.rps)
                         a_rps.append(flood.rps)
+                        cores.append(spent)
                     med = statistics.median
                     rows.append([
                         mode, f"{med(idle_p99):.2f}", f"{med(busy_p99):.2f}",
                         f"{med(busy_p99) / med(idle_p99):.2f}", f"{med(idle_rps):,.0f}",
                         f"{med(busy_rps):,.0f}", f"{med(busy_rps) / med(idle_rps):.2f}",
                         f"{med(a_rps):,.0f}",
+                        " / ".join(f"{med(c[i] for c in cores):.2f}" for i in range(3)),
                     ])  # fmt: skip
                 print_table(
-                    f"B under a flood of A (medians of {args.rounds} rounds of {args.seconds} s)",
+                    f"B under a flood of A (medians of {args.rounds} rounds of {args.seconds} s; "
+                    f"each tenant's client and member bounded to {args.world_cpu:g} core)",
                     [
                         "walls", "B p99 idle ms", "B p99 flood ms", "p99 ratio (<= 2)",
                         "B req/s idle", "B req/s flood", "req/s ratio (>= 0.9)", "A req/s",
+                        "cores: B idle / B flood / A flood",
                     ],
                     rows,
                 )  # fmt: skip
@@ -217,6 +297,10 @@ def main() -> None:
                       f"({sandbox.get('cgroup_mode')})")  # fmt: skip
             finally:
                 agent.stop()
+                for backend in backends:  # a group holding a process cannot be removed
+                    backend.close()
+                for world in worlds:
+                    world.close()
     finally:
         purge(agent_dir)
         shutil.rmtree(agent_dir, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,35 @@ from pydantic_settings import (
 )
 
 from openha.domain.logtargets import parse_targets
+
+# Where a root agent keeps its state when its default place (`<state_dir>/agent`) lies
+# below a directory others cannot enter (`make run` in root's 0700 home): keepalived
+# runs pairs' notify scripts as an unprivileged user, who must reach them.
+HOST_AGENT_DIRS = Path("/var/lib/openha/agents")
+
+
+def _traversable(path: Path) -> bool:
+    """Whether every existing directory down to `path` lets others pass (o+x)."""
+    for level in [path, *path.parents]:
+        try:
+            if not level.stat().st_mode & 0o001:
+                return False
+        except FileNotFoundError:
+            continue  # made later, by us, traversable
+        except OSError:
+            return False
+    return True
+
+
+def default_agent_dir(state_dir: Path) -> Path:
+    """`<state_dir>/agent`, unless root's agent could not give its script user a way in
+    there: then a directory of its own under `HOST_AGENT_DIRS`, named after the state
+    directory (two checkouts on a host get two)."""
+    wanted = state_dir / "agent"
+    if os.geteuid() != 0 or _traversable(wanted):
+        return wanted
+    key = hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
+    return HOST_AGENT_DIRS / key
 
 
 def _config_file() -> Path | None:
@@ -107,7 +137,7 @@ class Settings(BaseSettings):
     # Agent and hosts
     agent_bind: str = "127.0.0.1:9877"
     # Where the agent keeps its own state (instances it applied, logs); several
-    # agents on one machine each get their own.
+    # agents on one machine each get their own. Default: `default_agent_dir`.
     agent_dir: Path | None = None
     # The API the agent registers with and heartbeats to, and its enrolment token.
     agent_api_url: str = "http://127.0.0.1:9876"
@@ -250,7 +280,7 @@ class Settings(BaseSettings):
 
     def model_post_init(self, __context: Any) -> None:
         self.state_dir = self.state_dir.resolve()
-        self.agent_dir = (self.agent_dir or self.state_dir / "agent").resolve()
+        self.agent_dir = (self.agent_dir or default_agent_dir(self.state_dir)).resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.state_dir / 'openha.db'}"
 

@@ -9,7 +9,10 @@ flowing through all of it.
 from __future__ import annotations
 
 import os
+import pwd
+import socket
 import stat
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -18,12 +21,14 @@ from agent_support import AgentHarness, LBConfig, Member, wait_for
 
 from openha.agent import cgroups
 from openha.agent.haproxy import HAProxyInstance
-from openha.agent.paths import instance_paths, namespace_name
-from openha.agent.procs import confinement
+from openha.agent.paths import instance_paths, log_paths, namespace_name
+from openha.agent.procs import confinement, pid_from_file
 from openha.agent.purge import purge
-from openha.agent.sandbox import RECORD
+from openha.agent.sandbox import KEEPALIVED_CAPS, RECORD
 from openha.domain.spec import ResourceSpec
 from openha.lab import ClientNamespace, Lab
+from openha.providers.haproxy.instance_spec import NOTIFY_SCRIPT
+from openha.render.keepalived import SCRIPT_USER, VrrpSpec, render_keepalived, render_notify_script
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +63,7 @@ def v1_limits(group: cgroups.InstanceCgroup) -> dict[str, str]:
 
     return {
         "shares": read("cpu", "cpu.shares"),
+        "period": read("cpu", "cpu.cfs_period_us"),
         "quota": read("cpu", "cpu.cfs_quota_us"),
         "memory": read("memory", "memory.limit_in_bytes"),
         "pids": read("pids", "pids.max"),
@@ -81,7 +87,8 @@ def test_haproxy_runs_unprivileged_chrooted_and_walled_in(
     if HIERARCHY.mode == "v1":
         assert v1_limits(group) == {
             "shares": "512",
-            "quota": "50000",
+            "period": "20000",
+            "quota": "10000",
             "memory": str(256 << 20),
             "pids": "64",
         }
@@ -113,6 +120,7 @@ def test_haproxy_runs_unprivileged_chrooted_and_walled_in(
     if HIERARCHY.mode == "v1":
         assert v1_limits(group) == {
             "shares": "2048",
+            "period": "20000",
             "quota": "-1",
             "memory": str(512 << 20),
             "pids": "128",
@@ -246,3 +254,146 @@ def test_delete_and_purge_leave_no_cgroup_and_no_uid_behind(
     assert not any(p.exists() for p in groups[1].dirs.values())
     assert not any(p.parent.exists() for p in groups[1].dirs.values())  # the agent's level
     assert not (registry / str(uids[1])).exists()
+
+
+def agent_group_dirs(agent_dir: Path) -> list[str]:
+    """Every directory of the host's cgroup trees that belongs to this agent's key."""
+    key = cgroups.agent_key(agent_dir)
+    found = subprocess.run(
+        ["find", "/sys/fs/cgroup", "-maxdepth", "5", "-type", "d", "-name", "openha*"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    return [f"{top}/{key}" for top in found if (Path(top) / key).is_dir()]
+
+
+@pytest.mark.skipif(HIERARCHY.mode == "none", reason="no cgroup hierarchy on this host")
+def test_a_stopped_agent_leaves_no_empty_cgroup_level(
+    lab: Lab, agent: AgentHarness, client: ClientNamespace, lb: LBConfig
+) -> None:
+    assert agent.put(lb.spec(lab, agent.agent_dir, 1)).status_code == 200
+    group = group_of(agent, lb)
+    pid = haproxy_of(agent.agent_dir, lb).pid()
+    assert pid is not None and agent_group_dirs(agent.agent_dir)
+    # Stopped with its HAProxy serving (for the next agent to adopt): the level stays.
+    agent.stop()
+    assert group.exists() and group.holds(pid)
+    assert client.request(f"http://{lb.vip}/").status == 200
+    agent.start()
+    assert agent.api.delete(f"/v1/instances/{lb.instance_id}").status_code in (200, 204)
+    agent.stop()
+    assert agent_group_dirs(agent.agent_dir) == []
+
+
+def as_instance(chroot: Path, uid: int, frame: bytes) -> int:
+    """In a child: chroot to `chroot`, become `uid`, send `frame` to /syslog.sock there.
+    Its exit status: 0 sent, 13 refused (EACCES), 1 anything else."""
+    pid = os.fork()
+    if pid == 0:  # only syscalls here: the parent has threads
+        code = 1
+        try:
+            os.chroot(chroot)
+            os.chdir("/")
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.connect("/syslog.sock")
+                conn.sendall(frame)
+            code = 0
+        except PermissionError:
+            code = 13
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def filed(agent_dir: Path, lb_id: str, marker: str) -> bool:
+    """Whether a line holding `marker` was filed under `lb_id` (open or closed files)."""
+    folder = log_paths(agent_dir).logs_root / lb_id
+    return any(marker in p.read_text(errors="replace") for p in folder.glob("*") if p.is_file())
+
+
+def test_an_instance_cannot_log_under_another_load_balancer(
+    lab: Lab, agent: AgentHarness, lb: LBConfig
+) -> None:
+    other = LBConfig(
+        instance_id=str(uuid.uuid4()),
+        vip=lab.allocate_ip(),
+        instance_ip=lab.allocate_ip(),
+        members=[Member(m.id, m.address) for m in lb.members],
+    )
+    for x in (lb, other):
+        assert agent.put(x.spec(lab, agent.agent_dir, 1)).status_code == 200
+    assert agent.service is not None
+    uid = {s.instance_id: s.uid for _, s in agent.service.sandbox_sources()}
+    chroot = instance_paths(agent.agent_dir, lb.instance_id).chroot_dir
+    # A's own identity on A's own input, with B's tag: filed under A, never under B.
+    marker = uuid.uuid4().hex
+    line = f'<134>Dec  1 12:00:00 lb-{other.lb_id}[1]:  {{"forged":"{marker}"}}'.encode()
+    assert as_instance(chroot, uid[lb.instance_id], b"%d %s" % (len(line), line)) == 0
+    wait_for(lambda: filed(agent.agent_dir, lb.lb_id, marker), timeout=10)
+    assert not filed(agent.agent_dir, other.lb_id, marker)
+    # B's uid cannot even reach A's input (its socket is A's uid's alone).
+    assert as_instance(chroot, uid[other.instance_id], b"") == 13
+    # The inputs are the instances' own, and each chroot holds its own.
+    sockets = [
+        instance_paths(agent.agent_dir, x.instance_id).chroot_syslog_socket for x in (lb, other)
+    ]
+    stats = [s.stat() for s in sockets]
+    assert stats[0].st_ino != stats[1].st_ino
+    assert [st.st_uid for st in stats] == [uid[lb.instance_id], uid[other.instance_id]]
+    assert all(stat.S_IMODE(st.st_mode) == 0o600 for st in stats)
+
+
+def capabilities(pid: int) -> dict[str, int]:
+    """CapEff and CapBnd of a process, from /proc."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("CapEff", "CapBnd"):
+            out[key] = int(value.strip(), 16)
+    return out
+
+
+def test_keepalived_keeps_only_what_vrrp_needs(
+    lab: Lab, agent: AgentHarness, client: ClientNamespace, lb: LBConfig
+) -> None:
+    """A pair's half alone on its segment: it becomes MASTER (its notify script ran as
+    the script user), holds the VIP (network capabilities work), with no other capability."""
+    paths = instance_paths(agent.agent_dir, lb.instance_id)
+    keepalived = render_keepalived(
+        VrrpSpec(
+            lb_id=lb.lb_id,
+            instance_id=lb.instance_id,
+            vrid=1 + int(lb.instance_id[:2], 16) % 255,
+            priority=100,
+            interface="eth0",
+            local_address=lb.instance_ip,
+            peer_addresses=(lab.allocate_ip(),),  # nobody: no advert ever comes
+            vip=lb.vip,
+            vip_prefixlen=lab.prefixlen,
+            track_file=str(paths.haproxy_down),
+            notify_script=str(paths.files_dir / NOTIFY_SCRIPT),
+        )
+    )
+    spec = lb.spec(
+        lab,
+        agent.agent_dir,
+        1,
+        vip_managed_by_keepalived=True,
+        keepalived_config=keepalived,
+        files={NOTIFY_SCRIPT: render_notify_script(str(paths.vrrp_state_file))},
+    )
+    resp = agent.put(spec)
+    assert resp.status_code == 200, resp.text
+    wait_for(lambda: agent.status(lb.instance_id)["vrrp_state"] == "MASTER", timeout=10)
+    assert client.request(f"http://{lb.vip}/").status == 200
+    wanted = sum(1 << bit for bit in KEEPALIVED_CAPS.values())
+    config = paths.keepalived_config
+    pids = [pid_from_file(paths.keepalived_pid, config), pid_from_file(paths.vrrp_pid, config)]
+    assert None not in pids
+    for pid in pids:
+        assert capabilities(pid) == {"CapEff": wanted, "CapBnd": wanted}, pid  # type: ignore[arg-type]
+    assert paths.vrrp_state_file.stat().st_uid == pwd.getpwnam(SCRIPT_USER).pw_uid

@@ -15,15 +15,20 @@ from pathlib import Path
 
 import pytest
 
+from openha.agent.logpipe import LogPipeline
 from openha.agent.logstore import LogQuery, LogStore
+from openha.agent.paths import namespace_name
 from openha.domain.logtargets import InvalidLogTargets, parse_targets
+from openha.domain.spec import InstanceSpec
 from openha.render.rsyslog import (
     Forward,
     RsyslogLayout,
     RsyslogRenderError,
+    inputs_table,
     lookup_table,
     render_rsyslog,
 )
+from openha.settings import Settings
 
 
 def store(tmp_path: Path, **kw: int | float) -> LogStore:
@@ -146,11 +151,12 @@ def test_log_targets_are_refused_unless_strictly_valid(targets: object) -> None:
 
 def test_rsyslog_config_holds_only_checked_values(tmp_path: Path) -> None:
     (t,) = parse_targets([{"type": "syslog", "host": "LOG.example.com", "protocol": "tls"}])
-    layout = RsyslogLayout(*(str(tmp_path / n) for n in ("s", "w", "l", "st", "lk", "o")))
+    names = ("s", "w", "l", "st", "lk", "o", "in", "ij")
+    layout = RsyslogLayout(*(str(tmp_path / n) for n in names))
     text = render_rsyslog(layout, [Forward(t, 1 << 20, "/etc/ssl/certs/ca.pem")])
     assert 'target="log.example.com"' in text and 'StreamDriver="ossl"' in text
     assert f'if $.oh_t contains ",{t.id}," then' in text
-    bad = RsyslogLayout(*(str(tmp_path / n) for n in ('s"', "w", "l", "st", "lk", "o")))
+    bad = RsyslogLayout(*(str(tmp_path / n) for n in ('s"', "w", "l", "st", "lk", "o", "in", "ij")))
     with pytest.raises(RsyslogRenderError):
         render_rsyslog(bad, [])
 
@@ -164,9 +170,12 @@ def test_rsyslogd_accepts_the_rendered_configuration(tmp_path: Path) -> None:
             {"type": "syslog", "host": "logs.example.com", "port": 6514, "protocol": "tls"},
         ]
     )
-    layout = RsyslogLayout(*(str(tmp_path / n) for n in ("in.sock", "w", "l", "s", "lk", "o")))
+    names = ("in.sock", "w", "l", "s", "lk", "o", "in", "ij")
+    layout = RsyslogLayout(*(str(tmp_path / n) for n in names))
     (tmp_path / "w").mkdir()
+    (tmp_path / "in").mkdir()
     (tmp_path / "lk").write_text(lookup_table({str(uuid.uuid4()): [targets[0].id]}))
+    (tmp_path / "ij").write_text(inputs_table({0: str(uuid.uuid4())}))
     conf = tmp_path / "rsyslog.conf"
     conf.write_text(
         render_rsyslog(layout, [Forward(t, 1 << 20, "/etc/ssl/certs/x.pem") for t in targets])
@@ -188,3 +197,44 @@ def test_shipping_looks_only_at_load_balancers_with_an_object_store(tmp_path: Pa
     again.register(shipped, "p1", "i2", [])  # its flavor dropped the store
     again.register(plain, "p1", "i1", s3)
     assert again.shipped_ids() == [plain]
+
+
+def test_each_instance_gets_an_input_of_its_own_kept_across_restarts(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, agent_dir=tmp_path / "agent")
+    pipeline = LogPipeline(settings, tmp_path / "agent")  # not started: no rsyslogd
+
+    def spec(lb_id: str) -> InstanceSpec:
+        instance_id = str(uuid.uuid4())
+        return InstanceSpec(
+            instance_id=instance_id,
+            load_balancer_id=lb_id,
+            project_id="p",
+            generation=1,
+            namespace=namespace_name(instance_id),
+            interfaces=(),
+            vip_address="192.0.2.1",
+            haproxy_config="",
+        )
+
+    lb_a, lb_b = str(uuid.uuid4()), str(uuid.uuid4())
+    a, a2, b = spec(lb_a), spec(lb_a), spec(lb_b)
+    for s in (a, a2, b):
+        pipeline.register(s)
+    pipeline.register(a)  # again (an adoption): the same input
+    sockets = [pipeline.input_socket(s.instance_id) for s in (a, a2, b)]
+    assert len(set(sockets)) == 3 and None not in sockets
+    assert pipeline.input_socket(str(uuid.uuid4())) is None
+    # What rsyslogd files by: each input's LB, two instances of one LB included.
+    table = json.loads(inputs_table({slot: lb for slot, lb in pipeline.slots.values()}))
+    assert sorted(e["value"] for e in table["table"]) == sorted([lb_a, lb_a, lb_b])
+    # A released input is free for the next instance; a new agent finds the same inputs.
+    pipeline.release(lb_a, a2.instance_id)
+    c = spec(lb_b)
+    pipeline.register(c)
+    assert pipeline.input_socket(c.instance_id) == sockets[1]
+    again = LogPipeline(settings, tmp_path / "agent")
+    assert again.slots == pipeline.slots
+    again.keep_only({a.instance_id})
+    assert list(again.slots) == [a.instance_id]
+    with pytest.raises(RsyslogRenderError):
+        inputs_table({0: "../../etc"})

@@ -16,7 +16,7 @@ from openha.agent.cgroups import (
     parse_mounts,
 )
 from openha.agent.procs import confinement
-from openha.agent.sandbox import UidRegistry
+from openha.agent.sandbox import SandboxHost, UidRegistry
 from openha.providers.base import UnsupportedOption
 from openha.providers.haproxy.driver import HAProxyProvider
 from openha.render.haproxy import SANDBOX_GID_ENV, SANDBOX_UID_ENV
@@ -83,7 +83,7 @@ def test_v2_limits_usage_and_removal_on_a_fake_tree(tmp_path: Path) -> None:
     read = {n: (leaf / n).read_text() for n in ("cpu.weight", "cpu.max", "memory.max", "pids.max")}
     assert read == {
         "cpu.weight": "50",
-        "cpu.max": "50000 100000",
+        "cpu.max": "10000 20000",
         "memory.max": str(256 << 20),
         "pids.max": "64",
     }
@@ -93,7 +93,7 @@ def test_v2_limits_usage_and_removal_on_a_fake_tree(tmp_path: Path) -> None:
     assert not (leaf / "cgroup.subtree_control").exists()
     # No quota, no limits: v2 spells them "max".
     assert group.create(Limits()) == []
-    assert (leaf / "cpu.max").read_text() == "max 100000"
+    assert (leaf / "cpu.max").read_text() == "max 20000"
     assert (leaf / "memory.max").read_text() == "max"
     # Usage as the kernel writes it.
     (leaf / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\n")
@@ -135,7 +135,7 @@ def test_v1_limits_on_a_fake_tree(tmp_path: Path) -> None:
     assert group.create(Limits(cpu_weight=50, cpu_max=2, memory_max_mb=64, pids_max=32)) == []
     cpu = group.dirs["cpu"]
     assert (cpu / "cpu.shares").read_text() == "512"
-    assert (cpu / "cpu.cfs_quota_us").read_text() == "200000"
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "40000"
     assert (group.dirs["memory"] / "memory.limit_in_bytes").read_text() == str(64 << 20)
     assert (group.dirs["pids"] / "pids.max").read_text() == "32"
     assert group.create(Limits()) == []
@@ -148,6 +148,58 @@ def test_v1_limits_on_a_fake_tree(tmp_path: Path) -> None:
     usage = group.usage()
     assert usage.cpu_seconds == 2.5 and usage.memory_bytes == 4096
     assert usage.memory_max_bytes is None and usage.oom_kills == 2
+
+
+def test_a_stopping_agent_removes_its_emptied_levels_only(tmp_path: Path) -> None:
+    mounts = {c: tmp_path / c for c in ("cpu", "cpuacct", "memory", "pids")}
+    hierarchy = parse_mounts("".join(f"cgroup {p} cgroup rw,{c} 0 0\n" for c, p in mounts.items()))
+    parent = {"cpu": "/", "cpuacct": "/", "memory": "/jobs/7", "pids": "/"}
+    host = SandboxHost(hierarchy, parent, "agent1", UidRegistry(tmp_path / "uids", 1000, 8), None)
+    mine = InstanceCgroup.for_instance(hierarchy, parent, "agent1", "inst")
+    other = InstanceCgroup.for_instance(hierarchy, parent, "agent2", "inst")
+    for group in (mine, other):
+        for path in group.distinct():
+            path.mkdir(parents=True)  # a fake tree: the groups without their files
+    host.remove_empty_levels()  # an instance still there (left serving): nothing goes
+    assert all(p.is_dir() for p in mine.distinct())
+    for path in mine.distinct():
+        path.rmdir()
+    host.remove_empty_levels()
+    assert not any(p.parent.exists() for p in mine.distinct())
+    # Another agent's level, and so the `openha` level holding it, stay.
+    assert all(p.is_dir() for p in other.distinct())
+    for path in other.distinct():
+        path.rmdir()
+    SandboxHost(hierarchy, parent, "agent2", host.registry, None).remove_empty_levels()
+    assert not (mounts["memory"] / "jobs/7/openha").exists()
+    assert not (mounts["cpu"] / "openha").exists() and (mounts["memory"] / "jobs/7").is_dir()
+
+
+def test_levels_weigh_as_the_instances_they_hold(tmp_path: Path) -> None:
+    """Left at the default, all of a host's load balancers together would weigh one
+    task next to the host's other processes: each level weighs the sum below it."""
+    mounts = {c: tmp_path / c for c in ("cpu", "cpuacct", "memory", "pids")}
+    hierarchy = parse_mounts("".join(f"cgroup {p} cgroup rw,{c} 0 0\n" for c, p in mounts.items()))
+    parent = dict.fromkeys(mounts, "/")
+    host = SandboxHost(hierarchy, parent, "agent1", UidRegistry(tmp_path / "uids", 1000, 8), None)
+    for instance, weight in (("i1", 50), ("i2", 200)):
+        group = InstanceCgroup.for_instance(hierarchy, parent, "agent1", instance)
+        assert group.create(Limits(cpu_weight=weight)) == []
+    other = InstanceCgroup.for_instance(hierarchy, parent, "agent2", "i3")
+    assert other.create(Limits()) == []  # another agent's level, its shares unset (default)
+    assert host.balance() == []
+    cpu = mounts["cpu"] / "openha"
+    assert (cpu / "agent1" / "cpu.shares").read_text() == str(512 + 2048)
+    assert (cpu / "cpu.shares").read_text() == str(512 + 2048 + 1024)
+    # v2: cpu.weight, bounded by 10000.
+    root = fake_v2(tmp_path)
+    v2 = parse_mounts(f"cgroup2 {root} cgroup2 rw 0 0\n")
+    host2 = SandboxHost(v2, {"unified": "/"}, "a", host.registry, None)
+    for instance in ("i1", "i2"):
+        group = InstanceCgroup.for_instance(v2, {"unified": "/"}, "a", instance)
+        assert group.create(Limits(cpu_weight=6000)) == []
+    assert host2.balance() == []
+    assert (root / "openha" / "a" / "cpu.weight").read_text() == "10000"
 
 
 def test_v1_missing_controllers_are_reported_not_ignored(tmp_path: Path) -> None:

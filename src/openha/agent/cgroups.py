@@ -32,7 +32,11 @@ from pathlib import Path
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
 V2_CONTROLLERS = ("cpu", "memory", "pids")
-CFS_PERIOD_US = 100_000
+# The CPU quota's period. The kernel's default (100 ms) lets a busy instance under a
+# quota of half a core run 50 ms, then stall 50 ms: every request that meets the stall
+# waits for it (B's p99 in bench/isolation.py was ~35 ms alone under its quota). A
+# 20 ms period bounds a stall to 10 ms for the same share of the CPU.
+CFS_PERIOD_US = 20_000
 # v2's default cpu.weight is 100 and v1's default cpu.shares 1024: weights scale alike.
 V1_SHARES_PER_WEIGHT = 1024 / 100
 
@@ -191,12 +195,8 @@ class InstanceCgroup:
         cls, hierarchy: Hierarchy, parent: dict[str, str], agent: str, instance_id: str
     ) -> InstanceCgroup:
         """The group of `instance_id` under `parent` (controller -> path in its hierarchy)."""
-        dirs = {}
-        for name, mount in hierarchy.mounts.items():
-            base = parent.get(name, "/").strip("/")
-            rel = "/".join(p for p in (base, "openha", agent, instance_id) if p)
-            dirs[name] = mount / rel
-        return cls(hierarchy, dirs)
+        levels = agent_levels(hierarchy, parent, agent)
+        return cls(hierarchy, {name: level / instance_id for name, level in levels.items()})
 
     @classmethod
     def from_record(cls, record: dict[str, object]) -> InstanceCgroup:
@@ -237,10 +237,18 @@ class InstanceCgroup:
         if self.hierarchy.mode == "v2":
             problems += self._enable_v2()
         for path in self.distinct():
-            try:
-                path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                problems.append(f"cannot create cgroup {path}: {exc.strerror}")
+            for attempt in range(3):
+                try:
+                    path.mkdir(parents=True, exist_ok=True)
+                    break
+                except FileNotFoundError:
+                    # Another agent of the host removed the emptied `openha` level
+                    # between our two mkdirs (`remove_levels`): make it again.
+                    if attempt == 2:
+                        problems.append(f"cannot create cgroup {path}: it keeps vanishing")
+                except OSError as exc:
+                    problems.append(f"cannot create cgroup {path}: {exc.strerror}")
+                    break
         if problems:
             return problems
         if self.hierarchy.mode == "v2":
@@ -406,9 +414,65 @@ class InstanceCgroup:
         return left
 
 
+def agent_levels(hierarchy: Hierarchy, parent: dict[str, str], agent: str) -> dict[str, Path]:
+    """An agent's level in each hierarchy: `<mount>/<parent>/openha/<agent key>`."""
+    levels = {}
+    for name, mount in hierarchy.mounts.items():
+        base = parent.get(name, "/").strip("/")
+        levels[name] = mount / "/".join(p for p in (base, "openha", agent) if p)
+    return levels
+
+
+# The CPU weight file of each layout, its default and its bounds.
+_WEIGHTS = {
+    "v1": ("cpu", "cpu.shares", 1024, 2, 262144),
+    "v2": ("unified", "cpu.weight", 100, 1, 10000),
+}
+
+
+def balance_levels(hierarchy: Hierarchy, levels: dict[str, Path]) -> list[str]:
+    """Weigh an agent's level, and the `openha` level above it, as the sum of what they
+    hold; the problems, as text.
+
+    The kernel shares CPU between siblings by weight: left at the default, the whole
+    `openha` subtree would weigh as much as one process beside it (a client, a backend,
+    rsyslogd), so every load balancer of the host together would get the CPU of one
+    task whenever the host is busy, and an instance's own weight would mean nothing
+    outside the subtree. Summed up, each instance competes with the host's other tasks
+    by its own weight, as if it sat beside them.
+    """
+    if hierarchy.mode not in _WEIGHTS:
+        return []
+    name, file, default, low, high = _WEIGHTS[hierarchy.mode]
+    level = levels.get(name)
+    if level is None:
+        return []
+    problems = []
+    for path in (level, level.parent):
+        try:
+            children = [c for c in path.iterdir() if c.is_dir()]
+        except OSError:
+            continue  # not made yet, or removed meanwhile
+        total = sum(_int(_read(c / file)) or default for c in children) or default
+        value = str(min(high, max(low, total)))
+        try:
+            if _read(path / file).strip() != value:
+                _write(path / file, value)
+        except OSError as exc:
+            problems.append(f"cpu weight {value!r} not applied ({path}): {exc.strerror}")
+    return problems
+
+
+def remove_levels(levels: list[Path]) -> None:
+    """Remove agents' `openha/<agent key>` levels and the `openha` level above, each only
+    when empty: the kernel refuses to remove a group that still has a child group or a
+    process (EBUSY), so a level still holding instances is left as it is."""
+    for level in levels:
+        for path in (level, level.parent):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
 def remove_agent_levels(group: InstanceCgroup) -> None:
     """Remove the emptied `openha/<agent key>` levels above an instance's group."""
-    for path in group.distinct():
-        for level in (path.parent, path.parent.parent):
-            with contextlib.suppress(OSError):
-                level.rmdir()
+    remove_levels([path.parent for path in group.distinct()])

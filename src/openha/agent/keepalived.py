@@ -23,7 +23,7 @@ from openha.agent.haproxy import atomic_write, summarize_errors
 from openha.agent.netns import NamespaceExec
 from openha.agent.paths import InstancePaths
 from openha.agent.procs import pid_alive, pid_from_file
-from openha.agent.sandbox import InstanceSandbox
+from openha.agent.sandbox import KEEPALIVED_CAPS, InstanceSandbox
 
 KEEPALIVED_BIN = shutil.which("keepalived") or "/usr/sbin/keepalived"
 
@@ -52,8 +52,8 @@ class KeepalivedInstance:
     ) -> None:
         self.paths = paths
         self.namespace = namespace
-        # keepalived needs its network capabilities; the sandbox gives it the
-        # instance's cgroup (its scripts run as the host's unprivileged script user).
+        # The sandbox gives keepalived the instance's cgroup and a bounding set cut to
+        # what VRRP needs (its scripts run as the host's unprivileged script user).
         self.sandbox = sandbox
 
     def pid(self) -> int | None:
@@ -128,7 +128,7 @@ class KeepalivedInstance:
         with contextlib.ExitStack() as stack:
             nsexec = stack.enter_context(NamespaceExec(self.namespace))
             preexec = (
-                stack.enter_context(self.sandbox.spawn(nsexec, caps=None))
+                stack.enter_context(self.sandbox.spawn(nsexec, caps=KEEPALIVED_CAPS))
                 if self.sandbox is not None
                 else nsexec
             )

@@ -2,11 +2,15 @@
 
 HAProxy → (its log ring, a unix stream) → the agent's rsyslogd → per-LB files, and
 remote syslog collectors through disk-assisted queues. No Python is on that path.
+Each instance has an input of its own (a slot: its socket, linked into the instance's
+chroot, and the LB its lines are filed under, whatever tag they carry); slots are
+kept in `slots.json` so a restarted agent finds rsyslogd as it left it.
 The agent's part, in one janitor thread, twice a second for closing files (so a busy
 load balancer's files stay small next to its quota), once a second for the rest:
 - keep rsyslogd running with the configuration the load balancers here need (a new
-  collector restarts it; a load balancer joining a known collector only rewrites
-  the lookup table and sends SIGHUP);
+  collector, or more instances than the inputs rendered, restarts it; a load
+  balancer joining a known collector, or an instance taking a free input, only
+  rewrites the lookup tables and sends SIGHUP);
 - close, remove and retain files (`LogStore`), ship closed ones to object stores
   (`Shipper`), and read rsyslogd's counters (impstats) for the delivery state: what
   is queued and spooled per collector, what was dropped past the spool limit.
@@ -32,7 +36,14 @@ from openha.agent.paths import log_paths
 from openha.agent.syslogd import Syslogd, SyslogdError
 from openha.domain.logtargets import SyslogTarget, merged, parse_targets
 from openha.domain.spec import InstanceSpec
-from openha.render.rsyslog import Forward, RsyslogLayout, lookup_table, render_rsyslog
+from openha.render.rsyslog import (
+    Forward,
+    RsyslogLayout,
+    input_slots,
+    inputs_table,
+    lookup_table,
+    render_rsyslog,
+)
 from openha.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,7 +98,12 @@ class LogPipeline:
             stats_file=str(self.paths.syslog_dir / "stats.json"),
             lookup_file=str(self.paths.syslog_dir / "lookup.json"),
             own_log=str(self.paths.syslog_dir / "rsyslogd.log"),
+            inputs_dir=str(self.paths.inputs_dir),
+            inputs_file=str(self.paths.syslog_dir / "inputs.json"),
         )
+        self.slots_file = self.paths.syslog_dir / "slots.json"
+        # instance id -> (its input's slot, its LB id)
+        self.slots: dict[str, tuple[int, str]] = self._load_slots()
         self.counters = _Counters()
         self._stats_pos = (0, 0)  # (inode, offset) read so far
         self._lock = threading.RLock()
@@ -124,25 +140,86 @@ class LogPipeline:
     # -- load balancers ---------------------------------------------------------------
 
     def register(self, spec: InstanceSpec) -> None:
-        """An instance runs here: its LB's files, delivery and collectors are known."""
+        """An instance runs here: its input, its LB's files, delivery and collectors are known."""
         targets = merged(self.deployment_targets, spec.log_targets)
         lb_id = spec.load_balancer_id
         with self._lock:
-            # Only this LB's route can change: cheap when it does not (every adoption
-            # at start comes here).
+            # Only this LB's route and this instance's input can change: cheap when they
+            # do not (every adoption at start comes here).
             before = self._route(lb_id)
+            new_slot = self._take_slot(spec.instance_id, lb_id)
             self.store.register(
                 lb_id, spec.project_id, spec.instance_id, [t.model_dump() for t in targets]
             )
-            if self._route(lb_id) != before and self.started:
+            if (new_slot or self._route(lb_id) != before) and self.started:
                 self.converge()
 
     def release(self, lb_id: str, instance_id: str) -> None:
         with self._lock:
             before = self._route(lb_id)
+            freed = self._free_slot(instance_id)
             self.store.release(lb_id, instance_id)
-            if self._route(lb_id) != before and self.started:
+            if (freed or self._route(lb_id) != before) and self.started:
                 self.converge()
+
+    def keep_only(self, instance_ids: set[str]) -> None:
+        """Free the inputs of instances no longer on the host (an agent that died
+        while deleting one)."""
+        with self._lock:
+            freed = [i for i in list(self.slots) if i not in instance_ids and self._free_slot(i)]
+            if freed and self.started:
+                self.converge()
+
+    def input_socket(self, instance_id: str) -> Path | None:
+        """The socket of the instance's own input (None before it registered)."""
+        with self._lock:
+            taken = self.slots.get(instance_id)
+        return Path(self.layout.input_socket(taken[0])) if taken is not None else None
+
+    # -- the instances' inputs --------------------------------------------------------
+
+    def _load_slots(self) -> dict[str, tuple[int, str]]:
+        try:
+            raw = json.loads(self.slots_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        slots: dict[str, tuple[int, str]] = {}
+        if isinstance(raw, dict):
+            for instance_id, value in raw.items():
+                with contextlib.suppress(TypeError, ValueError):
+                    slot, lb_id = int(value[0]), str(value[1])
+                    if 0 <= slot < 1 << 16:
+                        slots[str(instance_id)] = (slot, lb_id)
+        return slots
+
+    def _save_slots(self) -> None:
+        self.paths.syslog_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.slots_file.with_name(".slots.json.tmp")
+        tmp.write_text(json.dumps({k: list(v) for k, v in sorted(self.slots.items())}))
+        os.replace(tmp, self.slots_file)
+
+    def _take_slot(self, instance_id: str, lb_id: str) -> bool:
+        """Give the instance an input if it has none; True when it got a new one."""
+        if instance_id in self.slots:
+            return False
+        used = {slot for slot, _ in self.slots.values()}
+        slot = next(n for n in range(len(used) + 1) if n not in used)
+        if slot >= 1 << 16:
+            raise OSError("no free log input left on this host")
+        self.slots[instance_id] = (slot, lb_id)
+        self._save_slots()
+        return True
+
+    def _free_slot(self, instance_id: str) -> bool:
+        taken = self.slots.pop(instance_id, None)
+        if taken is None:
+            return False
+        self._save_slots()
+        # Back to root's alone until another instance gets it (its chroot link is gone
+        # with the instance's directory).
+        with contextlib.suppress(OSError):
+            os.chown(self.layout.input_socket(taken[0]), 0, 0)
+        return True
 
     def _route(self, lb_id: str) -> tuple[str, ...]:
         """The ids of the syslog collectors of an LB still on the host."""
@@ -176,18 +253,26 @@ class LogPipeline:
     def converge(self) -> None:
         """rsyslogd running with the configuration and lookup table wanted now."""
         with self._lock:
-            lookup = Path(self.layout.lookup_file)
-            table = lookup_table(self._syslog_routes())
-            changed_table = not lookup.exists() or lookup.read_text() != table
-            if changed_table:
-                lookup.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                tmp = lookup.with_name(".lookup.json.tmp")
-                tmp.write_text(table)
-                os.replace(tmp, lookup)
+            changed_table = False
+            for path, table in (
+                (Path(self.layout.lookup_file), lookup_table(self._syslog_routes())),
+                (
+                    Path(self.layout.inputs_file),
+                    inputs_table({slot: lb_id for slot, lb_id in self.slots.values()}),
+                ),
+            ):
+                if not path.exists() or path.read_text() != table:
+                    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    tmp = path.with_name(f".{path.name}.tmp")
+                    tmp.write_text(table)
+                    os.replace(tmp, path)
+                    changed_table = True
             forwards = self._forwards()
+            inputs = input_slots(max((slot for slot, _ in self.slots.values()), default=None))
             try:
+                self.paths.inputs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                 restarted = self.syslogd.ensure(
-                    render_rsyslog(self.layout, forwards, STATS_INTERVAL)
+                    render_rsyslog(self.layout, forwards, STATS_INTERVAL, inputs)
                 )
                 self.forwards = forwards
                 self.last_error = None

@@ -121,18 +121,21 @@ def namespace_name(instance_id: str) -> str:
 class LogPaths:
     """The host's log pipeline under `<agent_dir>`: the agent's own rsyslogd and the files.
 
-    `syslog_socket` is where every instance's HAProxy forwards its log ring (a unix
-    stream socket: it works from any network namespace); the controller writes it into
-    the configs it renders, so it derives from the agent directory alone.
+    Each instance's HAProxy forwards its log ring to an input socket of its own in
+    `inputs_dir` (unix stream sockets work from any network namespace), reached through
+    a hard link in its chroot; `syslog_socket` is root's own input.
     """
 
-    syslog_dir: Path  # rsyslog.conf, pid file, work (queues), stats, lookup table
+    syslog_dir: Path  # rsyslog.conf, pid file, work (queues), stats, lookup tables
     syslog_socket: Path
+    inputs_dir: Path  # <n>.sock: one input per instance (`render.rsyslog`)
     logs_root: Path  # <logs_root>/<lb id>/{access,admin}.log and closed segments
 
     def check(self) -> None:
-        if len(str(self.syslog_socket).encode()) > UNIX_PATH_MAX:
-            raise ValueError(f"socket path too long for AF_UNIX: {self.syslog_socket}")
+        # The longest instance input: slot numbers stay below 65536.
+        for sock in (self.syslog_socket, self.inputs_dir / "65535.sock"):
+            if len(str(sock).encode()) > UNIX_PATH_MAX:
+                raise ValueError(f"socket path too long for AF_UNIX: {sock}")
 
 
 def log_paths(agent_dir: Path | str) -> LogPaths:
@@ -140,5 +143,6 @@ def log_paths(agent_dir: Path | str) -> LogPaths:
     return LogPaths(
         syslog_dir=base / "syslog",
         syslog_socket=base / "syslog" / "in.sock",
+        inputs_dir=base / "syslog" / "in",
         logs_root=base / "logs",
     )

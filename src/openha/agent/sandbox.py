@@ -16,12 +16,15 @@ privileged master: the agent starts the next process (root, with a bounding set 
 to what binding and dropping need), which takes the listeners over the stats socket
 (root-owned, bound before the drop) and tells the old one to leave. After the drop,
 only two paths are reached, both inside the chroot: the agent's admin-event socket
-(`log.sock`, owned by the instance's uid) and a hard link to the host rsyslogd's
-socket (`syslog.sock`), renewed whenever rsyslogd makes a new one.
+(`log.sock`, owned by the instance's uid) and a hard link to the instance's own input
+of the host rsyslogd (`syslog.sock`, owned by its uid: whatever is written there is
+filed under its load balancer, see `render.rsyslog`), renewed whenever rsyslogd makes
+a new one.
 
-keepalived needs the network capabilities and keeps them; its notify script runs as
-the host's `openha-lb` user (`script_user`, `enable_script_security`) and may write
-only the instance's `vrrp/` directory.
+keepalived runs as root with its bounding set cut to what VRRP needs
+(`KEEPALIVED_CAPS`); its notify script runs as the host's `openha-lb` user
+(`script_user`, `enable_script_security`) with no capability, and may write only the
+instance's `vrrp/` directory.
 
 Resource walls are `agent.cgroups`; every process of the instance is placed in its
 group between fork and exec (`Spawn`), so it and whatever it forks start inside.
@@ -39,6 +42,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +53,11 @@ from openha.agent.cgroups import (
     Limits,
     Usage,
     agent_key,
+    agent_levels,
+    balance_levels,
     own_groups,
     remove_agent_levels,
+    remove_levels,
 )
 from openha.agent.paths import InstancePaths
 from openha.render.haproxy import SANDBOX_GID_ENV, SANDBOX_UID_ENV
@@ -70,6 +77,19 @@ HAPROXY_CAPS = {
     "CAP_NET_BIND_SERVICE": 10,
     "CAP_SYS_CHROOT": 18,
     "CAP_SYS_RESOURCE": 24,
+}
+# What keepalived's VRRP process needs, all it keeps: raw VRRP sockets and the VIP's
+# address and routes (NET_RAW, NET_ADMIN, inside the instance's namespace), and
+# running its notify script as the host's script user (SETUID, SETGID) and stopping
+# that script should it outlive its timeout (KILL: it runs as another uid). No
+# DAC_OVERRIDE, SYS_ADMIN, SYS_MODULE, SYS_PTRACE, ...: a taken keepalived cannot
+# read another instance's files, load modules or enter other namespaces.
+KEEPALIVED_CAPS = {
+    "CAP_KILL": 5,
+    "CAP_SETGID": 6,
+    "CAP_SETUID": 7,
+    "CAP_NET_ADMIN": 12,
+    "CAP_NET_RAW": 13,
 }
 
 
@@ -175,6 +195,7 @@ class SandboxHost:
     registry: UidRegistry
     script_ids: tuple[int, int] | None
     problems: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def for_agent(
@@ -208,6 +229,20 @@ class SandboxHost:
         else:
             parent = dict.fromkeys(hierarchy.mounts, "/")
         return cls(hierarchy, parent, agent_key(agent_dir), registry, user_ids(), problems)
+
+    def balance(self) -> list[str]:
+        """This agent's level and the one above weighed as the sum of their instances
+        (`cgroups.balance_levels`), after an instance came, changed or went."""
+        with self._lock:
+            return balance_levels(
+                self.hierarchy, agent_levels(self.hierarchy, self.parent, self.agent)
+            )
+
+    def remove_empty_levels(self) -> None:
+        """Remove this agent's level of groups where it holds no instance (an agent that
+        stops leaves nothing behind; one whose HAProxies keep serving keeps their groups)."""
+        levels = agent_levels(self.hierarchy, self.parent, self.agent)
+        remove_levels(list(dict.fromkeys(levels.values())))
 
     def describe(self) -> dict[str, object]:
         return {
@@ -280,6 +315,7 @@ class InstanceSandbox:
         os.chmod(paths.vrrp_dir, 0o700)
         self.limits = limits
         problems = list(self.host.problems) + self.cgroup.create(limits)
+        problems += self.host.balance()
         self.problems = problems
         self._save()
         for problem in problems:
@@ -293,15 +329,22 @@ class InstanceSandbox:
             os.chmod(path, 0o600)
 
     def link_syslog(self, syslog_socket: Path) -> None:
-        """(Re)make the chroot's hard link to the host rsyslogd's socket."""
+        """(Re)make the chroot's hard link to the instance's own rsyslogd input, and give
+        that socket to the instance's uid alone: nothing else may write lines that are
+        filed under its load balancer."""
         target = self.paths.chroot_syslog_socket
-        if not self.paths.chroot_dir.is_dir():
+        if not self.paths.chroot_dir.is_dir() or self.uid is None:
             return
         try:
-            if target.exists() and os.stat(target).st_ino == os.stat(syslog_socket).st_ino:
-                return
+            st = os.stat(syslog_socket)
         except FileNotFoundError:
             return  # rsyslogd not listening yet: linked when it is
+        if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (self.uid, self.uid, 0o600):
+            os.chown(syslog_socket, self.uid, self.uid)
+            os.chmod(syslog_socket, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(target).st_ino == st.st_ino:
+                return
         tmp = target.with_name(f".{target.name}.new")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -344,6 +387,7 @@ class InstanceSandbox:
     def remove(self) -> list[str]:
         """Delete the cgroup and give the uid back (the processes are gone)."""
         left = self.cgroup.remove()
+        self.host.balance()
         if self.uid is not None:
             self.host.registry.release(self.uid, self.paths.instance_dir)
         return left

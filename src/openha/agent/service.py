@@ -255,6 +255,8 @@ class AgentService:
                 continue
             if inst is not None:
                 found.append(inst)
+        # Inputs of instances gone while no agent ran (a delete cut short) are free again.
+        self.logpipe.keep_only({inst.instance_id for inst in found})
         self._stop.clear()
         loops = [self._supervise_loop] + ([self._heartbeat_loop] if heartbeat else [])
         for loop in loops:
@@ -276,6 +278,7 @@ class AgentService:
         self.watcher.stop()
         self.logs.stop()
         self.logpipe.stop()
+        self.sandbox.remove_empty_levels()
 
     def _prepare_keys(self) -> None:
         """The keys directory on a tmpfs (`agent.keyfiles`), once; a failure is kept and
@@ -451,11 +454,14 @@ class AgentService:
     def _sandbox_locked(self, inst: _Instance, spec: InstanceSpec) -> None:
         """The instance's uid, chroot and cgroup as `spec` wants (idempotent, cheap)."""
         inst.sandbox.prepare(self._limits(spec))
-        self._link_syslog(inst)
 
     def _link_syslog(self, inst: _Instance) -> None:
+        """The instance's own log input, linked into its chroot as its uid's alone."""
+        socket = self.logpipe.input_socket(inst.instance_id)
+        if socket is None:
+            return  # not registered yet: linked when it is
         try:
-            inst.sandbox.link_syslog(self.logpipe.paths.syslog_socket)
+            inst.sandbox.link_syslog(socket)
         except OSError as exc:
             log.error("instance %s: no log socket in its chroot: %s", inst.instance_id, exc)
 
@@ -563,6 +569,7 @@ class AgentService:
             self.logpipe.register(spec)
         except Exception:
             log.exception("instance %s: cannot register its logs", inst.instance_id)
+        self._link_syslog(inst)
 
     def apply(self, spec: InstanceSpec, *, force: bool = False) -> tuple[bool, InstanceStatus]:
         """Apply `spec`; (True, status) when it is live, (False, status) when refused.

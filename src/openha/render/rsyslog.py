@@ -1,11 +1,17 @@
 """Render the configuration of an agent's own rsyslogd: HAProxy lines to files and collectors.
 
 One rsyslogd per agent, with everything under the agent's directory (never the
-system's `/etc/rsyslog.conf`). It listens on one unix stream socket where every
-instance's HAProxy forwards its log ring, and for each line:
+system's `/etc/rsyslog.conf`). Each instance's HAProxy forwards its log ring to an
+input of its own: a unix stream socket per slot (`<inputs_dir>/<n>.sock`, named
+`oh_in_<n>`), which the agent hands to one instance at a time (a hard link in its
+chroot, owned by its uid alone). The load balancer a line is filed under is the one
+its input belongs to (the lookup table `oh_inputs`, reloaded on SIGHUP), never the
+tag the sender wrote: an instance cannot write into another's log. Slots come in
+blocks of `INPUT_BLOCK`, so only a host outgrowing its block restarts rsyslogd. A
+last socket (`socket`, root's alone) trusts the tag `lb-<id>` of what root's own
+processes send (tools, the benchmarks' hand-written HAProxy). Then, for each line:
 - access lines (the JSON objects HAProxy builds) are written as they are to
-  `<logs_root>/<lb id>/access.log`, the LB id taken from the syslog tag `lb-<id>`
-  the renderer of HAProxy configs sets; other lines (admin events: servers up and
+  `<logs_root>/<lb id>/access.log`; other lines (admin events: servers up and
   down, reloads) are wrapped in a JSON object and written to `admin.log` beside it;
 - lines of a load balancer whose delivery includes a syslog target are also sent
   to that collector as RFC 5424 over TCP (octet-counted framing) or TLS, through an
@@ -32,6 +38,12 @@ from openha.domain.logtargets import SyslogTarget
 
 TAG_PREFIX = "lb-"
 LOOKUP_TABLE = "oh_targets"
+INPUTS_TABLE = "oh_inputs"
+INPUT_PREFIX = "oh_in_"
+ROOT_INPUT = "oh_root"
+# Instance inputs are rendered by the block: one more instance than the block holds
+# restarts rsyslogd (lines wait in HAProxy's rings meanwhile), any other only HUPs it.
+INPUT_BLOCK = 64
 STATS_RULESET = "oh_stats"
 _SAFE = re.compile(r"[A-Za-z0-9_./:@+=,-]+")
 
@@ -49,12 +61,26 @@ def _s(value: str) -> str:
 
 @dataclass(frozen=True)
 class RsyslogLayout:
-    socket: str  # where HAProxy forwards its ring (unix stream)
+    socket: str  # root's own input (unix stream): the sender's tag names the LB
     work_dir: str  # queues spill here
     logs_root: str  # <logs_root>/<lb id>/{access,admin}.log
     stats_file: str  # impstats counters, a JSON object per line
-    lookup_file: str  # LB tag -> ",<target id>,…," (see `lookup_table`)
+    lookup_file: str  # LB id -> ",<target id>,…," (see `lookup_table`)
     own_log: str  # rsyslogd's own messages and lines of no load balancer
+    inputs_dir: str  # <inputs_dir>/<n>.sock: the instances' inputs, one each
+    inputs_file: str  # input name -> LB id (see `inputs_table`)
+
+    def input_socket(self, slot: int) -> str:
+        return f"{self.inputs_dir.rstrip('/')}/{int(slot)}.sock"
+
+
+def input_name(slot: int) -> str:
+    return f"{INPUT_PREFIX}{int(slot)}"
+
+
+def input_slots(highest: int | None) -> int:
+    """How many instance inputs to render when `highest` is the highest slot in use."""
+    return INPUT_BLOCK * (1 + (highest or 0) // INPUT_BLOCK)
 
 
 @dataclass(frozen=True)
@@ -69,11 +95,30 @@ class Forward:
 def lookup_table(targets_by_lb: Mapping[str, Sequence[str]]) -> str:
     """rsyslog's lookup table: which collectors each load balancer's lines go to."""
     table = [
-        {"index": TAG_PREFIX + lb_id, "value": "," + ",".join(sorted(ids)) + ","}
+        {"index": lb_id, "value": "," + ",".join(sorted(ids)) + ","}
         for lb_id, ids in sorted(targets_by_lb.items())
         if ids
     ]
     return json.dumps({"version": 1, "nomatch": "", "type": "string", "table": table}) + "\n"
+
+
+def inputs_table(lb_by_slot: Mapping[int, str]) -> str:
+    """rsyslog's lookup table: the load balancer each instance input's lines belong to."""
+    table = [
+        {"index": input_name(slot), "value": _lb_id(lb_id)}
+        for slot, lb_id in sorted(lb_by_slot.items())
+    ]
+    return json.dumps({"version": 1, "nomatch": "", "type": "string", "table": table}) + "\n"
+
+
+_LB_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def _lb_id(value: str) -> str:
+    """A load balancer id as it may become a directory name (no `/`, no `..`)."""
+    if not _LB_ID.fullmatch(value):
+        raise RsyslogRenderError(f"refusing {value!r} as a load balancer id")
+    return value
 
 
 def _forward(fwd: Forward) -> str:
@@ -98,16 +143,30 @@ def _forward(fwd: Forward) -> str:
     }}"""
 
 
+def _inputs(layout: RsyslogLayout, slots: int) -> str:
+    return "".join(
+        f'input(type="imptcp" name="{input_name(n)}" path={_s(layout.input_socket(n))}'
+        ' unlink="on"\n      fileCreateMode="0600" ruleset="oh_haproxy"'
+        ' supportOctetCountedFraming="on")\n'
+        for n in range(slots)
+    )
+
+
 def render_rsyslog(
-    layout: RsyslogLayout, forwards: Sequence[Forward], stats_interval: int = 5
+    layout: RsyslogLayout,
+    forwards: Sequence[Forward],
+    stats_interval: int = 5,
+    inputs: int = INPUT_BLOCK,
 ) -> str:
-    """The whole rsyslog.conf of an agent."""
+    """The whole rsyslog.conf of an agent, with `inputs` instance inputs."""
     if not 1 <= stats_interval <= 3600:
         raise RsyslogRenderError("the stats interval must be 1 to 3600 seconds")
+    if not 0 <= inputs <= 1 << 16:
+        raise RsyslogRenderError("at most 65536 instance inputs")
     fwd = "".join(_forward(f) for f in forwards)
     lookup = ""
     if forwards:
-        lookup = f'\n    set $.oh_t = lookup("{LOOKUP_TABLE}", $programname);{fwd}'
+        lookup = f'\n    set $.oh_t = lookup("{LOOKUP_TABLE}", $.lb);{fwd}'
     root = layout.logs_root.rstrip("/")
     _s(root)
     return f"""# rsyslogd of an OpenHA agent: written by the agent, which restarts it when this
@@ -121,15 +180,16 @@ module(load="impstats" interval="{stats_interval}" format="json" resetCounters="
        log.syslog="on" ruleset="{STATS_RULESET}")
 
 lookup_table(name="{LOOKUP_TABLE}" file={_s(layout.lookup_file)} reloadOnHUP="on")
+lookup_table(name="{INPUTS_TABLE}" file={_s(layout.inputs_file)} reloadOnHUP="on")
 
 template(name="oh_access_path" type="list") {{
     constant(value="{root}/")
-    property(name="programname" position.from="{len(TAG_PREFIX) + 1}" securepath="replace")
+    property(name="$.lb" securepath="replace")
     constant(value="/access.log")
 }}
 template(name="oh_admin_path" type="list") {{
     constant(value="{root}/")
-    property(name="programname" position.from="{len(TAG_PREFIX) + 1}" securepath="replace")
+    property(name="$.lb" securepath="replace")
     constant(value="/admin.log")
 }}
 # HAProxy writes "tag[pid]: message": the message starts after one space.
@@ -143,7 +203,7 @@ template(name="oh_admin_line" type="list") {{
     constant(value=".")
     property(name="timegenerated" dateFormat="subseconds")
     constant(value=",\\"kind\\":\\"admin\\",\\"lb\\":\\"")
-    property(name="programname" position.from="{len(TAG_PREFIX) + 1}" format="json")
+    property(name="$.lb" format="json")
     constant(value="\\",\\"severity\\":\\"")
     property(name="syslogseverity-text")
     constant(value="\\",\\"message\\":\\"")
@@ -158,7 +218,8 @@ template(name="oh_rfc5424" type="list") {{
     constant(value=" ")
     property(name="hostname")
     constant(value=" ")
-    property(name="app-name")
+    constant(value="{TAG_PREFIX}")
+    property(name="$.lb")
     constant(value=" ")
     property(name="procid")
     constant(value=" - - ")
@@ -174,7 +235,14 @@ ruleset(name="{STATS_RULESET}") {{
 }}
 
 ruleset(name="oh_haproxy") {{
-    if not ($programname startswith "{TAG_PREFIX}") then {{
+    # An instance's line belongs to its input's LB, whatever its tag says; on root's
+    # own input, the tag names it.
+    if $inputname == "{ROOT_INPUT}" then {{
+        set $.lb = re_extract($programname, '^{TAG_PREFIX}([A-Za-z0-9-]{{1,64}})$', 0, 1, "");
+    }} else {{
+        set $.lb = lookup("{INPUTS_TABLE}", $inputname);
+    }}
+    if $.lb == "" then {{
         action(type="omfile" file={_s(layout.own_log)})
         stop
     }}
@@ -190,11 +258,12 @@ ruleset(name="oh_haproxy") {{
     }}{lookup}
 }}
 
-# Writable by all: each instance's HAProxy, chrooted as its own uid, reaches it through
-# a hard link in its chroot; this directory is root's alone (agent.sandbox).
-input(type="imptcp" path={_s(layout.socket)} unlink="on" fileCreateMode="0666"
-      ruleset="oh_haproxy" supportOctetCountedFraming="on")
-
+# Root's own input: only root's processes reach it (mode 0600).
+input(type="imptcp" name="{ROOT_INPUT}" path={_s(layout.socket)} unlink="on"
+      fileCreateMode="0600" ruleset="oh_haproxy" supportOctetCountedFraming="on")
+# The instances' inputs, root's until the agent gives one to an instance's uid and
+# links it into that instance's chroot (agent.sandbox); their directory is root's alone.
+{_inputs(layout, inputs)}
 # rsyslogd's own messages.
 action(type="omfile" file={_s(layout.own_log)})
 """
