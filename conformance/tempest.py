@@ -46,6 +46,23 @@ from openha.keystone_register import Registration, register
 SERVICE_PASSWORD = "openha-service-secret"
 
 
+def register_openha(ks: Keystone, endpoint: str, *, key_manager: bool = False) -> KeystoneClient:
+    """OpenHA in `ks`'s catalogue as Octavia would be (`load-balancer`, and `network` since
+    no Neutron runs here; `key-manager` too when asked); an admin client of `ks`."""
+    register(
+        Registration(
+            auth_url=ks.url,
+            admin_username="admin",
+            admin_password=ks.admin_password,
+            endpoint=endpoint,
+            service_password=SERVICE_PASSWORD,
+            network=True,
+            key_manager=key_manager,
+        )
+    )
+    return KeystoneClient(ks.url, "admin", ks.admin_password, "admin", "Default")
+
+
 def keystone_auth(ks: Keystone, cache_time: int = 300) -> dict[str, str]:
     """OpenHA's settings for Keystone mode against `ks`."""
     return {
@@ -217,20 +234,9 @@ def run(
         with Keystone.started(workdir / "keystone") as ks:
             openha = servers.start_openha(workdir, keystone_auth(ks))
             servers.wait_ready(openha)
-            register(
-                Registration(
-                    auth_url=ks.url,
-                    admin_username="admin",
-                    admin_password=ks.admin_password,
-                    endpoint=openha.base,
-                    service_password=SERVICE_PASSWORD,
-                    network=True,
-                    # The plugin's TERMINATED_HTTPS tests store their certificates with
-                    # python-barbicanclient, which finds the store in the catalogue.
-                    key_manager=True,
-                )
-            )
-            admin = KeystoneClient(ks.url, "admin", ks.admin_password, "admin", "Default")
+            # The plugin's TERMINATED_HTTPS tests store their certificates with
+            # python-barbicanclient, which finds the store in the catalogue.
+            admin = register_openha(ks, openha.base, key_manager=True)
             network_id, _ = vip_network(openha.base, admin.token)
             found = discovered(openha.base, admin.token)
             admin.close()

@@ -23,14 +23,13 @@ from barbicanclient import client as barbican_client
 from conformance import barbican as bb_harness
 from conformance import keystone as harness
 from conformance import servers
-from conformance.tempest import SERVICE_PASSWORD, keystone_auth, vip_network
+from conformance.tempest import SERVICE_PASSWORD, keystone_auth, register_openha, vip_network
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
 from openha.certstore import material
 from openha.certstore.barbican import BarbicanKeyManager
 from openha.keystone_register import Keystone as KeystoneClient
-from openha.keystone_register import Registration, register
 from openha.settings import Settings
 from tests.tlscerts import issue, make_ca
 
@@ -81,17 +80,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         openha = servers.start_openha(state, keystone_auth(ks) | {"OPENHA_KEY_MANAGER": "barbican"})
         try:
             servers.wait_ready(openha)
-            register(
-                Registration(
-                    auth_url=ks.url,
-                    admin_username="admin",
-                    admin_password=ks.admin_password,
-                    endpoint=openha.base,
-                    service_password=SERVICE_PASSWORD,
-                    network=True,
-                )
-            )
-            admin = KeystoneClient(ks.url, "admin", ks.admin_password, "admin", "Default")
+            admin = register_openha(ks, openha.base)
             domain = admin.domain_id("Default")
             for name, project in (("alice", "demo"), ("bob", "other")):
                 project_id = admin.project(project, domain)

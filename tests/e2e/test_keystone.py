@@ -28,10 +28,9 @@ import httpx
 import pytest
 from conformance import keystone as harness
 from conformance import servers
-from conformance.tempest import SERVICE_PASSWORD, keystone_auth, vip_network
+from conformance.tempest import keystone_auth, register_openha, vip_network
 
 from openha.keystone_register import Keystone as KeystoneClient
-from openha.keystone_register import Registration, register
 from tests.tlscerts import issue, make_ca
 
 pytestmark = [
@@ -84,19 +83,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         openha = servers.start_openha(state, auth)
         try:
             servers.wait_ready(openha)
-            register(
-                Registration(
-                    auth_url=ks.url,
-                    admin_username="admin",
-                    admin_password=ks.admin_password,
-                    endpoint=openha.base,
-                    service_password=SERVICE_PASSWORD,
-                    # No Neutron here: clients find subnets at OpenHA's networks API.
-                    network=True,
-                    key_manager=True,
-                )
-            )
-            admin = KeystoneClient(ks.url, "admin", ks.admin_password, "admin", "Default")
+            # No Neutron here: clients find subnets at OpenHA's networks API.
+            admin = register_openha(ks, openha.base, key_manager=True)
             domain = admin.domain_id("Default")
             for name, (project, roles) in USERS.items():
                 if name == "admin":
