@@ -81,6 +81,15 @@ class LBConfig:
     extra_global: list[str] = field(default_factory=list)
     check: bool = False
 
+    def another(self, lab: Lab) -> LBConfig:
+        """A second load balancer on the same members, with its own addresses and ids."""
+        return LBConfig(
+            instance_id=str(uuid.uuid4()),
+            vip=lab.allocate_ip(),
+            instance_ip=lab.allocate_ip(),
+            members=[Member(m.id, m.address) for m in self.members],
+        )
+
     def config(self, agent_dir: Path) -> str:
         """Logging as rendered configs log: the JSON format, a ring to the agent's rsyslogd."""
         paths = instance_paths(agent_dir, self.instance_id)

@@ -167,12 +167,7 @@ def test_haproxy_runs_unprivileged_chrooted_and_walled_in(
 def test_instances_get_distinct_uids_and_survive_an_agent_restart(
     lab: Lab, agent: AgentHarness, client: ClientNamespace, lb: LBConfig
 ) -> None:
-    other = LBConfig(
-        instance_id=str(uuid.uuid4()),
-        vip=lab.allocate_ip(),
-        instance_ip=lab.allocate_ip(),
-        members=[Member(m.id, m.address) for m in lb.members],
-    )
+    other = lb.another(lab)
     assert agent.put(lb.spec(lab, agent.agent_dir, 1)).status_code == 200
     assert agent.put(other.spec(lab, agent.agent_dir, 1)).status_code == 200
     pids = [haproxy_of(agent.agent_dir, x).pid() for x in (lb, other)]
@@ -230,12 +225,7 @@ def test_a_limit_that_cannot_be_applied_is_reported(
 def test_delete_and_purge_leave_no_cgroup_and_no_uid_behind(
     lab: Lab, agent: AgentHarness, lb: LBConfig
 ) -> None:
-    other = LBConfig(
-        instance_id=str(uuid.uuid4()),
-        vip=lab.allocate_ip(),
-        instance_ip=lab.allocate_ip(),
-        members=[Member(m.id, m.address) for m in lb.members],
-    )
+    other = lb.another(lab)
     registry = agent.settings().sandbox_uid_registry
     assert agent.put(lb.spec(lab, agent.agent_dir, 1)).status_code == 200
     assert agent.put(other.spec(lab, agent.agent_dir, 1)).status_code == 200
@@ -318,12 +308,7 @@ def filed(agent_dir: Path, lb_id: str, marker: str) -> bool:
 def test_an_instance_cannot_log_under_another_load_balancer(
     lab: Lab, agent: AgentHarness, lb: LBConfig
 ) -> None:
-    other = LBConfig(
-        instance_id=str(uuid.uuid4()),
-        vip=lab.allocate_ip(),
-        instance_ip=lab.allocate_ip(),
-        members=[Member(m.id, m.address) for m in lb.members],
-    )
+    other = lb.another(lab)
     for x in (lb, other):
         assert agent.put(x.spec(lab, agent.agent_dir, 1)).status_code == 200
     assert agent.service is not None

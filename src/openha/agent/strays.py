@@ -112,7 +112,7 @@ def find(own_namespaces: Collection[str]) -> list[Stray]:
         names = sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(NAMESPACE_PREFIX))
     except FileNotFoundError:
         names = []
-    members = _pids_by_netns()
+    members: dict[int, list[int]] | None = None  # read once, and only if a stray needs it
     in_stray_namespaces: set[int] = set()
     for name in names:
         if name in own_namespaces:
@@ -120,6 +120,8 @@ def find(own_namespaces: Collection[str]) -> list[Stray]:
         owner = namespace_owner(name)
         if owner is not None and Path(owner).is_dir():
             continue
+        if members is None:
+            members = _pids_by_netns()
         try:
             pids = tuple(sorted(members.get(os.stat(os.path.join(NETNS_DIR, name)).st_ino, [])))
         except FileNotFoundError:
@@ -215,7 +217,7 @@ def reap(stray: Stray) -> list[str]:
 
 
 def _stamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class StrayWatch:
