@@ -170,6 +170,10 @@ class Keystone:
                 expiration = {self.token_expiration}
                 [fernet_tokens]
                 key_repository = {self.dir / "fernet-keys"}
+                [fernet_receipts]
+                # Keystone 30's bootstrap checks this one too; both default to one
+                # repository in a packaged Keystone, so they share it here as well.
+                key_repository = {self.dir / "fernet-keys"}
                 [credential]
                 key_repository = {self.dir / "credential-keys"}
                 [cache]
