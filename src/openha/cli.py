@@ -20,7 +20,9 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from openha import cli_alerts, cli_ops, cli_protect, db
+# `openha.db` (alembic) is imported by the commands that use it: the agent needs
+# none of it and starts sooner.
+from openha import cli_alerts, cli_ops, cli_protect
 from openha.domain.constants import ROLES
 from openha.settings import Settings
 
@@ -138,6 +140,7 @@ def api() -> None:
 
     import uvicorn
 
+    from openha import db
     from openha.api.app import create_app
 
     settings = _settings()
@@ -166,6 +169,7 @@ def api() -> None:
 @app.command()
 def controller() -> None:
     """Run the reconcile loop until SIGTERM or Ctrl-C."""
+    from openha import db
     from openha.controller.reconciler import Reconciler
     from openha.providers.base import ProviderContext
     from openha.providers.registry import ProviderRegistry
@@ -493,6 +497,8 @@ def operation(
 
 
 def _sessions(settings: Settings) -> Any:
+    from openha import db
+
     db.upgrade_schema(settings)
     return db.make_session_factory(db.make_engine(settings.database_url))
 
@@ -507,6 +513,7 @@ def token_create(
     description: Annotated[str, typer.Option(help="Why this token exists.")] = "",
 ) -> None:
     """Create an API token and print it (only it) on stdout; it is shown once."""
+    from openha import db
     from openha.credentials import create_token
 
     roles = list(dict.fromkeys(role or ["member"]))
@@ -530,7 +537,7 @@ def host_enroll(
     ] = None,
 ) -> None:
     """Enrol (or re-key) a host and print its agent credential (only it) on stdout."""
-    from openha import hosts
+    from openha import db, hosts
 
     with db.transaction(_sessions(_settings())) as session:
         secret = hosts.enroll(session, name, availability_zone=az, capacity=capacity)
@@ -591,6 +598,7 @@ if __name__ == "__main__":
 def certstore_reseal() -> None:
     """Seal every stored payload again with the first of `certstore_keys` (key rotation:
     put the new key first, run this, then drop the old key)."""
+    from openha import db
     from openha.certstore.sealing import Sealer, SealError
     from openha.certstore.store import reseal_all
 
