@@ -9,7 +9,9 @@ Everything is removed on close, even after a failure.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -28,12 +30,13 @@ import httpx
 import uvicorn
 from pyroute2 import IPRoute, netns
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from openha import hosts
 from openha.agent import faults
 from openha.agent.paths import namespace_name
 from openha.agent.purge import purge
-from openha.api.app import create_app
+from openha.api.app import bind, create_app
 from openha.controller.reconciler import Reconciler
 from openha.credentials import create_token
 from openha.db import make_engine, make_session_factory, transaction, upgrade
@@ -89,6 +92,32 @@ def processes_naming(root: Path) -> list[int]:
     return pids
 
 
+@functools.cache
+def migrated_database() -> Path:
+    """A database migrated once per test process; each Stack starts from a copy."""
+    directory = Path(tempfile.mkdtemp(prefix="ohdb-", dir="/tmp"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    path = directory / "openha.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+_free_apps: list[Any] = []
+
+
+def _app_for(settings: Settings, sessions: sessionmaker[Session]) -> Any:
+    """An API app bound to this stack: one a closed stack gave back, else a new one.
+
+    FastAPI prepares every route's parameters on an app's first requests (a second or
+    two of CPU); a test process's stacks run one after another, so they share apps.
+    """
+    if _free_apps:
+        app = _free_apps.pop()
+        bind(app, settings, sessions)
+        return app
+    return create_app(settings, sessions)
+
+
 class Agent:
     """One host: an `openha agent` process and the data planes it started."""
 
@@ -102,6 +131,7 @@ class Agent:
         with transaction(stack.sessions) as s:
             self.credential = hosts.enroll(s, name, zone)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.terminating = False
         self.log = open(stack.root / f"{name}.log", "ab")  # noqa: SIM115 - closed in close()
 
     def start(self) -> Agent:
@@ -109,8 +139,19 @@ class Agent:
         return self.wait_up()
 
     def wait_up(self) -> Agent:
-        wait_for(lambda: self.host_status() == "UP", 30, what=f"agent {self.name} up")
+        try:
+            wait_for(lambda: self.host_status() == "UP", 45, what=f"agent {self.name} up")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {self.describe()}") from None
         return self
+
+    def describe(self) -> str:
+        """The process's state and its log's last lines: what a failed wait needs to say."""
+        code = None if self.proc is None else self.proc.poll()
+        state = "not started" if self.proc is None else f"exit code {code}"
+        self.log.flush()
+        lines = (self.stack.root / f"{self.name}.log").read_text(errors="replace").splitlines()
+        return f"agent process {state}; its log ends:\n" + "\n".join(lines[-30:])
 
     def spawn(self, crash_at: str | None = None) -> subprocess.Popen[bytes]:
         """Start the agent process and return at once, as a supervisor restarts it.
@@ -138,6 +179,7 @@ class Agent:
         if crash_at is not None:
             env[faults.CRASH_AT_ENV] = crash_at
         openha = Path(sys.executable).parent / "openha"
+        self.terminating = False
         self.proc = subprocess.Popen(
             [str(openha), "agent"],
             env=env,
@@ -166,16 +208,23 @@ class Agent:
             assert host is not None
             return host.id
 
+    def terminate(self) -> None:
+        """Ask the agent to stop (SIGTERM, once) without waiting: see `stop`."""
+        if self.proc is not None and self.proc.poll() is None and not self.terminating:
+            self.proc.send_signal(signal.SIGTERM)
+            self.terminating = True
+
     def stop(self) -> None:
         """Stop the agent gracefully: its data planes keep running, as in production."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        self.terminating = False
 
     def instance_dirs(self) -> list[Path]:
         return (
@@ -255,13 +304,13 @@ class Stack:
             host_down_after=host_down_after,
             heartbeat_interval=0.5,
         )
-        upgrade(self.settings.database_url)
+        shutil.copyfile(migrated_database(), self.root / "openha.db")
         self.sessions = make_session_factory(make_engine(self.settings.database_url))
         self.agents: list[Agent] = []
         self._threads: list[threading.Thread] = []
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.app = create_app(self.settings, self.sessions)
+        self.app = _app_for(self.settings, self.sessions)
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
         )
@@ -398,6 +447,9 @@ class Stack:
         wait_for(lambda: self.server.started, 15, what="API started again")
 
     def close(self) -> None:
+        # All at once: each agent takes a moment to stop its loops and its rsyslogd.
+        for agent in self.agents:
+            agent.terminate()
         for agent in self.agents:
             with contextlib.suppress(Exception):
                 agent.close()
@@ -407,4 +459,6 @@ class Stack:
             thread.join(timeout=10)
         self.admin.close()
         self.tenant.close()
+        if not any(thread.is_alive() for thread in self._threads):
+            _free_apps.append(self.app)
         shutil.rmtree(self.root, ignore_errors=True)
