@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lbhelpers import wait_answers
 from pyroute2 import netns
 from stack import Agent, Stack, wait_for
 
@@ -166,7 +167,7 @@ def test_pair_survives_master_host_loss_and_does_not_flap_back(
     lb = ha_lb(stack, backends)
     client = ClientNamespace(lab)
     url = f"http://{lb['vip_address']}/"
-    wait_for(lambda: client.request(url, timeout=2).status == 200, 20, what="VIP answers")
+    wait_answers(client, url)
     first_master = master(stack, lb["id"])
     survivor = next(i for i in instances(stack, lb["id"]) if i["id"] != first_master["id"])
     dead = agent_of(stack, first_master["host_id"])
@@ -220,7 +221,7 @@ def test_killing_master_haproxy_moves_the_vip(
     lb = ha_lb(stack, backends)
     client = ClientNamespace(lab)
     url = f"http://{lb['vip_address']}/"
-    wait_for(lambda: client.request(url, timeout=2).status == 200, 20, what="VIP answers")
+    wait_answers(client, url)
     before = master(stack, lb["id"])
     agent = agent_of(stack, before["host_id"])
     # Stop the agent first so it cannot restart HAProxy before keepalived notices.
@@ -341,7 +342,7 @@ def test_planned_failover_moves_the_vip_first(
     lb = ha_lb(stack, backends)
     client = ClientNamespace(lab)
     url = f"http://{lb['vip_address']}/"
-    wait_for(lambda: client.request(url, timeout=2).status == 200, 20, what="VIP answers")
+    wait_answers(client, url)
     before = master(stack, lb["id"])
     with ClientLoop(client, url) as loop:
         time.sleep(0.5)
@@ -425,7 +426,7 @@ def test_stick_table_survives_failover(
     stack.wait_active(lb["id"], timeout=60)
     url = f"http://{lb['vip_address']}/"
     clients = [ClientNamespace(lab, name=f"sc{i}") for i in range(6)]
-    wait_for(lambda: clients[0].request(url, timeout=2).status == 200, 20, what="VIP answers")
+    wait_answers(clients[0], url)
     before = master(stack, lb["id"])
     # Move the master's round robin on by one, so that a peer starting from scratch
     # would pin the same clients differently: only a synced table keeps the mapping.

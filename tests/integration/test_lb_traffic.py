@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from lbhelpers import http_lb, served_by
+from lbhelpers import http_lb, served_by, wait_answers
 from stack import Stack, wait_for
 
 from openha.lab import BackendServer, ClientNamespace, Lab
@@ -32,7 +32,7 @@ def test_round_robin_and_member_health(
     lb = made["lb"]
     client = ClientNamespace(lab)
     url = f"http://{lb['vip_address']}/"
-    wait_for(lambda: client.request(url, timeout=2).status == 200, 15, what="VIP answers")
+    wait_answers(client, url, 15)
     stack.wait_operating(lb["id"], "ONLINE")
     assert served_by(client, url, 30) == {b.name: 10 for b in backends}
 
