@@ -196,7 +196,7 @@ def test_sync_rebuilds_a_deleted_namespace(world: World) -> None:
         loop.wait_requests(20)
         subprocess.run(["ip", "netns", "delete", ns], check=True)
         report = action(stack, lb_id, "sync")
-        assert report["state"] == "SUCCEEDED", report
+        assert report["state"] == "SUCCEEDED", report["steps"]
         assert namespace_exists(ns)
         # Serving again from the rebuilt namespace: every request after the sync lands.
         wait_answers(world.client, url)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
+from pyroute2.netlink.exceptions import NetlinkError
 
 from openha.agent.haproxy import (
     normalize_status,
@@ -14,7 +16,7 @@ from openha.agent.haproxy import (
     summarize_errors,
 )
 from openha.agent.logs import parse_syslog
-from openha.agent.netns import IFNAMSIZ, MAX_LEGS, host_veth_name, tag_candidates
+from openha.agent.netns import IFNAMSIZ, MAX_LEGS, _delete_link, host_veth_name, tag_candidates
 from openha.agent.paths import instance_paths, namespace_name
 
 SHOW_STAT = """# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,\
@@ -173,3 +175,24 @@ def test_bind_addresses_of_a_config() -> None:
         "backend b\n    server s 10.0.0.9:80\n"
     )
     assert bind_addresses(config) == {("10.0.0.5", 80), ("2001:db8::5", 443)}
+
+
+class _LinksGoingAway:
+    """An IPRoute whose link deletes meet a link the kernel removed meanwhile, or fail."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.deleted: list[int] = []
+
+    def link(self, command: str, index: int) -> None:
+        assert command == "del"
+        self.deleted.append(index)
+        raise NetlinkError(self.code, "gone" if self.code == errno.ENODEV else "refused")
+
+
+def test_deleting_a_link_the_kernel_already_removed_is_done() -> None:
+    ipr = _LinksGoingAway(errno.ENODEV)
+    _delete_link(ipr, 7)  # type: ignore[arg-type]
+    assert ipr.deleted == [7]
+    with pytest.raises(NetlinkError):
+        _delete_link(_LinksGoingAway(errno.EPERM), 7)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import hashlib
 import ipaddress
@@ -431,6 +432,19 @@ def _allow_nonlocal_bind() -> None:
                 fh.write("1")
 
 
+def _delete_link(ipr: IPRoute, index: int) -> None:
+    """Delete a link that may vanish by itself meanwhile. A veth whose peer sits in a
+    namespace deleted while processes held it goes when the kernel frees that
+    namespace, after its last process exits, in a cleanup run of the kernel's own
+    (`cleanup_net`): between a lookup and this delete, if that process was just
+    stopped."""
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+
+
 def _instance_tag(ipr: IPRoute, namespace: str) -> str:
     tag, free = find_tag(ipr, namespace)
     if tag is None and free is None:
@@ -463,7 +477,7 @@ def _apply_network(spec: InstanceSpec, owner_dir: str) -> NetworkResult:
             index = _lookup(ipr, host_veth_name(tag, idx))
             if index is None or _alias(ipr, index) != owner:
                 break
-            ipr.link("del", index=index)
+            _delete_link(ipr, index)
             result.changed = True
         for link in nsr.get_links():
             name = link.get("ifname") or ""
@@ -481,7 +495,7 @@ def _apply_network(spec: InstanceSpec, owner_dir: str) -> NetworkResult:
             if host is None or inside is None:
                 # Half-made pair (e.g. agent killed mid-apply): start this leg over.
                 if host is not None:
-                    ipr.link("del", index=host)
+                    _delete_link(ipr, host)
                 if inside is not None:
                     nsr.link("del", index=inside)
                 # The peer is created directly in the namespace, so its final name
