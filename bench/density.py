@@ -68,7 +68,7 @@ from openha.domain.spec import (
 from openha.lab import ClientNamespace, Lab
 from openha.lab.netlab import _used_networks
 from openha.providers.haproxy.instance_spec import haproxy_paths
-from openha.render.haproxy import render_haproxy
+from openha.render.haproxy import AccessLog, render_haproxy
 from openha.settings import Settings
 
 TARGET_PSS_MB = 5.0
@@ -90,8 +90,11 @@ def pick_subnet(count: int) -> ipaddress.IPv4Network:
     raise RuntimeError("no free subnet for the lab")
 
 
-def instance_spec(lab: Lab, agent_dir: Path, ip: str, backend: FastBackend) -> InstanceSpec:
-    """One SINGLE load balancer as the controller would send it: the product's renderer."""
+def instance_spec(
+    lab: Lab, agent_dir: Path, ip: str, backend: FastBackend, access_log: AccessLog = "all"
+) -> InstanceSpec:
+    """One SINGLE load balancer as the controller would send it: the product's renderer
+    (its access log as the default flavor's unless `access_log` says otherwise)."""
     instance_id = str(uuid.uuid4())
     pool_id, listener_id = str(uuid.uuid4()), str(uuid.uuid4())
     member = MemberSpec(id=str(uuid.uuid4()), address=backend.ip, protocol_port=backend.port)
@@ -126,6 +129,7 @@ def instance_spec(lab: Lab, agent_dir: Path, ip: str, backend: FastBackend) -> I
         listener_maxconn=settings.haproxy_default_maxconn,
         instance_id=instance_id,
         log_ring_size=settings.log_ring_size,
+        access_log=access_log,
     )
     return InstanceSpec(
         instance_id=instance_id,

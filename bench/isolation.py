@@ -59,8 +59,9 @@ from throughput import WrkResult, parse_wrk
 from openha.agent import cgroups
 from openha.agent.haproxy import HAProxyInstance
 from openha.agent.netns import NamespaceExec
-from openha.agent.paths import instance_paths
+from openha.agent.paths import instance_paths, log_paths
 from openha.agent.purge import purge
+from openha.agent.syslogd import Syslogd
 from openha.domain.spec import InstanceSpec, ResourceSpec
 from openha.lab import ClientNamespace, Lab
 
@@ -128,9 +129,12 @@ def measure(
     seconds: int,
     worlds: tuple[Bounded, Bounded],
     cpu: Callable[[], tuple[float, float]],
-) -> tuple[WrkResult, WrkResult, WrkResult, tuple[float, float, float]]:
+    outside: Callable[[], tuple[float, float]],
+) -> tuple[WrkResult, WrkResult, WrkResult, tuple[float, ...]]:
     """B alone, then B while A is flooded: (B idle, B under flood, A's flood, cores used
-    by B idle, by B and by A under the flood); `cpu` reads A's and B's CPU seconds."""
+    by B idle, by B and by A under the flood, then by what no wall holds under the
+    flood: the agent's rsyslogd and the kernel's softirq work); `cpu` reads A's and B's
+    CPU seconds, `outside` those two."""
     world_a, world_b = worlds
     (_, b0), start = cpu(), time.monotonic()
     idle = world_b.wrk(b_client, url_b, seconds, 1, 4)
@@ -143,11 +147,30 @@ def measure(
     thread = threading.Thread(target=flood)
     thread.start()
     time.sleep(1.0)  # the flood is under way
-    (a0, b0), since = cpu(), time.monotonic()
+    (a0, b0), (r0, s0), since = cpu(), outside(), time.monotonic()
     busy = world_b.wrk(b_client, url_b, seconds, 1, 4)
-    (a1, b1), took = cpu(), time.monotonic() - since
+    (a1, b1), (r1, s1), took = cpu(), outside(), time.monotonic() - since
     thread.join()
-    return idle, busy, results["a"], (b_idle, (b1 - b0) / took, (a1 - a0) / took)
+    spent = (b_idle, (b1 - b0) / took, (a1 - a0) / took, (r1 - r0) / took, (s1 - s0) / took)
+    return idle, busy, results["a"], spent
+
+
+def outside_walls(agent_dir: Path) -> Callable[[], tuple[float, float]]:
+    """CPU seconds of the agent's rsyslogd and of the kernel's softirq work (all CPUs)."""
+    syslogd = Syslogd(log_paths(agent_dir).syslog_dir)
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read() -> tuple[float, float]:
+        pid = syslogd.pid()
+        rsyslogd = 0.0
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                rsyslogd = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        cpu_line = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return rsyslogd, int(cpu_line[7]) / tick  # user nice system idle iowait irq softirq
+
+    return read
 
 
 def hold_half_requests(namespace: str, vip: str, count: int, seconds: float) -> int:
@@ -191,10 +214,16 @@ def main() -> None:
         default=0.6,
         help="CPU quota (cores) of each tenant's client and member together",
     )
+    parser.add_argument(
+        "--access-log",
+        choices=("all", "errors", "none"),
+        default="all",
+        help="both LBs' access log (default all, the default flavor's)",
+    )
     args = parser.parse_args()
     require_root()
     _raise_on_sigterm()
-    print(f"# isolation ({machine_line()})\n")
+    print(f"# isolation ({machine_line()}; access log {args.access_log})\n")
     agent_dir = Path(tempfile.mkdtemp(prefix="ohi-b-", dir="/tmp"))
     try:
         with Lab(subnet=str(pick_subnet(16))) as lab, FakeAPI() as api:
@@ -208,11 +237,15 @@ def main() -> None:
                 world.adopt(backend.haproxy.proc.pid)
             try:
                 agent.spawn()
-                a, b = (instance_spec(lab, agent_dir, lab.allocate_ip(), be) for be in backends)
+                a, b = (
+                    instance_spec(lab, agent_dir, lab.allocate_ip(), be, args.access_log)
+                    for be in backends
+                )
                 api.wanted = [a.instance_id, b.instance_id]
                 url_a, url_b = f"http://{a.vip_address}/", f"http://{b.vip_address}/"
                 generation = 1
                 rows = []
+                outside = outside_walls(agent_dir)
                 modes = {
                     "no quota (weights only)": ResourceSpec(cpu_weight=100),
                     f"quota {args.cpu_max:g} core each": ResourceSpec(
@@ -226,7 +259,7 @@ def main() -> None:
                     for url in (url_a, url_b):
                         wait_for(lambda url=url: answers(client, url), timeout=30)
                     idle_p99, busy_p99, idle_rps, busy_rps, a_rps = [], [], [], [], []
-                    cores: list[tuple[float, float, float]] = []
+                    cores: list[tuple[float, ...]] = []
 
                     def used() -> tuple[float, float]:
                         def seconds(x: InstanceSpec) -> float:
@@ -236,8 +269,9 @@ def main() -> None:
 
                     for _ in range(args.rounds):
                         idle, busy, flood, spent = measure(
-                            b_client, a_client, url_a, url_b, args.seconds, worlds, used
-                        )
+                            b_client, a_client, url_a, url_b, args.seconds, worlds, used,
+                            outside,
+                        )  # fmt: skip
                         idle_p99.append(idle.p99_ms)
                         busy_p99.append(busy.p99_ms)
                         idle_rps.append(idle.rps)
@@ -251,6 +285,7 @@ def main() -> None:
                         f"{med(busy_rps):,.0f}", f"{med(busy_rps) / med(idle_rps):.2f}",
                         f"{med(a_rps):,.0f}",
                         " / ".join(f"{med(c[i] for c in cores):.2f}" for i in range(3)),
+                        " / ".join(f"{med(c[i] for c in cores):.2f}" for i in (3, 4)),
                     ])  # fmt: skip
                 print_table(
                     f"B under a flood of A (medians of {args.rounds} rounds of {args.seconds} s; "
@@ -259,6 +294,7 @@ def main() -> None:
                         "walls", "B p99 idle ms", "B p99 flood ms", "p99 ratio (<= 2)",
                         "B req/s idle", "B req/s flood", "req/s ratio (>= 0.9)", "A req/s",
                         "cores: B idle / B flood / A flood",
+                        "cores under flood: rsyslogd / softirq",
                     ],
                     rows,
                 )  # fmt: skip
