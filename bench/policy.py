@@ -42,13 +42,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from conformance import keystone as harness  # noqa: E402
-from conformance.tempest import SERVICE_PASSWORD, vip_network  # noqa: E402
+from conformance.tempest import SERVICE_PASSWORD, register_openha, vip_network  # noqa: E402
 
 from openha.api.app import bind, create_app  # noqa: E402
 from openha.api.policy import Policy  # noqa: E402
 from openha.db import make_engine, make_session_factory, upgrade  # noqa: E402
-from openha.keystone_register import Keystone as KeystoneClient  # noqa: E402
-from openha.keystone_register import Registration, register  # noqa: E402
 from openha.settings import Settings  # noqa: E402
 
 RULE = "os_load-balancer_api:loadbalancer:get_one"
@@ -144,16 +142,7 @@ def main() -> None:
             keystone: Contender | None = None
             if not args.no_keystone and harness.available():
                 ks = stack.enter_context(harness.Keystone.started(tmp / "keystone"))
-                register(
-                    Registration(
-                        auth_url=ks.url,
-                        admin_username="admin",
-                        admin_password=ks.admin_password,
-                        endpoint=base,
-                        service_password=SERVICE_PASSWORD,
-                    )
-                )
-                admin = KeystoneClient(ks.url, "admin", ks.admin_password, "admin", "Default")
+                admin = register_openha(ks, base)
                 domain = admin.domain_id("Default")
                 project = admin.project("bench", domain)
                 user = admin.user("bench-member", "bench-secret", domain, project)
