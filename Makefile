@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-APT_PACKAGES := haproxy keepalived rsyslog rsyslog-openssl iproute2 iputils-arping procps psmisc socat curl wrk postgresql prometheus python3-venv python3-dev
+APT_PACKAGES := haproxy keepalived nftables rsyslog rsyslog-openssl iproute2 iputils-arping procps psmisc socat curl wrk postgresql prometheus python3-venv python3-dev
 STAMP := $(VENV)/.installed
 
 OCTAVIA_VENV ?= .venv-octavia

@@ -8,6 +8,7 @@ carrying several LBs, and a controller restarted in the middle of a migration.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from lbhelpers import TrafficLoop, flavor, http_lb
+from pyroute2 import IPRoute, netns
 from stack import Stack, wait_for
 
 from openha.controller.reconciler import Reconciler
@@ -86,6 +88,102 @@ def test_migrate_single_loses_no_request(
     assert old.instance_dirs() == []
     assert took < 30
     assert stack.lb(lb["id"])["provisioning_status"] == "ACTIVE"
+
+
+def _echo_lb(stack: Stack, echo: BackendServer, **lb_body: Any) -> dict[str, Any]:
+    """A TCP listener on port 7000 in front of one echo backend, no health monitor."""
+    lb = stack.create(
+        "loadbalancers", "loadbalancer", {"vip_subnet_id": stack.subnet_id, **lb_body}
+    )
+    li = stack.create(
+        "listeners",
+        "listener",
+        {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 7000},
+    )
+    po = stack.create(
+        "pools",
+        "pool",
+        {"listener_id": li["id"], "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"},
+    )
+    stack.create(
+        f"pools/{po['id']}/members",
+        "member",
+        {"address": echo.ip, "protocol_port": echo.port, "name": echo.name},
+    )
+    stack.wait_active(lb["id"])
+    return lb
+
+
+def _vip_mac(vip: str) -> str:
+    """Where this thread's namespace sends packets for `vip` now (its ARP entry)."""
+    with IPRoute() as ipr:
+        for entry in ipr.get_neighbours(dst=vip):
+            return str(entry.get("NDA_LLADDR") or "")
+    return ""
+
+
+@pytest.mark.parametrize("topology", ["SINGLE", "ACTIVE_STANDBY"])
+def test_a_connection_open_across_the_switch_is_handed_back_to_the_old_instance(
+    stack: Stack, lab: Lab, topology: str
+) -> None:
+    """The VIP moves while a TCP connection is open: its segments, which now reach the new
+    instance (a pair: the surviving half), are handed back to the old one, which keeps
+    serving it until it is removed. Without the hand-off, the new instance's kernel
+    resets it at its first segment."""
+    echo = BackendServer(lab, "echo", kind="echo", port=7001)
+    body = {}
+    if topology == "ACTIVE_STANDBY":
+        body["flavor_id"] = flavor(stack, "pair", {"loadbalancer_topology": topology})
+    lb = _echo_lb(stack, echo, **body)
+    client = ClientNamespace(lab)
+    if topology == "ACTIVE_STANDBY":
+        wait_for(lambda: healthy_pair(stack, lb["id"]), 30, what="a healthy pair")
+    home = hosts_of(stack, lb["id"])
+    target = next(a for a in stack.agents if a.host_id not in home)
+    done = threading.Event()
+    # (seconds since the first exchange, the VIP's MAC as the client sees it, error or "")
+    log: list[tuple[float, str, str]] = []
+
+    def converse() -> None:
+        netns.setns(client.namespace, flags=0)  # this thread only
+        started = time.monotonic()
+        with socket.create_connection((lb["vip_address"], 7000), timeout=5) as sock:
+            n = 0
+            while not done.is_set():
+                n += 1
+                mac = _vip_mac(lb["vip_address"])
+                try:
+                    sock.sendall(b"ping %d\n" % n)
+                    got = b""
+                    while not got.endswith(b"\n"):
+                        chunk = sock.recv(64)
+                        if not chunk:
+                            raise ConnectionError("closed")
+                        got += chunk
+                    error = "" if got == b"ping %d\n" % n else f"got {got!r}"
+                except OSError as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                log.append((round(time.monotonic() - started, 2), mac, error))
+                if error:
+                    return
+                time.sleep(0.05)
+
+    talking = threading.Thread(target=converse, name="echo-conversation", daemon=True)
+    talking.start()
+    wait_for(lambda: len(log) >= 5, 10, what="the echo conversation")
+    op = finished(stack, migrate(stack, lb["id"], target.name), timeout=90)
+    done.set()
+    talking.join(timeout=10)
+    assert op["state"] == "SUCCEEDED", op
+    assert target.host_id in hosts_of(stack, lb["id"])
+    assert log and not log[0][2], log[:3]
+    first_mac = log[0][1]
+    after_switch = [(t, err) for t, mac, err in log if mac and mac != first_mac]
+    served = [t for t, err in after_switch if not err]
+    # The old instance drains for OPENHA_MIGRATE_DRAIN_TIMEOUT (3 s) after the switch:
+    # the connection lives on through the new instance for most of it.
+    assert len(served) >= 20, f"{len(served)} exchanges after the switch; {log[-3:]}"
+    assert not any(err for _, mac, err in log if mac == first_mac), log
 
 
 def test_migrate_pair_loses_no_request(

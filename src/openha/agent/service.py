@@ -39,6 +39,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -49,7 +50,16 @@ from pathlib import Path
 import httpx
 from pyroute2.netlink.exceptions import NetlinkError
 
-from openha.agent import cgroups, faults, kernelguard, keyfiles, retire, state, toptalkers
+from openha.agent import (
+    cgroups,
+    faults,
+    handoff,
+    kernelguard,
+    keyfiles,
+    retire,
+    state,
+    toptalkers,
+)
 from openha.agent.diagnostics import diagnose
 from openha.agent.haproxy import HAProxyError, HAProxyInstance, atomic_write
 from openha.agent.keepalived import KeepalivedError, KeepalivedInstance
@@ -61,6 +71,7 @@ from openha.agent.netns import (
     NetworkError,
     apply_network,
     delete_network,
+    ensure_namespace,
     namespace_exists,
     namespace_pids,
     remove_unused_bridges,
@@ -140,6 +151,7 @@ def _network_changed(applied: InstanceSpec | None, wanted: InstanceSpec) -> bool
         "vip_address",
         "vip_interface",
         "vip_managed_by_keepalived",
+        "handoff_to",
     )
     return any(getattr(applied, f) != getattr(wanted, f) for f in fields)
 
@@ -438,8 +450,24 @@ class AgentService:
 
     def _plumb(self, inst: _Instance, spec: InstanceSpec) -> None:
         """Converge the instance's namespace to `spec`, noting a VIP announcement."""
-        if apply_network(spec, str(inst.paths.instance_dir)).garp_sent:
+        owner = str(inst.paths.instance_dir)
+        if spec.handoff_to is not None or namespace_exists(spec.namespace):
+            # Before the VIP can arrive: connections opened with the instance a
+            # migration retires must find the hand-off at their next segment.
+            self._handoff(spec, fresh=ensure_namespace(spec.namespace, owner))
+        if apply_network(spec, owner).garp_sent:
             inst.haproxy.history.garp_sent(spec.vip_address, spec.vip_interface)
+
+    @staticmethod
+    def _handoff(spec: InstanceSpec, *, fresh: bool) -> None:
+        """The connection hand-off `spec` asks for (a `fresh` namespace has seen no
+        connection conntrack could have missed)."""
+        try:
+            held = spec.handoff_to is not None and not fresh and vip_present(spec)
+            handoff.converge(spec.namespace, spec.vip_address, spec.handoff_to, vip_held=held)
+        except (handoff.HandoffError, OSError, NetlinkError, subprocess.SubprocessError) as exc:
+            # Serving goes on without it: a move then resets the connections in flight.
+            log.warning("instance %s: no connection hand-off: %s", spec.instance_id, exc)
 
     def _limits(self, spec: InstanceSpec) -> cgroups.Limits:
         """The flavor's walls, the host's defaults where it sets none."""

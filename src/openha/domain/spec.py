@@ -8,11 +8,12 @@ Only validated values ever get here.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from openha.domain import constants as c
 from openha.domain.logtargets import LogTarget
@@ -218,6 +219,15 @@ class InstanceSpec(_Frozen):
     # flavor's `log_targets`; the agent adds the deployment's own).
     log_targets: tuple[LogTarget, ...] = ()
     resources: ResourceSpec = ResourceSpec()
+    # The address of the instance a migration is retiring, which still serves the
+    # connections opened before the VIP moved here: segments of connections unknown
+    # here are handed to it (`agent.handoff`) until it is removed.
+    handoff_to: str | None = None
+
+    @field_validator("handoff_to")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        return None if value is None else str(ipaddress.ip_address(value))
 
     def key_files(self) -> tuple[str, ...]:
         """The names of the files that hold a private key (certificates with their keys)."""

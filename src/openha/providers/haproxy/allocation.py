@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -50,15 +50,10 @@ def place(
     lb = session.get(LoadBalancer, spec.id)
     assert lb is not None
     hosts = {h.id: h for h in session.scalars(select(Host))}
+    every = list(session.scalars(select(Instance).where(Instance.load_balancer_id == spec.id)))
     # A migration's staged and retiring instances are the operation's, not the plan's.
-    rows = {
-        i.id: i
-        for i in session.scalars(
-            select(Instance).where(
-                Instance.load_balancer_id == spec.id, Instance.migration.is_(None)
-            )
-        )
-    }
+    rows = {i.id: i for i in every if i.migration is None}
+    handoff = handoff_address(every, hosts)
     roles = roles_for(spec.topology)
     decided = plan(
         roles,
@@ -100,9 +95,26 @@ def place(
         lb.failover_target_host_id = None
     vrid = hold_vrid(session, lb, spec) if len(roles) > 1 else 0
     return [
-        placement_of(session, lb, spec, placed[role], hosts[placed[role].host_id or ""], vrid)
+        placement_of(
+            session, lb, spec, placed[role], hosts[placed[role].host_id or ""], vrid, handoff
+        )
         for role in roles
     ]
+
+
+def handoff_address(instances: Iterable[Instance], hosts: Mapping[str, Host]) -> str:
+    """The address of the instance a migration retires while its host is up: it still
+    serves the connections opened with it, which the LB's other instances hand back."""
+    for inst in instances:
+        host = hosts.get(inst.host_id or "")
+        if (
+            inst.migration == c.MIGRATION_RETIRING
+            and host is not None
+            and host.status == c.HOST_UP
+            and inst.ip_address
+        ):
+            return inst.ip_address
+    return ""
 
 
 def current(session: Session, spec: LoadBalancerSpec) -> list[Placement]:
@@ -133,6 +145,7 @@ def placement_of(
     inst: Instance,
     host: Host,
     vrid: int = 0,
+    handoff_to: str = "",
 ) -> Placement:
     """Where `inst` runs, as its spec and push need it (its member legs ensured)."""
     return Placement(
@@ -150,6 +163,7 @@ def placement_of(
         # between pairs, so a value derived from the LB id is as good as any.
         vrrp_secret=hashlib.sha256(lb.id.encode()).hexdigest()[:8],
         member_legs=_member_legs(session, lb, inst, spec),
+        handoff_to=handoff_to,
     )
 
 

@@ -147,4 +147,5 @@ def build(
         files=files,
         log_targets=parse_targets(spec.flavor.get("log_targets")),
         resources=ResourceSpec(**{k: spec.flavor[k] for k in RESOURCE_KEYS if k in spec.flavor}),
+        handoff_to=placement.handoff_to or None,
     )

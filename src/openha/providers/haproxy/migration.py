@@ -24,6 +24,7 @@ answers for it, HAProxy soft-stopped: its connections finish), given up to
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -64,7 +65,7 @@ def step(
             return _stage(provider, spec, params, current)
         return _retire(provider, spec, params, current, pair=True)
     if phase == "staged":
-        _push_staged(provider, spec, data["new"])
+        _push_staged(provider, spec, data["new"], current)
         deadline = time.time() + settings.migrate_ready_timeout
         return Step.progressed("built", "pushed without the VIP", phase="built", deadline=deadline)
     if phase == "built":
@@ -145,7 +146,10 @@ def _stage(
     )
 
 
-def _placement(provider: HAProxyProvider, spec: LoadBalancerSpec, inst_id: str) -> Placement:
+def _placement(
+    provider: HAProxyProvider, spec: LoadBalancerSpec, inst_id: str, old_id: str
+) -> Placement:
+    """Where the staged `inst_id` runs; it hands connections unknown to it to `old_id`."""
     with transaction(provider.context.session_factory) as s:
         lb = s.get(LoadBalancer, spec.id)
         inst = s.get(Instance, inst_id)
@@ -153,11 +157,17 @@ def _placement(provider: HAProxyProvider, spec: LoadBalancerSpec, inst_id: str) 
             raise StepError(f"instance {inst_id} is gone")
         host = s.get(Host, inst.host_id)
         assert host is not None
-        return allocation.placement_of(s, lb, spec, inst, host)
+        old = s.get(Instance, old_id)
+        handoff = (old.ip_address or "") if old is not None else ""
+        return allocation.placement_of(s, lb, spec, inst, host, handoff_to=handoff)
 
 
-def _push_staged(provider: HAProxyProvider, spec: LoadBalancerSpec, new_id: str) -> None:
-    placement = _placement(provider, spec, new_id)
+def _push_staged(
+    provider: HAProxyProvider, spec: LoadBalancerSpec, new_id: str, old_id: str
+) -> None:
+    # The hand-off is in place from the start: conntrack then knows every connection
+    # the new instance ever had, and the switch only adds the VIP.
+    placement = _placement(provider, spec, new_id, old_id)
     built = instance_spec.build(spec, placement, [placement], provider.context.settings)
     # Not the VIP yet: HAProxy binds it anyway (non-local bind) and checks the members.
     staged = built.model_copy(update={"vip_managed_by_keepalived": True})
@@ -248,6 +258,8 @@ def _retire(
         if pair:
             lb.failover_target_host_id = _pair_target(s, lb, params)
     if agent is not None and up:  # else its host is down: no VIP, no connections to wait for
+        if pair:
+            _hand_back_to(provider, spec, inst_id)
         agent_client.retire_instance(agent, inst_id)
     with transaction(provider.context.session_factory) as s:
         inst = s.get(Instance, inst_id)
@@ -261,6 +273,22 @@ def _retire(
         "retired", f"instance {inst_id} gave the VIP away and drains", phase="retired",
         deadline=deadline,
     )  # fmt: skip
+
+
+def _hand_back_to(provider: HAProxyProvider, spec: LoadBalancerSpec, inst_id: str) -> None:
+    """Before a pair's half gives the VIP away: its peer hands the connections it does
+    not know (opened with this half) back to it. The reconcile after the retire keeps
+    that (`allocation.handoff_address`) until this half is removed."""
+    with transaction(provider.context.session_factory) as s:
+        placements = allocation.place(s, spec, failover_paused=None)
+        old = s.get(Instance, inst_id)
+        address = (old.ip_address or "") if old is not None else ""
+    peers = [replace(p, handoff_to=address) for p in placements if p.instance_id != inst_id]
+    settings = provider.context.settings
+    for peer in peers:
+        error = provider._push(peer, instance_spec.build(spec, peer, placements, settings))
+        if error:
+            raise AgentError(error)
 
 
 def _status_or_none(provider: HAProxyProvider, inst_id: str) -> dict[str, Any] | None:
@@ -289,6 +317,9 @@ def _remove(provider: HAProxyProvider, inst_id: str) -> None:
     with transaction(provider.context.session_factory) as s:
         inst = s.get(Instance, inst_id)
         if inst is not None:
+            lb = s.get(LoadBalancer, inst.load_balancer_id)
+            if lb is not None and inst.migration == c.MIGRATION_RETIRING:
+                lb.reconcile_requested = True  # its successors drop their hand-off to it
             allocation.forget(s, inst)
 
 

@@ -78,6 +78,9 @@ class Placement:
     vrrp_secret: str = ""
     # (subnet id, instance address) on each member subnet other than the VIP's.
     member_legs: tuple[tuple[str, str], ...] = ()
+    # The address of the instance a migration retires, whose connections this one
+    # hands back to it (`InstanceSpec.handoff_to`); "" when there is none.
+    handoff_to: str = ""
 
 
 def roles_for(topology: str) -> tuple[str, ...]:
