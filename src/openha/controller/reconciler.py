@@ -482,8 +482,8 @@ class Reconciler:
         """One pass over an LB; what it ended with (`openha.controller.stats`)."""
         with transaction(self.sessions) as s:
             lb = s.get(LoadBalancer, lb_id)
-            if lb is None:
-                return outcome.SKIPPED
+            if lb is None or lb.lease_owner != self.owner:
+                return outcome.SKIPPED  # gone, or taken over by a controller that judged us dead
             provider = self.providers.get(lb.provider)
             deleting = lb.provisioning_status == c.PENDING_DELETE
             failover = lb.failover_requested
@@ -497,6 +497,11 @@ class Reconciler:
             if not deleting and (failover or _has_lost(s, lb_id)):
                 _failover_started(s, lb, "requested by an admin" if failover else "host lost")
         # Provider calls happen outside any transaction: they may take seconds.
+        if not self.liveness.alive:
+            # Our beat lagged (a starved process): others may take this LB over at any
+            # moment, so we call no agent for it now; it stays queued for whoever holds it.
+            self.recheck_soon(lb_id)
+            return outcome.REQUEUED
         if deleting:
             if provider.delete(lb_id):
                 self.purge(lb_id)
