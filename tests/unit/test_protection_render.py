@@ -117,6 +117,8 @@ def test_map_files_hold_every_threshold_and_list() -> None:
         "retry_after": "10",
         "p0": "9",
         "p1": "5",
+        "hdr_on": "1",
+        "paths_on": "1",
     }
     assert files[DENY_MAP] == "198.51.100.0/24 1\n"
     assert files[ALLOW_MAP] == "192.0.2.1/32 1\n"
@@ -126,6 +128,7 @@ def test_map_files_hold_every_threshold_and_list() -> None:
         line.split() for line in map_files(ProtectionSettings())[LIMITS_MAP].splitlines()
     )
     assert unlimited["req_rate"] == str(UNLIMITED)
+    assert (unlimited["hdr_on"], unlimited["paths_on"]) == ("0", "0")  # their checks are off
     assert map_files(None) == dict.fromkeys((LIMITS_MAP, DENY_MAP, ALLOW_MAP, PATHS_MAP), "")
 
 
@@ -419,6 +422,17 @@ def test_header_guards_path_limits_and_reject_on_a_real_haproxy(workdir: Path) -
         logins = [get(port, "/login")[0] for _ in range(3)]
         assert 429 not in logins[:2] and logins[2] == 429, logins
         assert get(port, "/metrics")[0] == 200  # the path's limit is the path's
+        # A profile without header or path limits switches those checks off at run time.
+        plain = ProtectionSettings(request_rate=100)
+        for name, content in map_files(plain).items():
+            replace_map(run, str(workdir / "files" / name), content)
+        run("clear table openha_protect")
+        head = b"GET /metrics HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n"
+        assert _raw(port, head).startswith(b"HTTP/1.1 200")
+        assert 429 not in [get(port, "/login")[0] for _ in range(3)]
+        for name, content in map_files(settings).items():
+            replace_map(run, str(workdir / "files" / name), content)
+        assert _raw(port, head).startswith(b"HTTP/1.1 431")
         # The reject action: a source over its limit is reset, not answered.
         reject = ProtectionSettings(request_rate=1, action="reject")
         for name, content in map_files(reject).items():

@@ -66,6 +66,7 @@ def limits(settings: ProtectionSettings) -> dict[str, int]:
     def value(limit: int | None) -> int:
         return UNLIMITED if limit is None else limit
 
+    header_limited = (settings.max_header_bytes, settings.max_header_count) != (None, None)
     entries = {
         "conn_cur": value(settings.max_connections),
         "conn_rate": value(settings.connection_rate),
@@ -75,6 +76,10 @@ def limits(settings: ProtectionSettings) -> dict[str, int]:
         "hdr_count": value(settings.max_header_count),
         "action": ACTION_CODES[settings.action],
         "retry_after": settings.retry_after,
+        # Whether a request pays for the header and path checks at all: only while the
+        # profile in force has such limits (switched at run time like the rest).
+        "hdr_on": int(header_limited),
+        "paths_on": int(bool(settings.path_limits)),
     }
     for index, limit in enumerate(settings.path_limits):
         entries[f"p{index}"] = limit.request_rate
