@@ -1,18 +1,21 @@
 """Benchmark: what a protection profile costs, and what it buys under a flood.
 
-Two LBs made through the API on one agent, same three fast backends (HAProxy answering
+Three LBs made through the API on one agent, same three fast backends (HAProxy answering
 200 itself), access_log "none" (so logging does not blur the figure):
-- `protected`: an operator's protection profile (every per-source table, map lookup
-  and rule of the frame, deny/allow lists of 1,000 entries each, a path limit, header
-  limits, slowloris timeout) whose limits are far above what the benchmark client
-  sends, so the rules all run and none trips;
+- `typical`: what an operator sets for a flavor: per-source connection, connection-rate,
+  request-rate and error-rate limits, the slowloris timeout, deny/allow lists of 1,000
+  entries each; no header or path limits (their checks are then switched off at run time);
+- `full`: the same plus header limits and a path limit: every table, map lookup and rule
+  of the frame;
 - `none`: no profile.
-1. Throughput: wrk `-t2 -c50 -d10s` from one client namespace, the two LBs alternately
-   for `--rounds` rounds; medians and the ratio protected / none (target >= 0.95),
-   and HAProxy's CPU per answered request for each (from /proc): none / protected is
-   the capacity ratio of a saturated HAProxy thread, a figure the other processes on
-   the two cores shake far less than req/s.
-2. Flood: the protected LB switched to a strict profile (`request_rate` per 10 s) by
+Every limit is far above what the benchmark client sends, so the rules all run and none
+trips.
+1. Throughput: wrk `-t2 -c50 -d10s` from one client namespace, the three LBs in turn
+   for `--rounds` rounds; medians and the ratios typical / none and full / none
+   (target >= 0.95), and HAProxy's CPU per answered request for each (from /proc):
+   none / profile is the capacity ratio of a saturated HAProxy thread, a figure the
+   other processes on the two cores shake far less than req/s.
+2. Flood: the `full` LB switched to a strict profile (`request_rate` per 10 s) by
    under-attack mode (`POST .../protect`), once per action in `--flood-actions` (the
    default `429`, then `tarpit`), each time from a fresh flood namespace: wrk `-t2 -c50`
    at full speed for `--flood-seconds`, bounded in count too (`--flood-max` answers,
@@ -201,32 +204,38 @@ def run(args: argparse.Namespace) -> None:
         backends = [FastBackend(lab, f"web{i}") for i in range(1, 4)]
         flavor = _flavor(stack)
         high = 10_000_000 // 10  # per 10 s: far above what wrk sends from one source
+        typical = {
+            "max_connections": 1000,
+            "connection_rate": high,
+            "request_rate": high,
+            "error_rate": high,
+            "timeout_http_request": 5000,
+            "deny": [f"10.{i // 256}.{i % 256}.0/24" for i in range(1000)],
+            "allow": [f"172.{16 + i // 256}.{i % 256}.1" for i in range(1000)],
+        }
+        _profile(stack, "bench-typical", **typical)
         _profile(
             stack,
-            "bench-default",
-            max_connections=1000,
-            connection_rate=high,
-            request_rate=high,
-            error_rate=high,
-            timeout_http_request=5000,
+            "bench-full",
+            **typical,
             max_header_bytes=16384,
             max_header_count=100,
-            deny=[f"10.{i // 256}.{i % 256}.0/24" for i in range(1000)],
-            allow=[f"172.{16 + i // 256}.{i % 256}.1" for i in range(1000)],
             path_limits=[{"path_prefix": "/login", "request_rate": 100}],
         )
         lbs = {
-            "protected": openha_lb(stack, backends, "bench-protected", flavor),
+            "full": openha_lb(stack, backends, "bench-full", flavor),
+            "typical": openha_lb(stack, backends, "bench-typical", flavor),
             "none": openha_lb(stack, backends, "bench-none", flavor),
         }
-        put = stack.admin.put(
-            f"/v2/manage/loadbalancers/{lbs['protected']['id']}/protection",
-            json={"profile": "bench-default"},
-        )
-        assert put.status_code == 200, put.text
-        _applied(stack, lbs["protected"]["id"])
-        cfg = (instance_dir(stack, lbs["protected"]["id"]) / "haproxy.cfg").read_text()
-        assert "openha_protect" in cfg
+        for name in ("full", "typical"):
+            put = stack.admin.put(
+                f"/v2/manage/loadbalancers/{lbs[name]['id']}/protection",
+                json={"profile": f"bench-{name}"},
+            )
+            assert put.status_code == 200, put.text
+            _applied(stack, lbs[name]["id"])
+            cfg = (instance_dir(stack, lbs[name]["id"]) / "haproxy.cfg").read_text()
+            assert "openha_protect" in cfg
         client = lab.add_namespace("wrk", lab.allocate_ip())
         urls = {name: f"http://{lb['vip_address']}/" for name, lb in lbs.items()}
         for url in urls.values():
@@ -237,9 +246,10 @@ def run(args: argparse.Namespace) -> None:
         # so far less shaken than req/s by whatever else shares the two cores.
         pids = {name: family(_haproxy_pid(stack, lb["id"])) for name, lb in lbs.items()}
         cpu_us: dict[str, list[float]] = {name: [] for name in lbs}
+        names = list(lbs)
         for round_ in range(args.rounds):
-            order = list(lbs) if round_ % 2 == 0 else list(reversed(lbs))
-            for name in order:
+            shift = round_ % len(names)  # each LB goes first in turn
+            for name in names[shift:] + names[:shift]:
                 before = cpu_seconds(pids[name])
                 result = wrk(client, urls[name], args.seconds, 2, 50)
                 answered = max(1.0, result.rps * args.seconds)
@@ -252,28 +262,28 @@ def run(args: argparse.Namespace) -> None:
             errors = sum(r.errors for r in results[name])
             us = statistics.median(cpu_us[name])
             rows.append([name, f"{rps:,.0f}", f"{p99:.2f}", errors, f"{us:.1f}"])
-        ratio = statistics.median(r.rps for r in results["protected"]) / statistics.median(
-            r.rps for r in results["none"]
-        )
         print_table(
             f"Throughput, wrk -t2 -c50 -d{args.seconds}s, median of {args.rounds} rounds",
-            ["LB", "req/s", "p99 ms", "errors", "HAProxy CPU µs per request"],
+            ["LB (profile)", "req/s", "p99 ms", "errors", "HAProxy CPU µs per request"],
             rows,
         )
-        per_round = ", ".join(
-            f"{p.rps / n.rps:.3f}"
-            for p, n in zip(results["protected"], results["none"], strict=True)
-        )
-        capacity = statistics.median(cpu_us["none"]) / statistics.median(cpu_us["protected"])
-        per_round_cpu = ", ".join(
-            f"{n / p:.3f}" for p, n in zip(cpu_us["protected"], cpu_us["none"], strict=True)
-        )
-        print(
-            f"ratio protected / none: {ratio:.3f} (target >= {TARGET_RATIO}); "
-            f"per round: {per_round}\n"
-            f"HAProxy capacity ratio (CPU per request, none / protected): {capacity:.3f} "
-            f"(target >= {TARGET_RATIO}); per round: {per_round_cpu}\n"
-        )
+        for name in ("typical", "full"):
+            ratio = statistics.median(r.rps for r in results[name]) / statistics.median(
+                r.rps for r in results["none"]
+            )
+            per_round = ", ".join(
+                f"{p.rps / n.rps:.3f}" for p, n in zip(results[name], results["none"], strict=True)
+            )
+            capacity = statistics.median(cpu_us["none"]) / statistics.median(cpu_us[name])
+            per_round_cpu = ", ".join(
+                f"{n / p:.3f}" for p, n in zip(cpu_us[name], cpu_us["none"], strict=True)
+            )
+            print(
+                f"{name} / none req/s: {ratio:.3f} (target >= {TARGET_RATIO}); "
+                f"per round: {per_round}\n"
+                f"{name}: HAProxy capacity ratio (CPU per request, none / {name}): "
+                f"{capacity:.3f} (target >= {TARGET_RATIO}); per round: {per_round_cpu}\n"
+            )
 
         # Under a flood: a strict profile by under-attack mode, a flooder and a polite client.
         if not args.flood_actions:
@@ -284,7 +294,7 @@ def run(args: argparse.Namespace) -> None:
             script = Path(tmp) / "flood.lua"
             script.write_text(FLOOD_SCRIPT)
             for action in args.flood_actions.split(","):
-                rows.append(_flood_phase(stack, lab, lbs["protected"], probe, action, args, script))
+                rows.append(_flood_phase(stack, lab, lbs["full"], probe, action, args, script))
         print_table(
             f"Under a flood (under-attack mode: {args.flood_limit} requests per source per "
             f"10 s; flood wrk -t2 -c50 for {args.flood_seconds} s, at most {args.flood_max:,} "
