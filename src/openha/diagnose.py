@@ -215,6 +215,13 @@ def _plumbing(plumbing: dict[str, Any] | None) -> list[Any]:
         "gratuitous ARP: "
         + (f"{_ago(garp['at'])} for {garp['address']}" if garp else "none recorded"),
     ]
+    handoff = plumbing.get("handoff") or {}
+    if handoff.get("to") or handoff.get("table"):
+        # Only during a migration: connections unknown here go to the retiring instance.
+        table = {True: "table in place", False: "no table", None: "table unknown"}
+        lines.append(
+            f"connection hand-off: to {handoff.get('to') or '-'} ({table[handoff.get('table')]})"
+        )
     return [Text("\n".join(lines))]
 
 

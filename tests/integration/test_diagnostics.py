@@ -123,6 +123,7 @@ def test_a_healthy_lb(world: tuple[Stack, Lab, ClientNamespace]) -> None:
     seen = {n["address"] for n in plumbing["neighbours"]}
     assert {b.ip for b in web} <= seen, plumbing["neighbours"]
     assert plumbing["garp"]["address"] == lb["vip_address"]
+    assert plumbing["handoff"] == {"to": None, "table": False}  # no migration under way
     assert live["gathered_ms"] < 1000
 
     probed = live_of(stack, lb["id"], probe=True)

@@ -184,6 +184,19 @@ def test_a_connection_open_across_the_switch_is_handed_back_to_the_old_instance(
     # the connection lives on through the new instance for most of it.
     assert len(served) >= 20, f"{len(served)} exchanges after the switch; {log[-3:]}"
     assert not any(err for _, mac, err in log if mac == first_mac), log
+    # The old instance removed, its successors drop the hand-off and its table.
+    wait_for(lambda: _handoffs(stack, lb["id"]) == [{"to": None, "table": False}] * len(home),
+             20, what="no hand-off left")  # fmt: skip
+
+
+def _handoffs(stack: Stack, lb_id: str) -> list[dict[str, Any]]:
+    """Each instance's connection hand-off, as its agent's diagnostics read it."""
+    resp = stack.admin.get(f"/v2/manage/loadbalancers/{lb_id}/diagnostics")
+    assert resp.status_code == 200, resp.text
+    return [
+        (i.get("live") or {}).get("plumbing", {}).get("handoff")
+        for i in resp.json()["diagnostics"]["instances"]
+    ]
 
 
 def test_migrate_pair_loses_no_request(

@@ -77,6 +77,16 @@ def test_a_live_instance_shows_what_is_wrong() -> None:
                  "VRRP MASTER", "L4CON", "Connection refused", "+frontend li-2",
                  "1 protocol error", "po-1 2/100", "10.0.0.10 - FAILED", "Probe"):  # fmt: skip
         assert text in out, (text, out)
+    assert "connection hand-off" not in out  # no migration under way
+
+
+def test_a_migration_shows_the_connection_hand_off() -> None:
+    diag = live()
+    diag["plumbing"]["handoff"] = {"to": "10.0.0.7", "table": True}
+    inst = {"instance_id": "in-1", "role": "STANDALONE", "host": {"name": "h1", "status": "UP"},
+            "reachable": True, "live": diag}  # fmt: skip
+    out = shown({"loadbalancer": LB, "instances": [inst], "probe": False})
+    assert "connection hand-off: to 10.0.0.7 (table in place)" in out, out
 
 
 def test_an_unreachable_agent_and_a_tenant_view() -> None:

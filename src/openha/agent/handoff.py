@@ -76,12 +76,12 @@ def _family(vip: str) -> str:
     return "ip" if ipaddress.ip_address(vip).version == 4 else "ip6"
 
 
-def _tables(namespace: str) -> list[tuple[int, str]]:
-    """(family, name) of the namespace's nftables tables: a netlink dump, no process."""
+def table_present(namespace: str) -> bool:
+    """Whether the namespace has the hand-off table: a netlink dump, no process."""
 
-    def dump() -> list[tuple[int, str]]:
+    def dump() -> bool:
         with NFTables() as nft:
-            return [(t["nfgen_family"], t.get_attr("NFTA_TABLE_NAME")) for t in nft.get_tables()]
+            return any(t.get_attr("NFTA_TABLE_NAME") == TABLE for t in nft.get_tables())
 
     return run_in_namespace(namespace, dump)
 
@@ -125,7 +125,7 @@ def converge(namespace: str, vip: str, target: str | None, *, vip_held: bool) ->
     without it (a move then resets the connections in flight, as without hand-off).
     """
     vip = vip.split("/")[0]
-    present = any(name == TABLE for _, name in _tables(namespace))
+    present = table_present(namespace)
     if target is None:
         if not present:
             return False

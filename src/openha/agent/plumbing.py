@@ -1,6 +1,6 @@
 """What an instance's namespace looks like now, for diagnostics: links, addresses,
-routes and the neighbours on the VIP's subnet, read with pyroute2 (never created:
-`ns_iproute` refuses a missing namespace).
+routes, the neighbours on the VIP's subnet and the connection hand-off, read with
+pyroute2 (never created: `ns_iproute` refuses a missing namespace).
 
 Read-only; `agent.netns` is what changes the plumbing.
 """
@@ -11,6 +11,9 @@ import ipaddress
 import socket
 from typing import Any
 
+from pyroute2.netlink.exceptions import NetlinkError
+
+from openha.agent import handoff
 from openha.agent.netns import namespace_exists, ns_iproute
 from openha.domain.spec import InstanceSpec
 
@@ -110,4 +113,15 @@ def read_plumbing(spec: InstanceSpec) -> dict[str, Any]:
         "routes": routes,
         "vip_subnets": [str(n) for n in nets],
         "neighbours": neighbours,
+        "handoff": _handoff(spec),
     }
+
+
+def _handoff(spec: InstanceSpec) -> dict[str, Any]:
+    """Where connections unknown here go while a migration retires the VIP's last
+    holder (`agent.handoff`), and whether the namespace's table is there."""
+    try:
+        table: bool | None = handoff.table_present(spec.namespace)
+    except (OSError, NetlinkError):
+        table = None  # a kernel without nftables: not knowable, not an error
+    return {"to": spec.handoff_to, "table": table}
