@@ -457,11 +457,14 @@ def test_lost_namespace_and_keepalived_are_rebuilt(
 
     def rebuilt() -> bool:
         pair = healthy_pair(stack, lb["id"])
-        new_pid = (inst_dir / "keepalived.pid").read_text().split()[0]
+        try:
+            new_pid = int((inst_dir / "keepalived.pid").read_text().split()[0])
+        except (FileNotFoundError, IndexError):
+            return False  # between the agent's stop of the old one and the new one's start
         return (
             bool(pair)
             and namespace_name(backup["id"]) in netns.listnetns()
-            and int(new_pid) != keepalived_pid
+            and new_pid != keepalived_pid
         )
 
     wait_for(rebuilt, 30, what="backup namespace and keepalived rebuilt")
