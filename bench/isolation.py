@@ -54,7 +54,7 @@ from harness import (
     require_root,
     wait_for,
 )
-from throughput import WrkResult, parse_wrk
+from throughput import WrkResult, cpu_seconds, parse_wrk
 
 from openha.agent import cgroups
 from openha.agent.haproxy import HAProxyInstance
@@ -162,11 +162,7 @@ def outside_walls(agent_dir: Path) -> Callable[[], tuple[float, float]]:
 
     def read() -> tuple[float, float]:
         pid = syslogd.pid()
-        rsyslogd = 0.0
-        if pid is not None:
-            with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                rsyslogd = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        rsyslogd = cpu_seconds([pid]) if pid is not None else 0.0
         cpu_line = Path("/proc/stat").read_text().split("\n", 1)[0].split()
         return rsyslogd, int(cpu_line[7]) / tick  # user nice system idle iowait irq softirq
 
