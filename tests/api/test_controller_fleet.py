@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from openha import hosts
 from openha.api.app import create_app
 from openha.controller import hostmonitor
+from openha.controller import stats as outcome
 from openha.controller.hostmonitor import HostMonitor, SilentHost
 from openha.controller.reconciler import Reconciler
 from openha.credentials import create_token
@@ -38,7 +39,8 @@ from openha.models import (
     utcnow,
     utcnow_precise,
 )
-from openha.providers.base import ProviderContext
+from openha.providers.base import ApplyResult, ProviderContext
+from openha.providers.haproxy.driver import HAProxyProvider
 from openha.providers.noop import NoopProvider
 from openha.providers.registry import ProviderRegistry
 from openha.settings import Settings
@@ -658,6 +660,47 @@ def test_a_crashed_controllers_claims_are_taken_over_at_once(
         gate.set()
         stop_crashed.set()
         stop_survivor.set()
+
+
+def test_a_reconcile_calls_no_agent_for_an_lb_taken_over_nor_while_its_beat_lags(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between its snapshot and its provider call a reconcile checks that it still holds
+    the LB (a twin that judged it dead may have claimed it meanwhile) and that its own
+    beat is fresh (else the twin may judge it dead at any moment): otherwise it calls no
+    agent, and an LB it still holds stays queued."""
+    me = Reconciler(world.settings, world.sessions, world.controller.providers)
+    lb_id = world.create_lb()
+    wait_for(lambda: world.lb(lb_id).lease_owner is None, 15)
+    world.halt()
+    applied: list[str] = []
+
+    def apply(provider: HAProxyProvider, spec: Any, *, failover_paused: str | None) -> Any:
+        applied.append(spec.id)
+        return ApplyResult.applied()
+
+    monkeypatch.setattr(HAProxyProvider, "apply", apply)
+
+    def held_by(owner: str) -> None:
+        with transaction(world.sessions) as s:
+            s.execute(
+                update(LoadBalancer)
+                .where(LoadBalancer.id == lb_id)
+                .values(lease_owner=owner, lease_until=utcnow_precise() + timedelta(minutes=5))
+            )
+
+    assert me.liveness.beat()
+    held_by("controller-twin")
+    assert me.reconcile(lb_id) == outcome.SKIPPED
+    held_by(me.owner)
+    lagging = utcnow_precise() - timedelta(seconds=world.settings.service_dead_after)
+    monkeypatch.setattr(me.liveness, "_last_ok", lagging)
+    assert me.reconcile(lb_id) == outcome.REQUEUED
+    assert world.lb(lb_id).reconcile_requested
+    assert applied == []
+    assert me.liveness.beat()  # fresh again: it applies
+    assert me.reconcile(lb_id) == outcome.APPLIED
+    assert applied == [lb_id]
 
 
 def test_a_controller_never_declares_itself_dead(world: World) -> None:
