@@ -1,4 +1,5 @@
-"""The connection hand-off's table: rendered from addresses only, one IP version at a time."""
+"""The connection hand-off: its table rendered from addresses only, one IP version at a
+time, and whom the controller names as its target."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import pydantic
 import pytest
 
 from openha.agent import handoff
+from openha.domain import constants as c
 from openha.domain.spec import InstanceSpec
+from openha.models import Host, Instance
+from openha.providers.haproxy.allocation import handoff_address
 
 
 def test_the_table_hands_unknown_tcp_to_the_vip_on_to_the_old_instance() -> None:
@@ -57,3 +61,20 @@ def test_the_spec_takes_only_an_address_and_writes_it_canonically() -> None:
     assert _spec().handoff_to is None
     with pytest.raises(pydantic.ValidationError):
         _spec(handoff_to="10.0.0.7 drop")
+
+
+def test_the_hand_off_goes_to_the_retiring_instance_only_while_its_host_is_up() -> None:
+    up = Host(id="h-up", status=c.HOST_UP)
+    down = Host(id="h-down", status=c.HOST_DOWN)
+    hosts = {h.id: h for h in (up, down)}
+    serving = Instance(id="new", host_id="h-up", ip_address="10.0.0.8", migration=None)
+    staged = Instance(
+        id="staged", host_id="h-up", ip_address="10.0.0.9", migration=c.MIGRATION_STAGED
+    )
+    retiring = Instance(
+        id="old", host_id="h-up", ip_address="10.0.0.7", migration=c.MIGRATION_RETIRING
+    )
+    assert handoff_address([serving, staged, retiring], hosts) == "10.0.0.7"
+    assert handoff_address([serving, staged], hosts) == ""  # nothing retires
+    retiring.host_id = "h-down"  # nothing to hand to: its connections are gone
+    assert handoff_address([serving, retiring], hosts) == ""
