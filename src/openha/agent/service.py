@@ -1142,7 +1142,7 @@ class AgentService:
         elif inst.replumb:
             self._plumb(inst, spec)
         inst.replumb = False
-        if not inst.haproxy.running():
+        if not inst.haproxy.running() and not self._reload_settles(inst):
             self._tell_keepalived(inst, spec, down=True)
             log.warning("instance %s: haproxy is not running, starting it", inst.instance_id)
             pid = inst.haproxy.restart(spec.haproxy_config)
@@ -1152,6 +1152,25 @@ class AgentService:
         if spec.keepalived_config and inst.keepalived.pid() is None:
             inst.keepalived.start()
         self._watch(inst)
+
+    @staticmethod
+    def _reload_settles(inst: _Instance, wait: float = 1.0) -> bool:
+        """Whether a HAProxy of the instance, started by someone else (an operator's
+        reload by hand), names itself in the pid file within `wait` seconds.
+
+        A new HAProxy tells its predecessor to go before it writes its pid file: an
+        idle predecessor exits in between, and its exit must not read as a crash
+        (restarting then would start a second HAProxy beside the new one). Only
+        when such a process lives is there anything to wait for.
+        """
+        if not inst.haproxy.processes():
+            return False
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if inst.haproxy.running():
+                return True
+            time.sleep(0.05)
+        return False
 
     def _supervise_loop(self) -> None:
         while not self._stop.wait(self.supervise_interval):
