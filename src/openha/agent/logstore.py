@@ -459,9 +459,11 @@ class LogStore:
                 continue
             currents = self._current_bytes(lb_id)
             known = self._sizes.get(lb_id)
-            if known is not None and known[0] == stamp:
+            if known is not None and known[0] == stamp and known[1] + currents <= self.lb_quota:
                 sizes[lb_id] = self._bytes[lb_id] = known[1] + currents
                 continue
+            # (Over the quota although no segment came: the current files grew since
+            # the scan, and the oldest segments must go now, not at the next rotation.)
             size = self.disk_bytes(lb_id)
             for seg in self.segments(lb_id):
                 if size <= self.lb_quota:
