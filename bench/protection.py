@@ -198,6 +198,40 @@ def _flood_phase(
     ]
 
 
+def _paired(
+    client: str, urls: dict[str, str], pids: dict[str, list[int]], args: argparse.Namespace
+) -> None:
+    """Each profile's LB and the unprotected one loaded at the same time, a wrk each:
+    whatever shakes the machine meanwhile shakes both HAProxy processes alike, so the
+    ratio of their CPU per answered request holds still where rounds run one after
+    the other drift apart by several per cent."""
+    for name in ("typical", "full"):
+        ratios: list[float] = []
+        for _ in range(args.rounds):
+            box: dict[str, WrkResult] = {}
+
+            def load(n: str, box: dict[str, WrkResult] = box) -> None:
+                box[n] = wrk(client, urls[n], args.seconds, 1, 25)
+
+            before = {n: cpu_seconds(pids[n]) for n in (name, "none")}
+            threads = [threading.Thread(target=load, args=(n,)) for n in (name, "none")]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            us = {
+                n: (cpu_seconds(pids[n]) - before[n]) / max(1.0, box[n].rps * args.seconds)
+                for n in (name, "none")
+            }
+            ratios.append(us["none"] / us[name])
+        print(
+            f"{name}: paired capacity ratio (both LBs loaded at once, wrk -t1 -c25 each; "
+            f"CPU per request, none / {name}): {statistics.median(ratios):.3f} "
+            f"(target >= {TARGET_RATIO}); per round: {', '.join(f'{r:.3f}' for r in ratios)}"
+        )
+    print()
+
+
 def run(args: argparse.Namespace) -> None:
     print(f"# DDoS protection ({machine_line()})\n", flush=True)
     with bench_stack(agents=1) as (lab, stack):
@@ -284,6 +318,8 @@ def run(args: argparse.Namespace) -> None:
                 f"{name}: HAProxy capacity ratio (CPU per request, none / {name}): "
                 f"{capacity:.3f} (target >= {TARGET_RATIO}); per round: {per_round_cpu}\n"
             )
+
+        _paired(client, urls, pids, args)
 
         # Under a flood: a strict profile by under-attack mode, a flooder and a polite client.
         if not args.flood_actions:

@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.table import Table
 
 from openha.cli_ops import ApiUrl, LbArg, Token, checked, client, lb_id_of
+from openha.domain.protection import UNLIMITED
 
 out = Console(highlight=False)
 
@@ -47,10 +48,21 @@ def _caption(answer: dict[str, Any]) -> str:
     parts = [
         f"{i['instance_id'][:8]}: {i['tracked']} tracked"
         + ("" if i["protected"] else " (no protection profile)")
+        + _limits(i.get("limits") or {})
         for i in answer.get("instances", [])
     ]
     parts += [f"{k[:8]}: {v}" for k, v in answer.get("errors", {}).items()]
     return "; ".join(parts)
+
+
+def _limits(limits: dict[str, int]) -> str:
+    """The request and connection limits in force, as the caption says them."""
+    shown = [
+        f"{label} {limits[key]}"
+        for key, label in (("req_rate", "req"), ("conn_rate", "conn"), ("conn_cur", "open"))
+        if key in limits and limits[key] < UNLIMITED
+    ]
+    return f", limits {' '.join(shown)}" if shown else ""
 
 
 def register(app: typer.Typer) -> None:

@@ -222,6 +222,7 @@ def test_profiles_throttle_floods_cut_slow_clients_and_switch_at_runtime(
     after = haproxy(stack, lb_id)
     assert after["pid"] == before["pid"]
     assert after["processes"]["haproxy"]["reloads"] == before["processes"]["haproxy"]["reloads"]
+    assert limits_in_force(stack, lb_id) == [2]  # read back from the process itself
     refused = flood.run(_flood, vip, 5, time.monotonic() + 10, timeout=30)
     assert refused["200"] == refused["429"] == 0, refused
     quick = polite.run(_flood, vip, 20, time.monotonic() + 10, timeout=30)
@@ -231,6 +232,7 @@ def test_profiles_throttle_floods_cut_slow_clients_and_switch_at_runtime(
     assert off.status_code == 200 and off.json()["protection"]["under_attack"] is False
     applied(stack, lb_id)
     assert haproxy(stack, lb_id)["pid"] == before["pid"]
+    assert limits_in_force(stack, lb_id) == [REQUEST_RATE]
     wait_for(
         lambda: flood.run(_flood, vip, 1, time.monotonic() + 5, timeout=20)["200"] == 1,
         30,
@@ -244,6 +246,12 @@ def test_profiles_throttle_floods_cut_slow_clients_and_switch_at_runtime(
         ]
     ]
     assert "loadbalancer.under_attack" in kinds and "loadbalancer.under_attack_cleared" in kinds
+
+
+def limits_in_force(stack: Stack, lb_id: str) -> list[int]:
+    """Each instance's request limit as its HAProxy compares with it now (top-talkers)."""
+    talkers = stack.admin.get(f"/v2/manage/loadbalancers/{lb_id}/top-talkers").json()
+    return [i["limits"]["req_rate"] for i in talkers["instances"]]
 
 
 def _runtime(stack: Stack, instance: dict[str, Any], command: str) -> str:

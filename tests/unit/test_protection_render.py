@@ -26,8 +26,8 @@ from pydantic import ValidationError
 
 from openha.agent.haproxy import changed_maps, cli_command, runtime_changes, tls_runtime_changes
 from openha.agent.metrics import InstancesCollector
-from openha.agent.runtime_maps import chunks, replace_map
-from openha.agent.toptalkers import parse_show_table, top_talkers
+from openha.agent.runtime_maps import chunks, refresh_limits, replace_map
+from openha.agent.toptalkers import limits_in_force, parse_show_table, top_talkers
 from openha.domain import constants as c
 from openha.domain.protection import UNLIMITED, PathLimit, ProtectionSettings
 from openha.domain.spec import InstanceSpec
@@ -54,7 +54,9 @@ from tests.unit.test_render_haproxy import (
     listener,
     loadbalancer,
     member,
+    policy,
     pool,
+    rule,
 )
 
 PROFILE = ProtectionSettings(
@@ -92,12 +94,24 @@ def haproxy_paths(workdir: Path) -> HAProxyPaths:
         syslog_socket=str(workdir / "syslog.sock"),
         state_dir=str(workdir),
         files_dir=str(workdir / "files"),
+        protect_socket=str(workdir / "protect.sock"),
     )
 
 
 def write_maps(workdir: Path, settings: ProtectionSettings | None) -> None:
     for name, content in map_files(settings).items():
         (workdir / "files" / name).write_text(content)
+
+
+def load_maps(workdir: Path, settings: ProtectionSettings) -> None:
+    """What the agent does for a running HAProxy: every map through the runtime API,
+    then the thresholds read again from the new limits map (`refresh_limits`)."""
+    paths = haproxy_paths(workdir)
+    for name, content in map_files(settings).items():
+        (workdir / "files" / name).write_text(content)
+        replace_map(lambda command: cli_command(Path(paths.stats_socket), command),
+                    str(workdir / "files" / name), content)  # fmt: skip
+    refresh_limits(Path(str(paths.protect_socket)))
 
 
 # --- map files -----------------------------------------------------------------------------
@@ -301,7 +315,6 @@ def test_real_haproxy_limits_and_takes_new_maps_without_a_reload(workdir: Path) 
     write_maps(workdir, strict)
     paths = haproxy_paths(workdir)
     cfg = render_haproxy(spec, paths, protection=strict)
-    files = workdir / "files"
     run = lambda command: cli_command(Path(paths.stats_socket), command)  # noqa: E731
     with serving(cfg, workdir, port) as pid:
         # The readiness probe's empty connection counted as a request: start afresh.
@@ -313,6 +326,9 @@ def test_real_haproxy_limits_and_takes_new_maps_without_a_reload(workdir: Path) 
         table = top_talkers(run, 5)
         assert table["sources"][0]["source"] == "127.0.0.1"
         assert table["sources"][0]["limited"] is True
+        # The thresholds in force, read back from the process.
+        assert table["limits"]["req_rate"] == 5 and table["limits"]["retry_after"] == 7
+        assert table["limits"]["conn_cur"] == UNLIMITED
         # Every trip is counted for the instance's metrics, in the scrape's one round trip.
         instance = InstanceSpec(
             instance_id="i1",
@@ -338,11 +354,10 @@ def test_real_haproxy_limits_and_takes_new_maps_without_a_reload(workdir: Path) 
         assert any(s.value == 1 for s in families["haproxy_up"].samples)
 
         def replace(settings: ProtectionSettings) -> None:
-            for name, content in map_files(settings).items():
-                (files / name).write_text(content)
-                replace_map(run, str(files / name), content)
+            load_maps(workdir, settings)
 
         replace(ProtectionSettings(request_rate=1000))
+        assert limits_in_force(run)["req_rate"] == 1000
         assert get(port, "/metrics")[0] == 200
         replace(ProtectionSettings(request_rate=1000, deny=["127.0.0.0/8"]))
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
@@ -358,6 +373,62 @@ def test_real_haproxy_limits_and_takes_new_maps_without_a_reload(workdir: Path) 
         # The same process served it all.
         assert int((workdir / "haproxy.pid").read_text().split()[0]) == pid
         os.kill(pid, 0)
+
+
+def test_a_connection_already_open_sees_a_new_limit_at_once(workdir: Path) -> None:
+    """The thresholds are process-wide variables the refresh re-reads: a kept-alive
+    connection opened under a loose limit is held to a tight one from its next request
+    (a flooder cannot keep the old limits by never reconnecting), and back."""
+    port = _free_port()
+    spec = loadbalancer((listener("PROMETHEUS", protocol_port=port),), (), vip="127.0.0.1")
+    loose = ProtectionSettings(request_rate=1000)
+    write_maps(workdir, loose)
+    cfg = render_haproxy(spec, haproxy_paths(workdir), protection=loose)
+    with serving(cfg, workdir, port) as pid:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+
+            def status() -> int:
+                conn.request("GET", "/metrics")
+                resp = conn.getresponse()
+                resp.read()
+                return resp.status
+
+            assert [status() for _ in range(5)] == [200] * 5
+            load_maps(workdir, ProtectionSettings(request_rate=3))
+            assert status() == 429  # the same connection: 6 requests, over 3
+            load_maps(workdir, loose)
+            assert status() == 200
+        finally:
+            conn.close()
+        assert int((workdir / "haproxy.pid").read_text().split()[0]) == pid
+
+
+def test_a_request_over_its_limit_gets_the_limits_answer_not_a_redirect_or_a_service(
+    workdir: Path,
+) -> None:
+    """A request over a limit stops at the verdict and goes to the trip backend: an L7
+    redirect (a `redirect` rule runs even after `http-request allow`) and a PROMETHEUS
+    listener's own service do not answer it instead of the 429."""
+    port, metrics_port = _free_port(), _free_port()
+    moved = policy(
+        "REDIRECT_TO_URL",
+        rules=(rule(value="/old"),),
+        redirect_url="http://a.example/new",
+        redirect_http_code=301,
+    )
+    members = pool(members=(member(address="127.0.0.1", protocol_port=_free_port()),))
+    web = listener(protocol_port=port, default_pool_id=members.id, l7policies=(moved,))
+    stats = listener("PROMETHEUS", protocol_port=metrics_port)
+    spec = loadbalancer((web, stats), (members,), vip="127.0.0.1")
+    strict = ProtectionSettings(request_rate=3)
+    write_maps(workdir, strict)
+    cfg = render_haproxy(spec, haproxy_paths(workdir), protection=strict)
+    assert "redirect location 'http://a.example/new' code 301 if " in cfg
+    with serving(cfg, workdir, port):
+        cli_command(Path(haproxy_paths(workdir).stats_socket), "clear table openha_protect")
+        assert [get(port, "/old")[0] for _ in range(3)] == [301] * 3
+        assert [get(port, "/old")[0], get(metrics_port, "/metrics")[0]] == [429, 429]
 
 
 def test_a_flooder_waits_out_the_tarpit_for_its_429(workdir: Path) -> None:
@@ -423,20 +494,15 @@ def test_header_guards_path_limits_and_reject_on_a_real_haproxy(workdir: Path) -
         assert 429 not in logins[:2] and logins[2] == 429, logins
         assert get(port, "/metrics")[0] == 200  # the path's limit is the path's
         # A profile without header or path limits switches those checks off at run time.
-        plain = ProtectionSettings(request_rate=100)
-        for name, content in map_files(plain).items():
-            replace_map(run, str(workdir / "files" / name), content)
+        load_maps(workdir, ProtectionSettings(request_rate=100))
         run("clear table openha_protect")
         head = b"GET /metrics HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n"
         assert _raw(port, head).startswith(b"HTTP/1.1 200")
         assert 429 not in [get(port, "/login")[0] for _ in range(3)]
-        for name, content in map_files(settings).items():
-            replace_map(run, str(workdir / "files" / name), content)
+        load_maps(workdir, settings)
         assert _raw(port, head).startswith(b"HTTP/1.1 431")
         # The reject action: a source over its limit is reset, not answered.
-        reject = ProtectionSettings(request_rate=1, action="reject")
-        for name, content in map_files(reject).items():
-            replace_map(run, str(workdir / "files" / name), content)
+        load_maps(workdir, ProtectionSettings(request_rate=1, action="reject"))
         run("clear table openha_protect")
         assert get(port, "/metrics")[0] == 200
         assert _raw(port, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n") == b""
@@ -575,10 +641,18 @@ def test_openha_top_renders_the_merged_answer() -> None:
     answer = {
         "rate_period": 10,
         "sources": rows,
-        "instances": [{"instance_id": "abcdef123", "protected": True, "tracked": 2}],
+        "instances": [
+            {
+                "instance_id": "abcdef123",
+                "protected": True,
+                "tracked": 2,
+                "limits": {"req_rate": 300, "conn_rate": UNLIMITED, "conn_cur": 20},
+            }
+        ],
         "errors": {"fedcba987": "agent unreachable"},
     }
     console = Console(record=True, width=120)
     console.print(talkers_table(answer, "web"))
-    text = console.export_text()
+    text = " ".join(console.export_text().split())  # the caption wraps at the table's width
     assert "10.0.0.9" in text and "yes" in text and "agent unreachable" in text
+    assert "limits req 300 open 20" in text  # an unlimited one is not shown

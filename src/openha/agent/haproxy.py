@@ -44,11 +44,11 @@ from openha.agent.history import InstanceHistory
 from openha.agent.netns import NamespaceExec, namespace_pids, run_in_namespace
 from openha.agent.paths import InstancePaths
 from openha.agent.procs import cmdline, pid_alive, pid_from_file
-from openha.agent.runtime_maps import MapUpdateError, replace_map
+from openha.agent.runtime_maps import MapUpdateError, refresh_limits, replace_map
 from openha.agent.sandbox import HAPROXY_CAPS, InstanceSandbox
 from openha.agent.toptalkers import parse_trips
 from openha.domain.observed import ListenerCounters
-from openha.render.protection import TRIPS_TABLE
+from openha.render.protection import LIMITS_MAP, TRIPS_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -743,6 +743,8 @@ class HAProxyInstance:
         for path, content in sorted(maps.items()):
             try:
                 count = replace_map(self.runtime, path, content)
+                if Path(path).name == LIMITS_MAP:
+                    refresh_limits(self.paths.protect_socket)
             except (OSError, MapUpdateError) as exc:
                 log.warning("%s: map %s not replaced at runtime (%s)", self.namespace, path, exc)
                 return False

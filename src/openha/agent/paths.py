@@ -38,6 +38,8 @@ class InstancePaths:
     # once its start, reload or runtime commands took.
     loaded: Path
     stats_socket: Path  # runtime API of the serving process; passes listeners on reload
+    # The protection profile's refresh listener: a connection re-reads the limits map.
+    protect_socket: Path
     # HAProxy's chroot: empty but for the two sockets below, root-owned.
     chroot_dir: Path
     # Datagram socket where the agent hears admin events (inside the chroot, owned by
@@ -63,7 +65,7 @@ class InstancePaths:
 
     def check(self) -> None:
         """Refuse paths that a unix socket cannot bind to (too long)."""
-        for sock in (self.stats_socket, self.log_socket):
+        for sock in (self.stats_socket, self.protect_socket, self.log_socket):
             if len(str(sock).encode()) > UNIX_PATH_MAX:
                 raise ValueError(f"socket path too long for AF_UNIX: {sock}")
 
@@ -81,6 +83,7 @@ def instance_paths(agent_dir: Path | str, instance_id: str) -> InstancePaths:
         next_pid_file=base / "haproxy.pid.next",
         loaded=base / "haproxy.loaded.json",
         stats_socket=base / "stats.sock",
+        protect_socket=base / "protect.sock",
         chroot_dir=base / "root",
         log_socket=base / "root" / CHROOT_LOG_SOCKET.lstrip("/"),
         chroot_syslog_socket=base / "root" / CHROOT_SYSLOG_SOCKET.lstrip("/"),

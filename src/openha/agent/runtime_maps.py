@@ -7,12 +7,19 @@ well under the CLI's buffer), then made current at once (`commit map`): requests
 see either the old entries or the new ones, never a half-filled map, and a map of
 thousands of entries costs a few round trips. The file itself is written first
 by the agent, so a process started later reads the same content.
+
+A protection profile's rules read their thresholds from process-wide variables,
+not from the limits map (`openha.render.protection`): once the map changed, a
+connection to the process's refresh listener reads it into them again
+(`refresh_limits`).
 """
 
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable
+from pathlib import Path
 
 # Bytes of map lines per `add map` payload: HAProxy keeps a payload in one buffer
 # (tune.bufsize, 16 KiB by default).
@@ -66,3 +73,22 @@ def replace_map(runtime: Callable[[str], str], path: str, content: str) -> int:
     if answer.strip():
         raise MapUpdateError(f"commit map {path}: {answer.strip()[:300]}")
     return count
+
+
+def refresh_limits(refresh_socket: Path, timeout: float = 2.0) -> None:
+    """Have the HAProxy listening on `refresh_socket` read its limits map into its
+    threshold variables again; returns once it has.
+
+    The listener's rules set the variables then reject the connection: the close
+    (or a reset) the agent reads says they ran.
+    """
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(refresh_socket))
+            while sock.recv(64):
+                pass
+    except ConnectionResetError:
+        return
+    except OSError as exc:
+        raise MapUpdateError(f"refresh of the limits through {refresh_socket}: {exc}") from exc

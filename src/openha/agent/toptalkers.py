@@ -5,6 +5,10 @@ One `show table openha_protect` answers every tracked source with its counters:
 conn_rate(10000)=9 conn_cur=1 http_req_rate(10000)=9 http_err_rate(10000)=0`.
 Rates are per the table's period (the profile's `RATE_PERIOD_S`); `gpc0` counts the
 source's limit trips, so a source whose trip rate is not zero is being limited now.
+
+Beside them, the thresholds the process compares with right now (its `proc.oh_*`
+variables, `get var`): what under-attack mode put in force, read from the process
+itself rather than from the map file the agent wrote.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from openha.render.protection import SOURCE_TABLE
+from openha.render.protection import LIMIT_VARIABLES, SOURCE_TABLE
 
 _ENTRY = re.compile(r"^0x[0-9a-f]+:\s+key=(?P<key>\S+)\s+(?P<rest>.*)$")
 _FIELD = re.compile(r"(?P<name>[a-z_0-9]+)(?:\((?P<period>\d+)\))?=(?P<value>-?\d+)")
+_VAR = re.compile(r"^proc\.(?P<name>[a-z_]+): type=\w+ value=<(?P<value>-?\d+)>$", re.M)
+# The variables read back, by the limits map's key (a derived one, times a factor, is not).
+_LIMIT_VARIABLES = {v.name: v.key for v in LIMIT_VARIABLES if v.factor == 1}
 
 # The stick-table columns reported, under the names the API answers with.
 COLUMNS = {
@@ -65,10 +72,26 @@ def rank(entries: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     )[:limit]
 
 
+def limits_in_force(runtime: Callable[[str], str]) -> dict[str, int]:
+    """The thresholds the running process compares with, by the limits map's keys."""
+    answer = runtime(";".join(f"get var proc.{name}" for name in _LIMIT_VARIABLES))
+    return {
+        _LIMIT_VARIABLES[m["name"]]: int(m["value"])
+        for m in _VAR.finditer(answer)
+        if m["name"] in _LIMIT_VARIABLES
+    }
+
+
 def top_talkers(runtime: Callable[[str], str], limit: int) -> dict[str, Any]:
-    """This instance's busiest sources; `protected` is False when it has no table."""
+    """This instance's busiest sources and limits in force; `protected` is False when
+    it has no table."""
     answer = runtime(f"show table {SOURCE_TABLE}")
     if not answer.lstrip().startswith("# table:"):
-        return {"protected": False, "sources": [], "tracked": 0}
+        return {"protected": False, "sources": [], "tracked": 0, "limits": {}}
     entries = parse_show_table(answer)
-    return {"protected": True, "sources": rank(entries, limit), "tracked": len(entries)}
+    return {
+        "protected": True,
+        "sources": rank(entries, limit),
+        "tracked": len(entries),
+        "limits": limits_in_force(runtime),
+    }

@@ -91,6 +91,8 @@ def gather(session: Session, settings: Settings, lb: LoadBalancer, limit: int) -
                     "instance_id": inst_id,
                     "protected": bool(found.get("protected")),
                     "tracked": found.get("tracked", 0),
+                    # What the process compares with now, by the limits map's keys.
+                    "limits": found.get("limits", {}),
                 }
             )
     return {

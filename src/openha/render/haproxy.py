@@ -46,7 +46,12 @@ from openha.domain.spec import (
     PoolSpec,
 )
 from openha.render import tls
-from openha.render.protection import ProtectionFrame, ProtectionRenderError, frame
+from openha.render.protection import (
+    REFRESH_FRONTEND,
+    ProtectionFrame,
+    ProtectionRenderError,
+    frame,
+)
 
 __all__ = [
     "ACCESS_LOG_MODES",
@@ -217,10 +222,14 @@ class HAProxyPaths(BaseModel):
     # The spec's files: certificates, crt-lists, maps (read before the chroot; 0600, the
     # instance's uid's).
     files_dir: str | None = None
+    # Where the protection profile's refresh listener binds (before the chroot).
+    protect_socket: str | None = None
 
-    @field_validator("stats_socket", "log_socket", "syslog_socket")
+    @field_validator("stats_socket", "log_socket", "syslog_socket", "protect_socket")
     @classmethod
-    def _socket_path(cls, value: str) -> str:
+    def _socket_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         _absolute_quotable_path(value)
         if len(value.encode()) > _SUN_PATH_MAX:
             raise ValueError(f"unix socket paths are limited to {_SUN_PATH_MAX} bytes")
@@ -1001,6 +1010,7 @@ def render_haproxy(
             prometheus_path=PROMETHEUS_PATH,
             prometheus_scopes=PROMETHEUS_SCOPES,
             protect=protect,
+            protect_refresh=REFRESH_FRONTEND,
             source_type="ipv6" if _ip(spec.vip_address, "vip_address").version == 6 else "ip",
         )
     )
@@ -1011,9 +1021,11 @@ def _protection_frame(
 ) -> ProtectionFrame | None:
     if protection is None:
         return None
-    if paths.files_dir is None:
-        raise RenderError("a protection profile needs the instance's files directory")
+    if paths.files_dir is None or paths.protect_socket is None:
+        raise RenderError(
+            "a protection profile needs the instance's files directory and refresh socket"
+        )
     try:
-        return frame(protection, paths.files_dir)
+        return frame(protection, paths.files_dir, paths.protect_socket)
     except ProtectionRenderError as exc:
         raise RenderError(str(exc)) from None

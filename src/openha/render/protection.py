@@ -3,11 +3,19 @@
 The configuration holds a *frame* that does not depend on the limits' values:
 a stick table per load balancer (source address -> concurrent connections,
 connection, request and error rates, limit trips), one for per-path counters,
-and rules that compare each counter with a threshold read from the limits map
-at run time. The values live in map files shipped beside the configuration
-(`map_files`), so the agent can replace them through the runtime API (`prepare
-map` / `add map` / `commit map`) with no reload: that is how under-attack mode
-tightens a running load balancer.
+and rules that compare each counter with a threshold. The values live in map
+files shipped beside the configuration (`map_files`), so the agent can replace
+them through the runtime API (`prepare map` / `add map` / `commit map`) with no
+reload: that is how under-attack mode tightens a running load balancer.
+
+The rules do not look the thresholds up in the limits map per request: a map
+lookup into a variable costs about half a microsecond, several per request a
+tenth of a cheap request's price. The process reads each threshold into a
+process-wide variable (`LIMIT_VARIABLES`) once at start (`set-var` in `global`)
+and again whenever the agent connects to its *refresh listener* (a unix socket
+only root can reach, `REFRESH_FRONTEND`) after changing the map. Reading such a
+variable costs next to nothing, and the variables change with the map, without a
+reload, for connections already open too.
 
 Map files are whitespace-separated `key value` lines and `#` starts a comment:
 every key written here is a checked CIDR, a fixed word, or a path prefix whose
@@ -40,6 +48,8 @@ PATH_TABLE = "openha_protect_paths"
 # Per kind of limit (conn, req, hdr), how many times this instance tripped it: a
 # counter for metrics, kept a day after the last trip.
 TRIPS_TABLE = "openha_protect_trips"
+# The backend answering the requests over a limit (429, tarpit, drop, reject or 431).
+TRIP_BACKEND = "openha_protect_trip"
 TRIPS_EXPIRE = "24h"
 TABLE_SIZE = "100k"
 # An idle source's counters go after this; longer than the rate period so a source
@@ -51,6 +61,34 @@ TARPIT_TIMEOUT_MS = 5000
 FLOOD_FACTOR = 10
 # The largest path-table key: an IPv6 address, ':' and a path limit id.
 PATH_KEY_LENGTH = 64
+# The listener whose every connection re-reads the limits map into the variables.
+REFRESH_FRONTEND = "openha_protect_refresh"
+
+
+@dataclass(frozen=True)
+class LimitVariable:
+    """A process-wide variable `proc.<name>` holding `key`'s value in the limits map
+    (`default` when the map lacks it), times `factor`."""
+
+    name: str
+    key: str
+    default: int
+    factor: int = 1
+
+
+LIMIT_VARIABLES = (
+    LimitVariable("oh_cc", "conn_cur", UNLIMITED),
+    LimitVariable("oh_cr", "conn_rate", UNLIMITED),
+    LimitVariable("oh_rq", "req_rate", UNLIMITED),
+    LimitVariable("oh_er", "err_rate", UNLIMITED),
+    LimitVariable("oh_fl", "req_rate", UNLIMITED, FLOOD_FACTOR),
+    LimitVariable("oh_hb", "hdr_bytes", UNLIMITED),
+    LimitVariable("oh_hc", "hdr_count", UNLIMITED),
+    LimitVariable("oh_hdr_on", "hdr_on", 0),
+    LimitVariable("oh_paths_on", "paths_on", 0),
+    LimitVariable("oh_act", "action", ACTION_CODES["429"]),
+    LimitVariable("oh_ra", "retry_after", RATE_PERIOD_S),
+)
 
 # What a files_dir may look like to be written inside a converter's argument list.
 _FILES_DIR = re.compile(r"/[A-Za-z0-9_./-]{0,200}")
@@ -125,12 +163,15 @@ class ProtectionFrame:
     """What the templates write for a protected load balancer (all checked values)."""
 
     limits_map: str
+    refresh_socket: str
+    variables: tuple[LimitVariable, ...]
     deny_map: str
     allow_map: str
     paths_map: str
     source_table: str
     path_table: str
     trips_table: str
+    trip_backend: str
     trips_expire: str
     table_size: str
     table_expire: str
@@ -139,24 +180,27 @@ class ProtectionFrame:
     unlimited: int
     tarpit_timeout: int
     flood_factor: int
-    retry_after_default: int
     timeout_http_request: int | None
     timeout_client_max: int | None
 
 
-def frame(settings: ProtectionSettings, files_dir: str) -> ProtectionFrame:
-    """The frame of `settings` (its static fields), with the maps under `files_dir`."""
+def frame(settings: ProtectionSettings, files_dir: str, refresh_socket: str) -> ProtectionFrame:
+    """The frame of `settings` (its static fields), with the maps under `files_dir`
+    and the refresh listener on the unix socket `refresh_socket`."""
     if not _FILES_DIR.fullmatch(files_dir) or "/../" in f"{files_dir}/":
         raise ProtectionRenderError(f"refusing files directory {files_dir!r} in a converter")
     base = files_dir.rstrip("/")
     return ProtectionFrame(
         limits_map=f"{base}/{LIMITS_MAP}",
+        refresh_socket=refresh_socket,
+        variables=LIMIT_VARIABLES,
         deny_map=f"{base}/{DENY_MAP}",
         allow_map=f"{base}/{ALLOW_MAP}",
         paths_map=f"{base}/{PATHS_MAP}",
         source_table=SOURCE_TABLE,
         path_table=PATH_TABLE,
         trips_table=TRIPS_TABLE,
+        trip_backend=TRIP_BACKEND,
         trips_expire=TRIPS_EXPIRE,
         table_size=TABLE_SIZE,
         table_expire=TABLE_EXPIRE,
@@ -165,7 +209,6 @@ def frame(settings: ProtectionSettings, files_dir: str) -> ProtectionFrame:
         unlimited=UNLIMITED,
         tarpit_timeout=TARPIT_TIMEOUT_MS,
         flood_factor=FLOOD_FACTOR,
-        retry_after_default=RATE_PERIOD_S,
         timeout_http_request=settings.timeout_http_request,
         timeout_client_max=settings.timeout_client_max,
     )

@@ -55,6 +55,7 @@ def haproxy_paths(paths: InstancePaths) -> HAProxyPaths:
         syslog_socket=CHROOT_SYSLOG_SOCKET,
         state_dir=str(paths.state_dir),
         files_dir=str(paths.files_dir),
+        protect_socket=str(paths.protect_socket),
     )
 
 
