@@ -15,7 +15,10 @@ trips.
    (target >= 0.95), and HAProxy's CPU per answered request for each (from /proc):
    none / profile is the capacity ratio of a saturated HAProxy thread, a figure the
    other processes on the two cores shake far less than req/s.
-2. Flood: the `full` LB switched to a strict profile (`request_rate` per 10 s) by
+2. Paired: each profile's LB and `none` loaded at once (wrk `-t1 -c25` each), the
+   ratio of their HAProxy CPU per request per round; a second unprotected LB
+   (`control`) paired with `none` the same way shows the method's own bias and noise.
+3. Flood: the `full` LB switched to a strict profile (`request_rate` per 10 s) by
    under-attack mode (`POST .../protect`), once per action in `--flood-actions` (the
    default `429`, then `tarpit`), each time from a fresh flood namespace: wrk `-t2 -c50`
    at full speed for `--flood-seconds`, bounded in count too (`--flood-max` answers,
@@ -204,8 +207,10 @@ def _paired(
     """Each profile's LB and the unprotected one loaded at the same time, a wrk each:
     whatever shakes the machine meanwhile shakes both HAProxy processes alike, so the
     ratio of their CPU per answered request holds still where rounds run one after
-    the other drift apart by several per cent."""
-    for name in ("typical", "full"):
+    the other drift apart by several per cent. `control`, a second unprotected LB,
+    measures the method itself: its ratio would be 1 but for the method's own bias
+    and noise."""
+    for name in ("control", "typical", "full"):
         ratios: list[float] = []
         for _ in range(args.rounds):
             box: dict[str, WrkResult] = {}
@@ -319,6 +324,10 @@ def run(args: argparse.Namespace) -> None:
                 f"{capacity:.3f} (target >= {TARGET_RATIO}); per round: {per_round_cpu}\n"
             )
 
+        control = openha_lb(stack, backends, "bench-control", flavor)
+        urls["control"] = f"http://{control['vip_address']}/"
+        pids["control"] = family(_haproxy_pid(stack, control["id"]))
+        wrk(client, urls["control"], args.warmup, 2, 50)
         _paired(client, urls, pids, args)
 
         # Under a flood: a strict profile by under-attack mode, a flooder and a polite client.
