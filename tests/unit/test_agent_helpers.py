@@ -28,6 +28,9 @@ be1,m3,0,0,0,0,,0,0,0,,0,,0,0,0,0,no check,1
 be1,m4,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN,1
 be1,m5,0,0,0,0,,0,0,0,,0,,0,0,0,0,DRAIN,0
 be1,BACKEND,0,0,1,2,998,60,0,0,0,0,,0,0,0,0,UP,3
+openha_protect,BACKEND,0,0,0,0,1,0,0,0,0,0,,0,0,0,0,UP,0
+openha_protect_trip,BACKEND,0,0,0,0,1,9,0,0,0,0,,0,0,0,0,UP,0
+openha_protect_refresh,FRONTEND,,,0,1,2000,0,0,0,0,0,0,,,,,OPEN,
 """
 
 BASE = """global
@@ -56,7 +59,8 @@ def test_parse_show_stat() -> None:
         "m4": "DOWN",
         "m5": "DRAIN",
     }
-    assert s.pools == {"be1": "UP"}
+    assert s.pools == {"be1": "UP"}  # OpenHA's own proxies (openha_*) are no pool
+    assert list(s.listeners) == ["fe1"]  # nor a listener
 
 
 def test_normalize_status() -> None:

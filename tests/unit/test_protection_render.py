@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import socket
 import subprocess
 import time
@@ -37,6 +38,7 @@ from openha.render.protection import (
     ALLOW_MAP,
     DENY_MAP,
     FLOOD_FACTOR,
+    INTERNAL_PROXY_PREFIX,
     LIMITS_MAP,
     PATHS_MAP,
     TARPIT_TIMEOUT_MS,
@@ -190,6 +192,11 @@ def test_the_frame_passes_haproxy_check_in_every_shape(workdir: Path) -> None:
     assert cfg.count("timeout client 30000") == 2  # the listeners' 50000 capped
     # No threshold is written in the configuration: all come from the limits map.
     assert " 50\n" not in cfg and "gt 50" not in cfg
+    # The frame's own proxies are named apart from listeners and pools (their ids).
+    ids = {x.id for x in (*spec.listeners, *spec.pools)}
+    proxies = re.findall(r"^(?:frontend|backend) (\S+)", cfg, re.M)
+    assert all(p in ids or p.startswith(INTERNAL_PROXY_PREFIX) for p in proxies), proxies
+    assert len(proxies) - len(ids) == 5
     p6 = pool(members=(member(address="2001:db8::10"),))
     v6 = loadbalancer((listener(default_pool_id=p6.id),), (p6,), vip=VIP6)
     cfg6 = render_haproxy(v6, paths, protection=PROFILE)

@@ -48,7 +48,7 @@ from openha.agent.runtime_maps import MapUpdateError, refresh_limits, replace_ma
 from openha.agent.sandbox import HAPROXY_CAPS, InstanceSandbox
 from openha.agent.toptalkers import parse_trips
 from openha.domain.observed import ListenerCounters
-from openha.render.protection import LIMITS_MAP, TRIPS_TABLE
+from openha.render.protection import INTERNAL_PROXY_PREFIX, LIMITS_MAP, TRIPS_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,8 @@ def parse_show_stat(text: str) -> StatSummary:
 
     Agents read it for many instances, so only the columns used are split out: they
     come before the free-text ones (check descriptions, quoted when they hold a
-    comma), which are never split.
+    comma), which are never split. OpenHA's own proxies (the protection profile's
+    tables, trip backend and refresh listener) are neither listeners nor pools.
     """
     text = text.lstrip()
     if text.startswith("# "):
@@ -158,7 +159,7 @@ def parse_show_stat(text: str) -> StatSummary:
         fields = line.split(",", depth)
         row = {name: fields[i] for name, i in index.items() if i < len(fields)}
         px, sv = row.get("pxname"), row.get("svname")
-        if not px or not sv:
+        if not px or not sv or px.startswith(INTERNAL_PROXY_PREFIX):
             continue
         if sv == "FRONTEND":
             summary.listeners[px] = ListenerCounters(

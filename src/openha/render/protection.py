@@ -41,6 +41,9 @@ DENY_MAP = "protect-deny.map"
 ALLOW_MAP = "protect-allow.map"
 PATHS_MAP = "protect-paths.map"
 MAP_FILES = (LIMITS_MAP, DENY_MAP, ALLOW_MAP, PATHS_MAP)
+# Every proxy of the frame is named so (listeners and pools are named by their ids, UUIDs):
+# the agent leaves them out of a listener's or pool's statistics.
+INTERNAL_PROXY_PREFIX = "openha_"
 # The backends holding the tables (stick tables need a section of their own to be
 # shared by every listener of the load balancer and by the peers of a pair).
 SOURCE_TABLE = "openha_protect"
