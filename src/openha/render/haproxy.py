@@ -46,12 +46,7 @@ from openha.domain.spec import (
     PoolSpec,
 )
 from openha.render import tls
-from openha.render.protection import (
-    REFRESH_FRONTEND,
-    ProtectionFrame,
-    ProtectionRenderError,
-    frame,
-)
+from openha.render.protection import ProtectionFrame, ProtectionRenderError, frame
 
 __all__ = [
     "ACCESS_LOG_MODES",
@@ -1010,7 +1005,6 @@ def render_haproxy(
             prometheus_path=PROMETHEUS_PATH,
             prometheus_scopes=PROMETHEUS_SCOPES,
             protect=protect,
-            protect_refresh=REFRESH_FRONTEND,
             source_type="ipv6" if _ip(spec.vip_address, "vip_address").version == 6 else "ip",
         )
     )

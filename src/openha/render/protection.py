@@ -175,6 +175,7 @@ class ProtectionFrame:
     path_table: str
     trips_table: str
     trip_backend: str
+    refresh_frontend: str
     trips_expire: str
     table_size: str
     table_expire: str
@@ -204,6 +205,7 @@ def frame(settings: ProtectionSettings, files_dir: str, refresh_socket: str) -> 
         path_table=PATH_TABLE,
         trips_table=TRIPS_TABLE,
         trip_backend=TRIP_BACKEND,
+        refresh_frontend=REFRESH_FRONTEND,
         trips_expire=TRIPS_EXPIRE,
         table_size=TABLE_SIZE,
         table_expire=TABLE_EXPIRE,
